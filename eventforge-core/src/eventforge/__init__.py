@@ -1,0 +1,153 @@
+"""eventforge: message-driven work — pub/sub, request-reply RPC and task execution.
+
+Everything public is importable from here. Names load on first access, so ``import eventforge``
+stays cheap (no pydantic, no pluggy, no plugin) until a feature is used. Observers such as
+``TimingMeter`` come from the ``eventforge-observers`` distribution and resolve through the
+plugin registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # errors
+    "ConfigurationError": "errors",
+    "EventforgeError": "errors",
+    "FrameTooLarge": "errors",
+    "MethodNotFound": "errors",
+    "PluginConflictError": "errors",
+    "PluginImportError": "errors",
+    "PluginNotFoundError": "errors",
+    "ProtocolError": "errors",
+    "RPCError": "errors",
+    "RPCTimeout": "errors",
+    "RemoteError": "errors",
+    "SerializationError": "errors",
+    "TransportClosedError": "errors",
+    "TransportError": "errors",
+    "UnsupportedCapabilityError": "errors",
+    # messages and transports
+    "Message": "message",
+    "Capability": "transport",
+    "Transport": "transport",
+    "MemoryTransport": "transports.memory",
+    # configuration and plugins
+    "connect": "config",
+    "configure": "config",
+    "Settings": "config",
+    "load_settings": "config",
+    "registry": "_registry",
+    # pub/sub and request/reply
+    "MessageQueue": "queue",
+    "RemoteQueue": "remote",
+    # execution
+    "Executor": "execution",
+    "ExecutionMode": "execution",
+    "TaskResult": "execution",
+    "TaskStatus": "execution",
+    "WorkQueue": "workqueue",
+    "RetryPolicy": "workqueue",
+    "Delivery": "workqueue",
+    # rpc
+    "RPCServer": "rpc",
+    "RPCClient": "rpc",
+    "RoundRobinRPCClient": "rpc",
+    "with_retry": "rpc",
+    # tasks, observers, dispatchers
+    "task": "task",
+    "TaskContext": "task",
+    "SharedState": "task",
+    "TaskPool": "task",
+    "observe": "observe",
+    "Observer": "observe",
+    "Observable": "observe",
+    "Eventful": "observe",
+    "CallEvent": "observe",
+    "Dispatcher": "dispatch",
+    "BroadcastDispatcher": "dispatch",
+    "RoundRobinDispatcher": "dispatch",
+    "ConcurrentDispatcher": "dispatch",
+    "LeastLoadedDispatcher": "dispatch",
+    "Node": "dispatch",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from ._registry import registry as registry
+    from .errors import (
+        ConfigurationError as ConfigurationError,
+    )
+    from .errors import (
+        EventforgeError as EventforgeError,
+    )
+    from .errors import (
+        FrameTooLarge as FrameTooLarge,
+    )
+    from .errors import (
+        MethodNotFound as MethodNotFound,
+    )
+    from .errors import (
+        PluginConflictError as PluginConflictError,
+    )
+    from .errors import (
+        PluginImportError as PluginImportError,
+    )
+    from .errors import (
+        PluginNotFoundError as PluginNotFoundError,
+    )
+    from .errors import (
+        ProtocolError as ProtocolError,
+    )
+    from .errors import (
+        RemoteError as RemoteError,
+    )
+    from .errors import (
+        RPCError as RPCError,
+    )
+    from .errors import (
+        RPCTimeout as RPCTimeout,
+    )
+    from .errors import (
+        SerializationError as SerializationError,
+    )
+    from .errors import (
+        TransportClosedError as TransportClosedError,
+    )
+    from .errors import (
+        TransportError as TransportError,
+    )
+    from .errors import (
+        UnsupportedCapabilityError as UnsupportedCapabilityError,
+    )
+    from .message import Message as Message
+    from .transport import Capability as Capability
+    from .transport import Transport as Transport
+    from .transports.memory import MemoryTransport as MemoryTransport
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+        globals()[name] = value
+        return value
+    if name == "hookimpl":
+        from .hookspecs import hookimpl
+
+        return hookimpl
+    if not name[:1].isupper():
+        # Lower-case names are submodules or typos, never registry exports; resolving them here
+        # would recurse into the registry while it is importing its own submodules.
+        raise AttributeError(f"module 'eventforge' has no attribute {name!r}")
+    from ._registry import find_export
+
+    return find_export(name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

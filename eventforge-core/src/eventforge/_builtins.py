@@ -1,0 +1,59 @@
+"""The core's own plugins, registered through the same hooks as any third party's."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+from .plugins import SerializerSpec, TransportSpec
+from .transport import Capability
+
+__all__: list[str] = []
+
+
+@hookimpl
+def eventforge_transports() -> list[TransportSpec]:
+    return [
+        TransportSpec(
+            name="memory",
+            target="eventforge.transports.memory:MemoryTransport",
+            summary="In-process, thread-safe, zero serialization (the default).",
+            aliases=("mem", "inprocess"),
+            schemes=("memory",),
+            capabilities=frozenset(
+                {
+                    Capability.WILDCARDS,
+                    Capability.GROUPS,
+                    Capability.HEADERS,
+                    Capability.ORDERED,
+                    Capability.BUFFERED_RECEIVE,
+                    Capability.ZERO_COPY,
+                }
+            ),
+            exports=("MemoryTransport",),
+        )
+    ]
+
+
+@hookimpl
+def eventforge_serializers() -> list[SerializerSpec]:
+    return [
+        SerializerSpec(
+            name="json",
+            target="eventforge.serializers:JsonSerializer",
+            summary="JSON via pydantic-core (default); models and dataclasses as objects.",
+            content_type="application/json",
+        ),
+        SerializerSpec(
+            name="msgpack",
+            target="eventforge.serializers:MsgpackSerializer",
+            summary="MessagePack; needs the optional 'msgpack' package.",
+            content_type="application/msgpack",
+            requires=("msgpack",),
+        ),
+        SerializerSpec(
+            name="pickle",
+            target="eventforge.serializers:PickleSerializer",
+            summary="Python pickle; refused on receive unless peers are trusted.",
+            content_type="application/x-python-pickle",
+            trusted_only=True,
+        ),
+    ]

@@ -1,0 +1,109 @@
+"""One shared background event loop for the synchronous API.
+
+Asyncio-only clients (nats-py) and coroutine handlers that were subscribed outside a running
+loop run here. The loop lives in a daemon thread, starts on first use, and is replaced after
+``fork`` (a child must not touch its parent's loop thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+from collections.abc import Awaitable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+__all__ = ["BackgroundLoop", "background_loop", "run_sync"]
+
+T = TypeVar("T")
+
+
+class BackgroundLoop:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self, name: str = "eventforge-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def in_loop_thread(self) -> bool:
+        """Tell whether the caller runs on this loop's thread."""
+        return threading.current_thread() is self.thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule ``coro`` on the loop from any thread; return a concurrent future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and block the calling thread for its result.
+
+        Raises ``RuntimeError`` when called from the loop's own thread, where blocking would
+        deadlock.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError(
+                "a blocking eventforge call was made from the background event loop; use the "
+                "*_async variant inside coroutines"
+            )
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop and join its thread (used at interpreter exit)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+_lock = threading.Lock()
+_loop: BackgroundLoop | None = None
+
+
+def background_loop() -> BackgroundLoop:
+    """Return the process-wide background loop, starting it on first use."""
+    global _loop
+    if _loop is None:
+        with _lock:
+            if _loop is None:
+                _loop = BackgroundLoop()
+    return _loop
+
+
+def run_sync(awaitable: Awaitable[T], timeout: float | None = None) -> T:
+    """Run an awaitable on the background loop from synchronous code."""
+
+    async def _wrap() -> T:
+        return await awaitable
+
+    return background_loop().run(_wrap(), timeout)
+
+
+def _after_fork_in_child() -> None:
+    global _loop, _lock
+    _loop = None
+    _lock = threading.Lock()
+
+
+def _shutdown() -> None:
+    if _loop is not None:
+        _loop.stop()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown)

@@ -1,0 +1,151 @@
+"""Exception types raised by eventforge.
+
+Every error says what happened and what to do about it. Errors carry their facts as
+attributes so that callers can act on them without parsing the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConfigurationError",
+    "EventforgeError",
+    "FrameTooLarge",
+    "MethodNotFound",
+    "PluginConflictError",
+    "PluginImportError",
+    "PluginNotFoundError",
+    "ProtocolError",
+    "RPCError",
+    "RPCTimeout",
+    "RemoteError",
+    "SerializationError",
+    "TransportClosedError",
+    "TransportError",
+    "UnsupportedCapabilityError",
+]
+
+
+class EventforgeError(Exception):
+    """Base class of every error eventforge raises on purpose."""
+
+
+class ConfigurationError(EventforgeError, ValueError):
+    """A setting is missing, malformed, or names something that cannot be used."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class PluginNotFoundError(EventforgeError, LookupError):
+    """No installed plugin of ``kind`` is called ``name``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        name: str,
+        installed: Sequence[str] = (),
+        suggestions: Sequence[str] = (),
+        install_hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.installed = tuple(installed)
+        self.suggestions = tuple(suggestions)
+        self.install_hint = install_hint
+
+
+class PluginConflictError(EventforgeError, LookupError):
+    """Two plugins claim the same name (or alias, or URL scheme) for one kind."""
+
+    def __init__(self, message: str, *, kind: str, name: str, providers: Sequence[str]) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+        self.providers = tuple(providers)
+
+
+class PluginImportError(EventforgeError, ImportError):
+    """A plugin was selected but its module could not be imported or loaded."""
+
+    def __init__(self, message: str, *, plugin: str, distribution: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.distribution = distribution
+
+
+class UnsupportedCapabilityError(ConfigurationError):
+    """The chosen transport cannot give a guarantee or feature that was asked of it."""
+
+    def __init__(self, message: str, *, transport: str, capability: str) -> None:
+        super().__init__(message)
+        self.transport = transport
+        self.capability = capability
+
+
+class SerializationError(EventforgeError, ValueError):
+    """A payload could not be encoded, or bytes could not be decoded into one."""
+
+
+class ProtocolError(EventforgeError, ValueError):
+    """Bytes received from a peer are not a valid eventforge envelope or frame."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame or envelope is larger than the configured maximum."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"frame of {size} bytes exceeds max_frame_size={limit}; raise max_frame_size on both "
+            "ends or send smaller payloads"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class TransportError(EventforgeError):
+    """The transport could not carry out an operation (connection lost, broker refused...)."""
+
+
+class TransportClosedError(TransportError):
+    """An operation was attempted on a transport (or queue) that has been closed."""
+
+
+class RPCError(EventforgeError):
+    """Base class of the errors an RPC call raises."""
+
+
+class RPCTimeout(RPCError, TimeoutError):
+    """No reply arrived before the deadline."""
+
+    def __init__(self, message: str, *, method: str | None = None, timeout: float | None = None):
+        super().__init__(message)
+        self.method = method
+        self.timeout = timeout
+
+
+class MethodNotFound(RPCError, LookupError):
+    """The server has no method by that name."""
+
+    def __init__(self, method: str, available: Sequence[str], service: str | None = None) -> None:
+        names = ", ".join(sorted(available)) or "(none)"
+        where = f" on service {service!r}" if service else ""
+        super().__init__(f"no RPC method {method!r}{where}; registered methods: {names}")
+        self.method = method
+        self.available = tuple(sorted(available))
+        self.service = service
+
+
+class RemoteError(RPCError):
+    """The remote method raised; carries the remote exception's type, message and traceback."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_message = message
+        self.traceback_text = traceback_text

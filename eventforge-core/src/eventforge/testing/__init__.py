@@ -1,0 +1,1 @@
+"""Test helpers and the transport conformance suite."""

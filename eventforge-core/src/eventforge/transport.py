@@ -1,0 +1,162 @@
+"""The Transport contract: the wire under a MessageQueue.
+
+A third-party transport writes the six methods of :class:`Transport`. Everything richer is an
+optional *capability* that the transport declares in ``capabilities``; the layers above use a
+capability only when it is declared, fall back where they honestly can, and otherwise refuse at
+configuration time (:func:`require_capability`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import UnsupportedCapabilityError
+from .message import Message
+
+if TYPE_CHECKING:
+    from .workqueue import RetryPolicy, WorkQueueBackend
+
+__all__ = ["Capability", "Callback", "Transport", "require_capability"]
+
+Callback = Callable[[Message], None]
+"""A subscription callback. It is called on a thread the transport owns (or the publisher's)."""
+
+
+class Capability:
+    """Names of the optional features a transport may declare."""
+
+    WILDCARDS = "wildcards"
+    """``subscribe`` accepts ``*`` / ``**`` patterns."""
+    GROUPS = "groups"
+    """``subscribe(topic, cb, group=name)``: each message goes to one member of the group."""
+    HEADERS = "headers"
+    """Message headers reach the subscriber unchanged."""
+    ORDERED = "ordered"
+    """Messages from one publisher to one subscriber arrive in publish order."""
+    CROSS_PROCESS = "cross_process"
+    """Other processes (or machines) can publish and subscribe through it."""
+    REQUEST_REPLY = "request_reply"
+    """Native request/reply: ``request(message, timeout)`` on the transport."""
+    DURABLE = "durable"
+    """Durable work queues: ``work_queue_backend(name, policy)`` returns a backend."""
+    BUFFERED_RECEIVE = "buffered_receive"
+    """``receive`` also returns messages sent before it was called, that nobody consumed."""
+    ZERO_COPY = "zero_copy"
+    """Payloads are passed by reference, never serialized (in-process transports)."""
+
+    ALL: ClassVar[frozenset[str]] = frozenset(
+        {
+            WILDCARDS,
+            GROUPS,
+            HEADERS,
+            ORDERED,
+            CROSS_PROCESS,
+            REQUEST_REPLY,
+            DURABLE,
+            BUFFERED_RECEIVE,
+            ZERO_COPY,
+        }
+    )
+
+
+class Transport(ABC):
+    """The six-method contract every transport implements.
+
+    Delivery is at-most-once unless the transport declares :attr:`Capability.DURABLE` (and then
+    only for work queues). ``subscribe`` callbacks must not raise into the transport: the layers
+    above wrap user handlers, but a transport should still survive a callback that raises.
+    """
+
+    name: ClassVar[str] = "transport"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def send(self, message: Message) -> None:
+        """Deliver ``message`` to every subscription matching its topic (one per group)."""
+
+    @abstractmethod
+    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Block for the next message on ``topic``; ``None`` when ``timeout`` passes first."""
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Await the next message on ``topic`` without blocking the running event loop.
+
+        The default polls :meth:`receive` in a worker thread in short slices, so cancelling the
+        awaiting task never leaves a thread blocked forever. Transports override it when they
+        can wait natively.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_ = 0.05
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                slice_ = min(slice_, remaining)
+            message = await asyncio.to_thread(self.receive, topic, slice_)
+            if message is not None:
+                return message
+
+    @abstractmethod
+    def subscribe(self, topic: str, callback: Callback) -> str:
+        """Call ``callback`` for every message matching ``topic``; return a subscription id.
+
+        Transports that declare :attr:`Capability.GROUPS` also accept a keyword ``group``.
+        """
+
+    @abstractmethod
+    def unsubscribe(self, subscription_id: str) -> bool:
+        """Stop a subscription; return whether it existed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release every resource; later calls raise ``TransportClosedError``. Idempotent."""
+
+    # -- optional, capability-gated ------------------------------------------------------------
+
+    def request(self, message: Message, timeout: float) -> Message | None:
+        """Send ``message`` and wait for one reply (only with :attr:`Capability.REQUEST_REPLY`)."""
+        raise UnsupportedCapabilityError(
+            f"transport {self.name!r} has no native request/reply",
+            transport=self.name,
+            capability=Capability.REQUEST_REPLY,
+        )
+
+    def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
+        """Return the durable work-queue backend for ``name`` (only with :attr:`Capability.DURABLE`)."""
+        raise UnsupportedCapabilityError(
+            f"transport {self.name!r} offers no durable work queues; use a transport that declares "
+            f"the {Capability.DURABLE!r} capability (redis, nats) or the in-process memory transport",
+            transport=self.name,
+            capability=Capability.DURABLE,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Return counters (sent, delivered, dropped, ...) as a plain dict."""
+        return {}
+
+    def has(self, capability: str) -> bool:
+        """Tell whether this transport declares ``capability``."""
+        return capability in self.capabilities
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def require_capability(transport: Transport, capability: str, *, feature: str) -> None:
+    """Raise :class:`UnsupportedCapabilityError` unless ``transport`` declares ``capability``."""
+    if capability not in transport.capabilities:
+        raise UnsupportedCapabilityError(
+            f"{feature} needs a transport with the {capability!r} capability, but "
+            f"{type(transport).__name__} ({transport.name!r}) declares only "
+            f"{sorted(transport.capabilities) or 'none'}; choose another transport",
+            transport=transport.name,
+            capability=capability,
+        )

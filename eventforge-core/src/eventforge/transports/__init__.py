@@ -1,0 +1,12 @@
+"""Transports. ``MemoryTransport`` ships in the core; the others are plugins.
+
+``eventforge.transports.tcp``, ``.redis`` and ``.nats`` re-export the classes of the installed
+plugin distribution (resolved through the plugin registry), or raise an ``ImportError`` that
+names the distribution to install.
+"""
+
+from __future__ import annotations
+
+from .memory import MemoryTransport
+
+__all__ = ["MemoryTransport"]

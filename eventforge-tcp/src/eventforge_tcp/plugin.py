@@ -1,0 +1,5 @@
+"""Hook implementations of eventforge-tcp (nothing registered until the feature lands)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,4 @@
+"""An example third-party eventforge transport."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
