@@ -1,1 +1,102 @@
-"""pytest plugin of eventforge (fixtures for private brokers)."""
+"""pytest fixtures for private brokers. Opt in with ``pytest_plugins = ["eventforge.testing.pytest_plugin"]``.
+
+``redis_server`` / ``nats_server`` are shared by a whole session; ``redis_server_factory`` /
+``nats_server_factory`` make private ones for fault tests (killed, paused, restarted). When the
+binary is missing the test is skipped with the reason, unless ``EVENTFORGE_REQUIRE_BROKERS=1``
+(CI sets it): then it fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .brokers import BrokerUnavailable, NatsServer, RedisServer
+
+__all__ = [
+    "nats_server",
+    "nats_server_factory",
+    "redis_server",
+    "redis_server_factory",
+    "require_brokers",
+]
+
+
+def require_brokers() -> bool:
+    """Tell whether a missing broker must fail the run instead of skipping."""
+    return os.environ.get("EVENTFORGE_REQUIRE_BROKERS", "").strip() in ("1", "true", "yes")
+
+
+def _unavailable(exc: Exception) -> None:
+    if require_brokers():
+        pytest.fail(f"broker required (EVENTFORGE_REQUIRE_BROKERS=1) but unavailable: {exc}")
+    pytest.skip(f"broker unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the whole session (no persistence)."""
+    try:
+        server = RedisServer()
+        server.start()
+    except BrokerUnavailable as exc:
+        _unavailable(exc)
+        raise
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """A private nats-server with JetStream for the whole session."""
+    try:
+        server = NatsServer()
+        server.start()
+    except BrokerUnavailable as exc:
+        _unavailable(exc)
+        raise
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start private redis-servers (keyword arguments as :class:`RedisServer`); all stopped after."""
+    servers: list[RedisServer] = []
+
+    def make(**kwargs: Any) -> RedisServer:
+        try:
+            server = RedisServer(**kwargs)
+            server.start()
+        except BrokerUnavailable as exc:
+            _unavailable(exc)
+            raise
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture
+def nats_server_factory() -> Iterator[Callable[..., NatsServer]]:
+    """Start private nats-servers (keyword arguments as :class:`NatsServer`); all stopped after."""
+    servers: list[NatsServer] = []
+
+    def make(**kwargs: Any) -> NatsServer:
+        try:
+            server = NatsServer(**kwargs)
+            server.start()
+        except BrokerUnavailable as exc:
+            _unavailable(exc)
+            raise
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.cleanup()
