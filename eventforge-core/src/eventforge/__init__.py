@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "EventforgeError": "errors",
     "FrameTooLarge": "errors",
     "MethodNotFound": "errors",
+    "NoRespondersError": "errors",
     "PluginConflictError": "errors",
     "PluginImportError": "errors",
     "PluginNotFoundError": "errors",

@@ -13,6 +13,7 @@ __all__ = [
     "EventforgeError",
     "FrameTooLarge",
     "MethodNotFound",
+    "NoRespondersError",
     "PluginConflictError",
     "PluginImportError",
     "PluginNotFoundError",
@@ -114,6 +115,17 @@ class TransportError(EventforgeError):
 
 class TransportClosedError(TransportError):
     """An operation was attempted on a transport (or queue) that has been closed."""
+
+
+class NoRespondersError(TransportError):
+    """A request found nobody subscribed to answer it (reported at once, not after a timeout)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"no responders for {topic!r}: nothing is subscribed to answer it; start a server "
+            "(RPCServer.serve / python -m eventforge.worker) or check the service name"
+        )
+        self.topic = topic
 
 
 class RPCError(EventforgeError):
