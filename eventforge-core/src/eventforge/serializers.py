@@ -94,7 +94,9 @@ class MsgpackSerializer(Serializer):
         try:
             return self._msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception as exc:
-            raise SerializationError(f"invalid msgpack payload: {type(exc).__name__}: {exc}") from exc
+            raise SerializationError(
+                f"invalid msgpack payload: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 class PickleSerializer(Serializer):

@@ -36,7 +36,9 @@ def _check_common(value: object, what: str) -> str:
     if not value:
         raise ValueError(f"{what} must not be empty")
     if len(value) > _MAX_TOPIC_LENGTH:
-        raise ValueError(f"{what} is {len(value)} characters long; the limit is {_MAX_TOPIC_LENGTH}")
+        raise ValueError(
+            f"{what} is {len(value)} characters long; the limit is {_MAX_TOPIC_LENGTH}"
+        )
     return value
 
 
@@ -51,7 +53,7 @@ def validate_topic(topic: object) -> str:
     costs one set lookup.
     """
     if topic.__class__ is str and topic in _valid_topics:
-        return topic  # type: ignore[return-value]
+        return topic
     text = _check_common(topic, "topic")
     for index, segment in enumerate(text.split(".")):
         if not segment:

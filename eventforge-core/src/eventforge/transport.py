@@ -20,7 +20,7 @@ from .message import Message
 if TYPE_CHECKING:
     from .workqueue import RetryPolicy, WorkQueueBackend
 
-__all__ = ["Capability", "Callback", "Transport", "require_capability"]
+__all__ = ["Callback", "Capability", "Transport", "require_capability"]
 
 Callback = Callable[[Message], None]
 """A subscription callback. It is called on a thread the transport owns (or the publisher's)."""

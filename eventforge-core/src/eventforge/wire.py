@@ -13,7 +13,7 @@ unknown version all raise :class:`~eventforge.errors.ProtocolError`; nothing els
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import pydantic
 import pydantic_core
@@ -43,7 +43,7 @@ WIRE_VERSION = 1
 CONTENT_TYPE_HEADER = "content-type"
 DEFAULT_MAX_SIZE = 1024 * 1024
 
-HeaderValue = Union[str, int, float, bool, None]
+HeaderValue = str | int | float | bool | None
 
 
 class _Envelope(TypedDict):
@@ -55,8 +55,8 @@ class _Envelope(TypedDict):
     payload: Any
     headers: NotRequired[dict[str, HeaderValue]]
     timestamp: NotRequired[float]
-    reply_to: NotRequired[Union[str, None]]
-    correlation_id: NotRequired[Union[str, None]]
+    reply_to: NotRequired[str | None]
+    correlation_id: NotRequired[str | None]
 
 
 _ENVELOPE = pydantic.TypeAdapter(_Envelope)
@@ -117,6 +117,8 @@ class WireCodec:
         """Validate untrusted envelope bytes and return the message."""
         if len(data) > self.max_size:
             raise FrameTooLarge(len(data), self.max_size)
+        if isinstance(data, memoryview):
+            data = data.tobytes()
         try:
             raw = pydantic_core.from_json(data)
         except ValueError as exc:

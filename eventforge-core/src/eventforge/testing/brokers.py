@@ -203,12 +203,18 @@ class RedisServer(BrokerProcess):
     def command(self) -> list[str]:
         cmd = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--dir", self.data_dir,
-            "--protected-mode", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--dir",
+            self.data_dir,
+            "--protected-mode",
+            "no",
         ]
         if self.password:
             cmd += ["--requirepass", self.password]

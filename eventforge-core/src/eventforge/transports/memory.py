@@ -9,10 +9,10 @@ import threading
 from collections import deque
 from typing import Any, ClassVar
 
-from ..errors import ConfigurationError, TransportClosedError
-from ..message import Message
-from ..topics import TopicIndex, topic_matches, validate_pattern, validate_topic
-from ..transport import Callback, Capability, Transport
+from eventforge.errors import ConfigurationError, TransportClosedError
+from eventforge.message import Message
+from eventforge.topics import TopicIndex, topic_matches, validate_pattern, validate_topic
+from eventforge.transport import Callback, Capability, Transport
 
 __all__ = ["MemoryTransport"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._registry import plugin_exports
+from eventforge._registry import plugin_exports
 
 
 def __getattr__(name: str) -> Any:
