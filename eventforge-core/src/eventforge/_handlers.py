@@ -1,0 +1,287 @@
+"""How a MessageQueue calls user handlers: inline, on an event loop, or on a worker thread.
+
+Every handler is wrapped once, at subscribe time, into an *invoker*: a one-argument callable
+that the transport calls with each message. The invoker isolates the handler (an exception is
+reported, never raised into the transport) and counts what happened. Building the wrapper once
+keeps the per-message cost of the common case (a plain function, called inline) to one extra
+call frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from ._loop import background_loop
+from .dispatch import Dispatcher
+from .message import Message
+
+__all__ = [
+    "Counter",
+    "ErrorReporter",
+    "GroupBinding",
+    "Invoker",
+    "Worker",
+    "is_coroutine_handler",
+    "make_invoker",
+]
+
+log = logging.getLogger("eventforge.queue")
+
+Invoker = Callable[[Message], None]
+ErrorReporter = Callable[[BaseException, Message, Callable[..., Any]], None]
+
+
+class Counter:
+    """A counter that many threads may bump without a lock.
+
+    ``next()`` on an :class:`itertools.count` is atomic under the GIL, where ``n += 1`` on an
+    attribute is not.
+    """
+
+    __slots__ = ("_count", "bump")
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.bump: Callable[[], int] = self._count.__next__
+
+    @property
+    def value(self) -> int:
+        """The number of bumps so far."""
+        # ``count`` has no peek; its repr ("count(N)") carries the next value.
+        return int(repr(self._count)[6:-1])
+
+
+def is_coroutine_handler(handler: Callable[..., Any]) -> bool:
+    """Tell whether calling ``handler`` returns a coroutine (``async def`` or async ``__call__``)."""
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(handler, "__call__", None)  # noqa: B004 - async __call__ on instances
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class _LoopRunner:
+    """Schedules coroutines of one subscription on one event loop and keeps them referenced."""
+
+    __slots__ = ("_tasks", "loop", "thread_id")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread_id: int | None) -> None:
+        self.loop = loop
+        self.thread_id = thread_id
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def for_caller(cls) -> _LoopRunner:
+        """Use the loop running in the calling thread, else the shared background loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            bg = background_loop()
+            return cls(bg.loop, bg.thread.ident)
+        return cls(loop, threading.get_ident())
+
+    def schedule(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the loop; raises ``RuntimeError`` when the loop is closed."""
+        if threading.get_ident() == self.thread_id:
+            self._start(coro)
+        else:
+            self.loop.call_soon_threadsafe(self._start, coro)
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel_all(self) -> None:
+        """Cancel the coroutines still running (on close)."""
+        for task in list(self._tasks):
+            self.loop.call_soon_threadsafe(task.cancel)
+
+
+def make_invoker(
+    handler: Callable[..., Any],
+    *,
+    report_error: ErrorReporter,
+    delivered: Counter,
+    dropped: Counter,
+    runner: _LoopRunner | None = None,
+) -> tuple[Invoker, _LoopRunner | None]:
+    """Wrap ``handler`` into an isolated invoker; return it and the loop runner it uses.
+
+    Plain functions run inline in the calling thread. Coroutine functions are scheduled on the
+    loop that was running when they subscribed, else on the shared background loop; the caller
+    never waits for them. A plain function that returns an awaitable gets the same treatment
+    for its result.
+    """
+    bump = delivered.bump
+    is_async = is_coroutine_handler(handler)
+    if is_async and runner is None:
+        runner = _LoopRunner.for_caller()
+    runner_box: list[_LoopRunner | None] = [runner]
+
+    async def _await(awaitable: Awaitable[Any], message: Message) -> None:
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            report_error(exc, message, handler)
+
+    def _schedule(awaitable: Awaitable[Any], message: Message) -> None:
+        loop_runner = runner_box[0]
+        if loop_runner is None:
+            loop_runner = runner_box[0] = _LoopRunner.for_caller()
+        try:
+            loop_runner.schedule(_await(awaitable, message))
+        except RuntimeError as exc:
+            # The loop this handler was bound to has closed: the message cannot be handled.
+            dropped.bump()
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            report_error(exc, message, handler)
+
+    if is_async:
+
+        def invoke_async(message: Message) -> None:
+            bump()
+            try:
+                awaitable = handler(message)
+            except Exception as exc:
+                report_error(exc, message, handler)
+                return
+            _schedule(awaitable, message)
+
+        return invoke_async, runner
+
+    def invoke(message: Message) -> None:
+        bump()
+        try:
+            result = handler(message)
+        except Exception as exc:
+            report_error(exc, message, handler)
+            return
+        if result is not None and inspect.isawaitable(result):
+            _schedule(result, message)
+
+    return invoke, runner
+
+
+class Worker:
+    """A private thread with a bounded backlog, for a handler that must not delay publishers.
+
+    ``submit`` never blocks: when ``max_pending`` messages are waiting, the new one is dropped
+    and counted. Stopping discards the backlog (counted as dropped) and does not wait for a
+    handler that is stuck.
+    """
+
+    def __init__(self, invoke: Invoker, max_pending: int, name: str, dropped: Counter) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self._invoke = invoke
+        self.max_pending = max_pending
+        self._dropped = dropped
+        self._items: deque[Message] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._stopped = False
+        self._warned = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting for the handler."""
+        return len(self._items)
+
+    def submit(self, message: Message) -> None:
+        """Queue ``message`` for the handler, or drop and count it when the backlog is full."""
+        with self._cond:
+            if not self._stopped and len(self._items) < self.max_pending:
+                self._items.append(message)
+                self._cond.notify()
+                return
+            stopped = self._stopped
+        self._dropped.bump()
+        if not self._warned and not stopped:
+            self._warned = True
+            log.warning(
+                "handler backlog on %s is full (%d messages): dropping new messages; raise "
+                "max_pending or make the handler faster (drops are counted in stats['dropped'])",
+                self._thread.name,
+                self.max_pending,
+            )
+
+    def _run(self) -> None:
+        items = self._items
+        cond = self._cond
+        while True:
+            with cond:
+                while not items and not self._stopped:
+                    cond.wait()
+                if self._stopped:
+                    return
+                message = items.popleft()
+            self._invoke(message)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the thread; discard (and count) what is still queued."""
+        with self._cond:
+            self._stopped = True
+            discarded = len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+        for _ in range(discarded):
+            self._dropped.bump()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+class GroupBinding:
+    """The local members of one ``(pattern, group)``: each message goes to one of them.
+
+    The queue subscribes the binding once at the transport (with ``group=`` when the transport
+    declares groups, so the transport picks one queue among many); the binding's dispatcher
+    then picks one local member.
+    """
+
+    __slots__ = ("dispatcher", "dropped", "group", "members", "pattern", "subscription_id")
+
+    def __init__(self, pattern: str, group: str, dispatcher: Dispatcher, dropped: Counter) -> None:
+        self.pattern = pattern
+        self.group = group
+        self.dispatcher = dispatcher
+        self.dropped = dropped
+        self.members: tuple[tuple[str, Invoker], ...] = ()
+        self.subscription_id: str | None = None
+
+    def add(self, handler_id: str, invoke: Invoker) -> None:
+        """Add a member (copy-on-write, so delivery never takes a lock)."""
+        self.members = (*self.members, (handler_id, invoke))
+
+    def remove(self, handler_id: str) -> bool:
+        """Remove a member; return whether it was one."""
+        before = self.members
+        self.members = tuple(m for m in before if m[0] != handler_id)
+        return len(self.members) != len(before)
+
+    def deliver(self, message: Message) -> None:
+        """Hand ``message`` to the member the dispatcher picks (the transport calls this)."""
+        members: Sequence[tuple[str, Invoker]] = self.members
+        if not members:
+            self.dropped.bump()
+            log.warning(
+                "message on %r arrived for group %r, which has no members left; dropped",
+                message.topic,
+                self.group,
+            )
+            return
+        try:
+            self.dispatcher.dispatch(members, lambda member: member[1](message))
+        except Exception:
+            self.dropped.bump()
+            log.exception("dispatcher %r failed for group %r", self.dispatcher.name, self.group)

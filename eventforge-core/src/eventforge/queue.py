@@ -1,0 +1,571 @@
+"""MessageQueue: topic-keyed pub/sub and request/reply over any Transport.
+
+The same API runs in-process (the default :class:`~eventforge.transports.memory.MemoryTransport`)
+or across processes and machines by handing in another transport. Handlers are plain functions
+or coroutines; they are isolated from the publisher and from each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from ._handlers import (
+    Counter,
+    GroupBinding,
+    Invoker,
+    Worker,
+    _LoopRunner,
+    make_invoker,
+)
+from ._inbox import AsyncWaiter, Inbox, SyncWaiter
+from .dispatch import Dispatcher, get_dispatcher
+from .errors import TransportClosedError
+from .message import Message
+from .topics import has_wildcards, validate_pattern, validate_topic
+from .transport import Capability, Transport, require_capability
+
+__all__ = ["ErrorHook", "MessageQueue"]
+
+log = logging.getLogger("eventforge.queue")
+
+Handler = Callable[[Message], Any]
+ErrorHook = Callable[[BaseException, Message, Callable[..., Any]], None]
+H = TypeVar("H", bound=Handler)
+
+DEFAULT_MAX_PENDING = 10_000
+_queue_numbers = itertools.count(1)
+
+
+class _Entry:
+    """What :meth:`MessageQueue.unsubscribe` needs to undo one subscription."""
+
+    __slots__ = ("binding", "handler", "runner", "subscription_id", "topic", "worker")
+
+    def __init__(
+        self,
+        topic: str,
+        handler: Handler,
+        subscription_id: str | None,
+        binding: GroupBinding | None,
+        worker: Worker | None,
+        runner: _LoopRunner | None,
+    ) -> None:
+        self.topic = topic
+        self.handler = handler
+        self.subscription_id = subscription_id
+        self.binding = binding
+        self.worker = worker
+        self.runner = runner
+
+
+def _check_headers(headers: dict[str, Any]) -> None:
+    for key, value in headers.items():
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise TypeError(
+                f"header {key!r} is a {type(value).__name__}; header values must be str, int, "
+                "float or bool (put structured data in the payload)"
+            )
+
+
+class MessageQueue:
+    """Topic-keyed publish/subscribe plus request/reply over one :class:`Transport`.
+
+    ``transport`` defaults to a new in-process ``MemoryTransport``. ``error_hook(exc, message,
+    handler)`` is called whenever a handler raises (after the error is logged and counted).
+    Closing the queue closes the transport too unless ``close_transport=False`` (use that when
+    several queues share one transport).
+
+    Delivery threads: plain-function handlers run in the thread the transport delivers on (for
+    the memory transport, the publisher's own thread); coroutine handlers run on the event loop
+    that was running when they subscribed, else on eventforge's shared background loop;
+    ``threaded=True`` gives a handler its own thread with a bounded backlog.
+    """
+
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        *,
+        error_hook: ErrorHook | None = None,
+        name: str | None = None,
+        close_transport: bool = True,
+    ) -> None:
+        if transport is None:
+            from .transports.memory import MemoryTransport
+
+            transport = MemoryTransport()
+        elif not isinstance(transport, Transport):
+            raise TypeError(
+                f"transport must be an eventforge Transport, got {type(transport).__name__}; "
+                "build one with eventforge.connect(url) or a transport class"
+            )
+        self.transport = transport
+        self.name = name or f"queue-{next(_queue_numbers)}"
+        self.error_hook = error_hook
+        self._close_transport = close_transport
+        self._send = transport.send
+        self._native_request = transport.has(Capability.REQUEST_REPLY)
+        self._transport_groups = transport.has(Capability.GROUPS)
+        self._inline_async = transport.has(Capability.ZERO_COPY)
+        self._lock = threading.RLock()
+        self._entries: dict[str, _Entry] = {}
+        self._groups: dict[tuple[str, str], GroupBinding] = {}
+        self._handler_ids = itertools.count(1)
+        self._inbox: Inbox | None = None
+        self._closed = False
+        self._published = Counter()
+        self._delivered = Counter()
+        self._handler_errors = Counter()
+        self._dropped = Counter()
+        self._requests = Counter()
+        self._timed_out = Counter()
+        self._late_replies = Counter()
+        self._bump_published = self._published.bump
+
+    # -- pub/sub ---------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: Any = None, **headers: Any) -> str:
+        """Publish ``payload`` to ``topic``; return the message id. Headers are keywords."""
+        if self._closed:
+            raise self._closed_error()
+        if headers:
+            _check_headers(headers)
+        message = Message(validate_topic(topic), payload, headers)
+        self._send(message)
+        self._bump_published()
+        return message.id
+
+    async def publish_async(self, topic: str, payload: Any = None, **headers: Any) -> str:
+        """Like :meth:`publish`, without blocking the running event loop."""
+        if self._closed:
+            raise self._closed_error()
+        if headers:
+            _check_headers(headers)
+        message = Message(validate_topic(topic), payload, headers)
+        await self._send_async(message)
+        self._bump_published()
+        return message.id
+
+    def subscribe(
+        self,
+        topic: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        dispatcher: str | Dispatcher | None = None,
+        threaded: bool = False,
+        max_pending: int | None = None,
+    ) -> str:
+        """Call ``handler(message)`` for each message matching ``topic``; return a handler id.
+
+        ``topic`` may use ``*`` (one segment) and ``**`` (any number of segments). With
+        ``group``, each message goes to one member of the group instead of to every handler
+        (competing consumers); ``dispatcher`` names how the member is chosen (default
+        ``"round_robin"``). When the transport declares groups, the group also spans queues
+        and processes on that transport; otherwise it is local to this queue. ``threaded=True``
+        (or a ``max_pending`` bound) runs the handler on its own thread so it never delays
+        the publisher; messages beyond ``max_pending`` waiting are dropped and counted.
+        """
+        self._check_open()
+        validate_pattern(topic)
+        if not callable(handler):
+            raise TypeError(
+                f"handler must be callable (a function or coroutine function taking the message), "
+                f"got {type(handler).__name__}"
+            )
+        if has_wildcards(topic):
+            require_capability(self.transport, Capability.WILDCARDS, feature=f"pattern {topic!r}")
+        if dispatcher is not None and group is None:
+            raise ValueError(
+                "dispatcher= chooses a member of a group; pass group='name' too (without a "
+                "group every handler receives every message)"
+            )
+        handler_id = f"{self.name}.h{next(self._handler_ids)}"
+        invoke, runner = make_invoker(
+            handler,
+            report_error=self._report_error,
+            delivered=self._delivered,
+            dropped=self._dropped,
+        )
+        worker: Worker | None = None
+        entry_point: Invoker = invoke
+        if threaded or max_pending is not None:
+            worker = Worker(
+                invoke,
+                max_pending if max_pending is not None else DEFAULT_MAX_PENDING,
+                f"eventforge-{handler_id}",
+                self._dropped,
+            )
+            entry_point = worker.submit
+        try:
+            if group is None:
+                subscription_id = self.transport.subscribe(topic, entry_point)
+                entry = _Entry(topic, handler, subscription_id, None, worker, runner)
+            else:
+                binding = self._join_group(topic, group, dispatcher, handler_id, entry_point)
+                entry = _Entry(topic, handler, None, binding, worker, runner)
+        except BaseException:
+            if worker is not None:
+                worker.stop()
+            raise
+        with self._lock:
+            self._entries[handler_id] = entry
+        return handler_id
+
+    @overload
+    def on(self, topic: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def on(self, topic: str, handler: H, **options: Any) -> H: ...
+
+    def on(self, topic: str, handler: H | None = None, **options: Any) -> H | Callable[[H], H]:
+        """Subscribe as a decorator (``@queue.on("a.b")``) or directly (``queue.on("a.b", fn)``).
+
+        Returns the handler unchanged; its handler id is stored on it as ``handler_id`` when
+        the function allows attributes. ``options`` are those of :meth:`subscribe`.
+        """
+
+        def decorate(fn: H) -> H:
+            handler_id = self.subscribe(topic, fn, **options)
+            try:
+                fn.handler_id = handler_id  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+            return fn
+
+        if handler is not None:
+            return decorate(handler)
+        return decorate
+
+    def unsubscribe(self, handler_id: str) -> bool:
+        """Stop a subscription made by :meth:`subscribe`; return whether it existed."""
+        with self._lock:
+            entry = self._entries.pop(handler_id, None)
+            if entry is None:
+                return False
+            binding = entry.binding
+            transport_sub: str | None = entry.subscription_id
+            if binding is not None:
+                binding.remove(handler_id)
+                transport_sub = None
+                if (
+                    not binding.members
+                    and self._groups.get((binding.pattern, binding.group)) is binding
+                ):
+                    del self._groups[(binding.pattern, binding.group)]
+                    transport_sub = binding.subscription_id
+        self._release(entry, transport_sub)
+        return True
+
+    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Block for the next message on ``topic`` (a pattern); ``None`` after ``timeout``."""
+        self._check_open()
+        validate_pattern(topic)
+        return self.transport.receive(topic, timeout)
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Await the next message on ``topic`` without blocking the running event loop."""
+        self._check_open()
+        validate_pattern(topic)
+        return await self.transport.receive_async(topic, timeout)
+
+    # -- request/reply ---------------------------------------------------------------------
+
+    def request(
+        self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
+    ) -> Message | None:
+        """Publish a request and wait for one reply; ``None`` when ``timeout`` passes first.
+
+        A responder answers with :meth:`reply`. A timed-out request leaves no waiter behind;
+        a reply that arrives after it is dropped and counted in ``stats["late_replies"]``.
+        On a transport with native request/reply (NATS) a request that nobody is subscribed to
+        raises :class:`~eventforge.errors.NoRespondersError` at once.
+        """
+        message = self._request_message(topic, payload, headers)
+        self._requests.bump()
+        if self._native_request:
+            reply = self.transport.request(message, 30.0 if timeout is None else timeout)
+            if reply is None:
+                self._timed_out.bump()
+            return reply
+        inbox = self._ensure_inbox()
+        key = message.id
+        message.reply_to = inbox.topic
+        message.correlation_id = key
+        waiter = SyncWaiter()
+        inbox.pending[key] = waiter
+        try:
+            self._send(message)
+            self._bump_published()
+            if waiter.reply is None and not waiter.wait(timeout):
+                if inbox.pending.pop(key, None) is None:
+                    # The reply was taken just as the wait ran out: it is being offered now.
+                    waiter.wait(None)
+                else:
+                    self._timed_out.bump()
+                    return None
+        finally:
+            inbox.pending.pop(key, None)
+        if waiter.reply is None and self._closed:
+            raise self._closed_error("while a request was waiting for its reply")
+        return waiter.reply
+
+    async def request_async(
+        self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
+    ) -> Message | None:
+        """Like :meth:`request`, awaiting the reply without blocking the running event loop."""
+        message = self._request_message(topic, payload, headers)
+        self._requests.bump()
+        if self._native_request:
+            native = getattr(self.transport, "request_async", None)
+            wait = 30.0 if timeout is None else timeout
+            if native is not None:
+                reply: Message | None = await native(message, wait)
+            else:
+                reply = await asyncio.to_thread(self.transport.request, message, wait)
+            if reply is None:
+                self._timed_out.bump()
+            return reply
+        inbox = self._ensure_inbox()
+        key = message.id
+        message.reply_to = inbox.topic
+        message.correlation_id = key
+        waiter = AsyncWaiter(asyncio.get_running_loop())
+        inbox.pending[key] = waiter
+        try:
+            await self._send_async(message)
+            self._bump_published()
+            try:
+                reply = await asyncio.wait_for(waiter.future, timeout)
+            except asyncio.TimeoutError:
+                self._timed_out.bump()
+                return None
+        finally:
+            inbox.pending.pop(key, None)
+        if reply is None and self._closed:
+            raise self._closed_error("while a request was waiting for its reply")
+        return reply
+
+    def reply(self, original: Message, payload: Any = None, **headers: Any) -> str:
+        """Answer the request ``original`` with ``payload``; return the reply's message id."""
+        message = self._reply_message(original, payload, headers)
+        self._send(message)
+        self._bump_published()
+        return message.id
+
+    async def reply_async(self, original: Message, payload: Any = None, **headers: Any) -> str:
+        """Like :meth:`reply`, without blocking the running event loop."""
+        message = self._reply_message(original, payload, headers)
+        await self._send_async(message)
+        self._bump_published()
+        return message.id
+
+    # -- lifecycle and introspection ---------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests currently waiting for a reply (0 when nothing is in flight: no leaks)."""
+        inbox = self._inbox
+        return len(inbox.pending) if inbox is not None else 0
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the queue's counters.
+
+        ``published`` (messages sent, requests and replies included), ``delivered`` (handler
+        calls), ``handler_errors``, ``dropped`` (messages a handler never saw: full backlog of a
+        threaded handler, a group with no members left, a closed event loop), ``requests``,
+        ``requests_timed_out``, ``late_replies``, ``pending_requests``, ``subscriptions`` and
+        ``transport`` (the transport's own counters).
+        """
+        return {
+            "published": self._published.value,
+            "delivered": self._delivered.value,
+            "handler_errors": self._handler_errors.value,
+            "dropped": self._dropped.value,
+            "requests": self._requests.value,
+            "requests_timed_out": self._timed_out.value,
+            "late_replies": self._late_replies.value,
+            "pending_requests": self.pending_requests,
+            "subscriptions": len(self._entries),
+            "transport": self.transport.stats(),
+        }
+
+    def close(self) -> None:
+        """Stop every subscription, wake pending requests, and close the transport. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            entries = list(self._entries.values())
+            self._entries.clear()
+            groups = list(self._groups.values())
+            self._groups.clear()
+            inbox = self._inbox
+        for entry in entries:
+            self._release(entry, entry.subscription_id)
+        for binding in groups:
+            if binding.subscription_id is not None:
+                self._unsubscribe_transport(binding.subscription_id)
+        if inbox is not None:
+            if inbox.subscription_id is not None:
+                self._unsubscribe_transport(inbox.subscription_id)
+            inbox.cancel_all()
+        if self._close_transport:
+            self.transport.close()
+
+    def __enter__(self) -> MessageQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MessageQueue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._entries)} subscriptions"
+        return f"MessageQueue(name={self.name!r}, transport={self.transport.name!r}, {state})"
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _closed_error(self, when: str = "") -> TransportClosedError:
+        suffix = f" {when}" if when else ""
+        return TransportClosedError(
+            f"MessageQueue {self.name!r} was closed{suffix}; create a new queue"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._closed_error()
+
+    async def _send_async(self, message: Message) -> None:
+        if self._inline_async:
+            self._send(message)
+            return
+        native = getattr(self.transport, "send_async", None)
+        if native is not None:
+            await native(message)
+        else:
+            await asyncio.to_thread(self._send, message)
+
+    def _request_message(self, topic: str, payload: Any, headers: dict[str, Any]) -> Message:
+        self._check_open()
+        if headers:
+            _check_headers(headers)
+        return Message(validate_topic(topic), payload, headers)
+
+    def _reply_message(self, original: Message, payload: Any, headers: dict[str, Any]) -> Message:
+        self._check_open()
+        if not isinstance(original, Message):
+            raise TypeError(f"reply() needs the request Message, got {type(original).__name__}")
+        if not original.reply_to:
+            raise ValueError(
+                f"message {original.id!r} on {original.topic!r} has no reply_to: it was "
+                "published, not sent with request(); there is nobody to reply to"
+            )
+        if headers:
+            _check_headers(headers)
+        return Message(
+            original.reply_to,
+            payload,
+            headers,
+            correlation_id=original.correlation_id or original.id,
+        )
+
+    def _ensure_inbox(self) -> Inbox:
+        inbox = self._inbox
+        if inbox is not None:
+            return inbox
+        with self._lock:
+            self._check_open()
+            if self._inbox is None:
+                inbox = Inbox(self._late_replies)
+                inbox.subscription_id = self.transport.subscribe(inbox.topic, inbox.deliver)
+                self._inbox = inbox
+            return self._inbox
+
+    def _join_group(
+        self,
+        topic: str,
+        group: str,
+        dispatcher: str | Dispatcher | None,
+        handler_id: str,
+        invoke: Invoker,
+    ) -> GroupBinding:
+        if not isinstance(group, str) or not group:
+            raise ValueError(f"group must be a non-empty str, got {group!r}")
+        key = (topic, group)
+        with self._lock:
+            binding = self._groups.get(key)
+            if binding is not None:
+                if dispatcher is not None and get_dispatcher(dispatcher).name != (
+                    binding.dispatcher.name
+                ):
+                    raise ValueError(
+                        f"group {group!r} on {topic!r} already uses the "
+                        f"{binding.dispatcher.name!r} dispatcher; every member of a group "
+                        "must use the same one"
+                    )
+                binding.add(handler_id, invoke)
+                return binding
+            binding = GroupBinding(topic, group, get_dispatcher(dispatcher), self._dropped)
+            binding.add(handler_id, invoke)
+            self._groups[key] = binding
+            # Subscribing under the lock keeps a concurrent member from racing a half-made
+            # binding; transports must not call back into this queue from ``subscribe``.
+            try:
+                if self._transport_groups:
+                    binding.subscription_id = self.transport.subscribe(  # type: ignore[call-arg]
+                        topic, binding.deliver, group=group
+                    )
+                else:
+                    binding.subscription_id = self.transport.subscribe(topic, binding.deliver)
+            except BaseException:
+                del self._groups[key]
+                raise
+            return binding
+
+    def _release(self, entry: _Entry, transport_sub: str | None) -> None:
+        if transport_sub is not None:
+            self._unsubscribe_transport(transport_sub)
+        if entry.worker is not None:
+            entry.worker.stop()
+
+    def _unsubscribe_transport(self, subscription_id: str) -> None:
+        try:
+            self.transport.unsubscribe(subscription_id)
+        except TransportClosedError:
+            pass
+        except Exception:
+            log.exception("transport failed to unsubscribe %r", subscription_id)
+
+    def _report_error(
+        self, exc: BaseException, message: Message, handler: Callable[..., Any]
+    ) -> None:
+        self._handler_errors.bump()
+        log.error(
+            "handler %s raised on topic %r (message %s)",
+            getattr(handler, "__qualname__", repr(handler)),
+            message.topic,
+            message.id,
+            exc_info=exc,
+        )
+        hook = self.error_hook
+        if hook is not None:
+            try:
+                hook(exc, message, handler)
+            except Exception:
+                log.exception("error_hook raised while handling an error; ignored")
