@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .hookspecs import hookimpl
-from .plugins import SerializerSpec, TransportSpec
+from .plugins import DispatcherSpec, SerializerSpec, TransportSpec
 from .transport import Capability
 
 __all__: list[str] = []
@@ -55,5 +55,35 @@ def eventforge_serializers() -> list[SerializerSpec]:
             summary="Python pickle; refused on receive unless peers are trusted.",
             content_type="application/x-python-pickle",
             trusted_only=True,
+        ),
+    ]
+
+
+@hookimpl
+def eventforge_dispatchers() -> list[DispatcherSpec]:
+    return [
+        DispatcherSpec(
+            name="broadcast",
+            target="eventforge.dispatch:BroadcastDispatcher",
+            summary="Every target, in order; one target's error does not stop the others.",
+            aliases=("all", "fanout"),
+        ),
+        DispatcherSpec(
+            name="round_robin",
+            target="eventforge.dispatch:RoundRobinDispatcher",
+            summary="One target per event, each in turn (the default for groups and pools).",
+            aliases=("round-robin", "roundrobin", "rr"),
+        ),
+        DispatcherSpec(
+            name="concurrent",
+            target="eventforge.dispatch:ConcurrentDispatcher",
+            summary="Every target in parallel on a thread pool; returns when all are done.",
+            aliases=("parallel",),
+        ),
+        DispatcherSpec(
+            name="least_loaded",
+            target="eventforge.dispatch:LeastLoadedDispatcher",
+            summary="One target per event: the one with the fewest calls in flight.",
+            aliases=("least-loaded", "leastloaded"),
         ),
     ]

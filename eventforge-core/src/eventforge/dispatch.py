@@ -3,20 +3,69 @@
 A dispatcher gets the candidate targets and an ``invoke(target)`` callable and decides which
 target(s) to invoke and how: all of them (broadcast), the next one in turn (round-robin), the
 one with the fewest calls in flight (least-loaded), or all of them in parallel (concurrent).
-MessageQueue groups and RPC server pools pick their member through a dispatcher chosen by name.
+MessageQueue groups and RPC server pools pick their member through a dispatcher chosen by name
+(:func:`get_dispatcher`); :class:`Node` owns named handlers and calls them through one.
 """
 
 from __future__ import annotations
 
+import builtins
+import functools
+import importlib
+import inspect
 import itertools
+import logging
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-__all__ = ["Dispatcher", "RoundRobinDispatcher", "get_dispatcher"]
+from .observe import call_observed
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = [
+    "BroadcastDispatcher",
+    "ConcurrentDispatcher",
+    "DispatchError",
+    "Dispatcher",
+    "LeastLoadedDispatcher",
+    "Node",
+    "RoundRobinDispatcher",
+    "get_dispatcher",
+]
+
+log = logging.getLogger("eventforge.dispatch")
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D", bound="Dispatcher")
+
+# ExceptionGroup on Python 3.11+, a plain Exception before.
+_GroupBase: type[Exception] = getattr(builtins, "ExceptionGroup", Exception)
+
+
+class DispatchError(_GroupBase):  # type: ignore[valid-type,misc]
+    """One or more targets of a fan-out dispatch raised; the others still ran.
+
+    On Python 3.11+ this is an :class:`ExceptionGroup`, so ``except* ValueError`` works.
+    ``errors`` lists the exceptions in target order, on every Python version.
+    """
+
+    if sys.version_info >= (3, 11):
+
+        def derive(self, excs: Sequence[Exception]) -> DispatchError:
+            return DispatchError(self.message, excs)  # pragma: no cover - used by except*
+
+    def __init__(self, message: str, errors: Sequence[Exception]) -> None:
+        super().__init__(message, list(errors))
+        self.errors: list[Exception] = list(errors)
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} ({len(self.errors)} failed)"
 
 
 class Dispatcher(ABC):
@@ -31,7 +80,53 @@ class Dispatcher(ABC):
         """Deliver one event by calling ``invoke(target)`` for the chosen target(s).
 
         Exceptions raised by ``invoke`` propagate to the caller (the caller isolates handlers).
+        Fan-out dispatchers run every chosen target, then raise :class:`DispatchError`.
         """
+
+    def close(self) -> None:
+        """Release resources (threads); the dispatcher must not be used afterwards."""
+
+    def __enter__(self: D) -> D:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class BroadcastDispatcher(Dispatcher):
+    """Every target receives the event, one after the other, in order.
+
+    A target that raises does not stop the others. With ``on_error`` given, it is called as
+    ``on_error(target, exc)`` for each failure and nothing is raised; without it the failures
+    are collected and raised together as a :class:`DispatchError` after the last target ran.
+    """
+
+    name = "broadcast"
+    selects_one = False
+
+    def __init__(self, on_error: Callable[[Any, Exception], None] | None = None) -> None:
+        self.on_error = on_error
+
+    def dispatch(self, targets: Sequence[T], invoke: Callable[[T], Any]) -> None:
+        errors: list[Exception] = []
+        for target in targets:
+            try:
+                invoke(target)
+            except Exception as exc:
+                if self.on_error is None:
+                    errors.append(exc)
+                else:
+                    self.on_error(target, exc)
+        if errors:
+            raise DispatchError("broadcast: some targets raised", errors)
 
 
 class RoundRobinDispatcher(Dispatcher):
@@ -44,24 +139,329 @@ class RoundRobinDispatcher(Dispatcher):
 
     def dispatch(self, targets: Sequence[T], invoke: Callable[[T], Any]) -> None:
         if targets:
+            # next() on itertools.count is atomic under the GIL: the turn never repeats.
             invoke(targets[next(self._turn) % len(targets)])
 
 
+class ConcurrentDispatcher(Dispatcher):
+    """Every target receives the event, in parallel on a thread pool; returns when all are done.
+
+    Use it when targets block on I/O. Failures are collected into a :class:`DispatchError`
+    (or passed to ``on_error(target, exc)``). A dispatch made from one of the pool's own threads
+    runs inline, so nested fan-out cannot deadlock a saturated pool.
+    """
+
+    name = "concurrent"
+    selects_one = False
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        on_error: Callable[[Any, Exception], None] | None = None,
+    ) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1 (got {max_workers})")
+        self.max_workers = max_workers
+        self.on_error = on_error
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("ConcurrentDispatcher is closed; create a new one")
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self.max_workers,
+                        thread_name_prefix="eventforge-dispatch",
+                        initializer=self._mark_worker,
+                    )
+                pool = self._pool
+        return pool
+
+    def _mark_worker(self) -> None:
+        self._local.worker = True
+
+    def dispatch(self, targets: Sequence[T], invoke: Callable[[T], Any]) -> None:
+        if len(targets) <= 1 or getattr(self._local, "worker", False):
+            BroadcastDispatcher(self.on_error).dispatch(targets, invoke)
+            return
+        pool = self._executor()
+        futures: list[Future[Any]] = [pool.submit(invoke, target) for target in targets]
+        errors: list[Exception] = []
+        for target, future in zip(targets, futures, strict=True):
+            exc = future.exception()
+            if exc is None:
+                continue
+            if not isinstance(exc, Exception):  # pragma: no cover - BaseException in a worker
+                raise exc
+            if self.on_error is None:
+                errors.append(exc)
+            else:
+                self.on_error(target, exc)
+        if errors:
+            raise DispatchError("concurrent: some targets raised", errors)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __repr__(self) -> str:
+        return f"ConcurrentDispatcher(max_workers={self.max_workers})"
+
+
+class LeastLoadedDispatcher(Dispatcher):
+    """Each event goes to the target with the fewest calls in flight; ties go round-robin.
+
+    Counts are kept per target (by identity) and updated under a lock, so a target that is
+    busy with a slow call is passed over while an idle one exists.
+    """
+
+    name = "least_loaded"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = {}
+        self._turn = 0
+
+    def in_flight(self, target: Any) -> int:
+        """How many calls ``target`` is currently running through this dispatcher."""
+        with self._lock:
+            return self._inflight.get(id(target), 0)
+
+    def dispatch(self, targets: Sequence[T], invoke: Callable[[T], Any]) -> None:
+        n = len(targets)
+        if n == 0:
+            return
+        with self._lock:
+            start = self._turn % n
+            self._turn += 1
+            best_index = start
+            best_load = self._inflight.get(id(targets[start]), 0)
+            if best_load:
+                for step in range(1, n):
+                    index = (start + step) % n
+                    load = self._inflight.get(id(targets[index]), 0)
+                    if load < best_load:
+                        best_index, best_load = index, load
+                        if load == 0:
+                            break
+            chosen = targets[best_index]
+            key = id(chosen)
+            self._inflight[key] = best_load + 1
+        try:
+            invoke(chosen)
+        finally:
+            with self._lock:
+                remaining = self._inflight[key] - 1
+                if remaining:
+                    self._inflight[key] = remaining
+                else:
+                    del self._inflight[key]
+
+
+_BUILTIN: dict[str, type[Dispatcher]] = {"round_robin": RoundRobinDispatcher}
 _lock = threading.Lock()
 
 
-def get_dispatcher(name_or_instance: str | Dispatcher | None = None) -> Dispatcher:
-    """Return a new dispatcher by registry name (default ``round_robin``), or the instance given."""
-    if isinstance(name_or_instance, Dispatcher):
-        return name_or_instance
-    name = name_or_instance or "round_robin"
-    if name in ("round_robin", "round-robin", "roundrobin"):
-        return RoundRobinDispatcher()
-    from ._registry import load_named
+def get_dispatcher(
+    name_or_instance: str | Dispatcher | type[Dispatcher] | None = None, **options: Any
+) -> Dispatcher:
+    """Return a new dispatcher by registry name (default ``round_robin``), or the instance given.
 
-    with _lock:
-        factory = load_named("dispatcher", name)
-    dispatcher = factory()
+    Names come from the ``eventforge_dispatchers`` hook: ``broadcast``, ``round_robin``,
+    ``concurrent``, ``least_loaded`` (and their aliases) in core, plus any plugin's. ``options``
+    go to the dispatcher's constructor (``get_dispatcher("concurrent", max_workers=8)``).
+    Call it when configuring, not per message.
+    """
+    if isinstance(name_or_instance, Dispatcher):
+        if options:
+            raise TypeError("options cannot be given together with a Dispatcher instance")
+        return name_or_instance
+    if isinstance(name_or_instance, type):
+        factory: Callable[..., Any] = name_or_instance
+    else:
+        name = name_or_instance or "round_robin"
+        builtin = _BUILTIN.get(name)
+        if builtin is not None:
+            factory = builtin
+        else:
+            from ._registry import load_named
+
+            with _lock:
+                factory = load_named("dispatcher", name)
+    dispatcher = factory(**options)
     if not isinstance(dispatcher, Dispatcher):
-        raise TypeError(f"dispatcher plugin {name!r} produced {type(dispatcher).__name__}, not a Dispatcher")
+        raise TypeError(
+            f"dispatcher {name_or_instance!r} produced {type(dispatcher).__name__}, not a Dispatcher"
+        )
     return dispatcher
+
+
+class Node:
+    """A named unit of work: handlers registered by name, called through a dispatcher.
+
+    A node is what a worker process exposes. Locally, ``node.call(name, *args)`` runs the
+    handler(s) registered under ``name`` through the node's observers and dispatcher; remotely,
+    ``node.serve(queue)`` publishes every handler as an RPC method of the service ``node.name``.
+    Several handlers may share one name (replicas of one operation): a single-target dispatcher
+    (``round_robin``, ``least_loaded``) picks one and ``call`` returns its result; a fan-out
+    dispatcher (``broadcast``, ``concurrent``) runs them all and ``call`` returns their results
+    in registration order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dispatcher: str | Dispatcher = "round_robin",
+        *,
+        observers: Sequence[Any] = (),
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ValueError(f"a Node needs a non-empty name (got {name!r})")
+        self.name = name
+        self.dispatcher = get_dispatcher(dispatcher)
+        self.observers: list[Any] = list(observers)
+        self._handlers: dict[str, tuple[tuple[int, Callable[..., Any]], ...]] = {}
+        self._lock = threading.Lock()
+        self._servers: list[Any] = []
+
+    # -- handlers --------------------------------------------------------------------------
+
+    @overload
+    def handler(self, name: F) -> F: ...
+
+    @overload
+    def handler(self, name: str | None = None) -> Callable[[F], F]: ...
+
+    def handler(self, name: str | F | None = None) -> F | Callable[[F], F]:
+        """Decorator registering a handler under ``name`` (default: the function's name)."""
+        if callable(name):
+            self.add_handler(name.__name__, name)
+            return name
+
+        def decorate(func: F) -> F:
+            self.add_handler(name or func.__name__, func)
+            return func
+
+        return decorate
+
+    def add_handler(self, name: str, func: Callable[..., Any]) -> None:
+        """Register ``func`` under ``name``; a second handler for a name becomes a replica."""
+        if not name or not isinstance(name, str):
+            raise ValueError(f"handler name must be a non-empty string (got {name!r})")
+        if not callable(func):
+            raise TypeError(f"handler {name!r} must be callable (got {type(func).__name__})")
+        with self._lock:
+            current = self._handlers.get(name, ())
+            # Targets are (position, handler) pairs created once, so that dispatchers that
+            # track targets by identity (least_loaded) see the same object on every call.
+            self._handlers[name] = (*current, (len(current), func))
+
+    def remove_handler(self, name: str, func: Callable[..., Any] | None = None) -> int:
+        """Remove ``func`` (or every handler) under ``name``; return how many were removed."""
+        with self._lock:
+            current = self._handlers.get(name, ())
+            kept = [] if func is None else [h for _, h in current if h is not func]
+            if kept:
+                self._handlers[name] = tuple(enumerate(kept))
+            else:
+                self._handlers.pop(name, None)
+            return len(current) - len(kept)
+
+    @property
+    def handlers(self) -> dict[str, tuple[Callable[..., Any], ...]]:
+        """A snapshot of the handlers by name."""
+        with self._lock:
+            return {name: tuple(h for _, h in pairs) for name, pairs in self._handlers.items()}
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Run the handler(s) called ``name`` through the observers and the dispatcher.
+
+        Raises ``LookupError`` naming the registered handlers when ``name`` is unknown.
+        """
+        targets = self._handlers.get(name)
+        if not targets:
+            available = ", ".join(sorted(self._handlers)) or "(none)"
+            raise LookupError(
+                f"node {self.name!r} has no handler {name!r}. Registered: {available}. "
+                "Add one with @node.handler(name) or node.add_handler(name, func)."
+            )
+        if self.observers:
+
+            def run(*a: Any, **kw: Any) -> Any:
+                return self._dispatch(targets, a, kw)
+
+            result, _ = call_observed(self.observers, run, args, kwargs, name=f"{self.name}.{name}")
+            return result
+        return self._dispatch(targets, args, kwargs)
+
+    def _dispatch(
+        self,
+        targets: tuple[tuple[int, Callable[..., Any]], ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        results: dict[int, Any] = {}
+
+        def invoke(item: tuple[int, Callable[..., Any]]) -> None:
+            value = item[1](*args, **kwargs)
+            if inspect.isawaitable(value):
+                from ._loop import run_sync
+
+                value = run_sync(value)
+            results[item[0]] = value
+
+        self.dispatcher.dispatch(targets, invoke)
+        if self.dispatcher.selects_one:
+            return next(iter(results.values()), None)
+        return [results.get(i) for i in range(len(targets))]
+
+    # -- exposing --------------------------------------------------------------------------
+
+    def serve(self, queue: Any, *, service_name: str | None = None) -> Any:
+        """Expose every handler as an RPC method of ``service_name`` (default: the node's name).
+
+        Returns the started ``RPCServer`` (non-blocking); :meth:`stop` stops every server this
+        node started. Calls arriving over RPC run through :meth:`call`, so the node's
+        dispatcher and observers apply to them too.
+        """
+        rpc = importlib.import_module("eventforge.rpc")
+        server = rpc.RPCServer(queue, service_name=service_name or self.name)
+        for method in self.handlers:
+            server.add_method(method, functools.partial(self.call, method))
+        server.serve(blocking=False)
+        with self._lock:
+            self._servers.append(server)
+        return server
+
+    def stop(self) -> None:
+        """Stop every RPC server started by :meth:`serve` and close the dispatcher."""
+        with self._lock:
+            servers, self._servers = self._servers, []
+        for server in servers:
+            server.stop()
+        self.dispatcher.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, dispatcher={self.dispatcher!r}, handlers={sorted(self._handlers)})"

@@ -4,6 +4,10 @@ An observer is any object with ``before(event)``, ``after(event)`` and ``on_erro
 (:class:`Observer`); each receives the same :class:`CallEvent`, which carries the timing and
 the result or the exception. ``@observe(*observers)`` wraps any function, sync or async;
 ``@task(on_execute=[...])`` uses the same machinery.
+
+:class:`Observable` is the other half: something that emits named events (a meter's
+observation, a threshold alert) to the listeners subscribed to it, through a dispatcher.
+:class:`Eventful` is the protocol such emitters satisfy.
 """
 
 from __future__ import annotations
@@ -11,15 +15,32 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
+import threading
 import time
+import types
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 
-__all__ = ["CallEvent", "Observer", "call_observed", "call_observed_async", "observe"]
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
+
+__all__ = [
+    "CallEvent",
+    "Eventful",
+    "Listener",
+    "Observable",
+    "Observer",
+    "call_observed",
+    "call_observed_async",
+    "observe",
+]
 
 log = logging.getLogger("eventforge.observe")
 
 F = TypeVar("F", bound=Callable[..., Any])
+Listener = Callable[[str, Any], Any]
+"""A listener receives ``(event_name, payload)``."""
 
 
 class CallEvent:
@@ -95,7 +116,7 @@ def call_observed(
     name: str | None = None,
 ) -> tuple[Any, CallEvent]:
     """Call ``func`` between the observers' hooks; return ``(result, event)`` or re-raise."""
-    event = CallEvent(name or getattr(func, "__qualname__", repr(func)), args, kwargs)
+    event = CallEvent(name or str(getattr(func, "__qualname__", repr(func))), args, kwargs)
     _notify(observers, "before", event)
     event.start_cpu = time.process_time()
     event.start = time.perf_counter()
@@ -121,7 +142,7 @@ async def call_observed_async(
     name: str | None = None,
 ) -> tuple[Any, CallEvent]:
     """The coroutine twin of :func:`call_observed`."""
-    event = CallEvent(name or getattr(func, "__qualname__", repr(func)), args, kwargs)
+    event = CallEvent(name or str(getattr(func, "__qualname__", repr(func))), args, kwargs)
     _notify(observers, "before", event)
     event.start_cpu = time.process_time()
     event.start = time.perf_counter()
@@ -168,3 +189,133 @@ def _flatten(items: Iterable[Any]) -> Iterable[Any]:
             yield from _flatten(item)
         else:
             yield item
+
+
+@runtime_checkable
+class Eventful(Protocol):
+    """Anything that emits named events to listeners (:class:`Observable` is the standard one)."""
+
+    def add_listener(self, listener: Listener, event: str | None = None) -> Listener: ...
+
+    def remove_listener(self, listener: Listener, event: str | None = None) -> bool: ...
+
+    def emit(self, event: str, payload: Any = None) -> int: ...
+
+
+class Observable:
+    """Emits named events to subscribed listeners through a dispatcher.
+
+    Subclass it (meters do) or compose it. A listener is ``fn(event_name, payload)`` subscribed
+    to one event name or, with ``event=None``, to every event. ``emit`` hands the listeners of
+    an event to the dispatcher (``broadcast`` by default: all of them, in subscription order;
+    ``concurrent`` runs them in parallel; ``round_robin`` / ``least_loaded`` pick one, which
+    makes the listeners competing workers). A listener that raises never breaks the emitter or
+    the other listeners: the error goes to ``on_error(event, listener, exc)`` (default: logged)
+    and is counted in :attr:`listener_errors`. Emitting with no listener costs one dict lookup.
+    """
+
+    def __init__(
+        self,
+        dispatcher: str | Dispatcher = "broadcast",
+        *,
+        on_error: Callable[[str, Listener, Exception], None] | None = None,
+    ) -> None:
+        self._dispatcher_choice = dispatcher
+        self._dispatcher: Dispatcher | None = None
+        self._on_error = on_error
+        self._listeners: dict[str | None, tuple[Listener, ...]] = {}
+        self._listeners_lock = threading.Lock()
+        self.listener_errors = 0
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher that delivers events to listeners (resolved on first use)."""
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            from .dispatch import get_dispatcher
+
+            dispatcher = self._dispatcher = get_dispatcher(self._dispatcher_choice)
+        return dispatcher
+
+    def add_listener(self, listener: Listener, event: str | None = None) -> Listener:
+        """Subscribe ``listener`` to ``event`` (or to every event); return it (for decorators)."""
+        if not callable(listener):
+            raise TypeError(f"a listener must be callable (got {type(listener).__name__})")
+        with self._listeners_lock:
+            self._listeners[event] = (*self._listeners.get(event, ()), listener)
+        return listener
+
+    def remove_listener(self, listener: Listener, event: str | None = None) -> bool:
+        """Unsubscribe ``listener`` from ``event``; return whether it was subscribed."""
+        with self._listeners_lock:
+            current = self._listeners.get(event, ())
+            kept = tuple(fn for fn in current if fn is not listener and fn != listener)
+            if len(kept) == len(current):
+                return False
+            if kept:
+                self._listeners[event] = kept
+            else:
+                del self._listeners[event]
+            return True
+
+    def on(self, event: str | None = None) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_listener`."""
+
+        def decorate(func: F) -> F:
+            self.add_listener(func, event)
+            return func
+
+        return decorate
+
+    def listeners(self, event: str | None = None) -> list[Listener]:
+        """The listeners an ``emit(event)`` reaches: the event's own, then the catch-all ones."""
+        listeners = self._listeners
+        if event is None:
+            return list(listeners.get(None, ()))
+        return [*listeners.get(event, ()), *listeners.get(None, ())]
+
+    @property
+    def has_listeners(self) -> bool:
+        """True when at least one listener is subscribed (checked before building a payload)."""
+        return bool(self._listeners)
+
+    def emit(self, event: str, payload: Any = None) -> int:
+        """Deliver ``(event, payload)`` to the event's listeners; return how many were targeted."""
+        listeners = self._listeners
+        if not listeners:
+            return 0
+        targets = (*listeners.get(event, ()), *listeners.get(None, ()))
+        if not targets:
+            return 0
+
+        def invoke(listener: Listener) -> None:
+            try:
+                listener(event, payload)
+            except Exception as exc:
+                self._listener_failed(event, listener, exc)
+
+        self.dispatcher.dispatch(targets, invoke)
+        return 1 if self.dispatcher.selects_one else len(targets)
+
+    def _listener_failed(self, event: str, listener: Listener, exc: Exception) -> None:
+        with self._listeners_lock:
+            self.listener_errors += 1
+        if self._on_error is not None:
+            self._on_error(event, listener, exc)
+        else:
+            log.error("listener %r of %r failed on event %r", listener, self, event, exc_info=exc)
+
+
+class _ObserveModule(types.ModuleType):
+    """``eventforge.observe`` is this module and, called, the :func:`observe` decorator.
+
+    ``from eventforge import observe`` must give the decorator, but once this submodule is
+    imported the package attribute ``eventforge.observe`` is the module itself; making the
+    module callable keeps both spellings right whatever the import order.
+    """
+
+    def __call__(self, *observers: Any) -> Callable[[F], F]:
+        return observe(*observers)
+
+
+sys.modules[__name__].__class__ = _ObserveModule
