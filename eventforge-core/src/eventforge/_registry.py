@@ -1,48 +1,48 @@
 """The plugin registry: names -> records -> loaded objects.
 
-Discovery happens once, lazily (never at ``import eventforge``): a cached factory builds a
-pluggy manager, registers the core's built-ins through the same hooks as everyone else, then
-loads the ``eventforge`` entry points one by one so that a broken plugin is recorded and never
-breaks the others. Resolution is by name, alias or URL scheme; errors say what exists and what
-to install.
+Discovery (:mod:`eventforge._discovery`) happens once, lazily, never at ``import eventforge``.
+The registry then collects every plugin's frozen records through a typed facade over the hooks,
+one plugin at a time, and indexes them by kind and name, alias or URL scheme. Only a selected
+record's target is ever imported. Errors say what was asked, what exists and what to install.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 import importlib.util
 import logging
-import os
 import sys
 import threading
-import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ._discovery import (
+    DISABLE_ENV,
+    STRICT_ENV,
+    Discovery,
+    PluginInfo,
+    discover,
+    env_flag,
+    record_failure,
+    warn_or_raise,
+)
 from .errors import PluginConflictError, PluginImportError, PluginNotFoundError
 from .plugins import DispatcherSpec, ObserverSpec, PluginSpec, SerializerSpec, TransportSpec
 
 if TYPE_CHECKING:
     import pluggy
 
-if sys.version_info >= (3, 12):
-    from importlib import metadata
-else:  # pragma: no cover - depends on the interpreter
-    try:
-        import importlib_metadata as metadata
-    except ImportError:
-        from importlib import metadata
-
 __all__ = [
     "KINDS",
+    "KNOWN_DISTRIBUTIONS",
     "Entry",
     "PluginInfo",
     "Registry",
-    "get_plugin_manager",
+    "find_export",
+    "load_named",
     "plugin_exports",
     "registry",
     "reset_registry",
@@ -50,10 +50,7 @@ __all__ = [
 
 log = logging.getLogger("eventforge.plugins")
 
-ENTRY_POINT_GROUP = "eventforge"
 KINDS = ("transport", "serializer", "dispatcher", "observer")
-BUILTIN_PLUGINS = ("eventforge._builtins",)
-CORE_DISTRIBUTION = "eventforge-core"
 
 # Well-known names that live in a distribution of their own: used for "pip install" hints.
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
@@ -70,6 +67,8 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ("observer", "otel"): "eventforge-observers",
     ("observer", "prometheus"): "eventforge-observers",
 }
+# Scheme-only names: hinted when asked for, never listed among "known but not installed".
+_SCHEME_ONLY = frozenset({"tcps", "rediss"})
 KNOWN_EXPORTS: dict[str, str] = {
     "Meter": "eventforge-observers",
     "TimingMeter": "eventforge-observers",
@@ -80,43 +79,17 @@ KNOWN_EXPORTS: dict[str, str] = {
 }
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _env_list(name: str) -> frozenset[str]:
-    return frozenset(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
-
-
-@dataclass
-class PluginInfo:
-    """One plugin (an entry point or a built-in module) and how loading it went."""
-
-    name: str
-    distribution: str
-    version: str
-    status: str = "ok"  # ok | failed | disabled
-    error: BaseException | None = None
-
-    @property
-    def reason(self) -> str:
-        """A one-line description of the failure, or ``""``."""
-        if self.error is None:
-            return ""
-        return f"{type(self.error).__name__}: {self.error}"
-
-
 @dataclass(frozen=True)
 class Entry:
     """A record together with the plugin that provided it."""
 
     spec: PluginSpec
-    plugin: PluginInfo = field(compare=False)
+    plugin: PluginInfo
 
     @property
     def provider(self) -> str:
         """``"distribution version"`` of the provider, for messages."""
-        return f"{self.plugin.distribution} {self.plugin.version}"
+        return self.plugin.provider
 
 
 class _Hooks:
@@ -129,11 +102,13 @@ class _Hooks:
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._pm = pm
 
-    def _collect(self, hook_name: str, record_type: type[PluginSpec]) -> list[tuple[str, PluginSpec]]:
+    def _collect(
+        self, hook_name: str, record_type: type[PluginSpec]
+    ) -> tuple[list[tuple[str, PluginSpec]], dict[str, BaseException]]:
         caller = getattr(self._pm.hook, hook_name)
         found: list[tuple[str, PluginSpec]] = []
+        failed: dict[str, BaseException] = {}
         for impl in caller.get_hookimpls():
-            plugin_name = impl.plugin_name
             try:
                 records = list(impl.function() or ())
                 for record in records:
@@ -143,197 +118,105 @@ class _Hooks:
                             f"{record_type.__name__} records"
                         )
             except Exception as exc:
-                _record_failure(self._pm, plugin_name, exc)
+                failed[impl.plugin_name] = exc
                 continue
-            found.extend((plugin_name, record) for record in records)
-        return found
+            found.extend((impl.plugin_name, record) for record in records)
+        return found, failed
 
-    def transports(self) -> list[tuple[str, PluginSpec]]:
+    def transports(self) -> tuple[list[tuple[str, PluginSpec]], dict[str, BaseException]]:
+        """Call every ``eventforge_transports`` implementation."""
         return self._collect("eventforge_transports", TransportSpec)
 
-    def serializers(self) -> list[tuple[str, PluginSpec]]:
+    def serializers(self) -> tuple[list[tuple[str, PluginSpec]], dict[str, BaseException]]:
+        """Call every ``eventforge_serializers`` implementation."""
         return self._collect("eventforge_serializers", SerializerSpec)
 
-    def dispatchers(self) -> list[tuple[str, PluginSpec]]:
+    def dispatchers(self) -> tuple[list[tuple[str, PluginSpec]], dict[str, BaseException]]:
+        """Call every ``eventforge_dispatchers`` implementation."""
         return self._collect("eventforge_dispatchers", DispatcherSpec)
 
-    def observers(self) -> list[tuple[str, PluginSpec]]:
+    def observers(self) -> tuple[list[tuple[str, PluginSpec]], dict[str, BaseException]]:
+        """Call every ``eventforge_observers`` implementation."""
         return self._collect("eventforge_observers", ObserverSpec)
 
     def configure(self, config: dict[str, Any]) -> None:
+        """Call ``eventforge_configure`` now and for every plugin registered later."""
         self._pm.hook.eventforge_configure.call_historic(kwargs={"config": config})
-
-
-_infos: dict[int, dict[str, PluginInfo]] = {}
-
-
-def _record_failure(pm: pluggy.PluginManager, plugin_name: str, exc: BaseException) -> None:
-    info = _infos.setdefault(id(pm), {}).get(plugin_name)
-    if info is None:
-        info = PluginInfo(plugin_name, "?", "?")
-        _infos[id(pm)][plugin_name] = info
-    info.status = "failed"
-    info.error = exc
-    _warn_failure(info)
-
-
-def _warn_failure(info: PluginInfo) -> None:
-    message = (
-        f"eventforge plugin {info.name!r} ({info.distribution} {info.version}) failed to load "
-        f"and is skipped: {info.reason}. Run `eventforge plugins` for details."
-    )
-    if _env_flag("EVENTFORGE_STRICT_PLUGINS"):
-        raise PluginImportError(
-            message.replace("and is skipped", "(EVENTFORGE_STRICT_PLUGINS=1)"),
-            plugin=info.name,
-            distribution=info.distribution,
-        ) from info.error
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _core_version() -> str:
-    try:
-        return metadata.version(CORE_DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
-
-
-def _entry_points() -> list[Any]:
-    seen: set[tuple[str, str]] = set()
-    eps = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        key = (ep.name, ep.value)
-        if key not in seen:
-            seen.add(key)
-            eps.append(ep)
-    return sorted(eps, key=lambda ep: ep.name)
-
-
-@functools.lru_cache(maxsize=1)
-def get_plugin_manager() -> pluggy.PluginManager:
-    """Build (once) the plugin manager with the built-ins and every installed entry point."""
-    import pluggy
-
-    hookspecs = importlib.import_module("eventforge.hookspecs")
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
-    infos = _infos.setdefault(id(pm), {})
-    for module_name in BUILTIN_PLUGINS:
-        module = importlib.import_module(module_name)
-        pm.register(module, name=module_name)
-        infos[module_name] = PluginInfo(module_name, CORE_DISTRIBUTION, _core_version())
-    disabled = _env_list("EVENTFORGE_DISABLE_PLUGINS")
-    for ep in _entry_points():
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "?"
-        version = dist.version if dist is not None else "?"
-        info = infos[ep.name] = PluginInfo(ep.name, dist_name, version)
-        if ep.name in disabled or dist_name in disabled:
-            info.status = "disabled"
-            continue
-        try:
-            plugin = ep.load()
-            pm.register(plugin, name=ep.name)
-        except Exception as exc:
-            info.status = "failed"
-            info.error = exc
-            _warn_failure(info)
-    return pm
 
 
 class Registry:
     """A read-only view of every plugin record, indexed by kind and name, alias or scheme."""
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
-        self._pm = pm
-        self.hooks = _Hooks(pm)
+    def __init__(self, discovery: Discovery) -> None:
+        self._pm = discovery.pm
+        self._infos = discovery.infos
+        self.hooks = _Hooks(self._pm)
         self._entries: dict[str, list[Entry]] = {kind: [] for kind in KINDS}
         self._names: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in KINDS}
         self._schemes: dict[str, list[Entry]] = {}
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        collected = {
-            "transport": self.hooks.transports(),
-            "serializer": self.hooks.serializers(),
-            "dispatcher": self.hooks.dispatchers(),
-            "observer": self.hooks.observers(),
-        }
-        infos = _infos.get(id(pm), {})
-        for kind, pairs in collected.items():
-            for plugin_name, spec in pairs:
-                info = infos.get(plugin_name) or PluginInfo(plugin_name, "?", "?")
-                entry = Entry(spec, info)
-                self._entries[kind].append(entry)
-                for key in (spec.name, *spec.aliases):
-                    self._names[kind].setdefault(key, []).append(entry)
-                if isinstance(spec, TransportSpec):
-                    for scheme in spec.schemes:
-                        self._schemes.setdefault(scheme, []).append(entry)
-        if _env_flag("EVENTFORGE_STRICT_PLUGINS"):
-            for kind in KINDS:
-                for key, entries in self._names[kind].items():
-                    self._check_conflict(kind, key, entries)
+        collected: list[tuple[str, str, PluginSpec]] = []
+        failures: dict[str, BaseException] = {}
+        for kind, call in zip(
+            KINDS,
+            (
+                self.hooks.transports,
+                self.hooks.serializers,
+                self.hooks.dispatchers,
+                self.hooks.observers,
+            ),
+            strict=True,
+        ):
+            found, failed = call()
+            collected.extend((kind, plugin, spec) for plugin, spec in found)
+            for plugin, exc in failed.items():
+                failures.setdefault(plugin, exc)
+        for plugin, exc in failures.items():
+            record_failure(self._infos, plugin, exc)
+        for kind, plugin, spec in collected:
+            if plugin in failures:
+                continue  # a plugin that failed in one hook contributes nothing
+            entry = Entry(spec, self._infos[plugin])
+            self._entries[kind].append(entry)
+            for key in dict.fromkeys((spec.name, *spec.aliases)):
+                self._names[kind].setdefault(key, []).append(entry)
+            if isinstance(spec, TransportSpec):
+                for scheme in spec.schemes:
+                    self._schemes.setdefault(scheme, []).append(entry)
+        for error in self.conflicts():
+            warn_or_raise(
+                str(error), error, plugin=error.name, distribution=" and ".join(error.providers)
+            )
 
     # -- listing ---------------------------------------------------------------------------
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin that was found, including failed and disabled ones."""
-        return list(_infos.get(id(self._pm), {}).values())
+        return list(self._infos.values())
 
     def entries(self, kind: str | None = None) -> list[Entry]:
         """Every record (of one kind, or all), in registration order."""
-        kinds = KINDS if kind is None else (kind,)
+        kinds = KINDS if kind is None else (self._check_kind(kind),)
         return [e for k in kinds for e in self._entries[k]]
 
     def names(self, kind: str) -> list[str]:
-        """The primary names of one kind."""
-        return [e.spec.name for e in self._entries[kind]]
+        """The primary names of one kind, in registration order."""
+        return [e.spec.name for e in self._entries[self._check_kind(kind)]]
 
-    # -- resolution ------------------------------------------------------------------------
-
-    def get(self, kind: str, name: str) -> Entry:
-        """Return the record that ``name`` (or an alias) selects, or raise a teaching error."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown plugin kind {kind!r}; choose one of: {', '.join(KINDS)}")
-        entries = self._names[kind].get(name)
-        if entries:
-            self._check_conflict(kind, name, entries)
-            return entries[0]
-        raise self._not_found(kind, name)
-
-    def transport(self, name_or_url: str) -> Entry:
-        """Resolve a transport by name, alias or URL (``redis://host:6379/0``)."""
-        if "://" in name_or_url:
-            scheme = name_or_url.split("://", 1)[0].lower()
-            entries = self._schemes.get(scheme)
-            if entries:
-                self._check_conflict("transport", scheme, entries)
-                return entries[0]
-            raise self._not_found("transport", scheme, url=True)
-        return self.get("transport", name_or_url)
-
-    def load(self, entry: Entry) -> Any:
-        """Import the record's target (once) and return it; failures chain the original error."""
-        key = (entry.spec.kind, entry.spec.name)
-        with self._lock:
-            if key in self._loaded:
-                return self._loaded[key]
-            try:
-                module = importlib.import_module(entry.spec.module)
-                target = getattr(module, entry.spec.attribute)
-            except Exception as exc:
-                missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
-                hint = ""
-                if missing and missing.split(".")[0] in entry.spec.requires:
-                    hint = f" It needs {missing!r}: reinstall {entry.plugin.distribution}, or pip install {missing}."
-                raise PluginImportError(
-                    f"{entry.spec.kind} {entry.spec.name!r} from {entry.provider} could not be "
-                    f"loaded ({entry.spec.target}): {type(exc).__name__}: {exc}.{hint}",
-                    plugin=entry.spec.name,
-                    distribution=entry.plugin.distribution,
-                ) from exc
-            self._loaded[key] = target
-            return target
+    def conflicts(self) -> list[PluginConflictError]:
+        """One error for each name, alias or scheme that two plugins claim."""
+        found = []
+        for kind in KINDS:
+            for key, entries in self._names[kind].items():
+                error = self._conflict(kind, repr(key), entries)
+                if error is not None:
+                    found.append(error)
+        for scheme, entries in self._schemes.items():
+            error = self._conflict("transport", f"URL scheme '{scheme}://'", entries)
+            if error is not None:
+                found.append(error)
+        return found
 
     def missing_requirements(self, entry: Entry) -> list[str]:
         """Modules of ``entry.spec.requires`` that are not installed (checked, not imported)."""
@@ -346,72 +229,182 @@ class Registry:
                 missing.append(module)
         return missing
 
+    # -- resolution ------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str) -> Entry:
+        """Return the record that ``name`` (or an alias) selects, or raise a teaching error."""
+        entries = self._names[self._check_kind(kind)].get(name)
+        if entries:
+            self._raise_conflict(kind, repr(name), entries)
+            return entries[0]
+        raise self._not_found(kind, name)
+
+    def transport(self, name_or_url: str) -> Entry:
+        """Resolve a transport by name, alias or URL (``redis://host:6379/0``)."""
+        if "://" in name_or_url:
+            scheme = name_or_url.split("://", 1)[0].lower()
+            entries = self._schemes.get(scheme)
+            if entries:
+                self._raise_conflict("transport", f"URL scheme '{scheme}://'", entries)
+                return entries[0]
+            raise self._not_found("transport", scheme, url=True)
+        return self.get("transport", name_or_url)
+
+    def load(self, entry: Entry) -> Any:
+        """Import the record's target (once) and return it; failures chain the original error."""
+        key = (entry.spec.kind, entry.spec.name)
+        with self._lock:
+            if key in self._loaded:
+                return self._loaded[key]
+            try:
+                target = importlib.import_module(entry.spec.module)
+                for part in entry.spec.attribute.split("."):
+                    target = getattr(target, part)
+            except Exception as exc:
+                missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+                hint = ""
+                if missing and missing.split(".")[0] in entry.spec.requires:
+                    hint = (
+                        f" It needs {missing!r}: reinstall {entry.plugin.distribution}, or "
+                        f"pip install {missing}."
+                    )
+                raise PluginImportError(
+                    f"{entry.spec.kind} {entry.spec.name!r} from {entry.provider} could not be "
+                    f"loaded ({entry.spec.target}): {type(exc).__name__}: {exc}.{hint}",
+                    plugin=entry.spec.name,
+                    distribution=entry.plugin.distribution,
+                ) from exc
+            self._loaded[key] = target
+            return target
+
     def configure(self, config: dict[str, Any]) -> None:
         """Pass validated settings to every plugin's ``eventforge_configure`` (historic)."""
         self.hooks.configure(config)
 
+    def distribution(self, name: str) -> PluginInfo | None:
+        """The first plugin provided by distribution ``name`` (any status), or ``None``."""
+        wanted = name.lower().replace("_", "-")
+        for info in self._infos.values():
+            if info.distribution.lower().replace("_", "-") == wanted:
+                return info
+        return None
+
+    def absence(self, kind: str, name: str) -> str:
+        """Why the well-known ``name`` is not available, and what to do about it."""
+        dist = KNOWN_DISTRIBUTIONS.get((kind, name), f"eventforge-{name}")
+        info = self.distribution(dist)
+        if info is None:
+            return (
+                f"{dist} is not installed. Install it with: pip install {dist}  "
+                f"(or pip install 'eventforge-core[{dist.removeprefix('eventforge-')}]')"
+            )
+        if info.status == "disabled":
+            return f"{info.provider} is disabled by {DISABLE_ENV}; remove it from that list"
+        if info.status == "failed":
+            return f"{info.provider} failed to load: {info.reason}"
+        return (
+            f"{info.provider} is installed but registers no {kind} {name!r}; upgrade it "
+            f"(pip install -U {dist})"
+        )
+
     # -- errors ----------------------------------------------------------------------------
 
-    def _check_conflict(self, kind: str, name: str, entries: Sequence[Entry]) -> None:
-        providers = sorted({e.plugin.distribution for e in entries} | {e.provider for e in entries})
-        distinct = {(e.plugin.name, e.spec.name) for e in entries}
-        if len(distinct) > 1:
-            names = sorted({e.provider for e in entries})
-            plugin_names = sorted({e.plugin.name for e in entries})
-            raise PluginConflictError(
-                f"{kind} {name!r} is claimed by more than one plugin: {' and '.join(names)}. "
-                f"Uninstall one, or disable one with EVENTFORGE_DISABLE_PLUGINS="
-                f"{plugin_names[-1]}.",
-                kind=kind,
-                name=name,
-                providers=providers,
-            )
+    @staticmethod
+    def _check_kind(kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown plugin kind {kind!r}; choose one of: {', '.join(KINDS)}")
+        return kind
+
+    @staticmethod
+    def _conflict(kind: str, label: str, entries: Sequence[Entry]) -> PluginConflictError | None:
+        plugins = {e.plugin.name: e.plugin for e in entries}
+        if len(plugins) < 2:
+            return None
+        providers = sorted(f"{p.provider} (entry point {p.name!r})" for p in plugins.values())
+        return PluginConflictError(
+            f"{kind} {label} is claimed by more than one plugin: {' and '.join(providers)}. "
+            f"Uninstall one, or disable one with {DISABLE_ENV}={sorted(plugins)[-1]}.",
+            kind=kind,
+            name=label,
+            providers=sorted(p.provider for p in plugins.values()),
+        )
+
+    def _raise_conflict(self, kind: str, label: str, entries: Sequence[Entry]) -> None:
+        error = self._conflict(kind, label, entries)
+        if error is not None:
+            raise error
+
+    def _failed_provider(self, kind: str, name: str) -> PluginInfo | None:
+        dist = KNOWN_DISTRIBUTIONS.get((kind, name))
+        for info in self._infos.values():
+            if info.status != "failed":
+                continue
+            if name in (info.name, info.distribution.removeprefix("eventforge-")) or (
+                dist is not None and info.distribution == dist
+            ):
+                return info
+        return None
 
     def _not_found(self, kind: str, name: str, *, url: bool = False) -> Exception:
-        for info in self.plugins():
-            if info.status == "failed" and name in (info.name, info.distribution.removeprefix("eventforge-")):
-                error = PluginImportError(
-                    f"{kind} {name!r} comes from {info.distribution} {info.version}, which failed "
-                    f"to load: {info.reason}. Fix or reinstall it; `eventforge plugins` shows "
-                    "every plugin's status.",
-                    plugin=info.name,
-                    distribution=info.distribution,
-                )
-                error.__cause__ = info.error
-                return error
-        if url:
-            keys = sorted(self._schemes)
-            label = f"URL scheme '{name}://'"
-        else:
-            keys = sorted(self._names[kind])
-            label = f"{kind} '{name}'"
-        installed = self.names(kind)
-        known_names = [n for (k, n) in KNOWN_DISTRIBUTIONS if k == kind]
-        suggestions = difflib.get_close_matches(
-            name, list(dict.fromkeys([*keys, *known_names])), n=3, cutoff=0.6
+        failed = self._failed_provider(kind, name)
+        if failed is not None:
+            error = PluginImportError(
+                f"{kind} {name!r} comes from {failed.provider}, which failed to load: "
+                f"{failed.reason}. Fix or reinstall it; `eventforge plugins` shows every "
+                "plugin's status.",
+                plugin=failed.name,
+                distribution=failed.distribution,
+            )
+            error.__cause__ = failed.error
+            return error
+        disabled = [
+            info
+            for info in self._infos.values()
+            if info.status == "disabled"
+            and (kind, name) not in KNOWN_DISTRIBUTIONS
+            and name in (info.name, info.distribution.removeprefix("eventforge-"))
+        ]
+        installed = sorted(self._schemes if url else self.names(kind))
+        candidates = list(self._schemes if url else self._names[kind])
+        known = sorted(
+            (n, dist)
+            for (k, n), dist in KNOWN_DISTRIBUTIONS.items()
+            if k == kind and n not in self._names[kind] and n not in self._schemes
         )
+        suggestions = difflib.get_close_matches(
+            name,
+            [c for c in dict.fromkeys([*candidates, *(n for n, _ in known)]) if c != name],
+            n=3,
+            cutoff=0.6,
+        )
+        label = f"transport URL scheme '{name}://'" if url else f"{kind} '{name}'"
         parts = [f"Unknown {label}."]
         if suggestions:
             parts.append("Did you mean " + " or ".join(f"'{s}'" for s in suggestions) + "?")
-        parts.append(f"Installed: {', '.join(installed) if installed else '(none)'}.")
-        known = sorted(
-            {
-                (n, dist)
-                for (k, n), dist in KNOWN_DISTRIBUTIONS.items()
-                if k == kind and n not in self._names[kind] and n not in self._schemes
-                and n not in ("tcps", "rediss")
-            }
-        )
-        hint = None
-        for n, dist in known:
-            if n == name:
-                hint = f"pip install {dist}"
-        if known:
+        if url:
+            parts.append(f"Installed schemes: {', '.join(installed) or '(none)'}.")
+        else:
+            parts.append(f"Installed: {', '.join(installed) or '(none)'}.")
+        absent = [
+            (n, d) for n, d in known if n not in _SCHEME_ONLY and self.distribution(d) is None
+        ]
+        if absent:
             parts.append(
                 "Known but not installed: "
-                + ", ".join(f"{n} (pip install {dist})" for n, dist in known)
+                + ", ".join(f"{n} (pip install {d})" for n, d in absent)
                 + "."
             )
+        for info in disabled:
+            parts.append(
+                f"Plugin {info.name!r} ({info.provider}) may provide it but is disabled by "
+                f"{DISABLE_ENV}."
+            )
+        hint = None
+        if (kind, name) in KNOWN_DISTRIBUTIONS:
+            reason = self.absence(kind, name)
+            hint = reason
+            if self.distribution(KNOWN_DISTRIBUTIONS[(kind, name)]) is not None:
+                parts.append(f"{reason}.")
         parts.append("Run `eventforge plugins` for details.")
         return PluginNotFoundError(
             " ".join(parts),
@@ -425,25 +418,36 @@ class Registry:
 
 _registry_lock = threading.Lock()
 _registry: Registry | None = None
+_search_path: tuple[str, ...] | None = None
 
 
 def registry() -> Registry:
-    """Return the process-wide registry, building it on first use."""
+    """Return the process-wide registry, discovering plugins on first use."""
     global _registry
-    if _registry is None:
+    reg = _registry
+    if reg is None:
         with _registry_lock:
-            if _registry is None:
-                _registry = Registry(get_plugin_manager())
-    return _registry
+            reg = _registry
+            if reg is None:
+                reg = _registry = Registry(discover(_search_path))
+    return reg
 
 
-def reset_registry() -> None:
-    """Forget discovery results so the next :func:`registry` call rediscovers (for tests)."""
-    global _registry
+def reset_registry(*, search_path: Sequence[str] | None = None) -> None:
+    """Forget discovery results so the next :func:`registry` call discovers again.
+
+    For tests and tools: ``search_path`` limits where plugin distributions are looked for
+    (default: everything on ``sys.path``); it stays in effect until the next reset.
+    """
+    global _registry, _search_path
     with _registry_lock:
         _registry = None
-        _infos.clear()
-        get_plugin_manager.cache_clear()
+        _search_path = tuple(search_path) if search_path is not None else None
+
+
+def strict_plugins() -> bool:
+    """Whether ``EVENTFORGE_STRICT_PLUGINS`` turns discovery problems into errors."""
+    return env_flag(STRICT_ENV)
 
 
 def plugin_exports(kind: str, name: str, attribute: str, *, module: str) -> Any:
@@ -455,23 +459,23 @@ def plugin_exports(kind: str, name: str, attribute: str, *, module: str) -> Any:
     """
     if attribute.startswith("__"):
         raise AttributeError(attribute)
-    dist = KNOWN_DISTRIBUTIONS.get((kind, name), f"eventforge-{name}")
+    reg = registry()
     try:
-        entry = registry().get(kind, name)
+        entry = reg.get(kind, name)
     except PluginNotFoundError:
         raise ImportError(
-            f"cannot import {attribute!r} from {module!r}: the {name} {kind} is not installed. "
-            f"Install it with: pip install {dist}  (or pip install 'eventforge-core[{name}]')",
+            f"cannot import {attribute!r} from {module!r}: the {name} {kind} is not available: "
+            f"{reg.absence(kind, name)}",
             name=module,
         ) from None
-    target_module = _import_target_module(entry)
+    target_module = _import_target_module(reg, entry)
     if attribute in entry.spec.exports or hasattr(target_module, attribute):
         return getattr(target_module, attribute)
     raise AttributeError(f"module {module!r} has no attribute {attribute!r}")
 
 
-def _import_target_module(entry: Entry) -> ModuleType:
-    registry().load(entry)
+def _import_target_module(reg: Registry, entry: Entry) -> ModuleType:
+    reg.load(entry)
     return sys.modules[entry.spec.module]
 
 
@@ -480,16 +484,29 @@ def find_export(attribute: str) -> Any:
     reg = registry()
     for entry in reg.entries("observer"):
         if attribute in entry.spec.exports:
-            module = _import_target_module(entry)
-            return getattr(module, attribute)
+            return getattr(_import_target_module(reg, entry), attribute)
     dist = KNOWN_EXPORTS.get(attribute)
     if dist is None:
         raise AttributeError(f"module 'eventforge' has no attribute {attribute!r}")
-    raise ImportError(
-        f"cannot import {attribute!r} from 'eventforge': it is provided by {dist}, which is not "
-        f"installed. Install it with: pip install {dist}  (or pip install 'eventforge-core[observers]')",
-        name="eventforge",
-    )
+    info = reg.distribution(dist)
+    if info is None:
+        reason = (
+            f"it is provided by {dist}, which is not installed. Install it with: "
+            f"pip install {dist}  (or pip install 'eventforge-core[observers]')"
+        )
+    elif info.status == "disabled":
+        reason = f"it is provided by {info.provider}, which is disabled by {DISABLE_ENV}"
+    elif info.status == "failed":
+        error = PluginImportError(
+            f"cannot import {attribute!r} from 'eventforge': {info.provider} failed to load: "
+            f"{info.reason}",
+            plugin=info.name,
+            distribution=info.distribution,
+        )
+        raise error from info.error
+    else:
+        reason = f"{info.provider} is installed but exports no {attribute!r}; upgrade it"
+    raise ImportError(f"cannot import {attribute!r} from 'eventforge': {reason}", name="eventforge")
 
 
 def iter_installed(kind: str) -> Iterable[str]:
@@ -501,5 +518,3 @@ def load_named(kind: str, name: str) -> Any:
     """Resolve and load a plugin by kind and name in one step."""
     reg = registry()
     return reg.load(reg.get(kind, name))
-
-

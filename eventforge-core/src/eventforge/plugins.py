@@ -6,7 +6,11 @@ A record names what a plugin provides without importing it: the ``target`` is a
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from .transport import Capability
 
 __all__ = [
     "DispatcherSpec",
@@ -15,6 +19,16 @@ __all__ = [
     "SerializerSpec",
     "TransportSpec",
 ]
+
+_NAME = re.compile(r"[a-z][a-z0-9_.+-]*")
+
+
+def _strings(spec: PluginSpec, field_name: str, value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise TypeError(
+            f"{spec.kind} {spec.name!r}: {field_name} must be a sequence of strings, got {value!r}"
+        )
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -38,10 +52,22 @@ class PluginSpec:
     kind = "plugin"
 
     def __post_init__(self) -> None:
-        if ":" not in self.target:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError(
+                f"{self.kind} name {self.name!r} is not valid: use lower-case letters, digits, "
+                "'-', '_' or '.', starting with a letter"
+            )
+        module, _, attribute = str(self.target).partition(":")
+        if not module or not attribute:
             raise ValueError(
                 f"{self.kind} {self.name!r}: target {self.target!r} must be 'module:attribute'"
             )
+        # Freeze the sequences a plugin may have passed as lists, so a record never changes.
+        for name in ("aliases", "requires", "exports"):
+            object.__setattr__(self, name, _strings(self, name, getattr(self, name)))
+        for alias in self.aliases:
+            if not _NAME.fullmatch(alias):
+                raise ValueError(f"{self.kind} {self.name!r}: alias {alias!r} is not a valid name")
 
     @property
     def module(self) -> str:
@@ -63,6 +89,19 @@ class TransportSpec(PluginSpec):
     capabilities: frozenset[str] = field(default_factory=frozenset)
 
     kind = "transport"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        schemes = tuple(s.lower() for s in _strings(self, "schemes", self.schemes))
+        object.__setattr__(self, "schemes", schemes)
+        capabilities = frozenset(_strings(self, "capabilities", self.capabilities))
+        unknown = sorted(capabilities - Capability.ALL)
+        if unknown:
+            raise ValueError(
+                f"transport {self.name!r} declares unknown capabilities {unknown}; "
+                f"known: {', '.join(sorted(Capability.ALL))}"
+            )
+        object.__setattr__(self, "capabilities", capabilities)
 
 
 @dataclass(frozen=True)
