@@ -19,7 +19,7 @@ import pydantic
 import pydantic_core
 from typing_extensions import NotRequired, TypedDict
 
-from .errors import FrameTooLarge, ProtocolError, SerializationError
+from .errors import EventforgeError, FrameTooLarge, ProtocolError, SerializationError
 from .message import Message
 from .serializers import (
     Serializer,
@@ -115,12 +115,17 @@ class WireCodec:
 
     def decode(self, data: bytes | bytearray | memoryview | str) -> Message:
         """Validate untrusted envelope bytes and return the message."""
+        if isinstance(data, str):
+            try:
+                data = data.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ProtocolError(f"envelope text is not encodable as UTF-8: {exc}") from None
+        elif isinstance(data, memoryview):
+            data = data.tobytes()
         if len(data) > self.max_size:
             raise FrameTooLarge(len(data), self.max_size)
-        if isinstance(data, memoryview):
-            data = data.tobytes()
         try:
-            raw = pydantic_core.from_json(data)
+            raw = pydantic_core.from_json(data, allow_inf_nan=False)
         except ValueError as exc:
             raise ProtocolError(f"envelope is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
@@ -139,6 +144,8 @@ class WireCodec:
                 for err in exc.errors()[:5]
             )
             raise ProtocolError(f"envelope does not match the schema: {problems}") from None
+        if not env["id"]:
+            raise ProtocolError("envelope has an empty id; every message needs a unique id")
         try:
             validate_topic(env["topic"])
         except (ValueError, TypeError) as exc:
@@ -161,8 +168,9 @@ class WireCodec:
     def _decode_payload(self, content_type: str, payload: Any) -> Any:
         try:
             serializer = serializer_for_content_type(content_type)
-        except SerializationError as exc:
-            raise ProtocolError(str(exc)) from None
+        except EventforgeError as exc:
+            # An unknown content type, or a known one whose package is missing here (msgpack).
+            raise ProtocolError(f"cannot decode a {content_type!r} payload: {exc}") from exc
         if serializer.trusted_only and not self.trusted:
             raise ProtocolError(
                 f"refused a {serializer.name} payload from an untrusted peer: decoding it could "
@@ -172,6 +180,11 @@ class WireCodec:
             return serializer.loads(b64decode(payload))
         except SerializationError as exc:
             raise ProtocolError(str(exc)) from None
+        except Exception as exc:
+            # A plugin serializer that raises anything else still must not crash the reader.
+            raise ProtocolError(
+                f"the {serializer.name} serializer failed on a payload: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 _default_codec: WireCodec | None = None
