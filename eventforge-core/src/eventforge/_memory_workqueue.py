@@ -1,0 +1,234 @@
+"""The in-process work-queue backend: items live in this process's memory.
+
+At-least-once inside the process: a fetched item stays *in flight* until it is acked, nacked or
+dead-lettered; if none of that happens within ``visibility_timeout`` seconds (the consumer thread
+died or hung), the item becomes ready again and is redelivered with ``attempt + 1``. A late ack
+of a redelivered item is ignored and counted (``stale_settles``). Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .errors import EventforgeError, TransportClosedError
+from .message import Message
+from .workqueue import ATTEMPT_HEADER, DeadLetter, Delivery, WorkQueueBackend
+
+__all__ = ["MemoryWorkQueueBackend", "WorkQueueFull"]
+
+_now = time.monotonic
+
+
+class WorkQueueFull(EventforgeError):
+    """``put`` found the queue at ``max_size`` pending items; nothing was stored."""
+
+    def __init__(self, name: str, max_size: int) -> None:
+        super().__init__(
+            f"work queue {name!r} holds max_size={max_size} pending items; the item was not "
+            "stored. Add consumers, retry later, or raise max_size"
+        )
+        self.name = name
+        self.max_size = max_size
+
+
+class _Item:
+    __slots__ = ("attempts", "message")
+
+    def __init__(self, message: Message, attempts: int = 0) -> None:
+        self.message = message
+        self.attempts = attempts  # deliveries so far
+
+
+class MemoryWorkQueueBackend(WorkQueueBackend):
+    """Ready deque + delay heap + in-flight leases, under one condition variable."""
+
+    durable = False
+
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        visibility_timeout: float = 300.0,
+        max_size: int | None = 100_000,
+        max_dead_letters: int = 10_000,
+    ) -> None:
+        if visibility_timeout <= 0:
+            raise ValueError(f"visibility_timeout must be > 0, got {visibility_timeout}")
+        self.name = name
+        self.visibility_timeout = visibility_timeout
+        self.max_size = max_size
+        self.max_dead_letters = max_dead_letters
+        self._cond = threading.Condition()
+        self._ready: deque[_Item] = deque()
+        self._delayed: list[tuple[float, int, _Item]] = []
+        self._leases: dict[int, tuple[_Item, float]] = {}
+        self._dead: dict[int, DeadLetter] = {}
+        self._seq = itertools.count(1)
+        self._closed = False
+        self._counts = {
+            "put": 0,
+            "delivered": 0,
+            "acked": 0,
+            "nacked": 0,
+            "dead_lettered": 0,
+            "expired": 0,
+            "stale_settles": 0,
+            "dead_letters_dropped": 0,
+            "replayed": 0,
+        }
+
+    # -- producer ---------------------------------------------------------------------------
+
+    def put(self, message: Message) -> None:
+        with self._cond:
+            self._check_open()
+            if self.max_size is not None and self._pending() >= self.max_size:
+                raise WorkQueueFull(self.name, self.max_size)
+            self._ready.append(_Item(message))
+            self._counts["put"] += 1
+            self._cond.notify()
+
+    # -- consumer ---------------------------------------------------------------------------
+
+    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        deadline = None if timeout is None else _now() + timeout
+        with self._cond:
+            while True:
+                self._check_open()
+                now = _now()
+                self._promote(now)
+                if self._ready:
+                    return self._deliver(max_items, now)
+                wait = self._next_event(now)
+                if deadline is not None:
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        return []
+                    wait = remaining if wait is None else min(wait, remaining)
+                self._cond.wait(wait)
+
+    def _deliver(self, max_items: int, now: float) -> list[Delivery]:
+        out: list[Delivery] = []
+        while self._ready and len(out) < max_items:
+            item = self._ready.popleft()
+            item.attempts += 1
+            token = next(self._seq)
+            self._leases[token] = (item, now + self.visibility_timeout)
+            message = item.message
+            message.headers[ATTEMPT_HEADER] = item.attempts
+            out.append(Delivery(message, item.attempts, self.name, token, self))
+        self._counts["delivered"] += len(out)
+        return out
+
+    def _promote(self, now: float) -> None:
+        """Move due delayed items and expired leases back to ready."""
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            self._ready.append(heapq.heappop(delayed)[2])
+        if self._leases:
+            expired = [t for t, (_, until) in self._leases.items() if until <= now]
+            for token in expired:
+                item, _ = self._leases.pop(token)
+                self._ready.append(item)
+                self._counts["expired"] += 1
+
+    def _next_event(self, now: float) -> float | None:
+        times = [self._delayed[0][0]] if self._delayed else []
+        if self._leases:
+            times.append(min(until for _, until in self._leases.values()))
+        return max(0.0, min(times) - now) if times else None
+
+    def _settle(self, delivery: Delivery) -> _Item | None:
+        lease = self._leases.pop(delivery.token, None)
+        if lease is None:
+            # Redelivered after its visibility timeout, or settled twice: already someone else's.
+            self._counts["stale_settles"] += 1
+            return None
+        return lease[0]
+
+    def ack(self, delivery: Delivery) -> None:
+        with self._cond:
+            if self._settle(delivery) is not None:
+                self._counts["acked"] += 1
+                self._cond.notify_all()
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        with self._cond:
+            item = self._settle(delivery)
+            if item is None:
+                return
+            self._counts["nacked"] += 1
+            if delay > 0:
+                heapq.heappush(self._delayed, (_now() + delay, next(self._seq), item))
+            else:
+                self._ready.append(item)
+            self._cond.notify_all()
+
+    def touch(self, delivery: Delivery) -> None:
+        with self._cond:
+            lease = self._leases.get(delivery.token)
+            if lease is not None:
+                self._leases[delivery.token] = (lease[0], _now() + self.visibility_timeout)
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._cond:
+            item = self._settle(delivery)
+            if item is None:
+                return
+            token = next(self._seq)
+            self._dead[token] = DeadLetter(item.message, reason, item.attempts, token=token)
+            self._counts["dead_lettered"] += 1
+            while len(self._dead) > self.max_dead_letters:
+                del self._dead[next(iter(self._dead))]
+                self._counts["dead_letters_dropped"] += 1
+            self._cond.notify_all()
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._cond:
+            return list(itertools.islice(self._dead.values(), limit))
+
+    def replay(self, tokens: list[Any] | None = None) -> int:
+        with self._cond:
+            chosen = list(self._dead) if tokens is None else [t for t in tokens if t in self._dead]
+            for token in chosen:
+                letter = self._dead.pop(token)
+                message = letter.message
+                message.headers.pop(ATTEMPT_HEADER, None)
+                self._ready.append(_Item(message))
+            self._counts["replayed"] += len(chosen)
+            if chosen:
+                self._cond.notify_all()
+            return len(chosen)
+
+    # -- introspection and lifecycle --------------------------------------------------------
+
+    def _pending(self) -> int:
+        return len(self._ready) + len(self._delayed)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            self._promote(_now())
+            return {
+                "pending": self._pending(),
+                "ready": len(self._ready),
+                "delayed": len(self._delayed),
+                "in_flight": len(self._leases),
+                "dead_letters": len(self._dead),
+                **self._counts,
+            }
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError(f"work queue {self.name!r} is closed")
