@@ -1,0 +1,539 @@
+"""RPC: call a function by name on a server reached through a MessageQueue.
+
+:class:`RPCServer` registers functions and answers calls on the topic ``_rpc.<service_name>``;
+:class:`RPCClient` calls them by name and returns the result. Several servers with the same
+``service_name`` form one group: each call runs once, on one of them (on transports with
+competing-consumer groups this holds across processes and machines). Client-side helpers
+spread calls over several clients (:class:`RoundRobinRPCClient`) and retry what is safe to
+retry (:func:`with_retry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ._handlers import Counter, _LoopRunner
+from ._rpc_protocol import (
+    RPC_TOPIC_PREFIX,
+    error_reply,
+    exception_reply,
+    make_call,
+    parse_call,
+    unwrap_reply,
+)
+from .errors import MethodNotFound, RemoteError, RPCTimeout, TransportError
+from .message import Message
+from .topics import validate_topic
+
+if TYPE_CHECKING:
+    from .execution import Executor
+    from .queue import MessageQueue
+
+__all__ = [
+    "RPCClient",
+    "RPCServer",
+    "RetryingRPCClient",
+    "RoundRobinRPCClient",
+    "with_retry",
+]
+
+log = logging.getLogger("eventforge.rpc")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _service_topic(service_name: str) -> str:
+    if not isinstance(service_name, str) or not service_name:
+        raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
+    topic = f"{RPC_TOPIC_PREFIX}.{service_name}"
+    try:
+        return validate_topic(topic)
+    except ValueError as exc:
+        raise ValueError(
+            f"service_name {service_name!r} cannot be used: {exc}; use letters, digits, '-' "
+            "and '_' (dots separate topic segments)"
+        ) from None
+
+
+class RPCServer:
+    """Answers calls for the methods registered on it, under one ``service_name``.
+
+    Methods run inline in the delivery thread (for the in-process transport: the caller's
+    thread), coroutine functions run on the event loop that was running at :meth:`serve` (else
+    on the shared background loop), and with an ``executor`` every call goes through it (a
+    thread or process pool), so a slow method never holds up the transport. A ``@task``
+    function keeps its observers: calling it runs them around the body.
+    """
+
+    def __init__(
+        self,
+        queue: MessageQueue,
+        executor: Executor | None = None,
+        service_name: str = "rpc",
+    ) -> None:
+        self.queue = queue
+        self.executor = executor
+        self.service_name = service_name
+        self.topic = _service_topic(service_name)
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self._handler_id: str | None = None
+        self._runner: _LoopRunner | None = None
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._calls = Counter()
+        self._failures = Counter()
+        self._not_found = Counter()
+        self._bad_requests = Counter()
+
+    # -- registration ----------------------------------------------------------------------
+
+    def register(self, name: str | Callable[..., Any] | None = None) -> Callable[[F], F]:
+        """Decorator: register the function under ``name`` (default: its ``__name__``)."""
+        if callable(name):
+            raise TypeError("use @server.register() or @server.register('name') (with parentheses)")
+
+        def decorate(func: F) -> F:
+            self.add_method(name or _name_of(func), func)
+            return func
+
+        return decorate
+
+    def add_method(self, name: str, func: Callable[..., Any], *, replace: bool = False) -> None:
+        """Register ``func`` under ``name``. A name is registered once unless ``replace``."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an RPC method name must be a non-empty str, got {name!r}")
+        if not callable(func):
+            raise TypeError(f"RPC method {name!r} must be callable, got {type(func).__name__}")
+        with self._lock:
+            if name in self._methods and not replace:
+                raise ValueError(
+                    f"RPC method {name!r} is already registered on service "
+                    f"{self.service_name!r}; pass replace=True to swap it"
+                )
+            self._methods[name] = func
+
+    def remove_method(self, name: str) -> bool:
+        """Unregister ``name``; return whether it was registered."""
+        with self._lock:
+            return self._methods.pop(name, None) is not None
+
+    @property
+    def methods(self) -> list[str]:
+        """The registered method names, sorted."""
+        return sorted(self._methods)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def serve(self, blocking: bool = True) -> None:
+        """Start answering calls. ``blocking=True`` then waits until :meth:`stop` is called."""
+        with self._lock:
+            if self._handler_id is None:
+                self._stopped.clear()
+                self._runner = _LoopRunner.for_caller()
+                self._handler_id = self.queue.subscribe(self.topic, self._on_call, group=self.topic)
+        if blocking:
+            while not self._stopped.wait(0.5):
+                pass
+
+    def stop(self) -> None:
+        """Stop answering calls (a blocking :meth:`serve` returns). Idempotent."""
+        with self._lock:
+            handler_id, self._handler_id = self._handler_id, None
+        if handler_id is not None and not self.queue.closed:
+            self.queue.unsubscribe(handler_id)
+        self._stopped.set()
+
+    @property
+    def serving(self) -> bool:
+        """Whether the server is answering calls."""
+        return self._handler_id is not None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: ``calls`` answered, ``failures`` (method raised), ``not_found``, ``bad_requests``."""
+        return {
+            "calls": self._calls.value,
+            "failures": self._failures.value,
+            "not_found": self._not_found.value,
+            "bad_requests": self._bad_requests.value,
+        }
+
+    def __enter__(self) -> RPCServer:
+        self.serve(blocking=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.serving else "stopped"
+        return f"RPCServer(service_name={self.service_name!r}, methods={self.methods}, {state})"
+
+    # -- handling a call -----------------------------------------------------------------------
+
+    def _on_call(self, message: Message) -> None:
+        if not message.reply_to:
+            self._bad_requests.bump()
+            log.warning(
+                "ignored a message on %r without reply_to: RPC calls are requests; use "
+                "RPCClient.call or MessageQueue.request",
+                message.topic,
+            )
+            return
+        self._calls.bump()
+        try:
+            name, args, kwargs = parse_call(message.payload)
+        except ValueError as exc:
+            self._bad_requests.bump()
+            self._send(message, error_reply("bad_request", "ValueError", str(exc)))
+            return
+        func = self._methods.get(name)
+        if func is None:
+            self._not_found.bump()
+            self._send(
+                message,
+                error_reply(
+                    "method_not_found",
+                    "MethodNotFound",
+                    f"no RPC method {name!r} on service {self.service_name!r}",
+                    methods=self.methods,
+                ),
+            )
+            return
+        if self.executor is not None:
+            self._run_on_executor(message, func, args, kwargs)
+            return
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:
+            self._failures.bump()
+            self._send(message, exception_reply(exc))
+            return
+        if inspect.isawaitable(result):
+            self._schedule(self._finish_awaitable(message, result))
+            return
+        self._send(message, {"ok": True, "result": result})
+
+    def _run_on_executor(
+        self, message: Message, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        executor = self.executor
+        assert executor is not None
+        try:
+            task_id = executor.submit(func, *args, **kwargs)
+        except Exception as exc:
+            self._failures.bump()
+            self._send(message, exception_reply(exc))
+            return
+        if executor.mode.value == "sequential":
+            self._send(message, self._outcome(executor.result(task_id)))
+            return
+        self._schedule(self._finish_task(message, executor, task_id))
+
+    async def _finish_task(self, message: Message, executor: Executor, task_id: str) -> None:
+        outcome = await executor.result_async(task_id)
+        await self._send_async(message, self._outcome(outcome))
+
+    async def _finish_awaitable(self, message: Message, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._failures.bump()
+            reply = exception_reply(exc)
+        else:
+            reply = {"ok": True, "result": result}
+        await self._send_async(message, reply)
+
+    def _outcome(self, task_result: Any) -> dict[str, Any]:
+        if task_result.error is not None:
+            self._failures.bump()
+            return exception_reply(task_result.error)
+        if task_result.status.value != "success":
+            self._failures.bump()
+            return error_reply(
+                "exception",
+                "TaskNotCompleted",
+                f"the executor reported {task_result.status.value} for this call",
+            )
+        return {"ok": True, "result": task_result.value}
+
+    def _schedule(self, coro: Any) -> None:
+        runner = self._runner or _LoopRunner.for_caller()
+        try:
+            runner.schedule(coro)
+        except RuntimeError:
+            coro.close()
+            log.error(
+                "RPC server %r cannot finish a call: the event loop it was serving on has "
+                "closed; serve() again from a live loop or outside one",
+                self.service_name,
+            )
+
+    def _send(self, request: Message, reply: dict[str, Any]) -> None:
+        try:
+            self.queue.reply(request, reply)
+        except Exception as exc:
+            self._reply_failed(request, reply, exc)
+            self.queue.reply(request, exception_reply(exc))
+
+    async def _send_async(self, request: Message, reply: dict[str, Any]) -> None:
+        try:
+            await self.queue.reply_async(request, reply)
+        except Exception as exc:
+            self._reply_failed(request, reply, exc)
+            await self.queue.reply_async(request, exception_reply(exc))
+
+    def _reply_failed(self, request: Message, reply: dict[str, Any], exc: Exception) -> None:
+        if reply.get("ok"):
+            self._failures.bump()
+        log.warning(
+            "could not send the reply to %r on service %r (%s); sending the error instead",
+            request.id,
+            self.service_name,
+            exc,
+        )
+
+
+class RPCClient:
+    """Calls methods of the RPC service ``service_name`` by name.
+
+    ``client.call("add", 1, 2)`` and ``client.add(1, 2)`` are the same call. A method that
+    raised on the server raises :class:`~eventforge.errors.RemoteError` here; an unknown name
+    raises :class:`~eventforge.errors.MethodNotFound` (listing the registered ones); no reply
+    within ``timeout`` seconds raises :class:`~eventforge.errors.RPCTimeout`.
+    """
+
+    def __init__(
+        self, queue: MessageQueue, service_name: str = "rpc", timeout: float = 30.0
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.queue = queue
+        self.service_name = service_name
+        self.timeout = timeout
+        self.topic = _service_topic(service_name)
+
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``method`` with the arguments; return its result or raise its error."""
+        wait = self.timeout if timeout is None else timeout
+        reply = self.queue.request(self.topic, make_call(method, args, kwargs), timeout=wait)
+        if reply is None:
+            raise self._timeout(method, wait)
+        return unwrap_reply(reply.payload, method, self.service_name)
+
+    async def call_async(
+        self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Like :meth:`call`, awaiting the reply without blocking the running event loop."""
+        wait = self.timeout if timeout is None else timeout
+        payload = make_call(method, args, kwargs)
+        reply = await self.queue.request_async(self.topic, payload, timeout=wait)
+        if reply is None:
+            raise self._timeout(method, wait)
+        return unwrap_reply(reply.payload, method, self.service_name)
+
+    def _timeout(self, method: str, wait: float) -> RPCTimeout:
+        return RPCTimeout(
+            f"no reply for {method!r} from service {self.service_name!r} within {wait}s; is an "
+            f"RPCServer(service_name={self.service_name!r}) serving on this transport?",
+            method=method,
+            timeout=wait,
+        )
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return _dynamic_method(self, name)
+
+    def __repr__(self) -> str:
+        return f"RPCClient(service_name={self.service_name!r}, timeout={self.timeout})"
+
+
+class _Caller(Protocol):
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any: ...
+
+    async def call_async(
+        self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any: ...
+
+
+def _dynamic_method(client: _Caller, name: str) -> Callable[..., Any]:
+    if name.startswith("_"):
+        raise AttributeError(name)
+
+    def remote_method(*args: Any, **kwargs: Any) -> Any:
+        return client.call(name, *args, **kwargs)
+
+    remote_method.__name__ = remote_method.__qualname__ = name
+    return remote_method
+
+
+class RoundRobinRPCClient:
+    """Spreads calls over several clients in turn (client-side load balancing)."""
+
+    def __init__(self, clients: Sequence[_Caller]) -> None:
+        self.clients = list(clients)
+        if not self.clients:
+            raise ValueError("RoundRobinRPCClient needs at least one client")
+        for client in self.clients:
+            if not callable(getattr(client, "call", None)):
+                raise TypeError(f"{client!r} has no call() method; pass RPCClient instances")
+        self._turn = itertools.count()
+
+    def _next(self) -> _Caller:
+        return self.clients[next(self._turn) % len(self.clients)]
+
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``method`` on the next client in turn."""
+        return self._next().call(method, *args, timeout=timeout, **kwargs)
+
+    async def call_async(
+        self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Like :meth:`call`, without blocking the running event loop."""
+        return await self._next().call_async(method, *args, timeout=timeout, **kwargs)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return _dynamic_method(self, name)
+
+    def __repr__(self) -> str:
+        return f"RoundRobinRPCClient({len(self.clients)} clients)"
+
+
+_NEVER_RETRIED = (RemoteError, MethodNotFound)
+
+
+class RetryingRPCClient:
+    """Retries failed calls with capped exponential backoff and jitter. Built by :func:`with_retry`.
+
+    Only the errors in ``retry_on`` are retried, and never a :class:`RemoteError` or a
+    :class:`MethodNotFound`: the method ran (or cannot run), so trying again is not safe or
+    not useful. Note that a timed-out call may still have run on the server; retry timeouts
+    only for methods that are safe to run twice.
+    """
+
+    def __init__(
+        self,
+        client: _Caller,
+        *,
+        max_retries: int,
+        initial_backoff: float,
+        max_backoff: float,
+        retry_on: tuple[type[BaseException], ...],
+        jitter: bool,
+    ) -> None:
+        self.client = client
+        self.max_retries = max_retries
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.retry_on = retry_on
+        self.jitter = jitter
+        self._retries = Counter()
+        self._gave_up = Counter()
+
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based): capped, with jitter."""
+        cap = min(self.max_backoff, self.initial_backoff * (2**retry))
+        return random.uniform(cap / 2, cap) if self.jitter else cap
+
+    def _should_retry(self, exc: BaseException, retry: int) -> bool:
+        if isinstance(exc, _NEVER_RETRIED) or not isinstance(exc, self.retry_on):
+            return False
+        if retry >= self.max_retries:
+            self._gave_up.bump()
+            return False
+        self._retries.bump()
+        log.info("RPC call failed with %r; retry %d of %d", exc, retry + 1, self.max_retries)
+        return True
+
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``method``, retrying the errors in ``retry_on``."""
+        retry = 0
+        while True:
+            try:
+                return self.client.call(method, *args, timeout=timeout, **kwargs)
+            except Exception as exc:
+                if not self._should_retry(exc, retry):
+                    raise
+            time.sleep(self.backoff(retry))
+            retry += 1
+
+    async def call_async(
+        self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Like :meth:`call`, without blocking the running event loop."""
+        retry = 0
+        while True:
+            try:
+                return await self.client.call_async(method, *args, timeout=timeout, **kwargs)
+            except Exception as exc:
+                if not self._should_retry(exc, retry):
+                    raise
+            await asyncio.sleep(self.backoff(retry))
+            retry += 1
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: ``retries`` made, calls that ``gave_up`` after the last retry."""
+        return {"retries": self._retries.value, "gave_up": self._gave_up.value}
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return _dynamic_method(self, name)
+
+    def __repr__(self) -> str:
+        return f"with_retry({self.client!r}, max_retries={self.max_retries})"
+
+
+def with_retry(
+    client: _Caller,
+    max_retries: int = 3,
+    *,
+    initial_backoff: float = 0.1,
+    max_backoff: float = 5.0,
+    retry_on: tuple[type[BaseException], ...] = (RPCTimeout, TransportError),
+    jitter: bool = True,
+) -> RetryingRPCClient:
+    """Wrap ``client`` so failed calls are retried up to ``max_retries`` times.
+
+    The wait before retry ``n`` is ``min(max_backoff, initial_backoff * 2**n)``, with jitter
+    taking it at random between half and all of that. ``retry_on`` defaults to timeouts and
+    transport errors (including "no responders" while servers start); a remote exception or an
+    unknown method is never retried.
+    """
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+    if initial_backoff < 0 or max_backoff < 0:
+        raise ValueError("backoff times must be >= 0 seconds")
+    retry_on = tuple(retry_on)
+    for kind in retry_on:
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise TypeError(f"retry_on must hold exception classes, got {kind!r}")
+        if issubclass(kind, _NEVER_RETRIED):
+            raise ValueError(
+                f"{kind.__name__} is never retried: the remote method ran (or does not exist), "
+                "so calling again is not safe; remove it from retry_on"
+            )
+    return RetryingRPCClient(
+        client,
+        max_retries=max_retries,
+        initial_backoff=initial_backoff,
+        max_backoff=max_backoff,
+        retry_on=retry_on,
+        jitter=jitter,
+    )
+
+
+def _name_of(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise ValueError(
+            "this callable has no usable __name__; register it with an explicit name: "
+            "server.register('name') or server.add_method('name', func)"
+        )
+    return name
