@@ -131,6 +131,24 @@ class MemoryTransport(Transport):
         self._callback_errors = 0
         self._closed = False
 
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryTransport:
+        """Build from ``memory://``, options in the query: ``memory://?max_queue_size=10``.
+
+        Keyword ``options`` override the query. Used by :func:`eventforge.connect`.
+        """
+        from eventforge.urls import query_options, split_url
+
+        parts = split_url(url, "memory")
+        if parts.netloc or parts.path not in ("", "/"):
+            raise ConfigurationError(
+                f"{url!r}: memory:// URLs name no host or path; options go in the query, "
+                "e.g. memory://?max_queue_size=100",
+                key="transport",
+            )
+        kwargs = query_options(url, {"max_queue_size": int, "overflow": str}, **options)
+        return cls(**kwargs)
+
     # -- the contract ----------------------------------------------------------------------
 
     def send(self, message: Message) -> None:

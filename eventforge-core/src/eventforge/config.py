@@ -1,0 +1,322 @@
+"""Configuration by name: settings from keyword arguments, the environment, or a file.
+
+Precedence, lowest first: defaults, the file (``source``, else ``$EVENTFORGE_CONFIG``), the
+environment (``EVENTFORGE_TRANSPORT``, ``EVENTFORGE_SERIALIZER``), keyword arguments. Files are
+TOML or JSON; their strings may use ``${VAR}`` and ``${VAR:-default}``. Everything is checked
+when the settings are loaded, not on the first message: unknown keys, wrong types, transport
+and serializer names (through the plugin registry's errors) and transport options. Every error
+names the offending key and where its value came from. Secrets (URL passwords, ``password`` /
+``token`` / ``secret`` keys) are masked whenever settings are shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from .errors import ConfigurationError, EventforgeError
+from .transport import Transport
+from .urls import _SECRET_QUERY, mask_url
+
+__all__ = ["Settings", "configure", "connect", "current_settings", "load_settings", "mask_secrets"]
+
+log = logging.getLogger("eventforge.config")
+
+CONFIG_ENV = "EVENTFORGE_CONFIG"
+ENV_KEYS = {"transport": "EVENTFORGE_TRANSPORT", "serializer": "EVENTFORGE_SERIALIZER"}
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MASK = "***"
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """Return ``value`` with secrets replaced by ``***``: URL passwords and secret-named keys."""
+    if key and _SECRET_QUERY.search(key) and value not in (None, ""):
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(mask_secrets(v) for v in value)
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return value
+
+
+class Settings(pydantic.BaseModel):
+    """Validated eventforge settings. ``repr``/``str`` never show secrets.
+
+    ``transport`` is a name (``"memory"``), an alias, or a URL (``"redis://:pw@host:6379/0"``);
+    ``options`` are keyword arguments for the transport; ``plugins`` holds per-plugin sections
+    handed to every plugin's ``eventforge_configure`` hook.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    transport: str = "memory"
+    serializer: str = "json"
+    options: dict[str, Any] = pydantic.Field(default_factory=dict)
+    plugins: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict, secrets replaced by ``***`` (for logs and displays)."""
+        return {k: mask_secrets(v, k) for k, v in self.model_dump().items()}
+
+    def __repr_args__(self) -> Any:
+        return list(self.masked().items())
+
+
+_current: Settings | None = None
+
+
+def _substitute(value: Any, key: str, origin: str) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: _substitute(v, f"{key}.{k}" if key else str(k), origin) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_substitute(v, f"{key}[{i}]", origin) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found is not None and (found != "" or default is None):
+            return found
+        if default is not None:
+            return default
+        raise ConfigurationError(
+            f"setting {key!r} in {origin} uses ${{{name}}}, but the environment variable "
+            f"{name} is not set; set it, or give a default: ${{{name}:-default}}",
+            key=key,
+        )
+
+    return _VAR.sub(replace, value)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read configuration file {str(path)!r}: {exc}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - depends on the interpreter
+                try:
+                    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+                except ImportError:
+                    raise ConfigurationError(
+                        f"reading {str(path)!r} needs a TOML parser on Python < 3.11: "
+                        "pip install 'eventforge-core[toml]' (or tomli), or use a JSON file"
+                    ) from None
+            data: Any = tomllib.loads(text)
+            tool = data.get("tool")
+            if isinstance(tool, dict) and "eventforge" in tool:
+                data = tool["eventforge"]
+            elif isinstance(data.get("eventforge"), dict):
+                data = data["eventforge"]
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigurationError(
+                f"configuration file {str(path)!r} must end in .toml or .json", key=CONFIG_ENV
+            )
+    except ValueError as exc:
+        if isinstance(exc, ConfigurationError):
+            raise
+        raise ConfigurationError(f"configuration file {str(path)!r} is malformed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"configuration file {str(path)!r} must hold a table/object")
+    return data
+
+
+def load_settings(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None, **overrides: Any
+) -> Settings:
+    """Load, substitute, validate and return the settings.
+
+    ``source`` is a TOML/JSON file path or a mapping; without it ``$EVENTFORGE_CONFIG`` names
+    the file, if set. ``overrides`` (``transport=``, ``serializer=``, ``options=``, ...) win
+    over everything; a ``None`` override is ignored.
+    """
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if source is None and os.environ.get(CONFIG_ENV):
+        source = os.environ[CONFIG_ENV]
+    if isinstance(source, Mapping):
+        origin = "the settings mapping"
+        layer = _substitute(dict(source), "", origin)
+    elif source is not None:
+        path = Path(source)
+        origin = f"{str(path)!r}"
+        layer = _substitute(_read_file(path), "", origin)
+    else:
+        layer, origin = {}, ""
+    for key, value in layer.items():
+        values[key], origins[key] = value, origin
+    for key, env in ENV_KEYS.items():
+        if os.environ.get(env):
+            values[key], origins[key] = os.environ[env], f"environment variable {env}"
+    for key, value in overrides.items():
+        if value is not None:
+            values[key], origins[key] = value, "keyword arguments"
+    settings = _validate(values, origins)
+    _check_names(settings, origins)
+    return settings
+
+
+def _validate(values: dict[str, Any], origins: dict[str, str]) -> Settings:
+    known = list(Settings.model_fields)
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"unknown setting {key!r} (from {origins[key]}).{hint} Known settings: "
+                f"{', '.join(known)}",
+                key=key,
+            )
+    try:
+        return Settings.model_validate(values)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        top = str(err["loc"][0]) if err["loc"] else ""
+        shown = mask_secrets(err.get("input"), key)
+        raise ConfigurationError(
+            f"invalid setting {key!r} (from {origins.get(top, 'defaults')}): {err['msg']}; "
+            f"got {shown!r}",
+            key=key,
+        ) from None
+
+
+def _check_names(settings: Settings, origins: dict[str, str]) -> None:
+    from ._registry import registry
+
+    reg = registry()
+    checks: list[tuple[str, Callable[[], Any]]] = [
+        ("transport", lambda: reg.transport(settings.transport)),
+        ("serializer", lambda: reg.get("serializer", settings.serializer)),
+    ]
+    for key, check in checks:
+        try:
+            check()
+        except EventforgeError as exc:
+            raise ConfigurationError(
+                f"invalid setting {key!r} (from {origins.get(key, 'defaults')}): {exc}", key=key
+            ) from exc
+    if settings.options:
+        _check_options(settings.transport, settings.options)
+
+
+def _factory(target: Any, url: str | None) -> Callable[..., Any]:
+    if url is not None and hasattr(target, "from_url"):
+        return target.from_url  # type: ignore[no-any-return]
+    return target  # type: ignore[no-any-return]
+
+
+def _check_options(name_or_url: str, options: Mapping[str, Any]) -> None:
+    """Refuse option names the transport's constructor does not accept."""
+    from ._registry import registry
+
+    reg = registry()
+    entry = reg.transport(name_or_url)
+    try:
+        signature = inspect.signature(
+            _factory(reg.load(entry), name_or_url if "://" in name_or_url else None)
+        )
+    except (TypeError, ValueError):
+        return
+    params = signature.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    accepted = [a for a in accepted if a not in ("self", "url")]
+    for key in options:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"invalid setting 'options.{key}': transport {entry.spec.name!r} does not accept "
+                f"an option {key!r}.{hint} Accepted: {', '.join(accepted) or '(none)'}",
+                key=f"options.{key}",
+            )
+
+
+def configure(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None, **overrides: Any
+) -> Settings:
+    """Load and validate settings, make them the default for :func:`connect`, tell the plugins.
+
+    Every plugin's ``eventforge_configure`` hook receives the settings as a dict (plugins
+    registered later receive it too).
+    """
+    global _current
+    settings = load_settings(source, **overrides)
+    from ._registry import registry
+
+    registry().configure(settings.model_dump())
+    _current = settings
+    log.info("eventforge configured: %r", settings)
+    return settings
+
+
+def current_settings() -> Settings | None:
+    """The settings of the last :func:`configure` call, or ``None``."""
+    return _current
+
+
+def connect(url_or_name: str | Settings | None = None, **options: Any) -> Transport:
+    """Create the transport that a name or URL selects: ``connect("memory://?max_queue_size=10")``.
+
+    Without an argument the transport comes from the last :func:`configure`, else from the
+    environment / ``$EVENTFORGE_CONFIG`` (default: ``memory``). ``options`` go to the
+    transport: ``target.from_url(url, **options)`` for a URL when the class has ``from_url``,
+    else ``target(**options)``.
+    """
+    if isinstance(url_or_name, Settings):
+        settings = url_or_name
+    elif url_or_name is None and _current is not None:
+        settings = _current
+    else:
+        settings = load_settings(transport=url_or_name)
+    merged = {**settings.options, **options}
+    if options:
+        _check_options(settings.transport, merged)
+    from ._registry import registry
+
+    reg = registry()
+    entry = reg.transport(settings.transport)
+    target = reg.load(entry)
+    url = settings.transport if "://" in settings.transport else None
+    if url is not None and not hasattr(target, "from_url"):
+        rest = url.split("://", 1)[1]
+        if rest.strip("/"):
+            raise ConfigurationError(
+                f"transport {entry.spec.name!r} ({entry.provider}) does not read URLs; pass "
+                f"its options as keyword arguments instead of {mask_url(url)!r}",
+                key="transport",
+            )
+        url = None
+    transport = _factory(target, url)(url, **merged) if url is not None else target(**merged)
+    if not isinstance(transport, Transport):
+        raise ConfigurationError(
+            f"transport {entry.spec.name!r} ({entry.spec.target}) produced "
+            f"{type(transport).__name__}, not an eventforge Transport",
+            key="transport",
+        )
+    return transport
