@@ -1,0 +1,261 @@
+"""One nats-py connection on the shared background event loop.
+
+nats-py is asyncio-only and a connection is bound to the loop it was opened on. The connection
+lives on eventforge's shared background loop: synchronous callers block on it with
+:meth:`NatsConnection.run`; coroutines on *that* loop await directly; coroutines on any other
+loop await a wrapped future (:meth:`NatsConnection.call`), so they never block their loop.
+
+The first connect is bounded (``connect_attempts`` tries per server; an authorization error
+fails at once). After that the client reconnects forever and every state change and
+asynchronous error (slow consumer, stale connection, permission violation...) is counted in
+:meth:`NatsConnection.stats` and logged, never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from eventforge._loop import BackgroundLoop, background_loop
+from eventforge.errors import TransportClosedError, TransportError
+
+from ._settings import NatsSettings
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+__all__ = ["NatsAuthError", "NatsConnectError", "NatsConnection"]
+
+log = logging.getLogger("eventforge.transports.nats")
+
+T = TypeVar("T")
+
+
+class NatsConnectError(TransportError, ConnectionError):
+    """The first connection to NATS failed (unreachable, refused, TLS, timeout)."""
+
+
+class NatsAuthError(NatsConnectError, PermissionError):
+    """The NATS server refused the credentials ("Authorization Violation")."""
+
+
+class _GiveUp(Exception):
+    """Raised from the error callback to end the bounded first connect."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """Tell whether a nats-py error means the credentials were refused."""
+    import nats.errors
+
+    if isinstance(exc, nats.errors.AuthorizationError):
+        return True
+    text = str(exc).lower()
+    return "authorization violation" in text or "authentication" in text
+
+
+class NatsConnection:
+    """A nats-py client, its callbacks and counters, on the shared background loop."""
+
+    def __init__(self, settings: NatsSettings) -> None:
+        self.settings = settings
+        self.bg: BackgroundLoop = background_loop()
+        self.loop = self.bg.loop
+        self.nc: Client | None = None
+        self.state = "new"
+        self._connecting = False
+        self._connect_errors: list[BaseException] = []
+        self._listeners: list[Callable[[], Awaitable[None]]] = []
+        self.counters: dict[str, int] = {
+            "reconnects": 0,
+            "disconnects": 0,
+            "async_errors": 0,
+            "slow_consumer_errors": 0,
+            "auth_errors": 0,
+        }
+        self.last_error: str | None = None
+
+    # -- running coroutines ----------------------------------------------------------------
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the connection's loop and block for its result (sync callers)."""
+        return self.bg.run(coro, timeout)
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the connection's loop from any running loop."""
+        if asyncio.get_running_loop() is self.loop:
+            return await coro
+        return await asyncio.wrap_future(self.bg.submit(coro))
+
+    def on_reconnect(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Call ``listener`` (a coroutine function) on the loop after every reconnect."""
+        self._listeners.append(listener)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The connected nats-py client; raises if closed or never connected."""
+        nc = self.nc
+        if nc is None or self.state == "closed":
+            raise TransportClosedError("the NATS connection is closed; create a new transport")
+        return nc
+
+    def connect(self) -> None:
+        """Open the connection (blocking); raise :class:`NatsConnectError` when it fails."""
+        deadline = (
+            self.settings.connect_attempts
+            * len(self.settings.servers)
+            * (self.settings.connect_timeout + self.settings.reconnect_time_wait)
+            + 5.0
+        )
+        self.run(self.connect_async(), timeout=deadline + 5.0)
+
+    async def connect_async(self) -> None:
+        """Open the connection on the loop (idempotent)."""
+        if self.nc is not None and self.state != "closed":
+            return
+        from nats.aio.client import Client
+
+        nc = Client()
+        self._connecting = True
+        self._connect_errors = []
+        self.state = "connecting"
+        limit = (
+            self.settings.connect_attempts
+            * len(self.settings.servers)
+            * (self.settings.connect_timeout + self.settings.reconnect_time_wait)
+            + 5.0
+        )
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    error_cb=self._error_cb,
+                    disconnected_cb=self._disconnected_cb,
+                    reconnected_cb=self._reconnected_cb,
+                    closed_cb=self._closed_cb,
+                    **self.settings.connect_kwargs(),
+                ),
+                timeout=limit,
+            )
+        except BaseException as exc:
+            self.state = "closed"
+            await self._abandon(nc)
+            raise self._connect_failure(exc) from None
+        finally:
+            self._connecting = False
+        self.nc = nc
+        self.state = "connected"
+
+    def _connect_failure(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, asyncio.CancelledError):
+            return exc
+        cause = exc.cause if isinstance(exc, _GiveUp) else exc
+        if not self._connect_errors and not isinstance(exc, (_GiveUp, asyncio.TimeoutError)):
+            self._connect_errors.append(exc)
+        where = ", ".join(self.settings.safe_servers())
+        if any(is_auth_error(e) for e in (*self._connect_errors, cause)):
+            return NatsAuthError(
+                f"the NATS server at {where} refused the credentials (Authorization Violation); "
+                "check user/password, token or the credentials file. Not retrying"
+            )
+        last = self._connect_errors[-1] if self._connect_errors else cause
+        reason = f"{type(last).__name__}: {last}" if str(last) else type(last).__name__
+        return NatsConnectError(
+            f"cannot connect to NATS at {where} after {max(1, len(self._connect_errors))} "
+            f"attempt(s) ({reason}); check the URL and that nats-server is running"
+        )
+
+    async def _abandon(self, nc: Client) -> None:
+        try:
+            await asyncio.wait_for(nc.close(), 2.0)
+        except Exception as exc:  # the client may be half-open; closing is best effort
+            log.debug("closing a failed NATS connection raised %r", exc)
+
+    async def close_async(self) -> None:
+        """Flush what is buffered and close (idempotent)."""
+        nc = self.nc
+        if nc is None or self.state == "closed":
+            self.state = "closed"
+            return
+        self.state = "closed"
+        if nc.is_connected:
+            try:
+                await nc.flush(timeout=2)
+            except Exception as exc:
+                log.warning("NATS flush before close failed: %r", exc)
+        try:
+            await nc.close()
+        except Exception as exc:
+            log.warning("closing the NATS connection raised %r", exc)
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    async def _error_cb(self, exc: Exception) -> None:
+        import nats.errors
+
+        if self._connecting:
+            self._connect_errors.append(exc)
+            attempts = self.settings.connect_attempts * len(self.settings.servers)
+            if is_auth_error(exc) or len(self._connect_errors) >= attempts:
+                raise _GiveUp(exc)
+            return
+        self.counters["async_errors"] += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            self.counters["slow_consumer_errors"] += 1
+            if self.counters["slow_consumer_errors"] in (1, 10, 100) or (
+                self.counters["slow_consumer_errors"] % 1000 == 0
+            ):
+                log.warning(
+                    "NATS slow consumer on %r: messages dropped (%d so far)",
+                    exc.subject,
+                    self.counters["slow_consumer_errors"],
+                )
+            return
+        if is_auth_error(exc):
+            self.counters["auth_errors"] += 1
+            self.state = "auth_failed"
+            log.error(
+                "NATS server refused the credentials while reconnecting (%d times); messages "
+                "are not flowing: fix the credentials or the server's authorization",
+                self.counters["auth_errors"],
+            )
+            return
+        log.warning("NATS connection error: %s", self.last_error)
+
+    async def _disconnected_cb(self) -> None:
+        if self.state == "closed":
+            return
+        self.counters["disconnects"] += 1
+        self.state = "reconnecting"
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def _reconnected_cb(self) -> None:
+        self.counters["reconnects"] += 1
+        self.state = "connected"
+        log.info("reconnected to NATS")
+        for listener in list(self._listeners):
+            try:
+                await listener()
+            except Exception:
+                log.exception("a NATS reconnect listener failed")
+
+    async def _closed_cb(self) -> None:
+        self.state = "closed"
+
+    def stats(self) -> dict[str, Any]:
+        """Connection state and counters."""
+        nc = self.nc
+        data: dict[str, Any] = {"state": self.state, **self.counters}
+        if nc is not None:
+            data["pending_bytes"] = nc.pending_data_size
+            url = nc.connected_url
+            data["server"] = f"{url.hostname}:{url.port}" if url is not None else None
+        data["last_error"] = self.last_error
+        return data

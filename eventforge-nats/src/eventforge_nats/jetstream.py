@@ -1,0 +1,464 @@
+"""A durable work queue on JetStream: the backend behind ``WorkQueue(name, transport=nats)``.
+
+Layout, per queue ``name`` (``<token>`` is ``name`` made safe for stream names):
+
+* stream ``EF_WQ_<token>`` on subject ``eventforge.wq.<token>``: file storage, work-queue
+  retention (an acked item is deleted), a ``duplicate_window`` for publisher retries;
+* durable pull consumer ``eventforge``: explicit ack, ``ack_wait`` (an item whose consumer died
+  is redelivered after it), no ``max_deliver`` (the retry policy decides, see below);
+* stream ``EF_DLQ_<token>`` on subject ``eventforge.dlq.<token>``: the dead letters we own.
+
+Guarantees: ``put`` returns once JetStream acknowledged the item (file store), so an
+acknowledged item is never lost; ``Nats-Msg-Id`` is the message id, so a ``put`` retried after a
+lost acknowledgement is stored once. Delivery is at-least-once: an item is redelivered after a
+nack (with the policy's delay), or after ``ack_wait`` when its consumer vanished. An item is
+dead-lettered by storing it in the dead-letter stream first and then TERMinating it, so a crash
+in between redelivers it rather than losing it; an item delivered more than
+``policy.max_attempts`` times without being settled (its consumers keep crashing) is
+dead-lettered when fetched. Malformed envelopes are dead-lettered as raw bytes, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from eventforge.errors import ProtocolError, TransportClosedError, TransportError
+from eventforge.message import Message
+from eventforge.wire import WireCodec
+from eventforge.workqueue import (
+    DEAD_LETTER_REASON_HEADER,
+    DeadLetter,
+    Delivery,
+    RetryPolicy,
+    WorkQueueBackend,
+)
+
+from ._connection import NatsConnection
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
+
+__all__ = ["JetStreamWorkQueue", "queue_names"]
+
+log = logging.getLogger("eventforge.transports.nats")
+
+CONSUMER = "eventforge"
+REASON_HEADER = "Eventforge-Reason"
+ATTEMPTS_HEADER = "Eventforge-Attempts"
+FAILED_AT_HEADER = "Eventforge-Failed-At"
+MALFORMED_HEADER = "x-eventforge-malformed"
+_FETCH_CHUNK = 2.0
+_ACK = b"+ACK"
+_WPI = b"+WPI"
+
+Enqueue = Callable[[str, bytes], None]
+
+
+def queue_names(name: str) -> dict[str, str]:
+    """Stream, subject and dead-letter names for the queue ``name``."""
+    token = re.sub(r"[^A-Za-z0-9_-]", "_", name)
+    if token != name:
+        token = f"{token}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return {
+        "stream": f"EF_WQ_{token}",
+        "subject": f"eventforge.wq.{token}",
+        "dlq_stream": f"EF_DLQ_{token}",
+        "dlq_subject": f"eventforge.dlq.{token}",
+    }
+
+
+class JetStreamWorkQueue(WorkQueueBackend):
+    """One named durable work queue (see the module docstring for layout and guarantees)."""
+
+    durable = True
+
+    def __init__(
+        self,
+        conn: NatsConnection,
+        codec: WireCodec,
+        name: str,
+        policy: RetryPolicy,
+        enqueue: Enqueue,
+        *,
+        ack_wait: float = 30.0,
+        duplicate_window: float = 120.0,
+        max_ack_pending: int = 10_000,
+        put_timeout: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.ack_wait = ack_wait
+        self.duplicate_window = duplicate_window
+        self.max_ack_pending = max_ack_pending
+        self.put_timeout = put_timeout
+        self._conn = conn
+        self._codec = codec
+        self._enqueue = enqueue
+        names = queue_names(name)
+        self.stream = names["stream"]
+        self.subject = names["subject"]
+        self.dlq_stream = names["dlq_stream"]
+        self.dlq_subject = names["dlq_subject"]
+        self._js: JetStreamContext = conn.client.jetstream()
+        self._idle: list[JetStreamContext.PullSubscription] = []
+        self._closed = False
+        self._lock = threading.Lock()
+        self.counters = {
+            "put": 0,
+            "put_retries": 0,
+            "put_duplicates": 0,
+            "fetched": 0,
+            "malformed": 0,
+            "over_delivered": 0,
+            "recreated": 0,
+        }
+        conn.run(self._ensure(), timeout=30)
+        conn.on_reconnect(self._after_reconnect)
+
+    # -- setup -------------------------------------------------------------------------------
+
+    async def _ensure(self) -> bool:
+        """Create the streams and the consumer when missing; return whether any was missing."""
+        import nats.js.errors
+        from nats.js.api import (
+            AckPolicy,
+            ConsumerConfig,
+            RetentionPolicy,
+            StorageType,
+            StreamConfig,
+        )
+
+        created = False
+        for stream, subject, retention in (
+            (self.stream, self.subject, RetentionPolicy.WORK_QUEUE),
+            (self.dlq_stream, self.dlq_subject, RetentionPolicy.LIMITS),
+        ):
+            try:
+                await self._js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                await self._js.add_stream(
+                    StreamConfig(
+                        name=stream,
+                        subjects=[subject],
+                        retention=retention,
+                        storage=StorageType.FILE,
+                        duplicate_window=self.duplicate_window,
+                    )
+                )
+                created = True
+        try:
+            await self._js.consumer_info(self.stream, CONSUMER)
+        except nats.js.errors.NotFoundError:
+            await self._js.add_consumer(
+                self.stream,
+                ConsumerConfig(
+                    durable_name=CONSUMER,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait,
+                    max_deliver=-1,
+                    max_ack_pending=self.max_ack_pending,
+                    filter_subject=self.subject,
+                ),
+            )
+            created = True
+        return created
+
+    async def _after_reconnect(self) -> None:
+        # Pull requests in flight died with the old connection; every fetch issues a new one
+        # (bounded by _FETCH_CHUNK), so only the stream and consumer need checking here.
+        if self._closed:
+            return
+        try:
+            if await self._ensure():
+                self.counters["recreated"] += 1
+                log.error(
+                    "JetStream work queue %r: stream or consumer was missing after reconnect and "
+                    "was recreated; items stored before may be lost (is the store persistent?)",
+                    self.name,
+                )
+        except Exception as exc:
+            log.warning("JetStream work queue %r: check after reconnect failed: %r", self.name, exc)
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def put(self, message: Message) -> None:
+        """Store ``message``; return once JetStream acknowledged it (retrying with one msg id)."""
+        data = self._codec.encode(message)
+        self._check_open()
+        self._conn.run(self._put(data, message.id), timeout=self.put_timeout + 5)
+
+    async def put_async(self, message: Message) -> None:
+        """:meth:`put` for coroutines."""
+        data = self._codec.encode(message)
+        self._check_open()
+        await self._conn.call(self._put(data, message.id))
+
+    async def _put(self, data: bytes, msg_id: str) -> None:
+        import nats.errors
+        import nats.js.errors
+
+        deadline = time.monotonic() + self.put_timeout
+        headers = {"Nats-Msg-Id": msg_id}
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                ack = await self._js.publish(
+                    self.subject, data, timeout=max(0.1, min(2.0, remaining)), headers=headers
+                )
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as exc:
+                # The acknowledgement is unknown: retry with the same Nats-Msg-Id, so a publish
+                # that did land is deduplicated by the server.
+                if time.monotonic() + delay >= deadline:
+                    raise TransportError(
+                        f"JetStream did not acknowledge the item for work queue {self.name!r} "
+                        f"within {self.put_timeout}s ({type(exc).__name__}); it may or may not "
+                        "be stored: retry put() with the same message to be sure"
+                    ) from None
+                self.counters["put_retries"] += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except nats.errors.ConnectionClosedError:
+                raise TransportClosedError("the NATS connection is closed") from None
+            self.counters["put"] += 1
+            if ack.duplicate:
+                self.counters["put_duplicates"] += 1
+            return
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        self._check_open()
+        return self._conn.run(self._fetch(max_items, timeout))
+
+    async def fetch_async(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        """:meth:`fetch` for coroutines."""
+        self._check_open()
+        return await self._conn.call(self._fetch(max_items, timeout))
+
+    async def _fetch(self, max_items: int, timeout: float | None) -> list[Delivery]:
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        psub = await self._acquire()
+        try:
+            while True:
+                chunk = _FETCH_CHUNK
+                if deadline is not None:
+                    chunk = min(chunk, deadline - time.monotonic())
+                    if chunk <= 0.001:
+                        return []
+                msgs = await self._pull(psub, max_items, chunk)
+                deliveries = []
+                for msg in msgs:
+                    delivery = await self._accept(msg)
+                    if delivery is not None:
+                        deliveries.append(delivery)
+                if deliveries:
+                    return deliveries
+                if self._closed:
+                    return []
+        finally:
+            self._idle.append(psub)
+
+    async def _acquire(self) -> JetStreamContext.PullSubscription:
+        # Prefer a subscription holding messages that arrived for an expired pull request.
+        for index, psub in enumerate(self._idle):
+            if psub.pending_msgs:
+                return self._idle.pop(index)
+        if self._idle:
+            return self._idle.pop()
+        return await self._js.pull_subscribe_bind(durable=CONSUMER, stream=self.stream)
+
+    async def _pull(
+        self, psub: JetStreamContext.PullSubscription, batch: int, timeout: float
+    ) -> list[Msg]:
+        import nats.errors
+
+        try:
+            return await psub.fetch(batch, timeout=max(timeout, 0.01))
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+        except nats.errors.ConnectionClosedError:
+            raise TransportClosedError("the NATS connection is closed") from None
+
+    async def _accept(self, msg: Msg) -> Delivery | None:
+        attempt = msg.metadata.num_delivered
+        try:
+            message = self._codec.decode(msg.data)
+        except ProtocolError as exc:
+            self.counters["malformed"] += 1
+            log.warning("work queue %r: malformed item dead-lettered: %s", self.name, exc)
+            raw = Message(
+                self.name,
+                msg.data.decode("utf-8", "replace"),
+                {MALFORMED_HEADER: True},
+            )
+            await self._store_dead(raw, msg.data, f"malformed envelope: {exc}", attempt)
+            await msg.term()
+            return None
+        if attempt > self.policy.max_attempts:
+            self.counters["over_delivered"] += 1
+            reason = (
+                f"delivered {attempt} times without being settled (max_attempts="
+                f"{self.policy.max_attempts}): its consumers crashed or exceeded ack_wait"
+            )
+            message.headers[DEAD_LETTER_REASON_HEADER] = reason
+            await self._store_dead(message, self._codec.encode(message), reason, attempt)
+            await msg.term()
+            return None
+        self.counters["fetched"] += 1
+        return Delivery(message, attempt, self.name, token=msg, backend=self)
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def ack(self, delivery: Delivery) -> None:
+        self._enqueue(self._reply(delivery), _ACK)
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        payload = b"-NAK"
+        if delay > 0:
+            payload += b' {"delay": %d}' % int(delay * 1e9)
+        self._enqueue(self._reply(delivery), payload)
+
+    def touch(self, delivery: Delivery) -> None:
+        self._enqueue(self._reply(delivery), _WPI)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        msg: Msg = delivery.token
+        message = delivery.message
+        self._conn.run(self._dead_letter(msg, message, reason, delivery.attempt), timeout=60)
+
+    async def _dead_letter(self, msg: Msg, message: Message, reason: str, attempt: int) -> None:
+        await self._store_dead(message, self._codec.encode(message), reason, attempt)
+        await msg.term()
+
+    async def _store_dead(self, message: Message, data: bytes, reason: str, attempt: int) -> None:
+        headers = {
+            "Nats-Msg-Id": f"dead-{message.id}-{attempt}",
+            REASON_HEADER: reason.replace("\r", " ").replace("\n", " "),
+            ATTEMPTS_HEADER: str(attempt),
+            FAILED_AT_HEADER: repr(time.time()),
+        }
+        deadline = time.monotonic() + self.put_timeout
+        while True:
+            try:
+                await self._js.publish(self.dlq_subject, data, timeout=2.0, headers=headers)
+                return
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    raise TransportError(
+                        f"could not store a dead letter of work queue {self.name!r}: {exc!r}; "
+                        "the item stays in the queue and will be redelivered"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    @staticmethod
+    def _reply(delivery: Delivery) -> str:
+        msg: Msg = delivery.token
+        return msg.reply
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        self._check_open()
+        return self._conn.run(self._dead_letters(limit), timeout=60)
+
+    async def _dead_letters(self, limit: int) -> list[DeadLetter]:
+        import nats.js.errors
+
+        info = await self._js.stream_info(self.dlq_stream)
+        letters: list[DeadLetter] = []
+        seq = info.state.first_seq
+        while seq <= info.state.last_seq and len(letters) < limit and info.state.messages:
+            try:
+                raw = await self._js.get_msg(self.dlq_stream, seq)
+            except nats.js.errors.NotFoundError:
+                seq += 1
+                continue
+            letters.append(self._letter(seq, raw.data or b"", raw.headers or {}))
+            seq += 1
+        return letters
+
+    def _letter(self, seq: int, data: bytes, headers: dict[str, str]) -> DeadLetter:
+        try:
+            message = self._codec.decode(data)
+        except ProtocolError:
+            message = Message(self.name, data.decode("utf-8", "replace"), {MALFORMED_HEADER: True})
+        return DeadLetter(
+            message=message,
+            reason=headers.get(REASON_HEADER, ""),
+            attempts=int(headers.get(ATTEMPTS_HEADER, "0") or 0),
+            failed_at=float(headers.get(FAILED_AT_HEADER, "0") or 0),
+            token=seq,
+        )
+
+    def replay(self, tokens: list[Any] | None = None) -> int:
+        self._check_open()
+        return self._conn.run(self._replay(tokens), timeout=120)
+
+    async def _replay(self, tokens: list[Any] | None) -> int:
+        import nats.js.errors
+
+        if tokens is None:
+            tokens = [letter.token for letter in await self._dead_letters(1_000_000)]
+        count = 0
+        for seq in tokens:
+            try:
+                raw = await self._js.get_msg(self.dlq_stream, int(seq))
+            except nats.js.errors.NotFoundError:
+                continue
+            letter = self._letter(int(seq), raw.data or b"", raw.headers or {})
+            if letter.message.headers.get(MALFORMED_HEADER):
+                log.warning(
+                    "work queue %r: dead letter %s is malformed; not replayed", self.name, seq
+                )
+                continue
+            letter.message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
+            await self._js.publish(
+                self.subject,
+                self._codec.encode(letter.message),
+                timeout=5.0,
+                headers={"Nats-Msg-Id": f"replay-{self.dlq_stream}-{seq}"},
+            )
+            await self._js.delete_msg(self.dlq_stream, int(seq))
+            count += 1
+        return count
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        if self._closed:
+            return {"pending": 0, "in_flight": 0, "dead_letters": 0, **self.counters}
+        return self._conn.run(self._stats(), timeout=30)
+
+    async def _stats(self) -> dict[str, Any]:
+        consumer = await self._js.consumer_info(self.stream, CONSUMER)
+        dlq = await self._js.stream_info(self.dlq_stream)
+        return {
+            "pending": consumer.num_pending or 0,
+            "in_flight": consumer.num_ack_pending or 0,
+            "redelivered": consumer.num_redelivered or 0,
+            "dead_letters": dlq.state.messages,
+            **self.counters,
+        }
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError(f"work queue backend {self.name!r} is closed")
+
+    def close(self) -> None:
+        """Stop fetching; the stream, consumer and dead letters stay on the server."""
+        self._closed = True
+
+    def __repr__(self) -> str:
+        return f"JetStreamWorkQueue({self.name!r}, stream={self.stream!r})"

@@ -1,0 +1,544 @@
+"""NatsTransport: eventforge's MessageQueue, RPC and durable WorkQueue over NATS.
+
+* Core pub/sub carries the JSON envelope of :mod:`eventforge.wire` as the NATS payload (message
+  headers travel inside the envelope), so any NATS client can read it. Delivery is
+  at-most-once: a message published while nothing matching is subscribed, or while the link is
+  down beyond ``pending_size``, is gone (and counted).
+* ``subscribe(topic, cb, group=name)`` is a NATS queue group: each message goes to one member.
+* ``request`` is native NATS request-reply; with nobody subscribed it raises
+  :class:`~eventforge.errors.NoRespondersError` at once.
+* ``work_queue_backend`` returns a durable JetStream work queue (at-least-once).
+
+nats-py is imported when a transport is created, never at ``import eventforge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from eventforge.errors import (
+    ConfigurationError,
+    FrameTooLarge,
+    NoRespondersError,
+    ProtocolError,
+    TransportClosedError,
+    TransportError,
+)
+from eventforge.message import Message
+from eventforge.topics import topic_matches, validate_pattern, validate_topic
+from eventforge.transport import Callback, Capability, Transport
+from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
+
+from ._connection import NatsAuthError, NatsConnectError, NatsConnection
+from ._dispatch import Dispatcher
+from ._settings import NatsSettings, parse_url, servers_from
+from ._subjects import SubjectPlan, plan_subjects
+
+if TYPE_CHECKING:
+    from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+__all__ = ["NatsAuthError", "NatsConnectError", "NatsTransport"]
+
+log = logging.getLogger("eventforge.transports.nats")
+
+_MAX_OUTBOX = 10_000
+_NO_QUEUE = ""
+
+
+@dataclass(eq=False)
+class _Subscription:
+    id: str
+    plan: SubjectPlan
+    callback: Callback
+    group: str | None
+    loop: asyncio.AbstractEventLoop | None
+    nats_subs: list[Subscription] = field(default_factory=list)
+    active: bool = True
+
+
+class NatsTransport(Transport):
+    """Pub/sub, queue groups, request-reply and JetStream work queues over NATS.
+
+    ``servers`` is one URL, a comma-separated list, or a sequence of URLs (``nats://`` or
+    ``tls://``; credentials may be in the URL, options in its query string). Connection options
+    (``user``, ``password``, ``token``, ``credentials``, ``tls``, ``tls_ca``, ``tls_cert``,
+    ``tls_key``, ``ping_interval``, ``pending_size``, ...) are those of
+    :class:`~eventforge_nats._settings.NatsSettings`. The connection opens in the constructor; a
+    wrong address or wrong credentials raise :class:`NatsConnectError` /
+    :class:`NatsAuthError` there, and never retry silently.
+    """
+
+    name: ClassVar[str] = "nats"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {
+            Capability.WILDCARDS,
+            Capability.GROUPS,
+            Capability.HEADERS,
+            Capability.ORDERED,
+            Capability.CROSS_PROCESS,
+            Capability.REQUEST_REPLY,
+            Capability.DURABLE,
+        }
+    )
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        serializer: Any = None,
+        trusted: bool = False,
+        max_size: int = DEFAULT_MAX_SIZE,
+        ack_wait: float = 30.0,
+        duplicate_window: float = 120.0,
+        **options: Any,
+    ) -> None:
+        if host is not None or port is not None:
+            if servers is not None:
+                raise ConfigurationError("give servers or host/port, not both", key="servers")
+            servers = f"nats://{host or 'localhost'}:{port or 4222}"
+        try:
+            if isinstance(servers, str) and "?" in servers:
+                self.settings = parse_url(servers, **options)
+            else:
+                urls = servers_from(servers or "nats://localhost:4222")
+                self.settings = NatsSettings(servers=urls, **options)
+        except TypeError as exc:
+            known = ", ".join(NatsSettings.__dataclass_fields__)
+            raise ConfigurationError(
+                f"unknown NatsTransport option ({exc}); known options: {known}"
+            ) from None
+        self._codec = WireCodec(serializer, trusted=trusted, max_size=max_size)
+        if ack_wait <= 0 or duplicate_window <= 0:
+            raise ConfigurationError("ack_wait and duplicate_window must be > 0", key="ack_wait")
+        self.ack_wait = ack_wait
+        self.duplicate_window = duplicate_window
+        self._conn = NatsConnection(self.settings)
+        self._loop = self._conn.loop
+        self._subs: dict[str, _Subscription] = {}
+        self._ids = itertools.count(1)
+        self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._scheduled = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._closed = False
+        self._sent = 0
+        self._delivered = 0
+        self._publish_errors = 0
+        self._decode_errors = 0
+        self._callback_errors = 0
+        self._filtered = 0
+        self._backends: list[WorkQueueBackend] = []
+        self._conn.connect()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> NatsTransport:
+        """Create a transport from ``nats://[user:pass@]host:port[,host2:port2][?opt=value]``."""
+        return cls(url, **options)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Publish ``message`` (fire and forget, in order; buffered while reconnecting).
+
+        Raises at once when the transport is closed, the envelope is larger than the server's
+        ``max_payload``, or the link is down and ``pending_size`` bytes are already buffered.
+        """
+        data = self._encode(message)
+        self._enqueue(message.topic, data)
+        if len(self._outbox) > _MAX_OUTBOX and not self._conn.bg.in_loop_thread():
+            self._conn.run(self._wait_drained())
+
+    async def send_async(self, message: Message) -> None:
+        """:meth:`send` for coroutines: never blocks the running loop."""
+        data = self._encode(message)
+        self._enqueue(message.topic, data)
+        if len(self._outbox) > _MAX_OUTBOX:
+            await self._conn.call(self._wait_drained())
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Block until everything sent so far reached the server."""
+        self._check_open()
+        self._conn.run(self._flush(timeout))
+
+    async def flush_async(self, timeout: float = 5.0) -> None:
+        """:meth:`flush` for coroutines."""
+        self._check_open()
+        await self._conn.call(self._flush(timeout))
+
+    def _encode(self, message: Message) -> bytes:
+        if self._closed:
+            raise TransportClosedError("NatsTransport is closed; create a new one")
+        validate_topic(message.topic)
+        return self._codec.encode(message)
+
+    def _enqueue(self, subject: str, data: bytes) -> None:
+        conn = self._conn
+        nc = conn.client
+        if len(data) > nc.max_payload:
+            raise FrameTooLarge(len(data), nc.max_payload)
+        if conn.state != "connected" and (
+            nc.pending_data_size + len(data) > self.settings.pending_size
+        ):
+            self._publish_errors += 1
+            raise TransportError(
+                f"NATS is {conn.state} and the outbound buffer is full "
+                f"(pending_size={self.settings.pending_size} bytes); the message on "
+                f"{subject!r} was not sent"
+            )
+        self._outbox.append((subject, data))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        task = self._drain_task
+        if task is None or task.done():
+            self._drain_task = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        outbox = self._outbox
+        nc = self._conn.client
+        publish = nc.publish
+        while True:
+            while outbox:
+                subject, data = outbox.popleft()
+                try:
+                    await publish(subject, data)
+                    self._sent += 1
+                except Exception as exc:
+                    self._publish_errors += 1
+                    log.warning("NATS publish to %r failed: %r (message dropped)", subject, exc)
+            self._scheduled = False
+            if not outbox:
+                return
+            self._scheduled = True
+
+    async def _wait_drained(self) -> None:
+        while self._outbox or (self._drain_task is not None and not self._drain_task.done()):
+            task = self._drain_task
+            if task is None or task.done():
+                self._kick()
+                task = self._drain_task
+            assert task is not None
+            await asyncio.shield(task)
+
+    async def _flush(self, timeout: float) -> None:
+        await self._wait_drained()
+        await self._conn.client.flush(timeout=math.ceil(timeout))
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
+        """Call ``callback`` for each message matching ``topic``; one member per ``group``.
+
+        Callbacks run on the transport's delivery thread, in arrival order; coroutine
+        functions run on the loop that was running at subscribe time (else the shared loop).
+        """
+        sub = self._new_subscription(topic, callback, group)
+        self._conn.run(self._subscribe(sub))
+        return sub.id
+
+    async def subscribe_async(
+        self, topic: str, callback: Callback, *, group: str | None = None
+    ) -> str:
+        """:meth:`subscribe` for coroutines."""
+        sub = self._new_subscription(topic, callback, group)
+        await self._conn.call(self._subscribe(sub))
+        return sub.id
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        sub = self._subs.pop(subscription_id, None)
+        if sub is None:
+            return False
+        sub.active = False
+        if not self._closed and not self._conn.bg.in_loop_thread():
+            self._conn.run(self._unsubscribe(sub))
+        else:
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._unsubscribe(sub)))
+        return True
+
+    def _new_subscription(self, topic: str, callback: Callback, group: str | None) -> _Subscription:
+        self._check_open()
+        validate_pattern(topic)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if group is not None and (
+            not isinstance(group, str) or not group or any(c.isspace() for c in group)
+        ):
+            raise ConfigurationError(
+                f"group must be a non-empty name without whitespace, got {group!r}", key="group"
+            )
+        loop: asyncio.AbstractEventLoop | None = None
+        if inspect.iscoroutinefunction(callback):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = self._loop
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(
+                "eventforge-nats-delivery", self._deliver, self.settings.max_pending
+            )
+        return _Subscription(f"nats-{next(self._ids)}", plan_subjects(topic), callback, group, loop)
+
+    async def _subscribe(self, sub: _Subscription) -> None:
+        nc = self._conn.client
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        put = dispatcher.put
+
+        async def on_message(msg: Msg) -> None:
+            put((sub, msg.subject, msg.data, msg.reply))
+
+        try:
+            for subject in sub.plan.subjects:
+                sub.nats_subs.append(
+                    await nc.subscribe(subject, queue=sub.group or _NO_QUEUE, cb=on_message)
+                )
+            if nc.is_connected:
+                await nc.flush(timeout=math.ceil(self.settings.connect_timeout))
+        except Exception:
+            await self._unsubscribe(sub)
+            raise
+        self._subs[sub.id] = sub
+
+    async def _unsubscribe(self, sub: _Subscription) -> None:
+        for nats_sub in sub.nats_subs:
+            try:
+                await nats_sub.unsubscribe()
+            except Exception as exc:  # closed connection or already gone: nothing left to undo
+                log.debug("NATS unsubscribe of %r: %r", sub.plan.pattern, exc)
+        sub.nats_subs.clear()
+
+    def _deliver(self, sub: _Subscription, subject: str, data: bytes, reply: str) -> None:
+        """Runs on the delivery thread: filter, decode, call back."""
+        if not sub.active:
+            return
+        if sub.plan.needs_filter and not topic_matches(sub.plan.pattern, subject):
+            self._filtered += 1
+            return
+        message = self._decode(data, subject)
+        if message is None:
+            return
+        if reply:
+            message.reply_to = reply
+        self._delivered += 1
+        if sub.loop is not None:
+            future = asyncio.run_coroutine_threadsafe(
+                self._run_coroutine(sub.callback, message), sub.loop
+            )
+            future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+            return
+        try:
+            sub.callback(message)
+        except Exception:
+            self._callback_errors += 1
+            log.exception("subscription callback raised for topic %r", message.topic)
+
+    async def _run_coroutine(self, callback: Callback, message: Message) -> None:
+        try:
+            await cast(Callable[[Message], Awaitable[None]], callback)(message)
+        except Exception:
+            self._callback_errors += 1
+            log.exception("subscription coroutine raised for topic %r", message.topic)
+
+    def _decode(self, data: bytes, subject: str) -> Message | None:
+        try:
+            return self._codec.decode(data)
+        except ProtocolError as exc:
+            self._decode_errors += 1
+            if self._decode_errors in (1, 10, 100) or self._decode_errors % 1000 == 0:
+                log.warning(
+                    "dropped a malformed envelope on NATS subject %r (%d so far): %s",
+                    subject,
+                    self._decode_errors,
+                    exc,
+                )
+            return None
+
+    # -- receive ---------------------------------------------------------------------------
+
+    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Wait for the next message matching ``topic`` (one published after the call)."""
+        self._check_open()
+        validate_pattern(topic)
+        return self._conn.run(self._receive(topic, timeout))
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        self._check_open()
+        validate_pattern(topic)
+        return await self._conn.call(self._receive(topic, timeout))
+
+    async def _receive(self, topic: str, timeout: float | None) -> Message | None:
+        nc = self._conn.client
+        plan = plan_subjects(topic)
+        future: asyncio.Future[Message] = self._loop.create_future()
+
+        async def on_message(msg: Msg) -> None:
+            if future.done():
+                return
+            if plan.needs_filter and not topic_matches(plan.pattern, msg.subject):
+                return
+            message = self._decode(msg.data, msg.subject)
+            if message is not None and not future.done():
+                if msg.reply:
+                    message.reply_to = msg.reply
+                self._delivered += 1
+                future.set_result(message)
+
+        subs = [await nc.subscribe(subject, cb=on_message) for subject in plan.subjects]
+        try:
+            if nc.is_connected:
+                await nc.flush(timeout=math.ceil(self.settings.connect_timeout))
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            for sub in subs:
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:
+                    log.debug("NATS unsubscribe after receive: %r", exc)
+
+    # -- request / reply -------------------------------------------------------------------
+
+    def request(self, message: Message, timeout: float) -> Message | None:
+        """Send ``message`` to one responder and wait for its reply (``None`` on timeout).
+
+        Raises :class:`~eventforge.errors.NoRespondersError` at once when nothing is
+        subscribed to the topic.
+        """
+        data = self._encode(message)
+        return self._conn.run(self._request(message.topic, data, timeout))
+
+    async def request_async(self, message: Message, timeout: float) -> Message | None:
+        """:meth:`request` for coroutines."""
+        data = self._encode(message)
+        return await self._conn.call(self._request(message.topic, data, timeout))
+
+    async def _request(self, subject: str, data: bytes, timeout: float) -> Message | None:
+        import nats.errors
+
+        try:
+            reply = await self._conn.client.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoRespondersError(subject) from None
+        except nats.errors.TimeoutError:
+            return None
+        self._sent += 1
+        try:
+            message = self._codec.decode(reply.data)
+        except ProtocolError as exc:
+            self._decode_errors += 1
+            raise ProtocolError(f"the reply to a request on {subject!r} is malformed: {exc}")
+        self._delivered += 1
+        return message
+
+    # -- durable work queues ---------------------------------------------------------------
+
+    def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
+        """A durable JetStream work queue named ``name`` (a stream and a durable consumer)."""
+        self._check_open()
+        from .jetstream import JetStreamWorkQueue
+
+        backend = JetStreamWorkQueue(
+            self._conn,
+            self._codec,
+            name,
+            policy,
+            self._enqueue,
+            ack_wait=self.ack_wait,
+            duplicate_window=self.duplicate_window,
+        )
+        self._backends.append(backend)
+        return backend
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, unsubscribe, close the connection and stop the delivery thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for backend in self._backends:
+            backend.close()
+        subs = list(self._subs.values())
+        self._subs.clear()
+        for sub in subs:
+            sub.active = False
+        if not self._conn.bg.in_loop_thread():
+            try:
+                self._conn.run(self._close(subs), timeout=15)
+            except Exception as exc:
+                log.warning("closing the NATS transport raised %r", exc)
+        else:
+            self._loop.create_task(self._close(subs))
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+
+    async def close_async(self) -> None:
+        """:meth:`close` for coroutines."""
+        if self._closed:
+            return
+        self._closed = True
+        for backend in self._backends:
+            backend.close()
+        subs = list(self._subs.values())
+        self._subs.clear()
+        for sub in subs:
+            sub.active = False
+        await self._conn.call(self._close(subs))
+        if self._dispatcher is not None:
+            await asyncio.to_thread(self._dispatcher.stop)
+
+    async def _close(self, subs: list[_Subscription]) -> None:
+        if self._conn.state == "connected":
+            try:
+                await asyncio.wait_for(self._wait_drained(), 5)
+            except Exception as exc:
+                log.warning("NATS: unsent messages at close: %r", exc)
+        for sub in subs:
+            await self._unsubscribe(sub)
+        await self._conn.close_async()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError("NatsTransport is closed; create a new one")
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: sent, delivered, dropped (slow consumer), decode/callback/publish errors,
+        reconnects and the connection state."""
+        dispatcher = self._dispatcher
+        dropped = dispatcher.dropped if dispatcher is not None else 0
+        data = self._conn.stats()
+        data.update(
+            {
+                "sent": self._sent,
+                "delivered": self._delivered,
+                "dropped": dropped + data["slow_consumer_errors"],
+                "decode_errors": self._decode_errors,
+                "callback_errors": self._callback_errors,
+                "publish_errors": self._publish_errors,
+                "filtered": self._filtered,
+                "delivery_queue": dispatcher.depth() if dispatcher is not None else 0,
+                "outbox": len(self._outbox),
+                "subscriptions": len(self._subs),
+            }
+        )
+        return data
+
+    def __repr__(self) -> str:
+        servers = ",".join(self.settings.safe_servers())
+        state = "closed" if self._closed else self._conn.state
+        return f"NatsTransport({servers!r}, {state}, {len(self._subs)} subscriptions)"
