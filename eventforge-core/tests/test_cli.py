@@ -1,0 +1,185 @@
+"""The ``eventforge`` command: plugins listing (table, JSON, --kind), --version, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eventforge import __version__
+from eventforge._registry import reset_registry
+from eventforge.cli import COLUMNS, main
+from eventforge.testing.distributions import write_distribution
+
+HEAVY = ("redis", "nats", "eventforge_redis", "eventforge_nats")
+ROW_KEYS = {*COLUMNS, "schemes", "entry_point", "target"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("EVENTFORGE_DISABLE_PLUGINS", raising=False)
+    reset_registry()
+    yield
+    reset_registry()
+
+
+def _modules_after(code: str) -> tuple[set[str], str]:
+    script = f"import sys\n{code}\nprint('MODULES', *sorted(sys.modules))\n"
+    env = {**os.environ, "EVENTFORGE_STRICT_PLUGINS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("MODULES "))
+    return set(line.split()[1:]), done.stdout
+
+
+def _top_level(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+def test_import_eventforge_loads_no_plugin_or_driver() -> None:
+    modules, _ = _modules_after("import eventforge")
+    assert not _top_level(modules) & set(HEAVY)
+    assert "pluggy" not in modules  # discovery is lazy
+
+
+def test_plugins_json_imports_no_plugin_target() -> None:
+    modules, out = _modules_after(
+        "import eventforge.cli\neventforge.cli.main(['plugins', '--json'])"
+    )
+    assert not _top_level(modules) & set(HEAVY), sorted(_top_level(modules) & set(HEAVY))
+    rows = json.loads(out[: out.index("MODULES ")])
+    distributions = {row["distribution"] for row in rows}
+    # the plugin distributions were really discovered (their hook modules ran detached)
+    assert {"eventforge-core", "eventforge-redis", "eventforge-nats"} <= distributions
+    assert "_eventforge_hooks_redis" in modules
+
+
+def test_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows
+    for row in rows:
+        assert set(row) == ROW_KEYS
+        assert isinstance(row["aliases"], list)
+        assert isinstance(row["capabilities"], list)
+    memory = next(r for r in rows if (r["kind"], r["name"]) == ("transport", "memory"))
+    assert memory["distribution"] == "eventforge-core"
+    assert memory["version"] == __version__
+    assert memory["status"] == "ok"
+    assert memory["schemes"] == ["memory"]
+    assert "zero_copy" in memory["capabilities"]
+    assert memory["target"] == "eventforge.transports.memory:MemoryTransport"
+    names = {(r["kind"], r["name"]) for r in rows}
+    assert {("serializer", "json"), ("serializer", "msgpack"), ("serializer", "pickle")} <= names
+
+
+def test_kind_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--json", "--kind", "serializer"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["kind"] for r in rows} <= {"serializer", "plugin"}
+    assert {r["name"] for r in rows if r["kind"] == "serializer"} >= {"json", "msgpack", "pickle"}
+    with pytest.raises(SystemExit):
+        main(["plugins", "--kind", "widget"])
+
+
+def test_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--kind", "transport"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [c.upper() for c in COLUMNS]
+    memory = next(line for line in lines if line.split()[:2] == ["transport", "memory"])
+    assert "mem, inprocess" in memory
+    assert "eventforge-core" in memory
+    assert memory.split()[-1] == "default)."  # the summary is the last column, untruncated
+
+
+def test_failed_disabled_and_missing_plugins_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site"
+    write_distribution(
+        site,
+        "acme-broken",
+        version="0.2",
+        entry_points={"broken": "acme_cli_broken"},
+        modules={"acme_cli_broken": "raise RuntimeError('boom')\n"},
+    )
+    write_distribution(
+        site, "acme-off", entry_points={"off": "acme_cli_off"}, modules={"acme_cli_off": ""}
+    )
+    write_distribution(
+        site,
+        "acme-needs",
+        entry_points={"needs": "acme_cli_needs"},
+        modules={
+            "acme_cli_needs": """
+                from eventforge import hookimpl
+                from eventforge.plugins import TransportSpec
+
+                @hookimpl
+                def eventforge_transports():
+                    return [TransportSpec(name="needs", target="acme_cli_needs_impl:T",
+                                          requires=("acme_absent_driver",),
+                                          capabilities=frozenset({"cross_process"}))]
+            """,
+            "acme_cli_needs_impl": "raise AssertionError('listing must not import targets')\n",
+        },
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("EVENTFORGE_STRICT_PLUGINS", "1")  # the listing still works
+    monkeypatch.setenv("EVENTFORGE_DISABLE_PLUGINS", "acme-off")
+    reset_registry(search_path=[str(site)])
+    assert main(["plugins", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["broken"]["status"] == "failed: RuntimeError: boom"
+    assert (rows["broken"]["kind"], rows["broken"]["distribution"]) == ("plugin", "acme-broken")
+    assert rows["off"]["status"] == "disabled"
+    assert rows["needs"]["status"] == (
+        "missing: acme_absent_driver (pip install acme_absent_driver)"
+    )
+    assert rows["needs"]["capabilities"] == ["cross_process"]
+    assert "acme_cli_needs_impl" not in sys.modules
+    assert os.environ["EVENTFORGE_STRICT_PLUGINS"] == "1"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"eventforge {__version__} ")
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "plugins" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plugins", "--bogus"])
+    assert exit_info.value.code == 2
+
+
+def test_demo_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--count", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "transports: memory" in out
+    assert out.count("received orders.created") == 2
+    assert "math.add [2, 3] -> 5" in out
+    assert "Done: 2 of 2 messages delivered in order." in out
+
+
+def test_console_script_runs() -> None:
+    script = Path(sys.executable).with_name("eventforge")
+    if not script.exists():
+        pytest.skip("the eventforge console script is not installed next to this interpreter")
+    done = subprocess.run(
+        [str(script), "plugins", "--kind", "transport"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "memory" in done.stdout
