@@ -48,38 +48,52 @@ class _Group:
 
 
 class _Waiter:
-    """A pending ``receive``: takes the first matching message, exclusively."""
+    """A pending ``receive``: takes the first matching message, exclusively.
 
-    __slots__ = ("_done", "_loop", "future", "message")
+    Every state change happens under the transport's lock. Once ``closed`` (the receive
+    returned, timed out, was cancelled, or the transport closed) it accepts no more offers, so
+    a message is either returned by its ``receive`` or left for someone else, never lost.
+    """
+
+    __slots__ = ("_done", "_loop", "closed", "future", "message")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.message: Message | None = None
+        self.closed = False
         self._loop = loop
-        self.future: asyncio.Future[Message] | None = loop.create_future() if loop else None
+        self.future: asyncio.Future[Message | None] | None = loop.create_future() if loop else None
         self._done = threading.Event() if loop is None else None
 
     def offer(self, message: Message) -> bool:
-        if self.message is not None:
+        if self.closed or self.message is not None:
             return False
-        if self.future is not None:
-            if self.future.done():
+        if self._loop is not None:
+            if self._loop.is_closed():
                 return False
-            assert self._loop is not None
-            self.message = message
             self._loop.call_soon_threadsafe(_resolve, self.future, message)
-            return True
+        else:
+            assert self._done is not None
+            self._done.set()
         self.message = message
-        assert self._done is not None
-        self._done.set()
         return True
+
+    def wake(self) -> None:
+        """End the wait with no message (the transport is closing)."""
+        self.closed = True
+        if self._loop is not None:
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(_resolve, self.future, None)
+        else:
+            assert self._done is not None
+            self._done.set()
 
     def wait(self, timeout: float | None) -> None:
         assert self._done is not None
         self._done.wait(timeout)
 
 
-def _resolve(future: asyncio.Future[Message], message: Message) -> None:
-    if not future.done():
+def _resolve(future: asyncio.Future[Message | None] | None, message: Message | None) -> None:
+    if future is not None and not future.done():
         future.set_result(message)
 
 
@@ -123,6 +137,7 @@ class MemoryTransport(Transport):
         self._keys: dict[str, tuple[int, _Group | None]] = {}
         self._groups: dict[tuple[str, str], tuple[int, _Group]] = {}
         self._buffers: dict[str, deque[Message]] = {}
+        self._waiters: dict[str, _Waiter] = {}
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._sent = itertools.count()
@@ -181,25 +196,34 @@ class MemoryTransport(Transport):
         waiter = self._take_or_wait(topic, None)
         if isinstance(waiter, Message):
             return waiter
+        finished = False
         try:
             waiter.wait(timeout)
+            finished = True
         finally:
-            self._forget(waiter)
-        return waiter.message
+            message = self._forget(waiter)
+            if not finished and message is not None:
+                self._requeue(message)
+        return message
 
     async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
         waiter = self._take_or_wait(topic, asyncio.get_running_loop())
         if isinstance(waiter, Message):
             return waiter
         assert waiter.future is not None
+        finished = False
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+            await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+            finished = True
         except asyncio.TimeoutError:
-            return None
+            finished = True
         finally:
-            self._forget(waiter)
-            if waiter.message is not None and not waiter.future.done():
-                waiter.future.cancel()
+            # After _forget no offer can land; an offer that landed before is returned, or,
+            # when this task was cancelled, handed to the next receiver instead of being lost.
+            message = self._forget(waiter)
+            if not finished and message is not None:
+                self._requeue(message)
+        return message
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         self._check_open()
@@ -239,6 +263,9 @@ class MemoryTransport(Transport):
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            for waiter in self._waiters.values():
+                waiter.wake()
+            self._waiters.clear()
             self._keys.clear()
             self._groups.clear()
             self._buffers.clear()
@@ -305,6 +332,7 @@ class MemoryTransport(Transport):
             waiter = _Waiter(loop)
             key = self._index.add(topic, waiter)
             self._keys[f"wait-{id(waiter)}"] = (key, None)
+            self._waiters[f"wait-{id(waiter)}"] = waiter
             return waiter
 
     def _pop_buffered(self, topic: str) -> Message | None:
@@ -324,11 +352,39 @@ class MemoryTransport(Transport):
                     oldest = (stamp, name)
         return self._pop_buffered(oldest[1]) if oldest else None
 
-    def _forget(self, waiter: _Waiter) -> None:
+    def _forget(self, waiter: _Waiter) -> Message | None:
+        """Unregister ``waiter``; return the message it was given, if any (final from now on)."""
         with self._lock:
-            entry = self._keys.pop(f"wait-{id(waiter)}", None)
+            waiter.closed = True
+            name = f"wait-{id(waiter)}"
+            self._waiters.pop(name, None)
+            entry = self._keys.pop(name, None)
             if entry is not None:
                 self._index.remove(entry[0])
+            return waiter.message
+
+    def _requeue(self, message: Message) -> None:
+        """Give a message whose receiver went away to another waiter, else to the buffer front."""
+        with self._lock:
+            if self._closed:
+                return
+            for target in self._index.match(message.topic):
+                if target.__class__ is _Waiter and target.offer(message):
+                    return
+            buf = self._buffers.get(message.topic)
+            if buf is None:
+                buf = self._buffers[message.topic] = deque()
+            buf.appendleft(message)
+            self._buffered += 1
+            if len(buf) > self.max_queue_size:
+                self._dropped += 1
+                dropped = buf.popleft() if self.overflow == "drop_oldest" else buf.pop()
+                log.warning(
+                    "buffer for topic %r is full (%d); dropped message %s",
+                    message.topic,
+                    self.max_queue_size,
+                    dropped.id,
+                )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._keys)} subscriptions"
