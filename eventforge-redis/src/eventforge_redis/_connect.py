@@ -1,0 +1,241 @@
+"""Connection settings and the redis-py objects built from them.
+
+redis is imported here, and this module is imported only when a transport or backend is
+created, so ``import eventforge`` and ``eventforge plugins`` never pull redis in. Every
+connection pins the settings that matter (RELIABILITY §4): explicit socket timeouts (redis-py 8
+lowered its defaults), RESP2, and no silent automatic retries, so errors surface where they
+happen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from eventforge.errors import ConfigurationError, TransportError
+
+__all__ = [
+    "RedisAuthError",
+    "RedisPermissionError",
+    "RedisSettings",
+    "describe_error",
+    "import_redis",
+]
+
+
+class RedisAuthError(TransportError):
+    """Redis refused the credentials (wrong password or unknown ACL user). Not retried."""
+
+
+class RedisPermissionError(TransportError):
+    """The ACL user may not run a command or reach a key / channel (NOPERM)."""
+
+
+def import_redis() -> Any:
+    """Import redis-py on first use, with a message that says what to install when it is absent."""
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - redis is a dependency of this package
+        raise ImportError(
+            "the redis transport needs the 'redis' package: pip install eventforge-redis"
+        ) from exc
+    return redis
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where and how to connect. ``password`` never appears in ``repr`` or error messages."""
+
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = False
+    ssl_options: dict[str, Any] = field(default_factory=dict)
+    socket_timeout: float = 5.0
+    socket_connect_timeout: float = 5.0
+    client_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ConfigurationError(
+                f"port must be an int in 1..65535, got {self.port!r}", key="port"
+            )
+        if not isinstance(self.db, int) or self.db < 0:
+            raise ConfigurationError(f"db must be an int >= 0, got {self.db!r}", key="db")
+        for key in ("socket_timeout", "socket_connect_timeout"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{key} must be a positive number, got {value!r}", key=key)
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RedisSettings:
+        """Parse ``redis://[user[:password]@]host[:port][/db]`` or ``rediss://`` (TLS).
+
+        Query options understood: ``db``, ``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile``,
+        ``ssl_keyfile``, ``ssl_check_hostname``, ``socket_timeout``, ``socket_connect_timeout``,
+        ``client_name``.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigurationError(
+                f"unsupported URL scheme {parts.scheme!r} in a Redis URL; use redis:// or "
+                "rediss:// (TLS)",
+                key="url",
+            )
+        try:
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise ConfigurationError(f"bad port in Redis URL: {exc}", key="port") from None
+        values: dict[str, Any] = {
+            "host": parts.hostname or "localhost",
+            "port": port,
+            "ssl": parts.scheme == "rediss",
+        }
+        if parts.username:
+            values["username"] = unquote(parts.username)
+        if parts.password is not None:
+            values["password"] = unquote(parts.password)
+        path = parts.path.strip("/")
+        if path:
+            try:
+                values["db"] = int(path)
+            except ValueError:
+                raise ConfigurationError(
+                    f"the path of a Redis URL is the database number, got {path!r}", key="db"
+                ) from None
+        ssl_options: dict[str, Any] = {}
+        for item in filter(None, parts.query.split("&")):
+            key, _, raw = item.partition("=")
+            value = unquote(raw)
+            if key == "db":
+                values["db"] = _int(key, value)
+            elif key in ("socket_timeout", "socket_connect_timeout"):
+                values[key] = _float(key, value)
+            elif key == "client_name":
+                values[key] = value
+            elif key == "ssl_check_hostname":
+                ssl_options[key] = value.lower() in ("1", "true", "yes")
+            elif key in ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+                ssl_options[key] = value
+            else:
+                raise ConfigurationError(
+                    f"unknown option {key!r} in Redis URL; known: db, socket_timeout, "
+                    "socket_connect_timeout, client_name, ssl_cert_reqs, ssl_ca_certs, "
+                    "ssl_certfile, ssl_keyfile, ssl_check_hostname",
+                    key=key,
+                )
+        if ssl_options:
+            values["ssl_options"] = ssl_options
+        values.update(overrides)
+        return cls(**values)
+
+    def with_timeout(self, socket_timeout: float) -> RedisSettings:
+        """The same settings with another read timeout (blocking reads need a larger one)."""
+        return replace(self, socket_timeout=socket_timeout)
+
+    @property
+    def address(self) -> str:
+        """``host:port/db`` for messages (no credentials)."""
+        return f"{self.host}:{self.port}/{self.db}"
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for a redis-py connection or client."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "db": self.db,
+            "username": self.username,
+            "password": self.password,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+            "client_name": self.client_name,
+            "protocol": 2,
+            "health_check_interval": 0,
+        }
+        return kwargs
+
+    def connection(self, socket_timeout: float | None = None) -> Any:
+        """A single unconnected redis-py connection (the caller owns it)."""
+        redis = import_redis()
+        kwargs = self.connection_kwargs()
+        if socket_timeout is not None:
+            kwargs["socket_timeout"] = socket_timeout
+        kwargs["retry"] = _no_retry()
+        if self.ssl:
+            return redis.connection.SSLConnection(**kwargs, **self.ssl_options)
+        return redis.connection.Connection(**kwargs)
+
+    def client(self, socket_timeout: float | None = None, max_connections: int = 32) -> Any:
+        """A thread-safe client with its own connection pool."""
+        redis = import_redis()
+        kwargs = self.connection_kwargs()
+        if socket_timeout is not None:
+            kwargs["socket_timeout"] = socket_timeout
+        kwargs["retry"] = _no_retry()
+        if self.ssl:
+            kwargs["connection_class"] = redis.connection.SSLConnection
+            kwargs.update(self.ssl_options)
+        pool = redis.ConnectionPool(max_connections=max_connections, **kwargs)
+        return redis.Redis(connection_pool=pool)
+
+
+def _no_retry() -> Any:
+    redis = import_redis()
+    return redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+
+
+def _int(key: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be an int, got {value!r}", key=key) from None
+
+
+def _float(key: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigurationError(f"{key} must be a number, got {value!r}", key=key) from None
+
+
+def describe_error(exc: BaseException, settings: RedisSettings, doing: str) -> TransportError:
+    """Turn a redis-py exception into our error that says what happened and what to do.
+
+    Credentials never appear in the text: only the address and the user name.
+    """
+    redis = import_redis()
+    user = f" as user {settings.username!r}" if settings.username else ""
+    where = f"Redis at {settings.address}{user}"
+    text = str(exc)
+    if settings.password:
+        with contextlib.suppress(Exception):
+            text = text.replace(settings.password, "***")
+    if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in text:
+        return RedisAuthError(
+            f"{doing}: {where} rejected the credentials ({text}); check the password and the "
+            "ACL user name. Not retrying"
+        )
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text:
+        return RedisPermissionError(
+            f"{doing}: {where} denied it by ACL ({text}); grant the user the command, key or "
+            "channel (ACL SETUSER), or use another user"
+        )
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        return TransportError(
+            f"{doing}: {where} did not answer within the socket timeout ({text}); is the server "
+            "overloaded or paused?"
+        )
+    if isinstance(exc, redis.exceptions.ConnectionError):
+        return TransportError(
+            f"{doing}: cannot reach {where} ({text}); is redis-server running and reachable?"
+        )
+    return TransportError(f"{doing}: {where} answered with an error: {text}")
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors that retrying cannot fix (credentials, ACL)."""
+    return isinstance(exc, (RedisAuthError, RedisPermissionError))

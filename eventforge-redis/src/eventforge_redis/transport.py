@@ -1,0 +1,356 @@
+"""RedisTransport: pub/sub, competing consumers and durable work queues on one Redis.
+
+* Plain subscriptions: Redis pub/sub (``PUBLISH`` / ``SUBSCRIBE`` / ``PSUBSCRIBE``),
+  at-most-once, with health checks and automatic resubscription.
+* Groups (``subscribe(topic, cb, group=name)``): Redis Streams consumer groups, each message
+  handled once across all members, at-least-once.
+* Work queues (``work_queue_backend``): Redis Streams, durable, at-least-once, with retries,
+  dead letters and optional deduplication.
+
+Every message travels as the same JSON envelope as on TCP (:mod:`eventforge.wire`), so
+``redis-cli SUBSCRIBE`` and ``XRANGE`` show it as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from eventforge.errors import ConfigurationError, TransportClosedError
+from eventforge.message import Message
+from eventforge.topics import validate_pattern, validate_topic
+from eventforge.transport import Callback, Capability, Transport
+from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
+
+from ._connect import RedisSettings, describe_error
+from ._groups import GroupConsumer
+from ._publisher import Publisher
+from ._subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from eventforge.serializers import Serializer
+    from eventforge.workqueue import RetryPolicy
+
+    from .workqueue import RedisWorkQueueBackend
+
+__all__ = ["CAPABILITIES", "RedisTransport"]
+
+log = logging.getLogger("eventforge.transports.redis")
+
+CAPABILITIES: frozenset[str] = frozenset(
+    {
+        Capability.WILDCARDS,
+        Capability.GROUPS,
+        Capability.HEADERS,
+        Capability.ORDERED,
+        Capability.CROSS_PROCESS,
+        Capability.DURABLE,
+    }
+)
+
+
+class RedisTransport(Transport):
+    """Broker-backed transport over Redis (``redis://`` and ``rediss://`` for TLS).
+
+    ``RedisTransport(host="localhost", port=6379)`` or ``RedisTransport.from_url(url)``.
+    Connecting happens in the constructor, so wrong credentials, a missing ACL permission or an
+    unreachable server raise there, once, with a clear message.
+
+    ``send`` is asynchronous behind the API: the envelope is encoded and queued, and a writer
+    thread pipelines everything queued into one round trip. ``flush()`` waits until all of it
+    reached Redis. A lost link drops what was queued (counted in ``stats()["publish_dropped"]``)
+    and ``send`` raises until the link is back.
+
+    Settings that matter: ``health_check_interval`` (seconds of silence before the pub/sub
+    link is PINGed), ``socket_timeout`` (how long an answer may take; also the PING timeout),
+    ``block`` (how long a stream read blocks; the read's socket timeout is ``block +
+    socket_timeout`` so it never fails spuriously), ``claim_idle`` (how long a group or work
+    queue entry may sit with a dead consumer before another takes it over), ``key_prefix``
+    (namespace of every key this transport writes).
+    """
+
+    name: ClassVar[str] = "redis"
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        ssl_options: dict[str, Any] | None = None,
+        settings: RedisSettings | None = None,
+        socket_timeout: float = 5.0,
+        socket_connect_timeout: float = 5.0,
+        health_check_interval: float = 10.0,
+        block: float = 1.0,
+        claim_idle: float = 30.0,
+        key_prefix: str = "eventforge",
+        group_maxlen: int = 100_000,
+        max_pending: int = 10_000,
+        serializer: str | Serializer | None = None,
+        trusted: bool = False,
+        max_size: int = DEFAULT_MAX_SIZE,
+        client_name: str | None = None,
+    ) -> None:
+        if settings is None:
+            settings = RedisSettings(
+                host=host,
+                port=port,
+                db=db,
+                username=username,
+                password=password,
+                ssl=ssl,
+                ssl_options=dict(ssl_options or {}),
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                client_name=client_name,
+            )
+        for key, value in (
+            ("health_check_interval", health_check_interval),
+            ("block", block),
+            ("claim_idle", claim_idle),
+        ):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{key} must be a positive number, got {value!r}", key=key)
+        if not key_prefix or any(c.isspace() for c in key_prefix):
+            raise ConfigurationError(
+                f"key_prefix must be a non-empty string without spaces, got {key_prefix!r}",
+                key="key_prefix",
+            )
+        self.settings = settings
+        self.key_prefix = key_prefix
+        self.block = float(block)
+        self.claim_idle = float(claim_idle)
+        self.health_check_interval = float(health_check_interval)
+        self._codec = WireCodec(serializer, trusted=trusted, max_size=max_size)
+        self._closed = False
+        self._lock = threading.Lock()
+        self._callback_errors = 0
+        self._client = settings.client()
+        try:
+            self._client.ping()
+        except Exception as exc:
+            self._client.close()
+            raise describe_error(exc, settings, "connecting") from exc
+        try:
+            self._publisher = Publisher(
+                settings, prefix=key_prefix, group_maxlen=group_maxlen, max_pending=max_pending
+            )
+        except Exception:
+            self._client.close()
+            raise
+        self._subscriber = Subscriber(
+            settings,
+            self._codec,
+            health_check_interval=self.health_check_interval,
+            ping_timeout=settings.socket_timeout,
+            on_callback_error=self._callback_failed,
+        )
+        self._groups: dict[tuple[str, str], GroupConsumer] = {}
+        self._group_subs: dict[str, GroupConsumer] = {}
+        self._group_ids = 0
+        self._backends: list[RedisWorkQueueBackend] = []
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisTransport:
+        """``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS."""
+        settings_keys = {"socket_timeout", "socket_connect_timeout", "client_name", "ssl_options"}
+        overrides = {k: options.pop(k) for k in list(options) if k in settings_keys}
+        return cls(settings=RedisSettings.from_url(url, **overrides), **options)
+
+    # -- the contract ------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Publish to every subscriber of the topic and to one member of every matching group."""
+        if self._closed:
+            raise TransportClosedError("RedisTransport is closed; create a new one")
+        topic = message.topic
+        validate_topic(topic)
+        self._publisher.submit(
+            topic.encode(), self._codec.encode(message), self.settings.socket_timeout
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything sent so far reached Redis; ``False`` if ``timeout`` passed first.
+
+        Raises the error of a publish that Redis refused (for example ACL ``NOPERM``).
+        """
+        self._check_open()
+        return self._publisher.flush(timeout)
+
+    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Wait for the next message published on ``topic`` after this call subscribed."""
+        box: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        sub_id = self._subscribe_plain(topic, box.put)
+        try:
+            return box.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        finally:
+            self._subscriber.remove(sub_id)
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Like :meth:`receive`, awaiting without blocking the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+
+        def offer(message: Message) -> None:
+            loop.call_soon_threadsafe(_resolve, future, message)
+
+        sub_id = await asyncio.to_thread(self._subscribe_plain, topic, offer)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._subscriber.remove(sub_id)
+
+    def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
+        """Subscribe; with ``group``, each message goes to one member of the group (any process).
+
+        Returns once Redis confirmed the subscription, so anything published afterwards is
+        delivered to it.
+        """
+        if group is None:
+            return self._subscribe_plain(topic, callback)
+        self._check_open()
+        validate_pattern(topic)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if not isinstance(group, str) or not group or any(c.isspace() for c in group):
+            raise ConfigurationError(
+                f"group must be a non-empty string without spaces, got {group!r}", key="group"
+            )
+        with self._lock:
+            consumer = self._groups.get((topic, group))
+            if consumer is None:
+                consumer = GroupConsumer(
+                    self.settings,
+                    self._client,
+                    self._codec,
+                    prefix=self.key_prefix,
+                    pattern=topic,
+                    group=group,
+                    block=self.block,
+                    claim_idle=self.claim_idle,
+                    on_callback_error=self._callback_failed,
+                )
+                self._groups[(topic, group)] = consumer
+            self._group_ids += 1
+            sub_id = f"redis-group-{self._group_ids}"
+            consumer.add(sub_id, callback)
+            self._group_subs[sub_id] = consumer
+        return sub_id
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        """Stop a subscription; a group member's last unsubscribe leaves the group."""
+        with self._lock:
+            consumer = self._group_subs.pop(subscription_id, None)
+            if consumer is None:
+                return self._subscriber.remove(subscription_id)
+            consumer.remove(subscription_id)
+            if len(consumer):
+                return True
+            self._groups.pop((consumer.pattern, consumer.group), None)
+        consumer.stop()
+        return True
+
+    def close(self) -> None:
+        """Send what is queued, leave every group, stop every thread, close the connections."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            consumers = list(self._groups.values())
+            self._groups.clear()
+            self._group_subs.clear()
+            backends = list(self._backends)
+            self._backends.clear()
+        self._publisher.close(self.settings.socket_timeout)
+        self._subscriber.close()
+        for consumer in consumers:
+            consumer.stop()
+        for backend in backends:
+            backend.close()
+        self._client.close()
+
+    # -- optional -----------------------------------------------------------------------------------
+
+    def work_queue_backend(
+        self, name: str, policy: RetryPolicy, **options: Any
+    ) -> RedisWorkQueueBackend:
+        """A durable work queue on a Redis stream (see :class:`RedisWorkQueueBackend`)."""
+        from .workqueue import RedisWorkQueueBackend
+
+        self._check_open()
+        options.setdefault("block", self.block)
+        options.setdefault("claim_idle", self.claim_idle)
+        backend = RedisWorkQueueBackend(
+            name,
+            policy,
+            settings=self.settings,
+            codec=self._codec,
+            prefix=self.key_prefix,
+            **options,
+        )
+        with self._lock:
+            self._backends.append(backend)
+        return backend
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the publisher, the pub/sub reader and the group consumers."""
+        result: dict[str, Any] = {
+            **self._publisher.stats(),
+            **self._subscriber.stats(),
+            "callback_errors": self._callback_errors,
+            "groups": len(self._groups),
+        }
+        result["sent"] = result["published"]
+        totals: dict[str, int] = {}
+        for consumer in list(self._groups.values()):
+            for key, value in consumer.counters.items():
+                totals[key] = totals.get(key, 0) + value
+        result.update(totals)
+        result["dropped"] = (
+            result["publish_dropped"] + result["malformed"] + totals.get("group_malformed", 0)
+        )
+        return result
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client this transport uses for commands (for inspection and tests)."""
+        return self._client
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _subscribe_plain(self, topic: str, callback: Callback) -> str:
+        self._check_open()
+        validate_pattern(topic)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        timeout = self.settings.socket_connect_timeout + self.settings.socket_timeout
+        return self._subscriber.add(topic, callback, timeout)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError("RedisTransport is closed; create a new one")
+
+    def _callback_failed(self, message: Message, exc: BaseException) -> None:
+        self._callback_errors += 1
+        log.error("subscription callback raised for topic %r: %r", message.topic, exc, exc_info=exc)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._subscriber)} subscriptions"
+        return f"RedisTransport({self.settings.address}, {state})"
+
+
+def _resolve(future: asyncio.Future[Message], message: Message) -> None:
+    if not future.done():
+        future.set_result(message)

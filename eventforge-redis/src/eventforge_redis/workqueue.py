@@ -1,0 +1,437 @@
+"""A durable work queue on a Redis stream: the backend behind ``WorkQueue(name, transport=redis)``.
+
+Layout, for the queue ``name`` (prefix ``eventforge``): the stream ``eventforge:wq:<name>`` with
+one consumer group, ``...:dead`` for dead letters, ``...:delayed`` (+ ``:items``) for nacked
+items waiting out their backoff.
+
+* ``put`` is one ``XADD`` and returns after Redis answered: a returned put is stored (and, with
+  ``appendonly yes``, survives a server crash up to the fsync policy).
+* ``fetch`` reads with ``XREADGROUP ... BLOCK``, the block always shorter than the read's socket
+  timeout, so a blocked read never fails spuriously and a paused server is noticed. Entries of
+  consumers that died are taken over with ``XAUTOCLAIM`` after ``claim_idle`` seconds; the
+  attempt number is the stream's delivery count plus the attempts of earlier rounds.
+* ``ack`` / ``nack`` / ``dead_letter`` run one Lua script each: check that this delivery still
+  owns the entry (a stale worker's late settle is ignored and counted), then
+  ``XACK`` + ``XDEL`` and, for a nack, re-add (now or after a delay) and, for a dead letter,
+  append to the dead-letter stream. Nothing is trimmed by length: acked entries are deleted
+  one by one, so an unacknowledged entry is never dropped.
+* ``dedupe_ttl``: a consumer marks each message id it takes (``SET NX`` with that TTL); a
+  later delivery of a marked id (a duplicate ``put``, or a redelivery after its consumer died)
+  is acknowledged without running the handler and counted in ``duplicates_skipped``. A nack
+  clears the mark, so retries still run. This gives at-most-once *effects* for redeliveries:
+  an item whose consumer died before doing its work is skipped too (counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from eventforge.errors import ProtocolError, TransportClosedError
+from eventforge.message import Message
+from eventforge.workqueue import DEAD_LETTER_REASON_HEADER, DeadLetter, Delivery, WorkQueueBackend
+
+from . import _wq_scripts as scripts
+from ._connect import describe_error
+from ._groups import consumer_name
+
+if TYPE_CHECKING:
+    from eventforge.wire import WireCodec
+    from eventforge.workqueue import RetryPolicy
+
+    from ._connect import RedisSettings
+
+__all__ = ["RedisWorkQueueBackend"]
+
+log = logging.getLogger("eventforge.transports.redis")
+
+_PROMOTE_EVERY = 0.5
+
+
+class _Script:
+    """A Lua script called by SHA, loaded again when the server lost it (restart)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: Any, *args: Any) -> Any:
+        try:
+            return client.evalsha(self.sha, 0, *args)
+        except Exception as exc:
+            if type(exc).__name__ != "NoScriptError":
+                raise
+            return client.eval(self.source, 0, *args)
+
+
+_SETTLE = _Script(scripts.SETTLE)
+_PROMOTE = _Script(scripts.PROMOTE)
+_CLAIM = _Script(scripts.CLAIM)
+
+
+class RedisWorkQueueBackend(WorkQueueBackend):
+    """One named work queue on a Redis stream; thread-safe, shared by any number of processes."""
+
+    durable = True
+
+    def __init__(
+        self,
+        name: str,
+        policy: RetryPolicy,
+        *,
+        settings: RedisSettings,
+        codec: WireCodec,
+        prefix: str = "eventforge",
+        block: float = 1.0,
+        claim_idle: float = 30.0,
+        dedupe_ttl: float | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"work queue name must be non-empty without spaces, got {name!r}")
+        self.name = name
+        self.policy = policy
+        self.stream = f"{prefix}:wq:{name}"
+        self.dead_stream = f"{self.stream}:dead"
+        self.group = f"{prefix}-workers"
+        self.consumer = consumer_name()
+        self._settings = settings
+        self._codec = codec
+        self._block = block
+        self._claim_idle_ms = max(1, int(claim_idle * 1000))
+        self._dedupe_ttl_ms = None if dedupe_ttl is None else max(1, int(dedupe_ttl * 1000))
+        self._client = settings.client(
+            socket_timeout=block + settings.socket_timeout, max_connections=max_connections
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        self._next_claim = 0.0
+        self._next_promote = 0.0
+        self.counters = {
+            "put": 0,
+            "delivered": 0,
+            "redelivered": 0,
+            "malformed": 0,
+            "stale_settles": 0,
+            "duplicates_skipped": 0,
+            "trimmed_unacked": 0,
+            "stream_lost": 0,
+        }
+        try:
+            self._create_group("0")
+        except Exception as exc:
+            self._client.close()
+            raise describe_error(exc, settings, f"opening work queue {name!r}") from exc
+
+    # -- producer --------------------------------------------------------------------------------
+
+    def put(self, message: Message) -> None:
+        """``XADD``; returns once Redis stored the entry."""
+        self._check_open()
+        data = self._codec.encode(message)
+        try:
+            self._client.xadd(self.stream, {"data": data})
+        except Exception as exc:
+            raise describe_error(
+                exc, self._settings, f"putting into work queue {self.name!r}"
+            ) from exc
+        self._count("put")
+
+    # -- consumer --------------------------------------------------------------------------------
+
+    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        """Up to ``max_items`` deliveries: reclaimed ones first, then new ones."""
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            wait_hint = self._promote_if_due(now)
+            out = self._claim_if_due(now, max_items)
+            if out:
+                return out
+            remaining = None if deadline is None else deadline - time.monotonic()
+            block = self._block if remaining is None else min(self._block, remaining)
+            if wait_hint is not None:
+                block = min(block, wait_hint)
+            out = self._read(max_items, block)
+            if out:
+                return out
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+            if self._closed:
+                raise TransportClosedError(f"work queue {self.name!r} is closed")
+
+    def ack(self, delivery: Delivery) -> None:
+        """Done: remove the entry (ignored when this delivery no longer owns it)."""
+        entry_id, count, _ = delivery.token
+        self._settle("ack", entry_id, count)
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        """Again after ``delay`` seconds, as attempt + 1 (same message id)."""
+        entry_id, count, _ = delivery.token
+        data = self._codec.encode(delivery.message)
+        seen = self._seen_key(delivery.message.id) if self._dedupe_ttl_ms else ""
+        self._settle(
+            "nack", entry_id, count, data, str(delivery.attempt), str(int(delay * 1000)), seen
+        )
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move to ``<stream>:dead`` with the reason and the attempts made."""
+        entry_id, count, _ = delivery.token
+        data = self._codec.encode(delivery.message)
+        self._settle(
+            "dead", entry_id, count, data, str(delivery.attempt), reason, repr(time.time())
+        )
+
+    def touch(self, delivery: Delivery) -> None:
+        """Reset the entry's idle time so it is not taken over while still being worked on."""
+        entry_id, _, _ = delivery.token
+        self._client.xclaim(self.stream, self.group, self.consumer, 0, [entry_id], justid=True)
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters; ``token`` is the dead-letter stream entry id."""
+        entries = self._client.xrange(self.dead_stream, count=limit)
+        return [self._dead_letter(entry_id, fields) for entry_id, fields in entries]
+
+    def replay(self, tokens: list[Any] | None = None) -> int:
+        """Put dead letters back as fresh items (attempt 1); return how many."""
+        if tokens is None:
+            entries = self._client.xrange(self.dead_stream)
+        else:
+            entries = []
+            for token in tokens:
+                entries.extend(self._client.xrange(self.dead_stream, token, token))
+        replayed = 0
+        for entry_id, fields in entries:
+            data = fields.get(b"data", b"")
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.xadd(self.stream, {"data": _strip_reason(data, self._codec)})
+                pipe.xdel(self.dead_stream, entry_id)
+                if self._dedupe_ttl_ms:
+                    try:
+                        pipe.delete(self._seen_key(self._codec.decode(data).id))
+                    except ProtocolError:
+                        pass
+                pipe.execute()
+            replayed += 1
+        return replayed
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """``pending`` (stored, not taken; includes delayed retries), ``in_flight``, ``dead_letters``."""
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.stream)
+            pipe.xpending(self.stream, self.group)
+            pipe.zcard(f"{self.stream}:delayed")
+            pipe.xlen(self.dead_stream)
+            try:
+                length, pending, delayed, dead = pipe.execute()
+            except Exception as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                length, pending, delayed, dead = 0, {"pending": 0}, 0, 0
+        in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
+        with self._lock:
+            counters = dict(self.counters)
+        return {
+            **counters,
+            "pending": max(0, int(length) - in_flight) + int(delayed),
+            "in_flight": in_flight,
+            "delayed": int(delayed),
+            "dead_letters": int(dead),
+        }
+
+    def close(self) -> None:
+        """Release the connections; unsettled deliveries stay pending for another consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._client.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError(f"work queue {self.name!r} is closed")
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] += n
+
+    def _seen_key(self, message_id: str) -> str:
+        return f"{self.stream}:seen:{message_id}"
+
+    def _create_group(self, start: str) -> None:
+        try:
+            self._client.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+        except Exception as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _promote_if_due(self, now: float) -> float | None:
+        if now < self._next_promote:
+            return max(0.0, self._next_promote - now)
+        moved, wait_ms = _PROMOTE(self._client, self.stream, 100)
+        wait = _PROMOTE_EVERY if int(wait_ms) < 0 else min(_PROMOTE_EVERY, int(wait_ms) / 1000)
+        if int(moved) >= 100:
+            wait = 0.0
+        self._next_promote = now + wait
+        return wait
+
+    def _claim_if_due(self, now: float, max_items: int) -> list[Delivery]:
+        if now < self._next_claim:
+            return []
+        self._next_claim = now + self._claim_idle_ms / 2000
+        try:
+            claimed, deleted = _CLAIM(
+                self._client, self.stream, self.group, self.consumer, self._claim_idle_ms, max_items
+            )
+        except Exception as exc:
+            if "NOGROUP" in str(exc):
+                self._stream_lost()
+                return []
+            raise
+        if deleted:
+            self._count("trimmed_unacked", int(deleted))
+            log.error(
+                "work queue %r: %d pending entries were deleted from the stream before being "
+                "acknowledged (trimmed or XDEL by someone else); they are lost",
+                self.name,
+                deleted,
+            )
+        if claimed and len(claimed) == max_items:
+            self._next_claim = now  # more may be waiting
+        out: list[Delivery] = []
+        for entry_id, flat, count in claimed:
+            fields = dict(zip(flat[::2], flat[1::2], strict=False))
+            delivery = self._delivery(entry_id, fields, int(count))
+            if delivery is not None:
+                out.append(delivery)
+        self._count("redelivered", len(out))
+        return out
+
+    def _read(self, max_items: int, block: float) -> list[Delivery]:
+        block_ms = int(block * 1000)
+        try:
+            reply = self._client.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=max_items,
+                block=block_ms if block_ms > 0 else None,
+            )
+        except Exception as exc:
+            if "NOGROUP" in str(exc):
+                self._stream_lost()
+                return []
+            if self._closed:
+                raise TransportClosedError(f"work queue {self.name!r} is closed") from exc
+            raise describe_error(exc, self._settings, f"reading work queue {self.name!r}") from exc
+        out: list[Delivery] = []
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                delivery = self._delivery(entry_id, fields, 1)
+                if delivery is not None:
+                    out.append(delivery)
+        self._count("delivered", len(out))
+        return out
+
+    def _stream_lost(self) -> None:
+        self._count("stream_lost")
+        log.error(
+            "work queue %r: the stream or its consumer group vanished (Redis restarted without "
+            "persistence, or the key was deleted); items stored before are lost. Recreating it. "
+            "Run Redis with appendonly yes to keep queued work",
+            self.name,
+        )
+        self._create_group("0")
+
+    def _delivery(self, entry_id: Any, fields: dict[Any, Any], count: int) -> Delivery | None:
+        token_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        raw = fields.get(b"data")
+        earlier = int(fields.get(b"attempts", b"0") or 0)
+        attempt = earlier + count
+        try:
+            if raw is None:
+                raise ProtocolError("stream entry has no 'data' field")
+            message = self._codec.decode(raw)
+        except ProtocolError as exc:
+            self._count("malformed")
+            log.warning(
+                "work queue %r: malformed entry %s dead-lettered: %s", self.name, token_id, exc
+            )
+            _SETTLE(
+                self._client, "dead", self.stream, self.group, token_id, count,
+                raw if raw is not None else b"", str(attempt), f"malformed: {exc}", repr(time.time()),
+            )  # fmt: skip
+            return None
+        if self._dedupe_ttl_ms is not None:
+            fresh = self._client.set(
+                self._seen_key(message.id), b"1", nx=True, px=self._dedupe_ttl_ms
+            )
+            if not fresh:
+                self._count("duplicates_skipped")
+                log.warning(
+                    "work queue %r: message %s was already taken by a consumer; skipped as a "
+                    "duplicate (dedupe_ttl)",
+                    self.name,
+                    message.id,
+                )
+                _SETTLE(self._client, "ack", self.stream, self.group, token_id, count)
+                return None
+        return Delivery(message, attempt, self.name, token=(token_id, count, earlier), backend=self)
+
+    def _settle(self, mode: str, entry_id: str, count: int, *args: str | bytes) -> None:
+        try:
+            done = _SETTLE(self._client, mode, self.stream, self.group, entry_id, count, *args)
+        except Exception as exc:
+            raise describe_error(
+                exc, self._settings, f"{mode} on work queue {self.name!r}"
+            ) from exc
+        if not done:
+            self._count("stale_settles")
+            log.info(
+                "work queue %r: %s of entry %s ignored: it was settled already or taken over by "
+                "another consumer",
+                self.name,
+                mode,
+                entry_id,
+            )
+
+    def _dead_letter(self, entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
+        token = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        raw = fields.get(b"data", b"")
+        reason = fields.get(b"reason", b"").decode(errors="replace")
+        try:
+            message = self._codec.decode(raw)
+        except ProtocolError:
+            message = Message(
+                f"{self.name}.malformed",
+                raw.decode(errors="replace"),
+                {DEAD_LETTER_REASON_HEADER: reason},
+            )
+        return DeadLetter(
+            message,
+            reason,
+            int(fields.get(b"attempts", b"0") or 0),
+            float(fields.get(b"failed_at", b"0") or 0),
+            token,
+        )
+
+
+def _strip_reason(data: bytes, codec: WireCodec) -> bytes:
+    """The envelope without the dead-letter reason header (malformed data is kept as is)."""
+    try:
+        message = codec.decode(data)
+    except ProtocolError:
+        return data
+    if DEAD_LETTER_REASON_HEADER not in message.headers:
+        return data
+    message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
+    return codec.encode(message)

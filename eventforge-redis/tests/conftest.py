@@ -1,0 +1,25 @@
+"""Shared fixtures of the eventforge-redis tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from eventforge.testing.brokers import RedisServer
+
+
+@pytest.fixture
+def make_redis(redis_server: RedisServer) -> Iterator[Callable[..., object]]:
+    """Make RedisTransports on the session server; all closed after the test."""
+    from eventforge_redis import RedisTransport
+
+    made: list[RedisTransport] = []
+
+    def make(**options: object) -> RedisTransport:
+        transport = RedisTransport.from_url(redis_server.url, **options)
+        made.append(transport)
+        return transport
+
+    yield make
+    for transport in made:
+        transport.close()
