@@ -1,5 +1,33 @@
-"""Hook implementations of eventforge-tcp (nothing registered until the feature lands)."""
+"""Hook implementations of eventforge-tcp: registers the ``tcp`` transport (imports nothing heavy)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from eventforge.hookspecs import hookimpl
+from eventforge.plugins import TransportSpec
+from eventforge.transport import Capability
+
+__all__ = ["eventforge_transports"]
+
+
+@hookimpl
+def eventforge_transports() -> list[TransportSpec]:
+    """Describe the ``tcp`` transport (``tcp://`` and ``tcps://`` URLs)."""
+    return [
+        TransportSpec(
+            name="tcp",
+            target="eventforge_tcp.transport:TCPClientTransport",
+            summary="Broker-less length-prefixed JSON over TCP (tcps:// for TLS); server + clients.",
+            aliases=("tcps",),
+            schemes=("tcp", "tcps"),
+            capabilities=frozenset(
+                {
+                    Capability.WILDCARDS,
+                    Capability.GROUPS,
+                    Capability.HEADERS,
+                    Capability.ORDERED,
+                    Capability.CROSS_PROCESS,
+                }
+            ),
+            exports=("TCPServerTransport", "TCPClientTransport", "AuthenticationError"),
+        )
+    ]

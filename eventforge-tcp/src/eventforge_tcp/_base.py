@@ -1,0 +1,680 @@
+"""What the TCP server and client share: the I/O thread, the delivery thread, limits and stats.
+
+One I/O thread per transport owns every socket (a ``selectors`` loop): it reads large chunks,
+cuts frames, decodes them and routes them; it writes whatever publishers queued, many frames per
+``send``. Callbacks never run on it: decoded messages go, a batch per read, to the delivery
+thread, so a slow handler cannot stall heartbeats or other connections. When more than
+``max_pending`` deliveries wait, the I/O thread stops reading (TCP pushes back on the peers)
+until the backlog halves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import selectors
+import socket
+import ssl
+import threading
+import time
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+from eventforge.errors import ConfigurationError, ProtocolError, TransportClosedError
+from eventforge.message import Message, new_id
+from eventforge.topics import validate_pattern, validate_topic
+from eventforge.transport import Callback, Capability, Transport
+from eventforge.wire import WIRE_VERSION, WireCodec
+
+from ._link import Link, LinkState, WriteResult
+from .framing import CONTROL_PREFIX, HEADER, encode_json_frame
+
+__all__ = ["Delivery", "TCPTransportBase"]
+
+log = logging.getLogger("eventforge.transports.tcp")
+
+Delivery = tuple[Callback, Message]
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_pack = HEADER.pack
+_DIRECT_GAP = 50e-6
+"""A publish that follows the previous one on a link by more than this is written at once by
+the publishing thread (lowest latency); closer ones are left to the I/O thread, which sends them
+together (highest throughput)."""
+_TICK = 0.05
+_RECV_SIZE = 256 * 1024
+_CLOSE_REASONS = ("eof", "error", "protocol", "timeout", "slow", "closed", "auth", "busy")
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number, got {value!r}", key=name)
+
+
+def control_frame(
+    topic: str, payload: Any, correlation_id: str | None = None, *, frame_id: str | None = None
+) -> bytes:
+    """Encode a protocol control frame (an envelope on a ``$tcp.`` topic)."""
+    return encode_json_frame(
+        {
+            "version": WIRE_VERSION,
+            "id": frame_id or new_id(),
+            "topic": topic,
+            "payload": payload,
+            "correlation_id": correlation_id,
+        }
+    )
+
+
+PING = "$tcp.ping"
+PONG = "$tcp.pong"
+SUB = "$tcp.sub"
+UNSUB = "$tcp.unsub"
+ACK = "$tcp.ack"
+ROUTE = "$tcp.route"
+ERROR = "$tcp.error"
+
+
+class _Waiter:
+    """A subscription callback that keeps the first message for :meth:`receive`."""
+
+    __slots__ = ("event", "future", "loop", "message")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.message: Message | None = None
+        self.event = threading.Event()
+        self.loop = loop
+        self.future: asyncio.Future[Message] | None = loop.create_future() if loop else None
+
+    def __call__(self, message: Message) -> None:
+        if self.message is not None:
+            return
+        self.message = message
+        self.event.set()
+        if self.loop is not None and self.future is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future, message)
+
+
+def _resolve(future: asyncio.Future[Message], message: Message) -> None:
+    if not future.done():
+        future.set_result(message)
+
+
+class TCPTransportBase(Transport):
+    """The machinery shared by :class:`TCPServerTransport` and :class:`TCPClientTransport`."""
+
+    name: ClassVar[str] = "tcp"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {
+            Capability.WILDCARDS,
+            Capability.GROUPS,
+            Capability.HEADERS,
+            Capability.ORDERED,
+            Capability.CROSS_PROCESS,
+        }
+    )
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        ssl_context: ssl.SSLContext | None,
+        max_frame_size: int,
+        max_send_buffer: int,
+        heartbeat_interval: float,
+        heartbeat_timeout: float | None,
+        write_deadline: float,
+        max_pending: int,
+        serializer: str | None,
+        trusted: bool,
+    ) -> None:
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ConfigurationError("token must be a non-empty string or None", key="token")
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise ConfigurationError(
+                f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}",
+                key="ssl_context",
+            )
+        if not isinstance(max_frame_size, int) or max_frame_size < 256:
+            raise ConfigurationError(
+                f"max_frame_size must be an int of at least 256 bytes, got {max_frame_size!r}",
+                key="max_frame_size",
+            )
+        if not isinstance(max_send_buffer, int) or max_send_buffer < max_frame_size:
+            raise ConfigurationError(
+                f"max_send_buffer must be an int >= max_frame_size ({max_frame_size}), got "
+                f"{max_send_buffer!r}",
+                key="max_send_buffer",
+            )
+        _positive("heartbeat_interval", heartbeat_interval)
+        _positive("heartbeat_timeout", heartbeat_timeout, allow_none=True)
+        _positive("write_deadline", write_deadline)
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ConfigurationError(
+                f"max_pending must be a positive int, got {max_pending!r}", key="max_pending"
+            )
+        self._token = token
+        self.ssl_context = ssl_context
+        self.max_frame_size = max_frame_size
+        self.max_send_buffer = max_send_buffer
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.heartbeat_timeout = (
+            float(heartbeat_timeout) if heartbeat_timeout is not None else 3 * heartbeat_interval
+        )
+        self.write_deadline = float(write_deadline)
+        self.max_pending = max_pending
+        self.trusted = trusted
+        self.codec = WireCodec(serializer, trusted=trusted, max_size=max_frame_size)
+        self._closed = False
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, _READ, None)
+        self._woken = False
+        self._dirty: set[Link] = set()
+        self._dirty_lock = threading.Lock()
+        self._links: dict[int, Link] = {}
+        self._io_thread: threading.Thread | None = None
+        self._deliveries: queue.SimpleQueue[list[Delivery] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._reads_paused = False
+        self._delivery_thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+        self._stats_lock = threading.Lock()
+        self._sent = itertools.count()
+        self._counts: dict[str, int] = {
+            "received": 0,
+            "delivered": 0,
+            "callback_errors": 0,
+            "protocol_errors": 0,
+            "dropped_slow_peer": 0,
+            "frames_lost_on_disconnect": 0,
+            "disconnects_slow_peer": 0,
+            "heartbeat_timeouts": 0,
+        }
+
+    # -- the contract: send is subclass-specific -----------------------------------------
+
+    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Wait for the next message on ``topic`` (a temporary subscription; nothing is buffered)."""
+        waiter = _Waiter()
+        sub_id = self.subscribe(topic, waiter)
+        try:
+            waiter.event.wait(timeout)
+        finally:
+            self._unsubscribe_quietly(sub_id)
+        return waiter.message
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Await the next message on ``topic`` without blocking the running event loop."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop)
+        sub_id = await asyncio.to_thread(self.subscribe, topic, waiter)
+        assert waiter.future is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+        except asyncio.TimeoutError:
+            return waiter.message
+        finally:
+            self._unsubscribe_quietly(sub_id)
+
+    def _unsubscribe_quietly(self, sub_id: str) -> None:
+        if not self._closed:
+            self.unsubscribe(sub_id)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: sent, received, delivered, drops and disconnects by cause, pending work."""
+        with self._stats_lock:
+            out: dict[str, Any] = dict(self._counts)
+        out["sent"] = int(repr(self._sent)[6:-1])
+        out["pending_deliveries"] = self._pending
+        out["connections"] = len(self._links)
+        return out
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._counts[key] = self._counts.get(key, 0) + n
+
+    # -- checks shared by send/subscribe -----------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError(f"{type(self).__name__} is closed; create a new one")
+
+    def _encode(self, message: Message) -> bytes:
+        """Validate and encode ``message`` into a frame (sender-side size cap included)."""
+        self._check_open()
+        topic = message.topic
+        validate_topic(topic)
+        if topic.startswith(CONTROL_PREFIX):
+            raise ValueError(
+                f"topic {topic!r} is reserved: topics starting with {CONTROL_PREFIX!r} carry "
+                "the TCP protocol's own control frames"
+            )
+        body = self.codec.encode(message)
+        next(self._sent)
+        return _pack(len(body)) + body
+
+    @staticmethod
+    def _check_subscription(topic: str, callback: Callback, group: str | None) -> None:
+        validate_pattern(topic)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise ValueError(f"group must be a non-empty string, got {group!r}")
+
+    # -- delivery thread -------------------------------------------------------------------
+
+    def _start_threads(self, name: str) -> None:
+        self._delivery_thread = threading.Thread(
+            target=self._delivery_loop, name=f"{name}-delivery", daemon=True
+        )
+        self._delivery_thread.start()
+        self._io_thread = threading.Thread(target=self._io_loop, name=f"{name}-io", daemon=True)
+        self._io_thread.start()
+
+    def _deliver(self, batch: list[Delivery]) -> None:
+        """Hand ``batch`` to the delivery thread (any thread may call it)."""
+        if not batch:
+            return
+        with self._pending_lock:
+            self._pending += len(batch)
+        self._deliveries.put(batch)
+
+    def _delivery_loop(self) -> None:
+        get = self._deliveries.get
+        while True:
+            batch = get()
+            if batch is None:
+                return
+            errors = 0
+            for callback, message in batch:
+                try:
+                    callback(message)
+                except Exception:
+                    errors += 1
+                    log.exception("subscription callback raised for topic %r", message.topic)
+            with self._stats_lock:
+                self._counts["delivered"] += len(batch) - errors
+                self._counts["callback_errors"] += errors
+            with self._pending_lock:
+                self._pending -= len(batch)
+                resume = self._reads_paused and self._pending <= self.max_pending // 2
+            if resume:
+                self._wake()
+
+    # -- I/O thread ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _mark_dirty(self, link: Link) -> None:
+        with self._dirty_lock:
+            self._dirty.add(link)
+            if self._woken:
+                return
+            self._woken = True
+        self._wake()
+
+    def _queue_frame(self, link: Link, frame: bytes, *, control: bool = False) -> bool:
+        """Queue ``frame`` on ``link`` from a thread that is not the I/O thread.
+
+        The first frame after a pause is written at once by the caller; frames that follow
+        closely are left for the I/O thread to coalesce. A full buffer drops the frame (counted)
+        unless it is a control frame. Returns whether the frame was queued.
+        """
+        with link.lock:
+            if link.state == LinkState.CLOSED:
+                return False
+            if not control and link.out_size + len(frame) > self.max_send_buffer:
+                self._slow_peer_drop(link)
+                return False
+            link.append(frame)
+            now = time.monotonic()
+            direct = (
+                not link.tls
+                and link.partial is None
+                and len(link.frames) == 1
+                and now - link.last_enqueue > _DIRECT_GAP
+            )
+            link.last_enqueue = now
+            if direct:
+                try:
+                    if link.write() == WriteResult.DONE:
+                        return True
+                except OSError:
+                    pass  # the I/O thread sees the broken socket and closes the link
+        self._mark_dirty(link)
+        return True
+
+    def _slow_peer_drop(self, link: Link) -> None:
+        self._count("dropped_slow_peer")
+        if not link.slow_warned:
+            link.slow_warned = True
+            log.warning(
+                "send buffer to %s is full (%d bytes): dropping messages for it until it reads "
+                "again; it is disconnected if it makes no progress for %.1fs",
+                link.name,
+                self.max_send_buffer,
+                self.write_deadline,
+            )
+
+    def _io_append(
+        self, link: Link, frame: bytes, dirty: set[Link], *, control: bool = False
+    ) -> None:
+        """Queue ``frame`` from the I/O thread itself; it is flushed at the end of the loop pass."""
+        with link.lock:
+            if link.state == LinkState.CLOSED:
+                return
+            if not control and link.out_size + len(frame) > self.max_send_buffer:
+                self._slow_peer_drop(link)
+                return
+            link.append(frame)
+        dirty.add(link)
+
+    def _io_loop(self) -> None:
+        sel = self._sel
+        next_tick = time.monotonic() + _TICK
+        dirty: set[Link] = set()
+        while not self._closed:
+            try:
+                events = sel.select(_TICK)
+            except (OSError, ValueError):
+                if self._is_closed():
+                    return
+                raise
+            for key, mask in events:
+                data = key.data
+                if data is None:
+                    self._drain_wake()
+                elif isinstance(data, Link):
+                    if mask & _READ:
+                        self._on_readable(data, dirty)
+                    if mask & _WRITE and data.state != LinkState.CLOSED:
+                        self._on_writable(data)
+                else:
+                    self._on_listener_ready(data)
+            with self._dirty_lock:
+                if self._dirty:
+                    dirty |= self._dirty
+                    self._dirty = set()
+                self._woken = False
+            if dirty:
+                for link in dirty:
+                    if link.state != LinkState.CLOSED:
+                        self._flush(link)
+                dirty = set()
+            self._check_backlog()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + _TICK
+                try:
+                    self._tick(now)
+                except Exception:
+                    log.exception("TCP transport housekeeping failed")
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_listener_ready(self, data: object) -> None:
+        """Accept connections (server only)."""
+
+    def _on_readable(self, link: Link, dirty: set[Link]) -> None:
+        if link.state == LinkState.TLS_HANDSHAKE:
+            self._handshake(link)
+            return
+        sock = link.sock
+        bodies: list[bytes] = []
+        try:
+            while True:
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except (
+                    BlockingIOError,
+                    InterruptedError,
+                    ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError,
+                ):
+                    break
+                if not data:
+                    try:
+                        link.decoder.eof()
+                    except ProtocolError as exc:
+                        self._count("protocol_errors")
+                        self._drop_link(link, "protocol", str(exc))
+                        return
+                    self._drop_link(link, "eof", "peer closed the connection")
+                    return
+                bodies.extend(link.decoder.feed(data))
+                if not (link.tls and sock.pending()):  # type: ignore[attr-defined]
+                    break
+        except ProtocolError as exc:
+            self._protocol_error(link, exc)
+            return
+        except OSError as exc:
+            self._drop_link(link, "error", f"{type(exc).__name__}: {exc}")
+            return
+        link.last_recv = time.monotonic()
+        link.ping_outstanding = False
+        if bodies:
+            try:
+                self._on_frames(link, bodies, dirty)
+            except ProtocolError as exc:
+                self._protocol_error(link, exc)
+
+    def _on_writable(self, link: Link) -> None:
+        if link.state == LinkState.TLS_HANDSHAKE:
+            self._handshake(link)
+            return
+        self._flush(link)
+
+    def _handshake(self, link: Link) -> None:
+        sock = link.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._set_events(link, _READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._set_events(link, _READ | _WRITE)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._count("tls_failures")
+            self._drop_link(link, "error", f"TLS handshake failed: {exc}")
+            return
+        link.state = LinkState.HELLO
+        self._set_events(link, _READ)
+
+    def _flush(self, link: Link) -> None:
+        try:
+            with link.lock:
+                result = link.write()
+        except OSError as exc:
+            self._drop_link(link, "error", f"{type(exc).__name__}: {exc}")
+            return
+        want = _WRITE if result == WriteResult.PENDING else 0
+        read = 0 if self._reads_paused else _READ
+        self._set_events(link, read | want)
+
+    def _set_events(self, link: Link, events: int) -> None:
+        if link.state == LinkState.CLOSED or events == link.events:
+            return
+        try:
+            if link.events == 0:
+                if events:
+                    self._sel.register(link.sock, events, link)
+            elif events == 0:
+                self._sel.unregister(link.sock)
+            else:
+                self._sel.modify(link.sock, events, link)
+        except (KeyError, ValueError, OSError):
+            return
+        link.events = events
+
+    def _register(self, link: Link) -> None:
+        """Start watching ``link`` (I/O thread, or before the I/O thread starts)."""
+        self._links[link.id] = link
+        events = _READ
+        if link.state == LinkState.TLS_HANDSHAKE:
+            events = _READ
+        self._set_events(link, events)
+
+    def _check_backlog(self) -> None:
+        with self._pending_lock:
+            pending = self._pending
+        if not self._reads_paused and pending > self.max_pending:
+            self._reads_paused = True
+            for link in list(self._links.values()):
+                self._set_events(link, link.events & ~_READ)
+        elif self._reads_paused and pending <= self.max_pending // 2:
+            self._reads_paused = False
+            now = time.monotonic()
+            for link in list(self._links.values()):
+                link.last_recv = now
+                self._set_events(link, link.events | _READ)
+
+    def _protocol_error(self, link: Link, exc: ProtocolError) -> None:
+        """Refuse bad input: count it, tell the peer why (best effort), close the link."""
+        self._count("protocol_errors")
+        reason = str(exc)
+        try:
+            with link.lock:
+                link.frames = [control_frame(ERROR, {"code": "protocol", "message": reason})]
+                link.partial = None
+                link.write()
+        except OSError:
+            pass
+        self._drop_link(link, "protocol", reason)
+
+    def _drop_link(self, link: Link, cause: str, reason: str) -> None:
+        if link.state == LinkState.CLOSED:
+            return
+        if link.events:
+            try:
+                self._sel.unregister(link.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            link.events = 0
+        self._links.pop(link.id, None)
+        level = logging.INFO if cause in ("eof", "closed") else logging.WARNING
+        log.log(level, "closed connection %s: %s", link.name, reason)
+        link.close_socket()
+        self._on_link_closed(link, cause, reason)
+
+    def _tick(self, now: float) -> None:
+        for link in list(self._links.values()):
+            if link.state == LinkState.CLOSED:
+                continue
+            if link.state != LinkState.OPEN:
+                if link.hello_deadline and now > link.hello_deadline:
+                    self._count("hello_timeouts")
+                    self._drop_link(link, "timeout", "no hello before the deadline")
+                continue
+            if link.out_size and now - link.last_write_progress > self.write_deadline:
+                self._count("disconnects_slow_peer")
+                self._drop_link(
+                    link,
+                    "slow",
+                    f"peer read nothing for {self.write_deadline:.1f}s with {link.out_size} bytes "
+                    "waiting (slow or stuck consumer)",
+                )
+                continue
+            if self._reads_paused:
+                continue
+            idle = now - link.last_recv
+            if idle > self.heartbeat_timeout:
+                self._count("heartbeat_timeouts")
+                self._drop_link(
+                    link, "timeout", f"no data or heartbeat for {idle:.1f}s (half-open link?)"
+                )
+            elif idle > self.heartbeat_interval and not link.ping_outstanding:
+                link.ping_outstanding = True
+                with link.lock:
+                    link.append(control_frame(PING, None))
+                self._flush(link)
+        self._on_tick(now)
+
+    def _on_tick(self, now: float) -> None:
+        """Extra housekeeping of a subclass (reconnects)."""
+
+    def _handle_common_control(self, link: Link, message: Message, dirty: set[Link]) -> bool:
+        """Handle ping / pong / error; return whether ``message`` was one of them."""
+        topic = message.topic
+        if topic == PING:
+            self._io_append(link, control_frame(PONG, None), dirty, control=True)
+            return True
+        if topic == PONG:
+            return True
+        if topic == ERROR:
+            payload = message.payload if isinstance(message.payload, dict) else {}
+            self._drop_link(
+                link, "closed", f"peer reported an error: {str(payload.get('message'))[:200]}"
+            )
+            return True
+        return False
+
+    # -- subclass hooks --------------------------------------------------------------------
+
+    @abstractmethod
+    def _on_frames(self, link: Link, bodies: list[bytes], dirty: set[Link]) -> None:
+        """Handle the frames one read produced (I/O thread)."""
+
+    @abstractmethod
+    def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
+        """Forget a link that just closed (I/O thread)."""
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Stop both threads and close every socket (called by ``close``)."""
+        self._closed = True
+        self._wake()
+        io = self._io_thread
+        if io is not None and io is not threading.current_thread():
+            io.join(timeout=5)
+        for link in list(self._links.values()):
+            with link.lock:
+                try:
+                    link.write()
+                except OSError:
+                    pass
+            link.close_socket()
+        self._links.clear()
+        self._deliveries.put(None)
+        dt = self._delivery_thread
+        if dt is not None and dt is not threading.current_thread():
+            dt.join(timeout=5)
+        try:
+            self._sel.close()
+        except (OSError, ValueError):
+            pass
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def decode_control_payload(message: Message, *keys: str) -> dict[str, Any]:
+    """Return a control frame's payload as a dict holding ``keys``, or raise ProtocolError."""
+    payload = message.payload
+    if not isinstance(payload, dict) or any(k not in payload for k in keys):
+        raise ProtocolError(
+            f"control frame {message.topic!r} needs a JSON object payload with {', '.join(keys)}"
+        )
+    return payload

@@ -1,0 +1,178 @@
+"""One TCP connection: its socket, its frame decoder and its bounded outgoing frame queue."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import ssl
+import threading
+import time
+
+from .framing import FrameDecoder
+
+__all__ = ["Link", "LinkState", "WriteResult"]
+
+_ids = itertools.count(1)
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
+_MAX_WRITE = 512 * 1024
+
+
+class LinkState:
+    """Where a link is in its life."""
+
+    TLS_HANDSHAKE = "tls-handshake"
+    HELLO = "hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class WriteResult:
+    """What :meth:`Link.write` achieved."""
+
+    DONE = 0
+    PENDING = 1
+
+
+class Link:
+    """A connection and its buffers.
+
+    Outgoing frames are kept whole in ``frames`` (the head of a frame cut by a short write is
+    kept apart in ``partial``) so that after a disconnect the frames that never left can be
+    replayed on the next connection while a half-written one is dropped. ``lock`` guards the
+    outgoing side; the incoming side belongs to the I/O thread alone.
+    """
+
+    __slots__ = (
+        "cond",
+        "decoder",
+        "events",
+        "frames",
+        "hello_deadline",
+        "id",
+        "last_enqueue",
+        "last_recv",
+        "last_write_progress",
+        "lock",
+        "name",
+        "out_size",
+        "partial",
+        "peer",
+        "ping_outstanding",
+        "route",
+        "slow_warned",
+        "sock",
+        "state",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        max_frame_size: int,
+        decoder: FrameDecoder | None = None,
+    ) -> None:
+        now = time.monotonic()
+        self.id = next(_ids)
+        self.sock = sock
+        self.peer = peer
+        self.name = peer
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.decoder = decoder if decoder is not None else FrameDecoder(max_frame_size)
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.frames: list[bytes] = []
+        self.partial: bytes | None = None
+        self.out_size = 0
+        self.state = LinkState.HELLO
+        self.events = 0
+        self.last_recv = now
+        self.last_write_progress = now
+        self.last_enqueue = 0.0
+        self.hello_deadline = 0.0
+        self.ping_outstanding = False
+        self.route: object | None = None
+        self.slow_warned = False
+
+    def append(self, frame: bytes) -> None:
+        """Queue one whole frame (caller holds ``lock``)."""
+        if not self.out_size:
+            self.last_write_progress = time.monotonic()
+        self.frames.append(frame)
+        self.out_size += len(frame)
+
+    def write(self) -> int:
+        """Send as much queued data as the socket takes now (caller holds ``lock``).
+
+        Returns :attr:`WriteResult.DONE` when everything left, else ``PENDING``. Raises
+        ``OSError`` when the connection is broken.
+        """
+        frames = self.frames
+        partial = self.partial
+        if partial is None and not frames:
+            return WriteResult.DONE
+        pieces: list[bytes] = [partial] if partial is not None else []
+        size = len(partial) if partial is not None else 0
+        taken = 0
+        for frame in frames:
+            if size >= _MAX_WRITE:
+                break
+            pieces.append(frame)
+            size += len(frame)
+            taken += 1
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        try:
+            sent = self.sock.send(data)
+        except _WOULD_BLOCK:
+            return WriteResult.PENDING
+        if sent <= 0:
+            return WriteResult.PENDING
+        self.last_write_progress = time.monotonic()
+        self.out_size -= sent
+        if sent == len(data):
+            self.partial = None
+            del frames[:taken]
+        else:
+            remaining = sent
+            if partial is not None:
+                if remaining < len(partial):
+                    self.partial = partial[remaining:]
+                    self.cond.notify_all()
+                    return WriteResult.PENDING
+                remaining -= len(partial)
+                self.partial = None
+            index = 0
+            while remaining >= len(frames[index]):
+                remaining -= len(frames[index])
+                index += 1
+            if remaining:
+                self.partial = frames[index][remaining:]
+                index += 1
+            del frames[:index]
+        self.cond.notify_all()
+        return WriteResult.DONE if self.partial is None and not frames else WriteResult.PENDING
+
+    def take_unsent(self) -> tuple[list[bytes], int]:
+        """Remove and return the whole frames that never left, and the count of cut ones."""
+        with self.lock:
+            frames = self.frames
+            cut = 1 if self.partial is not None else 0
+            self.frames = []
+            self.partial = None
+            self.out_size = 0
+            self.cond.notify_all()
+            return frames, cut
+
+    def close_socket(self) -> None:
+        """Close the socket; idempotent and quiet."""
+        self.state = LinkState.CLOSED
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            self.cond.notify_all()
+
+    def __repr__(self) -> str:
+        return f"Link(#{self.id} {self.peer}, {self.state}, out={self.out_size}B)"

@@ -1,0 +1,471 @@
+"""TCPServerTransport: the hub of a broker-less pub/sub space.
+
+The server listens; clients connect, say hello, and announce their subscriptions. A message
+published on the server or on any client reaches every matching subscription on the server and
+on every client; for a group subscription the server picks one member across all connections.
+The server forwards the sender's frame bytes unchanged after validating them, so routing costs a
+decode, not a re-encode.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+import ssl
+import threading
+import time
+from typing import Any, ClassVar
+
+from eventforge.errors import ConfigurationError, ProtocolError, TransportError
+from eventforge.message import Message
+from eventforge.topics import TopicIndex, validate_pattern
+from eventforge.transport import Callback
+
+from ._base import (
+    ACK,
+    ROUTE,
+    SUB,
+    UNSUB,
+    TCPTransportBase,
+    control_frame,
+    decode_control_payload,
+)
+from ._link import Link, LinkState
+from .framing import (
+    CONTROL_PREFIX,
+    DEFAULT_MAX_FRAME_SIZE,
+    HEADER,
+    PROTOCOL,
+    PROTOCOL_VERSION,
+    encode_json_frame,
+    parse_hello,
+)
+
+__all__ = ["TCPServerTransport"]
+
+log = logging.getLogger("eventforge.transports.tcp")
+_pack = HEADER.pack
+
+
+class _Local:
+    """A subscription of the server process itself."""
+
+    __slots__ = ("callback", "sid")
+
+    def __init__(self, sid: str, callback: Callback) -> None:
+        self.sid = sid
+        self.callback = callback
+
+
+class _Remote:
+    """A subscription announced by a client: delivering means forwarding to its link."""
+
+    __slots__ = ("link", "sid")
+
+    def __init__(self, link: Link, sid: str) -> None:
+        self.link = link
+        self.sid = sid
+
+
+class _Group:
+    """The members of one ``(pattern, group)`` across every connection; round-robin pick."""
+
+    __slots__ = ("members", "turn")
+
+    def __init__(self) -> None:
+        self.members: list[_Local | _Remote] = []
+        self.turn = 0
+
+    def pick(self) -> _Local | _Remote | None:
+        members = self.members
+        if not members:
+            return None
+        self.turn = (self.turn + 1) % len(members)
+        return members[self.turn]
+
+
+_Target = _Local | _Remote | _Group
+_Key = tuple[int, str]  # (link id or 0 for local, sid)
+
+
+class TCPServerTransport(TCPTransportBase):
+    """Listen on ``host:port`` and serve a pub/sub space to :class:`TCPClientTransport` peers.
+
+    Call :meth:`start` before use (port ``0`` picks a free one; :attr:`port` then tells which).
+    ``token`` requires every client to present the same secret in its hello (compared in
+    constant time); ``ssl_context`` (a server-side :class:`ssl.SSLContext`, optionally with
+    ``verify_mode=CERT_REQUIRED`` for mutual TLS) encrypts every connection. Limits:
+    ``max_connections``, ``hello_timeout`` (seconds to complete TLS and the hello),
+    ``max_frame_size`` (per frame, both directions), ``max_send_buffer`` bytes queued per
+    client (a client whose buffer is full misses messages, counted in ``dropped_slow_peer``,
+    and is disconnected after ``write_deadline`` seconds without reading), heartbeats every
+    ``heartbeat_interval`` seconds of silence with a ``heartbeat_timeout`` for dead peers.
+    """
+
+    name: ClassVar[str] = "tcp"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9090,
+        *,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 1024,
+        hello_timeout: float = 3.0,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_send_buffer: int = 8 * 1024 * 1024,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float | None = None,
+        write_deadline: float = 10.0,
+        max_pending: int = 10_000,
+        serializer: str | None = None,
+        trusted: bool = False,
+        backlog: int = 128,
+    ) -> None:
+        super().__init__(
+            token=token,
+            ssl_context=ssl_context,
+            max_frame_size=max_frame_size,
+            max_send_buffer=max_send_buffer,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            write_deadline=write_deadline,
+            max_pending=max_pending,
+            serializer=serializer,
+            trusted=trusted,
+        )
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigurationError(f"port must be an int in 0..65535, got {port!r}", key="port")
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigurationError(
+                f"max_connections must be a positive int, got {max_connections!r}",
+                key="max_connections",
+            )
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.hello_timeout = float(hello_timeout)
+        self.backlog = backlog
+        self._listener: socket.socket | None = None
+        self._started = False
+        self._lock = threading.RLock()
+        self._index: TopicIndex[_Target] = TopicIndex()
+        self._entries: dict[_Key, tuple[int, _Group | None, _Local | _Remote]] = {}
+        self._groups: dict[tuple[str, str], tuple[int, _Group]] = {}
+        self._link_sids: dict[int, set[str]] = {}
+        for key in (
+            "connections_accepted",
+            "connections_refused",
+            "auth_failures",
+            "hello_timeouts",
+        ):
+            self._counts[key] = 0
+
+    @property
+    def url(self) -> str:
+        """``tcp://host:port`` (``tcps://`` with TLS) of the bound socket."""
+        scheme = "tcps" if self.ssl_context is not None else "tcp"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def start(self) -> TCPServerTransport:
+        """Bind, listen and start the I/O and delivery threads; return ``self``. Idempotent."""
+        self._check_open()
+        with self._lock:
+            if self._started:
+                return self
+            try:
+                listener = socket.create_server(
+                    (self.host, self.port), backlog=self.backlog, reuse_port=False
+                )
+            except OSError as exc:
+                raise TransportError(
+                    f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}. Choose "
+                    "another port (0 picks a free one) or stop what is using it"
+                ) from None
+            listener.setblocking(False)
+            self.port = int(listener.getsockname()[1])
+            self._listener = listener
+            self._sel.register(listener, 1, listener)
+            self._started = True
+            self._start_threads(f"eventforge-tcp-server:{self.port}")
+        log.info("eventforge TCP server listening on %s", self.url)
+        return self
+
+    # -- the contract ----------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Deliver ``message`` to matching subscriptions here and on every client."""
+        frame = self._encode(message)
+        self._route(message, frame, None, None)
+
+    def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
+        """Call ``callback`` (on the delivery thread) for every message matching ``topic``."""
+        self._check_open()
+        self._check_subscription(topic, callback, group)
+        sid = f"local-{next(self._ids)}"
+        self._add((0, sid), topic, group, _Local(sid, callback))
+        return sid
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        """Stop a local subscription; return whether it existed."""
+        return self._remove((0, subscription_id))
+
+    def close(self) -> None:
+        """Stop listening, close every connection and stop the threads. Idempotent."""
+        if self._closed:
+            return
+        if not self._started:
+            self._closed = True
+            return
+        self._shutdown()
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            self._index = TopicIndex()
+            self._entries.clear()
+            self._groups.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the base transport plus accepted/refused connections and auth failures."""
+        out = super().stats()
+        out["subscriptions"] = len(self._entries)
+        return out
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("listening" if self._started else "not started")
+        auth = ", token=***" if self._token else ""
+        return f"TCPServerTransport({self.url}, {state}, {len(self._links)} clients{auth})"
+
+    # -- subscription index ------------------------------------------------------------------
+
+    def _add(self, key: _Key, pattern: str, group: str | None, target: _Local | _Remote) -> None:
+        with self._lock:
+            if key in self._entries:
+                self._remove(key)
+            if group is None:
+                self._entries[key] = (self._index.add(pattern, target), None, target)
+                return
+            entry = self._groups.get((pattern, group))
+            if entry is None:
+                grp = _Group()
+                entry = self._groups[(pattern, group)] = (self._index.add(pattern, grp), grp)
+            index_key, grp = entry
+            grp.members = [*grp.members, target]
+            self._entries[key] = (index_key, grp, target)
+
+    def _remove(self, key: _Key) -> bool:
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is None:
+                return False
+            index_key, grp, target = entry
+            if grp is None:
+                return self._index.remove(index_key)
+            grp.members = [m for m in grp.members if m is not target]
+            if not grp.members:
+                self._index.remove(index_key)
+                for gkey, (k, _) in list(self._groups.items()):
+                    if k == index_key:
+                        del self._groups[gkey]
+            return True
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _route(
+        self, message: Message, frame: bytes, origin: Link | None, dirty: set[Link] | None
+    ) -> None:
+        """Deliver locally and forward ``frame`` to every link with a matching subscription."""
+        local: list[Callback] = []
+        fanout: set[Link] = set()
+        groups: dict[Link, list[str]] = {}
+        for target in self._index.match(message.topic):
+            cls = target.__class__
+            if cls is _Remote:
+                link = target.link  # type: ignore[union-attr]
+                if link is not origin:
+                    fanout.add(link)
+            elif cls is _Local:
+                local.append(target.callback)  # type: ignore[union-attr]
+            else:
+                with self._lock:
+                    member = target.pick()  # type: ignore[union-attr]
+                if member is None:
+                    continue
+                if member.__class__ is _Local:
+                    local.append(member.callback)
+                else:
+                    groups.setdefault(member.link, []).append(member.sid)  # type: ignore[union-attr]
+        if local:
+            copy = message if origin is not None else self.codec.decode(frame[4:])
+            self._deliver([(cb, copy) for cb in local])
+        for link in fanout | groups.keys():
+            sids = groups.get(link)
+            if sids:
+                route = control_frame(ROUTE, {"sids": sids, "fanout": link in fanout})
+                out = route + frame
+            else:
+                out = frame
+            if dirty is None:
+                self._queue_frame(link, out)
+            else:
+                self._io_append(link, out, dirty)
+
+    # -- I/O thread hooks --------------------------------------------------------------------
+
+    def _on_listener_ready(self, data: object) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(64):
+            try:
+                sock, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            peer = f"{addr[0]}:{addr[1]}"
+            if len(self._links) >= self.max_connections:
+                self._count("connections_refused")
+                log.warning(
+                    "refused connection from %s: %d connections already open (max_connections)",
+                    peer,
+                    len(self._links),
+                )
+                self._refuse_raw(sock, "busy", "server has reached max_connections; retry later")
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            state = LinkState.HELLO
+            if self.ssl_context is not None:
+                try:
+                    sock = self.ssl_context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except (ssl.SSLError, OSError) as exc:
+                    log.warning("TLS setup for %s failed: %s", peer, exc)
+                    sock.close()
+                    continue
+                state = LinkState.TLS_HANDSHAKE
+            link = Link(sock, peer, self.max_frame_size)
+            link.state = state
+            link.hello_deadline = time.monotonic() + self.hello_timeout
+            self._count("connections_accepted")
+            self._register(link)
+
+    @staticmethod
+    def _refuse_raw(sock: socket.socket, code: str, message: str) -> None:
+        try:
+            sock.setblocking(False)
+            sock.send(encode_json_frame({"error": code, "message": message}))
+        except OSError:
+            pass
+        sock.close()
+
+    def _on_frames(self, link: Link, bodies: list[bytes], dirty: set[Link]) -> None:
+        start = 0
+        if link.state == LinkState.HELLO:
+            if not self._accept_hello(link, bodies[0], dirty):
+                return
+            start = 1
+        decode = self.codec.decode
+        received = 0
+        for i in range(start, len(bodies)):
+            if link.state == LinkState.CLOSED:
+                return
+            body = bodies[i]
+            message = decode(body)
+            if message.topic.startswith(CONTROL_PREFIX):
+                self._on_control(link, message, dirty)
+                continue
+            received += 1
+            self._route(message, _pack(len(body)) + body, link, dirty)
+        if received:
+            self._count("received", received)
+
+    def _accept_hello(self, link: Link, body: bytes, dirty: set[Link]) -> bool:
+        try:
+            hello = parse_hello(body)
+        except ProtocolError as exc:
+            self._refuse(link, "protocol", str(exc), dirty)
+            return False
+        if self._token is not None:
+            given = hello.get("token")
+            if not isinstance(given, str) or not hmac.compare_digest(
+                given.encode("utf-8"), self._token.encode("utf-8")
+            ):
+                self._count("auth_failures")
+                self._refuse(
+                    link,
+                    "auth",
+                    "authorization violation: the token in the hello is missing or wrong",
+                    dirty,
+                )
+                return False
+        name = hello.get("name")
+        if isinstance(name, str) and name:
+            link.name = f"{name[:64]}@{link.peer}"
+        link.state = LinkState.OPEN
+        self._link_sids[link.id] = set()
+        self._io_append(
+            link,
+            encode_json_frame(
+                {
+                    "welcome": PROTOCOL,
+                    "protocol": PROTOCOL_VERSION,
+                    "max_frame_size": self.max_frame_size,
+                    "heartbeat_interval": self.heartbeat_interval,
+                }
+            ),
+            dirty,
+            control=True,
+        )
+        log.info("client %s connected", link.name)
+        return True
+
+    def _refuse(self, link: Link, code: str, message: str, dirty: set[Link]) -> None:
+        with link.lock:
+            link.frames = [encode_json_frame({"error": code, "message": message})]
+            link.partial = None
+            link.out_size = len(link.frames[0])
+            try:
+                link.write()
+            except OSError:
+                pass
+        dirty.discard(link)
+        self._drop_link(link, "auth" if code == "auth" else "protocol", f"refused: {message}")
+
+    def _on_control(self, link: Link, message: Message, dirty: set[Link]) -> None:
+        topic = message.topic
+        if topic == SUB:
+            payload = decode_control_payload(message, "sid", "pattern")
+            sid, pattern, group = payload["sid"], payload["pattern"], payload.get("group")
+            if not isinstance(sid, str) or not sid or not (group is None or isinstance(group, str)):
+                raise ProtocolError("$tcp.sub needs a string 'sid' and a string or null 'group'")
+            try:
+                validate_pattern(pattern)
+            except (TypeError, ValueError) as exc:
+                self._io_append(
+                    link,
+                    control_frame(ACK, {"ok": False, "error": str(exc)}, message.id),
+                    dirty,
+                    control=True,
+                )
+                return
+            self._add((link.id, sid), pattern, group or None, _Remote(link, sid))
+            self._link_sids.setdefault(link.id, set()).add(sid)
+            self._io_append(link, control_frame(ACK, {"ok": True}, message.id), dirty, control=True)
+        elif topic == UNSUB:
+            payload = decode_control_payload(message, "sid")
+            sid = payload["sid"]
+            if isinstance(sid, str):
+                self._remove((link.id, sid))
+                self._link_sids.get(link.id, set()).discard(sid)
+        elif not self._handle_common_control(link, message, dirty):
+            raise ProtocolError(f"unknown control frame {topic!r}")
+
+    def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
+        for sid in self._link_sids.pop(link.id, ()):
+            self._remove((link.id, sid))
