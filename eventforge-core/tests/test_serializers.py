@@ -1,0 +1,213 @@
+"""Payload serializers: json (default), msgpack (optional) and pickle (trusted peers only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+from eventforge import serializers
+from eventforge.errors import ConfigurationError, ProtocolError, SerializationError
+from eventforge.message import Message
+from eventforge.serializers import (
+    JsonSerializer,
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+    b64decode,
+    b64encode,
+    get_serializer,
+    serializer_for_content_type,
+)
+from eventforge.wire import CONTENT_TYPE_HEADER, WireCodec
+
+
+class Point(pydantic.BaseModel):
+    x: int
+    y: int
+
+
+@dataclasses.dataclass
+class Box:
+    label: str
+    points: list[Point]
+
+
+PAYLOADS: list[Any] = [None, True, 0, -5, 2.5, "text ✓", [], {}, [1, [2, [3]]], {"a": {"b": None}}]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+@pytest.mark.parametrize("name", ["json", "msgpack", "pickle"])
+def test_round_trip(name: str, payload: Any) -> None:
+    serializer = get_serializer(name)
+    assert serializer.loads(serializer.dumps(payload)) == payload
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_models_and_dataclasses_become_plain_structures(name: str) -> None:
+    serializer = get_serializer(name)
+    box = Box("b", [Point(x=1, y=2)])
+    assert serializer.loads(serializer.dumps(box)) == {"label": "b", "points": [{"x": 1, "y": 2}]}
+    assert serializer.loads(serializer.dumps(Point(x=3, y=4))) == {"x": 3, "y": 4}
+
+
+def test_pickle_keeps_python_types() -> None:
+    serializer = get_serializer("pickle")
+    box = Box("b", [Point(x=1, y=2)])
+    assert serializer.loads(serializer.dumps(box)) == box
+
+
+def test_json_is_the_default_and_instances_are_shared() -> None:
+    assert isinstance(get_serializer(None), JsonSerializer)
+    assert get_serializer("json") is get_serializer(None)
+    custom = JsonSerializer()
+    assert get_serializer(custom) is custom
+
+
+def test_content_types_name_the_serializer() -> None:
+    assert serializer_for_content_type("application/json").name == "json"
+    assert serializer_for_content_type("application/msgpack").name == "msgpack"
+    assert serializer_for_content_type("application/x-python-pickle").name == "pickle"
+    with pytest.raises(SerializationError, match="no serializer handles content-type 'text/nope'"):
+        serializer_for_content_type("text/nope")
+
+
+def test_unknown_serializer_name_is_a_lookup_error() -> None:
+    with pytest.raises(LookupError, match="jsno"):
+        get_serializer("jsno")
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_unserializable_payload_raises_serialization_error(name: str) -> None:
+    with pytest.raises(SerializationError, match="serializ"):
+        get_serializer(name).dumps(object())
+
+
+def test_pickle_refuses_what_it_cannot_pickle() -> None:
+    with pytest.raises(SerializationError, match="not picklable"):
+        get_serializer("pickle").dumps(lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("json", b"{oops"), ("msgpack", b"\xc1"), ("msgpack", b"\x92\x01"), ("pickle", b"garbage")],
+)
+def test_bad_bytes_raise_serialization_error(name: str, data: bytes) -> None:
+    with pytest.raises(SerializationError, match="invalid"):
+        get_serializer(name).loads(data)
+
+
+def test_base64_helpers() -> None:
+    assert b64decode(b64encode(b"\x00\xff")) == b"\x00\xff"
+    with pytest.raises(SerializationError, match="must be a base64 string"):
+        b64decode(5)
+    with pytest.raises(SerializationError, match="not valid base64"):
+        b64decode("***")
+
+
+def test_base_serializer_is_abstract_in_practice() -> None:
+    assert Serializer.binary is True
+    assert Serializer.trusted_only is False
+    assert PickleSerializer.trusted_only is True
+    assert JsonSerializer.binary is False
+
+
+# -- msgpack is optional -----------------------------------------------------------------------
+
+
+def test_missing_msgpack_is_a_clear_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "msgpack", None)  # makes "import msgpack" fail
+    with pytest.raises(ConfigurationError, match="pip install msgpack") as info:
+        MsgpackSerializer()
+    assert info.value.key == "serializer"
+    assert isinstance(info.value.__cause__, ImportError)
+
+
+def test_missing_msgpack_on_receive_is_a_protocol_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = WireCodec("msgpack").encode(Message("a.b", {"x": 1}))
+    monkeypatch.setitem(sys.modules, "msgpack", None)
+    monkeypatch.setattr(serializers, "_instances", {})
+    with pytest.raises(ProtocolError, match="pip install msgpack"):
+        WireCodec().decode(data)
+
+
+def test_missing_msgpack_in_a_fresh_interpreter() -> None:
+    code = (
+        "import sys; sys.modules['msgpack'] = None\n"
+        "from eventforge.errors import ConfigurationError\n"
+        "from eventforge.serializers import get_serializer\n"
+        "import eventforge.serializers\n"
+        "print('msgpack' in sys.modules and sys.modules['msgpack'] is not None)\n"
+        "try:\n"
+        "    get_serializer('msgpack')\n"
+        "except ConfigurationError as exc:\n"
+        "    print('ConfigurationError:', exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.splitlines()[0] == "False", "importing the serializers must not import msgpack"
+    assert "ConfigurationError: the msgpack serializer needs the 'msgpack' package" in out
+
+
+# -- pickle is never unpickled from an untrusted peer ------------------------------------------
+
+
+class _Exploit:
+    """Unpickling this creates a directory: a harmless stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.fixture
+def unpickle_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record every call of ``pickle.loads`` (and still perform it)."""
+    calls: list[bytes] = []
+    real = pickle.loads
+
+    def spy(data: bytes, /, **kwargs: Any) -> Any:
+        calls.append(data)
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(pickle, "loads", spy)
+    return calls
+
+
+def test_untrusted_pickle_payload_is_never_unpickled(
+    tmp_path: Path, unpickle_calls: list[bytes]
+) -> None:
+    marker = tmp_path / "exploited"
+    data = WireCodec("pickle", trusted=True).encode(Message("a.b", _Exploit(marker)))
+    assert not marker.exists()
+    for reader in (WireCodec(), WireCodec("pickle"), WireCodec("json", trusted=False)):
+        with pytest.raises(ProtocolError, match="refused a pickle payload from an untrusted peer"):
+            reader.decode(data)
+    assert unpickle_calls == []
+    assert not marker.exists()
+
+
+def test_trusted_reader_unpickles(tmp_path: Path, unpickle_calls: list[bytes]) -> None:
+    marker = tmp_path / "exploited"
+    data = WireCodec("pickle").encode(Message("a.b", _Exploit(marker)))
+    WireCodec(trusted=True).decode(data)
+    assert len(unpickle_calls) == 1
+    assert marker.exists(), "the trusted path really unpickles (so the test above can fail)"
+
+
+def test_trusted_pickle_round_trip_keeps_python_objects() -> None:
+    box = Box("b", [Point(x=1, y=2)])
+    codec = WireCodec("pickle", trusted=True)
+    data = codec.encode(Message("a.b", box, {"k": 1}))
+    received = codec.decode(data)
+    assert received.payload == box
+    assert received.headers[CONTENT_TYPE_HEADER] == "application/x-python-pickle"
