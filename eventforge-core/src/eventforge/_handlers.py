@@ -137,10 +137,12 @@ def make_invoker(
         loop_runner = runner_box[0]
         if loop_runner is None:
             loop_runner = runner_box[0] = _LoopRunner.for_caller()
+        coro = _await(awaitable, message)
         try:
-            loop_runner.schedule(_await(awaitable, message))
+            loop_runner.schedule(coro)
         except RuntimeError as exc:
             # The loop this handler was bound to has closed: the message cannot be handled.
+            coro.close()
             dropped.bump()
             if inspect.iscoroutine(awaitable):
                 awaitable.close()
