@@ -130,3 +130,35 @@ def test_handler_errors_propagate_to_the_caller() -> None:
     node.add_handler("bad", bad)
     with pytest.raises(ZeroDivisionError):
         node.call("bad")
+
+
+def test_serve_exposes_the_handlers_over_rpc_through_the_dispatcher() -> None:
+    from eventforge import MessageQueue, RPCClient
+    from eventforge.errors import MethodNotFound
+
+    events: list[CallEvent] = []
+
+    class Spy:
+        def after(self, event: CallEvent) -> None:
+            events.append(event)
+
+    node = Node("math", dispatcher="round_robin", observers=[Spy()])
+    node.add_handler("add", lambda a, b: a + b)
+    replicas: Counter[str] = Counter()
+    node.add_handler("who", lambda: replicas.update(["one"]) or "one")
+    node.add_handler("who", lambda: replicas.update(["two"]) or "two")
+    queue = MessageQueue()
+    server = node.serve(queue)
+    try:
+        client = RPCClient(queue, service_name="math")
+        assert client.call("add", 2, 3) == 5
+        assert sorted(client.call("who") for _ in range(4)) == ["one", "one", "two", "two"]
+        with pytest.raises(MethodNotFound):
+            client.call("nope")
+        assert server.serving
+    finally:
+        node.stop()
+        queue.close()
+    assert not server.serving
+    assert [e.name for e in events].count("math.who") == 4
+    assert replicas == {"one": 2, "two": 2}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import importlib
 import inspect
 import itertools
 import logging
@@ -435,8 +434,9 @@ class Node:
         node started. Calls arriving over RPC run through :meth:`call`, so the node's
         dispatcher and observers apply to them too.
         """
-        rpc = importlib.import_module("eventforge.rpc")
-        server = rpc.RPCServer(queue, service_name=service_name or self.name)
+        from .rpc import RPCServer
+
+        server = RPCServer(queue, service_name=service_name or self.name)
         for method in self.handlers:
             server.add_method(method, functools.partial(self.call, method))
         server.serve(blocking=False)
