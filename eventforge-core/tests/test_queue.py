@@ -273,3 +273,24 @@ class _ExactOnlyTransport(Transport):
 
     def close(self) -> None:
         self.subs.clear()
+
+
+def test_publish_path_message_builder_fills_every_message_slot():
+    from eventforge.queue import _new_message
+
+    assert set(Message.__slots__) == {
+        "topic",
+        "payload",
+        "headers",
+        "id",
+        "timestamp",
+        "reply_to",
+        "correlation_id",
+    }, "Message gained a field: teach eventforge.queue._new_message to fill it"
+    fast = _new_message("a.b", {"x": 1}, {"h": 1})
+    slow = Message("a.b", {"x": 1}, {"h": 1})
+    fields = fast.to_dict()
+    assert fields.keys() == slow.to_dict().keys()
+    assert fields["id"] != slow.id
+    fields.update(id=slow.id, timestamp=slow.timestamp)
+    assert fields == slow.to_dict()

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -25,7 +26,7 @@ from ._handlers import (
 from ._inbox import AsyncWaiter, Inbox, SyncWaiter
 from .dispatch import Dispatcher, get_dispatcher
 from .errors import TransportClosedError
-from .message import Message
+from .message import Message, new_id
 from .topics import has_wildcards, validate_pattern, validate_topic
 from .transport import Capability, Transport, require_capability
 
@@ -61,6 +62,27 @@ class _Entry:
         self.binding = binding
         self.worker = worker
         self.runner = runner
+
+
+_new_object = object.__new__
+_now = time.time
+
+
+def _new_message(topic: str, payload: Any, headers: dict[str, Any]) -> Message:
+    """Build a fresh Message on the publish path.
+
+    Equivalent to ``Message(topic, payload, headers)`` at about half the cost: it skips the
+    keyword defaults of ``__init__`` and fills the slots directly. A test keeps the two in step.
+    """
+    message: Message = _new_object(Message)
+    message.topic = topic
+    message.payload = payload
+    message.headers = headers
+    message.id = new_id()
+    message.timestamp = _now()
+    message.reply_to = None
+    message.correlation_id = None
+    return message
 
 
 def _check_headers(headers: dict[str, Any]) -> None:
@@ -134,7 +156,7 @@ class MessageQueue:
             raise self._closed_error()
         if headers:
             _check_headers(headers)
-        message = Message(validate_topic(topic), payload, headers)
+        message = _new_message(validate_topic(topic), payload, headers)
         self._send(message)
         self._bump_published()
         return message.id
@@ -145,7 +167,7 @@ class MessageQueue:
             raise self._closed_error()
         if headers:
             _check_headers(headers)
-        message = Message(validate_topic(topic), payload, headers)
+        message = _new_message(validate_topic(topic), payload, headers)
         await self._send_async(message)
         self._bump_published()
         return message.id
@@ -465,7 +487,7 @@ class MessageQueue:
         self._check_open()
         if headers:
             _check_headers(headers)
-        return Message(validate_topic(topic), payload, headers)
+        return _new_message(validate_topic(topic), payload, headers)
 
     def _reply_message(self, original: Message, payload: Any, headers: dict[str, Any]) -> Message:
         self._check_open()
