@@ -330,14 +330,19 @@ class TCPTransportBase(Transport):
         """Queue ``frame`` on ``link`` from a thread that is not the I/O thread.
 
         The first frame after a pause is written at once by the caller; frames that follow
-        closely are left for the I/O thread to coalesce. A full buffer drops the frame (counted)
-        unless it is a control frame. Returns whether the frame was queued.
+        closely are left for the I/O thread to coalesce. When the link's buffer is full the
+        caller waits for room (at most until the write deadline disconnects a stuck peer; the
+        frame then counts as dropped). Returns whether the frame was queued.
         """
         with link.lock:
+            while not control and link.out_size + len(frame) > self.max_send_buffer:
+                # Backpressure on the publishing thread; a peer that stops reading is cut off by
+                # the write deadline, which ends this wait.
+                if link.state == LinkState.CLOSED:
+                    break
+                link.cond.wait(0.1)
             if link.state == LinkState.CLOSED:
-                return False
-            if not control and link.out_size + len(frame) > self.max_send_buffer:
-                self._slow_peer_drop(link)
+                self._count("dropped_slow_peer")
                 return False
             link.append(frame)
             now = time.monotonic()

@@ -171,10 +171,15 @@ class TCPClientTransport(TCPTransportBase):
             if self._started:
                 return self
             link, leftover = self._open()
+            with link.lock:
+                for sub in list(self._subs.values()):
+                    link.append(self._sub_frame(sub))
             self._link = link
             self._register(link)
             self._started = True
             self._start_threads(f"eventforge-tcp-client:{self.host}:{self.port}")
+            if link.frames:
+                self._mark_dirty(link)
         if leftover:
             log.debug("ignored %d frames that followed the welcome", len(leftover))
         return self
@@ -248,6 +253,7 @@ class TCPClientTransport(TCPTransportBase):
         """Counters of the base transport plus reconnects and frames held while offline."""
         out = super().stats()
         out["connected"] = self.connected
+        out["auth_failed"] = isinstance(self._fatal, AuthenticationError)
         out["held_frames"] = len(self._held)
         out["subscriptions"] = len(self._subs)
         return out
@@ -303,6 +309,9 @@ class TCPClientTransport(TCPTransportBase):
     def _push(self, frame: bytes) -> None:
         deadline = time.monotonic() + self.send_timeout
         size = len(frame)
+        if not self._started:
+            self._check_open()
+            raise TransportError(f"{self!r} is not connected: call connect() before sending")
         while True:
             if self._fatal is not None:
                 raise self._fatal

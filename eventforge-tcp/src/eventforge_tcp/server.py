@@ -467,5 +467,8 @@ class TCPServerTransport(TCPTransportBase):
             raise ProtocolError(f"unknown control frame {topic!r}")
 
     def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
+        unsent, cut = link.take_unsent()
+        if unsent or cut:
+            self._count("frames_lost_on_disconnect", len(unsent) + cut)
         for sid in self._link_sids.pop(link.id, ()):
             self._remove((link.id, sid))

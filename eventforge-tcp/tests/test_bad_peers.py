@@ -1,0 +1,253 @@
+"""A server survives bad peers: bad frames, silent peers, floods and readers that stop reading.
+
+Each test speaks raw bytes to a real server, checks that the offender is disconnected and
+counted, and that a well-behaved client is still served afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pydantic_core
+import pytest
+from eventforge.errors import TransportError
+from eventforge.message import Message
+from eventforge.testing.conformance import Collector
+from eventforge_tcp.framing import FrameDecoder, encode_frame, encode_json_frame
+from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
+
+from .helpers import wait_until
+
+HELLO = encode_json_frame({"hello": "eventforge", "protocol": 1})
+
+
+def raw_connect(port: int, *, hello: bool = True, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(10)
+    if hello:
+        sock.sendall(HELLO)
+        decoder = FrameDecoder()
+        frames: list[bytes] = []
+        while not frames:
+            frames = decoder.feed(sock.recv(4096))
+        assert b"welcome" in frames[0]
+    return sock
+
+
+def wait_closed(sock: socket.socket) -> bytes:
+    """Read until the server closes the connection; return everything it sent."""
+    received = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk
+
+
+def assert_still_serving(server: TCPServerTransport) -> None:
+    """A fresh client publishes and receives through the server."""
+    with TCPClientTransport("127.0.0.1", server.port).connect() as client:
+        got = Collector()
+        client.subscribe("health.check", got)
+        server.send(Message("health.check", "ok"))
+        assert got.wait_for_count(1, 5.0), "the server stopped serving other clients"
+
+
+def _envelope(payload: bytes) -> bytes:
+    return b'{"version":1,"id":"x1","topic":"a.b","payload":' + payload + b"}"
+
+
+BAD_FRAMES = {
+    "oversize-header": b"\xff\xff\xff\xff",
+    "oversize-by-one": (1024 * 1024 + 1).to_bytes(4, "big") + b"{",
+    "zero-length": b"\x00\x00\x00\x00",
+    "non-json": encode_frame(b"\x00\x01 definitely not json"),
+    "wrong-schema": encode_frame(b'{"version":1,"id":7,"topic":["a"],"payload":1}'),
+    "unknown-version": encode_frame(b'{"version":9,"id":"x","topic":"a","payload":1}'),
+    "huge-integer": encode_frame(_envelope(b"9" * 100_000)),
+    "deeply-nested": encode_frame(_envelope(b"[" * 100_000 + b"]" * 100_000)),
+    "invalid-utf8": encode_frame(_envelope(b'"\xc3\x28"')),
+    "unknown-control": encode_frame(b'{"version":1,"id":"x","topic":"$tcp.nope","payload":1}'),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FRAMES))
+def test_bad_frame_closes_only_the_offender(server: TCPServerTransport, name: str) -> None:
+    """Malformed input after the hello: rejected, counted, connection closed with a reason."""
+    bystander = TCPClientTransport("127.0.0.1", server.port).connect()
+    try:
+        sock = raw_connect(server.port)
+        sock.sendall(BAD_FRAMES[name])
+        reply = wait_closed(sock)
+        sock.close()
+        assert b"$tcp.error" in reply, "the server closed without saying why"
+        assert server.stats()["protocol_errors"] == 1
+        got = Collector()
+        bystander.subscribe("still.here", got)
+        server.send(Message("still.here", 1))
+        assert got.wait_for_count(1, 5.0), "a connected bystander lost service"
+        assert_still_serving(server)
+    finally:
+        bystander.close()
+
+
+def test_truncated_frame_then_eof_is_counted(server: TCPServerTransport) -> None:
+    sock = raw_connect(server.port)
+    sock.sendall((100).to_bytes(4, "big") + b'{"version":1')
+    sock.shutdown(socket.SHUT_WR)
+    wait_closed(sock)
+    sock.close()
+    assert wait_until(lambda: server.stats()["protocol_errors"] == 1)
+    assert_still_serving(server)
+
+
+def test_garbage_instead_of_hello_is_refused(server: TCPServerTransport) -> None:
+    """An HTTP request (or any non-eventforge client) is refused at the hello."""
+    sock = raw_connect(server.port, hello=False)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_closed(sock)
+    sock.close()
+    assert wait_until(lambda: server.stats()["protocol_errors"] == 1)
+    assert_still_serving(server)
+
+
+def test_peer_that_never_says_hello_is_closed() -> None:
+    """Slowloris: a connection that sends nothing is closed at the hello deadline."""
+    srv = TCPServerTransport("127.0.0.1", 0, hello_timeout=0.3).start()
+    try:
+        sock = raw_connect(srv.port, hello=False)
+        sock.sendall(HELLO[:3])  # one byte at a time would do the same
+        assert wait_closed(sock) == b""
+        sock.close()
+        assert srv.stats()["hello_timeouts"] == 1
+        assert_still_serving(srv)
+    finally:
+        srv.close()
+
+
+def test_silent_peer_is_detected_by_heartbeat() -> None:
+    """A peer that completes the hello then never answers pings (half-open) is closed."""
+    srv = TCPServerTransport("127.0.0.1", 0, heartbeat_interval=0.1, heartbeat_timeout=0.4).start()
+    try:
+        sock = raw_connect(srv.port)
+        received = wait_closed(sock)  # we read, but never answer
+        sock.close()
+        assert b"$tcp.ping" in received, "the server never pinged the idle peer"
+        assert srv.stats()["heartbeat_timeouts"] == 1
+    finally:
+        srv.close()
+
+
+def test_client_answers_pings_and_stays_connected() -> None:
+    """A live client answers heartbeats: no heartbeat timeout however long it idles."""
+    srv = TCPServerTransport("127.0.0.1", 0, heartbeat_interval=0.05, heartbeat_timeout=0.3).start()
+    try:
+        client = TCPClientTransport(
+            "127.0.0.1", srv.port, heartbeat_interval=0.05, heartbeat_timeout=0.3
+        ).connect()
+        got = Collector()
+        client.subscribe("later", got)
+        # Idle for several heartbeat timeouts, measured by pings actually exchanged.
+        assert wait_until(lambda: srv.stats()["received"] == 0 and client.stats()["received"] == 0)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        srv.send(Message("later", "still connected"))
+        assert got.wait_for_count(1, 5.0)
+        assert srv.stats()["heartbeat_timeouts"] == 0
+        assert client.stats()["reconnects"] == 0
+        client.close()
+    finally:
+        srv.close()
+
+
+def test_connection_cap_refuses_extra_clients() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, max_connections=2).start()
+    clients = [TCPClientTransport("127.0.0.1", srv.port).connect() for _ in range(2)]
+    try:
+        assert wait_until(lambda: srv.stats()["connections"] == 2)
+        extra = TCPClientTransport("127.0.0.1", srv.port)
+        with pytest.raises(TransportError, match="max_connections"):
+            extra.connect()
+        assert srv.stats()["connections_refused"] == 1
+        clients.pop().close()
+        assert wait_until(lambda: srv.stats()["connections"] == 1)
+        clients.append(TCPClientTransport("127.0.0.1", srv.port).connect())
+    finally:
+        for client in clients:
+            client.close()
+        srv.close()
+
+
+def test_reader_that_stops_reading_is_bounded_and_disconnected() -> None:
+    """A subscriber that never reads: its buffer stays bounded, it is cut off after the write
+    deadline and what it never got is counted; the publisher is held back, not the others."""
+    limit = 256 * 1024
+    srv = TCPServerTransport(
+        "127.0.0.1", 0, max_frame_size=16 * 1024, max_send_buffer=limit, write_deadline=0.5
+    ).start()
+    healthy = TCPClientTransport("127.0.0.1", srv.port).connect()
+    try:
+        sock = raw_connect(srv.port, rcvbuf=4096)
+        sub = {
+            "version": 1,
+            "id": "sub1",
+            "topic": "$tcp.sub",
+            "payload": {"sid": "1", "pattern": "flood"},
+        }
+        sock.sendall(encode_frame(pydantic_core.to_json(sub)))
+        assert wait_until(lambda: srv.stats()["subscriptions"] == 1)
+        got = Collector()
+        healthy.subscribe("flood", got)
+        payload = "x" * 8000
+        sent = 0
+        peak = 0
+        while srv.stats()["disconnects_slow_peer"] == 0 and sent < 50_000:
+            srv.send(Message("flood", payload))
+            sent += 1
+            peak = max(peak, max((lk.out_size for lk in list(srv._links.values())), default=0))
+        stats = srv.stats()
+        assert stats["disconnects_slow_peer"] == 1
+        assert stats["frames_lost_on_disconnect"] > 0, "what the stuck peer never got is counted"
+        assert peak <= limit, f"send buffer grew to {peak} bytes past its bound {limit}"
+        assert got.wait_for_count(sent, 20.0), "the healthy subscriber missed messages"
+        sock.close()
+    finally:
+        healthy.close()
+        srv.close()
+
+
+def test_oversize_send_is_refused_before_it_leaves(
+    make_client: Callable[..., TCPClientTransport],
+) -> None:
+    """The sender enforces max_frame_size too: a clear error, nothing sent."""
+    from eventforge.errors import FrameTooLarge
+
+    client = make_client()
+    with pytest.raises(FrameTooLarge, match="max_frame_size"):
+        client.send(Message("big", "x" * (1024 * 1024 + 10)))
+    assert client.stats()["sent"] == 0
+
+
+def test_reserved_topics_cannot_be_published(
+    make_client: Callable[..., TCPClientTransport],
+) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        make_client().send(Message("$tcp.ping", None))
+
+
+def test_thread_count_is_stable_across_connect_close(server: TCPServerTransport) -> None:
+    """Clients leave no threads behind."""
+    before = threading.active_count()
+    for _ in range(5):
+        TCPClientTransport("127.0.0.1", server.port).connect().close()
+    assert threading.active_count() == before

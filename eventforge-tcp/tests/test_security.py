@@ -1,0 +1,264 @@
+"""Token auth, TLS (and mutual TLS), secrets kept out of text, pickle refused unless trusted."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from eventforge.message import Message
+from eventforge.testing.conformance import Collector
+from eventforge_tcp.errors import AuthenticationError
+from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport, from_url
+
+from .helpers import wait_until
+
+SECRET = "s3cr3t-token-value"
+
+
+def test_right_token_connects_and_exchanges() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, token=SECRET).start()
+    try:
+        client = TCPClientTransport("127.0.0.1", srv.port, token=SECRET).connect()
+        got = Collector()
+        srv.subscribe("authed", got)
+        client.send(Message("authed", 1))
+        assert got.wait_for_count(1, 5.0)
+        client.close()
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("given", [None, "wrong-token", SECRET + "x"])
+def test_wrong_token_fails_fast_without_leaking_or_retrying(
+    given: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    srv = TCPServerTransport("127.0.0.1", 0, token=SECRET).start()
+    try:
+        client = TCPClientTransport("127.0.0.1", srv.port, token=given)
+        with pytest.raises(AuthenticationError, match="authorization violation") as info:
+            client.connect()
+        text = f"{info.value} {info.value!r} {client!r} {srv!r} {caplog.text}"
+        assert SECRET not in text
+        if given:
+            assert given not in text
+        assert srv.stats()["auth_failures"] == 1
+        assert srv.stats()["connections_accepted"] == 1, "the client retried a refused token"
+        assert "token=***" in repr(srv)
+    finally:
+        srv.close()
+
+
+def test_token_change_on_server_restart_stops_the_client_for_good() -> None:
+    """After a reconnect refused for auth, the client gives up (no storm) and says why on send."""
+    srv = TCPServerTransport("127.0.0.1", 0, token=SECRET).start()
+    port = srv.port
+    client = TCPClientTransport("127.0.0.1", port, token=SECRET, reconnect_delay=0.01).connect()
+    srv.close()
+    srv = TCPServerTransport("127.0.0.1", port, token="rotated-token").start()
+    try:
+        assert wait_until(lambda: client.stats()["auth_failed"])
+        with pytest.raises(AuthenticationError):
+            client.send(Message("x", 1))
+        accepted = srv.stats()["connections_accepted"]
+        assert not wait_until(lambda: srv.stats()["connections_accepted"] > accepted, 0.3), (
+            "the client kept retrying a refused token"
+        )
+        assert srv.stats()["auth_failures"] == 1
+    finally:
+        client.close()
+        srv.close()
+
+
+def test_url_carries_the_token_and_repr_hides_it() -> None:
+    srv = from_url(f"tcp://:{SECRET}@127.0.0.1:0?listen=1")
+    assert isinstance(srv, TCPServerTransport)
+    try:
+        client = from_url(f"tcp://:{SECRET}@127.0.0.1:{srv.port}")
+        assert SECRET not in repr(client)
+        client.close()
+    finally:
+        srv.close()
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=eventforge-test-ca",
+        cwd=d,
+    )
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+            cwd=d,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+            cwd=d,
+        )
+    return d
+
+
+def _server_ctx(pki: Path, *, mutual: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
+    if mutual:
+        ctx.load_verify_locations(pki / "ca.pem")
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _client_ctx(pki: Path, *, cert: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        ctx.load_cert_chain(pki / "client.pem", pki / "client.key")
+    return ctx
+
+
+def test_tls_round_trip(pki: Path) -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, ssl_context=_server_ctx(pki, mutual=False)).start()
+    try:
+        a = TCPClientTransport(
+            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=False)
+        ).connect()
+        b = TCPClientTransport(
+            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=False)
+        ).connect()
+        got = Collector()
+        b.subscribe("secure.*", got)
+        for n in range(200):
+            a.send(Message("secure.data", {"n": n, "blob": "y" * 500}))
+        assert got.wait_for_count(200, 10.0)
+        assert [m.payload["n"] for m in got.messages] == list(range(200))
+        assert a.url.startswith("tcps://")
+        a.close()
+        b.close()
+    finally:
+        srv.close()
+
+
+def test_mutual_tls_requires_a_client_certificate(pki: Path) -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, ssl_context=_server_ctx(pki, mutual=True)).start()
+    try:
+        ok = TCPClientTransport(
+            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=True)
+        ).connect()
+        ok.close()
+        anonymous = TCPClientTransport(
+            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=False), reconnect=False
+        )
+        from eventforge.errors import TransportError
+
+        with pytest.raises(TransportError, match="TLS|closed|hello"):
+            anonymous.connect()
+    finally:
+        srv.close()
+
+
+def test_plain_client_against_tls_server_fails_clearly(pki: Path) -> None:
+    srv = TCPServerTransport(
+        "127.0.0.1", 0, ssl_context=_server_ctx(pki, mutual=False), hello_timeout=0.5
+    ).start()
+    try:
+        from eventforge.errors import TransportError
+
+        with pytest.raises(TransportError, match="hello|TLS|closed"):
+            TCPClientTransport("127.0.0.1", srv.port, connect_timeout=2.0).connect()
+    finally:
+        srv.close()
+
+
+# -- pickle --------------------------------------------------------------------------------
+
+
+def test_pickle_payload_is_refused_and_never_unpickled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An untrusted server rejects a pickle payload without ever calling pickle.loads."""
+    import pickle
+
+    calls: list[bytes] = []
+    real_loads = pickle.loads
+    monkeypatch.setattr(
+        pickle, "loads", lambda data, *a, **k: calls.append(data) or real_loads(data)
+    )
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    try:
+        got = Collector()
+        srv.subscribe("objects", got)
+        sender = TCPClientTransport(
+            "127.0.0.1", srv.port, serializer="pickle", reconnect=False
+        ).connect()
+        sender.send(Message("objects", {"x": 1}))
+        collector = Collector()
+        assert collector.wait_for(lambda c: srv.stats()["protocol_errors"] == 1, 5.0)
+        assert calls == [], "pickle.loads was called on untrusted bytes"
+        assert len(got) == 0
+        sender.close()
+    finally:
+        srv.close()
+
+
+def test_pickle_payload_is_accepted_when_trusted() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, serializer="pickle", trusted=True).start()
+    try:
+        got = Collector()
+        srv.subscribe("objects", got)
+        sender = TCPClientTransport(
+            "127.0.0.1", srv.port, serializer="pickle", trusted=True
+        ).connect()
+        sender.send(Message("objects", {"x": (1, 2)}))
+        assert got.wait_for_count(1, 5.0)
+        assert got.messages[0].payload == {"x": (1, 2)}
+        sender.close()
+    finally:
+        srv.close()
