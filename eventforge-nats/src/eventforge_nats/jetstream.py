@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -44,6 +45,7 @@ from ._connection import NatsConnection
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
     from nats.js.client import JetStreamContext
 
 __all__ = ["JetStreamWorkQueue", "queue_names"]
@@ -56,6 +58,8 @@ ATTEMPTS_HEADER = "Eventforge-Attempts"
 FAILED_AT_HEADER = "Eventforge-Failed-At"
 MALFORMED_HEADER = "x-eventforge-malformed"
 _FETCH_CHUNK = 2.0
+_END_GRACE = 2.0
+_MIN_LONG_POLL = 1.0
 _ACK = b"+ACK"
 _WPI = b"+WPI"
 
@@ -108,7 +112,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
         self.dlq_stream = names["dlq_stream"]
         self.dlq_subject = names["dlq_subject"]
         self._js: JetStreamContext = conn.client.jetstream()
-        self._idle: list[JetStreamContext.PullSubscription] = []
+        self._idle: list[_Puller] = []
         self._closed = False
         self._lock = threading.Lock()
         self.counters = {
@@ -119,6 +123,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
             "malformed": 0,
             "over_delivered": 0,
             "recreated": 0,
+            "pull_timeouts": 0,
         }
         conn.run(self._ensure(), timeout=30)
         conn.on_reconnect(self._after_reconnect)
@@ -249,47 +254,41 @@ class JetStreamWorkQueue(WorkQueueBackend):
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        psub = await self._acquire()
+        puller = await self._acquire()
         try:
             while True:
-                chunk = _FETCH_CHUNK
-                if deadline is not None:
-                    chunk = min(chunk, deadline - time.monotonic())
-                    if chunk <= 0.001:
-                        return []
-                msgs = await self._pull(psub, max_items, chunk)
+                chunk = _FETCH_CHUNK if deadline is None else deadline - time.monotonic()
+                msgs = await puller.pull(max_items, chunk)
                 deliveries = []
                 for msg in msgs:
                     delivery = await self._accept(msg)
                     if delivery is not None:
                         deliveries.append(delivery)
-                if deliveries:
+                if deliveries or self._closed:
                     return deliveries
-                if self._closed:
+                if deadline is not None and time.monotonic() >= deadline:
                     return []
+                if not puller.usable:
+                    self.counters["pull_timeouts"] += 1
+                    await puller.close()
+                    puller = await self._acquire()
         finally:
-            self._idle.append(psub)
+            if puller.usable:
+                self._idle.append(puller)
+            else:
+                self.counters["pull_timeouts"] += 1
+                await puller.close()
+            if puller.consumer_gone:
+                await self._after_reconnect()
 
-    async def _acquire(self) -> JetStreamContext.PullSubscription:
-        # Prefer a subscription holding messages that arrived for an expired pull request.
-        for index, psub in enumerate(self._idle):
-            if psub.pending_msgs:
-                return self._idle.pop(index)
+    async def _acquire(self) -> _Puller:
         if self._idle:
             return self._idle.pop()
-        return await self._js.pull_subscribe_bind(durable=CONSUMER, stream=self.stream)
-
-    async def _pull(
-        self, psub: JetStreamContext.PullSubscription, batch: int, timeout: float
-    ) -> list[Msg]:
-        import nats.errors
-
-        try:
-            return await psub.fetch(batch, timeout=max(timeout, 0.01))
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            return []
-        except nats.errors.ConnectionClosedError:
-            raise TransportClosedError("the NATS connection is closed") from None
+        inbox = self._conn.client.new_inbox()
+        sub = await self._conn.client.subscribe(inbox)
+        return _Puller(
+            self._conn, sub, inbox, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{CONSUMER}"
+        )
 
     async def _accept(self, msg: Msg) -> Delivery | None:
         attempt = msg.metadata.num_delivered
@@ -458,7 +457,96 @@ class JetStreamWorkQueue(WorkQueueBackend):
 
     def close(self) -> None:
         """Stop fetching; the stream, consumer and dead letters stay on the server."""
+        if self._closed:
+            return
         self._closed = True
+        idle, self._idle = self._idle, []
+        if idle and self._conn.state != "closed" and not self._conn.bg.in_loop_thread():
+            try:
+                self._conn.run(_close_all(idle), timeout=5)
+            except Exception as exc:
+                log.debug("closing pull inboxes of %r: %r", self.name, exc)
 
     def __repr__(self) -> str:
         return f"JetStreamWorkQueue({self.name!r}, stream={self.stream!r})"
+
+
+class _Puller:
+    """One inbox and the pull requests sent with it, each consumed to its end.
+
+    A pull request ends with ``batch`` messages or with a status (404 no messages, 408
+    expired, 409 ...). The inbox is reused only once its request has ended, so no request is
+    ever left on the server to capture messages nobody waits for (the orphan-request stall of
+    some nats-py ``fetch`` versions). A long poll may outlive the ``fetch`` that started it:
+    the next ``fetch`` on this inbox picks up where it left off. If a request never ends (the
+    link dropped and the server forgot it), the inbox is discarded instead of reused.
+    """
+
+    def __init__(self, conn: NatsConnection, sub: Subscription, inbox: str, subject: str) -> None:
+        self._conn = conn
+        self._sub = sub
+        self._inbox = inbox
+        self._subject = subject
+        self._open = 0
+        self._request_deadline = 0.0
+        self.usable = True
+        self.consumer_gone = False
+
+    async def pull(self, batch: int, timeout: float) -> list[Msg]:
+        """Return up to ``batch`` messages, waiting up to ``timeout`` for the first."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self.usable:
+            if not self._open:
+                await self._send({"batch": batch, "no_wait": True}, batch, 0.0)
+                msgs = await self._collect(self._request_deadline)
+                if msgs or not self.usable:
+                    return msgs
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.001:
+                    return []
+                expires = max(remaining, _MIN_LONG_POLL)
+                await self._send({"batch": 1, "expires": int(expires * 1e9)}, 1, expires)
+            msgs = await self._collect(deadline)
+            if msgs or self._open or time.monotonic() >= deadline:
+                return msgs
+        return []
+
+    async def _send(self, body: dict[str, Any], batch: int, expires: float) -> None:
+        await self._conn.client.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
+        self._open = batch
+        self._request_deadline = time.monotonic() + expires + _END_GRACE
+
+    async def _collect(self, until: float) -> list[Msg]:
+        msgs: list[Msg] = []
+        while self._open:
+            wait = min(until, self._request_deadline) - time.monotonic()
+            try:
+                msg = await self._sub.next_msg(timeout=max(0.001, wait))
+            except asyncio.TimeoutError:
+                if time.monotonic() >= self._request_deadline:
+                    self.usable = False
+                    self._open = 0
+                return msgs
+            status = msg.headers.get("Status") if msg.headers else None
+            if status is None:
+                msgs.append(msg)
+                self._open -= 1
+            elif status != "100":
+                self._open = 0
+                if status == "409" and "deleted" in (msg.headers or {}).get("Description", ""):
+                    self.consumer_gone = True
+            if msgs and time.monotonic() >= until:
+                return msgs
+        return msgs
+
+    async def close(self) -> None:
+        self.usable = False
+        try:
+            await self._sub.unsubscribe()
+        except Exception as exc:
+            log.debug("unsubscribing a pull inbox: %r", exc)
+
+
+async def _close_all(pullers: list[_Puller]) -> None:
+    for puller in pullers:
+        await puller.close()
