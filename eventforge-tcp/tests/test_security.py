@@ -200,7 +200,7 @@ def test_mutual_tls_requires_a_client_certificate(pki: Path) -> None:
         )
         from eventforge.errors import TransportError
 
-        with pytest.raises(TransportError, match="TLS|closed|hello"):
+        with pytest.raises(TransportError, match=r"TLS|closed|hello"):
             anonymous.connect()
     finally:
         srv.close()
@@ -213,7 +213,7 @@ def test_plain_client_against_tls_server_fails_clearly(pki: Path) -> None:
     try:
         from eventforge.errors import TransportError
 
-        with pytest.raises(TransportError, match="hello|TLS|closed"):
+        with pytest.raises(TransportError, match=r"hello|TLS|closed"):
             TCPClientTransport("127.0.0.1", srv.port, connect_timeout=2.0).connect()
     finally:
         srv.close()

@@ -1,0 +1,223 @@
+"""Client resilience: reconnect, resubscribe, offline publishing, RPC timeouts, a SIGKILLed server.
+
+Fault figures (lost / duplicates / recover time) are printed in the one-line Jepsen style of
+RELIABILITY.md; they are reported, never asserted, except what the at-most-once contract
+promises: nothing delivered that was not sent, and delivery resumes after recovery.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from eventforge.errors import RPCTimeout, TransportError
+from eventforge.message import Message
+from eventforge.queue import MessageQueue
+from eventforge.rpc import RPCClient, RPCServer
+from eventforge.testing.brokers import free_port
+from eventforge.testing.conformance import Collector
+from eventforge.testing.history import History, StallWatchdog
+from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
+
+from .helpers import wait_until
+
+FAST = {"reconnect_delay": 0.02, "reconnect_max_delay": 0.2}
+
+
+def test_client_reconnects_and_restores_subscriptions() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    port = srv.port
+    client = TCPClientTransport("127.0.0.1", port, **FAST).connect()  # type: ignore[arg-type]
+    try:
+        got = Collector()
+        grouped = Collector()
+        client.subscribe("restored.*", got)
+        client.subscribe("restored.jobs", grouped, group="workers")
+        srv.close()
+        assert wait_until(lambda: not client.connected)
+        srv = TCPServerTransport("127.0.0.1", port).start()
+        assert wait_until(lambda: client.connected and srv.stats()["subscriptions"] == 2)
+        srv.send(Message("restored.news", "after"))
+        srv.send(Message("restored.jobs", "job"))
+        assert got.wait_for(lambda c: "after" in c.payloads(), 5.0)
+        assert grouped.wait_for(lambda c: c.payloads() == ["job"], 5.0)
+        assert client.stats()["reconnects"] == 1
+    finally:
+        client.close()
+        srv.close()
+
+
+def test_offline_raise_mode_refuses_publishing_while_down() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    client = TCPClientTransport("127.0.0.1", srv.port, offline="raise", **FAST).connect()  # type: ignore[arg-type]
+    try:
+        srv.close()
+        assert wait_until(lambda: not client.connected)
+        with pytest.raises(TransportError, match="not connected"):
+            client.send(Message("down", 1))
+    finally:
+        client.close()
+
+
+def test_offline_buffer_mode_sends_held_messages_after_reconnect() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    port = srv.port
+    client = TCPClientTransport("127.0.0.1", port, **FAST).connect()  # type: ignore[arg-type]
+    try:
+        srv.close()
+        assert wait_until(lambda: not client.connected)
+        for n in range(10):
+            client.send(Message("held", n))
+        assert client.stats()["held_frames"] == 10
+        srv = TCPServerTransport("127.0.0.1", port)
+        got = Collector()
+        srv.subscribe("held", got)
+        srv.start()
+        assert got.wait_for_count(10, 10.0)
+        assert got.payloads() == list(range(10)), "held messages must arrive once, in order"
+    finally:
+        client.close()
+        srv.close()
+
+
+def test_offline_buffer_full_raises_after_send_timeout() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    client = TCPClientTransport(
+        "127.0.0.1",
+        srv.port,
+        max_frame_size=1024,
+        max_send_buffer=4096,
+        send_timeout=0.2,
+        **FAST,  # type: ignore[arg-type]
+    ).connect()
+    try:
+        srv.close()
+        assert wait_until(lambda: not client.connected)
+        with pytest.raises(TransportError, match="offline buffer"):
+            for n in range(100):
+                client.send(Message("held", "x" * 500 + str(n)))
+        assert client.stats()["held_frames"] <= 4096 // 500
+    finally:
+        client.close()
+
+
+def test_pending_rpc_fails_with_timeout_when_the_server_dies() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    server_queue = MessageQueue(transport=srv)
+    release = threading.Event()
+    rpc = RPCServer(server_queue, service_name="slow")
+
+    @rpc.register()
+    def wait() -> str:
+        release.wait(5)
+        return "late"
+
+    rpc.serve(blocking=False)
+    caller = MessageQueue(transport=TCPClientTransport("127.0.0.1", srv.port, **FAST).connect())  # type: ignore[arg-type]
+    client = RPCClient(caller, service_name="slow", timeout=0.5)
+    try:
+        result: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.call("wait")
+            except BaseException as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        assert wait_until(lambda: srv.stats()["received"] >= 1)
+        srv.close()
+        thread.join(10)
+        assert not thread.is_alive(), "the call hung"
+        assert len(result) == 1 and isinstance(result[0], RPCTimeout)
+        assert caller.pending_requests == 0
+    finally:
+        release.set()
+        caller.close()
+        server_queue.close()
+
+
+SERVER_SCRIPT = """
+import sys, threading
+from eventforge_tcp.transport import TCPServerTransport
+srv = TCPServerTransport("127.0.0.1", int(sys.argv[1])).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+def _spawn_server(port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", f"server process did not start: {line!r}"
+    return proc
+
+
+def test_server_sigkilled_mid_stream_and_restarted() -> None:
+    """Row 1: kill -9 the hub while a publisher streams; restart it on the same port."""
+    port = free_port()
+    proc = _spawn_server(port)
+    history = History()
+    watchdog = StallWatchdog(history, stall_s=30.0)
+    publisher = TCPClientTransport("127.0.0.1", port, **FAST).connect()  # type: ignore[arg-type]
+    subscriber = TCPClientTransport("127.0.0.1", port, **FAST).connect()  # type: ignore[arg-type]
+    unexpected: list[object] = []
+
+    def on_message(message: Message) -> None:
+        if isinstance(message.payload, int):
+            history.delivered(message.payload)
+        else:
+            unexpected.append(message.payload)
+
+    subscriber.subscribe("stream.seq", on_message)
+    stop = threading.Event()
+    seq = iter(range(10**9))
+    restarted = threading.Event()
+
+    def publish() -> None:
+        while not stop.is_set():
+            n = next(seq)
+            history.invoke(n)
+            try:
+                publisher.send(Message("stream.seq", n))
+            except TransportError:
+                history.publish_failed(n)
+            else:
+                history.published(n)
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        watchdog.wait_for(200, what="deliveries before the fault")
+        history.fault_started()
+        proc.kill()
+        proc.wait(10)
+        assert wait_until(lambda: not subscriber.connected, 10.0)
+        history.fault_detected()
+        proc = _spawn_server(port)
+        history.fault_ended()
+        restarted.set()
+        before = history.unique_delivered()
+        watchdog.wait_for(before + 500, what="deliveries after the restart")
+    finally:
+        stop.set()
+        thread.join(10)
+        publisher_stats = publisher.stats()
+        publisher.close()
+        subscriber.close()
+        proc.kill()
+        proc.wait(10)
+    report = history.check()
+    report.extra["reconnects"] = publisher_stats["reconnects"]
+    print("\nTCP server SIGKILL:", report.summary())
+    assert report.unexpected == 0 and not unexpected
+    assert report.duplicates == 0, "at-most-once over one path never duplicates"
+    assert report.recover_s is not None, "nothing was delivered after the restart"
