@@ -96,9 +96,14 @@ def test_offline_buffer_full_raises_after_send_timeout() -> None:
     try:
         srv.close()
         assert wait_until(lambda: not client.connected)
-        with pytest.raises(TransportError, match="offline buffer"):
+        payload = "x" * 500
+
+        def fill() -> None:
             for n in range(100):
-                client.send(Message("held", "x" * 500 + str(n)))
+                client.send(Message("held", payload + str(n)))
+
+        with pytest.raises(TransportError, match="offline buffer"):
+            fill()
         assert client.stats()["held_frames"] <= 4096 // 500
     finally:
         client.close()
@@ -133,7 +138,8 @@ def test_pending_rpc_fails_with_timeout_when_the_server_dies() -> None:
         srv.close()
         thread.join(10)
         assert not thread.is_alive(), "the call hung"
-        assert len(result) == 1 and isinstance(result[0], RPCTimeout)
+        assert len(result) == 1
+        assert isinstance(result[0], RPCTimeout)
         assert caller.pending_requests == 0
     finally:
         release.set()
@@ -218,6 +224,7 @@ def test_server_sigkilled_mid_stream_and_restarted() -> None:
     report = history.check()
     report.extra["reconnects"] = publisher_stats["reconnects"]
     print("\nTCP server SIGKILL:", report.summary())
-    assert report.unexpected == 0 and not unexpected
+    assert report.unexpected == 0
+    assert not unexpected
     assert report.duplicates == 0, "at-most-once over one path never duplicates"
     assert report.recover_s is not None, "nothing was delivered after the restart"
