@@ -294,3 +294,52 @@ def test_publish_path_message_builder_fills_every_message_slot():
     assert fields["id"] != slow.id
     fields.update(id=slow.id, timestamp=slow.timestamp)
     assert fields == slow.to_dict()
+
+
+def test_group_dispatcher_by_name_from_the_registry(queue):
+    got: list[str] = []
+    queue.subscribe("jobs", lambda m: got.append("a"), group="g", dispatcher="broadcast")
+    queue.subscribe("jobs", lambda m: got.append("b"), group="g", dispatcher="broadcast")
+    queue.publish("jobs")
+    assert got == ["a", "b"]  # a broadcast "group" hands every message to every member
+
+
+def test_group_dispatcher_instance_is_used(queue):
+    dispatcher = _FirstDispatcher()
+    got: list[str] = []
+    first = queue.subscribe("jobs", lambda m: got.append("a"), group="g", dispatcher=dispatcher)
+    queue.subscribe("jobs", lambda m: got.append("b"), group="g", dispatcher=dispatcher)
+    queue.publish("jobs")
+    queue.publish("jobs")
+    assert got == ["a", "a"]
+    queue.unsubscribe(first)
+    queue.publish("jobs")
+    assert got == ["a", "a", "b"]
+
+
+def test_unknown_dispatcher_name_is_a_clear_error(queue):
+    from eventforge.errors import PluginNotFoundError
+
+    with pytest.raises(PluginNotFoundError, match="round_robin"):
+        queue.subscribe("jobs", print, group="g", dispatcher="round_robbin")
+    assert queue.stats["subscriptions"] == 0
+
+
+def test_threaded_group_members(queue):
+    seen: list[str] = []
+    done = threading.Event()
+
+    def member(name):
+        def handler(message):
+            seen.append(name)
+            if len(seen) == 4:
+                done.set()
+
+        return handler
+
+    queue.subscribe("jobs", member("a"), group="g", threaded=True)
+    queue.subscribe("jobs", member("b"), group="g", threaded=True)
+    for _ in range(4):
+        queue.publish("jobs")
+    assert done.wait(10)
+    assert sorted(seen) == ["a", "a", "b", "b"]

@@ -251,7 +251,15 @@ class GroupBinding:
     then picks one local member.
     """
 
-    __slots__ = ("dispatcher", "dropped", "group", "members", "pattern", "subscription_id")
+    __slots__ = (
+        "dispatcher",
+        "dropped",
+        "group",
+        "members",
+        "owns_dispatcher",
+        "pattern",
+        "subscription_id",
+    )
 
     def __init__(self, pattern: str, group: str, dispatcher: Dispatcher, dropped: Counter) -> None:
         self.pattern = pattern
@@ -260,6 +268,17 @@ class GroupBinding:
         self.dropped = dropped
         self.members: tuple[tuple[str, Invoker], ...] = ()
         self.subscription_id: str | None = None
+        self.owns_dispatcher = True
+
+    def close(self) -> None:
+        """Release the dispatcher when the binding made it (a name was given, not an instance)."""
+        if self.owns_dispatcher:
+            try:
+                self.dispatcher.close()
+            except Exception:
+                log.exception(
+                    "closing dispatcher %r of group %r failed", self.dispatcher, self.group
+                )
 
     def add(self, handler_id: str, invoke: Invoker) -> None:
         """Add a member (copy-on-write, so delivery never takes a lock)."""

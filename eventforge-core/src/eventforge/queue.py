@@ -85,6 +85,14 @@ def _new_message(topic: str, payload: Any, headers: dict[str, Any]) -> Message:
     return message
 
 
+def _dispatcher_name(dispatcher: str | Dispatcher | type[Dispatcher]) -> str:
+    if isinstance(dispatcher, (Dispatcher, type)):
+        return dispatcher.name
+    resolved = get_dispatcher(dispatcher)
+    resolved.close()
+    return resolved.name
+
+
 def _check_headers(headers: dict[str, Any]) -> None:
     for key, value in headers.items():
         if value is not None and not isinstance(value, (str, int, float, bool)):
@@ -280,7 +288,11 @@ class MessageQueue:
                 ):
                     del self._groups[(binding.pattern, binding.group)]
                     transport_sub = binding.subscription_id
+                else:
+                    binding = None
         self._release(entry, transport_sub)
+        if binding is not None:
+            binding.close()
         return True
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
@@ -438,6 +450,7 @@ class MessageQueue:
         for binding in groups:
             if binding.subscription_id is not None:
                 self._unsubscribe_transport(binding.subscription_id)
+            binding.close()
         if inbox is not None:
             if inbox.subscription_id is not None:
                 self._unsubscribe_transport(inbox.subscription_id)
@@ -533,7 +546,7 @@ class MessageQueue:
         with self._lock:
             binding = self._groups.get(key)
             if binding is not None:
-                if dispatcher is not None and get_dispatcher(dispatcher).name != (
+                if dispatcher is not None and _dispatcher_name(dispatcher) != (
                     binding.dispatcher.name
                 ):
                     raise ValueError(
@@ -544,6 +557,7 @@ class MessageQueue:
                 binding.add(handler_id, invoke)
                 return binding
             binding = GroupBinding(topic, group, get_dispatcher(dispatcher), self._dropped)
+            binding.owns_dispatcher = not isinstance(dispatcher, Dispatcher)
             binding.add(handler_id, invoke)
             self._groups[key] = binding
             # Subscribing under the lock keeps a concurrent member from racing a half-made
@@ -557,6 +571,7 @@ class MessageQueue:
                     binding.subscription_id = self.transport.subscribe(topic, binding.deliver)
             except BaseException:
                 del self._groups[key]
+                binding.close()
                 raise
             return binding
 
