@@ -219,7 +219,10 @@ def describe_error(exc: BaseException, settings: RedisSettings, doing: str) -> T
             f"{doing}: {where} rejected the credentials ({text}); check the password and the "
             "ACL user name. Not retrying"
         )
-    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text:
+    if isinstance(exc, redis.exceptions.NoPermissionError) or any(
+        marker in text
+        for marker in ("NOPERM", "no permissions", "The user executing the script can't")
+    ):
         return RedisPermissionError(
             f"{doing}: {where} denied it by ACL ({text}); grant the user the command, key or "
             "channel (ACL SETUSER), or use another user"

@@ -35,7 +35,7 @@ __all__ = ["Publisher"]
 log = logging.getLogger("eventforge.transports.redis")
 
 _MAX_BATCH = 1000
-_MAX_BACKOFF = 2.0
+_MAX_BACKOFF = 1.0
 
 
 class Publisher:

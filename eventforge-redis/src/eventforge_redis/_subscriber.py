@@ -25,7 +25,7 @@ from eventforge.errors import ProtocolError, TransportClosedError, TransportErro
 from eventforge.message import Message
 from eventforge.topics import topic_matches
 
-from ._connect import describe_error, is_fatal
+from ._connect import describe_error, import_redis, is_fatal
 from ._routing import glob_for
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ __all__ = ["Subscriber"]
 
 log = logging.getLogger("eventforge.transports.redis")
 
-_MAX_BACKOFF = 2.0
+_MAX_BACKOFF = 1.0
 _POLL = 0.2
 
 
@@ -75,6 +75,7 @@ class Subscriber:
         on_callback_error: Callable[[Message, BaseException], None],
     ) -> None:
         self._settings = settings
+        self._response_error = import_redis().exceptions.ResponseError
         self._codec = codec
         self._hc_interval = health_check_interval
         self._ping_timeout = ping_timeout
@@ -90,6 +91,8 @@ class Subscriber:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._fatal: TransportError | None = None
+        self._refusals = 0
+        self._last_refusal: TransportError | None = None
         self._connected_once = False
         self.stats_counters = {
             "received": 0,
@@ -100,6 +103,7 @@ class Subscriber:
             "health_check_failures": 0,
             "resubscribes": 0,
             "connect_failures": 0,
+            "subscribe_errors": 0,
         }
 
     # -- subscriptions ---------------------------------------------------------------------------
@@ -115,6 +119,7 @@ class Subscriber:
             existing = self._by_key.get(key, ())
             self._by_key[key] = (*existing, sub)
             self._subs[sub.id] = sub
+            refusals = self._refusals
         self._ensure_thread()
         if not existing:
             self._send_subscribe([key])
@@ -122,14 +127,17 @@ class Subscriber:
         with self._confirm:
             while key not in self._confirmed:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._fatal is not None:
+                if remaining <= 0 or self._fatal is not None or self._refusals > refusals:
                     break
                 self._confirm.wait(remaining)
             confirmed = key in self._confirmed
+            refused = self._last_refusal if self._refusals > refusals else None
         if not confirmed:
             self.remove(sub.id)
             if self._fatal is not None:
                 raise self._fatal
+            if refused is not None:
+                raise refused
             raise TransportError(
                 f"subscribing to {pattern!r} was not confirmed by Redis at "
                 f"{self._settings.address} within {timeout:.1f}s; is the server reachable?"
@@ -279,7 +287,11 @@ class Subscriber:
         handle = self._handle
         while not self._stop.is_set():
             if conn.can_read(timeout=_POLL):
-                reply = conn.read_response(disable_decoding=True)
+                try:
+                    reply = conn.read_response(disable_decoding=True)
+                except self._response_error as exc:  # e.g. NOPERM for one channel
+                    self._refuse(exc)
+                    continue
                 last_rx = time.monotonic()
                 ping_at = None
                 handle(reply)
@@ -291,6 +303,15 @@ class Subscriber:
             elif now - last_rx >= self._hc_interval:
                 ping_at = now
                 self._write("PING")
+
+    def _refuse(self, exc: Exception) -> None:
+        error = describe_error(exc, self._settings, "subscribing")
+        self.stats_counters["subscribe_errors"] += 1
+        log.error("Redis refused a subscription: %s", error)
+        with self._confirm:
+            self._refusals += 1
+            self._last_refusal = error
+            self._confirm.notify_all()
 
     def _handle(self, reply: Any) -> None:
         if not isinstance(reply, list):
