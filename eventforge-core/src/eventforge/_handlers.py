@@ -79,12 +79,22 @@ class _LoopRunner:
     @classmethod
     def for_caller(cls) -> _LoopRunner:
         """Use the loop running in the calling thread, else the shared background loop."""
+        return cls.running() or cls.background()
+
+    @classmethod
+    def running(cls) -> _LoopRunner | None:
+        """The loop running in the calling thread, if any."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            bg = background_loop()
-            return cls(bg.loop, bg.thread.ident)
+            return None
         return cls(loop, threading.get_ident())
+
+    @classmethod
+    def background(cls) -> _LoopRunner:
+        """The shared background loop (started on first use)."""
+        bg = background_loop()
+        return cls(bg.loop, bg.thread.ident)
 
     def schedule(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the loop; raises ``RuntimeError`` when the loop is closed."""
@@ -98,11 +108,6 @@ class _LoopRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def cancel_all(self) -> None:
-        """Cancel the coroutines still running (on close)."""
-        for task in list(self._tasks):
-            self.loop.call_soon_threadsafe(task.cancel)
-
 
 def make_invoker(
     handler: Callable[..., Any],
@@ -110,9 +115,8 @@ def make_invoker(
     report_error: ErrorReporter,
     delivered: Counter,
     dropped: Counter,
-    runner: _LoopRunner | None = None,
-) -> tuple[Invoker, _LoopRunner | None]:
-    """Wrap ``handler`` into an isolated invoker; return it and the loop runner it uses.
+) -> Invoker:
+    """Wrap ``handler`` into an isolated invoker, once, at subscribe time.
 
     Plain functions run inline in the calling thread. Coroutine functions are scheduled on the
     loop that was running when they subscribed, else on the shared background loop; the caller
@@ -121,8 +125,9 @@ def make_invoker(
     """
     bump = delivered.bump
     is_async = is_coroutine_handler(handler)
+    runner = _LoopRunner.running()
     if is_async and runner is None:
-        runner = _LoopRunner.for_caller()
+        runner = _LoopRunner.background()
     runner_box: list[_LoopRunner | None] = [runner]
 
     async def _await(awaitable: Awaitable[Any], message: Message) -> None:
@@ -136,7 +141,7 @@ def make_invoker(
     def _schedule(awaitable: Awaitable[Any], message: Message) -> None:
         loop_runner = runner_box[0]
         if loop_runner is None:
-            loop_runner = runner_box[0] = _LoopRunner.for_caller()
+            loop_runner = runner_box[0] = _LoopRunner.background()
         coro = _await(awaitable, message)
         try:
             loop_runner.schedule(coro)
@@ -159,7 +164,7 @@ def make_invoker(
                 return
             _schedule(awaitable, message)
 
-        return invoke_async, runner
+        return invoke_async
 
     def invoke(message: Message) -> None:
         bump()
@@ -171,7 +176,7 @@ def make_invoker(
         if result is not None and inspect.isawaitable(result):
             _schedule(result, message)
 
-    return invoke, runner
+    return invoke
 
 
 class Worker:

@@ -20,7 +20,6 @@ from ._handlers import (
     GroupBinding,
     Invoker,
     Worker,
-    _LoopRunner,
     make_invoker,
 )
 from ._inbox import AsyncWaiter, Inbox, SyncWaiter
@@ -45,7 +44,7 @@ _queue_numbers = itertools.count(1)
 class _Entry:
     """What :meth:`MessageQueue.unsubscribe` needs to undo one subscription."""
 
-    __slots__ = ("binding", "handler", "runner", "subscription_id", "topic", "worker")
+    __slots__ = ("binding", "handler", "subscription_id", "topic", "worker")
 
     def __init__(
         self,
@@ -54,14 +53,12 @@ class _Entry:
         subscription_id: str | None,
         binding: GroupBinding | None,
         worker: Worker | None,
-        runner: _LoopRunner | None,
     ) -> None:
         self.topic = topic
         self.handler = handler
         self.subscription_id = subscription_id
         self.binding = binding
         self.worker = worker
-        self.runner = runner
 
 
 _new_object = object.__new__
@@ -215,7 +212,7 @@ class MessageQueue:
                 "group every handler receives every message)"
             )
         handler_id = f"{self.name}.h{next(self._handler_ids)}"
-        invoke, runner = make_invoker(
+        invoke = make_invoker(
             handler,
             report_error=self._report_error,
             delivered=self._delivered,
@@ -234,10 +231,10 @@ class MessageQueue:
         try:
             if group is None:
                 subscription_id = self.transport.subscribe(topic, entry_point)
-                entry = _Entry(topic, handler, subscription_id, None, worker, runner)
+                entry = _Entry(topic, handler, subscription_id, None, worker)
             else:
                 binding = self._join_group(topic, group, dispatcher, handler_id, entry_point)
-                entry = _Entry(topic, handler, None, binding, worker, runner)
+                entry = _Entry(topic, handler, None, binding, worker)
         except BaseException:
             if worker is not None:
                 worker.stop()

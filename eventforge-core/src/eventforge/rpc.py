@@ -133,15 +133,23 @@ class RPCServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def serve(self, blocking: bool = True) -> None:
-        """Start answering calls. ``blocking=True`` then waits until :meth:`stop` is called."""
+        """Start answering calls. ``blocking=True`` then waits until :meth:`stop` is called.
+
+        Calling it again while serving changes nothing. Ctrl-C during a blocking ``serve``
+        stops the server and propagates ``KeyboardInterrupt``.
+        """
         with self._lock:
             if self._handler_id is None:
                 self._stopped.clear()
                 self._runner = _LoopRunner.for_caller()
                 self._handler_id = self.queue.subscribe(self.topic, self._on_call, group=self.topic)
         if blocking:
-            while not self._stopped.wait(0.5):
-                pass
+            try:
+                while not self._stopped.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                self.stop()
+                raise
 
     def stop(self) -> None:
         """Stop answering calls (a blocking :meth:`serve` returns). Idempotent."""
