@@ -166,3 +166,19 @@ def test_a_concurrent_dispatcher_runs_listeners_in_parallel() -> None:
 def test_add_listener_refuses_non_callables() -> None:
     with pytest.raises(TypeError, match="callable"):
         Observable().add_listener("not a function")  # type: ignore[arg-type]
+
+
+def test_cpu_clock_is_read_only_for_observers_that_ask() -> None:
+    seen: list[float] = []
+
+    class Plain:
+        def after(self, event: CallEvent) -> None:
+            seen.append(event.start_cpu)
+
+    class WantsCpu(Plain):
+        needs_cpu_time = True
+
+    observe(Plain())(lambda: None)()
+    observe(WantsCpu())(lambda: None)()
+    assert seen[0] == 0.0
+    assert seen[1] > 0.0

@@ -275,6 +275,8 @@ class CPUMeter(Meter):
     """
 
     default_reduction = "mean"
+    needs_cpu_time = True
+    """Asks the observed call to read the CPU clock into ``event.start_cpu``."""
 
     def measure(self, event: CallEvent) -> float | None:
         return max(0.0, time.process_time() - event.start_cpu)
