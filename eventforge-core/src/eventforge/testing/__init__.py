@@ -1,7 +1,10 @@
 """Test helpers for eventforge and for the authors of transports and plugins.
 
 - :mod:`eventforge.testing.conformance`: :class:`TransportConformance`, the Transport contract
-  as a pytest base class (subclass it and provide a ``make_transport`` fixture).
+  as a pytest base class (subclass it and provide a ``make_transport`` fixture);
+  :mod:`~eventforge.testing.queue_conformance` and
+  :mod:`~eventforge.testing.workqueue_conformance` do the same for MessageQueue / RPC over a
+  transport and for durable work-queue backends.
 - :mod:`eventforge.testing.pytest_plugin`: fixtures that start private ``redis-server`` /
   ``nats-server`` processes (``pytest_plugins = ["eventforge.testing.pytest_plugin"]``).
 - :mod:`eventforge.testing.brokers` and :mod:`eventforge.testing.history`: broker processes and
