@@ -438,3 +438,22 @@ def test_records_are_frozen_and_validated() -> None:
         TransportSpec(name="x", target="m:T", capabilities=frozenset({"teleport"}))
     with pytest.raises(TypeError, match="aliases must be a sequence of strings"):
         TransportSpec(name="x", target="m:T", aliases="y")  # type: ignore[arg-type]
+
+
+def test_plugins_from_installs_for_the_block_only(tmp_path: Path) -> None:
+    from eventforge.testing.distributions import plugins_from
+
+    site = write_distribution(
+        tmp_path / "site",
+        "acme-temp",
+        entry_points={"temp": "acme_temp_plugin"},
+        modules={"acme_temp_plugin": transport_plugin("temp")},
+    )
+    path_before = list(sys.path)
+    with plugins_from(site, only=True) as reg:
+        assert reg.names("transport") == ["memory", "temp"]
+        assert reg.load(reg.transport("temp://")).__name__ == "MemoryTransport"
+    assert sys.path == path_before
+    assert "acme_temp_plugin" not in sys.modules
+    with pytest.raises(PluginNotFoundError):
+        registry().transport("temp")

@@ -8,12 +8,17 @@ plugins without building wheels.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import re
+import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["write_distribution"]
+from eventforge._registry import Registry, registry, reset_registry
+
+__all__ = ["plugins_from", "write_distribution"]
 
 
 def write_distribution(
@@ -58,3 +63,28 @@ def write_distribution(
             target = target.with_suffix(".py")
         target.write_text(textwrap.dedent(source), encoding="utf-8")
     return root
+
+
+@contextlib.contextmanager
+def plugins_from(root: Path, *, only: bool = False) -> Iterator[Registry]:
+    """Make the distributions under ``root`` installed for the duration of the block.
+
+    Puts ``root`` first on ``sys.path`` and rediscovers plugins; yields the registry. With
+    ``only=True`` the distributions under ``root`` (and the core's built-ins) are the only
+    plugins found. On exit the path, the modules imported from ``root`` and the registry are
+    restored.
+    """
+    path = str(Path(root).resolve())
+    before = set(sys.modules)
+    sys.path.insert(0, path)
+    importlib.invalidate_caches()
+    reset_registry(search_path=[path] if only else None)
+    try:
+        yield registry()
+    finally:
+        sys.path.remove(path)
+        for name in set(sys.modules) - before:
+            origin = getattr(sys.modules[name], "__file__", None) or ""
+            if origin.startswith(path):
+                del sys.modules[name]
+        reset_registry()
