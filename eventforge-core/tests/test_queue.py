@@ -343,3 +343,36 @@ def test_threaded_group_members(queue):
         queue.publish("jobs")
     assert done.wait(10)
     assert sorted(seen) == ["a", "a", "b", "b"]
+
+
+def test_concurrent_publishers_lose_nothing_and_groups_stay_exclusive(queue):
+    lock = threading.Lock()
+    members: dict[str, list[tuple[int, int]]] = {"a": [], "b": [], "c": []}
+    everyone: list[tuple[int, int]] = []
+
+    def member(name):
+        def handler(message):
+            with lock:
+                members[name].append(message.payload)
+
+        return handler
+
+    for name in members:
+        queue.subscribe("load.jobs", member(name), group="g")
+    queue.subscribe("load.*", lambda m: everyone.append(m.payload))
+
+    def publisher(worker):
+        for n in range(500):
+            queue.publish("load.jobs", (worker, n))
+
+    threads = [threading.Thread(target=publisher, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = sorted((w, n) for w in range(4) for n in range(500))
+    assert sorted(p for got in members.values() for p in got) == expected
+    assert sorted(everyone) == expected
+    assert all(len(got) > 0 for got in members.values())
+    assert queue.stats["published"] == 2000
+    assert queue.stats["delivered"] == 4000
