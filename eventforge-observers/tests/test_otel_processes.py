@@ -97,14 +97,15 @@ def test_rpc_over_tcp_between_processes_is_one_trace() -> None:
         child.stdin.flush()
         remote = json.loads(child.stdout.readline())
     finally:
+        if child.stdin is not None:
+            child.stdin.close()  # ends the child's wait even when the test failed early
         try:
             child.wait(30)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                stream.close()
+        if child.stdout is not None:
+            child.stdout.close()
     local = spans_of(exporter)
 
     assert len({s["trace"] for s in local + remote}) == 1
