@@ -255,3 +255,49 @@ def test_sequential_submit_async_awaits_coroutines_on_the_running_loop() -> None
         assert result.value is asyncio.get_running_loop()
 
     asyncio.run(main())
+
+
+def test_thread_work_submitted_before_exit_still_runs(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "fire_and_forget.py"
+    script.write_text(
+        "import time\n"
+        "from eventforge import Executor, ExecutionMode\n"
+        "ex = Executor(mode=ExecutionMode.THREAD, max_workers=1)\n"
+        "def late():\n"
+        "    time.sleep(0.2)\n"
+        "    print('ran', flush=True)\n"
+        "for _ in range(3):\n"
+        "    ex.submit(late)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ran", "ran", "ran"]
+
+
+def test_a_task_raising_system_exit_is_a_failure_and_the_worker_survives() -> None:
+    def leave() -> None:
+        raise SystemExit(3)
+
+    with Executor(mode=ExecutionMode.THREAD, max_workers=1) as ex:
+        failed = ex.result(ex.submit(leave), timeout=30)
+        assert failed.status is TaskStatus.FAILED
+        assert isinstance(failed.error, SystemExit)
+        assert ex.result(ex.submit(square, 4), timeout=30).value == 16
+
+
+def test_many_waiters_on_one_thread_task() -> None:
+    release = threading.Event()
+    with Executor(mode=ExecutionMode.THREAD, max_workers=1) as ex:
+        task_id = ex.submit(release.wait, 30)
+        statuses: list[TaskStatus] = []
+
+        async def waiter() -> None:
+            statuses.append((await ex.result_async(task_id, timeout=0.05)).status)
+
+        asyncio.run(waiter())
+        release.set()
+        assert ex.result(task_id, timeout=30).value is True
+    assert statuses == [TaskStatus.TIMEOUT]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import pytest
 
 EXECUTOR_SNIPPET = textwrap.dedent(
     """\
@@ -74,16 +71,6 @@ def run_script(tmp_path: Path, source: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def timing_meter_available() -> bool:
-    if importlib.util.find_spec("eventforge_observers") is None:
-        return False
-    try:
-        from eventforge import TimingMeter  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_seed_executor_snippet(tmp_path: Path) -> None:
     assert run_script(tmp_path, EXECUTOR_SNIPPET) == [
         "499999500000",
@@ -93,9 +80,6 @@ def test_seed_executor_snippet(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.skipif(
-    not timing_meter_available(), reason="TimingMeter (eventforge-observers) is not available"
-)
 def test_seed_task_snippet(tmp_path: Path) -> None:
     lines = run_script(tmp_path, TASK_SNIPPET)
     assert lines[:2] == ["Done: HELLO", "Done: WORLD"]

@@ -20,12 +20,12 @@ import pickle
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures import Executor as _PoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from typing import Any
 
+from ._threadpool import Job, ThreadPool, wait_all
 from .errors import EventforgeError
 from .message import new_id
 
@@ -160,6 +160,22 @@ def _run_coroutine_function(func: Callable[..., Awaitable[Any]], *args: Any, **k
     return asyncio.run(main())
 
 
+_coroutine_functions: dict[Any, bool] = {}
+
+
+def _is_coroutine_function(func: Callable[..., Any]) -> bool:
+    """``inspect.iscoroutinefunction``, remembered per callable (it is on the submit path)."""
+    try:
+        return _coroutine_functions[func]
+    except KeyError:
+        answer = inspect.iscoroutinefunction(func)
+        if len(_coroutine_functions) < 4096:
+            _coroutine_functions[func] = answer
+        return answer
+    except TypeError:  # unhashable callable
+        return inspect.iscoroutinefunction(func)
+
+
 def _from_outcome(task_id: str, outcome: _Outcome) -> TaskResult:
     ok, value, elapsed = outcome
     if ok:
@@ -167,10 +183,17 @@ def _from_outcome(task_id: str, outcome: _Outcome) -> TaskResult:
     return TaskResult(task_id, TaskStatus.FAILED, None, value, elapsed)
 
 
-def _from_future(task_id: str, future: Future[_Outcome]) -> TaskResult:
-    """Build the result of a *done* future (lazily: only when someone asks)."""
+_Handle = Future[_Outcome] | Job
+"""What a pool hands back: a concurrent future (PROCESS) or a lean job (THREAD)."""
+
+
+def _from_future(task_id: str, future: _Handle) -> TaskResult:
+    """Build the result of a *done* handle (lazily: only when someone asks)."""
     if future.cancelled():
         return TaskResult(task_id, TaskStatus.CANCELLED)
+    if isinstance(future, Job):
+        assert future.outcome is not None
+        return _from_outcome(task_id, future.outcome)
     error = future.exception()
     if error is not None:
         # The pool itself failed: arguments that did not pickle, a worker process that died.
@@ -178,7 +201,7 @@ def _from_future(task_id: str, future: Future[_Outcome]) -> TaskResult:
     return _from_outcome(task_id, future.result())
 
 
-def _pending_result(task_id: str, future: Future[Any], timed_out: bool) -> TaskResult:
+def _pending_result(task_id: str, future: _Handle, timed_out: bool) -> TaskResult:
     if future.done():
         return _from_future(task_id, future)
     if timed_out:
@@ -203,7 +226,7 @@ class Executor:
         mode: ExecutionMode | str = ExecutionMode.SEQUENTIAL,
         max_workers: int = 4,
         *,
-        max_retained: int = 10_000,
+        max_retained: int = 100_000,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
@@ -212,10 +235,10 @@ class Executor:
         self.mode = ExecutionMode(mode)
         self.max_workers = max_workers
         self.max_retained = max_retained
-        self._pool: _PoolExecutor | None = None
+        self._pool: ThreadPool | ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        # task id -> a concurrent future (pools) or a finished TaskResult (SEQUENTIAL)
-        self._tasks: dict[str, Future[_Outcome] | TaskResult] = {}
+        # task id -> a pool handle, or a finished TaskResult (SEQUENTIAL)
+        self._tasks: dict[str, _Handle | TaskResult] = {}
         self._submitted = 0
         self._evicted = 0
         self._picklable: dict[Any, bool] = {}
@@ -231,7 +254,9 @@ class Executor:
         """Release the pool. ``wait=False`` cancels queued tasks (they report CANCELLED)."""
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
+        if isinstance(pool, ThreadPool):
+            pool.shutdown(wait=wait)
+        elif pool is not None:
             pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def __enter__(self) -> Executor:
@@ -240,16 +265,14 @@ class Executor:
     def __exit__(self, *exc: object) -> None:
         self.stop(wait=True)
 
-    def _ensure_pool(self) -> _PoolExecutor | None:
+    def _ensure_pool(self) -> ThreadPool | ProcessPoolExecutor | None:
         pool = self._pool
         if pool is not None or self.mode is ExecutionMode.SEQUENTIAL:
             return pool
         with self._lock:
             if self._pool is None:
                 if self.mode is ExecutionMode.THREAD:
-                    self._pool = ThreadPoolExecutor(
-                        self.max_workers, thread_name_prefix="eventforge-executor"
-                    )
+                    self._pool = ThreadPool(self.max_workers, _call)
                 else:
                     self._pool = ProcessPoolExecutor(self.max_workers)
             return self._pool
@@ -260,7 +283,7 @@ class Executor:
         """Start ``func(*args, **kwargs)``; return its task id (SEQUENTIAL: run it now)."""
         task_id = new_id()
         if self.mode is ExecutionMode.SEQUENTIAL:
-            if inspect.iscoroutinefunction(func):
+            if _is_coroutine_function(func):
                 outcome = _call(_run_coroutine_function, (func, *args), kwargs)
             else:
                 outcome = _call(func, args, kwargs)
@@ -268,18 +291,29 @@ class Executor:
             return task_id
         pool = self._pool or self._ensure_pool()
         assert pool is not None
-        if inspect.iscoroutinefunction(func):
+        if _is_coroutine_function(func):
             args = (func, *args)
             func = _run_coroutine_function
-        if self.mode is ExecutionMode.PROCESS:
+        tasks = self._tasks
+        if isinstance(pool, ThreadPool):
+            tasks[task_id] = pool.submit(func, args, kwargs)
+        else:
             self._check_picklable(func)
-        self._retain(task_id, pool.submit(_call, func, args, kwargs))
+            tasks[task_id] = pool.submit(_call, func, args, kwargs)
+        self._submitted += 1
+        if len(tasks) > self.max_retained:
+            self._evict()
         return task_id
 
-    def _retain(self, task_id: str, entry: Future[_Outcome] | TaskResult) -> None:
+    def _retain(self, task_id: str, entry: _Handle | TaskResult) -> None:
         tasks = self._tasks
         tasks[task_id] = entry
         self._submitted += 1
+        if len(tasks) > self.max_retained:
+            self._evict()
+
+    def _evict(self) -> None:
+        tasks = self._tasks
         if len(tasks) > self.max_retained:
             with self._lock:
                 while len(tasks) > self.max_retained:
@@ -300,14 +334,28 @@ class Executor:
             raise TaskNotFound(task_id)
         if isinstance(entry, TaskResult):
             return entry
+        if isinstance(entry, Job):
+            if not entry.wait(timeout):
+                self._tasks[task_id] = entry
+                return TaskResult(task_id, TaskStatus.TIMEOUT)
+            outcome = entry.outcome
+            if outcome is None:
+                return TaskResult(task_id, TaskStatus.CANCELLED)
+            ok, value, elapsed = outcome
+            if ok:
+                return TaskResult(task_id, TaskStatus.SUCCESS, value, None, elapsed)
+            return TaskResult(task_id, TaskStatus.FAILED, None, value, elapsed)
         try:
-            entry.result(timeout)
+            ok, value, elapsed = entry.result(timeout)
         except FutureTimeout:
             self._tasks[task_id] = entry
             return TaskResult(task_id, TaskStatus.TIMEOUT)
         except BaseException:
-            pass  # the pool failed or cancelled: reported by _from_future below
-        return _from_future(task_id, entry)
+            # The pool failed (unpicklable arguments, a dead worker) or the task was cancelled.
+            return _from_future(task_id, entry)
+        if ok:
+            return TaskResult(task_id, TaskStatus.SUCCESS, value, None, elapsed)
+        return TaskResult(task_id, TaskStatus.FAILED, None, value, elapsed)
 
     def status(self, task_id: str) -> TaskStatus:
         """The current status of a retained task, without waiting or releasing it."""
@@ -340,10 +388,10 @@ class Executor:
         if self.mode is ExecutionMode.SEQUENTIAL:
             return [self._inline(func, item) for item in items]
         futures, sizes = self._map_submit(func, items)
-        if timeout is not None:
+        if sizes:
             wait_futures(futures, timeout=timeout)
         else:
-            wait_futures(futures)
+            wait_all(futures, timeout)
         return self._map_collect(futures, sizes, timed_out=timeout is not None)
 
     async def map_async(
@@ -355,8 +403,7 @@ class Executor:
             return [await self._inline_async(func, (item,), {}) for item in items]
         futures, sizes = self._map_submit(func, items)
         if futures:
-            wrapped = [asyncio.wrap_future(f) for f in futures]
-            await asyncio.wait(wrapped, timeout=timeout)
+            await asyncio.wait([_awaitable(f) for f in futures], timeout=timeout)
         return self._map_collect(futures, sizes, timed_out=timeout is not None)
 
     def _inline(self, func: Callable[..., Any], item: Any) -> TaskResult:
@@ -366,20 +413,21 @@ class Executor:
 
     def _map_submit(
         self, func: Callable[..., Any], items: list[Any]
-    ) -> tuple[list[Future[Any]], list[int]]:
+    ) -> tuple[list[Any], list[int]]:
+        """Jobs (THREAD, one per item, ``sizes`` empty) or chunk futures (PROCESS, with sizes)."""
         pool = self._pool or self._ensure_pool()
         assert pool is not None
         if inspect.iscoroutinefunction(func):
             func = _Partial(_run_coroutine_function, func)
-        if self.mode is ExecutionMode.THREAD:
-            return [pool.submit(_call, func, (item,), {}) for item in items], []
+        if isinstance(pool, ThreadPool):
+            return [pool.submit(func, (item,), {}) for item in items], []
         self._check_picklable(func)
         size = max(1, math.ceil(len(items) / (self.max_workers * 4)))
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
         return [pool.submit(_call_chunk, func, chunk) for chunk in chunks], [len(c) for c in chunks]
 
     def _map_collect(
-        self, futures: list[Future[Any]], sizes: list[int], *, timed_out: bool
+        self, futures: list[Any], sizes: list[int], *, timed_out: bool
     ) -> list[TaskResult]:
         if not sizes:  # one future per item
             return [_pending_result(new_id(), f, timed_out) for f in futures]
@@ -431,7 +479,7 @@ class Executor:
         if isinstance(entry, TaskResult):
             return entry
         if not entry.done():
-            await asyncio.wait([asyncio.wrap_future(entry)], timeout=timeout)
+            await asyncio.wait([_awaitable(entry)], timeout=timeout)
             if not entry.done():
                 self._tasks[task_id] = entry
                 return TaskResult(task_id, TaskStatus.TIMEOUT)
@@ -486,3 +534,25 @@ class _Partial:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_Partial, (self.func, self.first))
+
+
+def _awaitable(handle: _Handle) -> asyncio.Future[Any]:
+    """An asyncio future of the running loop that is done when ``handle`` is done."""
+    if isinstance(handle, Future):
+        return asyncio.wrap_future(handle)
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def resolve(_: Job) -> None:
+        try:
+            loop.call_soon_threadsafe(_set_done, waiter)
+        except RuntimeError:  # the loop was closed meanwhile: nobody is waiting any more
+            pass
+
+    handle.add_done_callback(resolve)
+    return waiter
+
+
+def _set_done(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
