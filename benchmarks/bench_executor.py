@@ -155,9 +155,7 @@ def process_rows(quick: bool) -> list[dict[str, Any]]:
         def ppe_map() -> None:
             list(pool.map(abs, items, chunksize=1))
 
-        got = medians(
-            rounds, {"ef": lambda: rate(n, ef_map), "ppe": lambda: rate(n, ppe_map)}
-        )
+        got = medians(rounds, {"ef": lambda: rate(n, ef_map), "ppe": lambda: rate(n, ppe_map)})
     finally:
         executor.stop()
         pool.shutdown()
