@@ -206,6 +206,11 @@ def test_connect_errors() -> None:
         connect("memory://somehost")
     with pytest.raises(ConfigurationError, match="does not accept an option 'colour'"):
         connect("memory", colour="red")
+    with pytest.raises(ConfigurationError, match="does not accept an option 'colour'"):
+        connect("memory://", colour="red")  # from_url(**options) forwards to the class
+    with pytest.raises(ConfigurationError) as info:
+        connect("memory://admin:hunter2@somehost")
+    assert "hunter2" not in str(info.value)
 
 
 def test_configure_sets_the_default_and_reaches_plugins(

@@ -109,7 +109,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigurationError(f"cannot read configuration file {str(path)!r}: {exc}") from None
+        raise ConfigurationError(
+            f"cannot read configuration file {str(path)!r}: {exc}", key=CONFIG_ENV
+        ) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
@@ -229,23 +231,36 @@ def _factory(target: Any, url: str | None) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
+def _accepted_options(target: Any, url: str | None) -> list[str] | None:
+    """Keyword names the factory accepts; ``None`` when it takes any (``**options``).
+
+    A ``from_url(url, **options)`` that takes any keyword forwards them to the class by
+    convention, so the class's own signature decides.
+    """
+    candidates = [_factory(target, url)] if url is not None else []
+    candidates.append(target)
+    for factory in candidates:
+        try:
+            params = list(inspect.signature(factory).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            continue
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [p.name for p in params if p.kind in kinds and p.name not in ("self", "url")]
+    return None
+
+
 def _check_options(name_or_url: str, options: Mapping[str, Any]) -> None:
-    """Refuse option names the transport's constructor does not accept."""
+    """Refuse option names the transport does not accept, naming the offending key."""
     from ._registry import registry
 
     reg = registry()
     entry = reg.transport(name_or_url)
-    try:
-        signature = inspect.signature(
-            _factory(reg.load(entry), name_or_url if "://" in name_or_url else None)
-        )
-    except (TypeError, ValueError):
+    url = name_or_url if "://" in name_or_url else None
+    accepted = _accepted_options(reg.load(entry), url)
+    if accepted is None:
         return
-    params = signature.parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    accepted = [a for a in accepted if a not in ("self", "url")]
     for key in options:
         if key not in accepted:
             close = difflib.get_close_matches(key, accepted, n=1)

@@ -152,12 +152,12 @@ class MemoryTransport(Transport):
 
         Keyword ``options`` override the query. Used by :func:`eventforge.connect`.
         """
-        from eventforge.urls import query_options, split_url
+        from eventforge.urls import mask_url, query_options, split_url
 
         parts = split_url(url, "memory")
         if parts.netloc or parts.path not in ("", "/"):
             raise ConfigurationError(
-                f"{url!r}: memory:// URLs name no host or path; options go in the query, "
+                f"{mask_url(url)!r}: memory:// URLs name no host or path; options go in the query, "
                 "e.g. memory://?max_queue_size=100",
                 key="transport",
             )
