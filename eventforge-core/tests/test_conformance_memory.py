@@ -34,11 +34,13 @@ class TestMemoryTransportFreshInstances(TransportConformance):
 
 
 def test_silent_override_of_a_contract_test_is_refused() -> None:
-    with pytest.raises(TypeError, match="test_unsubscribe overrides the conformance test"):
+    with pytest.raises(TypeError, match="test_unsubscribe overrides the conformance test") as info:
 
         class TestSloppy(TransportConformance):
             def test_unsubscribe(self) -> None:
                 pass
+
+    assert "@TransportConformance.overrides(reason='why')" in str(info.value)
 
 
 def test_override_guard_applies_to_grandchildren() -> None:
@@ -102,7 +104,8 @@ def test_new_test_names_are_allowed() -> None:
 
 
 def test_contract_lists_every_test() -> None:
-    contract = TransportConformance._contract_tests
+    contract = TransportConformance._contract
+    assert set(contract.values()) == {"TransportConformance"}
     assert "test_subscriber_receives_sent_message" in contract
     assert "test_group_members_share_messages" in contract
     assert all(name.startswith("test_") for name in contract)
@@ -126,3 +129,18 @@ def test_lazy_package_exports() -> None:
     assert testing.TransportConformance is TransportConformance
     with pytest.raises(AttributeError):
         _ = testing.NoSuchThing
+
+
+def test_the_guard_serves_any_sealed_suite() -> None:
+    from eventforge.testing._transport_harness import ContractGuard, seal_contract
+
+    class WidgetSuite(ContractGuard):
+        def test_spins(self) -> None:
+            pass
+
+    assert seal_contract(WidgetSuite) == {"test_spins"}
+    with pytest.raises(TypeError, match=r"@WidgetSuite\.overrides"):
+
+        class TestWidget(WidgetSuite):
+            def test_spins(self) -> None:
+                pass
