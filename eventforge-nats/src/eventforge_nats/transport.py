@@ -189,7 +189,7 @@ class NatsTransport(Transport):
         if len(data) > nc.max_payload:
             raise FrameTooLarge(len(data), nc.max_payload)
         if conn.state != "connected" and (
-            nc.pending_data_size + len(data) > self.settings.pending_size
+            nc.pending_data_size + self._outbox_bytes() + len(data) > self.settings.pending_size
         ):
             self._publish_errors += 1
             raise TransportError(
@@ -201,6 +201,10 @@ class NatsTransport(Transport):
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon_threadsafe(self._kick)
+
+    def _outbox_bytes(self) -> int:
+        # Only while the link is down (rare, and bounded by pending_size), so a scan is fine.
+        return sum(len(data) for _, data in list(self._outbox))
 
     def _kick(self) -> None:
         task = self._drain_task
