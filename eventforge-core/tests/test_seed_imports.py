@@ -29,6 +29,7 @@ SEED_PATHS = {
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("EVENTFORGE_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("EVENTFORGE_STRICT_PLUGINS", raising=False)
     reset_registry()
     yield
     reset_registry()
