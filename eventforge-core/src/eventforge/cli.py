@@ -179,6 +179,15 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(list(args.extra))
 
 
+@command(
+    "worker", "serve a module's HANDLERS over RPC (python -m eventforge.worker)", passthrough=True
+)
+def _worker(args: argparse.Namespace) -> int:
+    from .worker import main as worker_main
+
+    return worker_main(list(args.extra))
+
+
 def _version() -> str:
     from . import __version__
 
