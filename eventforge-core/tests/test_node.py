@@ -162,3 +162,46 @@ def test_serve_exposes_the_handlers_over_rpc_through_the_dispatcher() -> None:
     assert not server.serving
     assert [e.name for e in events].count("math.who") == 4
     assert replicas == {"one": 2, "two": 2}
+
+
+def test_call_async_awaits_coroutine_handlers_on_the_running_loop() -> None:
+    import asyncio
+
+    node = Node("aio", dispatcher="broadcast")
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def first(x: int) -> int:
+        loops.append(asyncio.get_running_loop())
+        await asyncio.sleep(0)
+        return x + 1
+
+    node.add_handler("inc", first)
+    node.add_handler("inc", lambda x: x + 2)
+
+    async def main() -> tuple[Any, asyncio.AbstractEventLoop]:
+        return await node.call_async("inc", 1), asyncio.get_running_loop()
+
+    result, loop = asyncio.run(main())
+    assert result == [2, 3]
+    assert loops == [loop]
+
+
+def test_async_handlers_are_served_over_rpc_without_blocking() -> None:
+    import asyncio
+
+    from eventforge import MessageQueue, RPCClient
+
+    node = Node("aio")
+
+    @node.handler()
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    queue = MessageQueue()
+    node.serve(queue)
+    try:
+        assert RPCClient(queue, service_name="aio").call("double", 21, timeout=10) == 42
+    finally:
+        node.stop()
+        queue.close()

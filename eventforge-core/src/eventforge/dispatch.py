@@ -9,6 +9,7 @@ MessageQueue groups and RPC server pools pick their member through a dispatcher 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import functools
 import inspect
@@ -17,11 +18,11 @@ import logging
 import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from .observe import call_observed
+from .observe import call_observed, call_observed_async
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -383,11 +384,7 @@ class Node:
 
     # -- calling ---------------------------------------------------------------------------
 
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Run the handler(s) called ``name`` through the observers and the dispatcher.
-
-        Raises ``LookupError`` naming the registered handlers when ``name`` is unknown.
-        """
+    def _targets(self, name: str) -> tuple[tuple[int, Callable[..., Any]], ...]:
         targets = self._handlers.get(name)
         if not targets:
             available = ", ".join(sorted(self._handlers)) or "(none)"
@@ -395,6 +392,16 @@ class Node:
                 f"node {self.name!r} has no handler {name!r}. Registered: {available}. "
                 "Add one with @node.handler(name) or node.add_handler(name, func)."
             )
+        return targets
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Run the handler(s) called ``name`` through the observers and the dispatcher.
+
+        A coroutine handler is run to completion on eventforge's background loop; inside a
+        coroutine, use :meth:`call_async` instead. Raises ``LookupError`` naming the
+        registered handlers when ``name`` is unknown.
+        """
+        targets = self._targets(name)
         if self.observers:
 
             def run(*a: Any, **kw: Any) -> Any:
@@ -425,20 +432,69 @@ class Node:
             return next(iter(results.values()), None)
         return [results.get(i) for i in range(len(targets))]
 
+    async def call_async(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`call`, awaiting coroutine handlers on the running loop.
+
+        The dispatcher chooses the handler(s) as for :meth:`call`; the chosen coroutines are
+        awaited together. (``least_loaded`` counts a coroutine handler as busy only while it
+        is being started, not while it is awaited.)
+        """
+        targets = self._targets(name)
+        if self.observers:
+
+            async def run(*a: Any, **kw: Any) -> Any:
+                return await self._dispatch_async(targets, a, kw)
+
+            result, _ = await call_observed_async(
+                self.observers, run, args, kwargs, name=f"{self.name}.{name}"
+            )
+            return result
+        return await self._dispatch_async(targets, args, kwargs)
+
+    async def _dispatch_async(
+        self,
+        targets: tuple[tuple[int, Callable[..., Any]], ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        results: dict[int, Any] = {}
+        pending: list[tuple[int, Awaitable[Any]]] = []
+
+        def invoke(item: tuple[int, Callable[..., Any]]) -> None:
+            value = item[1](*args, **kwargs)
+            if inspect.isawaitable(value):
+                pending.append((item[0], value))
+            else:
+                results[item[0]] = value
+
+        self.dispatcher.dispatch(targets, invoke)
+        if pending:
+            values = await asyncio.gather(*(awaitable for _, awaitable in pending))
+            for (index, _), value in zip(pending, values, strict=True):
+                results[index] = value
+        if self.dispatcher.selects_one:
+            return next(iter(results.values()), None)
+        return [results.get(i) for i in range(len(targets))]
+
+    def _is_async(self, name: str) -> bool:
+        return any(inspect.iscoroutinefunction(h) for _, h in self._handlers.get(name, ()))
+
     # -- exposing --------------------------------------------------------------------------
 
     def serve(self, queue: Any, *, service_name: str | None = None) -> Any:
         """Expose every handler as an RPC method of ``service_name`` (default: the node's name).
 
         Returns the started ``RPCServer`` (non-blocking); :meth:`stop` stops every server this
-        node started. Calls arriving over RPC run through :meth:`call`, so the node's
-        dispatcher and observers apply to them too.
+        node started. Calls arriving over RPC run through :meth:`call` (:meth:`call_async`
+        for coroutine handlers, which the server awaits), so the node's dispatcher and
+        observers apply to them too.
         """
         from .rpc import RPCServer
 
         server = RPCServer(queue, service_name=service_name or self.name)
         for method in self.handlers:
-            server.add_method(method, functools.partial(self.call, method))
+            call = self.call_async if self._is_async(method) else self.call
+            server.add_method(method, functools.partial(call, method))
         server.serve(blocking=False)
         with self._lock:
             self._servers.append(server)
