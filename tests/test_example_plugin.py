@@ -64,7 +64,9 @@ def test_resolved_by_name_and_url(python: Path, tmp_path: Path) -> None:
 
 
 def test_listed_by_eventforge_plugins(python: Path) -> None:
-    rows = json.loads(_ok(run_in(python, ["-m", "eventforge.cli", "plugins", "--json"])))
+    script = python.with_name("eventforge")  # the console script, as a user would run it
+    done = subprocess.run([str(script), "plugins", "--json"], capture_output=True, text=True)
+    rows = json.loads(_ok(done))
     spool = next(r for r in rows if r["name"] == "spool")
     assert spool["kind"] == "transport"
     assert spool["distribution"] == "eventforge-example-transport"
