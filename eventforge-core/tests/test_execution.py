@@ -301,3 +301,23 @@ def test_many_waiters_on_one_thread_task() -> None:
         release.set()
         assert ex.result(task_id, timeout=30).value is True
     assert statuses == [TaskStatus.TIMEOUT]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_thread_executor_works_in_a_forked_child() -> None:
+    import os
+
+    with Executor(mode=ExecutionMode.THREAD, max_workers=2) as ex:
+        assert ex.result(ex.submit(square, 2), timeout=30).value == 4
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: the parent's worker threads do not exist here
+            try:
+                value = ex.result(ex.submit(square, 5), timeout=10).value
+                os.write(write, str(value).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        assert os.read(read, 100) == b"25"
+        os.close(read)

@@ -12,6 +12,7 @@ was submitted before the interpreter exits still runs (as with ``ThreadPoolExecu
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -203,3 +204,16 @@ def wait_all(jobs: list[Job], timeout: float | None) -> None:
 def _drain_at_exit() -> None:
     for pool in list(_live_pools):
         pool.shutdown(wait=True)
+
+
+def _reset_after_fork() -> None:
+    # A forked child has none of its parent's worker threads: start afresh on the next submit.
+    for pool in list(_live_pools):
+        pool._threads = []
+        pool._queue = SimpleQueue()
+        pool._state_lock = threading.Lock()
+        pool._spawn_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
