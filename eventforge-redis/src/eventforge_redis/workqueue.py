@@ -28,6 +28,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from eventforge.errors import ProtocolError, TransportClosedError
@@ -37,6 +38,7 @@ from eventforge.workqueue import DEAD_LETTER_REASON_HEADER, DeadLetter, Delivery
 from . import _wq_scripts as scripts
 from ._connect import describe_error
 from ._groups import consumer_name
+from ._settler import Settler
 
 if TYPE_CHECKING:
     from eventforge.wire import WireCodec
@@ -88,6 +90,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         block: float = 1.0,
         claim_idle: float = 30.0,
         dedupe_ttl: float | None = None,
+        prefetch: int = 16,
         max_connections: int = 64,
     ) -> None:
         if not name or any(c.isspace() for c in name):
@@ -108,6 +111,8 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         )
         self._lock = threading.Lock()
         self._closed = False
+        self._prefetch = max(1, int(prefetch))
+        self._buffer: deque[tuple[float, Delivery]] = deque()
         self._next_claim = 0.0
         self._next_promote = 0.0
         self.counters = {
@@ -119,12 +124,18 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             "duplicates_skipped": 0,
             "trimmed_unacked": 0,
             "stream_lost": 0,
+            "acks_sent": 0,
+            "prefetch_expired": 0,
         }
         try:
             self._create_group("0")
+            self._client.script_load(scripts.SETTLE)
         except Exception as exc:
             self._client.close()
             raise describe_error(exc, settings, f"opening work queue {name!r}") from exc
+        self._acks = Settler(
+            self._client, self._ack_call, self._acks_done, name, reload=self._reload_scripts
+        )
 
     # -- producer --------------------------------------------------------------------------------
 
@@ -140,11 +151,34 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             ) from exc
         self._count("put")
 
+    def put_many(self, messages: list[Message]) -> None:
+        """Store several items in one round trip (pipelined ``XADD``); returns once all are stored.
+
+        Encoding happens first, so a bad message raises before anything is stored. If the
+        link fails midway some items may be stored and others not: the error says so.
+        """
+        self._check_open()
+        encoded = [self._codec.encode(message) for message in messages]
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for data in encoded:
+                    pipe.xadd(self.stream, {"data": data})
+                pipe.execute()
+        except Exception as exc:
+            raise describe_error(
+                exc, self._settings, f"putting {len(encoded)} items into work queue {self.name!r} "
+                "(some may be stored)"
+            ) from exc  # fmt: skip
+        self._count("put", len(encoded))
+
     # -- consumer --------------------------------------------------------------------------------
 
     def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
         """Up to ``max_items`` deliveries: reclaimed ones first, then new ones."""
         self._check_open()
+        buffered = self._take_buffered(max_items)
+        if buffered:
+            return buffered
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             now = time.monotonic()
@@ -165,9 +199,13 @@ class RedisWorkQueueBackend(WorkQueueBackend):
                 raise TransportClosedError(f"work queue {self.name!r} is closed")
 
     def ack(self, delivery: Delivery) -> None:
-        """Done: remove the entry (ignored when this delivery no longer owns it)."""
+        """Done: remove the entry (ignored when this delivery no longer owns it).
+
+        The acknowledgement is sent in the background, batched with others; ``stats`` shows
+        the entry in flight until it reached Redis. A lost ack means a redelivery, not a loss.
+        """
         entry_id, count, _ = delivery.token
-        self._settle("ack", entry_id, count)
+        self._acks.submit((entry_id, count))
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Again after ``delay`` seconds, as attempt + 1 (same message id)."""
@@ -239,10 +277,14 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
         with self._lock:
             counters = dict(self.counters)
+            buffered = len(self._buffer)
+        # Prefetched entries of this process are pending work, not in flight.
+        in_flight = max(0, in_flight - buffered)
         return {
             **counters,
             "pending": max(0, int(length) - in_flight) + int(delayed),
             "in_flight": in_flight,
+            "prefetched": buffered,
             "delayed": int(delayed),
             "dead_letters": int(dead),
         }
@@ -252,6 +294,20 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         if self._closed:
             return
         self._closed = True
+        self._acks.close(self._settings.socket_timeout)
+        with self._lock:
+            held = [d for _, d in self._buffer]
+            self._buffer.clear()
+        for delivery in held:  # give prefetched items back at once, with their attempt count
+            entry_id, count, earlier = delivery.token
+            data = self._codec.encode(delivery.message)
+            seen = self._seen_key(delivery.message.id) if self._dedupe_ttl_ms else ""
+            try:
+                self._settle("nack", entry_id, count, data, str(earlier), "0", seen)
+            except Exception as exc:
+                log.warning(
+                    "work queue %r: could not release a prefetched item: %s", self.name, exc
+                )
         self._client.close()
 
     # -- internals -------------------------------------------------------------------------------
@@ -323,7 +379,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
                 self.group,
                 self.consumer,
                 {self.stream: ">"},
-                count=max_items,
+                count=max(max_items, self._prefetch),
                 block=block_ms if block_ms > 0 else None,
             )
         except Exception as exc:
@@ -340,7 +396,41 @@ class RedisWorkQueueBackend(WorkQueueBackend):
                 if delivery is not None:
                     out.append(delivery)
         self._count("delivered", len(out))
+        if len(out) > max_items:
+            now = time.monotonic()
+            with self._lock:
+                self._buffer.extend((now, d) for d in out[max_items:])
+            out = out[:max_items]
         return out
+
+    def _take_buffered(self, max_items: int) -> list[Delivery]:
+        """Prefetched deliveries, minus those held so long that another consumer may take them."""
+        if not self._buffer:
+            return []
+        horizon = time.monotonic() - self._claim_idle_ms / 2000
+        out: list[Delivery] = []
+        expired = 0
+        with self._lock:
+            while self._buffer and len(out) < max_items:
+                fetched_at, delivery = self._buffer.popleft()
+                if fetched_at < horizon:
+                    expired += 1  # still pending in Redis: XAUTOCLAIM hands it out again
+                    continue
+                out.append(delivery)
+        if expired:
+            self._count("prefetch_expired", expired)
+        return out
+
+    def _ack_call(self, pipe: Any, entry_id: str, count: int) -> None:
+        pipe.evalsha(_SETTLE.sha, 0, "ack", self.stream, self.group, entry_id, count)
+
+    def _acks_done(self, done: int, stale: int) -> None:
+        with self._lock:
+            self.counters["acks_sent"] += done
+            self.counters["stale_settles"] += stale
+
+    def _reload_scripts(self) -> None:
+        self._client.script_load(scripts.SETTLE)
 
     def _stream_lost(self) -> None:
         self._count("stream_lost")
