@@ -88,6 +88,8 @@ class WireCodec:
         """Return the envelope bytes of ``message``; raise if they exceed ``max_size``."""
         headers = message.headers
         payload = message.payload
+        if headers:
+            _check_headers(message)
         if not self._json:
             payload = b64encode(self.serializer.dumps(payload))
             headers = {**headers, CONTENT_TYPE_HEADER: self.serializer.content_type}
@@ -125,7 +127,7 @@ class WireCodec:
         if len(data) > self.max_size:
             raise FrameTooLarge(len(data), self.max_size)
         try:
-            raw = pydantic_core.from_json(data, allow_inf_nan=False)
+            raw = pydantic_core.from_json(data)
         except ValueError as exc:
             raise ProtocolError(f"envelope is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
@@ -185,6 +187,24 @@ class WireCodec:
             raise ProtocolError(
                 f"the {serializer.name} serializer failed on a payload: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+_HEADER_TYPES = (str, int, float, bool)
+
+
+def _check_headers(message: Message) -> None:
+    """Refuse, on the sending side, headers that every receiver would reject."""
+    for key, value in message.headers.items():
+        if not isinstance(key, str):
+            raise SerializationError(
+                f"header names must be str; message on {message.topic!r} has {key!r}"
+            )
+        if value is not None and not isinstance(value, _HEADER_TYPES):
+            raise SerializationError(
+                f"header {key!r} of the message on {message.topic!r} is a "
+                f"{type(value).__name__}; header values must be str, int, float, bool or None. "
+                "Put structured data in the payload"
+            )
 
 
 _default_codec: WireCodec | None = None
