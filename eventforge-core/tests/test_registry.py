@@ -457,3 +457,14 @@ def test_plugins_from_installs_for_the_block_only(tmp_path: Path) -> None:
     assert "acme_temp_plugin" not in sys.modules
     with pytest.raises(PluginNotFoundError):
         registry().transport("temp")
+
+
+def test_known_names_are_grouped_by_distribution_and_case_is_forgiven(site: Path) -> None:
+    with pytest.raises(PluginNotFoundError) as info:
+        registry().get("observer", "timng")
+    assert str(info.value) == (
+        "Unknown observer 'timng'. Did you mean 'timing'? Installed: (none). "
+        "Known but not installed: cpu, logging, memory, metrics, otel, prometheus, timing "
+        "(pip install eventforge-observers). Run `eventforge plugins` for details."
+    )
+    assert registry().get("transport", "Memory").spec.name == "memory"

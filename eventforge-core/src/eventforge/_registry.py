@@ -233,7 +233,8 @@ class Registry:
 
     def get(self, kind: str, name: str) -> Entry:
         """Return the record that ``name`` (or an alias) selects, or raise a teaching error."""
-        entries = self._names[self._check_kind(kind)].get(name)
+        names = self._names[self._check_kind(kind)]
+        entries = names.get(name) or names.get(name.strip().lower())
         if entries:
             self._raise_conflict(kind, repr(name), entries)
             return entries[0]
@@ -369,7 +370,9 @@ class Registry:
         known = sorted(
             (n, dist)
             for (k, n), dist in KNOWN_DISTRIBUTIONS.items()
-            if k == kind and n not in self._names[kind] and n not in self._schemes
+            if k == kind
+            and n not in self._names[kind]
+            and (kind != "transport" or n not in self._schemes)
         )
         suggestions = difflib.get_close_matches(
             name,
@@ -389,9 +392,12 @@ class Registry:
             (n, d) for n, d in known if n not in _SCHEME_ONLY and self.distribution(d) is None
         ]
         if absent:
+            by_dist: dict[str, list[str]] = {}
+            for n, d in absent:
+                by_dist.setdefault(d, []).append(n)
             parts.append(
                 "Known but not installed: "
-                + ", ".join(f"{n} (pip install {d})" for n, d in absent)
+                + ", ".join(f"{', '.join(ns)} (pip install {d})" for d, ns in by_dist.items())
                 + "."
             )
         for info in disabled:
