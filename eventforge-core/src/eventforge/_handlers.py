@@ -28,6 +28,7 @@ __all__ = [
     "GroupBinding",
     "Invoker",
     "Worker",
+    "delivering_for",
     "is_coroutine_handler",
     "make_invoker",
 ]
@@ -109,12 +110,21 @@ class _LoopRunner:
         task.add_done_callback(self._tasks.discard)
 
 
+_delivery = threading.local()
+
+
+def delivering_for() -> object | None:
+    """The mark of the inline delivery running in this thread (see ``make_invoker``), if any."""
+    return getattr(_delivery, "mark", None)
+
+
 def make_invoker(
     handler: Callable[..., Any],
     *,
     report_error: ErrorReporter,
     delivered: Counter,
     dropped: Counter,
+    delivery_mark: object | None = None,
 ) -> Invoker:
     """Wrap ``handler`` into an isolated invoker, once, at subscribe time.
 
@@ -122,6 +132,11 @@ def make_invoker(
     loop that was running when they subscribed, else on the shared background loop; the caller
     never waits for them. A plain function that returns an awaitable gets the same treatment
     for its result.
+
+    With ``delivery_mark``, a plain handler runs with that mark visible to
+    :func:`delivering_for` in its thread, so that code it calls can tell it is running on a
+    transport's delivery thread (where waiting for another message of that transport would
+    wait forever).
     """
     bump = delivered.bump
     is_async = is_coroutine_handler(handler)
@@ -165,6 +180,25 @@ def make_invoker(
             _schedule(awaitable, message)
 
         return invoke_async
+
+    if delivery_mark is not None:
+        state = _delivery
+
+        def invoke_marked(message: Message) -> None:
+            bump()
+            outer = getattr(state, "mark", None)
+            state.mark = delivery_mark
+            try:
+                result = handler(message)
+            except Exception as exc:
+                report_error(exc, message, handler)
+                return
+            finally:
+                state.mark = outer
+            if result is not None and inspect.isawaitable(result):
+                _schedule(result, message)
+
+        return invoke_marked
 
     def invoke(message: Message) -> None:
         bump()

@@ -20,6 +20,7 @@ from ._handlers import (
     GroupBinding,
     Invoker,
     Worker,
+    delivering_for,
     make_invoker,
 )
 from ._inbox import AsyncWaiter, Inbox, SyncWaiter
@@ -152,6 +153,7 @@ class MessageQueue:
         self._timed_out = Counter()
         self._late_replies = Counter()
         self._bump_published = self._published.bump
+        self._warned_delivery_request = False
 
     # -- pub/sub ---------------------------------------------------------------------------
 
@@ -212,15 +214,19 @@ class MessageQueue:
                 "group every handler receives every message)"
             )
         handler_id = f"{self.name}.h{next(self._handler_ids)}"
+        use_worker = threaded or max_pending is not None
         invoke = make_invoker(
             handler,
             report_error=self._report_error,
             delivered=self._delivered,
             dropped=self._dropped,
+            # Network transports call handlers on their own reader thread: mark it, so that
+            # a blocking request made there is reported instead of silently timing out.
+            delivery_mark=None if use_worker or self._inline_async else self.transport,
         )
         worker: Worker | None = None
         entry_point: Invoker = invoke
-        if threaded or max_pending is not None:
+        if use_worker:
             worker = Worker(
                 invoke,
                 max_pending if max_pending is not None else DEFAULT_MAX_PENDING,
@@ -323,6 +329,8 @@ class MessageQueue:
             if reply is None:
                 self._timed_out.bump()
             return reply
+        if delivering_for() is self.transport:
+            self._warn_request_on_delivery_thread(topic)
         inbox = self._ensure_inbox()
         key = message.id
         message.reply_to = inbox.topic
@@ -585,6 +593,20 @@ class MessageQueue:
             pass
         except Exception:
             log.exception("transport failed to unsubscribe %r", subscription_id)
+
+    def _warn_request_on_delivery_thread(self, topic: str) -> None:
+        if self._warned_delivery_request:
+            return
+        self._warned_delivery_request = True
+        log.warning(
+            "a handler of %r made a blocking request to %r on the %s transport's delivery "
+            "thread; the reply is delivered on that same thread, so the request can only time "
+            "out. Subscribe the handler with threaded=True, make it a coroutine and use "
+            "request_async, or give the RPCServer an executor",
+            self.name,
+            topic,
+            self.transport.name,
+        )
 
     def _report_error(
         self, exc: BaseException, message: Message, handler: Callable[..., Any]

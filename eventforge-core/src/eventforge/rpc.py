@@ -32,6 +32,7 @@ from ._rpc_protocol import (
 from .errors import MethodNotFound, RemoteError, RPCTimeout, TransportError
 from .message import Message
 from .topics import validate_topic
+from .transport import Capability
 
 if TYPE_CHECKING:
     from .execution import Executor
@@ -66,10 +67,12 @@ def _service_topic(service_name: str) -> str:
 class RPCServer:
     """Answers calls for the methods registered on it, under one ``service_name``.
 
-    Methods run inline in the delivery thread (for the in-process transport: the caller's
-    thread), coroutine functions run on the event loop that was running at :meth:`serve` (else
-    on the shared background loop), and with an ``executor`` every call goes through it (a
-    thread or process pool), so a slow method never holds up the transport. A ``@task``
+    Where methods run: on the in-process transport, inline in the caller's thread (the fastest
+    path); on network transports, on a thread of the server's own (``threaded``, the default
+    there), so that a method may itself make blocking calls, such as another RPC, without
+    holding up the transport's reader. Coroutine functions run on the event loop that was
+    running at :meth:`serve` (else on the shared background loop). With a thread or process
+    pool ``executor`` every call goes through it and calls run concurrently. A ``@task``
     function keeps its observers: calling it runs them around the body.
     """
 
@@ -78,10 +81,16 @@ class RPCServer:
         queue: MessageQueue,
         executor: Executor | None = None,
         service_name: str = "rpc",
+        *,
+        threaded: bool | None = None,
     ) -> None:
         self.queue = queue
         self.executor = executor
         self.service_name = service_name
+        if threaded is None:
+            blocking_executor = executor is None or executor.mode.value == "sequential"
+            threaded = blocking_executor and not queue.transport.has(Capability.ZERO_COPY)
+        self.threaded = threaded
         self.topic = _service_topic(service_name)
         self._methods: dict[str, Callable[..., Any]] = {}
         self._handler_id: str | None = None
@@ -142,7 +151,9 @@ class RPCServer:
             if self._handler_id is None:
                 self._stopped.clear()
                 self._runner = _LoopRunner.for_caller()
-                self._handler_id = self.queue.subscribe(self.topic, self._on_call, group=self.topic)
+                self._handler_id = self.queue.subscribe(
+                    self.topic, self._on_call, group=self.topic, threaded=self.threaded
+                )
         if blocking:
             try:
                 while not self._stopped.wait(0.5):

@@ -19,7 +19,8 @@ the queues are separate clients of one server), and the queues and transports ar
 the test ends. Subscriptions may take effect asynchronously on a broker, so tests wait for them
 with probes and polling, never with blind sleeps. Tests of optional features are skipped, with
 the reason, when the transport does not declare the capability. Contract tests cannot be
-silently overridden (the same guard as the transport suite).
+silently overridden (the same guard as the transport suite: mark a deliberate override with
+``@pytest.mark.xfail(reason=...)`` or ``@QueueConformance.overrides(reason=...)``).
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCClient, RPCServer
 from eventforge.transport import Capability, Transport
 
-from .conformance import _PROBE_KEY, Collector, TransportFactory, _deliberate_override
+from ._transport_harness import PROBE_KEY, Collector, ContractGuard, TransportFactory, seal_contract
 
 __all__ = ["QueueConformance"]
 
 
-class QueueConformance:
+class QueueConformance(ContractGuard):
     """Base class of a transport's MessageQueue/RPC conformance tests; provide ``make_transport``.
 
     Tunables: ``delivery_timeout`` (how long a test waits for what must arrive),
@@ -61,19 +62,6 @@ class QueueConformance:
     delivery_timeout: ClassVar[float] = 5.0
     probe_interval: ClassVar[float] = 0.05
     absence_timeout: ClassVar[float] = 0.2
-
-    _contract_tests: ClassVar[frozenset[str]] = frozenset()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for name, value in vars(cls).items():
-            if name in QueueConformance._contract_tests and not _deliberate_override(value):
-                raise TypeError(
-                    f"{cls.__qualname__}.{name} overrides the queue conformance test of the "
-                    "same name, which would silently replace part of the contract. Mark a "
-                    "deliberate override with @pytest.mark.xfail(reason='why') or "
-                    "@TransportConformance.overrides(reason='why'); give new tests new names"
-                )
 
     # -- fixtures --------------------------------------------------------------------------
 
@@ -151,7 +139,7 @@ class QueueConformance:
         deadline = time.monotonic() + self.delivery_timeout
         n = 0
         while True:
-            queue.publish(topic, {_PROBE_KEY: n})
+            queue.publish(topic, {PROBE_KEY: n})
             n += 1
             if self.wait_for(lambda: all(c.probes > 0 for c in collectors), self.probe_interval):
                 return
@@ -163,7 +151,7 @@ class QueueConformance:
         deadline = time.monotonic() + self.delivery_timeout
         while True:
             try:
-                if queue.request(topic, {_PROBE_KEY: 0}, timeout=self.probe_interval) is not None:
+                if queue.request(topic, {PROBE_KEY: 0}, timeout=self.probe_interval) is not None:
                     return
             except NoRespondersError:
                 time.sleep(self.probe_interval)
@@ -366,7 +354,7 @@ class QueueConformance:
 
         def add(message: Message) -> None:
             payload = message.payload
-            if isinstance(payload, dict) and _PROBE_KEY in payload:
+            if isinstance(payload, dict) and PROBE_KEY in payload:
                 responder.reply(message, "probe")
                 return
             responder.reply(message, payload["a"] + payload["b"], served_by="responder")
@@ -552,6 +540,4 @@ class QueueConformance:
         assert queue.stats["subscriptions"] == 0
 
 
-QueueConformance._contract_tests = frozenset(
-    name for name in vars(QueueConformance) if name.startswith("test_")
-)
+_CONTRACT = seal_contract(QueueConformance)
