@@ -468,3 +468,20 @@ def test_known_names_are_grouped_by_distribution_and_case_is_forgiven(site: Path
         "(pip install eventforge-observers). Run `eventforge plugins` for details."
     )
     assert registry().get("transport", "Memory").spec.name == "memory"
+
+
+def test_a_target_may_resolve_another_plugin_while_it_loads(site: Path) -> None:
+    write_distribution(
+        site,
+        "acme-nested",
+        entry_points={"nested": "acme_nested_plugin"},
+        modules={
+            "acme_nested_plugin": transport_plugin("nested", target="acme_nested_impl:T"),
+            "acme_nested_impl": """
+                from eventforge._registry import load_named
+                T = load_named("transport", "memory")  # resolved during the import
+            """,
+        },
+    )
+    reg = registry()
+    assert reg.load(reg.transport("nested")).__name__ == "MemoryTransport"

@@ -155,7 +155,7 @@ class Registry:
         self._names: dict[str, dict[str, list[Entry]]] = {kind: {} for kind in KINDS}
         self._schemes: dict[str, list[Entry]] = {}
         self._loaded: dict[tuple[str, str], Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a target's import may resolve another plugin
         collected: list[tuple[str, str, PluginSpec]] = []
         failures: dict[str, BaseException] = {}
         for kind, call in zip(
