@@ -206,6 +206,24 @@ class JetStreamWorkQueue(WorkQueueBackend):
         self._check_open()
         await self._conn.call(self._put(data, message.id))
 
+    def put_many(self, messages: list[Message]) -> None:
+        """Store several items with their publishes in flight together; return once all are
+        acknowledged (each retried on its own with its own ``Nats-Msg-Id``)."""
+        encoded = [(self._codec.encode(m), m.id) for m in messages]
+        self._check_open()
+        self._conn.run(self._put_many(encoded), timeout=self.put_timeout + 5)
+
+    async def _put_many(self, encoded: list[tuple[bytes, str]]) -> None:
+        results = await asyncio.gather(
+            *(self._put(data, msg_id) for data, msg_id in encoded), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise TransportError(
+                f"{len(failures)} of {len(encoded)} items for work queue {self.name!r} were not "
+                f"acknowledged (first: {failures[0]}); put them again (same ids) to be sure"
+            )
+
     async def _put(self, data: bytes, msg_id: str) -> None:
         import nats.errors
         import nats.js.errors

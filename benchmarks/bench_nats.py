@@ -1,0 +1,373 @@
+"""NATS transport beside raw nats-py, in the same run, against a private nats-server.
+
+Scenarios:
+
+* End-to-end pub/sub, publisher process -> subscriber process: eventforge on both ends (the
+  publisher using ``send_async`` inside a loop, then the synchronous ``send``) vs raw nats-py on
+  both ends (``nc.publish`` x N + flush; the subscriber only counts). Goals: at least 0.8x from
+  the async API, 0.6x from the sync API.
+* RPC round trip p50 / p99: ``RPCClient.call`` against an ``RPCServer`` in another process vs
+  raw ``nc.request`` against a raw responder process. Goal: p50 at most 1.3x.
+* JetStream durable work queue: publish with 100 in flight (``put_many`` of 100 vs
+  ``asyncio.gather`` of 100 ``js.publish``), and consume (``fetch(100)`` + ack per item vs a raw
+  pull subscription ``fetch(100)`` + ``ack``). Goals: at least 0.8x on both sides.
+
+Every figure is the median of interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import nats
+from eventforge.message import Message
+from eventforge.testing.brokers import NatsServer
+from eventforge.wire import encode_envelope
+from eventforge.workqueue import RetryPolicy
+from eventforge_nats import NatsTransport
+
+PAYLOAD = {"user": "alice", "action": "login", "n": 1}
+
+
+def row(
+    scenario: str,
+    ours: float,
+    anchor: str,
+    anchor_value: float,
+    unit: str,
+    goal: str,
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
+    return {
+        "scenario": scenario,
+        "eventforge": ours,
+        "anchor": anchor,
+        "anchor_value": anchor_value,
+        "unit": unit,
+        "ratio": ours / anchor_value,
+        "goal": goal,
+        "higher_is_better": higher_is_better,
+    }
+
+
+def medians(rounds: int, measures: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    samples: dict[str, list[Any]] = {k: [] for k in measures}
+    for _ in range(rounds):
+        for key, measure in measures.items():
+            samples[key].append(measure())
+    out: dict[str, Any] = {}
+    for key, values in samples.items():
+        if isinstance(values[0], tuple):
+            out[key] = tuple(statistics.median(v[i] for v in values) for i in range(len(values[0])))
+        else:
+            out[key] = statistics.median(values)
+    return out
+
+
+CHILD = r"""
+import asyncio, sys
+mode, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "sub_raw":
+    import nats
+    async def main():
+        nc = await nats.connect(url)
+        done = asyncio.get_running_loop().create_future()
+        count = 0
+        async def on(msg):
+            nonlocal count
+            count += 1
+            if count >= n and not done.done():
+                done.set_result(None)
+        await nc.subscribe("bench.e2e", cb=on)
+        await nc.flush()
+        print("ready", flush=True)
+        await done
+        print("done", flush=True)
+        await nc.close()
+    asyncio.run(main())
+elif mode == "sub_ef":
+    import threading
+    from eventforge_nats import NatsTransport
+    t = NatsTransport(url)
+    done = threading.Event()
+    count = [0]
+    def on(m):
+        count[0] += 1
+        if count[0] >= n:
+            done.set()
+    t.subscribe("bench.e2e", on)
+    print("ready", flush=True)
+    done.wait()
+    print("done", flush=True)
+    t.close()
+elif mode == "echo_raw":
+    import nats
+    async def main():
+        nc = await nats.connect(url)
+        async def on(msg):
+            await msg.respond(msg.data)
+        await nc.subscribe("bench.echo", cb=on)
+        await nc.flush()
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await nc.close()
+    asyncio.run(main())
+elif mode == "echo_ef":
+    from eventforge import MessageQueue, RPCServer
+    from eventforge_nats import NatsTransport
+    queue = MessageQueue(transport=NatsTransport(url))
+    server = RPCServer(queue, service_name="bench")
+    server.add_method("echo", lambda x: x)
+    server.serve(blocking=False)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    server.stop()
+    queue.close()
+"""
+
+
+def _child(mode: str, url: str, n: int = 0) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode, url, str(n)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline().strip()
+    if line != "ready":
+        child.kill()
+        raise RuntimeError(f"benchmark child {mode} failed to start: {line!r}")
+    return child
+
+
+def _finish(child: subprocess.Popen[str], start: float, n: int) -> float:
+    assert child.stdout is not None
+    line = child.stdout.readline().strip()
+    elapsed = time.perf_counter() - start
+    child.wait(30)
+    if line != "done":
+        raise RuntimeError(f"benchmark child did not finish: {line!r}")
+    return n / elapsed
+
+
+# -- pub/sub end to end --------------------------------------------------------------------
+
+
+def e2e_raw(url: str, n: int) -> float:
+    envelopes = [encode_envelope(Message("bench.e2e", PAYLOAD)) for _ in range(n)]
+
+    async def main() -> float:
+        nc = await nats.connect(url)
+        child = _child("sub_raw", url, n)
+        start = time.perf_counter()
+        for data in envelopes:
+            await nc.publish("bench.e2e", data)
+        await nc.flush()
+        rate = await asyncio.to_thread(_finish, child, start, n)
+        await nc.close()
+        return rate
+
+    return asyncio.run(main())
+
+
+def e2e_eventforge_async(url: str, n: int) -> float:
+    transport = NatsTransport(url)
+    messages = [Message("bench.e2e", PAYLOAD) for _ in range(n)]
+
+    async def main() -> float:
+        child = _child("sub_ef", url, n)
+        send = transport.send_async
+        start = time.perf_counter()
+        for message in messages:
+            await send(message)
+        await transport.flush_async()
+        return await asyncio.to_thread(_finish, child, start, n)
+
+    rate = asyncio.run(main())
+    transport.close()
+    return rate
+
+
+def e2e_eventforge_sync(url: str, n: int) -> float:
+    transport = NatsTransport(url)
+    messages = [Message("bench.e2e", PAYLOAD) for _ in range(n)]
+    child = _child("sub_ef", url, n)
+    send = transport.send
+    start = time.perf_counter()
+    for message in messages:
+        send(message)
+    transport.flush()
+    rate = _finish(child, start, n)
+    transport.close()
+    return rate
+
+
+# -- request / reply -----------------------------------------------------------------------
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    samples.sort()
+    return (
+        samples[len(samples) // 2] * 1e6,
+        samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
+    )
+
+
+def rpc_raw(url: str, n: int) -> tuple[float, float]:
+    child = _child("echo_raw", url)
+    data = encode_envelope(Message("bench.echo", PAYLOAD))
+
+    async def main() -> list[float]:
+        nc = await nats.connect(url)
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await nc.request("bench.echo", data, timeout=5)
+            samples.append(time.perf_counter() - start)
+        await nc.close()
+        return samples
+
+    samples = asyncio.run(main())
+    assert child.stdin is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+    child.wait(30)
+    return _percentiles(samples[n // 10 :])
+
+
+def rpc_eventforge(url: str, n: int) -> tuple[float, float]:
+    from eventforge import MessageQueue, RPCClient
+
+    child = _child("echo_ef", url)
+    queue = MessageQueue(transport=NatsTransport(url))
+    client = RPCClient(queue, service_name="bench", timeout=5.0)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        client.call("echo", PAYLOAD)
+        samples.append(time.perf_counter() - start)
+    queue.close()
+    assert child.stdin is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+    child.wait(30)
+    return _percentiles(samples[n // 10 :])
+
+
+# -- JetStream work queue ------------------------------------------------------------------
+
+
+def js_raw(url: str, n: int) -> tuple[float, float]:
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
+    name = f"RAW_{os.urandom(4).hex()}"
+    envelopes = [encode_envelope(Message("bench.js", PAYLOAD)) for _ in range(n)]
+
+    async def main() -> tuple[float, float]:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(
+                name=name,
+                subjects=[name],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+            )
+        )
+        await js.add_consumer(
+            name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
+        )
+        start = time.perf_counter()
+        for offset in range(0, n, 100):
+            await asyncio.gather(*(js.publish(name, d) for d in envelopes[offset : offset + 100]))
+        put_rate = n / (time.perf_counter() - start)
+        psub = await js.pull_subscribe_bind(durable="c", stream=name)
+        got = 0
+        start = time.perf_counter()
+        while got < n:
+            for msg in await psub.fetch(100, timeout=5):
+                await msg.ack()
+                got += 1
+        await nc.flush()
+        get_rate = n / (time.perf_counter() - start)
+        await js.delete_stream(name)
+        await nc.close()
+        return put_rate, get_rate
+
+    return asyncio.run(main())
+
+
+def js_eventforge(url: str, n: int) -> tuple[float, float]:
+    transport = NatsTransport(url)
+    name = f"bench-{os.urandom(4).hex()}"
+    backend = transport.work_queue_backend(name, RetryPolicy())
+    messages = [Message(name, PAYLOAD) for _ in range(n)]
+    start = time.perf_counter()
+    for offset in range(0, n, 100):
+        backend.put_many(messages[offset : offset + 100])
+    put_rate = n / (time.perf_counter() - start)
+    got = 0
+    start = time.perf_counter()
+    while got < n:
+        for delivery in backend.fetch(100, 5.0):
+            delivery.ack()
+            got += 1
+    transport.flush()
+    get_rate = n / (time.perf_counter() - start)
+    transport.close()
+    return put_rate, get_rate
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    n_e2e = 2_000 if quick else 50_000
+    n_rpc = 200 if quick else 5_000
+    n_js = 500 if quick else 10_000
+    rounds = 1 if quick else 3
+    server = NatsServer()
+    server.start()
+    url = server.url
+    try:
+        e2e = medians(
+            rounds,
+            {
+                "async": lambda: e2e_eventforge_async(url, n_e2e),
+                "sync": lambda: e2e_eventforge_sync(url, n_e2e),
+                "raw": lambda: e2e_raw(url, n_e2e),
+            },
+        )
+        rpc = medians(
+            rounds, {"ef": lambda: rpc_eventforge(url, n_rpc), "raw": lambda: rpc_raw(url, n_rpc)}
+        )
+        js = medians(
+            rounds, {"ef": lambda: js_eventforge(url, n_js), "raw": lambda: js_raw(url, n_js)}
+        )
+    finally:
+        server.cleanup()
+    return [
+        row("nats pub/sub e2e, send_async -> subscriber process", e2e["async"],
+            "nats-py publish + flush -> subscriber process", e2e["raw"], "msgs/s", ">= 0.8x"),
+        row("nats pub/sub e2e, sync send -> subscriber process", e2e["sync"],
+            "nats-py publish + flush -> subscriber process", e2e["raw"], "msgs/s", ">= 0.6x"),
+        row("nats RPC round trip p50 (RPCClient.call)", rpc["ef"][0],
+            "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
+        row("nats RPC round trip p99 (RPCClient.call)", rpc["ef"][1],
+            "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
+        row("JetStream WorkQueue put, 100 in flight (put_many)", js["ef"][0],
+            "js.publish, gather of 100", js["raw"][0], "msgs/s", ">= 0.8x"),
+        row("JetStream WorkQueue fetch(100) + ack", js["ef"][1],
+            "pull fetch(100) + ack", js["raw"][1], "msgs/s", ">= 0.8x"),
+    ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    for r in run(quick="--quick" in sys.argv):
+        print(f"{r['scenario']:<55} {r['eventforge']:>10,.0f} vs {r['anchor']:<45} "
+              f"{r['anchor_value']:>10,.0f}  ratio {r['ratio']:.2f} (goal {r['goal']})")  # fmt: skip
