@@ -223,3 +223,16 @@ def test_invalid_settings_are_refused() -> None:
         WorkQueue(visibility_timeout=0)
     with pytest.raises(ValueError, match="concurrency"):
         WorkQueue().consume(lambda m: None, concurrency=0)
+
+
+def test_settled_leases_do_not_accumulate() -> None:
+    backend = MemoryWorkQueueBackend("churn", visibility_timeout=300)
+    with WorkQueue("churn", backend=backend) as queue:
+        for i in range(3000):
+            queue.put(i)
+            delivery = queue.get(timeout=5)
+            assert delivery is not None
+            delivery.ack()
+        assert queue.stats["acked"] == 3000
+        assert queue.stats["in_flight"] == 0
+        assert len(backend._expiries) <= 2 * 0 + 1024 + 1

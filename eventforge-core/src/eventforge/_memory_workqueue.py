@@ -67,6 +67,9 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
         self._ready: deque[_Item] = deque()
         self._delayed: list[tuple[float, int, _Item]] = []
         self._leases: dict[int, tuple[_Item, float]] = {}
+        # (expiry, token) for every lease; entries of settled or extended leases go stale and
+        # are skipped, and the heap is rebuilt when stale entries outnumber live ones.
+        self._expiries: list[tuple[float, int]] = []
         self._dead: dict[int, DeadLetter] = {}
         self._seq = itertools.count(1)
         self._closed = False
@@ -118,7 +121,9 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
             item = self._ready.popleft()
             item.attempts += 1
             token = next(self._seq)
-            self._leases[token] = (item, now + self.visibility_timeout)
+            until = now + self.visibility_timeout
+            self._leases[token] = (item, until)
+            heapq.heappush(self._expiries, (until, token))
             message = item.message
             message.headers[ATTEMPT_HEADER] = item.attempts
             out.append(Delivery(message, item.attempts, self.name, token, self))
@@ -130,17 +135,22 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             self._ready.append(heapq.heappop(delayed)[2])
-        if self._leases:
-            expired = [t for t, (_, until) in self._leases.items() if until <= now]
-            for token in expired:
-                item, _ = self._leases.pop(token)
-                self._ready.append(item)
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            _, token = heapq.heappop(expiries)
+            lease = self._leases.get(token)
+            if lease is not None and lease[1] <= now:
+                del self._leases[token]
+                self._ready.append(lease[0])
                 self._counts["expired"] += 1
+        if len(expiries) > 2 * len(self._leases) + 1024:
+            self._expiries = [(until, t) for t, (_, until) in self._leases.items()]
+            heapq.heapify(self._expiries)
 
     def _next_event(self, now: float) -> float | None:
         times = [self._delayed[0][0]] if self._delayed else []
-        if self._leases:
-            times.append(min(until for _, until in self._leases.values()))
+        if self._expiries:
+            times.append(self._expiries[0][0])
         return max(0.0, min(times) - now) if times else None
 
     def _settle(self, delivery: Delivery) -> _Item | None:
@@ -173,7 +183,9 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
         with self._cond:
             lease = self._leases.get(delivery.token)
             if lease is not None:
-                self._leases[delivery.token] = (lease[0], _now() + self.visibility_timeout)
+                until = _now() + self.visibility_timeout
+                self._leases[delivery.token] = (lease[0], until)
+                heapq.heappush(self._expiries, (until, delivery.token))
 
     # -- dead letters -----------------------------------------------------------------------
 
