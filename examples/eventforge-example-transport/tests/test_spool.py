@@ -85,6 +85,7 @@ def test_inboxes_of_dead_processes_are_removed(tmp_path: Path) -> None:
         assert not leftovers[0].exists()
         transport.send(Message("a", "nobody listens"))
         assert transport.stats()["written"] == 0
+        assert transport.stats()["unrouted"] == 1
 
 
 def test_malformed_files_are_rejected_and_counted(tmp_path: Path) -> None:

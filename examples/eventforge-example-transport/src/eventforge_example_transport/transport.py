@@ -64,8 +64,9 @@ class SpoolTransport(Transport):
     """Publish/subscribe through a spool directory shared by processes on one machine.
 
     ``poll_interval`` is how often the reader thread looks for new files (seconds). Delivery is
-    at-most-once per subscription; malformed files are counted in ``stats()["rejected"]`` and
-    removed, callback errors in ``stats()["callback_errors"]``.
+    at-most-once per subscription. ``stats()`` counts messages sent, envelope files written,
+    messages that matched no subscription (``unrouted``), malformed files removed
+    (``rejected``), files left unread by an unsubscribe (``discarded``) and callback errors.
     """
 
     name: ClassVar[str] = "spool"
@@ -98,7 +99,16 @@ class SpoolTransport(Transport):
         self._last_stamp = 0
         self._last_sweep = 0.0
         self._counts = dict.fromkeys(
-            ("sent", "written", "delivered", "rejected", "callback_errors", "discarded"), 0
+            (
+                "sent",
+                "written",
+                "unrouted",
+                "delivered",
+                "rejected",
+                "callback_errors",
+                "discarded",
+            ),
+            0,
         )
         self._closed = False
         self._sweep()
@@ -134,6 +144,7 @@ class SpoolTransport(Transport):
             stamp = self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
             self._counts["sent"] += 1
         name = f"{stamp:020d}-{os.getpid()}-{message.id}.msg"
+        written = 0
         for inbox_name in self._live_inboxes():
             pattern = self._pattern_of(inbox_name)
             if pattern is None or not topic_matches(pattern, message.topic):
@@ -145,8 +156,11 @@ class SpoolTransport(Transport):
                 os.replace(tmp, inbox / name)
             except FileNotFoundError:
                 continue  # the subscriber left while we were writing
-            with self._lock:
-                self._counts["written"] += 1
+            written += 1
+        with self._lock:
+            self._counts["written"] += written
+            if not written:
+                self._counts["unrouted"] += 1  # nobody subscribed: counted, like any drop
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         self._check_open()
