@@ -226,7 +226,7 @@ def test_stats_count_published_and_delivered(queue):
 
 def test_transport_must_be_a_transport():
     with pytest.raises(TypeError, match="Transport"):
-        MessageQueue(transport="memory")  # type: ignore[arg-type]
+        MessageQueue(transport=object())  # type: ignore[arg-type]
 
 
 class _FirstDispatcher:
@@ -376,3 +376,10 @@ def test_concurrent_publishers_lose_nothing_and_groups_stay_exclusive(queue):
     assert all(len(got) > 0 for got in members.values())
     assert queue.stats["published"] == 2000
     assert queue.stats["delivered"] == 4000
+
+
+def test_transport_may_be_named_by_url():
+    queue = MessageQueue("memory://?max_queue_size=5")
+    assert isinstance(queue.transport, MemoryTransport)
+    assert queue.transport.max_queue_size == 5
+    queue.close()

@@ -103,7 +103,8 @@ def _check_headers(headers: dict[str, Any]) -> None:
 class MessageQueue:
     """Topic-keyed publish/subscribe plus request/reply over one :class:`Transport`.
 
-    ``transport`` defaults to a new in-process ``MemoryTransport``. ``error_hook(exc, message,
+    ``transport`` defaults to a new in-process ``MemoryTransport``; a string is a transport name
+    or URL resolved by :func:`eventforge.connect` (``"nats://localhost:4222"``). ``error_hook(exc, message,
     handler)`` is called whenever a handler raises (after the error is logged and counted).
     Closing the queue closes the transport too unless ``close_transport=False`` (use that when
     several queues share one transport).
@@ -116,7 +117,7 @@ class MessageQueue:
 
     def __init__(
         self,
-        transport: Transport | None = None,
+        transport: Transport | str | None = None,
         *,
         error_hook: ErrorHook | None = None,
         name: str | None = None,
@@ -126,6 +127,10 @@ class MessageQueue:
             from .transports.memory import MemoryTransport
 
             transport = MemoryTransport()
+        elif isinstance(transport, str):
+            from .config import connect
+
+            transport = connect(transport)
         elif not isinstance(transport, Transport):
             raise TypeError(
                 f"transport must be an eventforge Transport, got {type(transport).__name__}; "
