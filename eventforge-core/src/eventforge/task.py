@@ -197,14 +197,20 @@ class _TaskRunner:
             self.name, args, kwargs, topic=self.topic, state=self.state, message=message
         )
         pool = self.pool
-        start = time.perf_counter()
+        start = 0.0
         try:
             if pool is not None:
                 pool.acquire()
+            start = time.perf_counter()
             try:
-                result, event = call_observed(
-                    self.observers, self._body, args, kwargs, name=self.name
-                )
+                if self.observers:
+                    result, event = call_observed(
+                        self.observers, self._body, args, kwargs, name=self.name
+                    )
+                    elapsed = event.elapsed
+                else:
+                    result = self._body(*args, **kwargs)
+                    elapsed = time.perf_counter() - start
             finally:
                 if pool is not None:
                     pool.release()
@@ -218,7 +224,7 @@ class _TaskRunner:
             self._finish(ctx)
             raise
         ctx.result = result
-        ctx.execution_time = event.elapsed
+        ctx.execution_time = elapsed
         self._finish(ctx)
         return result
 
@@ -229,14 +235,20 @@ class _TaskRunner:
             self.name, args, kwargs, topic=self.topic, state=self.state, message=message
         )
         pool = self.pool
-        start = time.perf_counter()
+        start = 0.0
         try:
             if pool is not None:
                 await pool.acquire_async()
+            start = time.perf_counter()
             try:
-                result, event = await call_observed_async(
-                    self.observers, self._body_async, args, kwargs, name=self.name
-                )
+                if self.observers:
+                    result, event = await call_observed_async(
+                        self.observers, self._body_async, args, kwargs, name=self.name
+                    )
+                    elapsed = event.elapsed
+                else:
+                    result = await self._body_async(*args, **kwargs)
+                    elapsed = time.perf_counter() - start
             finally:
                 if pool is not None:
                     pool.release()
@@ -250,7 +262,7 @@ class _TaskRunner:
             await self._finish_async(ctx)
             raise
         ctx.result = result
-        ctx.execution_time = event.elapsed
+        ctx.execution_time = elapsed
         await self._finish_async(ctx)
         return result
 
