@@ -322,6 +322,7 @@ class MessageQueue:
     ) -> Message | None:
         """Publish a request and wait for one reply; ``None`` when ``timeout`` passes first.
 
+        ``timeout=None`` waits without limit (on native request/reply transports: 30 s).
         A responder answers with :meth:`reply`. A timed-out request leaves no waiter behind;
         a reply that arrives after it is dropped and counted in ``stats["late_replies"]``.
         On a transport with native request/reply (NATS) a request that nobody is subscribed to
@@ -384,10 +385,13 @@ class MessageQueue:
             await self._send_async(message)
             self._bump_published()
             try:
-                reply = await asyncio.wait_for(waiter.future, timeout)
+                reply = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
             except asyncio.TimeoutError:
-                self._timed_out.bump()
-                return None
+                if inbox.pending.pop(key, None) is not None:
+                    self._timed_out.bump()
+                    return None
+                # The reply was taken just as the wait ran out: it is being handed over now.
+                reply = await waiter.future
         finally:
             inbox.pending.pop(key, None)
         if reply is None and self._closed:
