@@ -337,6 +337,18 @@ def test_message_offered_while_receive_async_is_cancelled_is_kept(
     asyncio.run(main())
 
 
+def test_send_survives_a_receiver_whose_event_loop_was_closed(
+    transport: MemoryTransport,
+) -> None:
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(transport.receive_async("a.b"))
+    loop.run_until_complete(asyncio.sleep(0.01))  # the receiver is now waiting
+    loop.close()  # abandoned without finishing the task
+    transport.send(Message("a.b", "kept"))
+    assert drain(transport, "a.b") == ["kept"]
+    del task
+
+
 def test_close_wakes_receive_async() -> None:
     t = MemoryTransport()
 

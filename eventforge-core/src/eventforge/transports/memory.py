@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -68,9 +69,10 @@ class _Waiter:
         if self.closed or self.message is not None:
             return False
         if self._loop is not None:
-            if self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(_resolve, self.future, message)
+            except RuntimeError:  # the waiting loop is closed: nobody is left to receive
                 return False
-            self._loop.call_soon_threadsafe(_resolve, self.future, message)
         else:
             assert self._done is not None
             self._done.set()
@@ -81,7 +83,7 @@ class _Waiter:
         """End the wait with no message (the transport is closing)."""
         self.closed = True
         if self._loop is not None:
-            if not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # a closed loop has no waiter left to wake
                 self._loop.call_soon_threadsafe(_resolve, self.future, None)
         else:
             assert self._done is not None
