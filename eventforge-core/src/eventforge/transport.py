@@ -9,6 +9,7 @@ configuration time (:func:`require_capability`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = ["Callback", "Capability", "Transport", "require_capability"]
+
+log = logging.getLogger("eventforge.transport")
 
 Callback = Callable[[Message], None]
 """A subscription callback. It is called on a thread the transport owns (or the publisher's)."""
@@ -86,8 +89,9 @@ class Transport(ABC):
         """Await the next message on ``topic`` without blocking the running event loop.
 
         The default polls :meth:`receive` in a worker thread in short slices, so cancelling the
-        awaiting task never leaves a thread blocked forever. Transports override it when they
-        can wait natively.
+        awaiting task never leaves a thread blocked forever. A message that the last slice
+        takes after the task was cancelled cannot be handed back generically; it is logged with
+        its id, never dropped silently. Transports override this when they can wait natively.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -97,9 +101,26 @@ class Transport(ABC):
                 if remaining <= 0:
                     return None
                 slice_ = min(slice_, remaining)
-            message = await asyncio.to_thread(self.receive, topic, slice_)
+            poll = asyncio.ensure_future(asyncio.to_thread(self.receive, topic, slice_))
+            try:
+                message = await asyncio.shield(poll)
+            except asyncio.CancelledError:
+                poll.add_done_callback(self._report_abandoned)
+                raise
             if message is not None:
                 return message
+
+    def _report_abandoned(self, poll: asyncio.Future[Message | None]) -> None:
+        if poll.cancelled() or poll.exception() is not None:
+            return
+        message = poll.result()
+        if message is not None:
+            log.warning(
+                "receive_async on %r was cancelled while %s received message %s; it is dropped",
+                message.topic,
+                type(self).__name__,
+                message.id,
+            )
 
     @abstractmethod
     def subscribe(self, topic: str, callback: Callback) -> str:
