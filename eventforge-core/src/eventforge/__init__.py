@@ -80,6 +80,7 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
     from ._registry import registry as registry
+    from .hookspecs import hookimpl as hookimpl
     from .errors import (
         ConfigurationError as ConfigurationError,
     )
