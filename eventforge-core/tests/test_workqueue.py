@@ -236,3 +236,12 @@ def test_settled_leases_do_not_accumulate() -> None:
         assert queue.stats["acked"] == 3000
         assert queue.stats["in_flight"] == 0
         assert len(backend._expiries) <= 2 * 0 + 1024 + 1
+
+
+def test_bad_names_and_headers_are_refused_on_every_backend() -> None:
+    with pytest.raises(ValueError, match="empty segment"):
+        WorkQueue("jobs..x")
+    with WorkQueue("jobs") as queue:
+        with pytest.raises(TypeError, match="header 'meta' is a dict"):
+            queue.put("x", meta={"nested": True})
+        assert queue.stats["pending"] == 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import TransportClosedError
 from .message import Message
+from .topics import validate_topic
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -274,7 +275,7 @@ class WorkQueue:
         visibility_timeout: float = 300.0,
         max_size: int | None = 100_000,
     ) -> None:
-        self.name = name
+        self.name = validate_topic(name)
         self.retry = retry if retry is not None else RetryPolicy()
         inner = backend or _choose_backend(
             name, transport, self.retry, visibility_timeout, max_size
@@ -291,7 +292,17 @@ class WorkQueue:
     # -- producing --------------------------------------------------------------------------
 
     def put(self, payload: Any, **headers: Any) -> str:
-        """Store a new item; return its message id once it is stored (durably, if durable)."""
+        """Store a new item; return its message id once it is stored (durably, if durable).
+
+        Header values must be str, int, float or bool (as for ``MessageQueue.publish``), so the
+        same code works on every backend.
+        """
+        for key, value in headers.items():
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise TypeError(
+                    f"header {key!r} is a {type(value).__name__}; header values must be str, "
+                    "int, float or bool (put structured data in the payload)"
+                )
         message = Message(self.name, payload, headers)
         self._gate.put(message)
         return message.id
