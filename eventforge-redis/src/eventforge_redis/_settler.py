@@ -22,7 +22,7 @@ _BATCH = 500
 
 
 class Settler:
-    """Runs ``call(pipeline, *args)`` for queued settles, one pipeline per batch."""
+    """Runs ``call(client, batch)`` for queued settles: one call (one round trip) per batch."""
 
     def __init__(
         self,
@@ -66,12 +66,6 @@ class Settler:
             self._cond.notify_all()
         self._thread.join(timeout)
 
-    def _send(self, batch: list[tuple[Any, ...]]) -> list[Any]:
-        with self._client.pipeline(transaction=False) as pipe:
-            for args in batch:
-                self._call(pipe, *args)
-            return list(pipe.execute(raise_on_error=False))
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -81,23 +75,14 @@ class Settler:
                 batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
                 self._busy = True
             try:
-                results = self._send(batch)
-                lost_script = [
-                    i for i, r in enumerate(results) if type(r).__name__ == "NoScriptError"
-                ]
-                if lost_script:  # the server restarted and forgot the script
-                    self._reload()
-                    again = self._send([batch[i] for i in lost_script])
-                    for i, result in zip(lost_script, again, strict=True):
-                        results[i] = result
-                done = sum(1 for r in results if r == 1)
-                failed = sum(1 for r in results if isinstance(r, Exception))
-                if failed:
-                    self.errors += failed
-                    log.warning(
-                        "%d acknowledgement(s) failed; those items will be redelivered", failed
-                    )
-                self._on_result(done, len(batch) - done - failed)
+                try:
+                    done = int(self._call(self._client, batch))
+                except Exception as exc:
+                    if type(exc).__name__ != "NoScriptError":
+                        raise
+                    self._reload()  # the server restarted and forgot the script
+                    done = int(self._call(self._client, batch))
+                self._on_result(done, len(batch) - done)
             except Exception as exc:
                 self.errors += len(batch)
                 log.warning(

@@ -6,7 +6,7 @@ Keys, for a queue stream ``S``: ``S`` (the items), ``S:dead`` (dead letters), ``
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "PROMOTE", "SETTLE"]
+__all__ = ["ACK_MANY", "CLAIM", "PROMOTE", "SETTLE"]
 
 SETTLE = r"""
 -- ARGV: mode (ack|nack|dead), stream, group, entry id, expected delivery count, ...
@@ -77,4 +77,21 @@ end
 local deleted = 0
 if r[3] then deleted = #r[3] end
 return {out, deleted}
+"""
+
+ACK_MANY = r"""
+-- ARGV: stream, group, then pairs of (entry id, expected delivery count).
+-- Acknowledges and deletes each entry this delivery still owns; returns how many.
+local stream, group = ARGV[1], ARGV[2]
+local done = 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', stream, group, id, id, 1)
+  if #p > 0 and tonumber(p[1][4]) == tonumber(ARGV[i + 1]) then
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+    done = done + 1
+  end
+end
+return done
 """

@@ -72,6 +72,7 @@ class _Script:
 _SETTLE = _Script(scripts.SETTLE)
 _PROMOTE = _Script(scripts.PROMOTE)
 _CLAIM = _Script(scripts.CLAIM)
+_ACK_MANY = _Script(scripts.ACK_MANY)
 
 
 class RedisWorkQueueBackend(WorkQueueBackend):
@@ -129,7 +130,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         }
         try:
             self._create_group("0")
-            self._client.script_load(scripts.SETTLE)
+            self._reload_scripts()
         except Exception as exc:
             self._client.close()
             raise describe_error(exc, settings, f"opening work queue {name!r}") from exc
@@ -421,8 +422,12 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             self._count("prefetch_expired", expired)
         return out
 
-    def _ack_call(self, pipe: Any, entry_id: str, count: int) -> None:
-        pipe.evalsha(_SETTLE.sha, 0, "ack", self.stream, self.group, entry_id, count)
+    def _ack_call(self, client: Any, batch: list[tuple[Any, ...]]) -> int:
+        args: list[Any] = [self.stream, self.group]
+        for entry_id, count in batch:
+            args.append(entry_id)
+            args.append(count)
+        return int(client.evalsha(_ACK_MANY.sha, 0, *args))
 
     def _acks_done(self, done: int, stale: int) -> None:
         with self._lock:
@@ -430,7 +435,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             self.counters["stale_settles"] += stale
 
     def _reload_scripts(self) -> None:
-        self._client.script_load(scripts.SETTLE)
+        self._client.script_load(scripts.ACK_MANY)
 
     def _stream_lost(self) -> None:
         self._count("stream_lost")
