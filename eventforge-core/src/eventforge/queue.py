@@ -527,12 +527,9 @@ class MessageQueue:
             )
         if headers:
             _check_headers(headers)
-        return Message(
-            original.reply_to,
-            payload,
-            headers,
-            correlation_id=original.correlation_id or original.id,
-        )
+        message = _new_message(original.reply_to, payload, headers)
+        message.correlation_id = original.correlation_id or original.id
+        return message
 
     def _ensure_inbox(self) -> Inbox:
         inbox = self._inbox
