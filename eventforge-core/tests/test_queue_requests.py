@@ -237,3 +237,12 @@ def test_no_responders_propagates_instead_of_becoming_a_timeout():
     with pytest.raises(NoRespondersError):
         asyncio.run(queue.request_async("nobody", 1, timeout=1))
     queue.close()
+
+
+def test_async_context_manager_closes():
+    async def main():
+        async with MessageQueue() as queue:
+            await queue.publish_async("a.b", 1)
+        return queue
+
+    assert asyncio.run(main()).closed
