@@ -120,6 +120,10 @@ class ThreadPool:
         self._name = name
         self._stopped = False
         self._spawn_lock = threading.Lock()
+        # Workers waiting for a job and not yet promised one. A submit takes one (so the same
+        # warm thread serves a caller that submits one job at a time) or spawns a new worker.
+        self._idle = 0
+        self._idle_lock = threading.Lock()
         _live_pools.add(self)
 
     def submit(
@@ -130,6 +134,10 @@ class ThreadPool:
             raise RuntimeError("cannot submit to a stopped thread pool")
         job = Job(self, func, args, kwargs)
         self._queue.put(job)
+        with self._idle_lock:
+            if self._idle:
+                self._idle -= 1
+                return job
         if len(self._threads) < self.max_workers:
             self._spawn()
         return job
@@ -147,6 +155,7 @@ class ThreadPool:
         get = self._queue.get
         state_lock = self._state_lock
         runner = self._runner
+        idle_lock = self._idle_lock
         while True:
             job = get()
             if job is None:
@@ -161,6 +170,8 @@ class ThreadPool:
                 job.outcome = (False, exc, 0.0)
             job.func = job.args = job.kwargs = None  # type: ignore[assignment]
             job.state = _DONE
+            with idle_lock:
+                self._idle += 1  # before waking the caller, who may submit again at once
             job._finish()
 
     def shutdown(self, wait: bool = True) -> None:
@@ -213,6 +224,8 @@ def _reset_after_fork() -> None:
         pool._queue = SimpleQueue()
         pool._state_lock = threading.Lock()
         pool._spawn_lock = threading.Lock()
+        pool._idle_lock = threading.Lock()
+        pool._idle = 0
 
 
 if hasattr(os, "register_at_fork"):
