@@ -321,3 +321,13 @@ def test_thread_executor_works_in_a_forked_child() -> None:
         os.waitpid(pid, 0)
         assert os.read(read, 100) == b"25"
         os.close(read)
+
+
+def test_thread_mode_runs_max_workers_tasks_at_once() -> None:
+    barrier = threading.Barrier(4, timeout=10)
+    with Executor(mode=ExecutionMode.THREAD, max_workers=4) as ex:
+        assert ex.result(ex.submit(square, 1), timeout=30).value == 1  # one warm, idle worker
+        ids = [ex.submit(barrier.wait) for _ in range(4)]
+        results = [ex.result(i, timeout=30) for i in ids]
+    assert [r.status for r in results] == [TaskStatus.SUCCESS] * 4
+    assert sorted(r.value for r in results) == [0, 1, 2, 3]
