@@ -164,3 +164,60 @@ def test_hello_must_name_the_protocol_and_version() -> None:
         parse_hello(b'{"hello":"eventforge","protocol":99}')
     with pytest.raises(ProtocolError, match="token"):
         parse_hello(b'{"hello":"eventforge","protocol":1,"token":5}')
+
+
+field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "a", "a.b", "a..b", "$tcp.x", "application/json", "application/msgpack"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(
+        st.sampled_from(["k", "content-type"]),
+        st.one_of(st.none(), st.integers(), st.text(max_size=3), st.lists(st.none(), max_size=1)),
+        max_size=2,
+    ),
+)
+envelope_dicts = st.dictionaries(
+    st.sampled_from(
+        [
+            "version",
+            "id",
+            "topic",
+            "payload",
+            "headers",
+            "timestamp",
+            "reply_to",
+            "correlation_id",
+            "x",
+        ]
+    ),
+    field_values,
+).map(lambda d: {"version": 1, "id": "i", "topic": "t.u", "payload": 0, **d})
+
+
+@settings(max_examples=500)
+@given(envelope_dicts, st.booleans())
+def test_fast_codec_agrees_with_wire_codec(envelope: dict[str, object], drop_version: bool) -> None:
+    """The TCP fast decoder accepts and builds exactly what WireCodec would, or defers to it."""
+    import pydantic_core
+    from eventforge_tcp._codec import FastWireCodec
+
+    if drop_version:
+        envelope.pop("version", None)
+    body = pydantic_core.to_json(envelope)
+    outcomes = []
+    for codec in (WireCodec(), FastWireCodec()):
+        try:
+            message = codec.decode(body)
+        except ProtocolError as exc:
+            outcomes.append(("error", str(exc)))
+        else:
+            fields = message.to_dict()
+            if "timestamp" not in envelope:
+                fields.pop("timestamp")
+            if not envelope.get("id"):
+                fields.pop("id")
+            outcomes.append(("ok", fields))
+    assert outcomes[0] == outcomes[1]

@@ -26,8 +26,9 @@ from eventforge.errors import ConfigurationError, ProtocolError, TransportClosed
 from eventforge.message import Message, new_id
 from eventforge.topics import validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Transport
-from eventforge.wire import WIRE_VERSION, WireCodec
+from eventforge.wire import WIRE_VERSION
 
+from ._codec import FastWireCodec
 from ._link import Link, LinkState, WriteResult
 from .framing import CONTROL_PREFIX, HEADER, encode_json_frame
 
@@ -169,7 +170,7 @@ class TCPTransportBase(Transport):
         self.write_deadline = float(write_deadline)
         self.max_pending = max_pending
         self.trusted = trusted
-        self.codec = WireCodec(serializer, trusted=trusted, max_size=max_frame_size)
+        self.codec = FastWireCodec(serializer, trusted=trusted, max_size=max_frame_size)
         self._closed = False
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -359,6 +360,9 @@ class TCPTransportBase(Transport):
                         return True
                 except OSError:
                     pass  # the I/O thread sees the broken socket and closes the link
+            if link.flush_pending:
+                return True
+            link.flush_pending = True
         self._mark_dirty(link)
         return True
 
@@ -511,6 +515,7 @@ class TCPTransportBase(Transport):
     def _flush(self, link: Link) -> None:
         try:
             with link.lock:
+                link.flush_pending = False
                 result = link.write()
         except OSError as exc:
             self._drop_link(link, "error", f"{type(exc).__name__}: {exc}")

@@ -47,6 +47,7 @@ class Link:
         "cond",
         "decoder",
         "events",
+        "flush_pending",
         "frames",
         "hello_deadline",
         "id",
@@ -87,6 +88,7 @@ class Link:
         self.out_size = 0
         self.state = LinkState.HELLO
         self.events = 0
+        self.flush_pending = False
         self.last_recv = now
         self.last_write_progress = now
         self.last_enqueue = 0.0

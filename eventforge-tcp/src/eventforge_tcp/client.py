@@ -336,6 +336,9 @@ class TCPClientTransport(TCPTransportBase):
                                         return
                                 except OSError:
                                     pass
+                            if link.flush_pending:
+                                return
+                            link.flush_pending = True
                             queued = True
                         else:
                             queued = False

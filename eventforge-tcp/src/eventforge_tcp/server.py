@@ -27,6 +27,7 @@ from ._base import (
     ROUTE,
     SUB,
     UNSUB,
+    Delivery,
     TCPTransportBase,
     control_frame,
     decode_control_payload,
@@ -274,19 +275,37 @@ class TCPServerTransport(TCPTransportBase):
     # -- routing -----------------------------------------------------------------------------
 
     def _route(
-        self, message: Message, frame: bytes, origin: Link | None, dirty: set[Link] | None
+        self,
+        message: Message,
+        frame: bytes,
+        origin: Link | None,
+        dirty: set[Link] | None,
+        local_batch: list[Delivery] | None = None,
     ) -> None:
-        """Deliver locally and forward ``frame`` to every link with a matching subscription."""
-        local: list[Callback] = []
-        fanout: set[Link] = set()
-        groups: dict[Link, list[str]] = {}
-        for target in self._index.match(message.topic):
+        """Deliver locally and forward ``frame`` to every link with a matching subscription.
+
+        From the I/O thread (``dirty`` given) frames are queued for the end-of-pass flush and
+        local deliveries collected in ``local_batch``; from a publishing thread they go out at
+        once.
+        """
+        targets = self._index.match(message.topic)
+        if not targets:
+            return
+        local: list[Callback] | None = None
+        fanout: list[Link] | None = None
+        groups: dict[Link, list[str]] | None = None
+        for target in targets:
             cls = target.__class__
             if cls is _Remote:
                 link = target.link  # type: ignore[union-attr]
                 if link is not origin:
-                    fanout.add(link)
+                    if fanout is None:
+                        fanout = [link]
+                    elif link not in fanout:
+                        fanout.append(link)
             elif cls is _Local:
+                if local is None:
+                    local = []
                 local.append(target.callback)  # type: ignore[union-attr]
             else:
                 with self._lock:
@@ -294,17 +313,30 @@ class TCPServerTransport(TCPTransportBase):
                 if member is None:
                     continue
                 if member.__class__ is _Local:
+                    if local is None:
+                        local = []
                     local.append(member.callback)
                 else:
+                    if groups is None:
+                        groups = {}
                     groups.setdefault(member.link, []).append(member.sid)  # type: ignore[union-attr]
         if local:
             copy = message if origin is not None else self.codec.decode(frame[4:])
-            self._deliver([(cb, copy) for cb in local])
-        for link in fanout | groups.keys():
-            sids = groups.get(link)
+            deliveries = [(cb, copy) for cb in local]
+            if local_batch is not None:
+                local_batch.extend(deliveries)
+            else:
+                self._deliver(deliveries)
+        if fanout is None and groups is None:
+            return
+        destinations = list(fanout or ())
+        if groups:
+            destinations.extend(link for link in groups if link not in destinations)
+        for link in destinations:
+            sids = groups.get(link) if groups else None
             if sids:
-                route = control_frame(ROUTE, {"sids": sids, "fanout": link in fanout})
-                out = route + frame
+                fan = fanout is not None and link in fanout
+                out = control_frame(ROUTE, {"sids": sids, "fanout": fan}) + frame
             else:
                 out = frame
             if dirty is None:
@@ -371,19 +403,24 @@ class TCPServerTransport(TCPTransportBase):
                 return
             start = 1
         decode = self.codec.decode
+        route = self._route
         received = 0
-        for i in range(start, len(bodies)):
-            if link.state == LinkState.CLOSED:
-                return
-            body = bodies[i]
-            message = decode(body)
-            if message.topic.startswith(CONTROL_PREFIX):
-                self._on_control(link, message, dirty)
-                continue
-            received += 1
-            self._route(message, _pack(len(body)) + body, link, dirty)
-        if received:
-            self._count("received", received)
+        batch: list[Delivery] = []
+        try:
+            for i in range(start, len(bodies)):
+                if link.state == LinkState.CLOSED:
+                    return
+                body = bodies[i]
+                message = decode(body)
+                if message.topic.startswith(CONTROL_PREFIX):
+                    self._on_control(link, message, dirty)
+                    continue
+                received += 1
+                route(message, _pack(len(body)) + body, link, dirty, batch)
+        finally:
+            self._deliver(batch)
+            if received:
+                self._count("received", received)
 
     def _accept_hello(self, link: Link, body: bytes, dirty: set[Link]) -> bool:
         try:
