@@ -64,6 +64,19 @@ def where_am_i(tag: str) -> tuple[str, int]:
     return tag, os.getpid()
 
 
+@task(executor=Executor(mode=ExecutionMode.PROCESS, max_workers=1))
+async def where_am_i_async(tag: str) -> tuple[str, int]:
+    await asyncio.sleep(0)
+    return tag, os.getpid()
+
+
+def test_process_executor_runs_an_async_task_in_a_worker_process() -> None:
+    tag, pid = asyncio.run(where_am_i_async("y"))
+    assert tag == "y"
+    assert pid != os.getpid()
+    where_am_i_async.executor.stop()
+
+
 def test_direct_call_returns_value_through_observers_and_callbacks() -> None:
     observer = Recorder()
     seen: list[tuple[str, TaskContext]] = []

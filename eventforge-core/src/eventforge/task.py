@@ -19,6 +19,7 @@ list arrives as one dict or list); to pass several arguments, publish with ``my_
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import inspect
@@ -126,7 +127,10 @@ class _BodyRef:
         target: Any = importlib.import_module(self.module)
         for part in self.qualname.split("."):
             target = getattr(target, part)
-        return getattr(target, "__wrapped__", target)(*args, **kwargs)
+        result = getattr(target, "__wrapped__", target)(*args, **kwargs)
+        if inspect.iscoroutine(result):  # an ``async def`` task: run it in this worker
+            return asyncio.run(result)
+        return result
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_BodyRef, (self.module, self.qualname))
