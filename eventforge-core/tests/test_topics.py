@@ -263,3 +263,31 @@ def test_index_is_consistent_under_concurrent_changes() -> None:
     assert len(index) == 1
     assert index.match("s.w0.x") == (-1,)
     assert index.remove(stable)
+
+
+def test_overlapping_double_wildcards_do_not_backtrack_exponentially(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long topic against a pattern with many ``**``: the trie does bounded work.
+
+    Counted in trie visits, not seconds: with backtracking this topic needs millions.
+    """
+    pattern = ".".join(["**", "a"] * 5 + ["b"])
+    topic = ".".join(["a"] * 200)
+    assert topic_matches(pattern, topic) is False
+    assert topic_matches(pattern, topic + ".b") is True
+    index: TopicIndex[int] = TopicIndex()
+    index.add(pattern, 1)
+    visits = 0
+    collect = TopicIndex._collect
+
+    def counting(self: TopicIndex[int], *args: object) -> None:
+        nonlocal visits
+        visits += 1
+        collect(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TopicIndex, "_collect", counting)
+    assert index.match(topic) == ()
+    assert index.match(topic + ".b") == (1,)
+    nodes, positions = 12, 202
+    assert visits <= 2 * nodes * positions

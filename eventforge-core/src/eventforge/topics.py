@@ -109,29 +109,32 @@ def has_wildcards(pattern: str) -> bool:
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
-    """Tell whether the concrete ``topic`` matches the subscription ``pattern``."""
+    """Tell whether the concrete ``topic`` matches the subscription ``pattern``.
+
+    The cost is at most proportional to the number of pattern segments times the number of
+    topic segments, whatever the pattern: a long topic from a remote publisher cannot make a
+    pattern with several ``**`` backtrack exponentially.
+    """
     if "*" not in pattern:
         return pattern == topic
-    return _match(pattern.split("."), 0, topic.split("."), 0)
+    return _match(pattern.split("."), topic.split("."))
 
 
-def _match(pat: list[str], i: int, top: list[str], j: int) -> bool:
-    while i < len(pat):
-        seg = pat[i]
+def _match(pat: list[str], top: list[str]) -> bool:
+    # ``positions`` holds every count of topic segments that the pattern prefix seen so far can
+    # consume; a NFA simulation rather than backtracking.
+    end = len(top)
+    positions = {0}
+    for seg in pat:
         if seg == "**":
-            # Collapse consecutive '**' and try every split point.
-            while i + 1 < len(pat) and pat[i + 1] == "**":
-                i += 1
-            if i + 1 == len(pat):
-                return True
-            return any(_match(pat, i + 1, top, k) for k in range(j, len(top) + 1))
-        if j >= len(top):
+            positions = set(range(min(positions), end + 1))
+        elif seg == "*":
+            positions = {j + 1 for j in positions if j < end}
+        else:
+            positions = {j + 1 for j in positions if j < end and top[j] == seg}
+        if not positions:
             return False
-        if seg != "*" and seg != top[j]:
-            return False
-        i += 1
-        j += 1
-    return j == len(top)
+    return end in positions
 
 
 class _Node(Generic[T]):
@@ -212,31 +215,41 @@ class TopicIndex(Generic[T]):
             return cached
         with self._lock:
             found: dict[int, T] = {}
-            self._collect(self._root, topic.split("."), 0, found)
+            self._collect(self._root, topic.split("."), 0, found, {})
             result = tuple(found[k] for k in sorted(found))
             if len(self._cache) >= self._CACHE_LIMIT:
                 self._cache = {}
             self._cache[topic] = result
             return result
 
-    def _collect(self, node: _Node[T], segments: list[str], j: int, found: dict[int, T]) -> None:
+    def _collect(
+        self,
+        node: _Node[T],
+        segments: list[str],
+        j: int,
+        found: dict[int, T],
+        seen: dict[int, int],
+    ) -> None:
+        # ``seen`` maps a ``**`` node to the lowest position it was entered from: entering it
+        # again from a later position covers nothing new. That bounds the work by the trie's
+        # size times the topic's length, even when several ``**`` overlap.
         children = node.children
-        if j == len(segments):
+        if j < len(segments):
+            exact = children.get(segments[j])
+            if exact is not None:
+                self._collect(exact, segments, j + 1, found, seen)
+            star = children.get("*")
+            if star is not None:
+                self._collect(star, segments, j + 1, found, seen)
+        else:
             found.update(node.values)
-            deep = children.get("**")
-            if deep is not None:
-                self._collect(deep, segments, j, found)
-            return
-        exact = children.get(segments[j])
-        if exact is not None:
-            self._collect(exact, segments, j + 1, found)
-        star = children.get("*")
-        if star is not None:
-            self._collect(star, segments, j + 1, found)
         deep = children.get("**")
         if deep is not None:
-            for k in range(j, len(segments) + 1):
-                self._collect(deep, segments, k, found)
+            stop = seen.get(id(deep), len(segments) + 1)
+            if j < stop:
+                seen[id(deep)] = j
+                for k in range(j, stop):
+                    self._collect(deep, segments, k, found, seen)
 
     def patterns(self) -> Iterator[tuple[int, str]]:
         """Yield ``(key, pattern)`` for every registration (a snapshot)."""
