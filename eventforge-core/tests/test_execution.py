@@ -331,3 +331,21 @@ def test_thread_mode_runs_max_workers_tasks_at_once() -> None:
         results = [ex.result(i, timeout=30) for i in ids]
     assert [r.status for r in results] == [TaskStatus.SUCCESS] * 4
     assert sorted(r.value for r in results) == [0, 1, 2, 3]
+
+
+def test_a_forgotten_executor_lets_its_threads_finish_and_exit() -> None:
+    import gc
+
+    done = threading.Event()
+    ex = Executor(mode=ExecutionMode.THREAD, max_workers=2)
+    ex.submit(done.wait, 10)
+    ex.submit(square, 3)
+    pool = ex._pool
+    assert pool is not None
+    threads = list(pool._threads)
+    del ex
+    gc.collect()
+    done.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(t.is_alive() for t in threads)

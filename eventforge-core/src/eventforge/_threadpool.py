@@ -174,14 +174,19 @@ class ThreadPool:
                 self._idle += 1  # before waking the caller, who may submit again at once
             job._finish()
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop the workers: after the queued jobs (``wait``), or cancelling them."""
+    def shutdown(self, wait: bool = True, *, cancel_pending: bool | None = None) -> None:
+        """Stop the workers once the queued jobs ran, or cancel those (default: ``not wait``).
+
+        ``wait`` also joins the worker threads.
+        """
+        if cancel_pending is None:
+            cancel_pending = not wait
         with self._spawn_lock:
             if self._stopped:
                 return
             self._stopped = True
             threads = list(self._threads)
-        if not wait:
+        if cancel_pending:
             while True:
                 try:
                     job = self._queue.get_nowait()

@@ -259,6 +259,12 @@ class Executor:
         elif pool is not None:
             pool.shutdown(wait=wait, cancel_futures=not wait)
 
+    def __del__(self) -> None:
+        # Forgotten without stop(): let the worker threads finish the queued work, then exit.
+        pool = getattr(self, "_pool", None)
+        if isinstance(pool, ThreadPool):
+            pool.shutdown(wait=False, cancel_pending=False)
+
     def __enter__(self) -> Executor:
         return self.start()
 
