@@ -3,7 +3,8 @@
 Usage: python _child.py <mode> <redis url> <name> [options]
 
 * ``group <url> <topic> <group>``: join ``group`` on ``topic``; for every message, RPUSH its
-  payload to ``effects:<group>`` (the side-effect table), then print ``ready`` once.
+  payload to ``effects:<group>`` (the side-effect table); a payload starting with ``hang``
+  then blocks the handler forever.
 * ``rpc <url> <service>``: serve ``add`` and ``whoami`` on RPC service ``service``.
 * ``worker <url> <queue> <sleep> <dedupe>``: consume the work queue; the handler records the
   payload in ``effects:<queue>`` (RPUSH) first, then sleeps, then returns (ack).
@@ -28,6 +29,8 @@ def main() -> None:
 
         def on_message(message: Message) -> None:
             transport.client.rpush(f"effects:{group}", f"{os.getpid()}:{message.payload}")
+            if str(message.payload).startswith("hang"):
+                threading.Event().wait()  # stuck mid-handler until SIGKILLed
 
         transport.subscribe(topic, on_message, group=group)
     elif mode == "rpc":

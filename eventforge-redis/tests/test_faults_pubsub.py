@@ -171,3 +171,44 @@ def _sends(transport: object) -> bool:
     except TransportError:
         time.sleep(0.05)
         return False
+
+
+def test_idle_publisher_connection_closed_by_the_server_costs_nothing(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A publisher idle past the server's ``timeout`` PINGs before sending, reconnects, and the
+    next message is delivered: nothing dropped."""
+    from eventforge_redis import RedisTransport
+
+    server = redis_server_factory(extra_args=["--timeout", "1"])
+    publisher = RedisTransport.from_url(server.url, health_check_interval=0.5)
+    subscriber = RedisTransport.from_url(server.url, health_check_interval=0.5)
+    got: list[object] = []
+    subscriber.subscribe("idle.t", lambda m: got.append(m.payload))
+    publisher.send(Message("idle.t", 1))
+    publisher.flush(5)
+
+    _wait_until(
+        lambda: _closed_by_timeout(server.port), "the server to close the idle publisher connection"
+    )
+    publisher.send(Message("idle.t", 2))
+    assert publisher.flush(10)
+    _wait_until(lambda: got == [1, 2], "the message after the idle spell")
+    stats = publisher.stats()
+    print(
+        f"publish_dropped={stats['publish_dropped']} idle_reconnects={stats['publisher_idle_reconnects']}"
+    )
+    assert stats["publish_dropped"] == 0
+    assert stats["publisher_idle_reconnects"] >= 1
+    publisher.close()
+    subscriber.close()
+
+
+def _closed_by_timeout(port: int) -> bool:
+    import subprocess
+
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "CLIENT", "LIST"], capture_output=True, text=True
+    ).stdout
+    # Left: the subscriber (pub/sub clients are exempt from the timeout) and redis-cli itself.
+    return len([line for line in out.splitlines() if line.strip()]) <= 2

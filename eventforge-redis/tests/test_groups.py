@@ -147,3 +147,26 @@ def test_last_member_leaving_removes_the_group(make_redis: Callable[..., object]
     transport.flush()  # type: ignore[attr-defined]
     assert not client.exists(f"eventforge:group:gone:{topic}")
     assert transport.stats()["routed_to_groups"] == 0  # type: ignore[attr-defined]
+
+
+def test_entries_of_a_killed_member_are_taken_over(
+    redis_server: RedisServer, make_redis: Callable[..., object], spawn: Callable[..., object]
+) -> None:
+    """R-ST row 3 for groups: a member SIGKILLed mid-handler leaves its entry pending; another
+    member takes it over after ``claim_idle`` (a redelivery, counted), then forgets the dead one."""
+    topic, group = f"claim.t{os.urandom(4).hex()}", f"claimers{os.urandom(3).hex()}"
+    child = spawn("group", redis_server.url, topic, group)
+    publisher = make_redis()
+    client = publisher.client  # type: ignore[attr-defined]
+    publisher.send(Message(topic, "hang-1"))  # type: ignore[attr-defined]
+    assert _wait(lambda: client.llen(f"effects:{group}") == 1)
+    child.kill()  # type: ignore[attr-defined]
+    child.wait(10)  # type: ignore[attr-defined]
+    survivor = make_redis(claim_idle=0.3)
+    got: list[object] = []
+    survivor.subscribe(topic, lambda m: got.append(m.payload), group=group)  # type: ignore[attr-defined]
+    assert _wait(lambda: got == ["hang-1"])
+    assert survivor.stats()["group_redelivered"] == 1  # type: ignore[attr-defined]
+    stream = f"eventforge:group:{group}:{topic}"
+    assert _wait(lambda: len(client.xinfo_consumers(stream, group)) == 1)
+    print(f"lost=0 redelivered=1 effects={client.llen(f'effects:{group}') + len(got)}")

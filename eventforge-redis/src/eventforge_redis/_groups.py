@@ -212,7 +212,23 @@ class GroupConsumer:
             if entries:
                 self._process(entries, redelivered=True)
             if start in (b"0-0", "0-0") or not entries:
-                return
+                break
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget members that died long ago and hold nothing, so an abandoned group can end."""
+        for info in self._reader.xinfo_consumers(self.stream, self.group):
+            name = info.get("name")
+            name = name.decode() if isinstance(name, bytes) else name
+            if (
+                name != self.consumer
+                and int(info.get("pending", 0)) == 0
+                and int(info.get("idle", 0)) > 10 * self._claim_idle_ms
+            ):
+                self._reader.xgroup_delconsumer(self.stream, self.group, name)
+                log.info(
+                    "removed consumer %r of group %r: idle and holding nothing", name, self.group
+                )
 
     def _process(self, entries: list[Any], *, redelivered: bool) -> None:
         done: list[Any] = []

@@ -48,8 +48,11 @@ class Publisher:
         prefix: str,
         group_maxlen: int,
         max_pending: int,
+        idle_check: float,
     ) -> None:
         self._settings = settings
+        self._idle_check = idle_check
+        self._last_io = time.monotonic()
         self._redis = import_redis()
         self._sha = hashlib.sha1(ROUTE_SCRIPT.encode()).hexdigest().encode()
         self._tail = _bulk(prefix.encode()) + _bulk(str(group_maxlen).encode())
@@ -69,6 +72,7 @@ class Publisher:
         self.errors = 0
         self.reconnects = 0
         self.routed_to_groups = 0
+        self.idle_reconnects = 0
         self._connect()  # surfaces wrong credentials / NOPERM / unreachable at construction
         self._thread = threading.Thread(
             target=self._run, name="eventforge-redis-publisher", daemon=True
@@ -177,10 +181,26 @@ class Publisher:
                     self._inflight = 0
                     self._cond.notify_all()
 
-    def _send(self, batch: list[tuple[bytes, bytes]]) -> None:
+    def _check_idle_link(self) -> None:
+        """After a quiet spell, PING before sending: a connection the server or a middlebox
+        closed meanwhile is replaced instead of costing the next batch."""
         conn = self._conn
-        if conn is None:
+        try:
+            conn.send_command("PING", check_health=False)
+            conn.read_response()
+        except Exception as exc:
+            log.info("idle publisher connection was closed (%s); reconnecting", exc)
+            conn.disconnect()
+            self._conn = None
+            self._connect()
+            self.idle_reconnects += 1
+
+    def _send(self, batch: list[tuple[bytes, bytes]]) -> None:
+        if self._conn is None:
             raise TransportError("publisher is not connected")
+        if time.monotonic() - self._last_io > self._idle_check:
+            self._check_idle_link()
+        conn = self._conn
         head, tail = self._head, self._tail
         conn.send_packed_command(
             [b"".join([head, _bulk(topic), _bulk(data), tail]) for topic, data in batch],
@@ -203,6 +223,7 @@ class Publisher:
                 log.error("publish on %r failed: %s", item[0].decode(), exc)
                 continue
             routed += reply[1]
+        self._last_io = time.monotonic()
         self.published += len(batch) - len(retry) - failed
         self.routed_to_groups += routed
         if retry:  # the server lost its scripts (restarted); load again and resend those
@@ -246,6 +267,7 @@ class Publisher:
             "publish_dropped": self.dropped,
             "publish_errors": self.errors,
             "publisher_reconnects": self.reconnects,
+            "publisher_idle_reconnects": self.idle_reconnects,
             "routed_to_groups": self.routed_to_groups,
             "publish_backlog": len(self._pending),
         }

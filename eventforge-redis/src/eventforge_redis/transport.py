@@ -141,7 +141,11 @@ class RedisTransport(Transport):
             raise describe_error(exc, settings, "connecting") from exc
         try:
             self._publisher = Publisher(
-                settings, prefix=key_prefix, group_maxlen=group_maxlen, max_pending=max_pending
+                settings,
+                prefix=key_prefix,
+                group_maxlen=group_maxlen,
+                max_pending=max_pending,
+                idle_check=self.health_check_interval,
             )
         except Exception:
             self._client.close()
