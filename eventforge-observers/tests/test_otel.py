@@ -189,3 +189,23 @@ def test_missing_opentelemetry_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'eventforge-observers[otel]'" in out.stdout
+
+
+def test_a_request_never_answered_ends_its_span_as_an_error(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(tracer_provider=provider, reply_timeout=0.0)
+    queue = MessageQueue(transport=tracing.instrument())
+    try:
+        assert queue.request("nobody.home", 1, timeout=0.01) is None
+        assert exporter.get_finished_spans() == ()
+        assert queue.request("nobody.home", 2, timeout=0.01) is None  # the next request sweeps
+    finally:
+        queue.close()
+        provider.shutdown()
+    (abandoned,) = exporter.get_finished_spans()
+    assert abandoned.kind is SpanKind.CLIENT
+    assert abandoned.status.status_code is StatusCode.ERROR
+    assert abandoned.status.description == "no reply observed"

@@ -174,3 +174,23 @@ def test_missing_prometheus_client_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'eventforge-observers[prometheus]'" in out.stdout
+
+
+def test_an_rpc_call_never_answered_counts_as_failed(registry: CollectorRegistry) -> None:
+    from eventforge import RPCClient
+    from eventforge.errors import RPCTimeout
+
+    metrics = PrometheusMetrics(registry, reply_timeout=0.0)
+    queue = metrics.queue()
+    client = RPCClient(queue, service_name="absent")
+    try:
+        for _ in range(2):
+            with pytest.raises(RPCTimeout):
+                client.call("ping", timeout=0.01)
+    finally:
+        queue.close()
+    assert (
+        value(registry, "eventforge_rpc_failed_total", method="absent/ping", transport="memory")
+        == 1
+    )
+    assert metrics.open_requests == 1

@@ -16,6 +16,7 @@ coroutines run after the delivery returns.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -136,31 +137,46 @@ class InterceptedTransport(Transport):
 
 
 class BoundedMap:
-    """Thread-safe insertion-ordered map that forgets its oldest entries past ``limit``.
+    """Thread-safe insertion-ordered map that forgets entries past ``limit`` or ``max_age``.
 
     Interceptors keep per-request state (a span, a start time) keyed by request id; a request
-    whose reply never comes must not keep its entry forever.
+    whose reply never comes must not keep its entry forever. Expired and overflowing entries
+    are handed to ``on_evict`` when the next entry is put (no timer thread).
     """
 
-    def __init__(self, limit: int, on_evict: Callable[[Any], None] | None = None) -> None:
-        self._items: OrderedDict[str, Any] = OrderedDict()
+    def __init__(
+        self,
+        limit: int,
+        on_evict: Callable[[Any], None] | None = None,
+        *,
+        max_age: float | None = None,
+    ) -> None:
+        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._limit = limit
+        self._max_age = max_age
         self._on_evict = on_evict
 
     def put(self, key: str, value: Any) -> None:
+        now = time.monotonic()
         evicted = []
         with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._limit:
-                evicted.append(self._items.popitem(last=False)[1])
+            self._items[key] = (now, value)
+            items = self._items
+            while len(items) > self._limit:
+                evicted.append(items.popitem(last=False)[1][1])
+            if self._max_age is not None:
+                deadline = now - self._max_age
+                while items and next(iter(items.values()))[0] < deadline:
+                    evicted.append(items.popitem(last=False)[1][1])
         if self._on_evict is not None:
             for item in evicted:
                 self._on_evict(item)
 
     def pop(self, key: str) -> Any:
         with self._lock:
-            return self._items.pop(key, None)
+            entry = self._items.pop(key, None)
+        return None if entry is None else entry[1]
 
     def __len__(self) -> int:
         return len(self._items)

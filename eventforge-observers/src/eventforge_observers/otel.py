@@ -65,16 +65,24 @@ class Tracing:
     """Creates the spans of eventforge traffic with an OpenTelemetry tracer.
 
     ``tracer_provider`` defaults to the global one (``trace.set_tracer_provider``). The same
-    instance may instrument many transports and be used by many threads.
+    instance may instrument many transports and be used by many threads. A request whose reply
+    is not seen within ``reply_timeout`` seconds (or that is pushed out by ``max_open`` newer
+    ones) has its CLIENT span ended with an error status when the next request is sent.
     """
 
-    def __init__(self, tracer_provider: Any = None, *, max_open: int = MAX_OPEN) -> None:
+    def __init__(
+        self,
+        tracer_provider: Any = None,
+        *,
+        max_open: int = MAX_OPEN,
+        reply_timeout: float = 300.0,
+    ) -> None:
         from . import __version__
 
         self.tracer = trace.get_tracer("eventforge", __version__, tracer_provider=tracer_provider)
         self.propagator = TraceContextTextMapPropagator()
-        self._awaiting_reply = BoundedMap(max_open, on_evict=self._abandon)
-        self._serving = BoundedMap(max_open)
+        self._awaiting_reply = BoundedMap(max_open, on_evict=self._abandon, max_age=reply_timeout)
+        self._serving = BoundedMap(max_open, max_age=reply_timeout)
 
     # -- installing --------------------------------------------------------------------------
 

@@ -50,7 +50,9 @@ class PrometheusMetrics:
     """Counters and histograms of eventforge activity, registered on ``registry``.
 
     Create one per registry (registering the same metric names twice is an error in
-    prometheus-client). ``namespace`` prefixes every metric name.
+    prometheus-client). ``namespace`` prefixes every metric name. An RPC call whose reply is
+    not seen within ``reply_timeout`` seconds counts in ``rpc_failed`` (noticed when the next
+    call is sent).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class PrometheusMetrics:
         patterns: Sequence[str] = (),
         buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
         max_open: int = 10_000,
+        reply_timeout: float = 300.0,
     ) -> None:
         self.registry = registry if registry is not None else prometheus_client.REGISTRY
         self.patterns = tuple(patterns)
@@ -119,7 +122,7 @@ class PrometheusMetrics:
         )
         self._work_queues = _WorkQueueCollector(namespace)
         reg.register(self._work_queues)
-        self._awaiting = BoundedMap(max_open)
+        self._awaiting = BoundedMap(max_open, on_evict=self._no_reply, max_age=reply_timeout)
 
     # -- installing --------------------------------------------------------------------------
 
@@ -179,7 +182,8 @@ class PrometheusMetrics:
     def on_send(self, message: Message, send: Callable[[Message], None], transport: str) -> None:
         if message.reply_to and message.topic.startswith(RPC_PREFIX):
             self._awaiting.put(
-                message.correlation_id or message.id, (time.perf_counter(), _method(message))
+                message.correlation_id or message.id,
+                (time.perf_counter(), _method(message), transport),
             )
         send(message)
         self.published.labels(self._label(message.topic), transport).inc()
@@ -217,13 +221,16 @@ class PrometheusMetrics:
             if reply is None:
                 self.rpc_failed.labels(_method(message), transport).inc()
             else:
-                self._rpc_done((start, _method(message)), reply, "client", transport)
+                self._rpc_done((start, _method(message), transport), reply, "client", transport)
         return reply
 
+    def _no_reply(self, started: tuple[float, str, str]) -> None:
+        self.rpc_failed.labels(started[1], started[2]).inc()
+
     def _rpc_done(
-        self, started: tuple[float, str], reply: Message, side: str, transport: str
+        self, started: tuple[float, str, str], reply: Message, side: str, transport: str
     ) -> None:
-        start, method = started
+        start, method, _ = started
         self.rpc_duration.labels(method, side, transport).observe(time.perf_counter() - start)
         payload = reply.payload
         if isinstance(payload, dict) and payload.get("ok") is False:
