@@ -87,7 +87,7 @@ class RedisSettings:
                 key="url",
             )
         try:
-            port = parts.port or 6379
+            port = parts.port if parts.port is not None else 6379
         except ValueError as exc:
             raise ConfigurationError(f"bad port in Redis URL: {exc}", key="port") from None
         values: dict[str, Any] = {

@@ -1,0 +1,118 @@
+"""Construction, URLs, registration and lazy import of the redis transport."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+
+import pytest
+from eventforge.errors import ConfigurationError, TransportError
+from eventforge.message import Message
+from eventforge.testing.brokers import RedisServer, free_port
+
+
+def test_settings_from_url() -> None:
+    """User, password, db, TLS and options come from the URL; the password stays out of repr."""
+    from eventforge_redis._connect import RedisSettings
+
+    plain = RedisSettings.from_url("redis://localhost")
+    assert (plain.host, plain.port, plain.db, plain.ssl) == ("localhost", 6379, 0, False)
+    full = RedisSettings.from_url(
+        "rediss://app:p%40ss@redis.example:6380/3?ssl_cert_reqs=none&socket_timeout=2.5"
+    )
+    assert (full.host, full.port, full.db, full.ssl) == ("redis.example", 6380, 3, True)
+    assert (full.username, full.password) == ("app", "p@ss")
+    assert full.ssl_options == {"ssl_cert_reqs": "none"}
+    assert full.socket_timeout == 2.5
+    assert "p@ss" not in repr(full)
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("http://localhost", "url"),
+        ("redis://localhost/notanumber", "db"),
+        ("redis://localhost:0", "port"),
+        ("redis://localhost?colour=blue", "colour"),
+    ],
+)
+def test_bad_urls_name_the_problem(url: str, key: str) -> None:
+    from eventforge_redis._connect import RedisSettings
+
+    with pytest.raises(ConfigurationError) as info:
+        RedisSettings.from_url(url)
+    assert info.value.key == key
+
+
+@pytest.mark.broker
+def test_seed_keywords_and_seed_import_path(redis_server: RedisServer) -> None:
+    """``from eventforge.transports.redis import RedisTransport``; ``RedisTransport(host=, port=)``."""
+    from eventforge import MessageQueue
+    from eventforge.transports.redis import RedisTransport
+
+    transport = RedisTransport(host="127.0.0.1", port=redis_server.port)
+    queue = MessageQueue(transport=transport)
+    received: list[object] = []
+    queue.subscribe("seed.t", lambda m: received.append(m.payload))
+    queue.publish("seed.t", {"ok": True})
+    transport.flush()
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert received == [{"ok": True}]
+    assert "127.0.0.1" in repr(transport)
+    queue.close()
+
+
+def test_unreachable_server_fails_at_construction_and_leaves_no_thread() -> None:
+    import threading
+
+    from eventforge_redis import RedisTransport
+
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(TransportError) as info:
+        RedisTransport(host="127.0.0.1", port=free_port(), socket_connect_timeout=1.0)
+    assert "cannot reach" in str(info.value)
+    assert {t.ident for t in threading.enumerate()} - before == set()
+
+
+def test_bad_options_are_configuration_errors() -> None:
+    from eventforge_redis import RedisTransport
+
+    for options in ({"block": 0}, {"health_check_interval": -1}, {"key_prefix": "a b"}):
+        with pytest.raises(ConfigurationError):
+            RedisTransport(port=free_port(), **options)  # type: ignore[arg-type]
+
+
+def test_plugin_listing_and_resolution_never_import_redis() -> None:
+    """The plugin module and the registry describe the transport without importing redis."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import eventforge_redis.plugin
+        from eventforge._registry import registry
+        entry = registry().transport("rediss://example:6380/0")
+        assert entry.spec.name == "redis", entry.spec
+        assert "durable" in entry.spec.capabilities
+        assert "redis" not in sys.modules, "redis was imported"
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.broker
+def test_send_after_close_and_stats(make_redis: Callable[..., object]) -> None:
+    from eventforge.errors import TransportClosedError
+
+    transport = make_redis()
+    transport.send(Message("stats.t", 1))  # type: ignore[attr-defined]
+    transport.flush()  # type: ignore[attr-defined]
+    assert transport.stats()["published"] == 1  # type: ignore[attr-defined]
+    transport.close()  # type: ignore[attr-defined]
+    with pytest.raises(TransportClosedError):
+        transport.send(Message("stats.t", 2))  # type: ignore[attr-defined]
