@@ -125,7 +125,7 @@ def test_map_timeout_reports_unfinished_items_as_timeout() -> None:
         return x
 
     with Executor(mode=ExecutionMode.THREAD, max_workers=2) as ex:
-        results = ex.map(wait_or_fast, [0, 1, 2], timeout=0.2)
+        results = ex.map(wait_or_fast, [0, 1, 2], timeout=1.0)
         release.set()
     assert results[0].status is TaskStatus.TIMEOUT
     assert [r.value for r in results[1:]] == [1, 2]

@@ -120,20 +120,20 @@ def test_explicit_nack_delay_is_scheduled_not_blocking() -> None:
 
 
 def test_in_progress_extends_the_lease() -> None:
-    with WorkQueue(visibility_timeout=0.3) as queue:
+    with WorkQueue(visibility_timeout=0.5) as queue:
         queue.put("long job")
         delivery = queue.get(timeout=5)
         assert delivery is not None
         stop = threading.Event()
 
         def heartbeat() -> None:
-            while not stop.wait(0.05):
+            while not stop.wait(0.02):
                 delivery.in_progress()
 
         beating = threading.Thread(target=heartbeat)
         beating.start()
         try:
-            assert queue.get(timeout=0.8) is None  # never redelivered while it is kept alive
+            assert queue.get(timeout=1.0) is None  # never redelivered while it is kept alive
         finally:
             stop.set()
             beating.join()
