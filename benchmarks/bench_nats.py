@@ -73,8 +73,10 @@ def medians(rounds: int, measures: dict[str, Callable[[], Any]]) -> dict[str, An
 
 CHILD = r"""
 import asyncio, sys
-mode, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mode, url, n, option = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if mode == "sub_raw":
+    import json
+    parse = json.loads if option == "json" else bytes
     import nats
     async def main():
         nc = await nats.connect(url)
@@ -82,6 +84,7 @@ if mode == "sub_raw":
         count = 0
         async def on(msg):
             nonlocal count
+            parse(msg.data)
             count += 1
             if count >= n and not done.done():
                 done.set_result(None)
@@ -95,7 +98,7 @@ if mode == "sub_raw":
 elif mode == "sub_ef":
     import threading
     from eventforge_nats import NatsTransport
-    t = NatsTransport(url)
+    t = NatsTransport(url, delivery=option)
     done = threading.Event()
     count = [0]
     def on(m):
@@ -122,7 +125,7 @@ elif mode == "echo_raw":
 elif mode == "echo_ef":
     from eventforge import MessageQueue, RPCServer
     from eventforge_nats import NatsTransport
-    queue = MessageQueue(transport=NatsTransport(url))
+    queue = MessageQueue(transport=NatsTransport(url, delivery=option))
     server = RPCServer(queue, service_name="bench")
     server.add_method("echo", lambda x: x)
     server.serve(blocking=False)
@@ -133,9 +136,9 @@ elif mode == "echo_ef":
 """
 
 
-def _child(mode: str, url: str, n: int = 0) -> subprocess.Popen[str]:
+def _child(mode: str, url: str, n: int = 0, option: str = "") -> subprocess.Popen[str]:
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode, url, str(n)],
+        [sys.executable, "-c", CHILD, mode, url, str(n), option or "-"],
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
         text=True,
@@ -161,12 +164,12 @@ def _finish(child: subprocess.Popen[str], start: float, n: int) -> float:
 # -- pub/sub end to end --------------------------------------------------------------------
 
 
-def e2e_raw(url: str, n: int) -> float:
+def e2e_raw(url: str, n: int, parse: str) -> float:
     envelopes = [encode_envelope(Message("bench.e2e", PAYLOAD)) for _ in range(n)]
 
     async def main() -> float:
         nc = await nats.connect(url)
-        child = _child("sub_raw", url, n)
+        child = _child("sub_raw", url, n, parse)
         start = time.perf_counter()
         for data in envelopes:
             await nc.publish("bench.e2e", data)
@@ -178,12 +181,12 @@ def e2e_raw(url: str, n: int) -> float:
     return asyncio.run(main())
 
 
-def e2e_eventforge_async(url: str, n: int) -> float:
+def e2e_eventforge_async(url: str, n: int, delivery: str = "thread") -> float:
     transport = NatsTransport(url)
     messages = [Message("bench.e2e", PAYLOAD) for _ in range(n)]
 
     async def main() -> float:
-        child = _child("sub_ef", url, n)
+        child = _child("sub_ef", url, n, delivery)
         send = transport.send_async
         start = time.perf_counter()
         for message in messages:
@@ -199,7 +202,7 @@ def e2e_eventforge_async(url: str, n: int) -> float:
 def e2e_eventforge_sync(url: str, n: int) -> float:
     transport = NatsTransport(url)
     messages = [Message("bench.e2e", PAYLOAD) for _ in range(n)]
-    child = _child("sub_ef", url, n)
+    child = _child("sub_ef", url, n, "thread")
     send = transport.send
     start = time.perf_counter()
     for message in messages:
@@ -243,10 +246,10 @@ def rpc_raw(url: str, n: int) -> tuple[float, float]:
     return _percentiles(samples[n // 10 :])
 
 
-def rpc_eventforge(url: str, n: int) -> tuple[float, float]:
+def rpc_eventforge(url: str, n: int, delivery: str = "thread") -> tuple[float, float]:
     from eventforge import MessageQueue, RPCClient
 
-    child = _child("echo_ef", url)
+    child = _child("echo_ef", url, option=delivery)
     queue = MessageQueue(transport=NatsTransport(url))
     client = RPCClient(queue, service_name="bench", timeout=5.0)
     samples = []
@@ -340,11 +343,18 @@ def run(quick: bool) -> list[dict[str, Any]]:
             {
                 "async": lambda: e2e_eventforge_async(url, n_e2e),
                 "sync": lambda: e2e_eventforge_sync(url, n_e2e),
-                "raw": lambda: e2e_raw(url, n_e2e),
+                "loop": lambda: e2e_eventforge_async(url, n_e2e, "loop"),
+                "raw": lambda: e2e_raw(url, n_e2e, "json"),
+                "raw_count": lambda: e2e_raw(url, n_e2e, "count"),
             },
         )
         rpc = medians(
-            rounds, {"ef": lambda: rpc_eventforge(url, n_rpc), "raw": lambda: rpc_raw(url, n_rpc)}
+            rounds,
+            {
+                "ef": lambda: rpc_eventforge(url, n_rpc),
+                "loop": lambda: rpc_eventforge(url, n_rpc, "loop"),
+                "raw": lambda: rpc_raw(url, n_rpc),
+            },
         )
         js = medians(
             rounds, {"ef": lambda: js_eventforge(url, n_js), "raw": lambda: js_raw(url, n_js)}
@@ -353,12 +363,20 @@ def run(quick: bool) -> list[dict[str, Any]]:
         server.cleanup()
     return [
         row("nats pub/sub e2e, send_async -> subscriber process", e2e["async"],
-            "nats-py publish + flush -> subscriber process", e2e["raw"], "msgs/s", ">= 0.8x"),
+            "nats-py publish -> subscriber json.loads", e2e["raw"], "msgs/s", ">= 0.8x"),
         row("nats pub/sub e2e, sync send -> subscriber process", e2e["sync"],
-            "nats-py publish + flush -> subscriber process", e2e["raw"], "msgs/s", ">= 0.6x"),
+            "nats-py publish -> subscriber json.loads", e2e["raw"], "msgs/s", ">= 0.6x"),
+        row("nats pub/sub e2e, send_async -> subscriber process", e2e["async"],
+            "nats-py publish -> subscriber counting only", e2e["raw_count"], "msgs/s", "reported"),
+        row("nats pub/sub e2e, send_async -> subscriber delivery='loop'", e2e["loop"],
+            "nats-py publish -> subscriber json.loads", e2e["raw"], "msgs/s", "reported"),
         row("nats RPC round trip p50 (RPCClient.call)", rpc["ef"][0],
             "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
         row("nats RPC round trip p99 (RPCClient.call)", rpc["ef"][1],
+            "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
+        row("nats RPC round trip p50, server delivery='loop'", rpc["loop"][0],
+            "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
+        row("nats RPC round trip p99, server delivery='loop'", rpc["loop"][1],
             "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
         row("JetStream WorkQueue put, 100 in flight (put_many)", js["ef"][0],
             "js.publish, gather of 100", js["raw"][0], "msgs/s", ">= 0.8x"),

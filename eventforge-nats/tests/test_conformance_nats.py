@@ -21,3 +21,11 @@ class TestNatsTransportConformance(TransportConformance):
     def make_independent_transport(self, nats_server_factory) -> TransportFactory:  # type: ignore[no-untyped-def]
         other = nats_server_factory(jetstream=False)
         return lambda: NatsTransport(other.url)
+
+
+class TestNatsTransportLoopDeliveryConformance(TransportConformance):
+    """``delivery="loop"``: callbacks run on the connection's event loop (no thread hop)."""
+
+    @pytest.fixture
+    def make_transport(self, nats_server: NatsServer) -> TransportFactory:
+        return lambda: NatsTransport(nats_server.url, delivery="loop")

@@ -21,6 +21,7 @@ dead-lettered when fetched. Malformed envelopes are dead-lettered as raw bytes, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -302,11 +303,9 @@ class JetStreamWorkQueue(WorkQueueBackend):
     async def _acquire(self) -> _Puller:
         if self._idle:
             return self._idle.pop()
-        inbox = self._conn.client.new_inbox()
-        sub = await self._conn.client.subscribe(inbox)
-        return _Puller(
-            self._conn, sub, inbox, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{CONSUMER}"
-        )
+        puller = _Puller(self._conn, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{CONSUMER}")
+        await puller.start()
+        return puller
 
     async def _accept(self, msg: Msg) -> Delivery | None:
         attempt = msg.metadata.num_delivered
@@ -500,15 +499,27 @@ class _Puller:
     link dropped and the server forgot it), the inbox is discarded instead of reused.
     """
 
-    def __init__(self, conn: NatsConnection, sub: Subscription, inbox: str, subject: str) -> None:
+    def __init__(self, conn: NatsConnection, subject: str) -> None:
         self._conn = conn
-        self._sub = sub
-        self._inbox = inbox
         self._subject = subject
+        self._inbox = conn.client.new_inbox()
+        self._sub: Subscription | None = None
+        self._arrived: collections.deque[Msg] = collections.deque()
+        self._wakeup = asyncio.Event()
         self._open = 0
         self._request_deadline = 0.0
         self.usable = True
         self.consumer_gone = False
+
+    async def start(self) -> None:
+        """Subscribe the inbox (messages are queued here, taken by :meth:`_collect`)."""
+        arrived, wakeup = self._arrived, self._wakeup
+
+        async def on_message(msg: Msg) -> None:
+            arrived.append(msg)
+            wakeup.set()
+
+        self._sub = await self._conn.client.subscribe(self._inbox, cb=on_message)
 
     async def pull(self, batch: int, timeout: float) -> list[Msg]:
         """Return up to ``batch`` messages, waiting up to ``timeout`` for the first."""
@@ -536,29 +547,37 @@ class _Puller:
 
     async def _collect(self, until: float) -> list[Msg]:
         msgs: list[Msg] = []
+        arrived = self._arrived
         while self._open:
-            wait = min(until, self._request_deadline) - time.monotonic()
-            try:
-                msg = await self._sub.next_msg(timeout=max(0.001, wait))
-            except asyncio.TimeoutError:
-                if time.monotonic() >= self._request_deadline:
-                    self.usable = False
-                    self._open = 0
-                return msgs
-            status = msg.headers.get("Status") if msg.headers else None
+            if not arrived:
+                wait = min(until, self._request_deadline) - time.monotonic()
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), max(0.001, wait))
+                except asyncio.TimeoutError:
+                    if time.monotonic() >= self._request_deadline:
+                        self.usable = False
+                        self._open = 0
+                    return msgs
+                continue
+            msg = arrived.popleft()
+            headers = msg.headers
+            status = headers.get("Status") if headers else None
             if status is None:
                 msgs.append(msg)
                 self._open -= 1
             elif status != "100":
                 self._open = 0
-                if status == "409" and "deleted" in (msg.headers or {}).get("Description", ""):
+                if status == "409" and "deleted" in (headers or {}).get("Description", ""):
                     self.consumer_gone = True
-            if msgs and time.monotonic() >= until:
+            if msgs and not arrived and time.monotonic() >= until:
                 return msgs
         return msgs
 
     async def close(self) -> None:
         self.usable = False
+        if self._sub is None:
+            return
         try:
             await self._sub.unsubscribe()
         except Exception as exc:
