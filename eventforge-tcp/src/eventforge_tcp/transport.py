@@ -78,7 +78,7 @@ def from_url(url: str, **options: Any) -> Transport:
             key="url",
         )
     try:
-        port = parts.port or DEFAULT_PORT
+        port = parts.port if parts.port is not None else DEFAULT_PORT
     except ValueError:
         raise ConfigurationError(f"URL has an invalid port: {parts.netloc!r}", key="port") from None
     host = parts.hostname or "localhost"
