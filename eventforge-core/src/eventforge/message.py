@@ -62,7 +62,7 @@ class Message:
         self.topic = topic
         self.payload = payload
         self.headers: dict[str, Any] = headers if headers is not None else {}
-        self.id = id or new_id()
+        self.id = new_id() if id is None else id
         self.timestamp = timestamp if timestamp is not None else time.time()
         self.reply_to = reply_to
         self.correlation_id = correlation_id

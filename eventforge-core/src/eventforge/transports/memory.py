@@ -179,13 +179,21 @@ class MemoryTransport(Transport):
         for target in self._index.match(topic):
             cls = target.__class__
             if cls is _Subscription:
-                self._call(target.callback, message)  # type: ignore[union-attr]
+                # The callback is called inline (not through a helper): this loop is the
+                # in-process publish path, and a call level here costs a tenth of a publish.
+                try:
+                    target.callback(message)  # type: ignore[union-attr]
+                except Exception:
+                    self._callback_failed(message)
                 taken = True
             elif cls is _Group:
                 with self._lock:
                     member = target.pick()  # type: ignore[union-attr]
                 if member is not None:
-                    self._call(member.callback, message)
+                    try:
+                        member.callback(message)
+                    except Exception:
+                        self._callback_failed(message)
                     taken = True
             elif not waiter_served:
                 with self._lock:
@@ -288,21 +296,21 @@ class MemoryTransport(Transport):
     # -- internals --------------------------------------------------------------------------
 
     def _sent_count(self) -> int:
-        # ``next()`` on an itertools.count is atomic, a plain ``+=`` is not; the count has no
-        # peek method, but its repr ("count(N)") carries the next value.
-        return int(repr(self._sent)[6:-1])
+        # ``next()`` on an itertools.count is atomic under concurrent publishers where a plain
+        # ``+=`` is not, and costs less than a lock. The count has no peek method; its repr,
+        # "count(N)", carries the next value.
+        text = repr(self._sent)
+        return int(text[text.index("(") + 1 : -1])
 
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosedError("MemoryTransport is closed; create a new one")
 
-    def _call(self, callback: Callback, message: Message) -> None:
-        try:
-            callback(message)
-        except Exception:
-            with self._lock:
-                self._callback_errors += 1
-            log.exception("subscription callback raised for topic %r", message.topic)
+    def _callback_failed(self, message: Message) -> None:
+        """Count and log a callback's exception; called from inside its ``except`` block."""
+        with self._lock:
+            self._callback_errors += 1
+        log.exception("subscription callback raised for topic %r", message.topic)
 
     def _buffer(self, message: Message) -> None:
         with self._lock:
