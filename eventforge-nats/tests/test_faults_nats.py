@@ -235,7 +235,7 @@ def test_idle_pull_consumer_resumes_after_restart(nats_server_factory: Any) -> N
     wait_for_seqs(history, [1])
     stop.set()
     reader.join(10)
-    line = report("N-JS idle pull restart", history, pull_timeouts=backend.stats()["pull_timeouts"])
+    line = report("N-JS idle pull restart", history, pulls_lost=backend.stats()["pulls_lost"])
     assert history.check().lost == 0, line
     transport.close()
 
@@ -407,3 +407,46 @@ def test_publish_while_down_is_buffered_then_refused(nats_server_factory: Any) -
     pub.send(Message("down.topic", "after"))
     pub.flush()
     pub.close()
+
+
+def test_put_whose_ack_was_lost_is_retried_and_deduplicated(nats_server_factory: Any) -> None:
+    """N-JS row 6: the server is paused (SIGSTOP) under a put; the PubAck never comes, the put
+    is retried with the same Nats-Msg-Id, and after SIGCONT the item is stored exactly once."""
+    server: NatsServer = nats_server_factory()
+    transport = NatsTransport(server.url)
+    backend = transport.work_queue_backend("ackloss-js", RetryPolicy())
+    message = Message("ackloss-js", "exactly once")
+    outcome: list[BaseException | None] = []
+    server.pause()
+    try:
+        putter = threading.Thread(
+            target=lambda: outcome.append(_try(lambda: backend.put(message))), daemon=True
+        )
+        putter.start()
+        deadline = time.monotonic() + STALL_S
+        while backend.counters["put_retries"] < 1:
+            assert time.monotonic() < deadline, "the put was never retried"
+            time.sleep(0.02)
+    finally:
+        server.resume()
+    putter.join(STALL_S)
+    assert outcome == [None], outcome
+    first = backend.fetch(10, 10.0)
+    assert [d.message.id for d in first] == [message.id]
+    first[0].ack()
+    assert backend.fetch(10, 0.5) == []
+    counters = backend.counters
+    print(
+        f"N-JS lost PubAck: lost=0 dup=0 put_retries={counters['put_retries']} "
+        f"deduplicated={counters['put_duplicates']}"
+    )
+    assert counters["put_duplicates"] >= 1
+    transport.close()
+
+
+def _try(fn: Callable[[], Any]) -> BaseException | None:
+    try:
+        fn()
+    except BaseException as exc:  # reported by the assertion on the outcome
+        return exc
+    return None

@@ -28,6 +28,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
         self.dlq_subject = names["dlq_subject"]
         self._js: JetStreamContext = conn.client.jetstream()
         self._idle: list[_Puller] = []
+        self._pullers: weakref.WeakSet[_Puller] = weakref.WeakSet()
         self._closed = False
         self._lock = threading.Lock()
         self.counters = {
@@ -124,7 +126,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
             "malformed": 0,
             "over_delivered": 0,
             "recreated": 0,
-            "pull_timeouts": 0,
+            "pulls_lost": 0,
         }
         conn.run(self._ensure(), timeout=30)
         conn.on_reconnect(self._after_reconnect)
@@ -178,10 +180,13 @@ class JetStreamWorkQueue(WorkQueueBackend):
         return created
 
     async def _after_reconnect(self) -> None:
-        # Pull requests in flight died with the old connection; every fetch issues a new one
-        # (bounded by _FETCH_CHUNK), so only the stream and consumer need checking here.
+        # Pull requests in flight may have died with the old connection (nats-py#504): drop
+        # them all, so waiting fetches re-issue theirs at once; then check that the stream and
+        # the consumer still exist.
         if self._closed:
             return
+        for puller in list(self._pullers):
+            puller.abandon()
         try:
             if await self._ensure():
                 self.counters["recreated"] += 1
@@ -288,23 +293,27 @@ class JetStreamWorkQueue(WorkQueueBackend):
                 if deadline is not None and time.monotonic() >= deadline:
                     return []
                 if not puller.usable:
-                    self.counters["pull_timeouts"] += 1
+                    self.counters["pulls_lost"] += 1
                     await puller.close()
                     puller = await self._acquire()
         finally:
             if puller.usable:
                 self._idle.append(puller)
             else:
-                self.counters["pull_timeouts"] += 1
+                self.counters["pulls_lost"] += 1
                 await puller.close()
             if puller.consumer_gone:
                 await self._after_reconnect()
 
     async def _acquire(self) -> _Puller:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            puller = self._idle.pop()
+            if puller.usable:
+                return puller
+            await puller.close()
         puller = _Puller(self._conn, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{CONSUMER}")
         await puller.start()
+        self._pullers.add(puller)
         return puller
 
     async def _accept(self, msg: Msg) -> Delivery | None:
@@ -573,6 +582,12 @@ class _Puller:
             if msgs and not arrived and time.monotonic() >= until:
                 return msgs
         return msgs
+
+    def abandon(self) -> None:
+        """Forget the request in flight (the connection was lost) and retire this inbox."""
+        self.usable = False
+        self._open = 0
+        self._wakeup.set()
 
     async def close(self) -> None:
         self.usable = False
