@@ -450,3 +450,24 @@ def _try(fn: Callable[[], Any]) -> BaseException | None:
     except BaseException as exc:  # reported by the assertion on the outcome
         return exc
     return None
+
+
+def test_credentials_refused_on_reconnect_are_loud(nats_server_factory: Any) -> None:
+    """N-C row 15: the server comes back with other credentials; the transport does not
+    pretend to work: state ``auth_failed``, refusals counted and logged as errors."""
+    server: NatsServer = nats_server_factory(user="app", password="old-pw", jetstream=False)
+    transport = NatsTransport(server.url, user="app", password="old-pw", **FAST)
+    server.kill()
+    rotated = NatsServer(port=server.port, user="app", password="new-pw", jetstream=False)
+    rotated.start()
+    try:
+        wait_state([transport], "auth_failed")
+        stats = transport.stats()
+        print(
+            f"N-C credentials refused on reconnect: {stats['state']} auth_errors={stats['auth_errors']}"
+        )
+        assert stats["auth_errors"] >= 1
+        assert "old-pw" not in repr(stats)
+    finally:
+        transport.close()
+        rotated.cleanup()

@@ -221,6 +221,9 @@ class NatsConnection:
         if is_auth_error(exc):
             self.counters["auth_errors"] += 1
             self.state = "auth_failed"
+            count = self.counters["auth_errors"]
+            if count > 10 and count % 100:
+                return
             log.error(
                 "NATS server refused the credentials while reconnecting (%d times); messages "
                 "are not flowing: fix the credentials or the server's authorization",
