@@ -9,12 +9,15 @@ Scenarios (calls/s; the ratio is observed / bare, so 1.0 would be free):
 * ``Observable.emit`` to one listener vs blinker ``Signal.send`` to one receiver (the anchor
   figure 1b; goal: at least 1x).
 * ``LeastLoadedDispatcher`` choosing among 4 vs a bare call (reported).
+* publish + deliver to one handler on a MessageQueue whose transport is instrumented with
+  Prometheus metrics, or traced with the OpenTelemetry SDK, vs a plain queue (reported).
 
 Every figure is the median of interleaved rounds.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -63,6 +66,35 @@ def row(
         "goal": goal,
         "higher_is_better": higher_is_better,
     }
+
+
+def _publish(queue: Any, i: int) -> None:
+    queue.publish("bench.topic", i)
+
+
+def _queues() -> dict[str, Any]:
+    """A plain queue and, when the extras are installed, instrumented ones (one handler each)."""
+    from eventforge import MessageQueue
+
+    queues: dict[str, Any] = {"publish_plain": MessageQueue()}
+    try:
+        from eventforge_observers.prometheus import PrometheusMetrics
+        from prometheus_client import CollectorRegistry
+
+        queues["publish_metrics"] = PrometheusMetrics(CollectorRegistry()).queue()
+    except ImportError:
+        pass
+    try:
+        from eventforge_observers.otel import Tracing
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracing = Tracing(tracer_provider=TracerProvider())
+        queues["publish_traced"] = MessageQueue(transport=tracing.instrument())
+    except ImportError:
+        pass
+    for queue in queues.values():
+        queue.subscribe("bench.*", lambda message: None)
+    return queues
 
 
 def _task_timed() -> Callable[[int], Any] | None:
@@ -118,7 +150,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
     except ImportError:
         pass
 
-    got = medians(rounds, n, pairs)
+    queues = _queues()
+    for key, queue in queues.items():
+        pairs[key] = functools.partial(_publish, queue)
+
+    try:
+        got = medians(rounds, n, pairs)
+    finally:
+        for queue in queues.values():
+            queue.close()
     bare = got["bare"]
     rows = []
     if "task_timing" in got:
@@ -138,6 +178,26 @@ def run(quick: bool) -> list[dict[str, Any]]:
         ),
         row("LeastLoadedDispatcher of 4 + call", got["least_loaded"], "bare call", bare, "report"),
     ]
+    if "publish_metrics" in got:
+        rows.append(
+            row(
+                "publish+deliver, Prometheus-instrumented",
+                got["publish_metrics"],
+                "plain MessageQueue",
+                got["publish_plain"],
+                "report",
+            )
+        )
+    if "publish_traced" in got:
+        rows.append(
+            row(
+                "publish+deliver, traced (SDK, no exporter)",
+                got["publish_traced"],
+                "plain MessageQueue",
+                got["publish_plain"],
+                "report",
+            )
+        )
     if "blinker" in got:
         blinker_us = 1e6 / got["blinker"]
         added_us = max(1e6 / got["observe_timing"] - 1e6 / bare, 1e-3)

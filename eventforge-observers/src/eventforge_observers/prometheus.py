@@ -44,6 +44,8 @@ __all__ = ["PrometheusMetrics"]
 
 RPC_PREFIX = "_rpc."
 INBOX_PREFIX = "_inbox."
+CACHE_LIMIT = 10_000
+"""Labelled metric children cached per (topic, transport) before the cache starts over."""
 
 
 class PrometheusMetrics:
@@ -122,6 +124,8 @@ class PrometheusMetrics:
         )
         self._work_queues = _WorkQueueCollector(namespace)
         reg.register(self._work_queues)
+        self._published_children: dict[tuple[str, str], Any] = {}
+        self._delivery_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._awaiting = BoundedMap(max_open, on_evict=self._no_reply, max_age=reply_timeout)
 
     # -- installing --------------------------------------------------------------------------
@@ -179,6 +183,27 @@ class PrometheusMetrics:
                 return pattern
         return "other"
 
+    def _published_child(self, topic: str, transport: str) -> Any:
+        key = (topic, transport)
+        child = self._published_children.get(key)
+        if child is None:
+            if len(self._published_children) >= CACHE_LIMIT:
+                self._published_children.clear()  # many distinct topics: start over
+            child = self.published.labels(self._label(topic), transport)
+            self._published_children[key] = child
+        return child
+
+    def _delivery_children(self, pattern: str, transport: str) -> tuple[Any, Any]:
+        key = (pattern, transport)
+        children = self._delivery_cache.get(key)
+        if children is None:
+            label = "_inbox" if pattern.startswith(INBOX_PREFIX) else pattern
+            children = self._delivery_cache[key] = (
+                self.delivered.labels(label, transport),
+                self.handler_duration.labels(label, transport),
+            )
+        return children
+
     def on_send(self, message: Message, send: Callable[[Message], None], transport: str) -> None:
         if message.reply_to and message.topic.startswith(RPC_PREFIX):
             self._awaiting.put(
@@ -186,7 +211,7 @@ class PrometheusMetrics:
                 (time.perf_counter(), _method(message), transport),
             )
         send(message)
-        self.published.labels(self._label(message.topic), transport).inc()
+        self._published_child(message.topic, transport).inc()
 
     def on_deliver(
         self, message: Message, callback: Callback, pattern: str, transport: str
@@ -196,14 +221,14 @@ class PrometheusMetrics:
             started = self._awaiting.pop(correlation)
             if started is not None:
                 self._rpc_done(started, message, "client", transport)
-        label = "_inbox" if pattern.startswith(INBOX_PREFIX) else pattern
+        delivered, duration = self._delivery_children(pattern, transport)
         start = time.perf_counter()
         try:
             callback(message)
         finally:
             elapsed = time.perf_counter() - start
-            self.delivered.labels(label, transport).inc()
-            self.handler_duration.labels(label, transport).observe(elapsed)
+            delivered.inc()
+            duration.observe(elapsed)
             if message.reply_to and message.topic.startswith(RPC_PREFIX):
                 self.rpc_duration.labels(_method(message), "server", transport).observe(elapsed)
 
@@ -216,7 +241,7 @@ class PrometheusMetrics:
     ) -> Message | None:
         start = time.perf_counter()
         reply = request(message, timeout)
-        self.published.labels(self._label(message.topic), transport).inc()
+        self._published_child(message.topic, transport).inc()
         if message.topic.startswith(RPC_PREFIX):
             if reply is None:
                 self.rpc_failed.labels(_method(message), transport).inc()
