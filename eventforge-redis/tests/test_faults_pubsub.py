@@ -212,3 +212,53 @@ def _closed_by_timeout(port: int) -> bool:
     ).stdout
     # Left: the subscriber (pub/sub clients are exempt from the timeout) and redis-cli itself.
     return len([line for line in out.splitlines() if line.strip()]) <= 2
+
+
+def test_ten_thousand_subscriptions_come_back_after_a_restart(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """R-PS row 10: 10,000 exact topics and 1,000 patterns on one connection are all subscribed
+    again after the server restarted (counted on the server side), and unsubscribing leaves
+    nothing behind."""
+    import redis
+    from eventforge_redis import RedisTransport
+
+    server = redis_server_factory()
+    transport = RedisTransport.from_url(server.url, socket_timeout=2.0)
+    started = time.monotonic()
+    ids = [transport.subscribe(f"many.t{n}", lambda m: None) for n in range(10_000)]
+    ids += [transport.subscribe(f"many.p{n}.*", lambda m: None) for n in range(1_000)]
+    subscribe_total_s = time.monotonic() - started
+
+    def server_counts() -> tuple[int, int]:
+        admin = redis.Redis(port=server.port, protocol=2)
+        try:
+            for client in admin.client_list():
+                if int(client.get("sub", 0)) or int(client.get("psub", 0)):
+                    return int(client["sub"]), int(client["psub"])
+            return 0, 0
+        except redis.ConnectionError:
+            return -1, -1
+        finally:
+            admin.close()
+
+    assert server_counts() == (10_000, 1_000)
+    server.kill()
+    server.restart()
+    restarted = time.monotonic()
+    _wait_until(lambda: server_counts() == (10_000, 1_000), "all 11,000 subscriptions to return")
+    resubscribe_s = time.monotonic() - restarted
+    got: list[object] = []
+    probe = transport.subscribe("many.t9999", lambda m: got.append(m.payload))
+    transport.send(Message("many.t9999", "back"))
+    _wait_until(lambda: got == ["back"], "a message on the last topic")
+    for sub_id in [*ids, probe]:
+        transport.unsubscribe(sub_id)
+    _wait_until(lambda: server_counts() == (0, 0), "every subscription to be removed")
+    stats = transport.stats()
+    print(
+        f"subscriptions=11000 subscribe_total_s={subscribe_total_s:.2f} "
+        f"resubscribe_s={resubscribe_s:.2f} residue={stats['redis_channels'] + stats['redis_patterns']}"
+    )
+    assert stats["redis_channels"] + stats["redis_patterns"] == 0
+    transport.close()

@@ -181,6 +181,14 @@ class Publisher:
                     self._inflight = 0
                     self._cond.notify_all()
 
+    def _closed_by_peer(self) -> bool:
+        """Nothing is ever unsolicited on this connection: readable before a send means the
+        server closed it (restart, client timeout), noticed without a round trip."""
+        try:
+            return bool(self._conn.can_read(timeout=0))
+        except Exception:
+            return True
+
     def _check_idle_link(self) -> None:
         """After a quiet spell, PING before sending: a connection the server or a middlebox
         closed meanwhile is replaced instead of costing the next batch."""
@@ -198,7 +206,7 @@ class Publisher:
     def _send(self, batch: list[tuple[bytes, bytes]]) -> None:
         if self._conn is None:
             raise TransportError("publisher is not connected")
-        if time.monotonic() - self._last_io > self._idle_check:
+        if self._closed_by_peer() or time.monotonic() - self._last_io > self._idle_check:
             self._check_idle_link()
         conn = self._conn
         head, tail = self._head, self._tail
