@@ -315,3 +315,34 @@ def test_malformed_entries_are_counted_and_dead_lettered(redis_server: RedisServ
     )
     queue.close()
     transport.close()
+
+
+def test_pending_entry_deleted_behind_our_back_is_counted(redis_server: RedisServer) -> None:
+    """R-ST row 20: when someone trims or deletes an unacknowledged entry, the takeover
+    reports it (``trimmed_unacked``) instead of losing it silently."""
+    from eventforge_redis import RedisTransport
+
+    name = f"trimmed-{os.urandom(4).hex()}"
+    transport = RedisTransport.from_url(redis_server.url, claim_idle=0.2, block=0.1)
+    first = WorkQueue(name, transport=transport, retry=POLICY)
+    first.put("will vanish")
+    delivery = first.get(timeout=10)
+    assert delivery is not None  # taken, never settled: its consumer "died"
+    stream = f"eventforge:wq:{name}"
+    entry_id = delivery.token[0]
+    subprocess.run(
+        ["redis-cli", "-p", str(redis_server.port), "XDEL", stream, entry_id],
+        check=True,
+        capture_output=True,
+    )
+    second = WorkQueue(name, transport=transport, retry=POLICY)
+    _wait_until(
+        lambda: second.get(timeout=0.2) is None and second.stats["trimmed_unacked"] == 1,
+        "the takeover to report the deleted entry",
+    )
+    stats = second.stats
+    print(f"lost=1 trimmed_unacked={stats['trimmed_unacked']} in_flight={stats['in_flight']}")
+    assert stats["in_flight"] == 0
+    first.close()
+    second.close()
+    transport.close()
