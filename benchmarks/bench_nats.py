@@ -7,7 +7,8 @@ Scenarios:
   both ends (``nc.publish`` x N + flush; the subscriber only counts). Goals: at least 0.8x from
   the async API, 0.6x from the sync API.
 * RPC round trip p50 / p99: ``RPCClient.call`` against an ``RPCServer`` in another process vs
-  raw ``nc.request`` against a raw responder process. Goal: p50 at most 1.3x.
+  raw ``nc.request`` against a raw responder process (goal: p50 at most 1.3x); and the
+  transport alone: ``NatsTransport.request`` against a transport-level echo responder.
 * JetStream durable work queue: publish with 100 in flight (``put_many`` of 100 vs
   ``asyncio.gather`` of 100 ``js.publish``), and consume (``fetch(100)`` + ack per item vs a raw
   pull subscription ``fetch(100)`` + ``ack``). Goals: at least 0.8x on both sides.
@@ -122,6 +123,14 @@ elif mode == "echo_raw":
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         await nc.close()
     asyncio.run(main())
+elif mode == "echo_transport":
+    from eventforge.message import Message
+    from eventforge_nats import NatsTransport
+    t = NatsTransport(url, delivery=option)
+    t.subscribe("bench.echo", lambda m: t.send(Message(m.reply_to, m.payload)))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t.close()
 elif mode == "echo_ef":
     from eventforge import MessageQueue, RPCServer
     from eventforge_nats import NatsTransport
@@ -265,6 +274,23 @@ def rpc_eventforge(url: str, n: int, delivery: str = "thread") -> tuple[float, f
     return _percentiles(samples[n // 10 :])
 
 
+def request_transport(url: str, n: int) -> tuple[float, float]:
+    child = _child("echo_transport", url, option="loop")
+    transport = NatsTransport(url)
+    message = Message("bench.echo", PAYLOAD)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        transport.request(message, 5.0)
+        samples.append(time.perf_counter() - start)
+    transport.close()
+    assert child.stdin is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+    child.wait(30)
+    return _percentiles(samples[n // 10 :])
+
+
 # -- JetStream work queue ------------------------------------------------------------------
 
 
@@ -352,7 +378,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             rounds,
             {
                 "ef": lambda: rpc_eventforge(url, n_rpc),
-                "loop": lambda: rpc_eventforge(url, n_rpc, "loop"),
+                "transport": lambda: request_transport(url, n_rpc),
                 "raw": lambda: rpc_raw(url, n_rpc),
             },
         )
@@ -374,9 +400,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
         row("nats RPC round trip p99 (RPCClient.call)", rpc["ef"][1],
             "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
-        row("nats RPC round trip p50, server delivery='loop'", rpc["loop"][0],
+        row("NatsTransport.request p50 (responder delivery='loop')", rpc["transport"][0],
             "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
-        row("nats RPC round trip p99, server delivery='loop'", rpc["loop"][1],
+        row("NatsTransport.request p99 (responder delivery='loop')", rpc["transport"][1],
             "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
         row("JetStream WorkQueue put, 100 in flight (put_many)", js["ef"][0],
             "js.publish, gather of 100", js["raw"][0], "msgs/s", ">= 0.8x"),
