@@ -339,3 +339,19 @@ def test_closed_transport_refuses_work(make: Callable[..., NatsTransport]) -> No
     with pytest.raises(TransportClosedError):
         transport.request(Message("x", 1), timeout=1)
     assert transport.stats()["state"] == "closed"
+
+
+def test_oversize_messages_are_refused_before_sending(make: Callable[..., NatsTransport]) -> None:
+    """Row 12: a message over the server's max_payload raises at the sender, nothing is sent."""
+    from eventforge.errors import FrameTooLarge
+    from eventforge.workqueue import RetryPolicy
+
+    transport = make(max_size=4 * 1024 * 1024)
+    big = Message("big.topic", "x" * (2 * 1024 * 1024))
+    with pytest.raises(FrameTooLarge):
+        transport.send(big)
+    backend = transport.work_queue_backend("big-items", RetryPolicy())
+    with pytest.raises(FrameTooLarge):
+        backend.put(Message("big-items", "x" * (2 * 1024 * 1024)))
+    assert backend.stats()["pending"] == 0
+    assert transport.stats()["sent"] == 0

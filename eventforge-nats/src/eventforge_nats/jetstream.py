@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from eventforge.errors import ProtocolError, TransportClosedError, TransportError
+from eventforge.errors import FrameTooLarge, ProtocolError, TransportClosedError, TransportError
 from eventforge.message import Message
 from eventforge.wire import WireCodec
 from eventforge.workqueue import (
@@ -258,6 +258,9 @@ class JetStreamWorkQueue(WorkQueueBackend):
                 continue
             except nats.errors.ConnectionClosedError:
                 raise TransportClosedError("the NATS connection is closed") from None
+            except nats.errors.MaxPayloadError:
+                limit = self._conn.client.max_payload
+                raise FrameTooLarge(len(data), limit) from None
             self.counters["put"] += 1
             if ack.duplicate:
                 self.counters["put_duplicates"] += 1

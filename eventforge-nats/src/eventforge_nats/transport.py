@@ -152,6 +152,7 @@ class NatsTransport(Transport):
         self._decode_errors = 0
         self._callback_errors = 0
         self._filtered = 0
+        self._errors_lock = threading.Lock()
         self._backends: list[WorkQueueBackend] = []
         self._conn.connect()
 
@@ -204,7 +205,7 @@ class NatsTransport(Transport):
         if conn.state != "connected" and (
             nc.pending_data_size + self._outbox_bytes() + len(data) > self.settings.pending_size
         ):
-            self._publish_errors += 1
+            self._count_error("_publish_errors")
             raise TransportError(
                 f"NATS is {conn.state} and the outbound buffer is full "
                 f"(pending_size={self.settings.pending_size} bytes); the message on "
@@ -238,7 +239,7 @@ class NatsTransport(Transport):
                     await publish(subject, data)
                     self._sent += 1
                 except Exception as exc:
-                    self._publish_errors += 1
+                    self._count_error("_publish_errors")
                     log.warning("NATS publish to %r failed: %r (message dropped)", subject, exc)
             self._scheduled = False
             if not outbox:
@@ -371,21 +372,21 @@ class NatsTransport(Transport):
         try:
             sub.callback(message)
         except Exception:
-            self._callback_errors += 1
+            self._count_error("_callback_errors")
             log.exception("subscription callback raised for topic %r", message.topic)
 
     async def _run_coroutine(self, callback: Callback, message: Message) -> None:
         try:
             await cast(Callable[[Message], Awaitable[None]], callback)(message)
         except Exception:
-            self._callback_errors += 1
+            self._count_error("_callback_errors")
             log.exception("subscription coroutine raised for topic %r", message.topic)
 
     def _decode(self, data: bytes, subject: str) -> Message | None:
         try:
             return self._codec.decode(data)
         except ProtocolError as exc:
-            self._decode_errors += 1
+            self._count_error("_decode_errors")
             if self._decode_errors in (1, 10, 100) or self._decode_errors % 1000 == 0:
                 log.warning(
                     "dropped a malformed envelope on NATS subject %r (%d so far): %s",
@@ -468,7 +469,7 @@ class NatsTransport(Transport):
         try:
             message = self._codec.decode(reply.data)
         except ProtocolError as exc:
-            self._decode_errors += 1
+            self._count_error("_decode_errors")
             raise ProtocolError(f"the reply to a request on {subject!r} is malformed: {exc}")
         self._delivered += 1
         return message
@@ -543,6 +544,11 @@ class NatsTransport(Transport):
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosedError("NatsTransport is closed; create a new one")
+
+    def _count_error(self, counter: str) -> None:
+        # Errors are counted from several threads (callers, the loop, the delivery thread).
+        with self._errors_lock:
+            setattr(self, counter, getattr(self, counter) + 1)
 
     def stats(self) -> dict[str, Any]:
         """Counters: sent, delivered, dropped (slow consumer), decode/callback/publish errors,
