@@ -12,8 +12,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handlers import (
     Counter,
@@ -21,14 +21,30 @@ from ._handlers import (
     Invoker,
     Worker,
     delivering_for,
+    is_coroutine_handler,
     make_invoker,
 )
 from ._inbox import AsyncWaiter, Inbox, SyncWaiter
 from .dispatch import Dispatcher, get_dispatcher
 from .errors import TransportClosedError
+from .events import (
+    EVENT_HEADER,
+    EventValidationError,
+    encode_event,
+    event_info,
+    event_type_of,
+    is_event,
+    listener_info,
+    typed_handler,
+)
 from .message import Message, new_id
+from .middleware import compose_send, resolve_middleware, wrap_handler
+from .routing import check_match, header_gate, unroutable_sender
 from .topics import has_wildcards, validate_pattern, validate_topic
 from .transport import Capability, Transport, require_capability
+
+if TYPE_CHECKING:
+    from .cache import SubscriptionCache
 
 __all__ = ["ErrorHook", "MessageQueue"]
 
@@ -113,6 +129,10 @@ class MessageQueue:
     the memory transport, the publisher's own thread); coroutine handlers run on the event loop
     that was running when they subscribed, else on eventforge's shared background loop;
     ``threaded=True`` gives a handler its own thread with a bounded backlog.
+
+    ``middleware`` is a list of interceptors (instances, registered names or ``"module:attr"``)
+    run around every send and every handler (see :mod:`eventforge.middleware`); ``unroutable``
+    is the policy for a publish nobody receives (see :mod:`eventforge.routing`).
     """
 
     def __init__(
@@ -122,6 +142,8 @@ class MessageQueue:
         error_hook: ErrorHook | None = None,
         name: str | None = None,
         close_transport: bool = True,
+        middleware: Sequence[object] | None = None,
+        unroutable: str | Callable[[Message], Any] | None = None,
     ) -> None:
         if transport is None:
             from .transports.memory import MemoryTransport
@@ -140,7 +162,7 @@ class MessageQueue:
         self.name = name or f"queue-{next(_queue_numbers)}"
         self.error_hook = error_hook
         self._close_transport = close_transport
-        self._send = transport.send
+        self._send: Callable[[Message], None] = transport.send
         self._native_request = transport.has(Capability.REQUEST_REPLY)
         self._transport_groups = transport.has(Capability.GROUPS)
         self._inline_async = transport.has(Capability.ZERO_COPY)
@@ -157,42 +179,62 @@ class MessageQueue:
         self._requests = Counter()
         self._timed_out = Counter()
         self._late_replies = Counter()
+        self._filtered = Counter()
+        self._rejected = Counter()
+        self._unroutable = Counter()
         self._bump_published = self._published.bump
         self._warned_delivery_request = False
+        self._middleware: list[object] = resolve_middleware(middleware)
+        self._unroutable_policy = unroutable
+        self._rebuild_send()
 
     # -- pub/sub ---------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: Any = None, **headers: Any) -> str:
-        """Publish ``payload`` to ``topic``; return the message id. Headers are keywords."""
+    def publish(self, topic: str | object, payload: Any = None, **headers: Any) -> str:
+        """Publish ``payload`` to ``topic``; return the message id. Headers are keywords.
+
+        ``queue.publish(event)`` publishes an ``@event`` instance on its event's topic.
+        """
         if self._closed:
             raise self._closed_error()
+        if topic.__class__ is not str:
+            topic, payload = self._event_args(topic, payload, headers)
         if headers:
             _check_headers(headers)
         message = _new_message(validate_topic(topic), payload, headers)
-        self._send(message)
+        self._publish_send(message)
         self._bump_published()
         return message.id
 
-    async def publish_async(self, topic: str, payload: Any = None, **headers: Any) -> str:
+    async def publish_async(self, topic: str | object, payload: Any = None, **headers: Any) -> str:
         """Like :meth:`publish`, without blocking the running event loop."""
         if self._closed:
             raise self._closed_error()
+        if topic.__class__ is not str:
+            topic, payload = self._event_args(topic, payload, headers)
         if headers:
             _check_headers(headers)
         message = _new_message(validate_topic(topic), payload, headers)
-        await self._send_async(message)
+        if self._publish_send is self._send:
+            await self._send_async(message)
+        elif self._inline_async:
+            self._publish_send(message)
+        else:
+            await asyncio.to_thread(self._publish_send, message)
         self._bump_published()
         return message.id
 
     def subscribe(
         self,
-        topic: str,
-        handler: Handler,
+        topic: str | type,
+        handler: Callable[..., Any],
         *,
         group: str | None = None,
         dispatcher: str | Dispatcher | None = None,
         threaded: bool = False,
         max_pending: int | None = None,
+        match: dict[str, Any] | None = None,
+        match_mode: str = "all",
     ) -> str:
         """Call ``handler(message)`` for each message matching ``topic``; return a handler id.
 
@@ -203,14 +245,23 @@ class MessageQueue:
         and processes on that transport; otherwise it is local to this queue. ``threaded=True``
         (or a ``max_pending`` bound) runs the handler on its own thread so it never delays
         the publisher; messages beyond ``max_pending`` waiting are dropped and counted.
+
+        Typed events: ``topic`` may be an ``@event`` class (its topic is the event name), and
+        a handler whose first parameter is annotated with an ``@event`` class receives that
+        event, validated (see :mod:`eventforge.events`). ``match`` keeps only messages whose
+        headers equal all (``match_mode="all"``) or any (``"any"``) of the given values; the
+        rest are counted in ``stats["filtered"]`` (see :mod:`eventforge.routing`).
         """
         self._check_open()
-        validate_pattern(topic)
         if not callable(handler):
             raise TypeError(
                 f"handler must be callable (a function or coroutine function taking the message), "
                 f"got {type(handler).__name__}"
             )
+        topic, wrapped = self._prepare(topic, handler)
+        validate_pattern(topic)
+        if match is not None:
+            check_match(match, match_mode)
         if has_wildcards(topic):
             require_capability(self.transport, Capability.WILDCARDS, feature=f"pattern {topic!r}")
         if dispatcher is not None and group is None:
@@ -220,9 +271,19 @@ class MessageQueue:
             )
         handler_id = f"{self.name}.h{next(self._handler_ids)}"
         use_worker = threaded or max_pending is not None
+        report: Callable[[BaseException, Message, Callable[..., Any]], None] = self._report_error
+        if wrapped is not handler:
+
+            def report_original(
+                exc: BaseException, message: Message, _: Callable[..., Any]
+            ) -> None:
+                self._report_error(exc, message, handler)
+
+            report = report_original
+
         invoke = make_invoker(
-            handler,
-            report_error=self._report_error,
+            wrapped,
+            report_error=report,
             delivered=self._delivered,
             dropped=self._dropped,
             # Network transports call handlers on their own reader thread: mark it, so that
@@ -239,6 +300,8 @@ class MessageQueue:
                 self._dropped,
             )
             entry_point = worker.submit
+        if match is not None:
+            entry_point = header_gate(match, match_mode, entry_point, self._filtered.bump)
         try:
             if group is None:
                 subscription_id = self.transport.subscribe(topic, entry_point)
@@ -303,6 +366,64 @@ class MessageQueue:
             binding.close()
         return True
 
+    def listen(self, listener: object) -> str:
+        """Register an ``@event_listener`` instance; its ``on(event)`` receives each event.
+
+        Listeners of one name share the work (a group, across processes on transports with
+        groups); ``per_process=True`` listeners each receive every event. Returns the handler
+        id, for :meth:`unsubscribe`.
+        """
+        info = listener_info(listener)
+        on = listener.on  # type: ignore[attr-defined]
+        return self.subscribe(info.event, typed_handler(info.event, on), group=info.group)
+
+    def use(self, *middleware: object) -> None:
+        """Append middleware (instances, names or ``"module:attr"``).
+
+        The send side changes at once; the receive side applies to handlers subscribed from
+        now on (handlers already subscribed keep the chain they were built with).
+        """
+        added = resolve_middleware(middleware)
+        with self._lock:
+            self._middleware = [*self._middleware, *added]
+            self._rebuild_send()
+
+    @property
+    def middleware(self) -> tuple[object, ...]:
+        """The installed middleware, in order."""
+        return tuple(self._middleware)
+
+    def cache(
+        self,
+        topic: str | type,
+        *,
+        max_size: int = 1000,
+        match: dict[str, Any] | None = None,
+        match_mode: str = "all",
+    ) -> SubscriptionCache:
+        """Buffer the messages matching ``topic`` for synchronous consumers.
+
+        Returns a :class:`~eventforge.cache.SubscriptionCache` (``get``, ``pop``, ``peek``,
+        ``wait_for_one``, ``wait_for_many``, ``drain``); close it to unsubscribe.
+        """
+        from .cache import SubscriptionCache
+
+        return SubscriptionCache(self, topic, max_size=max_size, match=match, match_mode=match_mode)
+
+    def announce_ready(self, roles: Sequence[str], *, space: str = "default") -> None:
+        """Tell :meth:`wait_until_ready` callers (any process) this queue is ready in ``roles``."""
+        from .rendezvous import rendezvous_for
+
+        rendezvous_for(self, space).announce_ready(roles)
+
+    def wait_until_ready(
+        self, requirements: dict[str, int], timeout: float = 30.0, *, space: str = "default"
+    ) -> bool:
+        """Wait until participants announced ``requirements`` (``{"worker": 3}``); ``False`` on timeout."""
+        from .rendezvous import rendezvous_for
+
+        return rendezvous_for(self, space).wait_until_ready(requirements, timeout)
+
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         """Block for the next message on ``topic`` (a pattern); ``None`` after ``timeout``."""
         self._check_open()
@@ -331,6 +452,7 @@ class MessageQueue:
         message = self._request_message(topic, payload, headers)
         self._requests.bump()
         if self._native_request:
+            message = self._through_send_middleware(message)
             reply = self.transport.request(message, 30.0 if timeout is None else timeout)
             if reply is None:
                 self._timed_out.bump()
@@ -366,6 +488,7 @@ class MessageQueue:
         message = self._request_message(topic, payload, headers)
         self._requests.bump()
         if self._native_request:
+            message = self._through_send_middleware(message)
             native = getattr(self.transport, "request_async", None)
             wait = 30.0 if timeout is None else timeout
             if native is not None:
@@ -432,7 +555,9 @@ class MessageQueue:
         ``published`` (messages sent, requests and replies included), ``delivered`` (handler
         calls), ``handler_errors``, ``dropped`` (messages a handler never saw: full backlog of a
         threaded handler, a group with no members left, a closed event loop), ``requests``,
-        ``requests_timed_out``, ``late_replies``, ``pending_requests``, ``subscriptions`` and
+        ``requests_timed_out``, ``late_replies``, ``filtered`` (messages a header match kept
+        from a handler), ``rejected`` (messages that failed event validation), ``unroutable``
+        (publishes nobody received), ``pending_requests``, ``subscriptions`` and
         ``transport`` (the transport's own counters).
         """
         return {
@@ -443,6 +568,9 @@ class MessageQueue:
             "requests": self._requests.value,
             "requests_timed_out": self._timed_out.value,
             "late_replies": self._late_replies.value,
+            "filtered": self._filtered.value,
+            "rejected": self._rejected.value,
+            "unroutable": self._unroutable.value,
             "pending_requests": self.pending_requests,
             "subscriptions": len(self._entries),
             "transport": self.transport.stats(),
@@ -505,10 +633,70 @@ class MessageQueue:
             self._send(message)
             return
         native = getattr(self.transport, "send_async", None)
-        if native is not None:
-            await native(message)
-        else:
+        if native is None:
             await asyncio.to_thread(self._send, message)
+        elif self._middleware:
+            outgoing: list[Message] = []
+            compose_send(self._middleware, outgoing.append)(message)
+            for item in outgoing:
+                await native(item)
+        else:
+            await native(message)
+
+    def _through_send_middleware(self, message: Message) -> Message:
+        """Run the send middleware for a native request; the request goes out as it returns."""
+        if not self._middleware:
+            return message
+        outgoing: list[Message] = []
+        compose_send(self._middleware, outgoing.append)(message)
+        if not outgoing:
+            raise ValueError(f"middleware dropped the request to {message.topic!r}")
+        return outgoing[-1]
+
+    def _rebuild_send(self) -> None:
+        send = self.transport.send
+        self._send = compose_send(self._middleware, send) if self._middleware else send
+        self._publish_send = self._send
+        if self._unroutable_policy is not None:
+            routed = unroutable_sender(
+                self.transport, self._unroutable_policy, self._unroutable.bump
+            )
+            if routed is not None:
+                self._publish_send = compose_send(self._middleware, routed)
+
+    def _event_args(self, event: object, payload: Any, headers: dict[str, Any]) -> tuple[str, Any]:
+        if not is_event(event) or isinstance(event, type):
+            raise TypeError(
+                f"publish() takes a topic (str) or an @event instance, got {type(event).__name__}"
+            )
+        if payload is not None:
+            raise TypeError("publish(event) takes no payload: the event is the payload")
+        topic, body, name = encode_event(event)
+        headers[EVENT_HEADER] = name
+        return topic, body
+
+    def _prepare(
+        self, topic: str | type, handler: Callable[..., Any]
+    ) -> tuple[str, Callable[..., Any]]:
+        """Resolve an event-class topic and wrap the handler (events, middleware) once."""
+        expected: type | None = None
+        if isinstance(topic, type):
+            expected = event_info(topic).cls
+            topic = event_info(topic).name
+        wrapped = handler
+        if not getattr(handler, "_eventforge_typed", False):
+            annotated = event_type_of(handler)
+            if expected is not None and annotated is not None and annotated is not expected:
+                raise TypeError(
+                    f"handler {getattr(handler, '__qualname__', handler)!r} takes "
+                    f"{annotated.__name__} but is subscribed to {expected.__name__}"
+                )
+            event_cls = annotated or expected
+            if event_cls is not None:
+                wrapped = typed_handler(event_cls, handler)
+        if self._middleware:
+            wrapped = wrap_handler(self._middleware, wrapped, is_coroutine_handler(wrapped))
+        return topic, wrapped
 
     def _request_message(self, topic: str, payload: Any, headers: dict[str, Any]) -> Message:
         self._check_open()
@@ -617,6 +805,11 @@ class MessageQueue:
     def _report_error(
         self, exc: BaseException, message: Message, handler: Callable[..., Any]
     ) -> None:
+        if isinstance(exc, EventValidationError):
+            self._rejected.bump()
+            log.warning("%s; the handler was not called", exc)
+            self._call_error_hook(exc, message, handler)
+            return
         self._handler_errors.bump()
         log.error(
             "handler %s raised on topic %r (message %s)",
@@ -625,6 +818,11 @@ class MessageQueue:
             message.id,
             exc_info=exc,
         )
+        self._call_error_hook(exc, message, handler)
+
+    def _call_error_hook(
+        self, exc: BaseException, message: Message, handler: Callable[..., Any]
+    ) -> None:
         hook = self.error_hook
         if hook is not None:
             try:

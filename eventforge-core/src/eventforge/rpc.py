@@ -17,6 +17,7 @@ import logging
 import random
 import threading
 import time
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -29,7 +30,7 @@ from ._rpc_protocol import (
     parse_call,
     unwrap_reply,
 )
-from .errors import MethodNotFound, RemoteError, RPCTimeout, TransportError
+from .errors import MethodNotFound, RemoteError, RPCError, RPCTimeout, TransportError
 from .message import Message
 from .topics import validate_topic
 from .transport import Capability
@@ -49,6 +50,46 @@ __all__ = [
 log = logging.getLogger("eventforge.rpc")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _model_params(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, type]] | None:
+    """The parameters of ``func`` annotated with a pydantic model or dataclass, if any."""
+    from .events import _is_model_class
+
+    try:
+        signature = inspect.signature(func)
+        hints = typing.get_type_hints(func)
+    except Exception:
+        return None
+    models = {
+        name: hint
+        for name, hint in hints.items()
+        if name in signature.parameters and _is_model_class(hint)
+    }
+    return (signature, models) if models else None
+
+
+def _validate_args(
+    spec: tuple[inspect.Signature, dict[str, type]], args: list[Any], kwargs: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Validate the model-typed arguments of a call; ``ValueError`` saying which one failed."""
+    from .events import adapter_for
+
+    signature, models = spec
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    for name, cls in models.items():
+        if name in bound.arguments:
+            try:
+                bound.arguments[name] = adapter_for(cls).validate_python(bound.arguments[name])
+            except Exception as exc:
+                raise ValueError(
+                    f"argument {name!r} is not a valid {cls.__name__}: {exc}"
+                ) from None
+    return list(bound.args), dict(bound.kwargs)
 
 
 def _service_topic(service_name: str) -> str:
@@ -93,6 +134,7 @@ class RPCServer:
         self.threaded = threaded
         self.topic = _service_topic(service_name)
         self._methods: dict[str, Callable[..., Any]] = {}
+        self._arg_models: dict[str, tuple[inspect.Signature, dict[str, type]]] = {}
         self._handler_id: str | None = None
         self._runner: _LoopRunner | None = None
         self._stopped = threading.Event()
@@ -128,10 +170,16 @@ class RPCServer:
                     f"{self.service_name!r}; pass replace=True to swap it"
                 )
             self._methods[name] = func
+            models = _model_params(func)
+            if models is not None:
+                self._arg_models[name] = models
+            else:
+                self._arg_models.pop(name, None)
 
     def remove_method(self, name: str) -> bool:
         """Unregister ``name``; return whether it was registered."""
         with self._lock:
+            self._arg_models.pop(name, None)
             return self._methods.pop(name, None) is not None
 
     @property
@@ -227,6 +275,14 @@ class RPCServer:
                 ),
             )
             return
+        models = self._arg_models.get(name)
+        if models is not None:
+            try:
+                args, kwargs = _validate_args(models, args, kwargs)
+            except ValueError as exc:
+                self._bad_requests.bump()
+                self._send(message, error_reply("bad_request", "ValidationError", str(exc)))
+                return
         if self.executor is not None:
             self._run_on_executor(message, func, args, kwargs)
             return
@@ -358,6 +414,45 @@ class RPCClient:
         if reply is None:
             raise self._timeout(method, wait)
         return unwrap_reply(reply.payload, method, self.service_name)
+
+    def call_typed(
+        self,
+        result_type: type[T],
+        method: str,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Like :meth:`call`, validating the result as ``result_type`` (a model, dataclass...).
+
+        Type checkers see the return type: ``client.call_typed(Total, "total", order)`` is a
+        ``Total``. A result that does not validate raises :class:`~eventforge.errors.RPCError`.
+        """
+        return self._typed(result_type, method, self.call(method, *args, timeout=timeout, **kwargs))
+
+    async def call_typed_async(
+        self,
+        result_type: type[T],
+        method: str,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Like :meth:`call_typed`, awaiting the reply without blocking the running event loop."""
+        result = await self.call_async(method, *args, timeout=timeout, **kwargs)
+        return self._typed(result_type, method, result)
+
+    def _typed(self, result_type: type[T], method: str, result: Any) -> T:
+        from .events import adapter_for
+
+        try:
+            value: T = adapter_for(result_type).validate_python(result)
+        except Exception as exc:
+            raise RPCError(
+                f"the result of {method!r} from service {self.service_name!r} is not a valid "
+                f"{getattr(result_type, '__name__', result_type)}: {exc}"
+            ) from exc
+        return value
 
     def _timeout(self, method: str, wait: float) -> RPCTimeout:
         return RPCTimeout(

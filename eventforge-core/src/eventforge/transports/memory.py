@@ -202,6 +202,43 @@ class MemoryTransport(Transport):
         if not taken:
             self._buffer(message)
 
+    def send_counted(self, message: Message) -> int:
+        """Like :meth:`send`, returning how many subscriptions and receivers took the message.
+
+        A message nobody took is *not* buffered for a later ``receive``: the caller (a queue
+        with an unroutable policy) decides what happens to it. Kept apart from :meth:`send`
+        so the plain publish path stays one call.
+        """
+        if self._closed:
+            raise TransportClosedError("MemoryTransport is closed; create a new one")
+        topic = message.topic
+        validate_topic(topic)
+        next(self._sent)
+        taken = 0
+        waiter_served = False
+        for target in self._index.match(topic):
+            cls = target.__class__
+            if cls is _Subscription:
+                try:
+                    target.callback(message)  # type: ignore[union-attr]
+                except Exception:
+                    self._callback_failed(message)
+                taken += 1
+            elif cls is _Group:
+                with self._lock:
+                    member = target.pick()  # type: ignore[union-attr]
+                if member is not None:
+                    try:
+                        member.callback(message)
+                    except Exception:
+                        self._callback_failed(message)
+                    taken += 1
+            elif not waiter_served:
+                with self._lock:
+                    waiter_served = target.offer(message)  # type: ignore[union-attr]
+                taken += waiter_served
+        return taken
+
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         waiter = self._take_or_wait(topic, None)
         if isinstance(waiter, Message):
