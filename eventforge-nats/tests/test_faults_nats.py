@@ -471,3 +471,91 @@ def test_credentials_refused_on_reconnect_are_loud(nats_server_factory: Any) -> 
     finally:
         transport.close()
         rotated.cleanup()
+
+
+def test_paused_server_is_detected_and_recovered(nats_server_factory: Any) -> None:
+    """N-C row 7: SIGSTOP leaves the socket open but silent; the pings notice it within
+    ``ping_interval x (max_outstanding_pings + 1)``, the client reconnects after SIGCONT and the
+    subscription works again."""
+    server: NatsServer = nats_server_factory(jetstream=False)
+    options = {**FAST, "ping_interval": 0.5, "max_outstanding_pings": 2}
+    sub = NatsTransport(server.url, **options)
+    pub = NatsTransport(server.url, **options)
+    history = History()
+    sub.subscribe("stall.topic", lambda m: history.delivered(m.payload))
+    history.invoke(0)
+    pub.send(Message("stall.topic", 0))
+    history.published(0)
+    wait_for_seqs(history, [0])
+    history.fault_started()
+    server.pause()
+    try:
+        deadline = time.monotonic() + STALL_S
+        while sub.stats()["state"] == "connected":
+            assert time.monotonic() < deadline, "a silent server was never detected"
+            time.sleep(0.01)
+        history.fault_detected()
+    finally:
+        server.resume()
+    wait_state([sub, pub], "connected")
+    history.fault_ended()
+    history.invoke(1)
+    pub.send(Message("stall.topic", 1))
+    history.published(1)
+    wait_for_seqs(history, [1])
+    line = report("N-C paused server", history, last_error=sub.stats()["last_error"])
+    assert history.check().detect_s is not None, line
+    sub.close()
+    pub.close()
+
+
+def test_close_flushes_what_was_sent(nats_server_factory: Any) -> None:
+    """N-C row 21: messages sent right before ``close`` still reach the server."""
+    server: NatsServer = nats_server_factory(jetstream=False)
+    sub = NatsTransport(server.url)
+    history = History()
+    sub.subscribe("closing.topic", lambda m: history.delivered(m.payload))
+    sub.flush()
+    pub = NatsTransport(server.url)
+    for seq in range(2000):
+        history.invoke(seq)
+        pub.send(Message("closing.topic", seq))
+        history.published(seq)
+    pub.close()
+    wait_for_seqs(history, range(2000))
+    line = report("N-C close with messages queued", history)
+    assert history.check().lost == 0, line
+    sub.close()
+
+
+def test_ten_thousand_subscriptions_come_back_after_restart(nats_server_factory: Any) -> None:
+    """N-C row 10: one connection carries 10 000 subscriptions; all are replayed after a server
+    restart, and unsubscribing leaves none behind."""
+    server: NatsServer = nats_server_factory(jetstream=False)
+    transport = NatsTransport(server.url, **FAST)
+    pub = NatsTransport(server.url, **FAST)
+    history = History()
+    count = 10_000
+    started = time.monotonic()
+    ids = [
+        transport.subscribe(f"many.t{n}", lambda m: history.delivered(m.payload))
+        for n in range(count)
+    ]
+    subscribe_s = time.monotonic() - started
+    assert transport.stats()["subscriptions"] == count
+    server.restart()
+    wait_state([transport, pub], "connected")
+    transport.flush()
+    probes = list(range(0, count, 97))
+    for n in probes:
+        history.invoke(n)
+        pub.send(Message(f"many.t{n}", n))
+        history.published(n)
+    wait_for_seqs(history, probes)
+    for sub_id in ids:
+        assert transport.unsubscribe(sub_id)
+    line = report("N-C 10k subscriptions", history, subscribe_total_s=round(subscribe_s, 2))
+    assert transport.stats()["subscriptions"] == 0, line
+    assert history.check().lost == 0, line
+    transport.close()
+    pub.close()
