@@ -26,8 +26,7 @@ def test_wrong_password_fails_at_construction_without_leaking_it(
 ) -> None:
     """A wrong password raises RedisAuthError once, says what to check, names no secret, and
     leaves no background thread retrying."""
-    from eventforge_redis import RedisTransport
-    from eventforge_redis._connect import RedisAuthError
+    from eventforge_redis import RedisAuthError, RedisTransport
 
     server = redis_server_factory(password=SECRET)
     before = _threads()
@@ -55,8 +54,7 @@ def test_wrong_password_fails_at_construction_without_leaking_it(
 def test_acl_noperm_on_publish_is_raised(redis_server_factory: Callable[..., RedisServer]) -> None:
     """A user without access to a channel gets RedisPermissionError from flush/send, the
     refusal is counted, and publishing on allowed channels goes on."""
-    from eventforge_redis import RedisTransport
-    from eventforge_redis._connect import RedisPermissionError
+    from eventforge_redis import RedisPermissionError, RedisTransport
 
     server = redis_server_factory()
     subprocess.run(
@@ -90,8 +88,7 @@ def test_acl_user_without_stream_commands_fails_when_opening_a_work_queue(
 ) -> None:
     """NOPERM for XGROUP/XADD surfaces when the work queue is opened, with the ACL hint."""
     from eventforge.workqueue import RetryPolicy
-    from eventforge_redis import RedisTransport
-    from eventforge_redis._connect import RedisPermissionError
+    from eventforge_redis import RedisPermissionError, RedisTransport
 
     server = redis_server_factory()
     subprocess.run(
@@ -113,8 +110,7 @@ def test_acl_noperm_on_subscribe_is_raised(
     redis_server_factory: Callable[..., RedisServer],
 ) -> None:
     """Subscribing to a channel the user may not read raises at once; the link stays up."""
-    from eventforge_redis import RedisTransport
-    from eventforge_redis._connect import RedisPermissionError
+    from eventforge_redis import RedisPermissionError, RedisTransport
 
     server = redis_server_factory()
     subprocess.run(

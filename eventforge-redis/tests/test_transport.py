@@ -16,7 +16,7 @@ from eventforge.testing.brokers import RedisServer, free_port
 
 def test_settings_from_url() -> None:
     """User, password, db, TLS and options come from the URL; the password stays out of repr."""
-    from eventforge_redis._connect import RedisSettings
+    from eventforge_redis import RedisSettings
 
     plain = RedisSettings.from_url("redis://localhost")
     assert (plain.host, plain.port, plain.db, plain.ssl) == ("localhost", 6379, 0, False)
@@ -40,7 +40,7 @@ def test_settings_from_url() -> None:
     ],
 )
 def test_bad_urls_name_the_problem(url: str, key: str) -> None:
-    from eventforge_redis._connect import RedisSettings
+    from eventforge_redis import RedisSettings
 
     with pytest.raises(ConfigurationError) as info:
         RedisSettings.from_url(url)

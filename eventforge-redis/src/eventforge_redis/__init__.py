@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._connect import RedisAuthError, RedisPermissionError, RedisSettings
+
 __version__ = "0.1.0"
-__all__ = ["RedisTransport", "RedisWorkQueueBackend", "__version__"]
+__all__ = [
+    "RedisAuthError",
+    "RedisPermissionError",
+    "RedisSettings",
+    "RedisTransport",
+    "RedisWorkQueueBackend",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from .transport import RedisTransport

@@ -32,6 +32,11 @@ def eventforge_transports() -> list[TransportSpec]:
                 }
             ),
             requires=("redis",),
-            exports=("RedisTransport", "RedisWorkQueueBackend"),
+            exports=(
+                "RedisTransport",
+                "RedisWorkQueueBackend",
+                "RedisAuthError",
+                "RedisPermissionError",
+            ),
         )
     ]

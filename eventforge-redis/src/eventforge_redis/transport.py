@@ -25,7 +25,7 @@ from eventforge.topics import validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Transport
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
-from ._connect import RedisSettings, describe_error
+from ._connect import RedisAuthError, RedisPermissionError, RedisSettings, describe_error
 from ._groups import GroupConsumer
 from ._publisher import Publisher
 from ._subscriber import Subscriber
@@ -36,7 +36,13 @@ if TYPE_CHECKING:
 
     from .workqueue import RedisWorkQueueBackend
 
-__all__ = ["CAPABILITIES", "RedisTransport"]
+__all__ = [
+    "CAPABILITIES",
+    "RedisAuthError",
+    "RedisPermissionError",
+    "RedisSettings",
+    "RedisTransport",
+]
 
 log = logging.getLogger("eventforge.transports.redis")
 
