@@ -355,3 +355,18 @@ def test_oversize_messages_are_refused_before_sending(make: Callable[..., NatsTr
         backend.put(Message("big-items", "x" * (2 * 1024 * 1024)))
     assert backend.stats()["pending"] == 0
     assert transport.stats()["sent"] == 0
+
+
+def test_credentials_file_without_nkeys_is_a_clear_error(
+    nats_server: NatsServer, tmp_path: Any
+) -> None:
+    import importlib.util
+
+    from eventforge.errors import ConfigurationError
+
+    if importlib.util.find_spec("nkeys") is not None:
+        pytest.skip("nkeys is installed: the missing-package error cannot happen here")
+    creds = tmp_path / "app.creds"
+    creds.write_text("not used")
+    with pytest.raises(ConfigurationError, match=r"pip install 'nats-py\[nkeys\]'"):
+        NatsTransport(nats_server.url, credentials=str(creds))

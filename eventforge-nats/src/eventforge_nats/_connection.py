@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventforge._loop import BackgroundLoop, background_loop
-from eventforge.errors import TransportClosedError, TransportError
+from eventforge.errors import ConfigurationError, TransportClosedError, TransportError
 
 from ._settings import NatsSettings
 
@@ -47,6 +47,17 @@ class _GiveUp(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+def _require_nkeys() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("nkeys") is None:
+        raise ConfigurationError(
+            "a NATS credentials file needs the 'nkeys' package to sign the server's challenge; "
+            "install it with: pip install 'nats-py[nkeys]'",
+            key="credentials",
+        )
 
 
 def is_auth_error(exc: BaseException) -> bool:
@@ -122,6 +133,8 @@ class NatsConnection:
             return
         from nats.aio.client import Client
 
+        if self.settings.credentials is not None:
+            _require_nkeys()
         nc = Client()
         self._connecting = True
         self._connect_errors = []
