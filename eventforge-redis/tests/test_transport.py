@@ -116,3 +116,42 @@ def test_send_after_close_and_stats(make_redis: Callable[..., object]) -> None:
     transport.close()  # type: ignore[attr-defined]
     with pytest.raises(TransportClosedError):
         transport.send(Message("stats.t", 2))  # type: ignore[attr-defined]
+
+
+@pytest.mark.broker
+def test_from_url_keyword_overrides_reach_the_connection(redis_server_factory) -> None:  # type: ignore[no-untyped-def]
+    """``from_url(url, password=...)`` is used, not silently dropped."""
+    from eventforge_redis import RedisTransport
+
+    server = redis_server_factory(password="pw-override")
+    transport = RedisTransport.from_url(
+        f"redis://127.0.0.1:{server.port}/0", password="pw-override"
+    )
+    assert transport.settings.password == "pw-override"
+    transport.close()
+
+
+@pytest.mark.broker
+def test_in_progress_keeps_an_entry_from_being_taken_over(
+    make_redis: Callable[..., object],
+) -> None:
+    """``delivery.in_progress()`` resets the idle time, so a slow but alive worker keeps its item."""
+    import os
+
+    from eventforge.workqueue import RetryPolicy, WorkQueue
+
+    transport = make_redis(claim_idle=1.0, block=0.1)
+    name = f"touch-{os.urandom(3).hex()}"
+    worker = WorkQueue(name, transport=transport, retry=RetryPolicy())  # type: ignore[arg-type]
+    other = WorkQueue(name, backend=transport.work_queue_backend(name, RetryPolicy()))  # type: ignore[attr-defined]
+    worker.put("slow job")
+    delivery = worker.get(timeout=10)
+    assert delivery is not None
+    for _ in range(12):  # 2.4 s of work, over twice claim_idle
+        time.sleep(0.2)
+        delivery.in_progress()
+        assert other.get(timeout=0.01) is None
+    delivery.ack()
+    assert worker.join(10)
+    worker.close()
+    other.close()

@@ -6,7 +6,7 @@ Keys, for a queue stream ``S``: ``S`` (the items), ``S:dead`` (dead letters), ``
 
 from __future__ import annotations
 
-__all__ = ["ACK_MANY", "CLAIM", "PROMOTE", "SETTLE"]
+__all__ = ["ACK_MANY", "CLAIM", "PROMOTE", "SETTLE", "TOUCH"]
 
 SETTLE = r"""
 -- ARGV: mode (ack|nack|dead), stream, group, entry id, expected delivery count, ...
@@ -94,4 +94,16 @@ for i = 3, #ARGV, 2 do
   end
 end
 return done
+"""
+
+TOUCH = r"""
+-- ARGV: stream, group, consumer, entry id, expected delivery count.
+-- Resets the entry's idle time, only while this delivery still owns it.
+local stream, group, consumer, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p = redis.call('XPENDING', stream, group, id, id, 1)
+if #p == 0 or p[1][2] ~= consumer or tonumber(p[1][4]) ~= tonumber(ARGV[5]) then
+  return 0
+end
+redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
+return 1
 """

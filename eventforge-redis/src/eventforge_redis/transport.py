@@ -14,6 +14,7 @@ Every message travels as the same JSON envelope as on TCP (:mod:`eventforge.wire
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import threading
@@ -171,7 +172,7 @@ class RedisTransport(Transport):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisTransport:
         """``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS."""
-        settings_keys = {"socket_timeout", "socket_connect_timeout", "client_name", "ssl_options"}
+        settings_keys = {f.name for f in dataclasses.fields(RedisSettings)}
         overrides = {k: options.pop(k) for k in list(options) if k in settings_keys}
         return cls(settings=RedisSettings.from_url(url, **overrides), **options)
 

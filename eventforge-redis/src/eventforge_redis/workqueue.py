@@ -73,6 +73,7 @@ _SETTLE = _Script(scripts.SETTLE)
 _PROMOTE = _Script(scripts.PROMOTE)
 _CLAIM = _Script(scripts.CLAIM)
 _ACK_MANY = _Script(scripts.ACK_MANY)
+_TOUCH = _Script(scripts.TOUCH)
 
 
 class RedisWorkQueueBackend(WorkQueueBackend):
@@ -227,8 +228,9 @@ class RedisWorkQueueBackend(WorkQueueBackend):
 
     def touch(self, delivery: Delivery) -> None:
         """Reset the entry's idle time so it is not taken over while still being worked on."""
-        entry_id, _, _ = delivery.token
-        self._client.xclaim(self.stream, self.group, self.consumer, 0, [entry_id], justid=True)
+        entry_id, count, _ = delivery.token
+        if not _TOUCH(self._client, self.stream, self.group, self.consumer, entry_id, count):
+            self._count("stale_settles")
 
     # -- dead letters ----------------------------------------------------------------------------
 
