@@ -26,9 +26,10 @@ def exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def tracing(exporter: InMemorySpanExporter) -> Iterator[Tracing]:
+def tracing(exporter: InMemorySpanExporter, span_waiter: Any) -> Iterator[Tracing]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(span_waiter)
     yield Tracing(tracer_provider=provider)
     provider.shutdown()
 
@@ -209,3 +210,67 @@ def test_a_request_never_answered_ends_its_span_as_an_error(
     assert abandoned.kind is SpanKind.CLIENT
     assert abandoned.status.status_code is StatusCode.ERROR
     assert abandoned.status.description == "no reply observed"
+
+
+def test_middleware_traces_threaded_and_async_handlers_for_their_whole_run(
+    tracing: Tracing, exporter: InMemorySpanExporter, span_waiter: Any
+) -> None:
+    import threading
+
+    from opentelemetry import trace
+
+    queue = MessageQueue(middleware=[tracing.middleware()])
+    inside: dict[str, int] = {}
+    done = threading.Event()
+
+    def threaded(message: Message) -> None:
+        inside["threaded"] = trace.get_current_span().get_span_context().span_id
+        done.set()
+
+    async def failing(message: Message) -> None:
+        raise RuntimeError("async handler failed")
+
+    queue.subscribe("jobs.threaded", threaded, threaded=True)
+    queue.subscribe("jobs.async", failing)
+    try:
+        queue.publish("jobs.threaded", 1)
+        assert done.wait(10)
+        queue.publish("jobs.async", 2)
+        assert span_waiter.wait_for("jobs.async process")  # it ends on the loop thread
+    finally:
+        queue.close()
+
+    def named(name: str) -> ReadableSpan:
+        return next(s for s in exporter.get_finished_spans() if s.name == name)
+
+    process = named("jobs.threaded process")
+    publish = named("jobs.threaded publish")
+    assert inside["threaded"] == process.context.span_id  # current while the handler ran
+    assert parent_of(process) == publish.context.span_id
+    failed = named("jobs.async process")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.events[0].name == "exception"
+
+
+def test_middleware_rpc_links_server_to_client_and_reply_to_server(
+    tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    from eventforge import RPCClient, RPCServer
+
+    queue = MessageQueue(middleware=[tracing.middleware()])
+    server = RPCServer(queue, service_name="calculator")
+    server.add_method("add", lambda a, b: a + b)
+    server.serve(blocking=False)
+    try:
+        assert RPCClient(queue, service_name="calculator").call("add", 2, 2) == 4
+    finally:
+        server.stop()
+        queue.close()
+    spans = exporter.get_finished_spans()
+    call = next(s for s in spans if s.kind is SpanKind.CLIENT)
+    serve = next(s for s in spans if s.kind is SpanKind.SERVER)
+    reply = next(s for s in spans if s.kind is SpanKind.PRODUCER)
+    assert call.name == serve.name == "calculator/add"
+    assert parent_of(serve) == call.context.span_id
+    assert parent_of(reply) == serve.context.span_id
+    assert len({s.context.trace_id for s in spans}) == 1

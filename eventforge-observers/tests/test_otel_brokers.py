@@ -12,7 +12,7 @@ pytest.importorskip("opentelemetry.sdk")
 
 from eventforge import Message, MessageQueue, RPCClient, RPCServer, connect
 from eventforge_observers.otel import Tracing
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -20,27 +20,10 @@ from opentelemetry.trace import SpanKind
 pytestmark = pytest.mark.broker
 
 
-class SpanWaiter(SpanProcessor):
-    """Lets a test wait until a span with a given name has ended (no polling)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._ended: list[str] = []
-
-    def on_end(self, span: ReadableSpan) -> None:
-        with self._cond:
-            self._ended.append(span.name)
-            self._cond.notify_all()
-
-    def wait_for(self, name: str, timeout: float = 10.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: name in self._ended, timeout)
-
-
 class Traced(NamedTuple):
     tracing: Tracing
     exporter: InMemorySpanExporter
-    waiter: SpanWaiter
+    waiter: Any
     server_side: MessageQueue
     client_side: MessageQueue
 
@@ -52,11 +35,11 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def traced(broker_url: str) -> Iterator[Traced]:
+def traced(broker_url: str, span_waiter: Any) -> Iterator[Traced]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    waiter = SpanWaiter()
+    waiter = span_waiter
     provider.add_span_processor(waiter)
     tracing = Tracing(tracer_provider=provider)
     server_side = MessageQueue(transport=tracing.instrument(connect(broker_url)), name="server")

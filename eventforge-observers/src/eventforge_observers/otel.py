@@ -23,7 +23,7 @@ serving span is remembered by request id until the reply leaves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eventforge.message import Message
@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         name=exc.name,
     ) from exc
 
-__all__ = ["Tracing", "TracingObserver"]
+__all__ = ["Tracing", "TracingMiddleware", "TracingObserver"]
 
 RPC_PREFIX = "_rpc."
 INBOX_PREFIX = "_inbox."
@@ -93,6 +93,17 @@ class Tracing:
         PrometheusMetrics`, say) to run inside the tracing one.
         """
         return intercept(transport, self, *others)
+
+    def middleware(self) -> TracingMiddleware:
+        """MessageQueue middleware tracing at the queue instead of the transport.
+
+        ``MessageQueue(middleware=[tracing.middleware()])``: the ``process`` span wraps the
+        handler itself, so ``threaded=True`` and ``async def`` handlers are covered for their
+        whole run and a handler's exception is recorded on it. Replies are not seen by
+        middleware, so a CLIENT span ends when the request has been sent. Use either this or
+        :meth:`instrument` on one queue, not both.
+        """
+        return TracingMiddleware(self)
 
     def observer(self) -> TracingObserver:
         """An observer that opens a ``task <name>`` span around each observed call."""
@@ -226,6 +237,65 @@ class Tracing:
     def open_requests(self) -> int:
         """Requests whose CLIENT span is still waiting for a reply."""
         return len(self._awaiting_reply)
+
+
+class TracingMiddleware:
+    """Queue middleware (``on_send`` / ``on_receive`` / ``on_receive_async``) opening spans.
+
+    Spans and names are those of :class:`Tracing`'s transport instrumentation; see
+    :meth:`Tracing.middleware` for what differs.
+    """
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracing = tracing
+
+    def on_send(self, message: Message, send: Callable[[Message], None]) -> None:
+        tracing = self.tracing
+        parent = None
+        if message.correlation_id is not None and not message.reply_to:
+            parent = tracing._serving.pop(message.correlation_id)
+        if message.reply_to:
+            name, kind = _rpc_name(message) or f"{message.topic} request", trace.SpanKind.CLIENT
+        else:
+            name, kind = f"{message.topic} publish", trace.SpanKind.PRODUCER
+        with tracing.tracer.start_as_current_span(
+            name,
+            context=parent,
+            kind=kind,
+            attributes=tracing._attributes(message, "", "publish"),
+        ):
+            tracing.propagator.inject(message.headers)
+            send(message)
+
+    def _start(self, message: Message) -> Any:
+        tracing = self.tracing
+        rpc = _rpc_name(message) if message.reply_to else None
+        name, kind = (
+            (rpc, trace.SpanKind.SERVER)
+            if rpc
+            else (f"{message.topic} process", trace.SpanKind.CONSUMER)
+        )
+        span = tracing.tracer.start_span(
+            name,
+            context=tracing.propagator.extract(message.headers),
+            kind=kind,
+            attributes=tracing._attributes(message, "", "process"),
+        )
+        if message.reply_to:
+            tracing._serving.put(
+                message.correlation_id or message.id, trace.set_span_in_context(span)
+            )
+        return span
+
+    def on_receive(self, message: Message, handle: Callable[[Message], Any]) -> Any:
+        with trace.use_span(self._start(message), end_on_exit=True):
+            return handle(message)
+
+    async def on_receive_async(
+        self, message: Message, handle: Callable[[Message], Awaitable[Any]]
+    ) -> Any:
+        with trace.use_span(self._start(message), end_on_exit=True):
+            return await handle(message)
 
 
 class TracingObserver:
