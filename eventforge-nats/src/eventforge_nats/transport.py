@@ -240,7 +240,13 @@ class NatsTransport(Transport):
                     self._sent += 1
                 except Exception as exc:
                     self._count_error("_publish_errors")
-                    log.warning("NATS publish to %r failed: %r (message dropped)", subject, exc)
+                    if self._publish_errors in (1, 10, 100) or self._publish_errors % 1000 == 0:
+                        log.warning(
+                            "NATS publish to %r failed: %r (message dropped; %d so far)",
+                            subject,
+                            exc,
+                            self._publish_errors,
+                        )
             self._scheduled = False
             if not outbox:
                 return
@@ -256,8 +262,16 @@ class NatsTransport(Transport):
             await asyncio.shield(task)
 
     async def _flush(self, timeout: float) -> None:
+        import nats.errors
+
         await self._wait_drained()
-        await self._conn.client.flush(timeout=math.ceil(timeout))
+        try:
+            await self._conn.client.flush(timeout=math.ceil(timeout))
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise TransportError(
+                f"NATS flush failed ({type(exc).__name__}: {exc}); the connection is "
+                f"{self._conn.state}: messages sent meanwhile may be lost"
+            ) from None
 
     # -- subscribing -----------------------------------------------------------------------
 
