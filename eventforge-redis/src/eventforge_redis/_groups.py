@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from ._connect import RedisSettings
 
-__all__ = ["GroupConsumer", "consumer_name"]
+__all__ = ["GroupConsumer", "consumer_name", "prune_consumers"]
 
 log = logging.getLogger("eventforge.transports.redis")
 
@@ -46,6 +46,24 @@ _BATCH = 100
 def consumer_name() -> str:
     """A consumer name unique to this process (its entries are reclaimed if it dies)."""
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def prune_consumers(client: Any, stream: str, group: str, keep: str, claim_idle_ms: int) -> None:
+    """Forget consumers that died long ago and hold nothing (idle over ten ``claim_idle``).
+
+    Consumer names are per process, so every restart leaves one behind; without pruning an
+    abandoned group would never look empty.
+    """
+    for info in client.xinfo_consumers(stream, group):
+        name = info.get("name")
+        name = name.decode() if isinstance(name, bytes) else name
+        if (
+            name != keep
+            and int(info.get("pending", 0)) == 0
+            and int(info.get("idle", 0)) > 10 * claim_idle_ms
+        ):
+            client.xgroup_delconsumer(stream, group, name)
+            log.info("removed consumer %r of group %r: idle and holding nothing", name, group)
 
 
 class GroupConsumer:
@@ -216,19 +234,7 @@ class GroupConsumer:
         self._prune()
 
     def _prune(self) -> None:
-        """Forget members that died long ago and hold nothing, so an abandoned group can end."""
-        for info in self._reader.xinfo_consumers(self.stream, self.group):
-            name = info.get("name")
-            name = name.decode() if isinstance(name, bytes) else name
-            if (
-                name != self.consumer
-                and int(info.get("pending", 0)) == 0
-                and int(info.get("idle", 0)) > 10 * self._claim_idle_ms
-            ):
-                self._reader.xgroup_delconsumer(self.stream, self.group, name)
-                log.info(
-                    "removed consumer %r of group %r: idle and holding nothing", name, self.group
-                )
+        prune_consumers(self._reader, self.stream, self.group, self.consumer, self._claim_idle_ms)
 
     def _process(self, entries: list[Any], *, redelivered: bool) -> None:
         done: list[Any] = []

@@ -37,7 +37,7 @@ from eventforge.workqueue import DEAD_LETTER_REASON_HEADER, DeadLetter, Delivery
 
 from . import _wq_scripts as scripts
 from ._connect import describe_error
-from ._groups import consumer_name
+from ._groups import consumer_name, prune_consumers
 from ._settler import Settler
 
 if TYPE_CHECKING:
@@ -356,6 +356,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
                 self._stream_lost()
                 return []
             raise
+        prune_consumers(self._client, self.stream, self.group, self.consumer, self._claim_idle_ms)
         if deleted:
             self._count("trimmed_unacked", int(deleted))
             log.error(
