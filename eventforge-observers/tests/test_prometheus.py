@@ -194,3 +194,46 @@ def test_an_rpc_call_never_answered_counts_as_failed(registry: CollectorRegistry
         == 1
     )
     assert metrics.open_requests == 1
+
+
+def test_middleware_times_async_handlers_and_counts_their_failures(
+    registry: CollectorRegistry,
+) -> None:
+    import asyncio
+    import threading
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
+    metrics = PrometheusMetrics(registry, patterns=["jobs.*"])
+    both_done = threading.Barrier(3, timeout=10)
+
+    class Finished:
+        """Outermost on receive: runs after the metrics middleware has recorded the call."""
+
+        async def on_receive_async(
+            self, message: Message, handle: Callable[[Message], Awaitable[Any]]
+        ) -> Any:
+            try:
+                return await handle(message)
+            finally:
+                threading.Thread(target=both_done.wait).start()
+
+    queue = MessageQueue(middleware=[metrics.middleware(), Finished()])
+
+    async def handler(message: Message) -> None:
+        await asyncio.sleep(0)
+        if message.payload == 2:
+            raise ValueError("second job fails")
+
+    queue.subscribe("jobs.*", handler)
+    try:
+        queue.publish("jobs.a", 1)
+        queue.publish("jobs.b", 2)
+        both_done.wait()
+    finally:
+        queue.close()
+    labels = {"topic": "jobs.*", "transport": "queue"}
+    assert value(registry, "eventforge_messages_published_total", **labels) == 2
+    assert value(registry, "eventforge_messages_delivered_total", **labels) == 2
+    assert value(registry, "eventforge_handler_duration_seconds_count", **labels) == 2
+    assert value(registry, "eventforge_messages_failed_total", **labels) == 1

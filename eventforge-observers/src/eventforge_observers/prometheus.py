@@ -19,7 +19,7 @@ or the topic itself when no ``patterns`` are given (bounded cardinality is your 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from eventforge.message import Message
@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         name=exc.name,
     ) from exc
 
-__all__ = ["PrometheusMetrics"]
+__all__ = ["PrometheusMetrics", "PrometheusMiddleware"]
 
 RPC_PREFIX = "_rpc."
 INBOX_PREFIX = "_inbox."
@@ -159,6 +159,17 @@ class PrometheusMetrics:
         """Export ``work_queue.stats`` (retried, dead-lettered, acked, pending...) at each scrape."""
         self._work_queues.add(work_queue)
 
+    def middleware(self) -> PrometheusMiddleware:
+        """MessageQueue middleware measuring handlers where they run.
+
+        ``MessageQueue(middleware=[metrics.middleware()])`` counts sends and deliveries and
+        times each handler's whole run (``threaded=True`` and ``async def`` handlers too) and
+        counts the ones that raise, labelled by topic (see ``patterns``) with transport
+        ``"queue"``. RPC client durations need the transport instrumentation (replies are not
+        seen by middleware). Use either this or :meth:`instrument` on one queue, not both.
+        """
+        return PrometheusMiddleware(self)
+
     def observer(self) -> _TaskTimer:
         """An observer recording ``task_duration_seconds`` for each observed call."""
         return _TaskTimer(self.task_duration)
@@ -271,6 +282,49 @@ def _method(message: Message) -> str:
     payload = message.payload
     method = payload.get("method") if isinstance(payload, dict) else None
     return f"{message.topic[len(RPC_PREFIX) :]}/{method or '?'}"
+
+
+class PrometheusMiddleware:
+    """Queue middleware feeding a :class:`PrometheusMetrics` (see its ``middleware()``)."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self.metrics = metrics
+
+    def on_send(self, message: Message, send: Callable[[Message], None]) -> None:
+        send(message)
+        self.metrics._published_child(message.topic, "queue").inc()
+
+    def _children(self, message: Message) -> tuple[Any, Any, Any]:
+        metrics = self.metrics
+        label = metrics._label(message.topic)
+        delivered, duration = metrics._delivery_children(label, "queue")
+        return delivered, duration, metrics.failed.labels(label, "queue")
+
+    def on_receive(self, message: Message, handle: Callable[[Message], Any]) -> Any:
+        delivered, duration, failed = self._children(message)
+        start = time.perf_counter()
+        try:
+            return handle(message)
+        except Exception:
+            failed.inc()
+            raise
+        finally:
+            delivered.inc()
+            duration.observe(time.perf_counter() - start)
+
+    async def on_receive_async(
+        self, message: Message, handle: Callable[[Message], Awaitable[Any]]
+    ) -> Any:
+        delivered, duration, failed = self._children(message)
+        start = time.perf_counter()
+        try:
+            return await handle(message)
+        except Exception:
+            failed.inc()
+            raise
+        finally:
+            delivered.inc()
+            duration.observe(time.perf_counter() - start)
 
 
 class _TaskTimer:
