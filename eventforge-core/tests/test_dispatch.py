@@ -250,3 +250,23 @@ def test_a_custom_dispatcher_is_just_a_subclass() -> None:
     seen: list[str] = []
     get_dispatcher(Last).dispatch(["a", "b"], seen.append)
     assert seen == ["b"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="except* needs Python 3.11")
+def test_except_star_splits_a_dispatch_error() -> None:
+    code = """
+from eventforge.dispatch import BroadcastDispatcher, DispatchError
+
+def invoke(target):
+    raise (KeyError if target == "k" else ValueError)(target)
+
+caught = []
+try:
+    BroadcastDispatcher().dispatch(["k", "v", "w"], invoke)
+except* KeyError as group:
+    caught.append(("key", type(group).__name__, len(group.exceptions)))
+except* ValueError as group:
+    caught.append(("value", type(group).__name__, len(group.exceptions)))
+assert caught == [("key", "DispatchError", 1), ("value", "DispatchError", 2)], caught
+"""
+    exec(compile(code, "<except-star>", "exec"), {})

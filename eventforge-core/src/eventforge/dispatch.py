@@ -14,7 +14,6 @@ import builtins
 import functools
 import inspect
 import itertools
-import logging
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -38,8 +37,6 @@ __all__ = [
     "get_dispatcher",
 ]
 
-log = logging.getLogger("eventforge.dispatch")
-
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 D = TypeVar("D", bound="Dispatcher")
@@ -58,7 +55,7 @@ class DispatchError(_GroupBase):  # type: ignore[valid-type,misc]
     if sys.version_info >= (3, 11):
 
         def derive(self, excs: Sequence[Exception]) -> DispatchError:
-            return DispatchError(self.message, excs)  # pragma: no cover - used by except*
+            return DispatchError(self.message, excs)
 
     def __init__(self, message: str, errors: Sequence[Exception]) -> None:
         super().__init__(message, list(errors))
