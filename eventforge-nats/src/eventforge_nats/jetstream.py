@@ -29,10 +29,16 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from eventforge.errors import FrameTooLarge, ProtocolError, TransportClosedError, TransportError
+from eventforge.errors import (
+    FrameTooLarge,
+    ProtocolError,
+    TransportClosedError,
+    TransportError,
+    UnsupportedCapabilityError,
+)
 from eventforge.message import Message
 from eventforge.wire import WireCodec
 from eventforge.workqueue import (
@@ -66,6 +72,7 @@ _ACK = b"+ACK"
 _WPI = b"+WPI"
 
 Enqueue = Callable[[str, bytes], None]
+T = TypeVar("T")
 
 
 def queue_names(name: str) -> dict[str, str]:
@@ -128,10 +135,43 @@ class JetStreamWorkQueue(WorkQueueBackend):
             "recreated": 0,
             "pulls_lost": 0,
         }
-        conn.run(self._ensure(), timeout=30)
+        self._setup()
         conn.on_reconnect(self._after_reconnect)
 
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the connection's loop; nats-py errors become ``TransportError``."""
+        import nats.errors
+
+        try:
+            return self._conn.run(coro, timeout)
+        except (nats.errors.Error, TimeoutError) as exc:
+            if isinstance(exc, nats.errors.ConnectionClosedError):
+                raise TransportClosedError("the NATS connection is closed") from None
+            raise TransportError(
+                f"JetStream work queue {self.name!r}: {type(exc).__name__}: {exc} (connection "
+                f"{self._conn.state})"
+            ) from None
+
     # -- setup -------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        import nats.errors
+        import nats.js.errors
+
+        try:
+            self._conn.run(self._ensure(), timeout=30)
+        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+            raise UnsupportedCapabilityError(
+                f"work queue {self.name!r} needs JetStream, which this NATS server does not "
+                "offer; start nats-server with JetStream enabled (-js) or use another transport",
+                transport="nats",
+                capability="durable",
+            ) from None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise TransportError(
+                f"could not set up the JetStream work queue {self.name!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
 
     async def _ensure(self) -> bool:
         """Create the streams and the consumer when missing; return whether any was missing."""
@@ -204,7 +244,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
         """Store ``message``; return once JetStream acknowledged it (retrying with one msg id)."""
         data = self._codec.encode(message)
         self._check_open()
-        self._conn.run(self._put(data, message.id), timeout=self.put_timeout + 5)
+        self._run(self._put(data, message.id), timeout=self.put_timeout + 5)
 
     async def put_async(self, message: Message) -> None:
         """:meth:`put` for coroutines."""
@@ -217,7 +257,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
         acknowledged (each retried on its own with its own ``Nats-Msg-Id``)."""
         encoded = [(self._codec.encode(m), m.id) for m in messages]
         self._check_open()
-        self._conn.run(self._put_many(encoded), timeout=self.put_timeout + 5)
+        self._run(self._put_many(encoded), timeout=self.put_timeout + 5)
 
     async def _put_many(self, encoded: list[tuple[bytes, str]]) -> None:
         results = await asyncio.gather(
@@ -270,7 +310,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
 
     def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
         self._check_open()
-        return self._conn.run(self._fetch(max_items, timeout))
+        return self._run(self._fetch(max_items, timeout))
 
     async def fetch_async(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
         """:meth:`fetch` for coroutines."""
@@ -364,7 +404,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         msg: Msg = delivery.token
         message = delivery.message
-        self._conn.run(self._dead_letter(msg, message, reason, delivery.attempt), timeout=60)
+        self._run(self._dead_letter(msg, message, reason, delivery.attempt), timeout=60)
 
     async def _dead_letter(self, msg: Msg, message: Message, reason: str, attempt: int) -> None:
         await self._store_dead(message, self._codec.encode(message), reason, attempt)
@@ -399,7 +439,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         self._check_open()
-        return self._conn.run(self._dead_letters(limit), timeout=60)
+        return self._run(self._dead_letters(limit), timeout=60)
 
     async def _dead_letters(self, limit: int) -> list[DeadLetter]:
         import nats.js.errors
@@ -432,7 +472,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
 
     def replay(self, tokens: list[Any] | None = None) -> int:
         self._check_open()
-        return self._conn.run(self._replay(tokens), timeout=120)
+        return self._run(self._replay(tokens), timeout=120)
 
     async def _replay(self, tokens: list[Any] | None) -> int:
         import nats.js.errors
@@ -467,7 +507,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
     def stats(self) -> dict[str, Any]:
         if self._closed:
             return {"pending": 0, "in_flight": 0, "dead_letters": 0, **self.counters}
-        return self._conn.run(self._stats(), timeout=30)
+        return self._run(self._stats(), timeout=30)
 
     async def _stats(self) -> dict[str, Any]:
         consumer = await self._js.consumer_info(self.stream, CONSUMER)
