@@ -205,3 +205,20 @@ def test_async_handlers_are_served_over_rpc_without_blocking() -> None:
     finally:
         node.stop()
         queue.close()
+
+
+def test_a_handler_module_exposes_a_node_to_the_generic_worker(tmp_path: Any) -> None:
+    from eventforge.worker import load_handlers
+
+    module = tmp_path / "node_handlers.py"
+    module.write_text(
+        "from eventforge import Node\n"
+        "node = Node('math', dispatcher='round_robin')\n"
+        "node.add_handler('add', lambda a, b: a + b)\n"
+        "HANDLERS = node.methods()\n"
+        "SERVICE_NAME = node.name\n"
+    )
+    handlers, service = load_handlers(str(module))
+    assert service == "math"
+    assert sorted(handlers) == ["add"]
+    assert handlers["add"](2, 3) == 5

@@ -478,6 +478,19 @@ class Node:
 
     # -- exposing --------------------------------------------------------------------------
 
+    def methods(self) -> dict[str, Callable[..., Any]]:
+        """``{name: callable}`` for every handler name, each running through :meth:`call`.
+
+        Names whose handlers are coroutines map to :meth:`call_async`. This is the shape an
+        RPC server registers and the generic worker's ``HANDLERS`` expects, so a handler
+        module can expose a node with ``HANDLERS = node.methods()``.
+        """
+        methods: dict[str, Callable[..., Any]] = {}
+        for method in self.handlers:
+            call = self.call_async if self._is_async(method) else self.call
+            methods[method] = functools.partial(call, method)
+        return methods
+
     def serve(self, queue: Any, *, service_name: str | None = None) -> Any:
         """Expose every handler as an RPC method of ``service_name`` (default: the node's name).
 
@@ -489,9 +502,8 @@ class Node:
         from .rpc import RPCServer
 
         server = RPCServer(queue, service_name=service_name or self.name)
-        for method in self.handlers:
-            call = self.call_async if self._is_async(method) else self.call
-            server.add_method(method, functools.partial(call, method))
+        for method, func in self.methods().items():
+            server.add_method(method, func)
         server.serve(blocking=False)
         with self._lock:
             self._servers.append(server)
