@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +260,52 @@ def test_bad_middleware_is_refused_with_a_clear_error() -> None:
         resolve_middleware(["no_such_module_xyz:thing"])
     with pytest.raises(TypeError, match="is not a middleware"):
         resolve_middleware([object()])
+
+
+MIDDLEWARE_PLUGIN = """
+from eventforge import hookimpl
+from eventforge.middleware import Middleware
+from eventforge.plugins import MiddlewareSpec
+
+
+class Stamp(Middleware):
+    def on_send(self, message, send):
+        message.headers = {**message.headers, "stamped-by": "acme"}
+        send(message)
+
+
+@hookimpl
+def eventforge_middleware():
+    return [MiddlewareSpec(name="acme-stamp", target="acme_mw.plugin:Stamp", aliases=("stamp",))]
+"""
+
+
+def test_a_plugin_registers_middleware_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventforge._registry import reset_registry
+    from eventforge.testing.distributions import write_distribution
+
+    root = tmp_path / "site"
+    write_distribution(
+        root,
+        "acme-mw",
+        entry_points={"acme-mw": "acme_mw.plugin"},
+        modules={"acme_mw.plugin": MIDDLEWARE_PLUGIN},
+    )
+    monkeypatch.syspath_prepend(str(root))
+    reset_registry(search_path=[str(root)])
+    try:
+        queue = MessageQueue(middleware=["stamp", "dedupe"])
+        try:
+            seen: list[Message] = []
+            queue.subscribe("t", seen.append)
+            queue.publish("t")
+            assert seen[0].headers == {"stamped-by": "acme"}
+            assert [type(m).__name__ for m in queue.middleware] == ["Stamp", "Dedupe"]
+        finally:
+            queue.close()
+        with pytest.raises(ConfigurationError, match="known names: acme-stamp, dedupe"):
+            resolve_middleware(["stmp"])
+    finally:
+        reset_registry()

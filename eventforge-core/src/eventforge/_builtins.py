@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .hookspecs import hookimpl
-from .plugins import DispatcherSpec, SerializerSpec, TransportSpec
+from .plugins import DispatcherSpec, MiddlewareSpec, SerializerSpec, TransportSpec
 from .transport import Capability
 
 __all__: list[str] = []
@@ -86,4 +86,15 @@ def eventforge_dispatchers() -> list[DispatcherSpec]:
             summary="One target per event: the one with the fewest calls in flight.",
             aliases=("least-loaded", "leastloaded"),
         ),
+    ]
+
+
+@hookimpl
+def eventforge_middleware() -> list[MiddlewareSpec]:
+    return [
+        MiddlewareSpec(
+            name="dedupe",
+            target="eventforge.middleware:Dedupe",
+            summary="Skip messages whose id was handled recently (redeliveries, duplicates).",
+        )
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pluggy
 
-from .plugins import DispatcherSpec, ObserverSpec, SerializerSpec, TransportSpec
+from .plugins import DispatcherSpec, MiddlewareSpec, ObserverSpec, SerializerSpec, TransportSpec
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -42,6 +42,12 @@ def eventforge_dispatchers() -> Sequence[DispatcherSpec]:
 @hookspec
 def eventforge_observers() -> Sequence[ObserverSpec]:
     """Called once when the registry is built; return the observers this plugin provides."""
+    raise AssertionError("hookspec")  # pragma: no cover
+
+
+@hookspec
+def eventforge_middleware() -> Sequence[MiddlewareSpec]:
+    """Called when a queue names a middleware; return the middleware this plugin provides."""
     raise AssertionError("hookspec")  # pragma: no cover
 
 

@@ -18,8 +18,9 @@ receive side runs ``b`` then ``a`` then the handler (a stack: the first middlewa
 outermost on the wire). An exception raised on the receive side is handled like the handler's
 own: logged, counted in ``stats["handler_errors"]`` and passed to the error hook.
 
-Middleware are resolved by name with :func:`resolve_middleware`: the built-in names
-(``"dedupe"``), names added with :func:`register_middleware`, or ``"module:attr"`` targets.
+Middleware are resolved by name with :func:`resolve_middleware`: names added with
+:func:`register_middleware`, names that plugins (the core included: ``"dedupe"``) register
+through the ``eventforge_middleware`` hook, or ``"module:attr"`` targets.
 """
 
 from __future__ import annotations
@@ -224,16 +225,36 @@ class Dedupe(Middleware):
 
 # -- by name -------------------------------------------------------------------------------
 
-_REGISTRY: dict[str, Callable[[], object]] = {"dedupe": Dedupe}
+_REGISTRY: dict[str, Callable[[], object]] = {}
 
 
 def register_middleware(name: str, factory: Callable[[], object]) -> None:
-    """Make ``factory()`` selectable as ``name`` in ``MessageQueue(middleware=[...])``."""
+    """Make ``factory()`` selectable as ``name`` in ``MessageQueue(middleware=[...])``.
+
+    Plugins register middleware through the ``eventforge_middleware`` hook instead.
+    """
     if not isinstance(name, str) or not name or ":" in name:
         raise ValueError(f"a middleware name must be a non-empty str without ':', got {name!r}")
     if not callable(factory):
         raise TypeError(f"middleware factory for {name!r} must be callable")
     _REGISTRY[name] = factory
+
+
+def _plugin_targets() -> dict[str, str]:
+    """``name -> "module:attr"`` of every middleware that plugins register (incl. the core's)."""
+    from ._registry import registry
+    from .plugins import MiddlewareSpec
+
+    found, _failed = registry().hooks._collect("eventforge_middleware", MiddlewareSpec)
+    targets: dict[str, str] = {}
+    for _plugin, spec in found:
+        for key in (spec.name, *spec.aliases):
+            targets.setdefault(key, spec.target)
+    return targets
+
+
+def _instantiate(value: object) -> object:
+    return value() if isinstance(value, type) or inspect.isfunction(value) else value
 
 
 def _from_target(target: str) -> object:
@@ -246,7 +267,22 @@ def _from_target(target: str) -> object:
             "a Middleware class, factory or instance",
             key="middleware",
         ) from None
-    return value() if isinstance(value, type) or inspect.isfunction(value) else value
+    return _instantiate(value)
+
+
+def _by_name(name: str) -> object:
+    if name in _REGISTRY:
+        return _REGISTRY[name]()
+    targets = _plugin_targets()
+    if name in targets:
+        return _from_target(targets[name])
+    known = ", ".join(sorted({*_REGISTRY, *targets})) or "none"
+    raise ConfigurationError(
+        f"unknown middleware {name!r}; known names: {known} (register more with "
+        "eventforge.middleware.register_middleware or a plugin's eventforge_middleware hook, "
+        "or pass 'module:attr')",
+        key="middleware",
+    )
 
 
 def resolve_middleware(items: Iterable[object] | None) -> list[object]:
@@ -254,17 +290,7 @@ def resolve_middleware(items: Iterable[object] | None) -> list[object]:
     resolved: list[object] = []
     for item in items or ():
         if isinstance(item, str):
-            if ":" in item:
-                obj = _from_target(item)
-            elif item in _REGISTRY:
-                obj = _REGISTRY[item]()
-            else:
-                raise ConfigurationError(
-                    f"unknown middleware {item!r}; known names: {', '.join(sorted(_REGISTRY))} "
-                    "(register more with eventforge.middleware.register_middleware, or pass "
-                    "'module:attr')",
-                    key="middleware",
-                )
+            obj = _from_target(item) if ":" in item else _by_name(item)
         else:
             obj = item
         if not any(

@@ -14,6 +14,7 @@ from .transport import Capability
 
 __all__ = [
     "DispatcherSpec",
+    "MiddlewareSpec",
     "ObserverSpec",
     "PluginSpec",
     "SerializerSpec",
@@ -126,3 +127,11 @@ class ObserverSpec(PluginSpec):
     """An observer (meter, reporter, tracer) usable with ``@task(on_execute=...)``."""
 
     kind = "observer"
+
+
+@dataclass(frozen=True)
+class MiddlewareSpec(PluginSpec):
+    """A middleware selectable by name in ``MessageQueue(middleware=[...])``. The target is a
+    class or a zero-argument factory (called once per queue) or an instance."""
+
+    kind = "middleware"
