@@ -348,7 +348,7 @@ def test_with_retry_async_and_over_a_real_client(server, queue):
 
 
 def test_task_decorated_function_keeps_its_observers(queue):
-    task = pytest.importorskip("eventforge.task").task
+    task = pytest.importorskip("eventforge.tasks").task
 
     seen: list[str] = []
 
@@ -375,7 +375,7 @@ def test_task_decorated_function_keeps_its_observers(queue):
 
 
 def test_observed_function_keeps_its_observers(queue):
-    from eventforge.observe import observe
+    from eventforge.observing import observe
 
     seen: list[tuple[str, object]] = []
 

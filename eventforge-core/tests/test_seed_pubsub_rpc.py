@@ -104,7 +104,7 @@ def test_rpc_snippet_prints_what_the_spec_says(capsys):
 
 
 def test_task_registered_on_rpc_server_snippet_runs_with_its_observers():
-    pytest.importorskip("eventforge.task", reason="@task is provided by eventforge.task")
+    pytest.importorskip("eventforge.tasks", reason="@task is provided by eventforge.tasks")
     namespace = _run(TASK_RPC_SNIPPET)
     assert namespace["result"] == 4
     server = namespace["server"]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from eventforge import ExecutionMode, Executor, Message, MessageQueue, SharedState, TaskPool, task
 from eventforge.execution import UnpicklableTaskError
-from eventforge.observe import CallEvent
-from eventforge.task import TaskContext, TaskPoolTimeout
+from eventforge.observing import CallEvent
+from eventforge.tasks import TaskContext, TaskPoolTimeout
 
 
 class Recorder:
@@ -152,7 +152,7 @@ def test_callbacks_accept_lists_and_a_raising_callback_breaks_nothing(
     def one() -> int:
         return 1
 
-    with caplog.at_level(logging.ERROR, logger="eventforge.task"):
+    with caplog.at_level(logging.ERROR, logger="eventforge.tasks"):
         assert one() == 1
     assert calls == ["second"]
     assert "callback bug" in caplog.text

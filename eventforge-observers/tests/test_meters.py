@@ -25,7 +25,7 @@ from eventforge_observers import (
 def test_seed_observer_snippet_with_task_runs_as_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pytest.importorskip("eventforge.task")
+    pytest.importorskip("eventforge.tasks")
     from eventforge import MetricsMeter, TimingMeter, observe, task
 
     timing = TimingMeter(threshold=1.0)  # alert if > 1s

@@ -59,15 +59,15 @@ _EXPORTS: dict[str, str] = {
     "RoundRobinRPCClient": "rpc",
     "with_retry": "rpc",
     # tasks, observers, dispatchers
-    "task": "task",
-    "TaskContext": "task",
-    "SharedState": "task",
-    "TaskPool": "task",
-    "observe": "observe",
-    "Observer": "observe",
-    "Observable": "observe",
-    "Eventful": "observe",
-    "CallEvent": "observe",
+    "task": "tasks",
+    "TaskContext": "tasks",
+    "SharedState": "tasks",
+    "TaskPool": "tasks",
+    "observe": "observing",
+    "Observer": "observing",
+    "Observable": "observing",
+    "Eventful": "observing",
+    "CallEvent": "observing",
     "Dispatcher": "dispatch",
     "BroadcastDispatcher": "dispatch",
     "RoundRobinDispatcher": "dispatch",
@@ -80,56 +80,59 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
     from ._registry import registry as registry
+    from .config import Settings as Settings
+    from .config import configure as configure
+    from .config import connect as connect
+    from .config import load_settings as load_settings
+    from .dispatch import BroadcastDispatcher as BroadcastDispatcher
+    from .dispatch import ConcurrentDispatcher as ConcurrentDispatcher
+    from .dispatch import Dispatcher as Dispatcher
+    from .dispatch import LeastLoadedDispatcher as LeastLoadedDispatcher
+    from .dispatch import Node as Node
+    from .dispatch import RoundRobinDispatcher as RoundRobinDispatcher
+    from .errors import ConfigurationError as ConfigurationError
+    from .errors import EventforgeError as EventforgeError
+    from .errors import FrameTooLarge as FrameTooLarge
+    from .errors import MethodNotFound as MethodNotFound
+    from .errors import NoRespondersError as NoRespondersError
+    from .errors import PluginConflictError as PluginConflictError
+    from .errors import PluginImportError as PluginImportError
+    from .errors import PluginNotFoundError as PluginNotFoundError
+    from .errors import ProtocolError as ProtocolError
+    from .errors import RemoteError as RemoteError
+    from .errors import RPCError as RPCError
+    from .errors import RPCTimeout as RPCTimeout
+    from .errors import SerializationError as SerializationError
+    from .errors import TransportClosedError as TransportClosedError
+    from .errors import TransportError as TransportError
+    from .errors import UnsupportedCapabilityError as UnsupportedCapabilityError
+    from .execution import ExecutionMode as ExecutionMode
+    from .execution import Executor as Executor
+    from .execution import TaskResult as TaskResult
+    from .execution import TaskStatus as TaskStatus
     from .hookspecs import hookimpl as hookimpl
-    from .errors import (
-        ConfigurationError as ConfigurationError,
-    )
-    from .errors import (
-        EventforgeError as EventforgeError,
-    )
-    from .errors import (
-        FrameTooLarge as FrameTooLarge,
-    )
-    from .errors import (
-        MethodNotFound as MethodNotFound,
-    )
-    from .errors import (
-        PluginConflictError as PluginConflictError,
-    )
-    from .errors import (
-        PluginImportError as PluginImportError,
-    )
-    from .errors import (
-        PluginNotFoundError as PluginNotFoundError,
-    )
-    from .errors import (
-        ProtocolError as ProtocolError,
-    )
-    from .errors import (
-        RemoteError as RemoteError,
-    )
-    from .errors import (
-        RPCError as RPCError,
-    )
-    from .errors import (
-        RPCTimeout as RPCTimeout,
-    )
-    from .errors import (
-        SerializationError as SerializationError,
-    )
-    from .errors import (
-        TransportClosedError as TransportClosedError,
-    )
-    from .errors import (
-        TransportError as TransportError,
-    )
-    from .errors import (
-        UnsupportedCapabilityError as UnsupportedCapabilityError,
-    )
     from .message import Message as Message
+    from .observing import CallEvent as CallEvent
+    from .observing import Eventful as Eventful
+    from .observing import Observable as Observable
+    from .observing import Observer as Observer
+    from .observing import observe as observe
+    from .queue import MessageQueue as MessageQueue
+    from .remote import RemoteQueue as RemoteQueue
+    from .rpc import RoundRobinRPCClient as RoundRobinRPCClient
+    from .rpc import RPCClient as RPCClient
+    from .rpc import RPCServer as RPCServer
+    from .rpc import with_retry as with_retry
+    from .tasks import SharedState as SharedState
+    from .tasks import TaskContext as TaskContext
+    from .tasks import TaskPool as TaskPool
+    from .tasks import task as task
     from .transport import Capability as Capability
     from .transport import Transport as Transport
     from .transports.memory import MemoryTransport as MemoryTransport
+    from .workqueue import Delivery as Delivery
+    from .workqueue import RetryPolicy as RetryPolicy
+    from .workqueue import WorkQueue as WorkQueue
 
 
 def __getattr__(name: str) -> Any:

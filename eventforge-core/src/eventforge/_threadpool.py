@@ -111,6 +111,8 @@ class Job:
 class ThreadPool:
     """``max_workers`` daemon threads taking jobs from one ``SimpleQueue``."""
 
+    is_eventforge_pool = True  # lets Executor.__del__ recognise it when globals are torn down
+
     def __init__(self, max_workers: int, runner: Runner, name: str = "eventforge-executor"):
         self.max_workers = max_workers
         self._runner = runner

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from .observe import call_observed, call_observed_async
+from .observing import call_observed, call_observed_async
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -261,8 +261,9 @@ class Executor:
 
     def __del__(self) -> None:
         # Forgotten without stop(): let the worker threads finish the queued work, then exit.
+        # At interpreter exit module globals may already be gone: duck-type instead of isinstance.
         pool = getattr(self, "_pool", None)
-        if isinstance(pool, ThreadPool):
+        if pool is not None and getattr(pool, "is_eventforge_pool", False):
             pool.shutdown(wait=False, cancel_pending=False)
 
     def __enter__(self) -> Executor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventforge.observe import CallEvent, Eventful
+from eventforge.observing import CallEvent, Eventful
 
 try:
     import logfire

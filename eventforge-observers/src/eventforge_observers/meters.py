@@ -3,8 +3,8 @@
 A :class:`Meter` keeps count, sum, min, max and last of its observations under one lock
 (a few arithmetic operations per call), so every reduction is available at any time and
 ``reduction=`` only chooses which one is the meter's ``value``. Meters implement the observer
-protocol (``before`` / ``after`` / ``on_error`` with a :class:`~eventforge.observe.CallEvent`)
-and are :class:`~eventforge.observe.Observable`: listeners (a
+protocol (``before`` / ``after`` / ``on_error`` with a :class:`~eventforge.observing.CallEvent`)
+and are :class:`~eventforge.observing.Observable`: listeners (a
 :class:`~eventforge_observers.reporting.LoggingReporter`, say) receive an ``"observation"``
 event per recorded value and a ``"threshold"`` event per alert.
 """
@@ -21,7 +21,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from eventforge.observe import CallEvent, Observable
+from eventforge.observing import CallEvent, Observable
 
 __all__ = [
     "REDUCTIONS",

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eventforge.message import Message
-from eventforge.observe import CallEvent
+from eventforge.observing import CallEvent
 from eventforge.transport import Transport
 
 from .intercept import BoundedMap, Callback, InterceptedTransport, intercept
@@ -312,7 +312,7 @@ class TracingObserver:
         span = self.tracing.tracer.start_span(
             f"task {event.name}",
             kind=trace.SpanKind.INTERNAL,
-            attributes={"eventforge.task": event.name},
+            attributes={"eventforge.tasks": event.name},
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         event.context[self._key] = (span, token)

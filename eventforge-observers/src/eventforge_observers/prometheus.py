@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from eventforge.message import Message
-from eventforge.observe import CallEvent
+from eventforge.observing import CallEvent
 from eventforge.topics import topic_matches
 from eventforge.transport import Transport
 

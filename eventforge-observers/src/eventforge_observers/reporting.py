@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from eventforge.observe import CallEvent, Eventful
+from eventforge.observing import CallEvent, Eventful
 
 __all__ = ["LoggingReporter"]
 

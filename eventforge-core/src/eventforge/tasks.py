@@ -24,16 +24,14 @@ import functools
 import importlib
 import inspect
 import logging
-import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._task_support import SharedState, TaskPool, TaskPoolTimeout
 from .execution import ExecutionMode, Executor, UnpicklableTaskError
 from .message import Message, new_id
-from .observe import _flatten, call_observed, call_observed_async
+from .observing import _flatten, call_observed, call_observed_async
 from .topics import has_wildcards
 from .workqueue import ATTEMPT_HEADER
 
@@ -42,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CALL_HEADER", "SharedState", "TaskContext", "TaskPool", "TaskPoolTimeout", "task"]
 
-log = logging.getLogger("eventforge.task")
+log = logging.getLogger("eventforge.tasks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[["TaskContext"], Any]
@@ -424,15 +422,3 @@ def task(
         return cast(F, wrapper)
 
     return decorate
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``from eventforge import task`` work even after ``eventforge.task`` (the module) was
-    imported and bound over the lazy export of the same name: calling the module calls
-    :func:`task`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return task(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

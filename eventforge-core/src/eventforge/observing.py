@@ -15,10 +15,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import sys
 import threading
 import time
-import types
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 
@@ -36,7 +34,7 @@ __all__ = [
     "observe",
 ]
 
-log = logging.getLogger("eventforge.observe")
+log = logging.getLogger("eventforge.observing")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Listener = Callable[[str, Any], Any]
@@ -319,18 +317,3 @@ class Observable:
             self._on_error(event, listener, exc)
         else:
             log.error("listener %r of %r failed on event %r", listener, self, event, exc_info=exc)
-
-
-class _ObserveModule(types.ModuleType):
-    """``eventforge.observe`` is this module and, called, the :func:`observe` decorator.
-
-    ``from eventforge import observe`` must give the decorator, but once this submodule is
-    imported the package attribute ``eventforge.observe`` is the module itself; making the
-    module callable keeps both spellings right whatever the import order.
-    """
-
-    def __call__(self, *observers: Any) -> Callable[[F], F]:
-        return observe(*observers)
-
-
-sys.modules[__name__].__class__ = _ObserveModule
