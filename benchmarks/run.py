@@ -34,7 +34,8 @@ def discover(only: set[str] | None) -> list[Path]:
 
 def load(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(f"benchmarks.{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

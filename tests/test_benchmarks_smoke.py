@@ -21,7 +21,8 @@ def test_there_are_benchmarks():
 @pytest.mark.parametrize("path", MODULES, ids=[p.stem for p in MODULES])
 def test_benchmark_quick_run(path: Path):
     spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     rows = module.run(True)
@@ -29,7 +30,8 @@ def test_benchmark_quick_run(path: Path):
     for row in rows:
         missing = KEYS - set(row)
         assert not missing, f"{path.name}: row {row.get('scenario')!r} lacks {sorted(missing)}"
-        assert row["eventforge"] > 0 and row["anchor_value"] > 0
+        assert row["eventforge"] > 0
+        assert row["anchor_value"] > 0
         # The ratio is always eventforge / anchor; for latencies (higher_is_better=False) a
         # ratio below 1 is the good side.
         assert math.isclose(row["ratio"], row["eventforge"] / row["anchor_value"], rel_tol=0.05), (

@@ -11,16 +11,19 @@ def test_redis_server_answers_ping_and_stops(redis_server_factory):
     server = redis_server_factory()
     assert _roundtrip(server.port, b"PING\r\n", b"+PONG")
     server.stop()
-    assert server.process is not None and server.process.poll() is not None
+    assert server.process is not None
+    assert server.process.poll() is not None
 
 
 def test_nats_server_sends_info_with_jetstream_and_stops(nats_server_factory):
     server = nats_server_factory()
     with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
         info = sock.recv(4096)
-    assert info.startswith(b"INFO ") and b'"jetstream":true' in info.replace(b" ", b"")
+    assert info.startswith(b"INFO ")
+    assert b'"jetstream":true' in info.replace(b" ", b"")
     server.stop()
-    assert server.process is not None and server.process.poll() is not None
+    assert server.process is not None
+    assert server.process.poll() is not None
 
 
 def test_restart_keeps_port(redis_server_factory):
