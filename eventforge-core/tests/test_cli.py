@@ -162,13 +162,38 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 2
 
 
-def test_demo_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--count", "2"]) == 0
+def test_demo_walks_through_the_2x2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--count", "4", "--local"]) == 0
     out = capsys.readouterr().out
-    assert "transports: memory" in out
-    assert out.count("received orders.created") == 2
+    assert "memory" in out.split("== Publish/subscribe")[0]
+    assert out.count("audit      got orders.created") == 4
+    assert out.count("packer-1   got") == 2 and out.count("packer-2   got") == 2
     assert "math.add [2, 3] -> 5" in out
-    assert "Done: 2 of 2 messages delivered in order." in out
+    assert "client.divide(10, 4) -> 2.5" in out
+    assert "raised RemoteError: ZeroDivisionError" in out
+    assert "raised MethodNotFound" in out
+    for mode in ("SEQUENTIAL", "THREAD", "PROCESS"):
+        assert f"{mode:10} map(square, [1, 2, 3, 4]) -> [1, 4, 9, 16]" in out
+    assert "status=FAILED" in out
+    assert "direct call shout('hello') -> 'HELLO'" in out
+    assert "published result on shout.success: 'WORLD'" in out
+    assert "dead letters: [('poison', 3)]" in out
+    assert "Remote:" not in out
+
+
+def test_demo_calls_a_worker_in_another_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "eventforge.cli", "demo", "--count", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "square(12) -> 144 computed by pid" in done.stdout
+    served_by = int(done.stdout.split("computed by pid ")[1].split()[0])
+    here = int(done.stdout.split("this process is pid ")[1].split(")")[0])
+    assert served_by != here
+    assert "exit code 0" in done.stdout
 
 
 def test_console_script_runs() -> None:

@@ -1,63 +1,220 @@
-"""``eventforge demo``: a short walk-through on the embedded default transport.
+"""``eventforge demo``: a walk-through of the 2x2 on the embedded default transport.
 
-It lists what is installed, then does a publish/subscribe round trip and a request/reply over
-the in-process :class:`~eventforge.transports.memory.MemoryTransport`, printing each step.
+Each section prints what it does and what came back: publish/subscribe (fan-out, wildcards,
+groups), request/reply, RPC, the Executor in its three modes, ``@task`` with callbacks, a work
+queue with a retry and a dead letter, and finally a worker in another process called over TCP
+(when eventforge-tcp is installed).
 """
 
 from __future__ import annotations
 
 import argparse
-import threading
+import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .message import Message
 
 __all__ = ["main"]
 
 
-def _installed() -> None:
+def _heading(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def square(n: int) -> int:
+    """Module-level, so the PROCESS executor can pickle it."""
+    return n * n
+
+
+def _plugins() -> None:
     from ._registry import registry
 
     reg = registry()
-    print("Installed plugins:")
-    for kind in ("transport", "serializer"):
-        print(f"  {kind}s: {', '.join(reg.names(kind))}")
+    _heading("Installed plugins (eventforge plugins shows more)")
+    for kind in ("transport", "serializer", "dispatcher", "observer"):
+        print(f"  {kind + 's:':13} {', '.join(reg.names(kind)) or '(none)'}")
 
 
 def _pubsub(count: int) -> None:
-    from .config import connect
     from .queue import MessageQueue
 
-    transport = connect("memory://")
-    print(f"\nPublish/subscribe over {transport!r}:")
-    received: list[Message] = []
-    done = threading.Event()
+    _heading("Publish/subscribe: MessageQueue over MemoryTransport (local pub-sub)")
+    with MessageQueue() as queue:
 
-    def on_order(message: Message) -> None:
-        received.append(message)
-        print(f"  received {message.topic} -> {message.payload}")
-        if len(received) == count:
-            done.set()
+        def audit(message: Message) -> None:
+            print(f"  audit      got {message.topic} -> {message.payload}")
 
-    with MessageQueue(transport) as queue:
-        queue.subscribe("orders.*", on_order)
+        queue.subscribe("orders.**", audit)
+        for member in ("packer-1", "packer-2"):
+            queue.subscribe(
+                "orders.created",
+                lambda m, who=member: print(f"  {who}   got {m.topic} #{m.payload['order']}"),
+                group="packers",
+            )
         for n in range(1, count + 1):
-            queue.publish("orders.created", {"order": n, "total": 10 * n})
-            print(f"  published orders.created #{n}")
-        if not done.wait(5.0):
-            raise SystemExit(f"demo failed: {len(received)} of {count} messages arrived")
+            queue.publish("orders.created", {"order": n})
+        print("  (every message reached 'audit'; the 'packers' group shared them)")
 
+        _heading("Request/reply on the same queue")
         queue.subscribe("math.add", lambda m: queue.reply(m, sum(m.payload)))
         reply = queue.request("math.add", [2, 3], timeout=5.0)
-        print(f"\nRequest/reply: math.add [2, 3] -> {reply.payload if reply else 'no reply'}")
-    print(f"\nDone: {len(received)} of {count} messages delivered in order.")
+        print(f"  request math.add [2, 3] -> {reply.payload if reply else 'no reply'}")
+        nobody = queue.request("math.nobody", [], timeout=0.2)
+        print(f"  request to a topic nobody answers -> {nobody} after the timeout")
+
+
+def _rpc() -> None:
+    from .errors import MethodNotFound, RemoteError
+    from .queue import MessageQueue
+    from .rpc import RPCClient, RPCServer
+
+    _heading("RPC: call a method by name (remote request-reply, here in-process)")
+    with MessageQueue() as queue:
+        server = RPCServer(queue, service_name="calculator")
+
+        @server.register()
+        def divide(a: float, b: float) -> float:
+            return a / b
+
+        server.serve(blocking=False)
+        client = RPCClient(queue, service_name="calculator", timeout=5.0)
+        print(f"  client.divide(10, 4) -> {client.divide(10, 4)}")
+        try:
+            client.divide(1, 0)
+        except RemoteError as exc:
+            print(f"  client.divide(1, 0) raised RemoteError: {exc}")
+        try:
+            client.call("sqrt", 2)
+        except MethodNotFound as exc:
+            print(f"  client.call('sqrt', 2) raised MethodNotFound: {exc}")
+        server.stop()
+
+
+def _executor() -> None:
+    from .execution import ExecutionMode, Executor
+
+    _heading("Executor: local request-reply in three modes")
+    for mode in (ExecutionMode.SEQUENTIAL, ExecutionMode.THREAD, ExecutionMode.PROCESS):
+        with Executor(mode=mode, max_workers=2) as executor:
+            results = executor.map(square, [1, 2, 3, 4])
+            values = [r.value for r in results]
+            print(f"  {mode.name:10} map(square, [1, 2, 3, 4]) -> {values}")
+    with Executor(mode=ExecutionMode.THREAD) as executor:
+        failed = executor.result(executor.submit(square, "x"))
+        print(
+            f"  a failing task is captured, not raised: status={failed.status.name}, "
+            f"error={type(failed.error).__name__}"
+        )
+
+
+def _task() -> None:
+    from .queue import MessageQueue
+    from .tasks import task
+
+    _heading("@task: the same lifecycle for a direct call and a queue trigger")
+    with MessageQueue() as queue:
+        queue.subscribe(
+            "shout.success", lambda m: print(f"  published result on {m.topic}: {m.payload!r}")
+        )
+
+        @task(
+            queue=queue,
+            topic="shout",
+            on_success=lambda ctx: print(f"  on_success: {ctx.result!r}"),
+        )
+        def shout(text: str) -> str:
+            return text.upper()
+
+        print(f"  direct call shout('hello') -> {shout('hello')!r}")
+        queue.publish("shout", "world")
+        print("  (publishing 'world' to the task's topic ran the identical lifecycle)")
+
+
+def _workqueue() -> None:
+    from .workqueue import RetryPolicy, WorkQueue
+
+    _heading("WorkQueue: ack, retry with backoff, dead letters")
+    attempts: dict[Any, int] = {}
+
+    def handle(message: Message) -> None:
+        attempts[message.payload] = attempts.get(message.payload, 0) + 1
+        if message.payload == "poison":
+            raise ValueError("cannot process this one")
+
+    retry = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+    with WorkQueue("demo", retry=retry) as queue:
+        for item in ("a", "poison", "b"):
+            queue.put(item)
+        queue.process(handle, timeout=5.0)
+        dead = queue.dead_letters()
+        print(f"  attempts per item: {attempts}")
+        print(f"  dead letters: {[(d.message.payload, d.attempts) for d in dead]}")
+
+
+def _cross_process() -> None:
+    from ._registry import registry
+    from .errors import PluginNotFoundError
+
+    _heading("Remote: a worker in another process, called over TCP")
+    try:
+        registry().transport("tcp")
+    except PluginNotFoundError:
+        print("  skipped: install eventforge-tcp to see this part")
+        return
+    from .config import connect
+    from .queue import MessageQueue
+    from .rpc import RPCClient
+
+    command = [
+        sys.executable,
+        "-m",
+        "eventforge.worker",
+        "--import",
+        "eventforge._demo_handlers",
+        "--port",
+        "0",
+    ]
+    print("  starting: python -m eventforge.worker --import eventforge._demo_handlers --port 0")
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        ready = worker.stdout.readline().strip()
+        print(f"  worker says: {ready}")
+        url = next(part.split("=", 1)[1] for part in ready.split() if part.startswith("url="))
+        with MessageQueue(connect(url)) as queue:
+            client = RPCClient(queue, service_name="demo", timeout=10.0)
+            print(
+                f"  square(12) -> {client.square(12)} computed by pid {client.whoami()} "
+                f"(this process is pid {os.getpid()})"
+            )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(15)
+        print(f"  worker stopped gracefully on SIGTERM (exit code {code})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the walk-through; returns the exit code."""
     parser = argparse.ArgumentParser(prog="eventforge demo", description=__doc__)
-    parser.add_argument("--count", type=int, default=3, help="messages to publish (default 3)")
+    parser.add_argument("--count", type=int, default=4, help="orders to publish (default 4)")
+    parser.add_argument("--local", action="store_true", help="skip the cross-process part")
+    parser.add_argument("--verbose", action="store_true", help="also show eventforge's log")
     args = parser.parse_args(argv)
-    _installed()
+    if not args.verbose:
+        # The demo provokes failures on purpose and reports them itself.
+        logging.getLogger("eventforge").setLevel(logging.CRITICAL)
+    _plugins()
     _pubsub(max(1, args.count))
+    _rpc()
+    _executor()
+    _task()
+    _workqueue()
+    if not args.local:
+        _cross_process()
+    print("\nDone. Next: docs/concepts.md, then `eventforge plugins` and docs/transports/.")
     return 0
