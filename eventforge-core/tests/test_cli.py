@@ -167,7 +167,8 @@ def test_demo_walks_through_the_2x2(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "memory" in out.split("== Publish/subscribe")[0]
     assert out.count("audit      got orders.created") == 4
-    assert out.count("packer-1   got") == 2 and out.count("packer-2   got") == 2
+    assert out.count("packer-1   got") == 2
+    assert out.count("packer-2   got") == 2
     assert "math.add [2, 3] -> 5" in out
     assert "client.divide(10, 4) -> 2.5" in out
     assert "raised RemoteError: ZeroDivisionError" in out
