@@ -36,9 +36,11 @@ __all__ = [
     "event",
     "event_info",
     "event_listener",
+    "event_message",
     "event_type_of",
     "is_event",
     "listener_info",
+    "typed_subscription",
 ]
 
 EVENT_HEADER = "ef-event"
@@ -165,6 +167,45 @@ def encode_event(obj: object) -> tuple[str, dict[str, Any], str]:
     info = event_info(type(obj))
     payload = adapter_for(info.cls).dump_python(obj, mode="json")
     return info.name, payload, info.name
+
+
+def event_message(event: object, payload: Any, headers: dict[str, Any]) -> tuple[str, Any]:
+    """For ``publish(event)``: return ``(topic, payload)`` and add the event header to ``headers``."""
+    if not is_event(event) or isinstance(event, type):
+        raise TypeError(
+            f"publish() takes a topic (str) or an @event instance, got {type(event).__name__}"
+        )
+    if payload is not None:
+        raise TypeError("publish(event) takes no payload: the event is the payload")
+    topic, body, name = encode_event(event)
+    headers[EVENT_HEADER] = name
+    return topic, body
+
+
+def typed_subscription(
+    topic: str | type, handler: Callable[..., Any]
+) -> tuple[str, Callable[..., Any]]:
+    """For ``subscribe``: resolve an event-class topic and wrap a typed handler, once.
+
+    The handler gets decoded events when ``topic`` is an event class or its first parameter is
+    annotated with one; otherwise it is returned unchanged.
+    """
+    expected: type | None = None
+    if isinstance(topic, type):
+        expected = event_info(topic).cls
+        topic = event_info(topic).name
+    if getattr(handler, "_eventforge_typed", False):
+        return topic, handler
+    annotated = event_type_of(handler)
+    if expected is not None and annotated is not None and annotated is not expected:
+        raise TypeError(
+            f"handler {getattr(handler, '__qualname__', handler)!r} takes "
+            f"{annotated.__name__} but is subscribed to {expected.__name__}"
+        )
+    event_cls = annotated or expected
+    if event_cls is None:
+        return topic, handler
+    return topic, typed_handler(event_cls, handler)
 
 
 def decode_event(cls: type[E], message: Message) -> E:

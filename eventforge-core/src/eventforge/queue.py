@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ._handlers import (
     Counter,
@@ -25,26 +25,15 @@ from ._handlers import (
     make_invoker,
 )
 from ._inbox import AsyncWaiter, Inbox, SyncWaiter
+from ._queue_features import QueueFeatures
 from .dispatch import Dispatcher, get_dispatcher
 from .errors import TransportClosedError
-from .events import (
-    EVENT_HEADER,
-    EventValidationError,
-    encode_event,
-    event_info,
-    event_type_of,
-    is_event,
-    listener_info,
-    typed_handler,
-)
+from .events import EventValidationError, event_message, typed_subscription
 from .message import Message, new_id
 from .middleware import compose_send, resolve_middleware, wrap_handler
 from .routing import check_match, header_gate, unroutable_sender
 from .topics import has_wildcards, validate_pattern, validate_topic
 from .transport import Capability, Transport, require_capability
-
-if TYPE_CHECKING:
-    from .cache import SubscriptionCache
 
 __all__ = ["ErrorHook", "MessageQueue"]
 
@@ -116,7 +105,7 @@ def _check_headers(headers: dict[str, Any]) -> None:
             )
 
 
-class MessageQueue:
+class MessageQueue(QueueFeatures):
     """Topic-keyed publish/subscribe plus request/reply over one :class:`Transport`.
 
     ``transport`` defaults to a new in-process ``MemoryTransport``; a string is a transport name
@@ -198,7 +187,7 @@ class MessageQueue:
         if self._closed:
             raise self._closed_error()
         if topic.__class__ is not str:
-            topic, payload = self._event_args(topic, payload, headers)
+            topic, payload = event_message(topic, payload, headers)
         if headers:
             _check_headers(headers)
         message = _new_message(validate_topic(topic), payload, headers)
@@ -211,7 +200,7 @@ class MessageQueue:
         if self._closed:
             raise self._closed_error()
         if topic.__class__ is not str:
-            topic, payload = self._event_args(topic, payload, headers)
+            topic, payload = event_message(topic, payload, headers)
         if headers:
             _check_headers(headers)
         message = _new_message(validate_topic(topic), payload, headers)
@@ -318,12 +307,14 @@ class MessageQueue:
         return handler_id
 
     @overload
-    def on(self, topic: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+    def on(self, topic: str | type, handler: None = None, **options: Any) -> Callable[[H], H]: ...
 
     @overload
-    def on(self, topic: str, handler: H, **options: Any) -> H: ...
+    def on(self, topic: str | type, handler: H, **options: Any) -> H: ...
 
-    def on(self, topic: str, handler: H | None = None, **options: Any) -> H | Callable[[H], H]:
+    def on(
+        self, topic: str | type, handler: H | None = None, **options: Any
+    ) -> H | Callable[[H], H]:
         """Subscribe as a decorator (``@queue.on("a.b")``) or directly (``queue.on("a.b", fn)``).
 
         Returns the handler unchanged; its handler id is stored on it as ``handler_id`` when
@@ -365,64 +356,6 @@ class MessageQueue:
         if binding is not None:
             binding.close()
         return True
-
-    def listen(self, listener: object) -> str:
-        """Register an ``@event_listener`` instance; its ``on(event)`` receives each event.
-
-        Listeners of one name share the work (a group, across processes on transports with
-        groups); ``per_process=True`` listeners each receive every event. Returns the handler
-        id, for :meth:`unsubscribe`.
-        """
-        info = listener_info(listener)
-        on = listener.on  # type: ignore[attr-defined]
-        return self.subscribe(info.event, typed_handler(info.event, on), group=info.group)
-
-    def use(self, *middleware: object) -> None:
-        """Append middleware (instances, names or ``"module:attr"``).
-
-        The send side changes at once; the receive side applies to handlers subscribed from
-        now on (handlers already subscribed keep the chain they were built with).
-        """
-        added = resolve_middleware(middleware)
-        with self._lock:
-            self._middleware = [*self._middleware, *added]
-            self._rebuild_send()
-
-    @property
-    def middleware(self) -> tuple[object, ...]:
-        """The installed middleware, in order."""
-        return tuple(self._middleware)
-
-    def cache(
-        self,
-        topic: str | type,
-        *,
-        max_size: int = 1000,
-        match: dict[str, Any] | None = None,
-        match_mode: str = "all",
-    ) -> SubscriptionCache:
-        """Buffer the messages matching ``topic`` for synchronous consumers.
-
-        Returns a :class:`~eventforge.cache.SubscriptionCache` (``get``, ``pop``, ``peek``,
-        ``wait_for_one``, ``wait_for_many``, ``drain``); close it to unsubscribe.
-        """
-        from .cache import SubscriptionCache
-
-        return SubscriptionCache(self, topic, max_size=max_size, match=match, match_mode=match_mode)
-
-    def announce_ready(self, roles: Sequence[str], *, space: str = "default") -> None:
-        """Tell :meth:`wait_until_ready` callers (any process) this queue is ready in ``roles``."""
-        from .rendezvous import rendezvous_for
-
-        rendezvous_for(self, space).announce_ready(roles)
-
-    def wait_until_ready(
-        self, requirements: dict[str, int], timeout: float = 30.0, *, space: str = "default"
-    ) -> bool:
-        """Wait until participants announced ``requirements`` (``{"worker": 3}``); ``False`` on timeout."""
-        from .rendezvous import rendezvous_for
-
-        return rendezvous_for(self, space).wait_until_ready(requirements, timeout)
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         """Block for the next message on ``topic`` (a pattern); ``None`` after ``timeout``."""
@@ -664,36 +597,11 @@ class MessageQueue:
             if routed is not None:
                 self._publish_send = compose_send(self._middleware, routed)
 
-    def _event_args(self, event: object, payload: Any, headers: dict[str, Any]) -> tuple[str, Any]:
-        if not is_event(event) or isinstance(event, type):
-            raise TypeError(
-                f"publish() takes a topic (str) or an @event instance, got {type(event).__name__}"
-            )
-        if payload is not None:
-            raise TypeError("publish(event) takes no payload: the event is the payload")
-        topic, body, name = encode_event(event)
-        headers[EVENT_HEADER] = name
-        return topic, body
-
     def _prepare(
         self, topic: str | type, handler: Callable[..., Any]
     ) -> tuple[str, Callable[..., Any]]:
         """Resolve an event-class topic and wrap the handler (events, middleware) once."""
-        expected: type | None = None
-        if isinstance(topic, type):
-            expected = event_info(topic).cls
-            topic = event_info(topic).name
-        wrapped = handler
-        if not getattr(handler, "_eventforge_typed", False):
-            annotated = event_type_of(handler)
-            if expected is not None and annotated is not None and annotated is not expected:
-                raise TypeError(
-                    f"handler {getattr(handler, '__qualname__', handler)!r} takes "
-                    f"{annotated.__name__} but is subscribed to {expected.__name__}"
-                )
-            event_cls = annotated or expected
-            if event_cls is not None:
-                wrapped = typed_handler(event_cls, handler)
+        topic, wrapped = typed_subscription(topic, handler)
         if self._middleware:
             wrapped = wrap_handler(self._middleware, wrapped, is_coroutine_handler(wrapped))
         return topic, wrapped
