@@ -8,7 +8,8 @@ Scenarios:
   the async API, 0.6x from the sync API.
 * RPC round trip p50 / p99: ``RPCClient.call`` against an ``RPCServer`` in another process vs
   raw ``nc.request`` against a raw responder process (goal: p50 at most 1.3x); and the
-  transport alone: ``NatsTransport.request`` against a transport-level echo responder.
+  transport alone: ``NatsTransport.request`` against a transport-level echo responder; and the
+  RPC server tuned for fast handlers (``delivery="loop"``, ``RPCServer(threaded=False)``).
 * JetStream durable work queue: publish with 100 in flight (``put_many`` of 100 vs
   ``asyncio.gather`` of 100 ``js.publish``), and consume (``fetch(100)`` + ack per item vs a raw
   pull subscription ``fetch(100)`` + ``ack``). Goals: at least 0.8x on both sides.
@@ -135,7 +136,8 @@ elif mode == "echo_ef":
     from eventforge import MessageQueue, RPCServer
     from eventforge_nats import NatsTransport
     queue = MessageQueue(transport=NatsTransport(url, delivery=option))
-    server = RPCServer(queue, service_name="bench")
+    # On the loop, a fast handler needs no worker thread of its own.
+    server = RPCServer(queue, service_name="bench", threaded=None if option == "thread" else False)
     server.add_method("echo", lambda x: x)
     server.serve(blocking=False)
     print("ready", flush=True)
@@ -294,7 +296,7 @@ def request_transport(url: str, n: int) -> tuple[float, float]:
 # -- JetStream work queue ------------------------------------------------------------------
 
 
-def js_raw(url: str, n: int) -> tuple[float, float]:
+def js_raw(url: str, n: int, msg_id: bool = False) -> tuple[float, float]:
     from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
     name = f"RAW_{os.urandom(4).hex()}"
@@ -316,7 +318,15 @@ def js_raw(url: str, n: int) -> tuple[float, float]:
         )
         start = time.perf_counter()
         for offset in range(0, n, 100):
-            await asyncio.gather(*(js.publish(name, d) for d in envelopes[offset : offset + 100]))
+            batch = range(offset, min(n, offset + 100))
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        name, envelopes[i], headers={"Nats-Msg-Id": f"m{i}"} if msg_id else None
+                    )
+                    for i in batch
+                )
+            )
         put_rate = n / (time.perf_counter() - start)
         psub = await js.pull_subscribe_bind(durable="c", stream=name)
         got = 0
@@ -378,12 +388,18 @@ def run(quick: bool) -> list[dict[str, Any]]:
             rounds,
             {
                 "ef": lambda: rpc_eventforge(url, n_rpc),
+                "tuned": lambda: rpc_eventforge(url, n_rpc, "loop"),
                 "transport": lambda: request_transport(url, n_rpc),
                 "raw": lambda: rpc_raw(url, n_rpc),
             },
         )
         js = medians(
-            rounds, {"ef": lambda: js_eventforge(url, n_js), "raw": lambda: js_raw(url, n_js)}
+            rounds,
+            {
+                "ef": lambda: js_eventforge(url, n_js),
+                "raw": lambda: js_raw(url, n_js),
+                "raw_id": lambda: js_raw(url, n_js, msg_id=True),
+            },
         )
     finally:
         server.cleanup()
@@ -400,12 +416,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
         row("nats RPC round trip p99 (RPCClient.call)", rpc["ef"][1],
             "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
+        row("nats RPC p50, server delivery='loop', RPCServer(threaded=False)", rpc["tuned"][0],
+            "nats-py nc.request p50", rpc["raw"][0], "us", "reported", higher_is_better=False),
         row("NatsTransport.request p50 (responder delivery='loop')", rpc["transport"][0],
             "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
         row("NatsTransport.request p99 (responder delivery='loop')", rpc["transport"][1],
             "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
         row("JetStream WorkQueue put, 100 in flight (put_many)", js["ef"][0],
             "js.publish, gather of 100", js["raw"][0], "msgs/s", ">= 0.8x"),
+        row("JetStream WorkQueue put, 100 in flight (put_many)", js["ef"][0],
+            "js.publish with Nats-Msg-Id, gather of 100", js["raw_id"][0], "msgs/s", "reported"),
         row("JetStream WorkQueue fetch(100) + ack", js["ef"][1],
             "pull fetch(100) + ack", js["raw"][1], "msgs/s", ">= 0.8x"),
     ]  # fmt: skip
