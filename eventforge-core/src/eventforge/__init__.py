@@ -45,6 +45,20 @@ _EXPORTS: dict[str, str] = {
     # pub/sub and request/reply
     "MessageQueue": "queue",
     "RemoteQueue": "remote",
+    # typed events, middleware, routing and coordination
+    "event": "events",
+    "event_listener": "events",
+    "EventListener": "events",
+    "EventValidationError": "events",
+    "Middleware": "middleware",
+    "ContextHeader": "middleware",
+    "Dedupe": "middleware",
+    "SubscriptionCache": "cache",
+    "WaitMode": "cache",
+    "UnroutableError": "routing",
+    "Rendezvous": "rendezvous",
+    "StartupPolicy": "rendezvous",
+    "startup_policy": "rendezvous",
     # execution
     "Executor": "execution",
     "ExecutionMode": "execution",
