@@ -357,3 +357,18 @@ def test_controller_waits_for_three_worker_processes(space: Space) -> None:
                 proc.kill()
                 proc.wait()
         done.close()
+
+
+def test_unroutable_policy_is_reported_where_the_transport_cannot_count(
+    space: Space, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TCP, Redis and NATS do not count receivers (yet): the queue says so, and publishing
+    to nobody neither raises nor counts, instead of pretending."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="eventforge.routing"):
+        queue = space.queue(unroutable="return")
+    assert "cannot tell whether anyone received a message" in caplog.text
+    queue.publish(space.topic("nobody.listens"), 1)
+    assert queue.stats["unroutable"] == 0
+    assert queue.stats["published"] == 1
