@@ -231,6 +231,7 @@ class Worker:
         self._cond = threading.Condition(threading.Lock())
         self._stopped = False
         self._warned = False
+        self._busy = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -238,6 +239,10 @@ class Worker:
     def pending(self) -> int:
         """Messages waiting for the handler."""
         return len(self._items)
+
+    def load(self) -> int:
+        """Messages accepted and not yet handled: the backlog plus the one being handled."""
+        return len(self._items) + self._busy
 
     def submit(self, message: Message) -> None:
         """Queue ``message`` for the handler, or drop and count it when the backlog is full."""
@@ -267,7 +272,11 @@ class Worker:
                 if self._stopped:
                     return
                 message = items.popleft()
-            self._invoke(message)
+                self._busy = 1
+            try:
+                self._invoke(message)
+            finally:
+                self._busy = 0
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the thread; discard (and count) what is still queued."""
@@ -280,6 +289,24 @@ class Worker:
             self._dropped.bump()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+
+class GroupMember:
+    """One member of a group: its handler id, how to invoke it, and its load.
+
+    ``load()`` is what a load-aware dispatcher (``least_loaded``) adds to the calls it sees in
+    flight: for a member with its own thread, the messages handed over but not yet handled.
+    """
+
+    __slots__ = ("handler_id", "invoke", "worker")
+
+    def __init__(self, handler_id: str, invoke: Invoker, worker: Worker | None) -> None:
+        self.handler_id = handler_id
+        self.invoke = invoke
+        self.worker = worker
+
+    def load(self) -> int:
+        return self.worker.load() if self.worker is not None else 0
 
 
 class GroupBinding:
@@ -305,7 +332,7 @@ class GroupBinding:
         self.group = group
         self.dispatcher = dispatcher
         self.dropped = dropped
-        self.members: tuple[tuple[str, Invoker], ...] = ()
+        self.members: tuple[GroupMember, ...] = ()
         self.subscription_id: str | None = None
         self.owns_dispatcher = True
 
@@ -319,19 +346,19 @@ class GroupBinding:
                     "closing dispatcher %r of group %r failed", self.dispatcher, self.group
                 )
 
-    def add(self, handler_id: str, invoke: Invoker) -> None:
+    def add(self, handler_id: str, invoke: Invoker, worker: Worker | None = None) -> None:
         """Add a member (copy-on-write, so delivery never takes a lock)."""
-        self.members = (*self.members, (handler_id, invoke))
+        self.members = (*self.members, GroupMember(handler_id, invoke, worker))
 
     def remove(self, handler_id: str) -> bool:
         """Remove a member; return whether it was one."""
         before = self.members
-        self.members = tuple(m for m in before if m[0] != handler_id)
+        self.members = tuple(m for m in before if m.handler_id != handler_id)
         return len(self.members) != len(before)
 
     def deliver(self, message: Message) -> None:
         """Hand ``message`` to the member the dispatcher picks (the transport calls this)."""
-        members: Sequence[tuple[str, Invoker]] = self.members
+        members: Sequence[GroupMember] = self.members
         if not members:
             self.dropped.bump()
             log.warning(
@@ -341,7 +368,7 @@ class GroupBinding:
             )
             return
         try:
-            self.dispatcher.dispatch(members, lambda member: member[1](message))
+            self.dispatcher.dispatch(members, lambda member: member.invoke(message))
         except Exception:
             self.dropped.bump()
             log.exception("dispatcher %r failed for group %r", self.dispatcher.name, self.group)

@@ -218,7 +218,9 @@ class LeastLoadedDispatcher(Dispatcher):
     """Each event goes to the target with the fewest calls in flight; ties go round-robin.
 
     Counts are kept per target (by identity) and updated under a lock, so a target that is
-    busy with a slow call is passed over while an idle one exists.
+    busy with a slow call is passed over while an idle one exists. A target that hands work to
+    a thread of its own (so ``invoke`` returns at once) may define ``load() -> int``, the work
+    it accepted and has not finished; that is added to its count.
     """
 
     name = "least_loaded"
@@ -227,6 +229,10 @@ class LeastLoadedDispatcher(Dispatcher):
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}
         self._turn = 0
+
+    def _load(self, target: Any) -> int:
+        backlog = getattr(target, "load", None)
+        return self._inflight.get(id(target), 0) + (backlog() if callable(backlog) else 0)
 
     def in_flight(self, target: Any) -> int:
         """How many calls ``target`` is currently running through this dispatcher."""
@@ -241,18 +247,18 @@ class LeastLoadedDispatcher(Dispatcher):
             start = self._turn % n
             self._turn += 1
             best_index = start
-            best_load = self._inflight.get(id(targets[start]), 0)
+            best_load = self._load(targets[start])
             if best_load:
                 for step in range(1, n):
                     index = (start + step) % n
-                    load = self._inflight.get(id(targets[index]), 0)
+                    load = self._load(targets[index])
                     if load < best_load:
                         best_index, best_load = index, load
                         if load == 0:
                             break
             chosen = targets[best_index]
             key = id(chosen)
-            self._inflight[key] = best_load + 1
+            self._inflight[key] = self._inflight.get(key, 0) + 1
         try:
             invoke(chosen)
         finally:

@@ -296,7 +296,9 @@ class MessageQueue(QueueFeatures):
                 subscription_id = self.transport.subscribe(topic, entry_point)
                 entry = _Entry(topic, handler, subscription_id, None, worker)
             else:
-                binding = self._join_group(topic, group, dispatcher, handler_id, entry_point)
+                binding = self._join_group(
+                    topic, group, dispatcher, handler_id, entry_point, worker
+                )
                 entry = _Entry(topic, handler, None, binding, worker)
         except BaseException:
             if worker is not None:
@@ -646,6 +648,7 @@ class MessageQueue(QueueFeatures):
         dispatcher: str | Dispatcher | None,
         handler_id: str,
         invoke: Invoker,
+        worker: Worker | None = None,
     ) -> GroupBinding:
         if not isinstance(group, str) or not group:
             raise ValueError(f"group must be a non-empty str, got {group!r}")
@@ -661,11 +664,11 @@ class MessageQueue(QueueFeatures):
                         f"{binding.dispatcher.name!r} dispatcher; every member of a group "
                         "must use the same one"
                     )
-                binding.add(handler_id, invoke)
+                binding.add(handler_id, invoke, worker)
                 return binding
             binding = GroupBinding(topic, group, get_dispatcher(dispatcher), self._dropped)
             binding.owns_dispatcher = not isinstance(dispatcher, Dispatcher)
-            binding.add(handler_id, invoke)
+            binding.add(handler_id, invoke, worker)
             self._groups[key] = binding
             # Subscribing under the lock keeps a concurrent member from racing a half-made
             # binding; transports must not call back into this queue from ``subscribe``.

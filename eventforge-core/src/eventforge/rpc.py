@@ -30,6 +30,7 @@ from ._rpc_protocol import (
     parse_call,
     unwrap_reply,
 )
+from .dispatch import Dispatcher
 from .errors import MethodNotFound, RemoteError, RPCError, RPCTimeout, TransportError
 from .message import Message
 from .topics import validate_topic
@@ -115,6 +116,10 @@ class RPCServer:
     running at :meth:`serve` (else on the shared background loop). With a thread or process
     pool ``executor`` every call goes through it and calls run concurrently. A ``@task``
     function keeps its observers: calling it runs them around the body.
+
+    Servers sharing a ``service_name`` form a pool and each call runs on one of them: across
+    processes the transport picks (where it declares groups); among the servers of one queue,
+    ``dispatcher`` does (a name such as ``"least_loaded"``, default ``"round_robin"``).
     """
 
     def __init__(
@@ -124,8 +129,10 @@ class RPCServer:
         service_name: str = "rpc",
         *,
         threaded: bool | None = None,
+        dispatcher: str | Dispatcher | None = None,
     ) -> None:
         self.queue = queue
+        self.dispatcher = dispatcher
         self.executor = executor
         self.service_name = service_name
         if threaded is None:
@@ -200,7 +207,11 @@ class RPCServer:
                 self._stopped.clear()
                 self._runner = _LoopRunner.for_caller()
                 self._handler_id = self.queue.subscribe(
-                    self.topic, self._on_call, group=self.topic, threaded=self.threaded
+                    self.topic,
+                    self._on_call,
+                    group=self.topic,
+                    dispatcher=self.dispatcher,
+                    threaded=self.threaded,
                 )
         if blocking:
             try:
