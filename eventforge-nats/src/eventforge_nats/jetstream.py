@@ -21,9 +21,7 @@ dead-lettered when fetched. Malformed envelopes are dead-lettered as raw bytes, 
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
-import json
 import logging
 import re
 import threading
@@ -50,10 +48,10 @@ from eventforge.workqueue import (
 )
 
 from ._connection import NatsConnection
+from ._pull import Puller, close_all
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
     from nats.js.client import JetStreamContext
 
 __all__ = ["JetStreamWorkQueue", "queue_names"]
@@ -66,8 +64,6 @@ ATTEMPTS_HEADER = "Eventforge-Attempts"
 FAILED_AT_HEADER = "Eventforge-Failed-At"
 MALFORMED_HEADER = "x-eventforge-malformed"
 _FETCH_CHUNK = 2.0
-_END_GRACE = 2.0
-_MIN_LONG_POLL = 1.0
 _ACK = b"+ACK"
 _WPI = b"+WPI"
 
@@ -121,8 +117,8 @@ class JetStreamWorkQueue(WorkQueueBackend):
         self.dlq_stream = names["dlq_stream"]
         self.dlq_subject = names["dlq_subject"]
         self._js: JetStreamContext = conn.client.jetstream()
-        self._idle: list[_Puller] = []
-        self._pullers: weakref.WeakSet[_Puller] = weakref.WeakSet()
+        self._idle: list[Puller] = []
+        self._pullers: weakref.WeakSet[Puller] = weakref.WeakSet()
         self._closed = False
         self._lock = threading.Lock()
         self.counters = {
@@ -348,13 +344,13 @@ class JetStreamWorkQueue(WorkQueueBackend):
             if puller.consumer_gone:
                 await self._after_reconnect()
 
-    async def _acquire(self) -> _Puller:
+    async def _acquire(self) -> Puller:
         while self._idle:
             puller = self._idle.pop()
             if puller.usable:
                 return puller
             await puller.close()
-        puller = _Puller(self._conn, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{CONSUMER}")
+        puller = Puller(self._conn, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{CONSUMER}")
         await puller.start()
         self._pullers.add(puller)
         return puller
@@ -532,116 +528,9 @@ class JetStreamWorkQueue(WorkQueueBackend):
         idle, self._idle = self._idle, []
         if idle and self._conn.state != "closed" and not self._conn.bg.in_loop_thread():
             try:
-                self._conn.run(_close_all(idle), timeout=5)
+                self._conn.run(close_all(idle), timeout=5)
             except Exception as exc:
                 log.debug("closing pull inboxes of %r: %r", self.name, exc)
 
     def __repr__(self) -> str:
         return f"JetStreamWorkQueue({self.name!r}, stream={self.stream!r})"
-
-
-class _Puller:
-    """One inbox and the pull requests sent with it, each consumed to its end.
-
-    A pull request ends with ``batch`` messages or with a status (404 no messages, 408
-    expired, 409 ...). The inbox is reused only once its request has ended, so no request is
-    ever left on the server to capture messages nobody waits for (the orphan-request stall of
-    some nats-py ``fetch`` versions). A long poll may outlive the ``fetch`` that started it:
-    the next ``fetch`` on this inbox picks up where it left off. If a request never ends (the
-    link dropped and the server forgot it), the inbox is discarded instead of reused.
-    """
-
-    def __init__(self, conn: NatsConnection, subject: str) -> None:
-        self._conn = conn
-        self._subject = subject
-        self._inbox = conn.client.new_inbox()
-        self._sub: Subscription | None = None
-        self._arrived: collections.deque[Msg] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._open = 0
-        self._request_deadline = 0.0
-        self.usable = True
-        self.consumer_gone = False
-
-    async def start(self) -> None:
-        """Subscribe the inbox (messages are queued here, taken by :meth:`_collect`)."""
-        arrived, wakeup = self._arrived, self._wakeup
-
-        async def on_message(msg: Msg) -> None:
-            arrived.append(msg)
-            wakeup.set()
-
-        self._sub = await self._conn.client.subscribe(self._inbox, cb=on_message)
-
-    async def pull(self, batch: int, timeout: float) -> list[Msg]:
-        """Return up to ``batch`` messages, waiting up to ``timeout`` for the first."""
-        deadline = time.monotonic() + max(0.0, timeout)
-        while self.usable:
-            if not self._open:
-                await self._send({"batch": batch, "no_wait": True}, batch, 0.0)
-                msgs = await self._collect(self._request_deadline)
-                if msgs or not self.usable:
-                    return msgs
-                remaining = deadline - time.monotonic()
-                if remaining <= 0.001:
-                    return []
-                expires = max(remaining, _MIN_LONG_POLL)
-                await self._send({"batch": 1, "expires": int(expires * 1e9)}, 1, expires)
-            msgs = await self._collect(deadline)
-            if msgs or self._open or time.monotonic() >= deadline:
-                return msgs
-        return []
-
-    async def _send(self, body: dict[str, Any], batch: int, expires: float) -> None:
-        await self._conn.client.publish(self._subject, json.dumps(body).encode(), reply=self._inbox)
-        self._open = batch
-        self._request_deadline = time.monotonic() + expires + _END_GRACE
-
-    async def _collect(self, until: float) -> list[Msg]:
-        msgs: list[Msg] = []
-        arrived = self._arrived
-        while self._open:
-            if not arrived:
-                wait = min(until, self._request_deadline) - time.monotonic()
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), max(0.001, wait))
-                except asyncio.TimeoutError:
-                    if time.monotonic() >= self._request_deadline:
-                        self.usable = False
-                        self._open = 0
-                    return msgs
-                continue
-            msg = arrived.popleft()
-            headers = msg.headers
-            status = headers.get("Status") if headers else None
-            if status is None:
-                msgs.append(msg)
-                self._open -= 1
-            elif status != "100":
-                self._open = 0
-                if status == "409" and "deleted" in (headers or {}).get("Description", ""):
-                    self.consumer_gone = True
-            if msgs and not arrived and time.monotonic() >= until:
-                return msgs
-        return msgs
-
-    def abandon(self) -> None:
-        """Forget the request in flight (the connection was lost) and retire this inbox."""
-        self.usable = False
-        self._open = 0
-        self._wakeup.set()
-
-    async def close(self) -> None:
-        self.usable = False
-        if self._sub is None:
-            return
-        try:
-            await self._sub.unsubscribe()
-        except Exception as exc:
-            log.debug("unsubscribing a pull inbox: %r", exc)
-
-
-async def _close_all(pullers: list[_Puller]) -> None:
-    for puller in pullers:
-        await puller.close()
