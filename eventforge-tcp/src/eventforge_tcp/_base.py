@@ -511,6 +511,13 @@ class TCPTransportBase(Transport):
             return
         link.state = LinkState.HELLO
         self._set_events(link, _READ)
+        if sock.pending():
+            # The hello may have arrived with the last handshake flight and sit decrypted in
+            # the TLS buffer, where the selector cannot see it.
+            dirty: set[Link] = set()
+            self._on_readable(link, dirty)
+            for other in dirty:
+                self._flush(other)
 
     def _flush(self, link: Link) -> None:
         try:

@@ -476,20 +476,25 @@ class TCPClientTransport(TCPTransportBase):
                 exc,
             )
             return
+        if self._is_closed():
+            link.close_socket()
+            return
         with self._lock:
             subs = list(self._subs.values())
         frames = [self._sub_frame(sub) for sub in subs]
+        # Held frames go onto the new link before it is published to senders, under the lock
+        # that offline senders hold, so none is left behind and the order is kept.
         with self._state:
             held, self._held, self._held_size = self._held, [], 0
+            with link.lock:
+                for frame in frames:
+                    link.append(frame)
+                for frame in held:
+                    link.append(frame)
+            self._link = link
             self._state.notify_all()
-        with link.lock:
-            for frame in frames:
-                link.append(frame)
-            for frame in held:
-                link.append(frame)
         self._attempts = 0
         self._count("reconnects")
-        self._link = link
         self._register(link)
         self._flush(link)
         down = time.monotonic() - self._disconnected_at if self._disconnected_at else 0.0
@@ -504,12 +509,12 @@ class TCPClientTransport(TCPTransportBase):
     def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
         if link is not self._link:
             return
-        self._link = None
         self._disconnected_at = time.monotonic()
         unsent, cut = link.take_unsent()
         if cut:
             self._count("frames_lost_on_disconnect", cut)
         with self._state:
+            self._link = None
             self._held[:0] = unsent
             self._held_size += sum(len(f) for f in unsent)
             self._state.notify_all()

@@ -199,6 +199,8 @@ class TCPServerTransport(TCPTransportBase):
     def send(self, message: Message) -> None:
         """Deliver ``message`` to matching subscriptions here and on every client."""
         frame = self._encode(message)
+        if not self._started:
+            raise TransportError(f"{self!r} is not started: call start() before sending")
         self._route(message, frame, None, None)
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
