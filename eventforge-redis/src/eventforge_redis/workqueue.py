@@ -37,6 +37,7 @@ from eventforge.workqueue import DEAD_LETTER_REASON_HEADER, DeadLetter, Delivery
 
 from . import _wq_scripts as scripts
 from ._connect import describe_error
+from ._group_commit import GroupCommit
 from ._groups import consumer_name, prune_consumers
 from ._settler import Settler
 
@@ -135,23 +136,43 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         except Exception as exc:
             self._client.close()
             raise describe_error(exc, settings, f"opening work queue {name!r}") from exc
+        self._puts: GroupCommit[bytes] = GroupCommit(self._xadd_batch)
         self._acks = Settler(
-            self._client, self._ack_call, self._acks_done, name, reload=self._reload_scripts
+            self._client,
+            lambda client, batch: int(self._ack_call(client, batch)),
+            self._acks_done,
+            name,
+            reload=self._reload_scripts,
         )
 
     # -- producer --------------------------------------------------------------------------------
 
     def put(self, message: Message) -> None:
-        """``XADD``; returns once Redis stored the entry."""
+        """``XADD``; returns once Redis stored the entry.
+
+        Puts from several threads at once share a pipeline (group commit), each still
+        returning only after its own entry was stored.
+        """
         self._check_open()
         data = self._codec.encode(message)
         try:
-            self._client.xadd(self.stream, {"data": data})
+            self._puts.submit(data)
         except Exception as exc:
             raise describe_error(
                 exc, self._settings, f"putting into work queue {self.name!r}"
             ) from exc
         self._count("put")
+
+    def _xadd_batch(self, batch: list[bytes]) -> list[Any]:
+        try:
+            if len(batch) == 1:
+                return [self._client.xadd(self.stream, {"data": batch[0]})]
+            with self._client.pipeline(transaction=False) as pipe:
+                for data in batch:
+                    pipe.xadd(self.stream, {"data": data})
+                return list(pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            return [exc] * len(batch)
 
     def put_many(self, messages: list[Message]) -> None:
         """Store several items in one round trip (pipelined ``XADD``); returns once all are stored.
@@ -378,15 +399,30 @@ class RedisWorkQueueBackend(WorkQueueBackend):
 
     def _read(self, max_items: int, block: float) -> list[Delivery]:
         block_ms = int(block * 1000)
+        acks = self._acks.take()
+        accounted = False
         try:
-            reply = self._client.xreadgroup(
-                self.group,
-                self.consumer,
-                {self.stream: ">"},
-                count=max(max_items, self._prefetch),
-                block=block_ms if block_ms > 0 else None,
-            )
+            read_args = (self.group, self.consumer, {self.stream: ">"})
+            read_options = {
+                "count": max(max_items, self._prefetch),
+                "block": block_ms if block_ms > 0 else None,
+            }
+            if acks:  # acknowledgements ride along with the read: no extra round trip
+                with self._client.pipeline(transaction=False) as pipe:
+                    self._ack_call(pipe, acks)
+                    pipe.xreadgroup(*read_args, **read_options)
+                    results = pipe.execute(raise_on_error=False)
+            else:
+                results = [self._client.xreadgroup(*read_args, **read_options)]
+            if acks:
+                accounted = True
+                self._settled_along(acks, results[0])
+            reply = results[-1]
+            if isinstance(reply, Exception):
+                raise reply
         except Exception as exc:
+            if acks and not accounted:
+                self._acks.failed(acks, exc)
             if "NOGROUP" in str(exc):
                 self._stream_lost()
                 return []
@@ -425,12 +461,24 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             self._count("prefetch_expired", expired)
         return out
 
-    def _ack_call(self, client: Any, batch: list[tuple[Any, ...]]) -> int:
+    def _ack_call(self, client: Any, batch: list[tuple[Any, ...]]) -> Any:
         args: list[Any] = [self.stream, self.group]
         for entry_id, count in batch:
             args.append(entry_id)
             args.append(count)
-        return int(client.evalsha(_ACK_MANY.sha, 0, *args))
+        return client.evalsha(_ACK_MANY.sha, 0, *args)
+
+    def _settled_along(self, acks: list[tuple[Any, ...]], result: Any) -> None:
+        """Account for acks sent with a read; resend them if the server had lost the script."""
+        if isinstance(result, Exception):
+            if type(result).__name__ == "NoScriptError":
+                self._reload_scripts()
+                for ack in acks:
+                    self._acks.submit(ack)
+            else:
+                self._acks.failed(acks, result)
+            return
+        self._acks_done(int(result), len(acks) - int(result))
 
     def _acks_done(self, done: int, stale: int) -> None:
         with self._lock:
