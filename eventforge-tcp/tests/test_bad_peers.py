@@ -251,3 +251,34 @@ def test_thread_count_is_stable_across_connect_close(server: TCPServerTransport)
     for _ in range(5):
         TCPClientTransport("127.0.0.1", server.port).connect().close()
     assert threading.active_count() == before
+
+
+def test_forwarding_to_a_stuck_client_drops_counted_and_spares_the_publisher() -> None:
+    """Client to client through the server: a subscriber that never reads loses messages
+    (counted in dropped_slow_peer) and is cut off; the publishing client is never blocked."""
+    srv = TCPServerTransport(
+        "127.0.0.1", 0, max_frame_size=16 * 1024, max_send_buffer=128 * 1024, write_deadline=0.5
+    ).start()
+    publisher = TCPClientTransport("127.0.0.1", srv.port).connect()
+    try:
+        sock = raw_connect(srv.port, rcvbuf=4096)
+        sub = {
+            "version": 1,
+            "id": "s",
+            "topic": "$tcp.sub",
+            "payload": {"sid": "1", "pattern": "fwd"},
+        }
+        sock.sendall(encode_frame(pydantic_core.to_json(sub)))
+        assert wait_until(lambda: srv.stats()["subscriptions"] == 1)
+        sent = 0
+        while srv.stats()["disconnects_slow_peer"] == 0 and sent < 100_000:
+            publisher.send(Message("fwd", "y" * 4000))
+            sent += 1
+        stats = srv.stats()
+        assert stats["dropped_slow_peer"] > 0
+        assert stats["disconnects_slow_peer"] == 1
+        sock.close()
+        assert_still_serving(srv)
+    finally:
+        publisher.close()
+        srv.close()

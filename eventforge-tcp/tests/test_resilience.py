@@ -228,3 +228,84 @@ def test_server_sigkilled_mid_stream_and_restarted() -> None:
     assert not unexpected
     assert report.duplicates == 0, "at-most-once over one path never duplicates"
     assert report.recover_s is not None, "nothing was delivered after the restart"
+
+
+def test_close_flushes_what_was_sent() -> None:
+    """Row 21: everything send() accepted before close() leaves (the link is healthy)."""
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    got = Collector()
+    srv.subscribe("flush.me", got)
+    client = TCPClientTransport("127.0.0.1", srv.port).connect()
+    try:
+        for n in range(5000):
+            client.send(Message("flush.me", {"n": n, "pad": "p" * 200}))
+        client.close()
+        assert got.wait_for_count(5000, 20.0)
+        assert [m.payload["n"] for m in got.messages] == list(range(5000))
+    finally:
+        srv.close()
+
+
+def test_many_subscriptions_are_restored_and_leave_no_residue() -> None:
+    """Row 10: every subscription is announced again after a reconnect; unsubscribing all
+    leaves the server with none."""
+    count = 2000
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    port = srv.port
+    client = TCPClientTransport("127.0.0.1", port, **FAST).connect()  # type: ignore[arg-type]
+    try:
+        ids = [client.subscribe(f"many.t{n}.*", lambda m: None) for n in range(count)]
+        assert srv.stats()["subscriptions"] == count
+        srv.close()
+        assert wait_until(lambda: not client.connected)
+        srv = TCPServerTransport("127.0.0.1", port).start()
+        assert wait_until(lambda: srv.stats()["subscriptions"] == count, 20.0)
+        got = Collector()
+        client.unsubscribe(ids[7])
+        client.subscribe("many.t7.x", got)
+        srv.send(Message("many.t7.x", "once"))
+        assert got.wait_for_count(1, 5.0)
+        for sub_id in ids:
+            client.unsubscribe(sub_id)
+        assert wait_until(lambda: srv.stats()["subscriptions"] == 1)
+        assert len(srv._index) == 1
+    finally:
+        client.close()
+        srv.close()
+
+
+def test_frozen_server_is_detected_and_the_client_recovers() -> None:
+    """Row 7: SIGSTOP the server (a half-open link); the client's heartbeat notices, and after
+    SIGCONT it reconnects and delivery resumes."""
+    import signal
+
+    port = free_port()
+    proc = _spawn_server(port)
+    client = TCPClientTransport(
+        "127.0.0.1",
+        port,
+        heartbeat_interval=0.1,
+        heartbeat_timeout=0.5,
+        connect_timeout=0.5,
+        **FAST,  # type: ignore[arg-type]
+    ).connect()
+    other = TCPClientTransport("127.0.0.1", port, **FAST).connect()  # type: ignore[arg-type]
+    got = Collector()
+    try:
+        client.subscribe("after.freeze", got)
+        proc.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: client.stats()["heartbeat_timeouts"] >= 1, 20.0)
+        proc.send_signal(signal.SIGCONT)
+        assert wait_until(lambda: client.connected, 20.0)
+
+        def delivered() -> bool:
+            other.send(Message("after.freeze", "hi"))
+            return got.wait_for_count(1, 0.1)
+
+        assert wait_until(delivered, 20.0)
+        print("\nfrozen server:", client.stats())
+    finally:
+        client.close()
+        other.close()
+        proc.kill()
+        proc.wait(10)

@@ -660,11 +660,20 @@ class TCPTransportBase(Transport):
 
     # -- shutdown --------------------------------------------------------------------------
 
-    def _shutdown(self) -> None:
-        """Stop both threads and close every socket (called by ``close``)."""
+    def _shutdown(self, flush_timeout: float = 2.0) -> None:
+        """Flush what is queued (up to ``flush_timeout``), stop both threads, close every socket."""
+        io = self._io_thread
+        if io is not None and io is not threading.current_thread():
+            deadline = time.monotonic() + flush_timeout
+            while time.monotonic() < deadline:
+                waiting = [lk for lk in list(self._links.values()) if lk.out_size]
+                if not waiting:
+                    break
+                for link in waiting:
+                    self._mark_dirty(link)
+                time.sleep(0.002)
         self._closed = True
         self._wake()
-        io = self._io_thread
         if io is not None and io is not threading.current_thread():
             io.join(timeout=5)
         for link in list(self._links.values()):
