@@ -240,7 +240,10 @@ def make_recorder() -> Recorder:
     return Recorder("named", [])
 
 
-def test_middleware_by_name_and_by_target() -> None:
+def test_middleware_by_name_and_by_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventforge import middleware
+
+    monkeypatch.setattr(middleware, "_REGISTRY", {})  # the registration ends with the test
     register_middleware("recorder-for-test", make_recorder)
     resolved = resolve_middleware(
         ["dedupe", "recorder-for-test", f"{__name__}:make_recorder", Dedupe()]
@@ -305,7 +308,7 @@ def test_a_plugin_registers_middleware_by_name(
             assert [type(m).__name__ for m in queue.middleware] == ["Stamp", "Dedupe"]
         finally:
             queue.close()
-        with pytest.raises(ConfigurationError, match="known names: acme-stamp, dedupe"):
+        with pytest.raises(ConfigurationError, match="known names: acme-stamp, dedupe, stamp "):
             resolve_middleware(["stmp"])
     finally:
         reset_registry()
