@@ -32,6 +32,7 @@ __all__ = [
     "EventValidationError",
     "ListenerInfo",
     "adapter_for",
+    "decode_event",
     "encode_event",
     "event",
     "event_info",
@@ -40,6 +41,7 @@ __all__ = [
     "event_type_of",
     "is_event",
     "listener_info",
+    "typed_handler",
     "typed_subscription",
 ]
 
