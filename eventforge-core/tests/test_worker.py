@@ -210,3 +210,37 @@ def test_worker_entrypoint_module_is_importable_without_side_effects() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_worker_killed_mid_call_gives_the_caller_a_timeout(
+    worker: WorkerProcess, tmp_path: Path
+) -> None:
+    """Row 3: the worker process dies (SIGKILL) inside a handler; the caller gets RPCTimeout at
+    its deadline, never a hang, and no request is left pending."""
+    from eventforge.errors import RPCTimeout
+
+    queue = MessageQueue(
+        transport=TCPClientTransport("127.0.0.1", worker.port, reconnect_max_delay=0.2).connect()
+    )
+    client = RPCClient(queue, service_name="math", timeout=1.0)
+    marker = tmp_path / "running"
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.call("slow", 30, str(marker))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        assert wait_until(marker.exists)
+        worker.proc.kill()
+        thread.join(15)
+        assert not thread.is_alive(), "the call hung"
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], RPCTimeout)
+        assert queue.pending_requests == 0
+    finally:
+        queue.close()
