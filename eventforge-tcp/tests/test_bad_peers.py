@@ -282,3 +282,23 @@ def test_forwarding_to_a_stuck_client_drops_counted_and_spares_the_publisher() -
     finally:
         publisher.close()
         srv.close()
+
+
+def test_client_adopts_a_smaller_server_frame_limit() -> None:
+    """The welcome announces the server's max_frame_size; the client refuses bigger messages
+    itself (FrameTooLarge) instead of getting disconnected for them."""
+    from eventforge.errors import FrameTooLarge
+
+    srv = TCPServerTransport("127.0.0.1", 0, max_frame_size=1024, max_send_buffer=65536).start()
+    client = TCPClientTransport("127.0.0.1", srv.port).connect()
+    try:
+        with pytest.raises(FrameTooLarge):
+            client.send(Message("big", "z" * 2000))
+        got = Collector()
+        srv.subscribe("small", got)
+        client.send(Message("small", "fits"))
+        assert got.wait_for_count(1, 5.0)
+        assert client.stats()["reconnects"] == 0
+    finally:
+        client.close()
+        srv.close()

@@ -424,6 +424,10 @@ class TCPClientTransport(TCPTransportBase):
                 if code == "auth":
                     raise AuthenticationError(url, detail)
                 raise TransportError(f"{url} refused the connection ({code}): {detail}")
+            server_limit = welcome.get("max_frame_size")
+            if type(server_limit) is int and 256 <= server_limit < self.codec.max_size:
+                # Refuse at the sender what the server would refuse by closing the link.
+                self.codec.max_size = server_limit
             sock.setblocking(False)
         except ssl.SSLError as exc:
             sock.close()
