@@ -171,3 +171,46 @@ def test_unroutable_policy_is_reported_where_the_transport_cannot_count(
     queue.publish(space.topic("nobody.listens"), 1)
     assert queue.stats["unroutable"] == 0
     assert queue.stats["published"] == 1
+
+
+@pytest.mark.parametrize("broker", ["redis", "nats"])
+def test_durable_events_on_the_broker_work_queue(
+    broker: str, request: pytest.FixtureRequest
+) -> None:
+    """Events put on a Redis Streams / JetStream work queue reach a typed listener; an invalid
+    one is dead-lettered on the broker at once."""
+    from eventforge.durable_events import consume_events, event_work_queue, put_event
+    from eventforge.events import EVENT_HEADER, event, event_listener
+    from pydantic import BaseModel
+
+    pytest.importorskip(f"eventforge_{broker}")
+    url = request.getfixturevalue(f"{broker}_server").url
+    name = f"durable.t{os.urandom(4).hex()}"
+
+    @event(name)
+    class Order(BaseModel):
+        order_id: int
+
+    got: list[int] = []
+
+    @event_listener(Order)
+    class Billing:
+        async def on(self, event: Order) -> None:
+            got.append(event.order_id)
+
+    transport = connect(url)
+    orders = event_work_queue(Order, transport)
+    try:
+        put_event(orders, Order(order_id=1))
+        orders.put({"order_id": "x"}, **{EVENT_HEADER: name})
+        put_event(orders, Order(order_id=2))
+        with consume_events(orders, Billing()) as consumer:
+            deadline = time.monotonic() + TIMEOUT
+            while not (consumer.handled == 2 and consumer.rejected == 1):
+                assert time.monotonic() < deadline, (consumer.handled, consumer.rejected)
+                time.sleep(0.01)
+        assert sorted(got) == [1, 2]
+        assert [d.message.payload for d in orders.dead_letters()] == [{"order_id": "x"}]
+    finally:
+        orders.close()
+        transport.close()
