@@ -210,10 +210,11 @@ class Publisher:
             self._check_idle_link()
         conn = self._conn
         head, tail = self._head, self._tail
-        conn.send_packed_command(
-            [b"".join([head, _bulk(topic), _bulk(data), tail]) for topic, data in batch],
-            check_health=False,
-        )
+        parts: list[bytes] = []
+        for topic, data in batch:
+            parts += (head, b"$%d\r\n" % len(topic), topic, b"\r\n$%d\r\n" % len(data), data)
+            parts.append(b"\r\n" + tail)
+        conn.send_packed_command([b"".join(parts)], check_health=False)  # one write per batch
         response_error = self._redis.exceptions.ResponseError
         retry: list[tuple[bytes, bytes]] = []
         routed = 0
