@@ -346,3 +346,39 @@ def test_pending_entry_deleted_behind_our_back_is_counted(redis_server: RedisSer
     first.close()
     second.close()
     transport.close()
+
+
+def test_group_lost_with_the_server_is_recreated_and_reported(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """R-ST row 1 (no persistence) for groups: after a restart the group stream, the group and
+    its registration are gone; the member recreates them, counts it, and delivery resumes."""
+    from eventforge_redis import RedisTransport
+
+    server = redis_server_factory()
+    options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "block": 0.2}
+    member = RedisTransport.from_url(server.url, **options)
+    publisher = RedisTransport.from_url(server.url, **options)
+    got: list[object] = []
+    member.subscribe("lost.jobs", lambda m: got.append(m.payload), group="workers")
+    publisher.send(Message("lost.jobs", "before"))
+    _wait_until(lambda: got == ["before"], "the first delivery")
+    server.kill()
+    server.restart()
+    _wait_until(lambda: member.stats()["groups_recreated"] >= 1, "the loss to be reported")
+
+    def delivered_after_restart() -> bool:
+        try:
+            publisher.send(Message("lost.jobs", "after"))
+            publisher.flush(2)
+        except TransportError:
+            pass
+        return "after" in got
+
+    _wait_until(delivered_after_restart, "delivery to the recreated group")
+    stats = member.stats()
+    print(
+        f"groups_recreated={stats['groups_recreated']} group_read_errors={stats['group_read_errors']}"
+    )
+    member.close()
+    publisher.close()
