@@ -63,7 +63,8 @@ class WorkerProcess:
             self.proc.kill()
             raise AssertionError(f"no readiness line: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
         self.fields = dict(part.split("=", 1) for part in line.split()[3:])
-        self.port = int(self.fields["url"].rsplit(":", 1)[1])
+        tail = self.fields["url"].rsplit(":", 1)[-1]
+        self.port = int(tail) if tail.isdigit() else 0
 
     def terminate(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
@@ -244,3 +245,22 @@ def test_worker_killed_mid_call_gives_the_caller_a_timeout(
         assert queue.pending_requests == 0
     finally:
         queue.close()
+
+
+def test_same_worker_serves_over_redis(handlers_dir: Path, redis_server: object) -> None:
+    """--transport URL: the same handler module serves through a broker, unchanged."""
+    pytest.importorskip("eventforge_redis")
+    import eventforge
+
+    url = redis_server.url  # type: ignore[attr-defined]
+    w = WorkerProcess(handlers_dir, "--import", "handlers", "--transport", url)
+    queue = MessageQueue(transport=eventforge.connect(url))
+    try:
+        assert w.fields["url"].startswith("redis")
+        client = RPCClient(queue, service_name="math", timeout=10)
+        assert client.call("compute", 7) == 14
+        assert client.call("whoami") == w.proc.pid
+    finally:
+        queue.close()
+        code, _ = w.terminate()
+    assert code == 0
