@@ -192,9 +192,16 @@ class Worker:
         return drained
 
 
-def _url_of(transport: Transport) -> str:
+def _url_of(transport: Transport, requested: str | None) -> str:
+    """Where the worker serves, for the readiness line (credentials masked)."""
     url = getattr(transport, "url", None)
-    return str(url) if url else transport.name
+    if url:
+        return str(url)
+    if requested:
+        from .urls import mask_url
+
+        return mask_url(requested)
+    return transport.name
 
 
 def _build_transport(args: argparse.Namespace) -> Transport:
@@ -277,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker.start()
         print(
             f"{READY_PREFIX} service={service} methods={','.join(sorted(handlers))} "
-            f"url={_url_of(transport)} pid={os.getpid()}",
+            f"url={_url_of(transport, args.transport)} pid={os.getpid()}",
             flush=True,
         )
         while not stop.wait(0.5):
