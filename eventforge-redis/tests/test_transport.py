@@ -155,3 +155,26 @@ def test_in_progress_keeps_an_entry_from_being_taken_over(
     assert worker.join(10)
     worker.close()
     other.close()
+
+
+@pytest.mark.broker
+def test_subscribing_from_inside_a_callback(make_redis: Callable[..., object]) -> None:
+    """A callback may subscribe without deadlocking the reader thread that runs it (the
+    subscription is confirmed once the callback returned) and the new subscription works."""
+    transport = make_redis()
+    nested: list[object] = []
+    done: list[str] = []
+
+    def outer(message: Message) -> None:
+        transport.subscribe("inside.nested", lambda m: nested.append(m.payload))  # type: ignore[attr-defined]
+        done.append("subscribed")
+
+    transport.subscribe("inside.outer", outer)  # type: ignore[attr-defined]
+    transport.send(Message("inside.outer", None))  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while not nested and time.monotonic() < deadline:
+        if done:
+            transport.send(Message("inside.nested", "hello"))  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    assert done == ["subscribed"]
+    assert nested[0] == "hello"

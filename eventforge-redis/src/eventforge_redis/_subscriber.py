@@ -123,6 +123,9 @@ class Subscriber:
         self._ensure_thread()
         if not existing:
             self._send_subscribe([key])
+        if threading.current_thread() is self._thread:
+            # Called from a callback: the confirmation can only be read after it returns.
+            return sub.id
         deadline = time.monotonic() + timeout
         with self._confirm:
             while key not in self._confirmed:
