@@ -94,6 +94,8 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
     from ._registry import registry as registry
+    from .cache import SubscriptionCache as SubscriptionCache
+    from .cache import WaitMode as WaitMode
     from .config import Settings as Settings
     from .config import configure as configure
     from .config import connect as connect
@@ -120,12 +122,19 @@ if TYPE_CHECKING:
     from .errors import TransportClosedError as TransportClosedError
     from .errors import TransportError as TransportError
     from .errors import UnsupportedCapabilityError as UnsupportedCapabilityError
+    from .events import EventListener as EventListener
+    from .events import EventValidationError as EventValidationError
+    from .events import event as event
+    from .events import event_listener as event_listener
     from .execution import ExecutionMode as ExecutionMode
     from .execution import Executor as Executor
     from .execution import TaskResult as TaskResult
     from .execution import TaskStatus as TaskStatus
     from .hookspecs import hookimpl as hookimpl
     from .message import Message as Message
+    from .middleware import ContextHeader as ContextHeader
+    from .middleware import Dedupe as Dedupe
+    from .middleware import Middleware as Middleware
     from .observing import CallEvent as CallEvent
     from .observing import Eventful as Eventful
     from .observing import Observable as Observable
@@ -133,6 +142,10 @@ if TYPE_CHECKING:
     from .observing import observe as observe
     from .queue import MessageQueue as MessageQueue
     from .remote import RemoteQueue as RemoteQueue
+    from .rendezvous import Rendezvous as Rendezvous
+    from .rendezvous import StartupPolicy as StartupPolicy
+    from .rendezvous import startup_policy as startup_policy
+    from .routing import UnroutableError as UnroutableError
     from .rpc import RoundRobinRPCClient as RoundRobinRPCClient
     from .rpc import RPCClient as RPCClient
     from .rpc import RPCServer as RPCServer
