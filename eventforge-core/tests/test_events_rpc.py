@@ -85,8 +85,7 @@ def test_mypy_sees_the_return_type_of_call_typed(tmp_path: Path) -> None:
         textwrap.dedent(
             """
             from dataclasses import dataclass
-            from eventforge.queue import MessageQueue
-            from eventforge.rpc import RPCClient
+            from eventforge import MessageQueue, RPCClient
 
             @dataclass
             class OrderTotal:
