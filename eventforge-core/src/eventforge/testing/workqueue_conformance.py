@@ -140,6 +140,23 @@ class WorkQueueConformance:
         assert queue.stats["pending"] == 0
         assert queue.stats["acked"] == 3
 
+    def test_put_many_stores_every_item_in_order(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """``put_many`` stores a batch (ids returned in order) that is delivered like single puts."""
+        queue = make_queue()
+        ids = queue.put_many([{"n": i} for i in range(5)], batch="yes")
+        assert len(set(ids)) == 5
+        assert queue.put_many([]) == []
+        for i in range(5):
+            delivery = queue.get(timeout=self.timeout)
+            assert delivery is not None
+            assert delivery.message.payload == {"n": i}
+            assert delivery.message.id == ids[i]
+            assert delivery.message.headers.get("batch") == "yes"
+            delivery.ack()
+        assert queue.get(timeout=0.2) is None
+
     def test_get_on_empty_queue_returns_none(self, make_queue: Callable[..., WorkQueue]) -> None:
         """``get(timeout)`` returns None when nothing arrives in time (never hangs)."""
         assert make_queue().get(timeout=0.2) is None
