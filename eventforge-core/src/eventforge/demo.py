@@ -205,16 +205,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--local", action="store_true", help="skip the cross-process part")
     parser.add_argument("--verbose", action="store_true", help="also show eventforge's log")
     args = parser.parse_args(argv)
+    logger = logging.getLogger("eventforge")
+    previous_level = logger.level
     if not args.verbose:
         # The demo provokes failures on purpose and reports them itself.
-        logging.getLogger("eventforge").setLevel(logging.CRITICAL)
-    _plugins()
-    _pubsub(max(1, args.count))
-    _rpc()
-    _executor()
-    _task()
-    _workqueue()
-    if not args.local:
-        _cross_process()
+        logger.setLevel(logging.CRITICAL)
+    try:
+        _plugins()
+        _pubsub(max(1, args.count))
+        _rpc()
+        _executor()
+        _task()
+        _workqueue()
+        if not args.local:
+            _cross_process()
+    finally:
+        logger.setLevel(previous_level)
     print("\nDone. Next: docs/concepts.md, then `eventforge plugins` and docs/transports/.")
     return 0
