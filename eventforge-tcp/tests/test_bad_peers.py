@@ -302,3 +302,17 @@ def test_client_adopts_a_smaller_server_frame_limit() -> None:
     finally:
         client.close()
         srv.close()
+
+
+def test_unreachable_server_fails_at_connect_leaving_no_thread() -> None:
+    """Row 19: a wrong address fails within the connect timeout, with no retry thread behind."""
+    from eventforge.testing.brokers import free_port
+
+    before = threading.active_count()
+    client = TCPClientTransport("127.0.0.1", free_port(), connect_timeout=1.0)
+    with pytest.raises(TransportError, match="cannot connect"):
+        client.connect()
+    assert threading.active_count() == before
+    with pytest.raises(TransportError, match="connect"):
+        client.send(Message("x", 1))
+    client.close()
