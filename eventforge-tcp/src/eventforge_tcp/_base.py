@@ -23,14 +23,14 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 from eventforge.errors import ConfigurationError, ProtocolError, TransportClosedError
-from eventforge.message import Message, new_id
+from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Transport
-from eventforge.wire import WIRE_VERSION
 
 from ._codec import FastWireCodec
+from ._control import ERROR, PING, PONG, control_frame
 from ._link import Link, LinkState, WriteResult
-from .framing import CONTROL_PREFIX, HEADER, encode_json_frame
+from .framing import CONTROL_PREFIX, HEADER
 
 __all__ = ["Delivery", "TCPTransportBase"]
 
@@ -41,13 +41,8 @@ Delivery = tuple[Callback, Message]
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _pack = HEADER.pack
-_DIRECT_GAP = 50e-6
-"""A publish that follows the previous one on a link by more than this is written at once by
-the publishing thread (lowest latency); closer ones are left to the I/O thread, which sends them
-together (highest throughput)."""
 _TICK = 0.05
 _RECV_SIZE = 256 * 1024
-_CLOSE_REASONS = ("eof", "error", "protocol", "timeout", "slow", "closed", "auth", "busy")
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -55,30 +50,6 @@ def _positive(name: str, value: float | None, *, allow_none: bool = False) -> No
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ConfigurationError(f"{name} must be a positive number, got {value!r}", key=name)
-
-
-def control_frame(
-    topic: str, payload: Any, correlation_id: str | None = None, *, frame_id: str | None = None
-) -> bytes:
-    """Encode a protocol control frame (an envelope on a ``$tcp.`` topic)."""
-    return encode_json_frame(
-        {
-            "version": WIRE_VERSION,
-            "id": frame_id or new_id(),
-            "topic": topic,
-            "payload": payload,
-            "correlation_id": correlation_id,
-        }
-    )
-
-
-PING = "$tcp.ping"
-PONG = "$tcp.pong"
-SUB = "$tcp.sub"
-UNSUB = "$tcp.unsub"
-ACK = "$tcp.ack"
-ROUTE = "$tcp.route"
-ERROR = "$tcp.error"
 
 
 class _Waiter:
@@ -345,25 +316,9 @@ class TCPTransportBase(Transport):
             if link.state == LinkState.CLOSED:
                 self._count("dropped_slow_peer")
                 return False
-            link.append(frame)
-            now = time.monotonic()
-            direct = (
-                not link.tls
-                and link.partial is None
-                and len(link.frames) == 1
-                and now - link.last_enqueue > _DIRECT_GAP
-            )
-            link.last_enqueue = now
-            if direct:
-                try:
-                    if link.write() == WriteResult.DONE:
-                        return True
-                except OSError:
-                    pass  # the I/O thread sees the broken socket and closes the link
-            if link.flush_pending:
-                return True
-            link.flush_pending = True
-        self._mark_dirty(link)
+            wake = link.offer(frame)
+        if wake:
+            self._mark_dirty(link)
         return True
 
     def _slow_peer_drop(self, link: Link) -> None:
@@ -694,13 +649,3 @@ class TCPTransportBase(Transport):
             pass
         self._wake_r.close()
         self._wake_w.close()
-
-
-def decode_control_payload(message: Message, *keys: str) -> dict[str, Any]:
-    """Return a control frame's payload as a dict holding ``keys``, or raise ProtocolError."""
-    payload = message.payload
-    if not isinstance(payload, dict) or any(k not in payload for k in keys):
-        raise ProtocolError(
-            f"control frame {message.topic!r} needs a JSON object payload with {', '.join(keys)}"
-        )
-    return payload

@@ -22,8 +22,9 @@ from eventforge.message import Message, new_id
 from eventforge.topics import TopicIndex
 from eventforge.transport import Callback
 
-from ._base import ACK, ROUTE, SUB, UNSUB, TCPTransportBase, control_frame
-from ._link import Link, LinkState, WriteResult
+from ._base import TCPTransportBase
+from ._control import ACK, ROUTE, SUB, UNSUB, control_frame
+from ._link import Link, LinkState
 from .errors import AuthenticationError
 from .framing import (
     CONTROL_PREFIX,
@@ -40,7 +41,6 @@ __all__ = ["TCPClientTransport"]
 log = logging.getLogger("eventforge.transports.tcp")
 
 _OFFLINE_MODES = ("buffer", "raise")
-_DIRECT_GAP = 50e-6
 
 
 class _Sub:
@@ -318,37 +318,21 @@ class TCPClientTransport(TCPTransportBase):
             self._check_open()
             link = self._link
             if link is not None and link.state == LinkState.OPEN:
+                queued = wake = False
                 with link.lock:
                     if link.state == LinkState.OPEN:
                         if link.out_size + size <= self.max_send_buffer:
-                            link.append(frame)
-                            now = time.monotonic()
-                            direct = (
-                                not link.tls
-                                and link.partial is None
-                                and len(link.frames) == 1
-                                and now - link.last_enqueue > _DIRECT_GAP
-                            )
-                            link.last_enqueue = now
-                            if direct:
-                                try:
-                                    if link.write() == WriteResult.DONE:
-                                        return
-                                except OSError:
-                                    pass
-                            if link.flush_pending:
-                                return
-                            link.flush_pending = True
                             queued = True
+                            wake = link.offer(frame)
                         else:
-                            queued = False
+                            # The server is not reading fast enough: wait for room.
                             remaining = deadline - time.monotonic()
                             if remaining <= 0:
                                 raise self._full_error()
                             link.cond.wait(min(remaining, 0.1))
-                            continue
                 if queued:
-                    self._mark_dirty(link)
+                    if wake:
+                        self._mark_dirty(link)
                     return
                 continue
             if self.offline == "raise" or not self.reconnect:

@@ -22,16 +22,8 @@ from eventforge.message import Message
 from eventforge.topics import TopicIndex, validate_pattern
 from eventforge.transport import Callback
 
-from ._base import (
-    ACK,
-    ROUTE,
-    SUB,
-    UNSUB,
-    Delivery,
-    TCPTransportBase,
-    control_frame,
-    decode_control_payload,
-)
+from ._base import Delivery, TCPTransportBase
+from ._control import ACK, ROUTE, SUB, UNSUB, control_frame, decode_control_payload
 from ._link import Link, LinkState
 from .framing import (
     CONTROL_PREFIX,
