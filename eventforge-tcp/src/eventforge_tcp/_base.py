@@ -222,6 +222,11 @@ class TCPTransportBase(Transport):
 
     def _encode(self, message: Message) -> bytes:
         """Validate and encode ``message`` into a frame (sender-side size cap included)."""
+        body = self._encode_body(message)
+        return _pack(len(body)) + body
+
+    def _encode_body(self, message: Message) -> bytes:
+        """Validate and encode ``message`` into an envelope (a frame's body)."""
         self._check_open()
         topic = message.topic
         validate_topic(topic)
@@ -232,7 +237,7 @@ class TCPTransportBase(Transport):
             )
         body = self.codec.encode(message)
         next(self._sent)
-        return _pack(len(body)) + body
+        return body
 
     @staticmethod
     def _check_subscription(topic: str, callback: Callback, group: str | None) -> None:

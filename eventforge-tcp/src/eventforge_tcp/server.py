@@ -190,10 +190,10 @@ class TCPServerTransport(TCPTransportBase):
 
     def send(self, message: Message) -> None:
         """Deliver ``message`` to matching subscriptions here and on every client."""
-        frame = self._encode(message)
+        body = self._encode_body(message)
         if not self._started:
             raise TransportError(f"{self!r} is not started: call start() before sending")
-        self._route(message, frame, None, None)
+        self._route(message, body, None, None)
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Call ``callback`` (on the delivery thread) for every message matching ``topic``."""
@@ -271,12 +271,12 @@ class TCPServerTransport(TCPTransportBase):
     def _route(
         self,
         message: Message,
-        frame: bytes,
+        body: bytes,
         origin: Link | None,
         dirty: set[Link] | None,
         local_batch: list[Delivery] | None = None,
     ) -> None:
-        """Deliver locally and forward ``frame`` to every link with a matching subscription.
+        """Deliver locally and forward ``body`` (framed) to every link with a matching subscription.
 
         From the I/O thread (``dirty`` given) frames are queued for the end-of-pass flush and
         local deliveries collected in ``local_batch``; from a publishing thread they go out at
@@ -315,14 +315,15 @@ class TCPServerTransport(TCPTransportBase):
                         groups = {}
                     groups.setdefault(member.link, []).append(member.sid)  # type: ignore[union-attr]
         if local:
-            copy = message if origin is not None else self.codec.decode(frame[4:])
-            deliveries = [(cb, copy) for cb in local]
+            copy = message if origin is not None else self.codec.decode(body)
             if local_batch is not None:
-                local_batch.extend(deliveries)
+                for callback in local:
+                    local_batch.append((callback, copy))
             else:
-                self._deliver(deliveries)
+                self._deliver([(callback, copy) for callback in local])
         if fanout is None and groups is None:
             return
+        frame = _pack(len(body)) + body
         destinations = list(fanout or ())
         if groups:
             destinations.extend(link for link in groups if link not in destinations)
@@ -410,7 +411,7 @@ class TCPServerTransport(TCPTransportBase):
                     self._on_control(link, message, dirty)
                     continue
                 received += 1
-                route(message, _pack(len(body)) + body, link, dirty, batch)
+                route(message, body, link, dirty, batch)
         finally:
             self._deliver(batch)
             if received:
