@@ -309,3 +309,84 @@ def test_frozen_server_is_detected_and_the_client_recovers() -> None:
         other.close()
         proc.kill()
         proc.wait(10)
+
+
+class _SlicingProxy:
+    """A loopback TCP proxy that re-sends everything in chunks of 1 to 7 bytes (row 8)."""
+
+    def __init__(self, target_port: int) -> None:
+        import random
+        import socket
+
+        self._rng = random.Random(7)
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for s in (client, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._socks += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, src: object, dst: object) -> None:
+        while True:
+            try:
+                data = src.recv(65536)  # type: ignore[attr-defined]
+            except OSError:
+                return
+            if not data:
+                return
+            pos = 0
+            while pos < len(data):
+                step = self._rng.randint(1, 7)
+                try:
+                    dst.sendall(data[pos : pos + step])  # type: ignore[attr-defined]
+                except OSError:
+                    return
+                pos += step
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._socks:
+            s.close()
+
+
+def test_tiny_tcp_segments_decode_intact_end_to_end() -> None:
+    """Row 8: a proxy slices the byte stream into 1-7 byte segments both ways; every message
+    and reply arrives intact, in order, with no protocol error."""
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    proxy = _SlicingProxy(srv.port)
+    client = TCPClientTransport("127.0.0.1", proxy.port).connect()
+    server_queue = MessageQueue(transport=srv)
+    client_queue = MessageQueue(transport=client)
+    try:
+        got = Collector()
+        client.subscribe("sliced.down", got)
+        sent = [{"n": n, "text": "ünïcode ✓ " * (n % 5)} for n in range(200)]
+        for payload in sent:
+            srv.send(Message("sliced.down", payload, {"k": "v"}))
+        assert got.wait_for_count(len(sent), 30.0)
+        assert got.payloads() == sent
+        rpc = RPCServer(server_queue, service_name="sliced")
+        rpc.add_method("echo", lambda value: value)
+        rpc.serve(blocking=False)
+        caller = RPCClient(client_queue, service_name="sliced", timeout=10)
+        assert [caller.call("echo", n) for n in range(20)] == list(range(20))
+        assert srv.stats()["protocol_errors"] == 0
+        assert client.stats()["protocol_errors"] == 0
+    finally:
+        client_queue.close()
+        server_queue.close()
+        proxy.close()
