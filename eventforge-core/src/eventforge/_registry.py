@@ -30,7 +30,14 @@ from ._discovery import (
     warn_or_raise,
 )
 from .errors import PluginConflictError, PluginImportError, PluginNotFoundError
-from .plugins import DispatcherSpec, ObserverSpec, PluginSpec, SerializerSpec, TransportSpec
+from .plugins import (
+    DispatcherSpec,
+    MiddlewareSpec,
+    ObserverSpec,
+    PluginSpec,
+    SerializerSpec,
+    TransportSpec,
+)
 
 if TYPE_CHECKING:
     import pluggy
@@ -50,7 +57,7 @@ __all__ = [
 
 log = logging.getLogger("eventforge.plugins")
 
-KINDS = ("transport", "serializer", "dispatcher", "observer")
+KINDS = ("transport", "serializer", "dispatcher", "observer", "middleware")
 
 # Well-known names that live in a distribution of their own: used for "pip install" hints.
 KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
@@ -139,6 +146,10 @@ class _Hooks:
         """Call every ``eventforge_observers`` implementation."""
         return self._collect("eventforge_observers", ObserverSpec)
 
+    def middleware(self) -> tuple[list[tuple[str, PluginSpec]], dict[str, BaseException]]:
+        """Call every ``eventforge_middleware`` implementation."""
+        return self._collect("eventforge_middleware", MiddlewareSpec)
+
     def configure(self, config: dict[str, Any]) -> None:
         """Call ``eventforge_configure`` now and for every plugin registered later."""
         self._pm.hook.eventforge_configure.call_historic(kwargs={"config": config})
@@ -165,6 +176,7 @@ class Registry:
                 self.hooks.serializers,
                 self.hooks.dispatchers,
                 self.hooks.observers,
+                self.hooks.middleware,
             ),
             strict=True,
         ):
@@ -229,6 +241,17 @@ class Registry:
                 missing.append(module)
         return missing
 
+    def install_hint(self, entry: Entry, missing: Sequence[str] = ()) -> str:
+        """The ``pip install`` command that provides ``entry``'s missing requirements.
+
+        A record with an ``extra`` names its distribution's extra
+        (``pip install 'eventforge-observers[logfire]'``); otherwise the missing modules.
+        """
+        if entry.spec.extra:
+            return f"pip install '{entry.plugin.distribution}[{entry.spec.extra}]'"
+        modules = list(missing) or list(self.missing_requirements(entry))
+        return f"pip install {' '.join(modules)}"
+
     # -- resolution ------------------------------------------------------------------------
 
     def get(self, kind: str, name: str) -> Entry:
@@ -265,10 +288,12 @@ class Registry:
                 missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
                 hint = ""
                 if missing and missing.split(".")[0] in entry.spec.requires:
-                    hint = (
-                        f" It needs {missing!r}: reinstall {entry.plugin.distribution}, or "
-                        f"pip install {missing}."
+                    fix = (
+                        self.install_hint(entry)
+                        if entry.spec.extra
+                        else f"reinstall {entry.plugin.distribution}, or pip install {missing}"
                     )
+                    hint = f" It needs {missing!r}: {fix}."
                 raise PluginImportError(
                     f"{entry.spec.kind} {entry.spec.name!r} from {entry.provider} could not be "
                     f"loaded ({entry.spec.target}): {type(exc).__name__}: {exc}.{hint}",

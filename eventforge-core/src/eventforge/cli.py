@@ -103,7 +103,7 @@ def plugin_rows(kind: str | None = None) -> list[dict[str, Any]]:
         if clash:
             status = f"conflict: {spec.name!r} claimed by {clash}"
         elif missing:
-            status = f"missing: {', '.join(missing)} (pip install {' '.join(missing)})"
+            status = f"missing: {', '.join(missing)} ({reg.install_hint(entry, missing)})"
         rows.append(
             {
                 "kind": spec.kind,
@@ -163,7 +163,7 @@ def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command(
     "plugins",
-    "list installed transports, serializers, dispatchers and observers",
+    "list installed transports, serializers, dispatchers, observers and middleware",
     _plugins_arguments,
 )
 def _plugins(args: argparse.Namespace) -> int:

@@ -20,12 +20,15 @@ own: logged, counted in ``stats["handler_errors"]`` and passed to the error hook
 
 Middleware are resolved by name with :func:`resolve_middleware`: names added with
 :func:`register_middleware`, names that plugins (the core included: ``"dedupe"``) register
-through the ``eventforge_middleware`` hook, or ``"module:attr"`` targets.
+through the ``eventforge_middleware`` hook (kind ``"middleware"`` of the plugin registry, listed
+by ``eventforge plugins``), or ``"module:attr"`` targets. An unknown name raises
+:class:`UnknownMiddlewareError` with the registry's did-you-mean and the installed names.
 """
 
 from __future__ import annotations
 
 import contextvars
+import difflib
 import importlib
 import inspect
 import threading
@@ -33,13 +36,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, PluginNotFoundError
 from .message import Message
 
 __all__ = [
     "ContextHeader",
     "Dedupe",
     "Middleware",
+    "UnknownMiddlewareError",
     "compose_send",
     "register_middleware",
     "resolve_middleware",
@@ -240,19 +244,6 @@ def register_middleware(name: str, factory: Callable[[], object]) -> None:
     _REGISTRY[name] = factory
 
 
-def _plugin_targets() -> dict[str, str]:
-    """``name -> "module:attr"`` of every middleware that plugins register (incl. the core's)."""
-    from ._registry import registry
-    from .plugins import MiddlewareSpec
-
-    found, _failed = registry().hooks._collect("eventforge_middleware", MiddlewareSpec)
-    targets: dict[str, str] = {}
-    for _plugin, spec in found:
-        for key in (spec.name, *spec.aliases):
-            targets.setdefault(key, spec.target)
-    return targets
-
-
 def _instantiate(value: object) -> object:
     return value() if isinstance(value, type) or inspect.isfunction(value) else value
 
@@ -270,19 +261,54 @@ def _from_target(target: str) -> object:
     return _instantiate(value)
 
 
+class UnknownMiddlewareError(ConfigurationError, PluginNotFoundError):
+    """No middleware of that name: neither registered in code nor by an installed plugin.
+
+    Both a :class:`ConfigurationError` (``key="middleware"``) and the registry's
+    :class:`PluginNotFoundError` (``kind``, ``name``, ``installed``, ``suggestions``).
+    """
+
+    def __init__(self, message: str, *, found: PluginNotFoundError) -> None:
+        PluginNotFoundError.__init__(
+            self,
+            message,
+            kind="middleware",
+            name=found.name,
+            installed=found.installed,
+            suggestions=found.suggestions,
+            install_hint=found.install_hint,
+        )
+        self.key = "middleware"
+
+
 def _by_name(name: str) -> object:
     if name in _REGISTRY:
         return _REGISTRY[name]()
-    targets = _plugin_targets()
-    if name in targets:
-        return _from_target(targets[name])
-    known = ", ".join(sorted({*_REGISTRY, *targets})) or "none"
-    raise ConfigurationError(
-        f"unknown middleware {name!r}; known names: {known} (register more with "
-        "eventforge.middleware.register_middleware or a plugin's eventforge_middleware hook, "
-        "or pass 'module:attr')",
-        key="middleware",
+    from ._registry import registry
+
+    reg = registry()
+    try:
+        entry = reg.get("middleware", name)
+    except PluginNotFoundError as exc:
+        raise _unknown(name, exc) from None
+    return _instantiate(reg.load(entry))
+
+
+def _unknown(name: str, found: PluginNotFoundError) -> UnknownMiddlewareError:
+    """The registry's teaching error, completed with the names registered in code."""
+    text = str(found).removesuffix(" Run `eventforge plugins` for details.")
+    parts = [text]
+    if _REGISTRY:
+        if not found.suggestions:
+            close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+            if close:
+                parts.append("Did you mean " + " or ".join(f"'{c}'" for c in close) + "?")
+        parts.append(f"Registered in code: {', '.join(sorted(_REGISTRY))}.")
+    parts.append(
+        "Add one with register_middleware(name, factory) or a plugin's eventforge_middleware "
+        "hook, or pass 'module:attr'. Run `eventforge plugins --kind middleware` for details."
     )
+    return UnknownMiddlewareError(" ".join(parts), found=found)
 
 
 def resolve_middleware(items: Iterable[object] | None) -> list[object]:
