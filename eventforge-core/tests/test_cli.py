@@ -209,3 +209,61 @@ def test_console_script_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "memory" in done.stdout
+
+
+def test_missing_requirements_hint_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site"
+    write_distribution(
+        site,
+        "acme-observe",
+        entry_points={"observe": "acme_cli_observe"},
+        modules={
+            "acme_cli_observe": """
+                from eventforge import hookimpl
+                from eventforge.plugins import ObserverSpec
+
+                @hookimpl
+                def eventforge_observers():
+                    return [
+                        ObserverSpec(name="acme-sdk", target="acme_cli_observe_impl:O",
+                                     requires=("acme_absent_sdk",), extra="sdk"),
+                        ObserverSpec(name="acme-plain", target="acme_cli_observe_impl:P",
+                                     requires=("acme_absent_lib",)),
+                    ]
+            """,
+        },
+    )
+    monkeypatch.syspath_prepend(str(site))
+    reset_registry(search_path=[str(site)])
+    assert main(["plugins", "--json", "--kind", "observer"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (
+        rows["acme-sdk"]["status"] == "missing: acme_absent_sdk (pip install 'acme-observe[sdk]')"
+    )
+    assert rows["acme-plain"]["status"] == "missing: acme_absent_lib (pip install acme_absent_lib)"
+
+
+def test_observers_that_need_an_extra_are_hinted_with_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.util
+
+    from eventforge._registry import registry
+
+    pytest.importorskip("eventforge_observers")
+    reg = registry()
+    for name, extra in (("logfire", "logfire"), ("otel", "otel"), ("prometheus", "prometheus")):
+        entry = reg.get("observer", name)
+        assert entry.plugin.distribution == "eventforge-observers"
+        assert reg.install_hint(entry) == f"pip install 'eventforge-observers[{extra}]'"
+    assert main(["plugins", "--json", "--kind", "observer"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, module in (("logfire", "logfire"), ("prometheus", "prometheus_client")):
+        if importlib.util.find_spec(module) is None:
+            assert rows[name]["status"] == (
+                f"missing: {module} (pip install 'eventforge-observers[{name}]')"
+            )
+        else:
+            assert rows[name]["status"] == "ok"

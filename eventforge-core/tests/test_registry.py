@@ -438,6 +438,35 @@ def test_records_are_frozen_and_validated() -> None:
         TransportSpec(name="x", target="m:T", capabilities=frozenset({"teleport"}))
     with pytest.raises(TypeError, match="aliases must be a sequence of strings"):
         TransportSpec(name="x", target="m:T", aliases="y")  # type: ignore[arg-type]
+    assert SerializerSpec(name="x", target="m:T", extra="fast_io").extra == "fast_io"
+    with pytest.raises(ValueError, match="extra 'a b' is not a valid extra name"):
+        SerializerSpec(name="x", target="m:T", extra="a b")
+
+
+def test_load_names_the_extra_that_installs_missing_requirements(site: Path) -> None:
+    write_distribution(
+        site,
+        "acme-extra",
+        entry_points={"extra": "acme_extra_plugin"},
+        modules={
+            "acme_extra_plugin": """
+                from eventforge import hookimpl
+                from eventforge.plugins import ObserverSpec
+
+                @hookimpl
+                def eventforge_observers():
+                    return [ObserverSpec(name="acme-sdk", target="acme_extra_impl:O",
+                                         requires=("acme_missing_sdk",), extra="sdk")]
+            """,
+            "acme_extra_impl": "import acme_missing_sdk\n",
+        },
+    )
+    reg = registry()
+    entry = reg.get("observer", "acme-sdk")
+    assert reg.install_hint(entry) == "pip install 'acme-extra[sdk]'"
+    with pytest.raises(PluginImportError) as info:
+        reg.load(entry)
+    assert str(info.value).endswith("It needs 'acme_missing_sdk': pip install 'acme-extra[sdk]'.")
 
 
 def test_plugins_from_installs_for_the_block_only(tmp_path: Path) -> None:

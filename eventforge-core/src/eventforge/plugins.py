@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"[a-z][a-z0-9_.+-]*")
+_EXTRA = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 def _strings(spec: PluginSpec, field_name: str, value: Iterable[str]) -> tuple[str, ...]:
@@ -40,7 +41,9 @@ class PluginSpec:
     is ``"module:attr"``; ``requires`` lists the modules the target imports (checked, never
     imported, by ``eventforge plugins``); ``exports`` lists names that the seed import paths
     (``eventforge.transports.<name>``, ``from eventforge import ...``) re-export from the
-    target's module.
+    target's module. ``extra`` names the providing distribution's optional-dependency extra
+    that installs ``requires`` (``"logfire"`` -> ``pip install 'eventforge-observers[logfire]'``);
+    without it, install hints name the missing modules themselves.
     """
 
     name: str
@@ -49,6 +52,7 @@ class PluginSpec:
     aliases: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     exports: tuple[str, ...] = ()
+    extra: str | None = None
 
     kind = "plugin"
 
@@ -69,6 +73,13 @@ class PluginSpec:
         for alias in self.aliases:
             if not _NAME.fullmatch(alias):
                 raise ValueError(f"{self.kind} {self.name!r}: alias {alias!r} is not a valid name")
+        if self.extra is not None and (
+            not isinstance(self.extra, str) or not _EXTRA.fullmatch(self.extra)
+        ):
+            raise ValueError(
+                f"{self.kind} {self.name!r}: extra {self.extra!r} is not a valid extra name "
+                "(letters, digits, '-', '_' or '.')"
+            )
 
     @property
     def module(self) -> str:

@@ -53,17 +53,20 @@ def eventforge_observers() -> list[ObserverSpec]:
             summary="OpenTelemetry spans for publish/handle/RPC/task, traceparent in headers.",
             aliases=("opentelemetry", "tracing"),
             requires=("opentelemetry",),
+            extra="otel",
         ),
         ObserverSpec(
             name="prometheus",
             target="eventforge_observers.prometheus:PrometheusMetrics",
             summary="Prometheus counters and histograms for messages, handlers and RPC.",
             requires=("prometheus_client",),
+            extra="prometheus",
         ),
         ObserverSpec(
             name="logfire",
             target="eventforge_observers.logfire:LogfireObserver",
             summary="Pydantic Logfire spans for observed calls.",
             requires=("logfire",),
+            extra="logfire",
         ),
     ]
