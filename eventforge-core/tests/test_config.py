@@ -19,7 +19,12 @@ from eventforge.transports.memory import MemoryTransport
 
 @pytest.fixture(autouse=True)
 def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for var in ("EVENTFORGE_TRANSPORT", "EVENTFORGE_SERIALIZER", "EVENTFORGE_CONFIG"):
+    for var in (
+        "EVENTFORGE_TRANSPORT",
+        "EVENTFORGE_SERIALIZER",
+        "EVENTFORGE_STARTUP",
+        "EVENTFORGE_CONFIG",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(config, "_current", None)
     reset_registry()
@@ -75,7 +80,7 @@ def test_unknown_key_and_wrong_type_name_the_key() -> None:
         load_settings(tranport="memory")
     assert str(info.value) == (
         "unknown setting 'tranport' (from keyword arguments). Did you mean 'transport'? "
-        "Known settings: transport, serializer, options, plugins"
+        "Known settings: transport, serializer, options, plugins, startup"
     )
     with pytest.raises(ConfigurationError) as info:
         load_settings(options=["max_queue_size"])
@@ -276,3 +281,127 @@ def test_connect_checks_what_the_plugin_produces(
         connect("odd")
     with pytest.raises(ConfigurationError, match="does not read URLs"):
         connect("odd://host:1")
+
+
+def test_startup_policy_from_keyword_arguments() -> None:
+    from eventforge.rendezvous import Barrier, FixedDelay, NoWait, PolicyChain
+
+    assert load_settings().startup == "none"
+    assert isinstance(load_settings().startup_policy(), NoWait)
+    settings = load_settings(
+        startup=["delay:0.25", {"policy": "barrier", "requires": {"worker": 3}, "timeout": 5}]
+    )
+    policy = settings.startup_policy()
+    assert isinstance(policy, PolicyChain)
+    delay, barrier = policy.policies
+    assert isinstance(delay, FixedDelay)
+    assert delay.seconds == 0.25
+    assert isinstance(barrier, Barrier)
+    assert (barrier.requires, barrier.timeout) == ({"worker": 3}, 5.0)
+
+
+def test_startup_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventforge.rendezvous import Barrier, FixedDelay
+
+    monkeypatch.setenv("EVENTFORGE_STARTUP", "delay:1.5")
+    policy = load_settings().startup_policy()
+    assert isinstance(policy, FixedDelay)
+    assert policy.seconds == 1.5
+    # a barrier or a chain is written as JSON
+    monkeypatch.setenv(
+        "EVENTFORGE_STARTUP", '{"policy": "barrier", "roles": ["worker"], "requires": {"db": 1}}'
+    )
+    policy = load_settings().startup_policy()
+    assert isinstance(policy, Barrier)
+    assert (policy.roles, policy.requires) == (["worker"], {"db": 1})
+    # keyword arguments win over the environment
+    assert load_settings(startup="none").startup == "none"
+    monkeypatch.setenv("EVENTFORGE_STARTUP", '{"policy": "barrier", ')
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    assert info.value.key == "startup"
+    assert "(from environment variable EVENTFORGE_STARTUP): not valid JSON" in str(info.value)
+
+
+def test_startup_policy_from_toml_and_json_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventforge.rendezvous import Barrier, NoWait, PolicyChain
+
+    monkeypatch.setenv("EF_TEST_WORKERS_TIMEOUT", "12")
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        "[eventforge]\n"
+        'transport = "memory"\n'
+        "[eventforge.startup]\n"
+        'policy = "barrier"\n'
+        "requires = { worker = 3 }\n"
+        'roles = ["controller"]\n',
+        encoding="utf-8",
+    )
+    policy = load_settings(path).startup_policy()
+    assert isinstance(policy, Barrier)
+    assert (policy.requires, policy.roles) == ({"worker": 3}, ["controller"])
+    json_path = tmp_path / "settings.json"
+    json_path.write_text(json.dumps({"startup": ["none", "delay:${EF_TEST_WORKERS_TIMEOUT}"]}))
+    monkeypatch.setenv("EVENTFORGE_CONFIG", str(json_path))
+    chain = load_settings().startup_policy()
+    assert isinstance(chain, PolicyChain)
+    assert isinstance(chain.policies[0], NoWait)
+    assert chain.policies[1].seconds == 12.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("wait", "startup policy 'wait' is not valid"),
+        ("delay:soon", "startup policy 'delay:soon' is not valid"),
+        ("delay:-1", "delay must be a finite number of seconds >= 0"),
+        ({"policy": "barrier"}, "a barrier needs 'requires'"),
+        ({"policy": "barrier", "requires": {"worker": "3"}}, "maps role names to counts"),
+        ({"policy": "barrier", "roles": "worker"}, "'roles' is a list of role names"),
+        ({"policy": "barrier", "roles": ["w"], "timeout": "soon"}, "'timeout' is a number"),
+        ({"policy": "barier", "roles": ["w"]}, "unknown startup policy 'barier'"),
+        ({"policy": "chain"}, "a chain is {'policy': 'chain', 'steps': [...]}"),
+        (["none", 3], "startup policy must be a name, a dict or a list, got int"),
+    ],
+)
+def test_a_bad_startup_policy_is_refused_at_configuration_time(spec: object, expected: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(startup=spec)
+    assert info.value.key == "startup"
+    assert str(info.value).startswith("invalid setting 'startup' (from keyword arguments): ")
+    assert expected in str(info.value)
+
+
+def test_a_bad_startup_policy_in_a_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "eventforge.toml"
+    path.write_text('startup = "delay:later"\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        configure(path)
+    assert info.value.key == "startup"
+    assert f"invalid setting 'startup' (from {str(path)!r}): " in str(info.value)
+    assert config.current_settings() is None  # nothing was configured
+
+
+def test_the_configured_startup_policies_run_on_queues() -> None:
+    from eventforge import MessageQueue
+
+    worker_settings = load_settings(startup=["none", {"policy": "barrier", "roles": ["worker"]}])
+    controller_settings = configure(
+        startup={"policy": "barrier", "requires": {"worker": 1}, "timeout": 10}
+    )
+    impatient = load_settings(
+        startup={"policy": "barrier", "requires": {"worker": 2}, "timeout": 0}
+    )
+    transport = MemoryTransport()
+    try:
+        with (
+            MessageQueue(transport, close_transport=False) as worker,
+            MessageQueue(transport, close_transport=False) as controller,
+        ):
+            assert worker_settings.startup_policy().run(worker) is True
+            assert controller_settings.startup_policy().run(controller) is True
+            assert impatient.startup_policy().run(controller) is False  # one worker of two
+    finally:
+        transport.close()

@@ -1,10 +1,12 @@
 """Configuration by name: settings from keyword arguments, the environment, or a file.
 
 Precedence, lowest first: defaults, the file (``source``, else ``$EVENTFORGE_CONFIG``), the
-environment (``EVENTFORGE_TRANSPORT``, ``EVENTFORGE_SERIALIZER``), keyword arguments. Files are
+environment (``EVENTFORGE_TRANSPORT``, ``EVENTFORGE_SERIALIZER``, ``EVENTFORGE_STARTUP``),
+keyword arguments. Files are
 TOML or JSON; their strings may use ``${VAR}`` and ``${VAR:-default}``. Everything is checked
 when the settings are loaded, not on the first message: unknown keys, wrong types, transport
-and serializer names (through the plugin registry's errors) and transport options. Every error
+and serializer names (through the plugin registry's errors), transport options and the
+startup policy. Every error
 names the offending key and where its value came from. Secrets (URL passwords, ``password`` /
 ``token`` / ``secret`` keys) are masked whenever settings are shown.
 """
@@ -20,7 +22,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -28,12 +30,19 @@ from .errors import ConfigurationError, EventforgeError
 from .transport import Transport
 from .urls import _SECRET_QUERY, mask_url
 
+if TYPE_CHECKING:
+    from .rendezvous import StartupPolicy
+
 __all__ = ["Settings", "configure", "connect", "current_settings", "load_settings", "mask_secrets"]
 
 log = logging.getLogger("eventforge.config")
 
 CONFIG_ENV = "EVENTFORGE_CONFIG"
-ENV_KEYS = {"transport": "EVENTFORGE_TRANSPORT", "serializer": "EVENTFORGE_SERIALIZER"}
+ENV_KEYS = {
+    "transport": "EVENTFORGE_TRANSPORT",
+    "serializer": "EVENTFORGE_SERIALIZER",
+    "startup": "EVENTFORGE_STARTUP",
+}
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MASK = "***"
 
@@ -56,7 +65,10 @@ class Settings(pydantic.BaseModel):
 
     ``transport`` is a name (``"memory"``), an alias, or a URL (``"redis://:pw@host:6379/0"``);
     ``options`` are keyword arguments for the transport; ``plugins`` holds per-plugin sections
-    handed to every plugin's ``eventforge_configure`` hook.
+    handed to every plugin's ``eventforge_configure`` hook; ``startup`` is what a process does
+    before it starts working, in the forms :func:`eventforge.rendezvous.startup_policy` reads
+    (``"none"``, ``"delay:2"``, ``{"policy": "barrier", "requires": {"worker": 3}}``, or a list
+    of these run in order), built by :meth:`startup_policy`.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -65,6 +77,19 @@ class Settings(pydantic.BaseModel):
     serializer: str = "json"
     options: dict[str, Any] = pydantic.Field(default_factory=dict)
     plugins: dict[str, dict[str, Any]] = pydantic.Field(default_factory=dict)
+    # A name, a mapping or a list: checked by building the policy (``_check_startup``), whose
+    # errors say which form was expected, rather than by a union type's per-member errors.
+    startup: Any = "none"
+
+    def startup_policy(self) -> StartupPolicy:
+        """The startup policy that ``startup`` describes (a fresh object on each call).
+
+        Run it with ``policy.run(queue)`` before starting work: it returns ``False`` when a
+        barrier timed out.
+        """
+        from .rendezvous import startup_policy
+
+        return startup_policy(self.startup)
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict, secrets replaced by ``***`` (for logs and displays)."""
@@ -172,13 +197,41 @@ def load_settings(
         values[key], origins[key] = value, origin
     for key, env in ENV_KEYS.items():
         if os.environ.get(env):
-            values[key], origins[key] = os.environ[env], f"environment variable {env}"
+            values[key], origins[key] = _from_env(key, env), f"environment variable {env}"
     for key, value in overrides.items():
         if value is not None:
             values[key], origins[key] = value, "keyword arguments"
     settings = _validate(values, origins)
     _check_names(settings, origins)
+    _check_startup(settings, origins)
     return settings
+
+
+def _from_env(key: str, env: str) -> Any:
+    """The value of ``env``; for ``startup``, a JSON list or object is parsed (barriers, chains)."""
+    raw = os.environ[env]
+    if key != "startup" or raw.lstrip()[:1] not in ("[", "{"):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"invalid setting 'startup' (from environment variable {env}): not valid JSON "
+            f"({exc}); use a name such as 'none' or 'delay:2', or a JSON object/list such as "
+            '{"policy": "barrier", "requires": {"worker": 3}}',
+            key="startup",
+        ) from None
+
+
+def _check_startup(settings: Settings, origins: dict[str, str]) -> None:
+    """Build the startup policy once now, so a bad spec fails at configuration time."""
+    try:
+        settings.startup_policy()
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"invalid setting 'startup' (from {origins.get('startup', 'defaults')}): {exc}",
+            key="startup",
+        ) from exc
 
 
 def _validate(values: dict[str, Any], origins: dict[str, str]) -> Settings:

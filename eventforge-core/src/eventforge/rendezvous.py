@@ -20,6 +20,7 @@ list of them (run in order: a chain).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -189,8 +190,15 @@ class FixedDelay(StartupPolicy):
     """Wait a fixed number of seconds (for peers that need a moment, when nothing announces)."""
 
     def __init__(self, seconds: float) -> None:
-        if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ConfigurationError(f"delay must be >= 0 seconds, got {seconds!r}", key="delay")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ConfigurationError(
+                f"delay must be a finite number of seconds >= 0, got {seconds!r}", key="delay"
+            )
         self.seconds = float(seconds)
 
     def run(self, queue: MessageQueue) -> bool:
@@ -211,8 +219,31 @@ class Barrier(StartupPolicy):
         roles: Sequence[str] = (),
         space: str = "default",
     ) -> None:
+        if requires is not None and not (
+            isinstance(requires, Mapping)
+            and all(isinstance(k, str) and type(v) is int and v >= 0 for k, v in requires.items())
+        ):
+            raise ConfigurationError(
+                f"a barrier's 'requires' maps role names to counts, e.g. {{'worker': 3}}; got "
+                f"{requires!r}",
+                key="startup",
+            )
+        if isinstance(roles, str) or not all(isinstance(r, str) and r for r in roles):
+            raise ConfigurationError(
+                f"a barrier's 'roles' is a list of role names, e.g. ['worker']; got {roles!r}",
+                key="startup",
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ConfigurationError(
+                f"a barrier's 'timeout' is a number of seconds >= 0; got {timeout!r}",
+                key="startup",
+            )
+        if not isinstance(space, str) or not space:
+            raise ConfigurationError(
+                f"a barrier's 'space' is a non-empty name; got {space!r}", key="startup"
+            )
         self.requires = dict(requires or {})
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.roles = list(roles)
         self.space = space
         if not self.requires and not self.roles:
@@ -266,9 +297,11 @@ def startup_policy(spec: Any) -> StartupPolicy:
             return NoWait()
         if name == "delay" and arg:
             try:
-                return FixedDelay(float(arg))
+                seconds = float(arg)
             except ValueError:
                 pass
+            else:
+                return FixedDelay(seconds)
         raise ConfigurationError(
             f"startup policy {spec!r} is not valid; use 'none', 'delay:<seconds>', a barrier "
             "dict ({'policy': 'barrier', 'requires': {'worker': 3}}) or a list of these",
@@ -285,7 +318,14 @@ def startup_policy(spec: Any) -> StartupPolicy:
             if name == "barrier":
                 return Barrier(**options)
             if name == "chain":
-                return PolicyChain([startup_policy(item) for item in options.pop("steps")])
+                steps = options.pop("steps", None)
+                if options or not isinstance(steps, (list, tuple)):
+                    raise ConfigurationError(
+                        "a chain is {'policy': 'chain', 'steps': [...]} (or just a list); got "
+                        f"{spec!r}",
+                        key="startup",
+                    )
+                return PolicyChain([startup_policy(item) for item in steps])
         except TypeError as exc:
             raise ConfigurationError(f"startup policy {name!r}: {exc}", key="startup") from None
         raise ConfigurationError(
