@@ -47,7 +47,7 @@ def eventforge_observers() -> Sequence[ObserverSpec]:
 
 @hookspec
 def eventforge_middleware() -> Sequence[MiddlewareSpec]:
-    """Called when a queue names a middleware; return the middleware this plugin provides."""
+    """Called once when the registry is built; return the middleware this plugin provides."""
     raise AssertionError("hookspec")  # pragma: no cover
 
 
