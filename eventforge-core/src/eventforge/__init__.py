@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "registry": "_registry",
     # pub/sub and request/reply
     "MessageQueue": "queue",
+    "ErrorHook": "queue",
     "RemoteQueue": "remote",
     # typed events, middleware, routing and coordination
     "event": "events",
@@ -51,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "EventListener": "events",
     "EventValidationError": "events",
     "Middleware": "middleware",
+    "UnknownMiddlewareError": "middleware",
     "ContextHeader": "middleware",
     "Dedupe": "middleware",
     "SubscriptionCache": "cache",
@@ -64,19 +66,26 @@ _EXPORTS: dict[str, str] = {
     "ExecutionMode": "execution",
     "TaskResult": "execution",
     "TaskStatus": "execution",
+    "TaskNotFound": "execution",
+    "UnpicklableTaskError": "execution",
     "WorkQueue": "workqueue",
     "RetryPolicy": "workqueue",
     "Delivery": "workqueue",
+    "DeadLetter": "workqueue",
+    "Consumer": "workqueue",
+    "WorkQueueFull": "_memory_workqueue",
     # rpc
     "RPCServer": "rpc",
     "RPCClient": "rpc",
     "RoundRobinRPCClient": "rpc",
     "with_retry": "rpc",
+    "RetryingRPCClient": "rpc",
     # tasks, observers, dispatchers
     "task": "tasks",
     "TaskContext": "tasks",
     "SharedState": "tasks",
     "TaskPool": "tasks",
+    "TaskPoolTimeout": "tasks",
     "observe": "observing",
     "Observer": "observing",
     "Observable": "observing",
@@ -88,11 +97,13 @@ _EXPORTS: dict[str, str] = {
     "ConcurrentDispatcher": "dispatch",
     "LeastLoadedDispatcher": "dispatch",
     "Node": "dispatch",
+    "DispatchError": "dispatch",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
+    from ._memory_workqueue import WorkQueueFull as WorkQueueFull
     from ._registry import registry as registry
     from .cache import SubscriptionCache as SubscriptionCache
     from .cache import WaitMode as WaitMode
@@ -103,6 +114,7 @@ if TYPE_CHECKING:
     from .dispatch import BroadcastDispatcher as BroadcastDispatcher
     from .dispatch import ConcurrentDispatcher as ConcurrentDispatcher
     from .dispatch import Dispatcher as Dispatcher
+    from .dispatch import DispatchError as DispatchError
     from .dispatch import LeastLoadedDispatcher as LeastLoadedDispatcher
     from .dispatch import Node as Node
     from .dispatch import RoundRobinDispatcher as RoundRobinDispatcher
@@ -128,24 +140,29 @@ if TYPE_CHECKING:
     from .events import event_listener as event_listener
     from .execution import ExecutionMode as ExecutionMode
     from .execution import Executor as Executor
+    from .execution import TaskNotFound as TaskNotFound
     from .execution import TaskResult as TaskResult
     from .execution import TaskStatus as TaskStatus
+    from .execution import UnpicklableTaskError as UnpicklableTaskError
     from .hookspecs import hookimpl as hookimpl
     from .message import Message as Message
     from .middleware import ContextHeader as ContextHeader
     from .middleware import Dedupe as Dedupe
     from .middleware import Middleware as Middleware
+    from .middleware import UnknownMiddlewareError as UnknownMiddlewareError
     from .observing import CallEvent as CallEvent
     from .observing import Eventful as Eventful
     from .observing import Observable as Observable
     from .observing import Observer as Observer
     from .observing import observe as observe
+    from .queue import ErrorHook as ErrorHook
     from .queue import MessageQueue as MessageQueue
     from .remote import RemoteQueue as RemoteQueue
     from .rendezvous import Rendezvous as Rendezvous
     from .rendezvous import StartupPolicy as StartupPolicy
     from .rendezvous import startup_policy as startup_policy
     from .routing import UnroutableError as UnroutableError
+    from .rpc import RetryingRPCClient as RetryingRPCClient
     from .rpc import RoundRobinRPCClient as RoundRobinRPCClient
     from .rpc import RPCClient as RPCClient
     from .rpc import RPCServer as RPCServer
@@ -153,10 +170,13 @@ if TYPE_CHECKING:
     from .tasks import SharedState as SharedState
     from .tasks import TaskContext as TaskContext
     from .tasks import TaskPool as TaskPool
+    from .tasks import TaskPoolTimeout as TaskPoolTimeout
     from .tasks import task as task
     from .transport import Capability as Capability
     from .transport import Transport as Transport
     from .transports.memory import MemoryTransport as MemoryTransport
+    from .workqueue import Consumer as Consumer
+    from .workqueue import DeadLetter as DeadLetter
     from .workqueue import Delivery as Delivery
     from .workqueue import RetryPolicy as RetryPolicy
     from .workqueue import WorkQueue as WorkQueue
