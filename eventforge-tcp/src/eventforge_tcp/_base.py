@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import queue
 import selectors
 import socket
 import ssl
@@ -29,6 +28,7 @@ from eventforge.transport import Callback, Capability, Transport
 
 from ._codec import FastWireCodec
 from ._control import ERROR, PING, PONG, control_frame
+from ._delivery import Delivery, DeliveryThread, Waiter
 from ._link import Link, LinkState, WriteResult
 from .framing import CONTROL_PREFIX, HEADER
 
@@ -36,7 +36,6 @@ __all__ = ["Delivery", "TCPTransportBase"]
 
 log = logging.getLogger("eventforge.transports.tcp")
 
-Delivery = tuple[Callback, Message]
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -50,31 +49,6 @@ def _positive(name: str, value: float | None, *, allow_none: bool = False) -> No
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ConfigurationError(f"{name} must be a positive number, got {value!r}", key=name)
-
-
-class _Waiter:
-    """A subscription callback that keeps the first message for :meth:`receive`."""
-
-    __slots__ = ("event", "future", "loop", "message")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.message: Message | None = None
-        self.event = threading.Event()
-        self.loop = loop
-        self.future: asyncio.Future[Message] | None = loop.create_future() if loop else None
-
-    def __call__(self, message: Message) -> None:
-        if self.message is not None:
-            return
-        self.message = message
-        self.event.set()
-        if self.loop is not None and self.future is not None:
-            self.loop.call_soon_threadsafe(_resolve, self.future, message)
-
-
-def _resolve(future: asyncio.Future[Message], message: Message) -> None:
-    if not future.done():
-        future.set_result(message)
 
 
 class TCPTransportBase(Transport):
@@ -153,18 +127,13 @@ class TCPTransportBase(Transport):
         self._dirty_lock = threading.Lock()
         self._links: dict[int, Link] = {}
         self._io_thread: threading.Thread | None = None
-        self._deliveries: queue.SimpleQueue[list[Delivery] | None] = queue.SimpleQueue()
-        self._pending = 0
-        self._pending_lock = threading.Lock()
+        self._delivery = DeliveryThread("eventforge-tcp-delivery", self._after_delivery)
         self._reads_paused = False
-        self._delivery_thread: threading.Thread | None = None
         self._ids = itertools.count(1)
         self._stats_lock = threading.Lock()
         self._sent = itertools.count()
         self._counts: dict[str, int] = {
             "received": 0,
-            "delivered": 0,
-            "callback_errors": 0,
             "protocol_errors": 0,
             "dropped_slow_peer": 0,
             "frames_lost_on_disconnect": 0,
@@ -176,7 +145,7 @@ class TCPTransportBase(Transport):
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         """Wait for the next message on ``topic`` (a temporary subscription; nothing is buffered)."""
-        waiter = _Waiter()
+        waiter = Waiter()
         sub_id = self.subscribe(topic, waiter)
         try:
             waiter.event.wait(timeout)
@@ -187,7 +156,7 @@ class TCPTransportBase(Transport):
     async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
         """Await the next message on ``topic`` without blocking the running event loop."""
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop)
+        waiter = Waiter(loop)
         sub_id = await asyncio.to_thread(self.subscribe, topic, waiter)
         assert waiter.future is not None
         try:
@@ -206,7 +175,9 @@ class TCPTransportBase(Transport):
         with self._stats_lock:
             out: dict[str, Any] = dict(self._counts)
         out["sent"] = int(repr(self._sent)[6:-1])
-        out["pending_deliveries"] = self._pending
+        out["pending_deliveries"] = self._delivery.pending
+        out["delivered"] = self._delivery.delivered
+        out["callback_errors"] = self._delivery.callback_errors
         out["connections"] = len(self._links)
         return out
 
@@ -247,45 +218,21 @@ class TCPTransportBase(Transport):
         if group is not None and (not isinstance(group, str) or not group):
             raise ValueError(f"group must be a non-empty string, got {group!r}")
 
-    # -- delivery thread -------------------------------------------------------------------
+    # -- threads ---------------------------------------------------------------------------
 
     def _start_threads(self, name: str) -> None:
-        self._delivery_thread = threading.Thread(
-            target=self._delivery_loop, name=f"{name}-delivery", daemon=True
-        )
-        self._delivery_thread.start()
+        self._delivery = DeliveryThread(f"{name}-delivery", self._after_delivery)
+        self._delivery.start()
         self._io_thread = threading.Thread(target=self._io_loop, name=f"{name}-io", daemon=True)
         self._io_thread.start()
 
     def _deliver(self, batch: list[Delivery]) -> None:
         """Hand ``batch`` to the delivery thread (any thread may call it)."""
-        if not batch:
-            return
-        with self._pending_lock:
-            self._pending += len(batch)
-        self._deliveries.put(batch)
+        self._delivery.put(batch)
 
-    def _delivery_loop(self) -> None:
-        get = self._deliveries.get
-        while True:
-            batch = get()
-            if batch is None:
-                return
-            errors = 0
-            for callback, message in batch:
-                try:
-                    callback(message)
-                except Exception:
-                    errors += 1
-                    log.exception("subscription callback raised for topic %r", message.topic)
-            with self._stats_lock:
-                self._counts["delivered"] += len(batch) - errors
-                self._counts["callback_errors"] += errors
-            with self._pending_lock:
-                self._pending -= len(batch)
-                resume = self._reads_paused and self._pending <= self.max_pending // 2
-            if resume:
-                self._wake()
+    def _after_delivery(self, pending: int) -> None:
+        if self._reads_paused and pending <= self.max_pending // 2:
+            self._wake()
 
     # -- I/O thread ------------------------------------------------------------------------
 
@@ -515,8 +462,7 @@ class TCPTransportBase(Transport):
         self._set_events(link, events)
 
     def _check_backlog(self) -> None:
-        with self._pending_lock:
-            pending = self._pending
+        pending = self._delivery.pending
         if not self._reads_paused and pending > self.max_pending:
             self._reads_paused = True
             for link in list(self._links.values()):
@@ -644,10 +590,7 @@ class TCPTransportBase(Transport):
                     pass
             link.close_socket()
         self._links.clear()
-        self._deliveries.put(None)
-        dt = self._delivery_thread
-        if dt is not None and dt is not threading.current_thread():
-            dt.join(timeout=5)
+        self._delivery.stop()
         try:
             self._sel.close()
         except (OSError, ValueError):
