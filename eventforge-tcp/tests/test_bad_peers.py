@@ -316,3 +316,48 @@ def test_unreachable_server_fails_at_connect_leaving_no_thread() -> None:
     with pytest.raises(TransportError, match="connect"):
         client.send(Message("x", 1))
     client.close()
+
+
+def test_slow_handler_pushes_back_on_the_sender_without_loss() -> None:
+    """Row 9, receiving side: a blocked handler makes the server stop reading once max_pending
+    deliveries wait; TCP then holds the publisher back. Memory stays bounded, nothing is lost."""
+    srv = TCPServerTransport("127.0.0.1", 0, max_pending=100).start()
+    gate = threading.Event()
+    got: list[int] = []
+
+    def slow(message: Message) -> None:
+        gate.wait(30)
+        got.append(message.payload["n"])
+
+    srv.subscribe("backlog", slow)
+    client = TCPClientTransport("127.0.0.1", srv.port, max_send_buffer=1024 * 1024).connect()
+    total = 60_000  # 12 MB: more than the kernel's socket buffers can absorb
+    done = threading.Event()
+
+    def publish() -> None:
+        for n in range(total):
+            client.send(Message("backlog", {"n": n, "pad": "q" * 200}))
+        done.set()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        peak = 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not done.is_set():
+            peak = max(peak, srv.stats()["pending_deliveries"])
+            time.sleep(0.01)
+        assert not done.is_set(), "the publisher was never held back"
+        assert srv._reads_paused
+        # One read may overshoot the limit by the frames it carried (a 256 KiB read).
+        assert peak <= 100 + 256 * 1024 // 200
+        gate.set()
+        publisher.join(30)
+        assert done.is_set()
+        assert wait_until(lambda: len(got) == total, 30.0)
+        assert got == list(range(total))
+        assert srv.stats()["dropped_slow_peer"] == 0
+    finally:
+        gate.set()
+        client.close()
+        srv.close()
