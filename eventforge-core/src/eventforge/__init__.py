@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "MessageQueue": "queue",
     "ErrorHook": "queue",
     "RemoteQueue": "remote",
+    "UnknownPeerError": "remote",
     # typed events, middleware, routing and coordination
     "event": "events",
     "event_listener": "events",
@@ -158,6 +159,7 @@ if TYPE_CHECKING:
     from .queue import ErrorHook as ErrorHook
     from .queue import MessageQueue as MessageQueue
     from .remote import RemoteQueue as RemoteQueue
+    from .remote import UnknownPeerError as UnknownPeerError
     from .rendezvous import Rendezvous as Rendezvous
     from .rendezvous import StartupPolicy as StartupPolicy
     from .rendezvous import startup_policy as startup_policy
