@@ -7,6 +7,11 @@ Lua script (:data:`ROUTE_SCRIPT`) that publishes and appends to the matching gro
 one atomic step. So a group is routed to from the moment ``subscribe(..., group=)`` returns, by
 every publisher, without any client-side cache that could be stale.
 
+The script replies ``[receivers, groups]``: what ``PUBLISH`` returned (pub/sub connections
+reached) and how many group streams the message was appended to; ``send_counted`` adds them.
+Wildcard group patterns are matched in time proportional to pattern segments times topic
+segments, whatever the pattern.
+
 Registry keys (``<prefix>`` defaults to ``eventforge``):
 
 * ``<prefix>:groups:exact:<topic>``: a set of group streams for an exact topic (O(1) lookup).
@@ -39,29 +44,39 @@ if #wild > 0 then
     for seg in string.gmatch(s, '[^.]+') do out[#out + 1] = seg end
     return out
   end
-  local function match(p, i, t, j)
-    while i <= #p do
+  -- Which counts of topic segments the pattern prefix seen so far can consume (an NFA
+  -- simulation, as eventforge.topics.topic_matches): O(#pattern * #topic) for any pattern,
+  -- so several '**' cannot make a long topic backtrack exponentially.
+  local function match(p, t)
+    local n = #t
+    local cur = {[0] = true}
+    for i = 1, #p do
       local seg = p[i]
+      local nxt = {}
+      local any = false
       if seg == '**' then
-        while i + 1 <= #p and p[i + 1] == '**' do i = i + 1 end
-        if i == #p then return true end
-        for k = j, #t + 1 do
-          if match(p, i + 1, t, k) then return true end
+        local lo = 0
+        while not cur[lo] do lo = lo + 1 end
+        for j = lo, n do nxt[j] = true end
+        any = true
+      else
+        for j = 0, n - 1 do
+          if cur[j] and (seg == '*' or t[j + 1] == seg) then
+            nxt[j + 1] = true
+            any = true
+          end
         end
-        return false
       end
-      if j > #t then return false end
-      if seg ~= '*' and seg ~= t[j] then return false end
-      i = i + 1
-      j = j + 1
+      if not any then return false end
+      cur = nxt
     end
-    return j == #t + 1
+    return cur[n] == true
   end
   local segs = split(topic)
   for i = 1, #wild do
     local entry = wild[i]
     local sp = string.find(entry, ' ', 1, true)
-    if sp and match(split(string.sub(entry, 1, sp - 1)), 1, segs, 1) then
+    if sp and match(split(string.sub(entry, 1, sp - 1)), segs) then
       redis.call('XADD', string.sub(entry, sp + 1), 'MAXLEN', '~', maxlen, '*', 'data', data)
       routed = routed + 1
     end
