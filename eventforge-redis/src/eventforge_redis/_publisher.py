@@ -6,6 +6,10 @@ queued, packs one route-script call per message into a single write, and reads t
 Under load one round trip carries hundreds of messages; an idle publisher sends each message
 at once. Order is kept.
 
+``submit_counted`` (behind ``RedisTransport.send_counted``) queues its message into the same
+writer, so it stays in order with earlier ``send`` calls, and waits for that message's reply:
+the route script's ``[receivers of PUBLISH, group streams appended to]``.
+
 Fault behaviour (at-most-once, like ``PUBLISH`` itself): when the link fails, the messages of
 the batch on the wire and those still queued are dropped and counted in ``dropped``, and
 ``send`` raises :class:`~eventforge.errors.TransportError` until the writer has reconnected.
@@ -20,6 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from eventforge.errors import TransportClosedError, TransportError
@@ -30,12 +35,36 @@ from ._routing import ROUTE_SCRIPT
 if TYPE_CHECKING:
     from ._connect import RedisSettings
 
-__all__ = ["Publisher"]
+__all__ = ["Counted", "Publisher"]
 
 log = logging.getLogger("eventforge.transports.redis")
 
 _MAX_BATCH = 1000
 _MAX_BACKOFF = 1.0
+
+
+class Counted:
+    """The reply slot of one counted publish, filled by the writer thread."""
+
+    __slots__ = ("done", "error", "groups", "receivers")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: TransportError | None = None
+        self.receivers = 0
+        self.groups = 0
+
+    def resolve(self, reply: Any) -> None:
+        self.receivers, self.groups = int(reply[0]), int(reply[1])
+        self.done.set()
+
+    def fail(self, error: TransportError) -> None:
+        self.error = error
+        self.done.set()
+
+
+# One queued publish: topic, envelope, and the reply slot of a counted publish (else None).
+_Item = tuple[bytes, bytes, "Counted | None"]
 
 
 class Publisher:
@@ -58,7 +87,7 @@ class Publisher:
         self._tail = _bulk(prefix.encode()) + _bulk(str(group_maxlen).encode())
         self._head = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + self._sha + b"\r\n$1\r\n0\r\n"
         self._max_pending = max_pending
-        self._pending: deque[tuple[bytes, bytes]] = deque()
+        self._pending: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._writer_waiting = False
         self._inflight = 0
@@ -81,7 +110,9 @@ class Publisher:
 
     # -- caller side ---------------------------------------------------------------------------
 
-    def submit(self, topic: bytes, data: bytes, timeout: float) -> None:
+    def submit(
+        self, topic: bytes, data: bytes, timeout: float, counted: Counted | None = None
+    ) -> None:
         """Queue one envelope; raise if the link is known down or the backlog stays full."""
         if self._closing:
             raise TransportClosedError("RedisTransport is closed; create a new one")
@@ -105,9 +136,27 @@ class Publisher:
                             "published (raise max_pending or slow down)"
                         )
                     self._cond.wait(remaining)
-            self._pending.append((topic, data))
+            self._pending.append((topic, data, counted))
             if self._writer_waiting:
                 self._cond.notify_all()
+
+    def submit_counted(self, topic: bytes, data: bytes, timeout: float) -> Counted:
+        """Queue one envelope behind everything queued before it and wait for its reply.
+
+        Raises :class:`~eventforge.errors.TransportError` when Redis refused it, the link
+        failed before the reply came, or the transport was closed meanwhile.
+        """
+        counted = Counted()
+        self.submit(topic, data, timeout, counted)
+        while not counted.done.wait(0.5):
+            if not self._thread.is_alive():  # stopped by close() or a credentials error
+                counted.fail(
+                    self._fatal
+                    or TransportClosedError("RedisTransport is closed; create a new one")
+                )
+        if counted.error is not None:
+            raise counted.error
+        return counted
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued publish reached Redis; raise a pending publish error."""
@@ -133,6 +182,9 @@ class Publisher:
         with self._cond:
             self._closing = True
             dropped = len(self._pending)
+            _fail_waiting(
+                self._pending, TransportClosedError("RedisTransport was closed before publishing")
+            )
             self._pending.clear()
             self.dropped += dropped
             self._cond.notify_all()
@@ -175,6 +227,10 @@ class Publisher:
             try:
                 self._send(batch)
             except Exception as exc:
+                # The batch is lost; a counted publish in it must not wait for a reply.
+                _fail_waiting(
+                    batch, describe_error(exc, self._settings, "publishing (link failed)")
+                )
                 self._on_link_failure(exc, len(batch))
             finally:
                 with self._cond:
@@ -203,7 +259,7 @@ class Publisher:
             self._connect()
             self.idle_reconnects += 1
 
-    def _send(self, batch: list[tuple[bytes, bytes]]) -> None:
+    def _send(self, batch: list[_Item]) -> None:
         if self._conn is None:
             raise TransportError("publisher is not connected")
         if self._closed_by_peer() or time.monotonic() - self._last_io > self._idle_check:
@@ -211,12 +267,12 @@ class Publisher:
         conn = self._conn
         head, tail = self._head, self._tail
         parts: list[bytes] = []
-        for topic, data in batch:
+        for topic, data, _ in batch:
             parts += (head, b"$%d\r\n" % len(topic), topic, b"\r\n$%d\r\n" % len(data), data)
             parts.append(b"\r\n" + tail)
         conn.send_packed_command([b"".join(parts)], check_health=False)  # one write per batch
         response_error = self._redis.exceptions.ResponseError
-        retry: list[tuple[bytes, bytes]] = []
+        retry: list[_Item] = []
         routed = 0
         failed = 0
         for item in batch:
@@ -228,10 +284,16 @@ class Publisher:
                     continue
                 failed += 1
                 self.errors += 1
-                self._errors.append(describe_error(exc, self._settings, "publishing"))
+                error = describe_error(exc, self._settings, "publishing")
+                if item[2] is None:
+                    self._errors.append(error)  # raised by the next send or flush
+                else:
+                    item[2].fail(error)  # raised by the send_counted waiting for it
                 log.error("publish on %r failed: %s", item[0].decode(), exc)
                 continue
             routed += reply[1]
+            if item[2] is not None:
+                item[2].resolve(reply)
         self._last_io = time.monotonic()
         self.published += len(batch) - len(retry) - failed
         self.routed_to_groups += routed
@@ -244,6 +306,7 @@ class Publisher:
         error = describe_error(exc, self._settings, "publishing")
         with self._cond:
             lost = in_batch + len(self._pending)
+            _fail_waiting(self._pending, TransportError(f"message not published: {error}"))
             self._pending.clear()
             self.dropped += lost
             self._down = error
@@ -280,6 +343,13 @@ class Publisher:
             "routed_to_groups": self.routed_to_groups,
             "publish_backlog": len(self._pending),
         }
+
+
+def _fail_waiting(items: Iterable[_Item], error: TransportError) -> None:
+    """Wake every counted publish among ``items`` (dropped without a reply) with ``error``."""
+    for item in items:
+        if item[2] is not None and not item[2].done.is_set():
+            item[2].fail(error)
 
 
 def _bulk(value: bytes) -> bytes:

@@ -188,6 +188,37 @@ class RedisTransport(Transport):
             topic.encode(), self._codec.encode(message), self.settings.socket_timeout
         )
 
+    def send_counted(self, message: Message) -> int:
+        """Publish like :meth:`send` and return how many receivers Redis handed it to.
+
+        The count is the route script's reply: the receivers ``PUBLISH`` reported plus the
+        group streams the message was appended to. ``0`` means nobody received it: no
+        pub/sub connection subscribed to a matching channel or glob and no group's pattern
+        matched; that is what ``MessageQueue(unroutable=...)`` acts on. A positive count is not
+        a number of subscriptions: a pub/sub receiver is a *connection* (one per transport
+        carries all of its plain subscriptions, any other Redis client counts too, and a
+        connection with several matching channels or globs counts once per match), and a
+        group counts once however many members it has. A wildcard subscription's Redis glob
+        can be broader than its pattern (Redis's ``*`` also matches dots), so a message it
+        then filters out (``stats()["filtered"]`` on the receiving side) still counts as
+        received.
+
+        The message is queued behind every earlier :meth:`send` of this transport (order is
+        kept) and the call waits for its reply: one round trip, instead of :meth:`send`'s
+        pipelining. Raises like :meth:`send` and :meth:`flush`: an envelope over
+        ``max_size`` before anything is sent, :class:`~eventforge.errors.TransportError` when
+        the link is down or fails before the reply, ``RedisPermissionError`` when an ACL
+        denies the publish.
+        """
+        if self._closed:
+            raise TransportClosedError("RedisTransport is closed; create a new one")
+        topic = message.topic
+        validate_topic(topic)
+        counted = self._publisher.submit_counted(
+            topic.encode(), self._codec.encode(message), self.settings.socket_timeout
+        )
+        return counted.receivers + counted.groups
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything sent so far reached Redis; ``False`` if ``timeout`` passed first.
 
