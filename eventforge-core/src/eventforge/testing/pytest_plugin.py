@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from .brokers import BrokerUnavailable, NatsServer, RedisServer
+from .brokers import BrokerProcess, BrokerUnavailable, NatsServer, RedisServer
 
 __all__ = [
     "nats_server",
@@ -23,6 +23,9 @@ __all__ = [
     "redis_server_factory",
     "require_brokers",
 ]
+
+
+B = TypeVar("B", bound=BrokerProcess)
 
 
 def require_brokers() -> bool:
@@ -36,15 +39,33 @@ def _unavailable(exc: Exception) -> None:
     pytest.skip(f"broker unavailable: {exc}")
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A private redis-server for the whole session (no persistence)."""
+def _started(server_type: type[B], **kwargs: Any) -> B:
     try:
-        server = RedisServer()
+        server = server_type(**kwargs)
         server.start()
     except BrokerUnavailable as exc:
         _unavailable(exc)
         raise
+    return server
+
+
+def _factory(server_type: type[B]) -> Iterator[Callable[..., B]]:
+    servers: list[B] = []
+
+    def make(**kwargs: Any) -> B:
+        server = _started(server_type, **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the whole session (no persistence)."""
+    server = _started(RedisServer)
     yield server
     server.cleanup()
 
@@ -52,12 +73,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
     """A private nats-server with JetStream for the whole session."""
-    try:
-        server = NatsServer()
-        server.start()
-    except BrokerUnavailable as exc:
-        _unavailable(exc)
-        raise
+    server = _started(NatsServer)
     yield server
     server.cleanup()
 
@@ -65,38 +81,10 @@ def nats_server() -> Iterator[NatsServer]:
 @pytest.fixture
 def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """Start private redis-servers (keyword arguments as :class:`RedisServer`); all stopped after."""
-    servers: list[RedisServer] = []
-
-    def make(**kwargs: Any) -> RedisServer:
-        try:
-            server = RedisServer(**kwargs)
-            server.start()
-        except BrokerUnavailable as exc:
-            _unavailable(exc)
-            raise
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.cleanup()
+    yield from _factory(RedisServer)
 
 
 @pytest.fixture
 def nats_server_factory() -> Iterator[Callable[..., NatsServer]]:
     """Start private nats-servers (keyword arguments as :class:`NatsServer`); all stopped after."""
-    servers: list[NatsServer] = []
-
-    def make(**kwargs: Any) -> NatsServer:
-        try:
-            server = NatsServer(**kwargs)
-            server.start()
-        except BrokerUnavailable as exc:
-            _unavailable(exc)
-            raise
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.cleanup()
+    yield from _factory(NatsServer)
