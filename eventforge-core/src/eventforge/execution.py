@@ -486,7 +486,13 @@ class Executor:
         if isinstance(entry, TaskResult):
             return entry
         if not entry.done():
-            await asyncio.wait([_awaitable(entry)], timeout=timeout)
+            try:
+                await asyncio.wait([_awaitable(entry)], timeout=timeout)
+            except asyncio.CancelledError:
+                # The caller gave up (``wait_for``, a cancelled task): the task still runs and
+                # its result stays fetchable, as after a TIMEOUT.
+                self._tasks[task_id] = entry
+                raise
             if not entry.done():
                 self._tasks[task_id] = entry
                 return TaskResult(task_id, TaskStatus.TIMEOUT)
