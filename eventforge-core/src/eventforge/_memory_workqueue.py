@@ -161,23 +161,26 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
             return None
         return lease[0]
 
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery) -> bool:
         with self._cond:
-            if self._settle(delivery) is not None:
-                self._counts["acked"] += 1
-                self._cond.notify_all()
+            if self._settle(delivery) is None:
+                return False
+            self._counts["acked"] += 1
+            self._cond.notify_all()
+            return True
 
-    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool:
         with self._cond:
             item = self._settle(delivery)
             if item is None:
-                return
+                return False
             self._counts["nacked"] += 1
             if delay > 0:
                 heapq.heappush(self._delayed, (_now() + delay, next(self._seq), item))
             else:
                 self._ready.append(item)
             self._cond.notify_all()
+            return True
 
     def touch(self, delivery: Delivery) -> None:
         with self._cond:
@@ -189,11 +192,11 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
 
     # -- dead letters -----------------------------------------------------------------------
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
         with self._cond:
             item = self._settle(delivery)
             if item is None:
-                return
+                return False
             token = next(self._seq)
             self._dead[token] = DeadLetter(item.message, reason, item.attempts, token=token)
             self._counts["dead_lettered"] += 1
@@ -201,6 +204,7 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
                 del self._dead[next(iter(self._dead))]
                 self._counts["dead_letters_dropped"] += 1
             self._cond.notify_all()
+            return True
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._cond:

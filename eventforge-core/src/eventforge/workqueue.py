@@ -159,15 +159,20 @@ class WorkQueueBackend(ABC):
         """Return up to ``max_items`` ready deliveries, waiting up to ``timeout`` for the first."""
 
     @abstractmethod
-    def ack(self, delivery: Delivery) -> None:
-        """Remove a delivered item for good."""
+    def ack(self, delivery: Delivery) -> bool | None:
+        """Remove a delivered item for good.
+
+        Return ``False`` when the delivery was stale (its lease ran out and the item was
+        delivered again), so nothing happened; ``None`` or ``True`` otherwise. The same holds
+        for :meth:`nack` and :meth:`dead_letter`: the queue counts only settles that took effect.
+        """
 
     @abstractmethod
-    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool | None:
         """Make a delivered item available again after ``delay`` seconds (attempt + 1)."""
 
     @abstractmethod
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
         """Move a delivered item to the dead-letter queue and remove it from the work queue."""
 
     @abstractmethod
@@ -226,22 +231,29 @@ class _PolicyGate(WorkQueueBackend):
             delivery.backend = self
         return deliveries
 
-    def ack(self, delivery: Delivery) -> None:
-        self.inner.ack(delivery)
-        self.count("acked")
+    def ack(self, delivery: Delivery) -> bool | None:
+        done = self.inner.ack(delivery)
+        if done is not False:  # a stale settle is counted by the backend, not here
+            self.count("acked")
+        return done
 
-    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool | None:
         attempt = delivery.attempt
         if self.retry.exhausted(attempt):
-            self.dead_letter(delivery, f"failed {attempt} of {self.retry.max_attempts} attempts")
-            return
-        self.inner.nack(delivery, delay=delay if delay > 0 else self.retry.backoff(attempt))
-        self.count("retried")
+            return self.dead_letter(
+                delivery, f"failed {attempt} of {self.retry.max_attempts} attempts"
+            )
+        done = self.inner.nack(delivery, delay=delay if delay > 0 else self.retry.backoff(attempt))
+        if done is not False:
+            self.count("retried")
+        return done
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
         delivery.message.headers[DEAD_LETTER_REASON_HEADER] = reason
-        self.inner.dead_letter(delivery, reason)
-        self.count("dead_lettered")
+        done = self.inner.dead_letter(delivery, reason)
+        if done is not False:
+            self.count("dead_lettered")
+        return done
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         return self.inner.dead_letters(limit)
@@ -363,9 +375,33 @@ class WorkQueue:
                 if remaining <= 0:
                     return None
                 slice_ = min(slice_, remaining)
-            delivery = await asyncio.to_thread(self.get, slice_)
+            fetch = _AbandonableFetch(self, slice_)
+            try:
+                delivery = await asyncio.to_thread(fetch.run)
+            except asyncio.CancelledError:
+                # The fetch goes on in its thread: an item it takes has nobody to handle it
+                # now, so it is given back at once instead of staying in flight until its
+                # lease runs out.
+                fetch.abandon()
+                raise
             if delivery is not None:
                 return delivery
+
+    def _give_back(self, delivery: Delivery) -> None:
+        """Return an item fetched for a caller that went away (attempt + 1, not a retry)."""
+        if delivery.settled:
+            return
+        delivery.settled = True
+        try:
+            self._gate.inner.nack(delivery, delay=0.0)
+        except Exception:
+            log.warning(
+                "work queue %r: could not give back message %s after a cancelled get_async; "
+                "it is redelivered when its lease runs out",
+                self.name,
+                delivery.message.id,
+                exc_info=True,
+            )
 
     # -- pushing ----------------------------------------------------------------------------
 
@@ -477,6 +513,40 @@ class WorkQueue:
 
     def __repr__(self) -> str:
         return f"WorkQueue({self.name!r}, backend={type(self.backend).__name__})"
+
+
+class _AbandonableFetch:
+    """One off-loop ``get`` whose awaiting caller may be cancelled at any moment.
+
+    Whichever comes second, the fetch finishing or the caller abandoning it, gives back an item
+    that was fetched, so that no delivery is left with nobody to settle it.
+    """
+
+    __slots__ = ("_abandoned", "_lock", "_queue", "_taken", "_timeout")
+
+    def __init__(self, queue: WorkQueue, timeout: float) -> None:
+        self._queue = queue
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._taken: Delivery | None = None
+
+    def run(self) -> Delivery | None:
+        delivery = self._queue.get(self._timeout)
+        with self._lock:
+            if not self._abandoned:
+                self._taken = delivery
+                return delivery
+        if delivery is not None:
+            self._queue._give_back(delivery)
+        return None
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            taken, self._taken = self._taken, None
+        if taken is not None:
+            self._queue._give_back(taken)
 
 
 class Consumer:
