@@ -305,7 +305,15 @@ class MessageQueue(QueueFeatures):
                 worker.stop()
             raise
         with self._lock:
-            self._entries[handler_id] = entry
+            closed = self._closed
+            if not closed:
+                self._entries[handler_id] = entry
+        if closed:
+            # close() ran while this subscription was being made: it never saw the entry.
+            if entry.binding is not None:
+                entry.binding.remove(handler_id)  # close() released the binding itself
+            self._release(entry, entry.subscription_id)
+            raise self._closed_error("while subscribing")
         return handler_id
 
     @overload
@@ -400,6 +408,10 @@ class MessageQueue(QueueFeatures):
         message.correlation_id = key
         waiter = SyncWaiter()
         inbox.pending[key] = waiter
+        if self._closed:
+            # close() may have woken the pending requests before this one was registered.
+            inbox.pending.pop(key, None)
+            raise self._closed_error()
         try:
             self._send(message)
             self._bump_published()
@@ -439,6 +451,9 @@ class MessageQueue(QueueFeatures):
         message.correlation_id = key
         waiter = AsyncWaiter(asyncio.get_running_loop())
         inbox.pending[key] = waiter
+        if self._closed:
+            inbox.pending.pop(key, None)
+            raise self._closed_error()
         try:
             await self._send_async(message)
             self._bump_published()
@@ -654,6 +669,7 @@ class MessageQueue(QueueFeatures):
             raise ValueError(f"group must be a non-empty str, got {group!r}")
         key = (topic, group)
         with self._lock:
+            self._check_open()
             binding = self._groups.get(key)
             if binding is not None:
                 if dispatcher is not None and _dispatcher_name(dispatcher) != (
