@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -133,5 +134,36 @@ def test_acl_noperm_on_subscribe_is_raised(
         stats = transport.stats()
         assert stats["subscribe_errors"] == 1
         assert stats["disconnects"] == 0
+    finally:
+        transport.close()
+
+
+def test_publisher_stops_when_a_reconnect_is_refused(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """Credentials refused on reconnect stop the writer thread (no retry loop) and every later
+    publish raises the authentication error instead of "not connected"."""
+    import redis
+    from eventforge_redis import RedisAuthError, RedisTransport
+
+    server = redis_server_factory(password="first-secret")
+    transport = RedisTransport(host="127.0.0.1", port=server.port, password="first-secret")
+    try:
+        transport.send(Message("auth.t", 1))
+        assert transport.flush(timeout=10)
+        admin = redis.Redis(host="127.0.0.1", port=server.port, password="first-secret")
+        admin.config_set("requirepass", "second-secret")
+        admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        admin.close()
+        publisher = transport._publisher
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and publisher._thread.is_alive():
+            with contextlib.suppress(Exception):  # the link is failing; errors are expected
+                transport.send(Message("auth.t", 2))
+            time.sleep(0.05)
+        assert not publisher._thread.is_alive(), "the writer kept retrying refused credentials"
+        with pytest.raises(RedisAuthError):
+            transport.send(Message("auth.t", 3))
+        assert "second-secret" not in repr(transport)
     finally:
         transport.close()

@@ -236,6 +236,16 @@ class Publisher:
                 with self._cond:
                     self._inflight = 0
                     self._cond.notify_all()
+            if self._fatal is not None:
+                # Credentials or permissions were refused: retrying cannot help. ``submit``
+                # raises this error from now on; anything still queued is dropped and counted.
+                with self._cond:
+                    lost = len(self._pending)
+                    _fail_waiting(list(self._pending), self._fatal)
+                    self._pending.clear()
+                    self.dropped += lost
+                    self._cond.notify_all()
+                return
 
     def _closed_by_peer(self) -> bool:
         """Nothing is ever unsolicited on this connection: readable before a send means the
