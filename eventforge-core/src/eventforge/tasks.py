@@ -280,7 +280,7 @@ class _TaskRunner:
         for callback in self.on_success if ctx.error is None else self.on_failure:
             await self._call_back_async(callback, ctx)
         if self.publish_result:
-            self._publish(ctx)
+            await self._publish_async(ctx)
         for callback in self.on_complete:
             await self._call_back_async(callback, ctx)
 
@@ -302,26 +302,45 @@ class _TaskRunner:
         except Exception:
             log.exception("task %r: callback %r raised", self.name, callback)
 
-    def _publish(self, ctx: TaskContext) -> None:
-        assert self.queue is not None
+    def _outcome(self, ctx: TaskContext) -> tuple[str, Any, dict[str, Any]] | None:
+        """The topic, payload and headers that report ``ctx``; ``None`` when there is no topic."""
         base = ctx.message.topic if ctx.message is not None else self.topic
         if has_wildcards(base):
-            return  # a direct call of a task subscribed to a pattern has no concrete topic
+            return None  # a direct call of a task subscribed to a pattern has no concrete topic
         headers: dict[str, Any] = {"task": self.name, "task_id": ctx.task_id}
         if ctx.message is not None:
             headers["source_id"] = ctx.message.id
+        if ctx.error is None:
+            return f"{base}.success", ctx.result, headers
+        failure = {
+            "task": self.name,
+            "error_type": type(ctx.error).__name__,
+            "error": str(ctx.error),
+        }
+        return f"{base}.failure", failure, headers
+
+    def _publish(self, ctx: TaskContext) -> None:
+        assert self.queue is not None
+        outcome = self._outcome(ctx)
+        if outcome is None:
+            return
+        topic, payload, headers = outcome
         try:
-            if ctx.error is None:
-                self.queue.publish(f"{base}.success", ctx.result, **headers)
-            else:
-                failure = {
-                    "task": self.name,
-                    "error_type": type(ctx.error).__name__,
-                    "error": str(ctx.error),
-                }
-                self.queue.publish(f"{base}.failure", failure, **headers)
+            self.queue.publish(topic, payload, **headers)
         except Exception:
-            log.exception("task %r: publishing its outcome to %r.* failed", self.name, base)
+            log.exception("task %r: publishing its outcome to %r failed", self.name, topic)
+
+    async def _publish_async(self, ctx: TaskContext) -> None:
+        """Like :meth:`_publish`, without blocking the running loop on a network send."""
+        assert self.queue is not None
+        outcome = self._outcome(ctx)
+        if outcome is None:
+            return
+        topic, payload, headers = outcome
+        try:
+            await self.queue.publish_async(topic, payload, **headers)
+        except Exception:
+            log.exception("task %r: publishing its outcome to %r failed", self.name, topic)
 
     # -- the queue trigger ------------------------------------------------------------------
 
