@@ -287,16 +287,21 @@ class TCPTransportBase(Transport):
 
     def _io_append(
         self, link: Link, frame: bytes, dirty: set[Link], *, control: bool = False
-    ) -> None:
-        """Queue ``frame`` from the I/O thread itself; it is flushed at the end of the loop pass."""
+    ) -> bool:
+        """Queue ``frame`` from the I/O thread itself; it is flushed at the end of the loop pass.
+
+        Returns whether the frame was queued (not when the link is closed or, for a message,
+        its buffer is full).
+        """
         with link.lock:
             if link.state == LinkState.CLOSED:
-                return
+                return False
             if not control and link.out_size + len(frame) > self.max_send_buffer:
                 self._slow_peer_drop(link)
-                return
+                return False
             link.append(frame)
         dirty.add(link)
+        return True
 
     def _io_loop(self) -> None:
         sel = self._sel

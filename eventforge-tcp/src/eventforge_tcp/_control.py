@@ -15,7 +15,10 @@ from .framing import encode_json_frame
 
 __all__ = [
     "ACK",
+    "COUNT",
+    "COUNTED",
     "ERROR",
+    "FEATURE_COUNT",
     "PING",
     "PONG",
     "ROUTE",
@@ -48,6 +51,12 @@ UNSUB = "$tcp.unsub"
 ACK = "$tcp.ack"
 ROUTE = "$tcp.route"
 ERROR = "$tcp.error"
+COUNT = "$tcp.count"
+"""Client → server: count the receivers of the next frame (a message) and answer COUNTED."""
+COUNTED = "$tcp.counted"
+"""Server → client: ``{"count": n}``, ``correlation_id`` = the id of the COUNT frame."""
+FEATURE_COUNT = "count"
+"""Listed in the welcome's ``features`` by a server that understands COUNT."""
 
 
 def decode_control_payload(message: Message, *keys: str) -> dict[str, Any]:

@@ -49,8 +49,10 @@ class Link:
 
     __slots__ = (
         "cond",
+        "counting",
         "decoder",
         "events",
+        "features",
         "flush_pending",
         "frames",
         "hello_deadline",
@@ -99,6 +101,8 @@ class Link:
         self.hello_deadline = 0.0
         self.ping_outstanding = False
         self.route: object | None = None
+        self.counting: str | None = None  # server: id of a COUNT frame awaiting its message
+        self.features: frozenset[str] = frozenset()  # client: what the server's welcome offers
         self.slow_warned = False
 
     def append(self, frame: bytes) -> None:

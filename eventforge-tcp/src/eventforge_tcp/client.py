@@ -23,7 +23,7 @@ from eventforge.topics import TopicIndex
 from eventforge.transport import Callback
 
 from ._base import TCPTransportBase
-from ._control import ACK, ROUTE, SUB, UNSUB, control_frame
+from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, SUB, UNSUB, control_frame
 from ._link import Link, LinkState
 from .errors import AuthenticationError
 from .framing import (
@@ -73,6 +73,7 @@ class TCPClientTransport(TCPTransportBase):
     ``send`` waits up to ``send_timeout`` seconds and then raises :class:`TransportError`.
     ``offline="raise"`` raises at once instead. A wrong token is final
     (:class:`~eventforge_tcp.errors.AuthenticationError`): no retry storm.
+    :meth:`send_counted` waits up to ``count_timeout`` seconds for the server's count.
     """
 
     name: ClassVar[str] = "tcp"
@@ -93,6 +94,7 @@ class TCPClientTransport(TCPTransportBase):
         offline: str = "buffer",
         send_timeout: float = 10.0,
         subscribe_timeout: float = 5.0,
+        count_timeout: float = 5.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_send_buffer: int = 8 * 1024 * 1024,
         heartbeat_interval: float = 5.0,
@@ -132,6 +134,8 @@ class TCPClientTransport(TCPTransportBase):
         self.offline = offline
         self.send_timeout = float(send_timeout)
         self.subscribe_timeout = float(subscribe_timeout)
+        self.count_timeout = float(count_timeout)
+        self._count_unsupported_warned = False
         self._lock = threading.RLock()
         self._index: TopicIndex[_Sub] = TopicIndex()
         self._subs: dict[str, _Sub] = {}
@@ -194,6 +198,62 @@ class TCPClientTransport(TCPTransportBase):
             copy = self.codec.decode(frame[4:])
             self._deliver([(sub.callback, copy) for sub in local])
         self._push(frame)
+
+    def send_counted(self, message: Message) -> int | None:
+        """Publish ``message`` and return how many receivers took it (for unroutable policies).
+
+        The count is this client's own matching plain subscriptions plus what the server
+        reports: its local subscriptions, the other clients it forwarded the message to and
+        the group members it picked. The message travels on the same connection as earlier
+        :meth:`send` calls, so their order is kept. Unlike :meth:`send` it is never held while
+        disconnected: it raises :class:`TransportError` instead (the message was not sent),
+        and also when the link drops or no count arrives within ``count_timeout`` seconds (the
+        message may then still be delivered). Against a server that does not offer counting
+        (an older version) the message is sent as by :meth:`send` and ``None`` is returned.
+        """
+        frame = self._encode(message)
+        if not self._started:
+            self._check_open()
+            raise TransportError(f"{self!r} is not connected: call connect() before sending")
+        link = self._link
+        if link is not None and link.state == LinkState.OPEN and FEATURE_COUNT not in link.features:
+            if not self._count_unsupported_warned:
+                self._count_unsupported_warned = True
+                log.warning(
+                    "%s does not offer counted publishes (an older server); messages are sent "
+                    "without knowing whether anyone received them",
+                    self.url,
+                )
+            self.send(message)
+            return None
+        local = self._index.match(message.topic)
+        marker = new_id()
+        waiter = _Ack()
+        self._acks[marker] = waiter
+        try:
+            self._push(control_frame(COUNT, None, frame_id=marker) + frame, hold=False)
+            if local:
+                copy = self.codec.decode(frame[4:])
+                self._deliver([(sub.callback, copy) for sub in local])
+            answered = waiter.event.wait(self.count_timeout)
+        finally:
+            self._acks.pop(marker, None)
+        payload = waiter.payload
+        if isinstance(payload, dict):
+            count = payload.get("count")
+            if type(count) is int and count >= 0:
+                return len(local) + count
+            raise TransportError(f"{self.url} answered a counted publish with {payload!r}")
+        self._check_open()
+        if not answered:
+            raise TransportError(
+                f"{self.url} did not count message {message.id} within {self.count_timeout}s; "
+                "it may still be delivered. Raise count_timeout if the server is busy"
+            )
+        raise TransportError(
+            f"connection to {self.url} was lost before the server counted message "
+            f"{message.id}; it is sent again after the reconnect, so it may still be delivered"
+        )
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Subscribe ``callback``; returns once the server confirmed it (or the link is down)."""
@@ -306,7 +366,8 @@ class TCPClientTransport(TCPTransportBase):
 
     # -- internals: publishing ---------------------------------------------------------------
 
-    def _push(self, frame: bytes) -> None:
+    def _push(self, frame: bytes, *, hold: bool = True) -> None:
+        """Queue ``frame`` on the link; while disconnected hold it (``hold``) or raise."""
         deadline = time.monotonic() + self.send_timeout
         size = len(frame)
         if not self._started:
@@ -335,6 +396,11 @@ class TCPClientTransport(TCPTransportBase):
                         self._mark_dirty(link)
                     return
                 continue
+            if not hold:
+                raise TransportError(
+                    f"not connected to {self.url} (reconnecting); a counted publish is not "
+                    "held while offline, so the message was not sent. Retry once connected"
+                )
             if self.offline == "raise" or not self.reconnect:
                 raise TransportError(
                     f"not connected to {self.url} (reconnecting); the message was not sent. "
@@ -412,6 +478,7 @@ class TCPClientTransport(TCPTransportBase):
             if type(server_limit) is int and 256 <= server_limit < self.codec.max_size:
                 # Refuse at the sender what the server would refuse by closing the link.
                 self.codec.max_size = server_limit
+            features = welcome.get("features")
             sock.setblocking(False)
         except ssl.SSLError as exc:
             sock.close()
@@ -434,6 +501,8 @@ class TCPClientTransport(TCPTransportBase):
             raise
         link = Link(sock, url, self.max_frame_size, decoder)
         link.state = LinkState.OPEN
+        if isinstance(features, list):
+            link.features = frozenset(f for f in features if isinstance(f, str))
         return link, bodies[1:]
 
     def _on_tick(self, now: float) -> None:
@@ -535,7 +604,7 @@ class TCPClientTransport(TCPTransportBase):
                     ):
                         raise ProtocolError("$tcp.route needs a 'sids' list and a 'fanout' bool")
                     link.route = payload
-                elif topic == ACK:
+                elif topic in (ACK, COUNTED):
                     ack = self._acks.get(message.correlation_id or "")
                     if ack is not None:
                         ack.payload = message.payload

@@ -23,7 +23,17 @@ from eventforge.topics import TopicIndex, validate_pattern
 from eventforge.transport import Callback
 
 from ._base import Delivery, TCPTransportBase
-from ._control import ACK, ROUTE, SUB, UNSUB, control_frame, decode_control_payload
+from ._control import (
+    ACK,
+    COUNT,
+    COUNTED,
+    FEATURE_COUNT,
+    ROUTE,
+    SUB,
+    UNSUB,
+    control_frame,
+    decode_control_payload,
+)
 from ._link import Link, LinkState
 from .framing import (
     CONTROL_PREFIX,
@@ -195,6 +205,20 @@ class TCPServerTransport(TCPTransportBase):
             raise TransportError(f"{self!r} is not started: call start() before sending")
         self._route(message, body, None, None)
 
+    def send_counted(self, message: Message) -> int:
+        """Like :meth:`send`, returning how many receivers took ``message``.
+
+        The count is the local subscriptions called, plus the client connections the message
+        was forwarded to for their plain subscriptions, plus the group members picked (here
+        or on a client). A connection whose send buffer is full misses the message (counted
+        in ``dropped_slow_peer``) and is not counted. A queue with an unroutable policy uses
+        this to learn that nobody took a message.
+        """
+        body = self._encode_body(message)
+        if not self._started:
+            raise TransportError(f"{self!r} is not started: call start() before sending")
+        return self._route(message, body, None, None)
+
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Call ``callback`` (on the delivery thread) for every message matching ``topic``."""
         self._check_open()
@@ -275,16 +299,16 @@ class TCPServerTransport(TCPTransportBase):
         origin: Link | None,
         dirty: set[Link] | None,
         local_batch: list[Delivery] | None = None,
-    ) -> None:
+    ) -> int:
         """Deliver locally and forward ``body`` (framed) to every link with a matching subscription.
 
         From the I/O thread (``dirty`` given) frames are queued for the end-of-pass flush and
         local deliveries collected in ``local_batch``; from a publishing thread they go out at
-        once.
+        once. Returns how many receivers took the message (see :meth:`send_counted`).
         """
         targets = self._index.match(message.topic)
         if not targets:
-            return
+            return 0
         local: list[Callback] | None = None
         fanout: list[Link] | None = None
         groups: dict[Link, list[str]] | None = None
@@ -314,7 +338,9 @@ class TCPServerTransport(TCPTransportBase):
                     if groups is None:
                         groups = {}
                     groups.setdefault(member.link, []).append(member.sid)  # type: ignore[union-attr]
+        taken = 0
         if local:
+            taken = len(local)
             copy = message if origin is not None else self.codec.decode(body)
             if local_batch is not None:
                 for callback in local:
@@ -322,22 +348,22 @@ class TCPServerTransport(TCPTransportBase):
             else:
                 self._deliver([(callback, copy) for callback in local])
         if fanout is None and groups is None:
-            return
+            return taken
         frame = _pack(len(body)) + body
         destinations = list(fanout or ())
         if groups:
             destinations.extend(link for link in groups if link not in destinations)
         for link in destinations:
             sids = groups.get(link) if groups else None
-            if sids:
-                fan = fanout is not None and link in fanout
-                out = control_frame(ROUTE, {"sids": sids, "fanout": fan}) + frame
-            else:
-                out = frame
+            fan = fanout is not None and link in fanout
+            out = control_frame(ROUTE, {"sids": sids, "fanout": fan}) + frame if sids else frame
             if dirty is None:
-                self._queue_frame(link, out)
+                queued = self._queue_frame(link, out)
             else:
-                self._io_append(link, out, dirty)
+                queued = self._io_append(link, out, dirty)
+            if queued:
+                taken += int(fan) + (len(sids) if sids else 0)
+        return taken
 
     # -- I/O thread hooks --------------------------------------------------------------------
 
@@ -408,10 +434,21 @@ class TCPServerTransport(TCPTransportBase):
                 body = bodies[i]
                 message = decode(body)
                 if message.topic.startswith(CONTROL_PREFIX):
+                    if link.counting is not None:
+                        raise ProtocolError("a $tcp.count frame must be followed by a message")
                     self._on_control(link, message, dirty)
                     continue
                 received += 1
-                route(message, body, link, dirty, batch)
+                taken = route(message, body, link, dirty, batch)
+                counting = link.counting
+                if counting is not None:
+                    link.counting = None
+                    self._io_append(
+                        link,
+                        control_frame(COUNTED, {"count": taken}, counting),
+                        dirty,
+                        control=True,
+                    )
         finally:
             self._deliver(batch)
             if received:
@@ -449,6 +486,7 @@ class TCPServerTransport(TCPTransportBase):
                     "protocol": PROTOCOL_VERSION,
                     "max_frame_size": self.max_frame_size,
                     "heartbeat_interval": self.heartbeat_interval,
+                    "features": [FEATURE_COUNT],
                 }
             ),
             dirty,
@@ -489,6 +527,8 @@ class TCPServerTransport(TCPTransportBase):
             self._add((link.id, sid), pattern, group or None, _Remote(link, sid))
             self._link_sids.setdefault(link.id, set()).add(sid)
             self._io_append(link, control_frame(ACK, {"ok": True}, message.id), dirty, control=True)
+        elif topic == COUNT:
+            link.counting = message.id
         elif topic == UNSUB:
             payload = decode_control_payload(message, "sid")
             sid = payload["sid"]

@@ -35,6 +35,7 @@ _NUMERIC = {
     "connect_timeout": float,
     "send_timeout": float,
     "subscribe_timeout": float,
+    "count_timeout": float,
     "heartbeat_interval": float,
     "heartbeat_timeout": float,
     "write_deadline": float,
