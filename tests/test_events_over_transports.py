@@ -161,12 +161,14 @@ def test_controller_waits_for_three_worker_processes(space: Space) -> None:
 def test_unroutable_policy_is_reported_where_the_transport_cannot_count(
     space: Space, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """TCP and NATS do not count receivers (yet): the queue says so, and publishing to nobody
-    neither raises nor counts, instead of pretending."""
+    """NATS does not count the receivers of a publish: the queue says so, and publishing to
+    nobody neither raises nor counts, instead of pretending."""
     import logging
 
     if space.url.startswith("redis"):
         pytest.skip("Redis counts receivers: see test_unroutable_policies_apply_on_redis")
+    if space.url.startswith("tcp"):
+        pytest.skip("TCP counts receivers: see test_unroutable_policies_apply_on_tcp")
     with caplog.at_level(logging.WARNING, logger="eventforge.routing"):
         queue = space.queue(unroutable="return")
     assert "cannot tell whether anyone received a message" in caplog.text
@@ -211,6 +213,46 @@ def test_unroutable_policies_apply_on_redis(request: pytest.FixtureRequest) -> N
         assert [q.stats["unroutable"] for q in (dropping, strict, rerouting)] == [1, 1, 1]
     finally:
         space.close()
+
+
+def test_unroutable_policies_apply_on_tcp() -> None:
+    """Over TCP (queues made by connect(url), clients of one server): drop counts, return
+    raises UnroutableError, reroute delivers on the alternate topic, and a message a plain
+    subscriber or a group member takes is not unroutable."""
+    tcp = pytest.importorskip("eventforge_tcp.transport")
+    from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+
+    server = tcp.TCPServerTransport("127.0.0.1", 0).start()
+    space = Space(f"tcp://127.0.0.1:{server.port}", f"xu{os.urandom(4).hex()}")
+    try:
+        parking, nobody = space.topic("parking"), space.topic("nobody.listens")
+        listener = space.queue()
+        dropping = space.queue(unroutable="drop")
+        strict = space.queue(unroutable="return")
+        rerouting = space.queue(unroutable=f"reroute:{parking}")
+
+        dropping.publish(nobody, 1)
+        with pytest.raises(UnroutableError):
+            strict.publish(nobody, 2)
+        parked: list[Any] = []
+        listener.subscribe(parking, lambda m: parked.append(m))
+        rerouting.publish(nobody, 3)
+
+        taken: list[Any] = []
+        listener.subscribe(space.topic("plain"), lambda m: taken.append(m.payload))
+        listener.subscribe(space.topic("grouped"), lambda m: taken.append(m.payload), group="g")
+        for queue in (dropping, strict, rerouting):
+            queue.publish(space.topic("plain"), "plain")
+            queue.publish(space.topic("grouped"), "grouped")
+        deadline = time.monotonic() + TIMEOUT
+        while (len(parked) < 1 or len(taken) < 6) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(m.payload, m.headers[REROUTED_FROM_HEADER]) for m in parked] == [(3, nobody)]
+        assert sorted(taken) == ["grouped"] * 3 + ["plain"] * 3
+        assert [q.stats["unroutable"] for q in (dropping, strict, rerouting)] == [1, 1, 1]
+    finally:
+        space.close()
+        server.close()
 
 
 @pytest.mark.parametrize("broker", ["redis", "nats"])
