@@ -48,6 +48,12 @@ def test_server_counts_local_subscriptions_forwarded_connections_and_groups(
     assert server.send_counted(Message("jobs.run", 2)) == 1  # one member of the group
     assert wait_until(lambda: len(grouped) == 1 and len(got_a) == 2 and len(got_b) == 1)
     assert len(got_local) == 1
+    both = Collector()
+    c = make_client()
+    c.subscribe("mixed.topic", both)
+    c.subscribe("mixed.topic", both, group="solo")
+    assert server.send_counted(Message("mixed.topic", 3)) == 2  # one forward + one group
+    assert wait_until(lambda: len(both) == 2)
 
 
 def test_client_counts_its_own_subscriptions_and_what_the_server_reports(

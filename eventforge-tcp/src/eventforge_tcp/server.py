@@ -353,9 +353,10 @@ class TCPServerTransport(TCPTransportBase):
         destinations = list(fanout or ())
         if groups:
             destinations.extend(link for link in groups if link not in destinations)
-        for link in destinations:
+        plain = len(fanout) if fanout is not None else 0
+        for i, link in enumerate(destinations):
             sids = groups.get(link) if groups else None
-            fan = fanout is not None and link in fanout
+            fan = i < plain  # the fan-out links come first in destinations
             out = control_frame(ROUTE, {"sids": sids, "fanout": fan}) + frame if sids else frame
             if dirty is None:
                 queued = self._queue_frame(link, out)
