@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import TransportClosedError
 from .events import (
     EVENT_HEADER,
     EventValidationError,
@@ -31,6 +29,7 @@ from .events import (
     event_type_of,
     listener_info,
 )
+from .workqueue import Consumer
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -56,14 +55,14 @@ def put_event(work_queue: WorkQueue, event: object) -> str:
     return work_queue.put(payload, **{EVENT_HEADER: name})
 
 
-class EventConsumer:
+class EventConsumer(Consumer):
     """Worker threads that take events from a work queue and run a typed handler on each.
 
     Counters: ``handled`` (acked), ``failed`` (the handler raised; retried by the policy) and
     ``rejected`` (did not validate; dead-lettered at once).
     """
 
-    poll_interval = 0.1
+    thread_name = "eventforge-events"
 
     def __init__(
         self,
@@ -72,39 +71,16 @@ class EventConsumer:
         handler: Callable[[Any], Any],
         concurrency: int = 1,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        self.work_queue = work_queue
         self.event_cls = event_info(event_cls).cls
-        self.handler = handler
-        self.handled = 0
-        self.failed = 0
         self.rejected = 0
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._threads = [
-            threading.Thread(
-                target=self._run, name=f"eventforge-events-{work_queue.name}-{i}", daemon=True
-            )
-            for i in range(concurrency)
-        ]
-        for thread in self._threads:
-            thread.start()
+        super().__init__(work_queue, handler, concurrency)
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                delivery = self.work_queue.get(self.poll_interval)
-            except TransportClosedError:
-                return
-            except Exception:
-                log.warning("work queue %r: get failed", self.work_queue.name, exc_info=True)
-                self._stopping.wait(self.poll_interval)
-                continue
-            if delivery is not None:
-                self._handle(delivery)
+    @property
+    def work_queue(self) -> WorkQueue:
+        """The work queue the events come from."""
+        return self.queue
 
-    def _handle(self, delivery: Delivery) -> None:
+    def _process(self, delivery: Delivery) -> None:
         try:
             event: Any = decode_event(self.event_cls, delivery.message)
         except EventValidationError as exc:
@@ -135,24 +111,6 @@ class EventConsumer:
     def _count(self, name: str) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + 1)
-
-    @property
-    def running(self) -> bool:
-        """True while at least one worker thread is alive."""
-        return any(t.is_alive() for t in self._threads)
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop taking events; wait up to ``timeout`` for the handlers that are running."""
-        self._stopping.set()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
-
-    def __enter__(self) -> EventConsumer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def consume_events(

@@ -553,6 +553,7 @@ class Consumer:
     """Worker threads that take items from a :class:`WorkQueue` and run a handler on each."""
 
     poll_interval = 0.1
+    thread_name = "eventforge-wq"
 
     def __init__(self, queue: WorkQueue, handler: Handler, concurrency: int = 1) -> None:
         if concurrency < 1:
@@ -564,7 +565,9 @@ class Consumer:
         self.handled = 0
         self.failed = 0
         self._threads = [
-            threading.Thread(target=self._run, name=f"eventforge-wq-{queue.name}-{i}", daemon=True)
+            threading.Thread(
+                target=self._run, name=f"{self.thread_name}-{queue.name}-{i}", daemon=True
+            )
             for i in range(concurrency)
         ]
         for thread in self._threads:
@@ -585,10 +588,14 @@ class Consumer:
                 continue
             backoff = 0.05
             for delivery in deliveries:
-                ok = self.queue._handle(self.handler, delivery)
-                with self._lock:
-                    self.handled += 1
-                    self.failed += not ok
+                self._process(delivery)
+
+    def _process(self, delivery: Delivery) -> None:
+        """Run the handler on one delivery and settle it (subclasses change what "run" means)."""
+        ok = self.queue._handle(self.handler, delivery)
+        with self._lock:
+            self.handled += 1
+            self.failed += not ok
 
     @property
     def running(self) -> bool:
