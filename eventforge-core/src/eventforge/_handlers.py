@@ -109,6 +109,31 @@ class _LoopRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every coroutine scheduled so far finished; ``False`` after ``timeout``.
+
+        Call it from another thread than the loop's (from the loop's own thread it returns
+        ``False`` at once: waiting there would deadlock).
+        """
+        if threading.get_ident() == self.thread_id or self.loop.is_closed():
+            return not self._tasks
+
+        async def settle() -> None:
+            # Callbacks queued before this coroutine (tasks being started) run before it does.
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(settle(), self.loop)
+        except RuntimeError:  # the loop closed meanwhile
+            return not self._tasks
+        try:
+            future.result(max(0.0, timeout))
+        except TimeoutError:
+            future.cancel()
+            return False
+        return True
+
 
 _delivery = threading.local()
 

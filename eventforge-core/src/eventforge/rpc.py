@@ -229,6 +229,17 @@ class RPCServer:
             self.queue.unsubscribe(handler_id)
         self._stopped.set()
 
+    def _wait_replies(self, timeout: float = 30.0) -> bool:
+        """Wait until the replies of calls finishing on the event loop were sent.
+
+        Calls run on a pool ``executor`` or as coroutines send their reply from the event loop
+        after the method returned. Call this after :meth:`stop` (and after stopping the
+        executor) before closing the queue, so those replies are not lost; ``False`` when
+        ``timeout`` seconds passed first.
+        """
+        runner = self._runner
+        return True if runner is None else runner.wait_idle(timeout)
+
     @property
     def serving(self) -> bool:
         """Whether the server is answering calls."""

@@ -188,6 +188,10 @@ class Worker:
                 self._idle.wait(remaining)
         if self.executor is not None:
             self.executor.stop(wait=True)
+        # Replies of executor and coroutine calls are sent from the event loop afterwards.
+        if not self.rpc._wait_replies(max(0.0, deadline - time.monotonic())):
+            drained = False
+            log.warning("replies still unsent after %.1fs", drain_timeout)
         self.queue.close()
         return drained
 
