@@ -336,8 +336,17 @@ class RPCServer:
         self._schedule(self._finish_task(message, executor, task_id))
 
     async def _finish_task(self, message: Message, executor: Executor, task_id: str) -> None:
-        outcome = await executor.result_async(task_id)
-        await self._send_async(message, self._outcome(outcome))
+        try:
+            reply = self._outcome(await executor.result_async(task_id))
+        except Exception as exc:  # the result is gone (evicted, the executor failed)
+            self._failures.bump()
+            log.error(
+                "RPC server %r lost the result of a call run on its executor: %s",
+                self.service_name,
+                exc,
+            )
+            reply = exception_reply(exc)
+        await self._send_async(message, reply)
 
     async def _finish_awaitable(self, message: Message, awaitable: Awaitable[Any]) -> None:
         try:
