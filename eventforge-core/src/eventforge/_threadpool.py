@@ -136,6 +136,8 @@ class ThreadPool:
             raise RuntimeError("cannot submit to a stopped thread pool")
         job = Job(self, func, args, kwargs)
         self._queue.put(job)
+        if self._cancelled_by_shutdown(job):
+            raise RuntimeError("cannot submit to a stopped thread pool")
         with self._idle_lock:
             if self._idle:
                 self._idle -= 1
@@ -143,6 +145,14 @@ class ThreadPool:
         if len(self._threads) < self.max_workers:
             self._spawn()
         return job
+
+    def _cancelled_by_shutdown(self, job: Job) -> bool:
+        """Cancel ``job`` if :meth:`shutdown` ran while it was being queued; tell whether it did.
+
+        Such a job may sit behind the workers' stop signals, or have no worker left to run it:
+        refusing it beats stranding a caller that waits for it.
+        """
+        return self._stopped and job.cancel()
 
     def _spawn(self) -> None:
         with self._spawn_lock:
