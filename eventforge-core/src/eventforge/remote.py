@@ -93,8 +93,14 @@ class RemoteQueue:
             connect()
         link = MessageQueue(transport=transport)
         with self._lock:
-            old = self._links.get(node_id)
-            self._links[node_id] = link
+            closed = self._closed
+            old = None if closed else self._links.get(node_id)
+            if not closed:
+                self._links[node_id] = link
+        if closed:
+            # close() ran while the link was opening: it never saw this one.
+            link.close()
+            self._check_open()
         if old is not None:
             old.close()
 
@@ -157,10 +163,10 @@ class RemoteQueue:
 
     def close(self) -> None:
         """Close every peer link and the local queue (and so its transport). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             links = list(self._links.values())
             self._links.clear()
         for link in links:
