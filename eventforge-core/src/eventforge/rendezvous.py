@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -149,16 +148,21 @@ class Rendezvous:
             self.queue.unsubscribe(handler_id)
 
 
-_by_queue: weakref.WeakKeyDictionary[MessageQueue, dict[str, Rendezvous]] = (
-    weakref.WeakKeyDictionary()
-)
 _by_queue_lock = threading.Lock()
+_SPACES_ATTR = "_eventforge_rendezvous"
 
 
 def rendezvous_for(queue: MessageQueue, space: str = "default") -> Rendezvous:
-    """The queue's participant in ``space`` (one per queue and space)."""
+    """The queue's participant in ``space`` (one per queue and space).
+
+    The participants are kept on the queue itself: a registry keyed by queue would keep every
+    queue alive (each participant refers to its queue).
+    """
     with _by_queue_lock:
-        spaces = _by_queue.setdefault(queue, {})
+        spaces: dict[str, Rendezvous] | None = getattr(queue, _SPACES_ATTR, None)
+        if spaces is None:
+            spaces = {}
+            setattr(queue, _SPACES_ATTR, spaces)
         found = spaces.get(space)
         if found is None:
             found = spaces[space] = Rendezvous(queue, space)
