@@ -60,7 +60,7 @@ def test_acl_noperm_on_publish_is_raised(redis_server_factory: Callable[..., Red
     server = redis_server_factory()
     subprocess.run(
         ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", "limited", "on", ">limitedpw",
-         "~*", "&allowed.*", "+@all"],
+         "~*", "resetchannels", "&allowed.*", "+@all"],
         check=True,
         capture_output=True,
     )  # fmt: skip
@@ -116,7 +116,7 @@ def test_acl_noperm_on_subscribe_is_raised(
     server = redis_server_factory()
     subprocess.run(
         ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", "reader", "on", ">pw",
-         "~*", "&allowed.*", "+@all"],
+         "~*", "resetchannels", "&allowed.*", "+@all"],
         check=True,
         capture_output=True,
     )  # fmt: skip

@@ -184,7 +184,7 @@ def test_acl_noperm_raises_from_send_counted(
     server = redis_server_factory()
     subprocess.run(
         ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", "limited", "on", ">limitedpw",
-         "~*", "&allowed.*", "+@all"],
+         "~*", "resetchannels", "&allowed.*", "+@all"],
         check=True,
         capture_output=True,
     )  # fmt: skip

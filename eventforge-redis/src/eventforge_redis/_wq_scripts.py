@@ -67,15 +67,34 @@ CLAIM = r"""
 local stream, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local r = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], '0-0', 'COUNT', ARGV[5])
 local out = {}
+local trimmed = false
 for i = 1, #r[2] do
   local e = r[2][i]
-  local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
-  local n = 1
-  if #p > 0 then n = p[1][4] end
-  out[#out + 1] = {e[1], e[2], n}
+  if e then
+    local p = redis.call('XPENDING', stream, group, e[1], e[1], 1)
+    local n = 1
+    if #p > 0 then n = p[1][4] end
+    out[#out + 1] = {e[1], e[2], n}
+  else
+    trimmed = true
+  end
 end
 local deleted = 0
-if r[3] then deleted = #r[3] end
+if r[3] then
+  -- Redis >= 7: ids of pending entries whose data was trimmed, already removed from the PEL.
+  deleted = #r[3]
+elseif trimmed then
+  -- Redis 6.2: such an entry comes back as nil and stays pending; find it among this
+  -- consumer's pending entries and acknowledge it, so it is reported once, not forever.
+  local pend = redis.call('XPENDING', stream, group, '-', '+', ARGV[5], consumer)
+  for j = 1, #pend do
+    local id = pend[j][1]
+    if #redis.call('XRANGE', stream, id, id) == 0 then
+      redis.call('XACK', stream, group, id)
+      deleted = deleted + 1
+    end
+  end
+end
 return {out, deleted}
 """
 
