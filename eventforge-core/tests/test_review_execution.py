@@ -32,3 +32,30 @@ def test_cancelled_result_async_keeps_the_task_retained() -> None:
         result = executor.result(task_id, timeout=10)
         assert result.status is TaskStatus.SUCCESS
         assert result.value == "done"
+
+
+def test_submitted_callables_are_not_kept_alive() -> None:
+    import gc
+    import weakref
+    from collections.abc import Callable
+
+    class Payload:
+        pass
+
+    refs: list[weakref.ref[Payload]] = []
+
+    def make() -> Callable[[], int]:
+        payload = Payload()
+        refs.append(weakref.ref(payload))
+
+        def closure() -> int:
+            return id(payload)
+
+        return closure
+
+    executor = Executor()
+    job = make()
+    executor.result(executor.submit(job))
+    del job
+    gc.collect()
+    assert refs[0]() is None, "the executor keeps every submitted closure (and what it holds) alive"

@@ -19,6 +19,7 @@ import math
 import pickle
 import threading
 import time
+import types
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -160,20 +161,26 @@ def _run_coroutine_function(func: Callable[..., Awaitable[Any]], *args: Any, **k
     return asyncio.run(main())
 
 
-_coroutine_functions: dict[Any, bool] = {}
+_coroutine_functions: dict[types.CodeType, bool] = {}
 
 
 def _is_coroutine_function(func: Callable[..., Any]) -> bool:
-    """``inspect.iscoroutinefunction``, remembered per callable (it is on the submit path)."""
+    """``inspect.iscoroutinefunction``, remembered for functions and methods (a submit-path cost).
+
+    The cache is keyed by code object, not by callable: keying by callable kept every closure
+    and every bound method's instance submitted so far alive.
+    """
+    target: Any = func.__func__ if type(func) is types.MethodType else func
+    if type(target) is not types.FunctionType:
+        return inspect.iscoroutinefunction(func)
+    code = target.__code__
     try:
-        return _coroutine_functions[func]
+        return _coroutine_functions[code]
     except KeyError:
         answer = inspect.iscoroutinefunction(func)
         if len(_coroutine_functions) < 4096:
-            _coroutine_functions[func] = answer
+            _coroutine_functions[code] = answer
         return answer
-    except TypeError:  # unhashable callable
-        return inspect.iscoroutinefunction(func)
 
 
 def _from_outcome(task_id: str, outcome: _Outcome) -> TaskResult:
