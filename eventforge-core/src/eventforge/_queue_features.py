@@ -7,6 +7,7 @@ request/reply; :class:`~eventforge.queue.MessageQueue` inherits these methods.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,6 +26,7 @@ class QueueFeatures:
 
     _lock: threading.RLock
     _middleware: list[object]
+    _caches: weakref.WeakSet[SubscriptionCache]
 
     def _queue(self) -> MessageQueue:
         return cast("MessageQueue", self)
@@ -72,9 +74,12 @@ class QueueFeatures:
         """
         from .cache import SubscriptionCache
 
-        return SubscriptionCache(
+        cache = SubscriptionCache(
             self._queue(), topic, max_size=max_size, match=match, match_mode=match_mode
         )
+        with self._lock:
+            self._caches.add(cache)  # closing the queue closes it, waking its waiters
+        return cache
 
     def announce_ready(self, roles: Sequence[str], *, space: str = "default") -> None:
         """Tell :meth:`wait_until_ready` callers (any process) this queue is ready in ``roles``."""

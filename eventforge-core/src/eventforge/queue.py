@@ -12,6 +12,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
@@ -158,6 +159,7 @@ class MessageQueue(QueueFeatures):
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._groups: dict[tuple[str, str], GroupBinding] = {}
+        self._caches = weakref.WeakSet()
         self._handler_ids = itertools.count(1)
         self._inbox: Inbox | None = None
         self._closed = False
@@ -527,7 +529,10 @@ class MessageQueue(QueueFeatures):
         }
 
     def close(self) -> None:
-        """Stop every subscription, wake pending requests, and close the transport. Idempotent."""
+        """Stop every subscription, wake pending requests and cache waiters, close the transport.
+
+        Idempotent.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -537,6 +542,7 @@ class MessageQueue(QueueFeatures):
             groups = list(self._groups.values())
             self._groups.clear()
             inbox = self._inbox
+            caches = list(self._caches)
         for entry in entries:
             self._release(entry, entry.subscription_id)
         for binding in groups:
@@ -547,6 +553,8 @@ class MessageQueue(QueueFeatures):
             if inbox.subscription_id is not None:
                 self._unsubscribe_transport(inbox.subscription_id)
             inbox.cancel_all()
+        for cache in caches:
+            cache.close()  # wakes its waiting callers
         if self._close_transport:
             self.transport.close()
 
