@@ -38,6 +38,7 @@ from typing import Any
 
 from .errors import ConfigurationError, EventforgeError
 from .execution import ExecutionMode, Executor
+from .message import Message
 from .queue import MessageQueue
 from .rpc import RPCServer
 from .transport import Transport
@@ -133,9 +134,12 @@ class Worker:
         self.service_name = service_name
         self.executor = executor
         self.queue = MessageQueue(transport=transport)
-        self.rpc = RPCServer(self.queue, executor=executor, service_name=service_name)
         self._in_flight = 0
+        self._calls_open = 0  # calls being handled, their reply included
         self._idle = threading.Condition()
+        self.rpc: RPCServer = _DrainableRPCServer(
+            self, self.queue, executor=executor, service_name=service_name
+        )
         track = executor is None or executor.mode != ExecutionMode.PROCESS
         for name, func in handlers.items():
             self.rpc.add_method(name, self._tracked(func) if track else func)
@@ -177,12 +181,14 @@ class Worker:
         deadline = time.monotonic() + drain_timeout
         drained = True
         with self._idle:
-            while self._in_flight:
+            while self._in_flight or self._calls_open:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     drained = False
                     log.warning(
-                        "%d calls still running after %.1fs", self._in_flight, drain_timeout
+                        "%d calls still running after %.1fs",
+                        max(self._in_flight, self._calls_open),
+                        drain_timeout,
                     )
                     break
                 self._idle.wait(remaining)
@@ -194,6 +200,29 @@ class Worker:
             log.warning("replies still unsent after %.1fs", drain_timeout)
         self.queue.close()
         return drained
+
+
+class _DrainableRPCServer(RPCServer):
+    """The worker's RPC server: counts each call until its handling, reply included, is over.
+
+    Counting only the method's body let :meth:`Worker.stop` close the queue between a method
+    returning and its reply going out.
+    """
+
+    def __init__(self, worker: Worker, queue: MessageQueue, **options: Any) -> None:
+        super().__init__(queue, **options)
+        self._worker = worker
+
+    def _on_call(self, message: Message) -> None:
+        worker = self._worker
+        with worker._idle:
+            worker._calls_open += 1
+        try:
+            super()._on_call(message)
+        finally:
+            with worker._idle:
+                worker._calls_open -= 1
+                worker._idle.notify_all()
 
 
 def _url_of(transport: Transport, requested: str | None) -> str:
