@@ -291,9 +291,24 @@ class _Flaky:
         return self.call(method, *args, timeout=timeout, **kwargs)
 
 
+def test_with_retry_does_not_retry_timeouts_unless_asked():
+    # A timed-out call may have run on the server: retrying it is only safe for idempotent
+    # methods, so the default leaves it to the caller.
+    flaky = _Flaky(1, RPCTimeout("slow"))
+    with pytest.raises(RPCTimeout):
+        with_retry(flaky, initial_backoff=0.001).call("m")
+    assert flaky.calls == 1
+
+
 def test_with_retry_retries_timeouts_and_transport_errors_then_succeeds():
     flaky = _Flaky(2, RPCTimeout("slow"))
-    client = with_retry(flaky, max_retries=3, initial_backoff=0.001, max_backoff=0.002)
+    client = with_retry(
+        flaky,
+        max_retries=3,
+        initial_backoff=0.001,
+        max_backoff=0.002,
+        retry_on=(RPCTimeout, TransportError),
+    )
     assert client.call("m", 1) == ("m", (1,))
     assert flaky.calls == 3
     assert client.stats == {"retries": 2, "gave_up": 0}
@@ -338,9 +353,10 @@ def test_with_retry_backoff_is_capped_and_jittered():
 
 
 def test_with_retry_async_and_over_a_real_client(server, queue):
-    flaky = _Flaky(1, RPCTimeout("slow"))
+    flaky = _Flaky(1, NoRespondersError("_rpc.calc"))
     retrying = with_retry(flaky, initial_backoff=0.001)
     assert asyncio.run(retrying.call_async("m")) == ("m", ())
+    assert flaky.calls == 2
     real = with_retry(RPCClient(queue, service_name="calc"), initial_backoff=0.001)
     assert real.add(1, 1) == 2
     with pytest.raises(RemoteError):

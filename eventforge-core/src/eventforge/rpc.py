@@ -641,15 +641,18 @@ def with_retry(
     *,
     initial_backoff: float = 0.1,
     max_backoff: float = 5.0,
-    retry_on: tuple[type[BaseException], ...] = (RPCTimeout, TransportError),
+    retry_on: tuple[type[BaseException], ...] = (TransportError,),
     jitter: bool = True,
 ) -> RetryingRPCClient:
     """Wrap ``client`` so failed calls are retried up to ``max_retries`` times.
 
     The wait before retry ``n`` is ``min(max_backoff, initial_backoff * 2**n)``, with jitter
-    taking it at random between half and all of that. ``retry_on`` defaults to timeouts and
-    transport errors (including "no responders" while servers start); a remote exception or an
-    unknown method is never retried.
+    taking it at random between half and all of that. By default only transport errors are
+    retried (the call never reached a server: link down, "no responders" while servers
+    start), because only those are safe for any method. A call that timed out may have run
+    on the server: for methods that are safe to run twice, pass
+    ``retry_on=(RPCTimeout, TransportError)``. A remote exception or an unknown method is
+    never retried.
     """
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
