@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import pydantic_core
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class Serializer:
+class Serializer(ABC):
     """Turns a payload into bytes and back. Subclasses set ``name`` and ``content_type``."""
 
     name: ClassVar[str] = "serializer"
@@ -36,13 +37,13 @@ class Serializer:
     trusted_only: ClassVar[bool] = False
     binary: ClassVar[bool] = True
 
+    @abstractmethod
     def dumps(self, payload: Any) -> bytes:
         """Encode ``payload``; raise :class:`SerializationError` when it cannot be."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loads(self, data: bytes) -> Any:
         """Decode bytes produced by :meth:`dumps`; raise :class:`SerializationError` on bad input."""
-        raise NotImplementedError
 
 
 class JsonSerializer(Serializer):

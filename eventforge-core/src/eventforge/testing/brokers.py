@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 __all__ = [
@@ -56,7 +57,7 @@ def find_binary(name: str) -> str | None:
     return None
 
 
-class BrokerProcess:
+class BrokerProcess(ABC):
     """A broker subprocess bound to ``127.0.0.1:port`` with its own data directory."""
 
     binary_name = ""
@@ -76,12 +77,13 @@ class BrokerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(self.data_dir, "server.log")
 
-    # subclasses
+    @abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The command line that starts the broker on ``self.port`` in ``self.data_dir``."""
 
+    @abstractmethod
     def ready(self) -> bool:
-        raise NotImplementedError
+        """Tell whether the broker answers (called until true while starting)."""
 
     @property
     def host(self) -> str:
