@@ -9,6 +9,7 @@ installed is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -166,9 +167,13 @@ def test_unroutable_policy_is_reported_where_the_transport_cannot_count(
     import logging
 
     if space.url.startswith("redis"):
-        pytest.skip("Redis counts receivers: see test_unroutable_policies_apply_on_redis")
+        pytest.skip(
+            "Redis counts receivers: see test_unroutable_policies_apply_where_receivers_are_counted"
+        )
     if space.url.startswith("tcp"):
-        pytest.skip("TCP counts receivers: see test_unroutable_policies_apply_on_tcp")
+        pytest.skip(
+            "TCP counts receivers: see test_unroutable_policies_apply_where_receivers_are_counted"
+        )
     with caplog.at_level(logging.WARNING, logger="eventforge.routing"):
         queue = space.queue(unroutable="return")
     assert "cannot tell whether anyone received a message" in caplog.text
@@ -177,82 +182,63 @@ def test_unroutable_policy_is_reported_where_the_transport_cannot_count(
     assert queue.stats["published"] == 1
 
 
-def test_unroutable_policies_apply_on_redis(request: pytest.FixtureRequest) -> None:
-    """Over Redis (queues made by connect(url)): drop counts, return raises UnroutableError,
-    reroute delivers on the alternate topic, and a message a plain subscriber or a group takes
-    is not unroutable."""
-    pytest.importorskip("eventforge_redis")
-    from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
-
-    space = Space(request.getfixturevalue("redis_server").url, f"xu{os.urandom(4).hex()}")
-    try:
-        parking, nobody = space.topic("parking"), space.topic("nobody.listens")
-        listener = space.queue()
-        dropping = space.queue(unroutable="drop")
-        strict = space.queue(unroutable="return")
-        rerouting = space.queue(unroutable=f"reroute:{parking}")
-
-        dropping.publish(nobody, 1)
-        with pytest.raises(UnroutableError):
-            strict.publish(nobody, 2)
-        parked: list[Any] = []
-        listener.subscribe(parking, lambda m: parked.append(m))
-        rerouting.publish(nobody, 3)
-
-        taken: list[Any] = []
-        listener.subscribe(space.topic("plain"), lambda m: taken.append(m.payload))
-        listener.subscribe(space.topic("grouped"), lambda m: taken.append(m.payload), group="g")
-        for queue in (dropping, strict, rerouting):
-            queue.publish(space.topic("plain"), "plain")
-            queue.publish(space.topic("grouped"), "grouped")
-        deadline = time.monotonic() + TIMEOUT
-        while (len(parked) < 1 or len(taken) < 6) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [(m.payload, m.headers[REROUTED_FROM_HEADER]) for m in parked] == [(3, nobody)]
-        assert sorted(taken) == ["grouped"] * 3 + ["plain"] * 3
-        assert [q.stats["unroutable"] for q in (dropping, strict, rerouting)] == [1, 1, 1]
-    finally:
-        space.close()
-
-
-def test_unroutable_policies_apply_on_tcp() -> None:
-    """Over TCP (queues made by connect(url), clients of one server): drop counts, return
-    raises UnroutableError, reroute delivers on the alternate topic, and a message a plain
-    subscriber or a group member takes is not unroutable."""
+@contextlib.contextmanager
+def _counting_space(kind: str, request: pytest.FixtureRequest) -> Iterator[Space]:
+    """A space on a transport that counts receivers: a Redis server, or a TCP hub."""
+    prefix = f"xu{os.urandom(4).hex()}"
+    if kind == "redis":
+        pytest.importorskip("eventforge_redis")
+        space = Space(request.getfixturevalue("redis_server").url, prefix)
+        try:
+            yield space
+        finally:
+            space.close()
+        return
     tcp = pytest.importorskip("eventforge_tcp.transport")
-    from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
-
     server = tcp.TCPServerTransport("127.0.0.1", 0).start()
-    space = Space(f"tcp://127.0.0.1:{server.port}", f"xu{os.urandom(4).hex()}")
+    space = Space(f"tcp://127.0.0.1:{server.port}", prefix)
     try:
-        parking, nobody = space.topic("parking"), space.topic("nobody.listens")
-        listener = space.queue()
-        dropping = space.queue(unroutable="drop")
-        strict = space.queue(unroutable="return")
-        rerouting = space.queue(unroutable=f"reroute:{parking}")
-
-        dropping.publish(nobody, 1)
-        with pytest.raises(UnroutableError):
-            strict.publish(nobody, 2)
-        parked: list[Any] = []
-        listener.subscribe(parking, lambda m: parked.append(m))
-        rerouting.publish(nobody, 3)
-
-        taken: list[Any] = []
-        listener.subscribe(space.topic("plain"), lambda m: taken.append(m.payload))
-        listener.subscribe(space.topic("grouped"), lambda m: taken.append(m.payload), group="g")
-        for queue in (dropping, strict, rerouting):
-            queue.publish(space.topic("plain"), "plain")
-            queue.publish(space.topic("grouped"), "grouped")
-        deadline = time.monotonic() + TIMEOUT
-        while (len(parked) < 1 or len(taken) < 6) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [(m.payload, m.headers[REROUTED_FROM_HEADER]) for m in parked] == [(3, nobody)]
-        assert sorted(taken) == ["grouped"] * 3 + ["plain"] * 3
-        assert [q.stats["unroutable"] for q in (dropping, strict, rerouting)] == [1, 1, 1]
+        yield space
     finally:
         space.close()
         server.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "tcp"])
+def test_unroutable_policies_apply_where_receivers_are_counted(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Over Redis and TCP (queues made by connect(url)): drop counts, return raises
+    UnroutableError, reroute delivers on the alternate topic, and a message a plain subscriber
+    or a group member takes is not unroutable."""
+    from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+
+    with _counting_space(kind, request) as space:
+        parking, nobody = space.topic("parking"), space.topic("nobody.listens")
+        listener = space.queue()
+        dropping = space.queue(unroutable="drop")
+        strict = space.queue(unroutable="return")
+        rerouting = space.queue(unroutable=f"reroute:{parking}")
+
+        dropping.publish(nobody, 1)
+        with pytest.raises(UnroutableError):
+            strict.publish(nobody, 2)
+        parked: list[Any] = []
+        listener.subscribe(parking, lambda m: parked.append(m))
+        rerouting.publish(nobody, 3)
+
+        taken: list[Any] = []
+        listener.subscribe(space.topic("plain"), lambda m: taken.append(m.payload))
+        listener.subscribe(space.topic("grouped"), lambda m: taken.append(m.payload), group="g")
+        for queue in (dropping, strict, rerouting):
+            queue.publish(space.topic("plain"), "plain")
+            queue.publish(space.topic("grouped"), "grouped")
+        deadline = time.monotonic() + TIMEOUT
+        while (len(parked) < 1 or len(taken) < 6) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(m.payload, m.headers[REROUTED_FROM_HEADER]) for m in parked] == [(3, nobody)]
+        assert sorted(taken) == ["grouped"] * 3 + ["plain"] * 3
+        assert [q.stats["unroutable"] for q in (dropping, strict, rerouting)] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("broker", ["redis", "nats"])
