@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "RPCTimeout": "errors",
     "RemoteError": "errors",
     "SerializationError": "errors",
+    "ServiceUnavailable": "errors",
     "TransportClosedError": "errors",
     "TransportError": "errors",
     "UnsupportedCapabilityError": "errors",
@@ -132,6 +133,7 @@ if TYPE_CHECKING:
     from .errors import RPCError as RPCError
     from .errors import RPCTimeout as RPCTimeout
     from .errors import SerializationError as SerializationError
+    from .errors import ServiceUnavailable as ServiceUnavailable
     from .errors import TransportClosedError as TransportClosedError
     from .errors import TransportError as TransportError
     from .errors import UnsupportedCapabilityError as UnsupportedCapabilityError

@@ -246,10 +246,18 @@ class Worker:
     handler that is stuck.
     """
 
-    def __init__(self, invoke: Invoker, max_pending: int, name: str, dropped: Counter) -> None:
+    def __init__(
+        self,
+        invoke: Invoker,
+        max_pending: int,
+        name: str,
+        dropped: Counter,
+        on_discard: Invoker | None = None,
+    ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self._invoke = invoke
+        self._on_discard = on_discard
         self.max_pending = max_pending
         self._dropped = dropped
         self._items: deque[Message] = deque()
@@ -277,7 +285,7 @@ class Worker:
                 self._cond.notify()
                 return
             stopped = self._stopped
-        self._dropped.bump()
+        self._discard(message)
         if not self._warned and not stopped:
             self._warned = True
             log.warning(
@@ -303,15 +311,24 @@ class Worker:
             finally:
                 self._busy = 0
 
+    def _discard(self, message: Message) -> None:
+        """Count a message that will never be handled, and tell ``on_discard`` about it."""
+        self._dropped.bump()
+        if self._on_discard is not None:
+            try:
+                self._on_discard(message)
+            except Exception:
+                log.exception("on_discard callback failed for a message on %r", message.topic)
+
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop the thread; discard (and count) what is still queued."""
+        """Stop the thread; discard (count, and pass to ``on_discard``) what is still queued."""
         with self._cond:
             self._stopped = True
-            discarded = len(self._items)
+            discarded = list(self._items)
             self._items.clear()
             self._cond.notify_all()
-        for _ in range(discarded):
-            self._dropped.bump()
+        for message in discarded:
+            self._discard(message)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import MethodNotFound, RemoteError, RPCError
+from .errors import MethodNotFound, RemoteError, RPCError, ServiceUnavailable
 
 __all__ = [
     "RPC_TOPIC_PREFIX",
@@ -83,6 +83,12 @@ def unwrap_reply(payload: Any, method: str, service: str) -> Any:
         methods = error.get("methods")
         available = [m for m in methods if isinstance(m, str)] if isinstance(methods, list) else []
         raise MethodNotFound(method, available, service)
+    if kind == "unavailable":
+        raise ServiceUnavailable(
+            f"service {service!r} did not run {method!r}: {error.get('message', '')}",
+            service=service,
+            method=method,
+        )
     if kind == "bad_request":
         raise RPCError(
             f"service {service!r} rejected the call to {method!r}: {error.get('message', '')}"

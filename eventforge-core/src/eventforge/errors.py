@@ -22,6 +22,7 @@ __all__ = [
     "RPCTimeout",
     "RemoteError",
     "SerializationError",
+    "ServiceUnavailable",
     "TransportClosedError",
     "TransportError",
     "UnsupportedCapabilityError",
@@ -130,6 +131,19 @@ class NoRespondersError(TransportError):
 
 class RPCError(EventforgeError):
     """Base class of the errors an RPC call raises."""
+
+
+class ServiceUnavailable(TransportError, RPCError):
+    """The server received the call but did not run it (it is stopping, or its backlog is full).
+
+    The method did not run, so the call is safe to retry, on this server later or on another
+    one; :func:`~eventforge.rpc.with_retry` retries it by default (it is a ``TransportError``).
+    """
+
+    def __init__(self, message: str, *, service: str | None = None, method: str | None = None):
+        super().__init__(message)
+        self.service = service
+        self.method = method
 
 
 class RPCTimeout(RPCError, TimeoutError):

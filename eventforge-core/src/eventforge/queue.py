@@ -226,6 +226,7 @@ class MessageQueue(QueueFeatures):
         max_pending: int | None = None,
         match: dict[str, Any] | None = None,
         match_mode: str = "all",
+        on_discard: Callable[[Message], Any] | None = None,
     ) -> str:
         """Call ``handler(message)`` for each message matching ``topic``; return a handler id.
 
@@ -235,7 +236,9 @@ class MessageQueue(QueueFeatures):
         ``"round_robin"``). When the transport declares groups, the group also spans queues
         and processes on that transport; otherwise it is local to this queue. ``threaded=True``
         (or a ``max_pending`` bound) runs the handler on its own thread so it never delays
-        the publisher; messages beyond ``max_pending`` waiting are dropped and counted.
+        the publisher; messages beyond ``max_pending`` waiting are dropped and counted, as are
+        those still waiting when the subscription ends, and each is passed to ``on_discard``
+        (so a server can tell the sender its request never ran).
 
         Typed events: ``topic`` may be an ``@event`` class (its topic is the event name), and
         a handler whose first parameter is annotated with an ``@event`` class receives that
@@ -289,6 +292,7 @@ class MessageQueue(QueueFeatures):
                 max_pending if max_pending is not None else DEFAULT_MAX_PENDING,
                 f"eventforge-{handler_id}",
                 self._dropped,
+                on_discard,
             )
             entry_point = worker.submit
         if match is not None:

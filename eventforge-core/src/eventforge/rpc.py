@@ -150,6 +150,7 @@ class RPCServer:
         self._failures = Counter()
         self._not_found = Counter()
         self._bad_requests = Counter()
+        self._refused = Counter()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class RPCServer:
                     group=self.topic,
                     dispatcher=self.dispatcher,
                     threaded=self.threaded,
+                    on_discard=self._refuse,
                 )
         if blocking:
             try:
@@ -221,8 +223,28 @@ class RPCServer:
                 self.stop()
                 raise
 
+    def _refuse(self, message: Message) -> None:
+        """Answer a call that was received but will never run (stopping, or backlog full)."""
+        if message.reply_to is None:
+            return
+        self._refused.bump()
+        self._send(
+            message,
+            error_reply(
+                "unavailable",
+                "ServiceUnavailable",
+                "the server stopped, or its backlog was full, before running the call; it did "
+                "not run, so it is safe to retry",
+            ),
+        )
+
     def stop(self) -> None:
-        """Stop answering calls (a blocking :meth:`serve` returns). Idempotent."""
+        """Stop answering calls (a blocking :meth:`serve` returns). Idempotent.
+
+        Calls already running finish and are answered; calls received but not yet started are
+        answered with :class:`~eventforge.errors.ServiceUnavailable` (they did not run), so
+        their callers can retry elsewhere at once instead of waiting for their timeout.
+        """
         with self._lock:
             handler_id, self._handler_id = self._handler_id, None
         if handler_id is not None and not self.queue.closed:
@@ -247,12 +269,14 @@ class RPCServer:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: ``calls`` answered, ``failures`` (method raised), ``not_found``, ``bad_requests``."""
+        """Counters: ``calls`` answered, ``failures`` (method raised), ``not_found``,
+        ``bad_requests``, ``refused`` (received but never run: answered ServiceUnavailable)."""
         return {
             "calls": self._calls.value,
             "failures": self._failures.value,
             "not_found": self._not_found.value,
             "bad_requests": self._bad_requests.value,
+            "refused": self._refused.value,
         }
 
     def __enter__(self) -> RPCServer:
