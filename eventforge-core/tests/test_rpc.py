@@ -103,7 +103,13 @@ def test_malformed_request_gets_bad_request_error(server, queue):
 
 def test_publish_without_reply_to_is_counted_not_run(server, queue):
     queue.publish("_rpc.calc", {"method": "add", "args": [1, 2], "kwargs": {}})
-    assert server.stats == {"calls": 0, "failures": 0, "not_found": 0, "bad_requests": 1, "refused": 0}
+    assert server.stats == {
+        "calls": 0,
+        "failures": 0,
+        "not_found": 0,
+        "bad_requests": 1,
+        "refused": 0,
+    }
 
 
 def test_stop_unsubscribes_and_blocking_serve_returns(queue):
