@@ -55,7 +55,7 @@ def _require_nkeys() -> None:
     if importlib.util.find_spec("nkeys") is None:
         raise ConfigurationError(
             "a NATS credentials file needs the 'nkeys' package to sign the server's challenge; "
-            "install it with: pip install 'nats-py[nkeys]'",
+            "install it with: pip install 'eventforge-nats[nkeys]'",
             key="credentials",
         )
 
