@@ -368,7 +368,7 @@ def test_credentials_file_without_nkeys_is_a_clear_error(
         pytest.skip("nkeys is installed: the missing-package error cannot happen here")
     creds = tmp_path / "app.creds"
     creds.write_text("not used")
-    with pytest.raises(ConfigurationError, match=r"pip install 'nats-py\[nkeys\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'eventforge-nats\[nkeys\]'"):
         NatsTransport(nats_server.url, credentials=str(creds))
 
 
