@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from _common import row
 from eventforge import ExecutionMode, Executor, task
 
 
@@ -51,27 +52,6 @@ def medians(rounds: int, pairs: dict[str, Callable[[], float]]) -> dict[str, flo
         for key, measure in pairs.items():
             samples[key].append(measure())
     return {k: statistics.median(v) for k, v in samples.items()}
-
-
-def row(
-    scenario: str,
-    ours: float,
-    anchor: str,
-    anchor_value: float,
-    unit: str,
-    goal: str,
-    higher_is_better: bool = True,
-) -> dict[str, Any]:
-    return {
-        "scenario": scenario,
-        "eventforge": ours,
-        "anchor": anchor,
-        "anchor_value": anchor_value,
-        "unit": unit,
-        "ratio": ours / anchor_value,
-        "goal": goal,
-        "higher_is_better": higher_is_better,
-    }
 
 
 def thread_rows(quick: bool) -> list[dict[str, Any]]:

@@ -24,30 +24,10 @@ from typing import Any
 
 import blinker
 import pyee
+from _common import row
 from eventforge import Message, MessageQueue, RPCClient, RPCServer
 
 PAYLOAD = {"user": "alice", "action": "login", "n": 1}
-
-
-def row(
-    scenario: str,
-    ours: float,
-    anchor: str,
-    anchor_value: float,
-    unit: str,
-    goal: str,
-    higher_is_better: bool = True,
-) -> dict[str, Any]:
-    return {
-        "scenario": scenario,
-        "eventforge": ours,
-        "anchor": anchor,
-        "anchor_value": anchor_value,
-        "unit": unit,
-        "ratio": ours / anchor_value,
-        "goal": goal,
-        "higher_is_better": higher_is_better,
-    }
 
 
 def medians(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[str, float]:

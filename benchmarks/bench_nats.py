@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import nats
+from _common import finish_child, row, start_child
 from eventforge.message import Message
 from eventforge.testing.brokers import NatsServer
 from eventforge.wire import encode_envelope
@@ -36,27 +37,6 @@ from eventforge.workqueue import RetryPolicy
 from eventforge_nats import NatsTransport
 
 PAYLOAD = {"user": "alice", "action": "login", "n": 1}
-
-
-def row(
-    scenario: str,
-    ours: float,
-    anchor: str,
-    anchor_value: float,
-    unit: str,
-    goal: str,
-    higher_is_better: bool = True,
-) -> dict[str, Any]:
-    return {
-        "scenario": scenario,
-        "eventforge": ours,
-        "anchor": anchor,
-        "anchor_value": anchor_value,
-        "unit": unit,
-        "ratio": ours / anchor_value,
-        "goal": goal,
-        "higher_is_better": higher_is_better,
-    }
 
 
 def medians(rounds: int, measures: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -148,28 +128,7 @@ elif mode == "echo_ef":
 
 
 def _child(mode: str, url: str, n: int = 0, option: str = "") -> subprocess.Popen[str]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode, url, str(n), option or "-"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline().strip()
-    if line != "ready":
-        child.kill()
-        raise RuntimeError(f"benchmark child {mode} failed to start: {line!r}")
-    return child
-
-
-def _finish(child: subprocess.Popen[str], start: float, n: int) -> float:
-    assert child.stdout is not None
-    line = child.stdout.readline().strip()
-    elapsed = time.perf_counter() - start
-    child.wait(30)
-    if line != "done":
-        raise RuntimeError(f"benchmark child did not finish: {line!r}")
-    return n / elapsed
+    return start_child(CHILD, mode, url, str(n), option or "-")
 
 
 # -- pub/sub end to end --------------------------------------------------------------------
@@ -185,7 +144,7 @@ def e2e_raw(url: str, n: int, parse: str) -> float:
         for data in envelopes:
             await nc.publish("bench.e2e", data)
         await nc.flush()
-        rate = await asyncio.to_thread(_finish, child, start, n)
+        rate = await asyncio.to_thread(finish_child, child, start, n)
         await nc.close()
         return rate
 
@@ -203,7 +162,7 @@ def e2e_eventforge_async(url: str, n: int, delivery: str = "thread") -> float:
         for message in messages:
             await send(message)
         await transport.flush_async()
-        return await asyncio.to_thread(_finish, child, start, n)
+        return await asyncio.to_thread(finish_child, child, start, n)
 
     rate = asyncio.run(main())
     transport.close()
@@ -219,7 +178,7 @@ def e2e_eventforge_sync(url: str, n: int) -> float:
     for message in messages:
         send(message)
     transport.flush()
-    rate = _finish(child, start, n)
+    rate = finish_child(child, start, n)
     transport.close()
     return rate
 

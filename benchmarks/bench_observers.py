@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _common import row as shared_row
 from eventforge import Observable, observe
 from eventforge.dispatch import LeastLoadedDispatcher
 from eventforge_observers import CPUMeter, MetricsMeter, TimingMeter
@@ -56,16 +57,7 @@ def row(
     unit: str = "calls/s",
     higher_is_better: bool = True,
 ) -> dict[str, Any]:
-    return {
-        "scenario": scenario,
-        "eventforge": ours,
-        "anchor": anchor,
-        "anchor_value": anchor_value,
-        "unit": unit,
-        "ratio": ours / anchor_value,
-        "goal": goal,
-        "higher_is_better": higher_is_better,
-    }
+    return shared_row(scenario, ours, anchor, anchor_value, unit, goal, higher_is_better)
 
 
 def _publish(queue: Any, i: int) -> None:

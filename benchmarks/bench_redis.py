@@ -30,27 +30,13 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from _common import finish_child, row, start_child
 from eventforge.message import Message
 from eventforge.testing.brokers import RedisServer
 from eventforge.workqueue import RetryPolicy, WorkQueue
 from eventforge_redis import RedisTransport
 
 PAYLOAD = {"user": "alice", "action": "login", "n": 1}
-
-
-def row(
-    scenario: str, ours: float, anchor: str, anchor_value: float, unit: str, goal: str
-) -> dict[str, Any]:
-    return {
-        "scenario": scenario,
-        "eventforge": ours,
-        "anchor": anchor,
-        "anchor_value": anchor_value,
-        "unit": unit,
-        "ratio": ours / anchor_value,
-        "goal": goal,
-        "higher_is_better": True,
-    }
 
 
 def medians(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[str, float]:
@@ -178,27 +164,7 @@ elif mode == "wq_ef":
 
 
 def _child(mode: str, url: str, n: int, *extra: str) -> subprocess.Popen[str]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode, url, str(n), *extra],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline().strip()
-    if line != "ready":
-        child.kill()
-        raise RuntimeError(f"benchmark child {mode} failed to start: {line!r}")
-    return child
-
-
-def _finish(child: subprocess.Popen[str], start: float, n: int) -> float:
-    assert child.stdout is not None
-    line = child.stdout.readline().strip()
-    elapsed = time.perf_counter() - start
-    child.wait(30)
-    if line != "done":
-        raise RuntimeError(f"benchmark child did not finish: {line!r}")
-    return n / elapsed
+    return start_child(CHILD, mode, url, str(n), *extra)
 
 
 def e2e_raw(url: str, n: int) -> float:
@@ -211,7 +177,7 @@ def e2e_raw(url: str, n: int) -> float:
         for data in envelopes[offset : offset + 100]:
             p.publish("bench.e2e", data)
         p.execute()
-    rate = _finish(child, start, n)
+    rate = finish_child(child, start, n)
     client.close()
     return rate
 
@@ -223,7 +189,7 @@ def e2e_eventforge(url: str, n: int) -> float:
     start = time.perf_counter()
     for message in messages:
         transport.send(message)
-    rate = _finish(child, start, n)
+    rate = finish_child(child, start, n)
     transport.close()
     return rate
 
@@ -236,7 +202,7 @@ def wq_raw(url: str, n: int) -> float:
     start = time.perf_counter()
     for data in envelopes:
         client.xadd(stream, {"data": data})
-    rate = _finish(child, start, n)
+    rate = finish_child(child, start, n)
     client.delete(stream)
     client.close()
     return rate
@@ -270,7 +236,7 @@ def wq_eventforge(url: str, n: int, mode: str) -> float:
             t.join()
     else:
         put_share(n)
-    rate = _finish(child, start, n)
+    rate = finish_child(child, start, n)
     transport.client.delete(f"eventforge:wq:{name}")
     queue.close()
     transport.close()

@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from _common import row
+
 HEADER = struct.Struct(">I")
 PAYLOAD = {"seq": 0, "data": "x" * 64}
 
@@ -338,16 +340,7 @@ def _rtt_zmq(n: int) -> tuple[float, float]:
 def _row(
     scenario: str, ours: float, anchor: str, value: float, unit: str, goal: str, higher: bool
 ) -> dict[str, Any]:
-    return {
-        "scenario": scenario,
-        "eventforge": ours,
-        "anchor": anchor,
-        "anchor_value": value,
-        "unit": unit,
-        "ratio": ours / value if value else 0.0,
-        "goal": goal,
-        "higher_is_better": higher,
-    }
+    return row(scenario, ours, anchor, value, unit, goal, higher)
 
 
 def run(quick: bool) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ def test_there_are_benchmarks():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", MODULES, ids=[p.stem for p in MODULES])
-def test_benchmark_quick_run(path: Path):
+def test_benchmark_quick_run(path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # the modules share benchmarks/_common.py
     spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
     assert spec is not None
     assert spec.loader is not None
