@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import ssl
-import subprocess
-from pathlib import Path
 
 import pytest
 from eventforge.message import Message
+from eventforge.testing.certs import Certificates, make_certificates, openssl_available
 from eventforge.testing.conformance import Collector
 from eventforge_tcp.errors import AuthenticationError
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport, from_url
@@ -88,93 +85,19 @@ def test_url_carries_the_token_and_repr_hides_it() -> None:
 # -- TLS ---------------------------------------------------------------------------------
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
-    if shutil.which("openssl") is None:
+    if not openssl_available():
         pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("pki")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=eventforge-test-ca",
-        cwd=d,
-    )
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=d,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.cnf",
-            cwd=d,
-        )
-    return d
+    return make_certificates(tmp_path_factory.mktemp("pki"))
 
 
-def _server_ctx(pki: Path, *, mutual: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
-    if mutual:
-        ctx.load_verify_locations(pki / "ca.pem")
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-def _client_ctx(pki: Path, *, cert: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    if cert:
-        ctx.load_cert_chain(pki / "client.pem", pki / "client.key")
-    return ctx
-
-
-def test_tls_round_trip(pki: Path) -> None:
-    srv = TCPServerTransport("127.0.0.1", 0, ssl_context=_server_ctx(pki, mutual=False)).start()
+def test_tls_round_trip(pki: Certificates) -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, ssl_context=pki.server_context()).start()
     try:
-        a = TCPClientTransport(
-            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=False)
-        ).connect()
-        b = TCPClientTransport(
-            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=False)
-        ).connect()
+        a = TCPClientTransport("127.0.0.1", srv.port, ssl_context=pki.client_context()).connect()
+        b = TCPClientTransport("127.0.0.1", srv.port, ssl_context=pki.client_context()).connect()
         got = Collector()
         b.subscribe("secure.*", got)
         for n in range(200):
@@ -188,15 +111,15 @@ def test_tls_round_trip(pki: Path) -> None:
         srv.close()
 
 
-def test_mutual_tls_requires_a_client_certificate(pki: Path) -> None:
-    srv = TCPServerTransport("127.0.0.1", 0, ssl_context=_server_ctx(pki, mutual=True)).start()
+def test_mutual_tls_requires_a_client_certificate(pki: Certificates) -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, ssl_context=pki.server_context(mutual=True)).start()
     try:
         ok = TCPClientTransport(
-            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=True)
+            "127.0.0.1", srv.port, ssl_context=pki.client_context(cert=True)
         ).connect()
         ok.close()
         anonymous = TCPClientTransport(
-            "127.0.0.1", srv.port, ssl_context=_client_ctx(pki, cert=False), reconnect=False
+            "127.0.0.1", srv.port, ssl_context=pki.client_context(), reconnect=False
         )
         from eventforge.errors import TransportError
 
@@ -206,9 +129,9 @@ def test_mutual_tls_requires_a_client_certificate(pki: Path) -> None:
         srv.close()
 
 
-def test_plain_client_against_tls_server_fails_clearly(pki: Path) -> None:
+def test_plain_client_against_tls_server_fails_clearly(pki: Certificates) -> None:
     srv = TCPServerTransport(
-        "127.0.0.1", 0, ssl_context=_server_ctx(pki, mutual=False), hello_timeout=0.5
+        "127.0.0.1", 0, ssl_context=pki.server_context(), hello_timeout=0.5
     ).start()
     try:
         from eventforge.errors import TransportError

@@ -233,7 +233,12 @@ class RedisServer(BrokerProcess):
 
 
 class NatsServer(BrokerProcess):
-    """A private nats-server with JetStream and a file store in its data directory."""
+    """A private nats-server with JetStream and a file store in its data directory.
+
+    ``config_file`` is passed as ``-c``: a nats-server configuration for what has no
+    command-line flag (TLS, nkey users, operator mode). The flags built here (address, port,
+    JetStream, user/token) override the same settings in the file.
+    """
 
     binary_name = "nats-server"
 
@@ -246,9 +251,11 @@ class NatsServer(BrokerProcess):
         user: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        config_file: str | os.PathLike[str] | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
         super().__init__(port, data_dir)
+        self.config_file = None if config_file is None else os.fspath(config_file)
         self.jetstream = jetstream
         self.user = user
         self.password = password
@@ -257,6 +264,8 @@ class NatsServer(BrokerProcess):
 
     def command(self) -> list[str]:
         cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.config_file is not None:
+            cmd += ["-c", self.config_file]
         if self.jetstream:
             cmd += ["-js", "-sd", os.path.join(self.data_dir, "jetstream")]
         if self.user:
