@@ -5,10 +5,11 @@ lives on eventforge's shared background loop: synchronous callers block on it wi
 :meth:`NatsConnection.run`; coroutines on *that* loop await directly; coroutines on any other
 loop await a wrapped future (:meth:`NatsConnection.call`), so they never block their loop.
 
-The first connect is bounded (``connect_attempts`` tries per server; an authorization error
-fails at once). After that the client reconnects forever and every state change and
-asynchronous error (slow consumer, stale connection, permission violation...) is counted in
-:meth:`NatsConnection.stats` and logged, never swallowed.
+The first connect is bounded (``connect_attempts`` tries per server; an authorization error,
+a server certificate that does not verify and a client certificate the server refuses fail at
+once: retrying cannot cure them). After that the client reconnects forever and every state
+change and asynchronous error (slow consumer, stale connection, permission violation...) is
+counted in :meth:`NatsConnection.stats` and logged, never swallowed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,36 @@ def _require_nkeys() -> None:
         )
 
 
+_CREDS_BLOCKS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
+
+
+def _check_credentials_file(path: str) -> None:
+    """Refuse a credentials file nats-py cannot use, before the handshake reads it.
+
+    nats-py reads the file on the event loop while connecting: a file without the JWT block
+    makes it loop forever (stalling every connection on the loop), one without the seed block
+    fails with a bare ``TypeError``. The file's content is never put in the message.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the NATS credentials file {path!r} ({exc.strerror or exc}); "
+            "pass the path of a readable .creds file",
+            key="credentials",
+        ) from None
+    for block in _CREDS_BLOCKS:
+        at = next((i for i, line in enumerate(lines) if block in line), None)
+        if at is None or at + 1 >= len(lines) or not lines[at + 1].strip():
+            raise ConfigurationError(
+                f"the NATS credentials file {path!r} has no '-----{block}-----' block "
+                "followed by its value; a .creds file holds the user JWT and the user's nkey "
+                "seed (as written by 'nsc generate creds')",
+                key="credentials",
+            )
+
+
 def is_auth_error(exc: BaseException) -> bool:
     """Tell whether a nats-py error means the credentials were refused."""
     import nats.errors
@@ -68,6 +99,42 @@ def is_auth_error(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return "authorization violation" in text or "authentication" in text
+
+
+_CLIENT_CERT_REFUSED = (
+    "BAD_CERTIFICATE",
+    "UNKNOWN_CA",
+    "CERTIFICATE_UNKNOWN",
+    "UNSUPPORTED_CERTIFICATE",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_REVOKED",
+)
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """Say what to fix when ``exc`` is a TLS failure that retrying cannot cure; else None."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the server's certificate did not verify ({exc.verify_message}); pass tls_ca= the "
+            "CA file that signed it (or tls= an ssl.SSLContext that trusts it) and connect by a "
+            "host name or IP address the certificate names (or set tls_hostname=)"
+        )
+    if not isinstance(exc, ssl.SSLError):
+        return None
+    reason = str(exc.reason or "").upper()
+    if "CERTIFICATE_REQUIRED" in reason:
+        return (
+            "the server requires a client certificate (mutual TLS); pass tls_cert= and tls_key= "
+            "(or tls= an ssl.SSLContext with load_cert_chain)"
+        )
+    if any(alert in reason for alert in _CLIENT_CERT_REFUSED):
+        return (
+            f"the server refused the client certificate ({exc.reason}); use a tls_cert signed by "
+            "a CA the server trusts (its ca_file), not expired"
+        )
+    return None
 
 
 class NatsConnection:
@@ -135,6 +202,7 @@ class NatsConnection:
 
         if self.settings.credentials is not None:
             _require_nkeys()
+            _check_credentials_file(self.settings.credentials)
         nc = Client()
         self._connecting = True
         self._connect_errors = []
@@ -173,15 +241,37 @@ class NatsConnection:
             self._connect_errors.append(exc)
         where = ", ".join(self.settings.safe_servers())
         if any(is_auth_error(e) for e in (*self._connect_errors, cause)):
+            check = "check user/password, token or the credentials file"
+            if self.settings.credentials is not None:
+                check = (
+                    f"check the credentials file {self.settings.credentials!r}: its user JWT "
+                    "must be signed by an account the server trusts (operator and resolver "
+                    "configuration) and its seed must be the user's"
+                )
             return NatsAuthError(
                 f"the NATS server at {where} refused the credentials (Authorization Violation); "
-                "check user/password, token or the credentials file. Not retrying"
+                f"{check}. Not retrying"
             )
+        for error in (*self._connect_errors, cause):
+            problem = tls_problem(error)
+            if problem is not None:
+                return NatsConnectError(
+                    f"TLS handshake with the NATS server at {where} failed: {problem}. Not retrying"
+                )
         last = self._connect_errors[-1] if self._connect_errors else cause
         reason = f"{type(last).__name__}: {last}" if str(last) else type(last).__name__
+        advice = "check the URL and that nats-server is running"
+        if self.settings.uses_tls:
+            # With TLS 1.3 a server that refuses the client certificate may just close the
+            # connection: the client then sees a reset, not the server's alert.
+            advice += (
+                " with TLS enabled; a server that requires a client certificate (mutual TLS) "
+                "closes the connection like this when it gets none or one it does not trust: "
+                "pass tls_cert= and tls_key= signed by a CA the server trusts"
+            )
         return NatsConnectError(
             f"cannot connect to NATS at {where} after {max(1, len(self._connect_errors))} "
-            f"attempt(s) ({reason}); check the URL and that nats-server is running"
+            f"attempt(s) ({reason}); {advice}"
         )
 
     async def _abandon(self, nc: Client) -> None:
@@ -215,7 +305,11 @@ class NatsConnection:
         if self._connecting:
             self._connect_errors.append(exc)
             attempts = self.settings.connect_attempts * len(self.settings.servers)
-            if is_auth_error(exc) or len(self._connect_errors) >= attempts:
+            if (
+                is_auth_error(exc)
+                or tls_problem(exc) is not None
+                or len(self._connect_errors) >= attempts
+            ):
                 raise _GiveUp(exc)
             return
         self.counters["async_errors"] += 1
