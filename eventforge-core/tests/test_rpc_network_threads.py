@@ -13,7 +13,7 @@ import threading
 import pytest
 from eventforge import MemoryTransport, Message, MessageQueue, RPCClient, RPCServer
 from eventforge.errors import RemoteError, RPCTimeout
-from eventforge.transport import Callback, Capability, Transport
+from eventforge.transport import Callback, Capability, Transport, is_nonblocking, nonblocking
 
 
 class ReaderThreadTransport(Transport):
@@ -151,3 +151,122 @@ def test_rpc_client_times_out_against_a_stopped_server(queue):
     with pytest.raises(RPCTimeout):
         client.call("f", timeout=0.05)
     assert queue.pending_requests == 0
+
+
+class InlineHandoffTransport(ReaderThreadTransport):
+    """Like ``ReaderThreadTransport``, but runs ``nonblocking`` callbacks at once, as TCP does."""
+
+    name = "inline-handoff"
+    capabilities = ReaderThreadTransport.capabilities | {Capability.NONBLOCKING_INLINE}
+
+    def subscribe(self, topic, callback, *, group=None):
+        if is_nonblocking(callback):
+            return self._space.subscribe(topic, callback, group=group)
+        return super().subscribe(topic, callback, group=group)
+
+
+@pytest.fixture
+def inline_queue():
+    q = MessageQueue(InlineHandoffTransport())
+    yield q
+    q.close()
+
+
+def test_request_from_a_reader_thread_handler_gets_its_reply_when_replies_run_inline(
+    inline_queue, caplog
+):
+    queue = inline_queue
+    outcome: list[object] = []
+    done = threading.Event()
+    # The responder must not wait behind the asking handler (in a real deployment it lives in
+    # another process); the reply itself is what must not queue up behind it.
+    queue.subscribe("answer", lambda m: queue.reply(m, 42), threaded=True)
+
+    def asks_inline(message):
+        reply = queue.request("answer", None, timeout=10)
+        outcome.append(reply.payload if reply else None)
+        done.set()
+
+    queue.subscribe("ask", asks_inline)
+    with caplog.at_level(logging.WARNING, logger="eventforge.queue"):
+        queue.publish("ask")
+        assert done.wait(10)
+    assert outcome == [42]
+    assert "delivery thread" not in caplog.text
+
+
+def test_rpc_server_inline_may_nest_calls_when_replies_run_inline(inline_queue):
+    queue = inline_queue
+    inner = RPCServer(queue, service_name="inner")  # its own thread, as in another process
+    inner.add_method("double", lambda x: x * 2)
+    inner.serve(blocking=False)
+    outer = RPCServer(queue, service_name="outer", threaded=False)
+    inner_client = RPCClient(queue, service_name="inner", timeout=10)
+    outer.add_method("nested", lambda x: inner_client.double(x))
+    outer.serve(blocking=False)
+    assert RPCClient(queue, service_name="outer", timeout=10).nested(3) == 6
+    outer.stop()
+    inner.stop()
+
+
+def test_threaded_subscriptions_and_pools_are_handed_over_without_the_reader_thread(
+    inline_queue,
+):
+    queue = inline_queue
+    seen_on: list[str] = []
+    done = threading.Event()
+
+    def handler(message):
+        seen_on.append(threading.current_thread().name)
+        done.set()
+
+    queue.subscribe("t", handler, threaded=True)
+    queue.publish("t")
+    assert done.wait(10)
+    assert seen_on
+    assert seen_on[0] != "reader"
+    server = RPCServer(queue, service_name="svc")
+    server.add_method("where", lambda: threading.current_thread().name)
+    server.serve(blocking=False)
+    # The pool's hand-off runs in the publisher's thread (the transport's choice for
+    # non-blocking callbacks), the method on the server's own thread.
+    name = RPCClient(queue, service_name="svc", timeout=10).where()
+    assert name not in ("reader", threading.current_thread().name)
+    server.stop()
+
+
+def test_group_members_must_agree_on_threaded():
+    queue = MessageQueue(ReaderThreadTransport())
+    try:
+        queue.subscribe("jobs", lambda m: None, group="g", threaded=True)
+        with pytest.raises(ValueError, match="threaded=True"):
+            queue.subscribe("jobs", lambda m: None, group="g")
+        queue.subscribe("jobs", lambda m: None, group="g", threaded=True)  # fine
+        # A group begun by inline members accepts threaded ones (their hand-off never waits).
+        queue.subscribe("other", lambda m: None, group="h")
+        queue.subscribe("other", lambda m: None, group="h", threaded=True)
+    finally:
+        queue.close()
+
+
+def test_nonblocking_marks_functions_and_classes_not_bound_methods():
+    def f(message):
+        return None
+
+    assert not is_nonblocking(f)
+    assert nonblocking(f) is f
+    assert is_nonblocking(f)
+
+    @nonblocking
+    class Handoff:
+        def __call__(self, message):
+            return None
+
+    assert is_nonblocking(Handoff())
+
+    class Holder:
+        def method(self, message):
+            return None
+
+    with pytest.raises(TypeError, match="class body"):
+        nonblocking(Holder().method)

@@ -13,14 +13,15 @@ import asyncio
 import inspect
 import itertools
 import logging
+import queue
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from ._loop import background_loop
 from .dispatch import Dispatcher
 from .message import Message
+from .transport import nonblocking
 
 __all__ = [
     "Counter",
@@ -243,7 +244,8 @@ class Worker:
 
     ``submit`` never blocks: when ``max_pending`` messages are waiting, the new one is dropped
     and counted. Stopping discards the backlog (counted as dropped) and does not wait for a
-    handler that is stuck.
+    handler that is stuck. The backlog is a :class:`queue.SimpleQueue`: a hand-over costs a
+    C-level put, not a condition variable's Python-level dance.
     """
 
     def __init__(
@@ -260,8 +262,7 @@ class Worker:
         self._on_discard = on_discard
         self.max_pending = max_pending
         self._dropped = dropped
-        self._items: deque[Message] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._items: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self._stopped = False
         self._warned = False
         self._busy = 0
@@ -271,20 +272,34 @@ class Worker:
     @property
     def pending(self) -> int:
         """Messages waiting for the handler."""
-        return len(self._items)
+        return 0 if self._stopped else self._items.qsize()
 
     def load(self) -> int:
         """Messages accepted and not yet handled: the backlog plus the one being handled."""
-        return len(self._items) + self._busy
+        return self.pending + self._busy
 
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopped
+
+    @nonblocking
     def submit(self, message: Message) -> None:
-        """Queue ``message`` for the handler, or drop and count it when the backlog is full."""
-        with self._cond:
-            if not self._stopped and len(self._items) < self.max_pending:
-                self._items.append(message)
-                self._cond.notify()
-                return
-            stopped = self._stopped
+        """Queue ``message`` for the handler, or drop and count it when the backlog is full.
+
+        Never waits, so a transport may call it from its I/O thread (see
+        :func:`~eventforge.transport.nonblocking`); a discarded message goes to ``on_discard``
+        on the calling thread. The bound is exact for one submitting thread and may be passed
+        by one message per extra thread submitting at the same instant.
+        """
+        items = self._items
+        if not self._stopped and items.qsize() < self.max_pending:
+            items.put(message)
+            if self.stopped:
+                # stop() ran between the check and the put: discard what it did not see.
+                self._drain()
+            return
+        stopped = self._stopped
         self._discard(message)
         if not self._warned and not stopped:
             self._warned = True
@@ -296,20 +311,34 @@ class Worker:
             )
 
     def _run(self) -> None:
-        items = self._items
-        cond = self._cond
+        get = self._items.get
+        invoke = self._invoke
         while True:
-            with cond:
-                while not items and not self._stopped:
-                    cond.wait()
-                if self._stopped:
-                    return
-                message = items.popleft()
-                self._busy = 1
+            message = get()
+            if self._stopped or message is None:
+                if message is not None:
+                    self._discard(message)
+                return
+            self._busy = 1
             try:
-                self._invoke(message)
+                invoke(message)
             finally:
                 self._busy = 0
+
+    def _drain(self) -> None:
+        """Discard every queued message (after a stop); keep the thread's stop mark queued."""
+        stop_mark = False
+        while True:
+            try:
+                message = self._items.get_nowait()
+            except queue.Empty:
+                break
+            if message is None:
+                stop_mark = True
+            else:
+                self._discard(message)
+        if stop_mark:
+            self._items.put(None)
 
     def _discard(self, message: Message) -> None:
         """Count a message that will never be handled, and tell ``on_discard`` about it."""
@@ -322,13 +351,9 @@ class Worker:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop the thread; discard (count, and pass to ``on_discard``) what is still queued."""
-        with self._cond:
-            self._stopped = True
-            discarded = list(self._items)
-            self._items.clear()
-            self._cond.notify_all()
-        for message in discarded:
-            self._discard(message)
+        self._stopped = True
+        self._drain()
+        self._items.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -357,6 +382,11 @@ class GroupBinding:
     The queue subscribes the binding once at the transport (with ``group=`` when the transport
     declares groups, so the transport picks one queue among many); the binding's dispatcher
     then picks one local member.
+
+    A binding whose members each have a thread of their own (``threaded``), picked by a
+    dispatcher that never waits, is *non-blocking*: the queue subscribes :meth:`handoff`
+    instead of :meth:`deliver`, so a transport may run it on its I/O thread. Its members must
+    then all be threaded (:meth:`check_member`).
     """
 
     __slots__ = (
@@ -364,19 +394,44 @@ class GroupBinding:
         "dropped",
         "group",
         "members",
+        "nonblocking",
         "owns_dispatcher",
         "pattern",
         "subscription_id",
     )
 
-    def __init__(self, pattern: str, group: str, dispatcher: Dispatcher, dropped: Counter) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        group: str,
+        dispatcher: Dispatcher,
+        dropped: Counter,
+        *,
+        nonblocking: bool = False,
+    ) -> None:
         self.pattern = pattern
         self.group = group
         self.dispatcher = dispatcher
         self.dropped = dropped
+        self.nonblocking = nonblocking and dispatcher.nonblocking
         self.members: tuple[GroupMember, ...] = ()
         self.subscription_id: str | None = None
         self.owns_dispatcher = True
+
+    @property
+    def entry_point(self) -> Invoker:
+        """What the queue subscribes at the transport: :meth:`handoff` or :meth:`deliver`."""
+        return self.handoff if self.nonblocking else self.deliver
+
+    def check_member(self, threaded: bool) -> None:
+        """Refuse a member that would block a non-blocking binding's caller."""
+        if self.nonblocking and not threaded:
+            raise ValueError(
+                f"the members of group {self.group!r} on {self.pattern!r} run on threads of "
+                "their own (threaded=True), so the transport hands them messages from its I/O "
+                "thread; subscribe this member with threaded=True too (every member of a group "
+                "runs the same way)"
+            )
 
     def close(self) -> None:
         """Release the dispatcher when the binding made it (a name was given, not an instance)."""
@@ -414,3 +469,8 @@ class GroupBinding:
         except Exception:
             self.dropped.bump()
             log.exception("dispatcher %r failed for group %r", self.dispatcher.name, self.group)
+
+    @nonblocking
+    def handoff(self, message: Message) -> None:
+        """:meth:`deliver` for a non-blocking binding (every member hands off to its thread)."""
+        self.deliver(message)

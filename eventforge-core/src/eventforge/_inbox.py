@@ -15,6 +15,7 @@ import threading
 
 from ._handlers import Counter
 from .message import Message
+from .transport import nonblocking
 
 __all__ = ["AsyncWaiter", "Inbox", "SyncWaiter"]
 
@@ -76,8 +77,13 @@ class Inbox:
         self.subscription_id: str | None = None
         self._late = late_replies
 
+    @nonblocking
     def deliver(self, message: Message) -> None:
-        """Route a reply to its waiter (the transport calls this for the inbox topic)."""
+        """Route a reply to its waiter (the transport calls this for the inbox topic).
+
+        It only hands the reply over, so transports may run it on their I/O thread: a request
+        made from a handler on the delivery thread then still gets its reply.
+        """
         key = message.correlation_id
         waiter = self.pending.pop(key, None) if key is not None else None
         if waiter is None:

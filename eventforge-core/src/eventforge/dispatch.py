@@ -71,6 +71,10 @@ class Dispatcher(ABC):
     name: ClassVar[str] = "dispatcher"
     selects_one: ClassVar[bool] = True
     """True when exactly one target receives each event (usable for competing consumers)."""
+    nonblocking: ClassVar[bool] = False
+    """True when :meth:`dispatch` itself never waits (it only calls ``invoke``): with targets
+    that hand work to threads of their own, a dispatch then returns at once, so a transport may
+    run it on its I/O thread."""
 
     @abstractmethod
     def dispatch(self, targets: Sequence[T], invoke: Callable[[T], Any]) -> None:
@@ -108,6 +112,7 @@ class BroadcastDispatcher(Dispatcher):
 
     name = "broadcast"
     selects_one = False
+    nonblocking = True
 
     def __init__(self, on_error: Callable[[Any, Exception], None] | None = None) -> None:
         self.on_error = on_error
@@ -130,6 +135,7 @@ class RoundRobinDispatcher(Dispatcher):
     """Each event goes to the next target in turn (the default for groups and pools)."""
 
     name = "round_robin"
+    nonblocking = True
 
     def __init__(self) -> None:
         self._turn = itertools.count()
@@ -224,6 +230,7 @@ class LeastLoadedDispatcher(Dispatcher):
     """
 
     name = "least_loaded"
+    nonblocking = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -34,7 +34,7 @@ from .message import Message, new_id
 from .middleware import compose_send, resolve_middleware, wrap_handler
 from .routing import check_match, header_gate, unroutable_sender
 from .topics import has_wildcards, validate_pattern, validate_topic
-from .transport import Capability, Transport, require_capability
+from .transport import Capability, Transport, is_nonblocking, nonblocking, require_capability
 
 __all__ = ["ErrorHook", "MessageQueue"]
 
@@ -156,6 +156,7 @@ class MessageQueue(QueueFeatures):
         self._native_request = transport.has(Capability.REQUEST_REPLY)
         self._transport_groups = transport.has(Capability.GROUPS)
         self._inline_async = transport.has(Capability.ZERO_COPY)
+        self._replies_inline = transport.has(Capability.NONBLOCKING_INLINE)
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._groups: dict[tuple[str, str], GroupBinding] = {}
@@ -296,7 +297,8 @@ class MessageQueue(QueueFeatures):
             )
             entry_point = worker.submit
         if match is not None:
-            entry_point = header_gate(match, match_mode, entry_point, self._filtered.bump)
+            gate = header_gate(match, match_mode, entry_point, self._filtered.bump)
+            entry_point = nonblocking(gate) if is_nonblocking(entry_point) else gate
         try:
             if group is None:
                 subscription_id = self.transport.subscribe(topic, entry_point)
@@ -406,7 +408,7 @@ class MessageQueue(QueueFeatures):
             if reply is None:
                 self._timed_out.bump()
             return reply
-        if delivering_for() is self.transport:
+        if delivering_for() is self.transport and not self._replies_inline:
             self._warn_request_on_delivery_thread(topic)
         inbox = self._ensure_inbox()
         key = message.id
@@ -684,6 +686,7 @@ class MessageQueue(QueueFeatures):
             self._check_open()
             binding = self._groups.get(key)
             if binding is not None:
+                binding.check_member(worker is not None)
                 if dispatcher is not None and _dispatcher_name(dispatcher) != (
                     binding.dispatcher.name
                 ):
@@ -694,7 +697,13 @@ class MessageQueue(QueueFeatures):
                     )
                 binding.add(handler_id, invoke, worker)
                 return binding
-            binding = GroupBinding(topic, group, get_dispatcher(dispatcher), self._dropped)
+            binding = GroupBinding(
+                topic,
+                group,
+                get_dispatcher(dispatcher),
+                self._dropped,
+                nonblocking=worker is not None and is_nonblocking(invoke),
+            )
             binding.owns_dispatcher = not isinstance(dispatcher, Dispatcher)
             binding.add(handler_id, invoke, worker)
             self._groups[key] = binding
@@ -703,10 +712,10 @@ class MessageQueue(QueueFeatures):
             try:
                 if self._transport_groups:
                     binding.subscription_id = self.transport.subscribe(  # type: ignore[call-arg]
-                        topic, binding.deliver, group=group
+                        topic, binding.entry_point, group=group
                     )
                 else:
-                    binding.subscription_id = self.transport.subscribe(topic, binding.deliver)
+                    binding.subscription_id = self.transport.subscribe(topic, binding.entry_point)
             except BaseException:
                 del self._groups[key]
                 binding.close()
