@@ -5,7 +5,10 @@ cuts frames, decodes them and routes them; it writes whatever publishers queued,
 ``send``. Callbacks never run on it: decoded messages go, a batch per read, to the delivery
 thread, so a slow handler cannot stall heartbeats or other connections. When more than
 ``max_pending`` deliveries wait, the I/O thread stops reading (TCP pushes back on the peers)
-until the backlog halves.
+until the backlog halves. The exception are callbacks marked
+:func:`~eventforge.transport.nonblocking` (reply waiters, hand-offs to handler threads): they
+run on the I/O thread at once, which saves a thread hand-off per message and lets a handler
+on the delivery thread wait for a reply.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class TCPTransportBase(Transport):
             Capability.HEADERS,
             Capability.ORDERED,
             Capability.CROSS_PROCESS,
+            Capability.NONBLOCKING_INLINE,
         }
     )
 
@@ -132,6 +136,7 @@ class TCPTransportBase(Transport):
         self._ids = itertools.count(1)
         self._stats_lock = threading.Lock()
         self._sent = itertools.count()
+        self._inline_delivered = itertools.count()
         self._counts: dict[str, int] = {
             "received": 0,
             "protocol_errors": 0,
@@ -176,8 +181,8 @@ class TCPTransportBase(Transport):
             out: dict[str, Any] = dict(self._counts)
         out["sent"] = int(repr(self._sent)[6:-1])
         out["pending_deliveries"] = self._delivery.pending
-        out["delivered"] = self._delivery.delivered
-        out["callback_errors"] = self._delivery.callback_errors
+        out["delivered"] = self._delivery.delivered + int(repr(self._inline_delivered)[6:-1])
+        out["callback_errors"] = self._delivery.callback_errors + out.pop("callback_errors", 0)
         out["connections"] = len(self._links)
         return out
 
@@ -230,6 +235,16 @@ class TCPTransportBase(Transport):
         """Hand ``batch`` to the delivery thread (any thread may call it)."""
         self._delivery.put(batch)
 
+    def _run_inline(self, callback: Callback, message: Message) -> None:
+        """Run a :func:`~eventforge.transport.nonblocking` callback in this thread, isolated."""
+        try:
+            callback(message)
+        except Exception:
+            self._count("callback_errors")
+            log.exception("subscription callback raised for topic %r", message.topic)
+        else:
+            next(self._inline_delivered)
+
     def _after_delivery(self, pending: int) -> None:
         if self._reads_paused and pending <= self.max_pending // 2:
             self._wake()
@@ -264,6 +279,11 @@ class TCPTransportBase(Transport):
                 # the write deadline, which ends this wait.
                 if link.state == LinkState.CLOSED:
                     break
+                if self._on_io_thread():
+                    # A non-blocking callback sending from the I/O thread: waiting here would
+                    # stop the very thread that makes room.
+                    self._slow_peer_drop(link)
+                    return False
                 link.cond.wait(0.1)
             if link.state == LinkState.CLOSED:
                 self._count("dropped_slow_peer")
@@ -272,6 +292,9 @@ class TCPTransportBase(Transport):
         if wake:
             self._mark_dirty(link)
         return True
+
+    def _on_io_thread(self) -> bool:
+        return threading.current_thread() is self._io_thread
 
     def _slow_peer_drop(self, link: Link) -> None:
         self._count("dropped_slow_peer")

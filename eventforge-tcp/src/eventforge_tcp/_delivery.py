@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from eventforge.message import Message
-from eventforge.transport import Callback
+from eventforge.transport import Callback, nonblocking
 
 __all__ = ["Delivery", "DeliveryThread", "Waiter"]
 
@@ -85,6 +85,7 @@ class DeliveryThread:
             self._after_batch(pending)
 
 
+@nonblocking
 class Waiter:
     """A subscription callback that keeps the first message it gets (for ``receive``)."""
 

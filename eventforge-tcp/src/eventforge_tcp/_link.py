@@ -13,6 +13,7 @@ from .framing import FrameDecoder
 __all__ = ["Link", "LinkState", "WriteResult"]
 
 _ids = itertools.count(1)
+_monotonic = time.monotonic
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
 _MAX_WRITE = 512 * 1024
@@ -119,8 +120,11 @@ class Link:
         that follow closely stay queued for the I/O thread, which coalesces them into few
         writes (TCP_NODELAY stays on, so nothing waits for a timer).
         """
-        self.append(frame)
-        now = time.monotonic()
+        now = _monotonic()
+        if not self.out_size:
+            self.last_write_progress = now
+        self.frames.append(frame)
+        self.out_size += len(frame)
         quiet = now - self.last_enqueue > DIRECT_GAP
         self.last_enqueue = now
         if quiet and not self.tls and self.partial is None and len(self.frames) == 1:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, ProtocolError, TransportError
 from eventforge.message import Message, new_id
 from eventforge.topics import TopicIndex
-from eventforge.transport import Callback
+from eventforge.transport import Callback, is_nonblocking
 
 from ._base import TCPTransportBase
 from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, SUB, UNSUB, control_frame
@@ -41,16 +41,18 @@ __all__ = ["TCPClientTransport"]
 log = logging.getLogger("eventforge.transports.tcp")
 
 _OFFLINE_MODES = ("buffer", "raise")
+_OPEN = LinkState.OPEN
 
 
 class _Sub:
-    __slots__ = ("callback", "group", "key", "pattern", "sid")
+    __slots__ = ("callback", "group", "inline", "key", "pattern", "sid")
 
     def __init__(self, sid: str, pattern: str, group: str | None, callback: Callback) -> None:
         self.sid = sid
         self.pattern = pattern
         self.group = group
         self.callback = callback
+        self.inline = is_nonblocking(callback)
         self.key = 0
 
 
@@ -195,8 +197,19 @@ class TCPClientTransport(TCPTransportBase):
         frame = self._encode(message)
         local = self._index.match(message.topic)
         if local:
-            copy = self.codec.decode(frame[4:])
-            self._deliver([(sub.callback, copy) for sub in local])
+            self._deliver_local(local, self.codec.decode(frame[4:]))
+        link = self._link
+        if link is not None and self._fatal is None:
+            # The common case, inline: the link is up and its buffer has room.
+            with link.lock:
+                if link.state == _OPEN and link.out_size + len(frame) <= self.max_send_buffer:
+                    wake: bool | None = link.offer(frame)
+                else:
+                    wake = None
+            if wake is not None:
+                if wake:
+                    self._mark_dirty(link)
+                return
         self._push(frame)
 
     def send_counted(self, message: Message) -> int | None:
@@ -233,8 +246,7 @@ class TCPClientTransport(TCPTransportBase):
         try:
             self._push(control_frame(COUNT, None, frame_id=marker) + frame, hold=False)
             if local:
-                copy = self.codec.decode(frame[4:])
-                self._deliver([(sub.callback, copy) for sub in local])
+                self._deliver_local(local, self.codec.decode(frame[4:]))
             answered = waiter.event.wait(self.count_timeout)
         finally:
             self._acks.pop(marker, None)
@@ -337,6 +349,16 @@ class TCPClientTransport(TCPTransportBase):
 
     # -- internals: subscriptions ------------------------------------------------------------
 
+    def _deliver_local(self, subs: tuple[_Sub, ...], message: Message) -> None:
+        """Deliver a message published here to this client's own matching subscriptions."""
+        batch: list[tuple[Callback, Message]] = []
+        for sub in subs:
+            if sub.inline:
+                self._run_inline(sub.callback, message)
+            else:
+                batch.append((sub.callback, message))
+        self._deliver(batch)
+
     @staticmethod
     def _sub_frame(sub: _Sub, frame_id: str | None = None) -> bytes:
         return control_frame(
@@ -386,9 +408,10 @@ class TCPClientTransport(TCPTransportBase):
                             queued = True
                             wake = link.offer(frame)
                         else:
-                            # The server is not reading fast enough: wait for room.
+                            # The server is not reading fast enough: wait for room (never on
+                            # the I/O thread, the one that makes room).
                             remaining = deadline - time.monotonic()
-                            if remaining <= 0:
+                            if remaining <= 0 or self._on_io_thread():
                                 raise self._full_error()
                             link.cond.wait(min(remaining, 0.1))
                 if queued:
@@ -587,6 +610,7 @@ class TCPClientTransport(TCPTransportBase):
 
     def _on_frames(self, link: Link, bodies: list[bytes], dirty: set[Link]) -> None:
         decode = self.codec.decode
+        run_inline = self._run_inline
         batch: list[tuple[Callback, Message]] = []
         received = 0
         for body in bodies:
@@ -616,19 +640,24 @@ class TCPClientTransport(TCPTransportBase):
                 continue
             received += 1
             route = link.route
+            targets: tuple[_Sub, ...] | list[_Sub]
             if route is None:
-                for sub in self._index.match(topic):
+                targets = self._index.match(topic)
+            else:
+                link.route = None
+                targets = []
+                if route.get("fanout", True):  # type: ignore[attr-defined]
+                    targets.extend(self._index.match(topic))
+                subs = self._subs
+                for sid in route["sids"]:  # type: ignore[index]
+                    target = subs.get(sid) if isinstance(sid, str) else None
+                    if target is not None:
+                        targets.append(target)
+            for sub in targets:
+                if sub.inline:
+                    run_inline(sub.callback, message)
+                else:
                     batch.append((sub.callback, message))
-                continue
-            link.route = None
-            if route.get("fanout", True):  # type: ignore[attr-defined]
-                for sub in self._index.match(topic):
-                    batch.append((sub.callback, message))
-            subs = self._subs
-            for sid in route["sids"]:  # type: ignore[index]
-                target = subs.get(sid) if isinstance(sid, str) else None
-                if target is not None:
-                    batch.append((target.callback, message))
         if received:
             self._count("received", received)
         self._deliver(batch)

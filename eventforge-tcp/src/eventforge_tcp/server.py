@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, ProtocolError, TransportError
 from eventforge.message import Message
 from eventforge.topics import TopicIndex, validate_pattern
-from eventforge.transport import Callback
+from eventforge.transport import Callback, is_nonblocking
 
 from ._base import Delivery, TCPTransportBase
 from ._control import (
@@ -54,11 +54,12 @@ _pack = HEADER.pack
 class _Local:
     """A subscription of the server process itself."""
 
-    __slots__ = ("callback", "sid")
+    __slots__ = ("callback", "inline", "sid")
 
     def __init__(self, sid: str, callback: Callback) -> None:
         self.sid = sid
         self.callback = callback
+        self.inline = is_nonblocking(callback)
 
 
 class _Remote:
@@ -220,7 +221,12 @@ class TCPServerTransport(TCPTransportBase):
         return self._route(message, body, None, None)
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
-        """Call ``callback`` (on the delivery thread) for every message matching ``topic``."""
+        """Call ``callback`` for every message matching ``topic``.
+
+        Callbacks run on the delivery thread; those marked
+        :func:`~eventforge.transport.nonblocking` run at once on the thread that routes the
+        message (the I/O thread, or the publisher's for a message sent here).
+        """
         self._check_open()
         self._check_subscription(topic, callback, group)
         sid = f"local-{next(self._ids)}"
@@ -309,7 +315,7 @@ class TCPServerTransport(TCPTransportBase):
         targets = self._index.match(message.topic)
         if not targets:
             return 0
-        local: list[Callback] | None = None
+        local: list[_Local] | None = None
         fanout: list[Link] | None = None
         groups: dict[Link, list[str]] | None = None
         for target in targets:
@@ -324,7 +330,7 @@ class TCPServerTransport(TCPTransportBase):
             elif cls is _Local:
                 if local is None:
                     local = []
-                local.append(target.callback)  # type: ignore[union-attr]
+                local.append(target)  # type: ignore[arg-type]
             else:
                 with self._lock:
                     member = target.pick()  # type: ignore[union-attr]
@@ -333,7 +339,7 @@ class TCPServerTransport(TCPTransportBase):
                 if member.__class__ is _Local:
                     if local is None:
                         local = []
-                    local.append(member.callback)
+                    local.append(member)
                 else:
                     if groups is None:
                         groups = {}
@@ -342,11 +348,15 @@ class TCPServerTransport(TCPTransportBase):
         if local:
             taken = len(local)
             copy = message if origin is not None else self.codec.decode(body)
-            if local_batch is not None:
-                for callback in local:
-                    local_batch.append((callback, copy))
-            else:
-                self._deliver([(callback, copy) for callback in local])
+            batch = local_batch if local_batch is not None else []
+            for sub in local:
+                if sub.inline:
+                    # A hand-off (reply waiter, handler thread): run it here, in order.
+                    self._run_inline(sub.callback, copy)
+                else:
+                    batch.append((sub.callback, copy))
+            if local_batch is None:
+                self._deliver(batch)
         if fanout is None and groups is None:
             return taken
         frame = _pack(len(body)) + body

@@ -1,0 +1,109 @@
+"""Non-blocking callbacks (reply waiters, hand-offs to handler threads) run on the I/O thread.
+
+That is what lets a handler on the delivery thread wait for a reply over TCP, and what takes a
+thread hand-off out of every RPC round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import pytest
+from eventforge import Message, MessageQueue, RPCClient, RPCServer
+from eventforge.transport import Capability, nonblocking
+from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
+
+
+def test_tcp_declares_inline_nonblocking_callbacks(server: TCPServerTransport) -> None:
+    assert server.has(Capability.NONBLOCKING_INLINE)
+
+
+@pytest.mark.parametrize("asker", ["client", "server"])
+def test_handler_on_the_delivery_thread_gets_the_reply_to_a_blocking_request(
+    server: TCPServerTransport,
+    make_client: Callable[..., TCPClientTransport],
+    asker: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    responder = MessageQueue(make_client(), name="responder")
+    asking_transport = make_client() if asker == "client" else server
+    asking = MessageQueue(asking_transport, name="asking", close_transport=False)
+    responder.subscribe("answer", lambda m: responder.reply(m, m.payload * 2))
+    outcome: list[object] = []
+    done = threading.Event()
+
+    def handler(message: Message) -> None:  # runs on the transport's delivery thread
+        reply = asking.request("answer", message.payload, timeout=10)
+        outcome.append(threading.current_thread().name)
+        outcome.append(reply.payload if reply is not None else None)
+        done.set()
+
+    asking.subscribe("ask", handler)
+    with caplog.at_level(logging.WARNING, logger="eventforge.queue"):
+        asking.publish("ask", 21)
+        assert done.wait(10)
+    assert "delivery" in str(outcome[0])
+    assert outcome[1] == 42
+    assert "delivery thread" not in caplog.text
+    asking.close()
+    responder.close()
+
+
+def test_inline_rpc_server_may_make_nested_calls_over_tcp(
+    server: TCPServerTransport, make_client: Callable[..., TCPClientTransport]
+) -> None:
+    inner_queue = MessageQueue(make_client())
+    inner = RPCServer(inner_queue, service_name="inner")
+    inner.add_method("double", lambda x: x * 2)
+    inner.serve(blocking=False)
+    outer_queue = MessageQueue(make_client())
+    inner_client = RPCClient(outer_queue, service_name="inner", timeout=10)
+    outer = RPCServer(outer_queue, service_name="outer", threaded=False)
+    outer.add_method("quadruple", lambda x: inner_client.double(inner_client.double(x)))
+    outer.serve(blocking=False)
+    caller = MessageQueue(make_client())
+    assert RPCClient(caller, service_name="outer", timeout=10).quadruple(3) == 12
+    for q in (caller, outer_queue, inner_queue):
+        q.close()
+
+
+def test_inline_callbacks_are_isolated_and_counted(
+    server: TCPServerTransport, make_client: Callable[..., TCPClientTransport]
+) -> None:
+    client = make_client()
+    got: list[str] = []
+    arrived = threading.Event()
+
+    @nonblocking
+    def explodes(message: Message) -> None:
+        raise RuntimeError("boom")
+
+    @nonblocking
+    def keeps(message: Message) -> None:
+        got.append(threading.current_thread().name)
+        arrived.set()
+
+    for transport in (client, server):
+        transport.subscribe("x.*", explodes)
+        transport.subscribe("x.*", keeps)
+    before = {t: t.stats() for t in (client, server)}
+    publisher = make_client()
+    publisher.send(Message("x.y", 1))
+    assert arrived.wait(10)
+
+    def settled() -> bool:
+        return all(t.stats()["delivered"] - before[t]["delivered"] >= 1 for t in (client, server))
+
+    deadline = threading.Event()
+    for _ in range(200):
+        if settled() and len(got) == 2:
+            break
+        deadline.wait(0.02)
+    assert len(got) == 2
+    assert all("-io" in name for name in got)  # on each transport's I/O thread
+    for t in (client, server):
+        stats = t.stats()
+        assert stats["callback_errors"] - before[t]["callback_errors"] == 1
+        assert stats["delivered"] - before[t]["delivered"] == 1
