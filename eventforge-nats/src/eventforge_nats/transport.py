@@ -35,7 +35,7 @@ from eventforge.errors import (
 )
 from eventforge.message import Message
 from eventforge.topics import topic_matches, validate_pattern, validate_topic
-from eventforge.transport import Callback, Capability, Transport
+from eventforge.transport import Callback, Capability, Transport, is_nonblocking
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from ._connection import NatsAuthError, NatsConnectError, NatsConnection
@@ -80,8 +80,10 @@ class NatsTransport(Transport):
 
     ``delivery="thread"`` (the default) runs callbacks on a delivery thread of the transport,
     so they may block. ``delivery="loop"`` runs them on the connection's event loop itself: one
-    thread hop less per message (lower latency, e.g. for RPC servers), but a callback must then
-    never block, and may not make synchronous requests (use the ``*_async`` twins).
+    thread hop less per message (lower latency), but a callback must then never block, and may
+    not make synchronous requests (use the ``*_async`` twins). Callbacks marked
+    :func:`~eventforge.transport.nonblocking` (hand-offs to handler threads, such as an
+    ``RPCServer``'s or a ``threaded=True`` subscription's) run on the loop in both modes.
     """
 
     name: ClassVar[str] = "nats"
@@ -94,6 +96,7 @@ class NatsTransport(Transport):
             Capability.CROSS_PROCESS,
             Capability.REQUEST_REPLY,
             Capability.DURABLE,
+            Capability.NONBLOCKING_INLINE,
         }
     )
 
@@ -278,7 +281,8 @@ class NatsTransport(Transport):
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Call ``callback`` for each message matching ``topic``; one member per ``group``.
 
-        Callbacks run on the transport's delivery thread, in arrival order; coroutine
+        Callbacks run on the transport's delivery thread, in arrival order (``nonblocking``
+        ones, and all with ``delivery="loop"``, on the connection's loop); coroutine
         functions run on the loop that was running at subscribe time (else the shared loop).
         """
         sub = self._new_subscription(topic, callback, group)
@@ -334,7 +338,9 @@ class NatsTransport(Transport):
         put = dispatcher.put
         deliver = self._deliver
 
-        if self.delivery == "loop":
+        if self.delivery == "loop" or (sub.loop is None and is_nonblocking(sub.callback)):
+            # A non-blocking callback (a hand-off to a handler thread, a reply waiter) runs on
+            # the loop in every mode: one thread hop less per message.
 
             async def on_message(msg: Msg) -> None:
                 deliver(sub, msg.subject, msg.data, msg.reply)
