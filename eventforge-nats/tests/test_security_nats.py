@@ -456,8 +456,10 @@ def test_refused_credentials_file_fails_once_with_auth_error(
 
 
 def test_no_credentials_against_operator_mode_is_an_auth_error(operator: Operator) -> None:
+    log = LogWatch(operator.server)
     with pytest.raises(NatsAuthError, match="refused the credentials"):
         NatsTransport(operator.server.url, connect_attempts=50)
+    assert log.count("authentication error") == 1, "the client retried"
 
 
 @pytest.mark.parametrize("broken", ["missing", "empty", "no-jwt", "no-seed"])
