@@ -197,8 +197,24 @@ envelope_dicts = st.dictionaries(
 ).map(lambda d: {"version": 1, "id": "i", "topic": "t.u", "payload": 0, **d})
 
 
+_FULL_ENVELOPE: dict[str, object] = {
+    "version": 1,
+    "id": "i",
+    "topic": "t.u",
+    "payload": {"n": 1},
+    "headers": {"k": "v"},
+    "timestamp": 1.5,
+    "reply_to": None,
+    "correlation_id": None,
+}
+# What eventforge peers send (all eight fields), with one field changed: the fast path's case.
+full_envelopes = st.tuples(st.sampled_from(sorted(_FULL_ENVELOPE)), field_values).map(
+    lambda change: {**_FULL_ENVELOPE, change[0]: change[1]}
+)
+
+
 @settings(max_examples=500)
-@given(envelope_dicts, st.booleans())
+@given(st.one_of(envelope_dicts, full_envelopes), st.booleans())
 def test_fast_codec_agrees_with_wire_codec(envelope: dict[str, object], drop_version: bool) -> None:
     """The TCP fast decoder accepts and builds exactly what WireCodec would, or defers to it."""
     import pydantic_core

@@ -203,7 +203,8 @@ class TCPTransportBase(Transport):
 
     def _encode_body(self, message: Message) -> bytes:
         """Validate and encode ``message`` into an envelope (a frame's body)."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         topic = message.topic
         validate_topic(topic)
         if topic.startswith(CONTROL_PREFIX):

@@ -29,6 +29,7 @@ from .errors import AuthenticationError
 from .framing import (
     CONTROL_PREFIX,
     DEFAULT_MAX_FRAME_SIZE,
+    HEADER,
     PROTOCOL,
     PROTOCOL_VERSION,
     FrameDecoder,
@@ -42,6 +43,7 @@ log = logging.getLogger("eventforge.transports.tcp")
 
 _OFFLINE_MODES = ("buffer", "raise")
 _OPEN = LinkState.OPEN
+_pack = HEADER.pack
 
 
 class _Sub:
@@ -140,6 +142,7 @@ class TCPClientTransport(TCPTransportBase):
         self._count_unsupported_warned = False
         self._lock = threading.RLock()
         self._index: TopicIndex[_Sub] = TopicIndex()
+        self._fanout_subs = 0  # plain (non-group) subscriptions in _index
         self._subs: dict[str, _Sub] = {}
         self._acks: dict[str, _Ack] = {}
         self._link: Link | None = None
@@ -194,10 +197,12 @@ class TCPClientTransport(TCPTransportBase):
 
     def send(self, message: Message) -> None:
         """Publish ``message`` to the whole space (local fan-out subscribers get it at once)."""
-        frame = self._encode(message)
-        local = self._index.match(message.topic)
-        if local:
-            self._deliver_local(local, self.codec.decode(frame[4:]))
+        body = self._encode_body(message)
+        frame = _pack(len(body)) + body
+        if self._fanout_subs:
+            local = self._index.match(message.topic)
+            if local:
+                self._deliver_local(local, self.codec.decode(body))
         link = self._link
         if link is not None and self._fatal is None:
             # The common case, inline: the link is up and its buffer has room.
@@ -277,6 +282,7 @@ class TCPClientTransport(TCPTransportBase):
             self._subs[sid] = sub
             if group is None:
                 sub.key = self._index.add(topic, sub)
+                self._fanout_subs += 1
         frame_id = new_id()
         ack = _Ack()
         self._acks[frame_id] = ack
@@ -372,6 +378,7 @@ class TCPClientTransport(TCPTransportBase):
                 return False
             if sub.group is None:
                 self._index.remove(sub.key)
+                self._fanout_subs -= 1
             return True
 
     def _send_control(self, frame: bytes) -> bool:
