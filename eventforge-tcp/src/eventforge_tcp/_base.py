@@ -457,9 +457,7 @@ class TCPTransportBase(Transport):
 
     def _flush(self, link: Link) -> None:
         try:
-            with link.lock:
-                link.flush_pending = False
-                result = link.write()
+            result = link.flush()
         except OSError as exc:
             self._drop_link(link, "error", f"{type(exc).__name__}: {exc}")
             return

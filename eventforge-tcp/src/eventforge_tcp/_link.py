@@ -72,6 +72,7 @@ class Link:
         "sock",
         "state",
         "tls",
+        "writing",
     )
 
     def __init__(
@@ -105,6 +106,7 @@ class Link:
         self.counting: str | None = None  # server: id of a COUNT frame awaiting its message
         self.features: frozenset[str] = frozenset()  # client: what the server's welcome offers
         self.slow_warned = False
+        self.writing = False  # the I/O thread is in a send() made outside ``lock``
 
     def append(self, frame: bytes) -> None:
         """Queue one whole frame (caller holds ``lock``)."""
@@ -128,6 +130,7 @@ class Link:
         quiet = now - self.last_enqueue > DIRECT_GAP
         self.last_enqueue = now
         if quiet and not self.tls and self.partial is None and len(self.frames) == 1:
+            # (write() leaves the frame queued while the I/O thread is sending.)
             try:
                 if self.write() == WriteResult.DONE:
                     return False
@@ -144,10 +147,52 @@ class Link:
         Returns :attr:`WriteResult.DONE` when everything left, else ``PENDING``. Raises
         ``OSError`` when the connection is broken.
         """
+        if self.writing:
+            return WriteResult.PENDING  # the I/O thread is sending; it writes the rest
+        batch = self._take()
+        if batch is None:
+            return WriteResult.DONE
+        data, taken = batch
+        try:
+            sent = self.sock.send(data)
+        except _WOULD_BLOCK:
+            return WriteResult.PENDING
+        return self._account(sent, len(data), taken)
+
+    def flush(self) -> int:
+        """Like :meth:`write`, for the I/O thread: the ``send`` itself runs without ``lock``.
+
+        Publishers keep appending frames while the bytes go out, instead of waiting for the
+        system call; meanwhile :attr:`writing` keeps them from writing directly (order).
+        """
+        with self.lock:
+            self.flush_pending = False
+            if self.writing:
+                return WriteResult.PENDING
+            batch = self._take()
+            if batch is None:
+                return WriteResult.DONE
+            self.writing = True
+        data, taken = batch
+        sent = 0
+        try:
+            sent = self.sock.send(data)
+        except _WOULD_BLOCK:
+            sent = 0
+        finally:
+            with self.lock:
+                self.writing = False
+                result = self._account(sent, len(data), taken) if sent > 0 else None
+        if result is None:
+            return WriteResult.PENDING
+        return result
+
+    def _take(self) -> tuple[bytes, int] | None:
+        """The bytes of the next write and how many whole frames they include (under ``lock``)."""
         frames = self.frames
         partial = self.partial
         if partial is None and not frames:
-            return WriteResult.DONE
+            return None
         pieces: list[bytes] = [partial] if partial is not None else []
         size = len(partial) if partial is not None else 0
         taken = 0
@@ -157,16 +202,17 @@ class Link:
             pieces.append(frame)
             size += len(frame)
             taken += 1
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        try:
-            sent = self.sock.send(data)
-        except _WOULD_BLOCK:
-            return WriteResult.PENDING
+        return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), taken
+
+    def _account(self, sent: int, size: int, taken: int) -> int:
+        """Drop what a write of ``size`` bytes (``taken`` frames) sent (under ``lock``)."""
         if sent <= 0:
             return WriteResult.PENDING
+        frames = self.frames
+        partial = self.partial
         self.last_write_progress = time.monotonic()
         self.out_size -= sent
-        if sent == len(data):
+        if sent == size:
             self.partial = None
             del frames[:taken]
         else:

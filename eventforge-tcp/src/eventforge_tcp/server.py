@@ -315,6 +315,14 @@ class TCPServerTransport(TCPTransportBase):
         targets = self._index.match(message.topic)
         if not targets:
             return 0
+        if local_batch is not None and len(targets) == 1 and targets[0].__class__ is _Local:
+            # The common case of a received message: one subscription of this process.
+            only: _Local = targets[0]
+            if only.inline:
+                self._run_inline(only.callback, message)
+            else:
+                local_batch.append((only.callback, message))
+            return 1
         local: list[_Local] | None = None
         fanout: list[Link] | None = None
         groups: dict[Link, list[str]] | None = None
