@@ -95,7 +95,12 @@ def other_certs(tmp_path_factory: pytest.TempPathFactory, certs: Certificates) -
 
 
 def _tls_server(
-    factory: ServerFactory, certs: Certificates, directory: Path, *, mutual: bool
+    factory: ServerFactory,
+    certs: Certificates,
+    directory: Path,
+    *,
+    mutual: bool,
+    port: int | None = None,
 ) -> NatsServer:
     config = directory / ("mtls.conf" if mutual else "tls.conf")
     config.write_text(
@@ -107,7 +112,7 @@ def _tls_server(
         "  timeout: 2\n"
         "}\n"
     )
-    server = factory(jetstream=False, config_file=config)
+    server = factory(jetstream=False, config_file=config, port=port)
     # the readiness probe hung up before a TLS handshake; wait for that line so that a
     # LogWatch made afterwards counts only the test's connections
     LogWatch(server, from_start=True).count("TLS handshake error")
@@ -254,20 +259,144 @@ def test_wrong_ca_fails_once_and_clearly(
     assert log.count("TLS handshake error") == 1, "the client retried"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nats-py 2.16 upgrades to TLS only when the server's INFO says tls_required: a "
-    "tls:// URL to a server without TLS connects in plaintext and sends CONNECT (with any "
-    "credentials) unencrypted",
+@pytest.mark.parametrize(
+    ("scheme", "tls_options"),
+    [("tls", {"tls_ca": True}), ("nats", {"tls_ca": True}), ("tls", {})],
+    ids=["tls-url-with-tls_ca", "nats-url-with-tls_ca", "tls-url-alone"],
 )
-def test_tls_url_to_a_server_without_tls_is_refused(
+def test_tls_requested_to_a_server_without_tls_is_refused(
+    scheme: str,
+    tls_options: dict[str, bool],
     nats_server_factory: ServerFactory,
     certs: Certificates,
     transports: Callable[..., NatsTransport],
 ) -> None:
+    """No CONNECT, hence no credentials, reaches a server that does not offer TLS.
+
+    The server runs with ``-DV`` (debug and protocol trace): it logs each client connection
+    and every protocol line it receives. A plaintext client with the same credentials shows
+    that a CONNECT would be in that trace.
+    """
+    server = nats_server_factory(
+        jetstream=False, user="app", password="s3cret-pw", extra_args=["-DV"]
+    )
+    log = LogWatch(server)
+    options = {"tls_ca": str(certs.ca_cert)} if tls_options else {}
+    with pytest.raises(NatsConnectError) as info:
+        NatsTransport(
+            f"{scheme}://app:s3cret-pw@127.0.0.1:{server.port}", connect_attempts=50, **options
+        )
+    message = str(info.value)
+    assert not isinstance(info.value, NatsAuthError)
+    assert f"{scheme}://127.0.0.1:{server.port} does not offer TLS but TLS was requested" in message
+    assert "refusing to send the connect and any credentials in plaintext" in message
+    assert "Enable TLS on the server" in message
+    assert "Not retrying" in message
+    assert "s3cret-pw" not in message
+    assert log.count("Client connection created") == 1, "the client retried"
+    assert log.count("CONNECT", timeout=0.5) == 0, "the connect was sent in plaintext"
+    # plain nats:// without TLS options still works, and its CONNECT is in the trace
+    plain = transports(f"nats://app:s3cret-pw@127.0.0.1:{server.port}")
+    _pub_sub_round_trip(plain, plain, "plain.still.works")
+    assert log.count("CONNECT") == 1
+
+
+def test_server_offering_tls_without_requiring_it_is_connected_with_tls(
+    nats_server_factory: ServerFactory,
+    certs: Certificates,
+    tmp_path: Path,
+    transports: Callable[..., NatsTransport],
+) -> None:
+    """``allow_non_tls``: the server's INFO says ``tls_available``; TLS asked for is used."""
+    config = tmp_path / "optional-tls.conf"
+    config.write_text(
+        "allow_non_tls: true\n"
+        "tls {\n"
+        f'  cert_file: "{certs.server_cert}"\n'
+        f'  key_file: "{certs.server_key}"\n'
+        "  timeout: 2\n"
+        "}\n"
+    )
+    server = nats_server_factory(jetstream=False, config_file=config, extra_args=["-D"])
+    log = LogWatch(server)
+    secure = transports(f"tls://127.0.0.1:{server.port}", tls_ca=str(certs.ca_cert))
+    assert log.count("TLS handshake complete") == 1
+    plain = transports(f"nats://127.0.0.1:{server.port}")  # allowed by this server
+    _pub_sub_round_trip(secure, plain, "optional.tls")
+    assert log.count("TLS handshake complete", timeout=0.5) == 1
+
+
+def test_reconnect_to_a_server_without_tls_sends_no_connect(
+    nats_server_factory: ServerFactory,
+    certs: Certificates,
+    tmp_path: Path,
+    transports: Callable[..., NatsTransport],
+) -> None:
+    """The TLS server is replaced by a plaintext one on the same port, then comes back.
+
+    The client keeps refusing the plaintext server (no CONNECT in its trace, the refusal in
+    ``last_error``) and reconnects over TLS once the TLS server is back.
+    """
+    server = _tls_server(nats_server_factory, certs, tmp_path, mutual=False)
+    url = f"tls://127.0.0.1:{server.port}"
+    a = transports(url, tls_ca=str(certs.ca_cert), reconnect_time_wait=0.1)
+    b = transports(url, tls_ca=str(certs.ca_cert))
+    _pub_sub_round_trip(b, a, "reconnect.before")
+    server.kill()
+    impostor = nats_server_factory(jetstream=False, port=server.port, extra_args=["-DV"])
+    log = LogWatch(impostor, from_start=True)
+    assert log.count("Client connection created", at_least=4, timeout=20.0) >= 4
+    assert log.count("CONNECT", timeout=0.5) == 0, "a reconnect sent the connect in plaintext"
+    stats = a.stats()
+    assert stats["state"] != "connected"
+    assert "does not offer TLS but TLS was requested" in (stats["last_error"] or "")
+    impostor.kill()
+    # b was cut off as well; the TLS server returns on the port and both reconnect over TLS
+    _tls_server(nats_server_factory, certs, tmp_path, mutual=False, port=server.port)
+    deadline = time.monotonic() + 20.0
+    while (a.stats()["state"], b.stats()["state"]) != ("connected", "connected"):
+        assert time.monotonic() < deadline, (a.stats(), b.stats())
+        time.sleep(0.05)
+    _pub_sub_round_trip(b, a, "reconnect.after")
+
+
+def test_nats_py_without_the_tls_hooks_fails_loudly(
+    nats_server_factory: ServerFactory,
+    certs: Certificates,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A nats-py lacking a method the TLS guard overrides: no connect, a clear error."""
+    from eventforge_nats import _connection
+
+    server = _tls_server(nats_server_factory, certs, tmp_path, mutual=False)
+    log = LogWatch(server)
+    monkeypatch.setattr(_connection, "_TLS_HOOKS", (*_connection._TLS_HOOKS, "_gone_in_v9"))
+    _connection.tls_enforcing_client.cache_clear()
+    try:
+        with pytest.raises(NatsConnectError, match=r"has no Client\._gone_in_v9") as info:
+            NatsTransport(f"tls://127.0.0.1:{server.port}", tls_ca=str(certs.ca_cert))
+    finally:
+        _connection.tls_enforcing_client.cache_clear()
+    assert "never sent unencrypted" in str(info.value)
+    assert log.count("Client connection created", timeout=0.5) == 0
+
+
+def test_connection_left_unencrypted_by_nats_py_is_closed_loudly(
+    nats_server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence: a nats-py that skips the hooks (here: the plain Client).
+
+    The credentials may have gone out by then; the connection is not kept and the error says
+    so, instead of working in plaintext.
+    """
+    from eventforge_nats import _connection
+    from nats.aio.client import Client
+
     server = nats_server_factory(jetstream=False)
-    with pytest.raises(NatsConnectError, match="TLS"):
-        transports(f"tls://127.0.0.1:{server.port}", tls_ca=str(certs.ca_cert))
+    monkeypatch.setattr(_connection, "tls_enforcing_client", lambda: Client)
+    with pytest.raises(NatsConnectError, match="is not encrypted although TLS was requested"):
+        NatsTransport(f"tls://127.0.0.1:{server.port}")
 
 
 # -- credentials files: operator / account / user JWTs -----------------------------------------

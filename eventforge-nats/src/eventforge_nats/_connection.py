@@ -6,15 +6,20 @@ lives on eventforge's shared background loop: synchronous callers block on it wi
 loop await a wrapped future (:meth:`NatsConnection.call`), so they never block their loop.
 
 The first connect is bounded (``connect_attempts`` tries per server; an authorization error,
-a server certificate that does not verify and a client certificate the server refuses fail at
-once: retrying cannot cure them). After that the client reconnects forever and every state
-change and asynchronous error (slow consumer, stale connection, permission violation...) is
-counted in :meth:`NatsConnection.stats` and logged, never swallowed.
+a server certificate that does not verify, a client certificate the server refuses and a
+server without TLS when TLS was asked for fail at once: retrying cannot cure them). After that
+the client reconnects forever and every state change and asynchronous error (slow consumer,
+stale connection, permission violation...) is counted in :meth:`NatsConnection.stats` and
+logged, never swallowed.
+
+When TLS is asked for, the connect (and any credentials) is never sent unencrypted, on the
+first connect or a reconnect: see :func:`tls_enforcing_client`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,6 +53,15 @@ class _GiveUp(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+class PlaintextRefusedError(Exception):
+    """TLS was asked for but the connection to a server would not be encrypted.
+
+    Raised by the client from :func:`tls_enforcing_client` before the connect (which carries
+    any user, password, token or JWT) is written; the class nats-py sees also derives from
+    ``nats.errors.Error``, so its connect and reconnect loops treat it as a failed attempt.
+    """
 
 
 def _require_nkeys() -> None:
@@ -137,6 +151,97 @@ def tls_problem(exc: BaseException) -> str | None:
     return None
 
 
+def transport_is_tls(transport: object) -> bool | None:
+    """Tell whether nats-py's transport is encrypted; None when it cannot be told."""
+    writer = getattr(transport, "_io_writer", None)
+    get_extra_info = getattr(writer, "get_extra_info", None)
+    if not callable(get_extra_info):
+        return None
+    return get_extra_info("ssl_object") is not None
+
+
+# The nats-py methods the TLS guard overrides (nats-py 2.x): INFO is handed to _process_info
+# before the client decides to upgrade; _connect_command builds the CONNECT just before it is
+# written.
+_TLS_HOOKS = ("_process_connect_init", "_process_info", "_connect_command")
+
+
+@functools.cache
+def tls_enforcing_client() -> type[Client]:
+    """A nats-py ``Client`` that never sends its connect unencrypted (for TLS settings).
+
+    nats-py upgrades to TLS only when the server's INFO says ``tls_required``: against a
+    server without TLS, a ``tls://`` URL would send the connect, credentials included, in
+    plaintext. This client, on every connect and reconnect:
+
+    * upgrades when the INFO says ``tls_available`` (TLS offered but not required), as the
+      Go client does;
+    * refuses (:class:`PlaintextRefusedError`, before writing anything) when the INFO offers
+      no TLS at all;
+    * checks, when building the connect, that the socket really is TLS, and refuses if it is
+      not or cannot be told, so a nats-py that stops calling the INFO hook fails closed.
+
+    Raises :class:`NatsConnectError` when the installed nats-py lacks the methods overridden
+    here, instead of falling back to plaintext.
+    """
+    import inspect
+
+    import nats
+    import nats.errors
+    from nats.aio.client import Client
+
+    missing = [name for name in _TLS_HOOKS if not callable(getattr(Client, name, None))]
+    if (
+        not missing
+        and "initial_connection" not in inspect.signature(Client._process_info).parameters
+    ):
+        missing.append("_process_info(initial_connection=)")
+    if missing:
+        version = getattr(nats, "__version__", "?")
+        raise NatsConnectError(
+            f"nats-py {version} has no Client.{', Client.'.join(missing)}, which eventforge-nats "
+            "uses to make sure the connect (and any credentials) is never sent unencrypted when "
+            "TLS is requested; not connecting. Install a nats-py 2.x that has them (2.16 is "
+            "tested)"
+        )
+
+    class Refused(nats.errors.Error, PlaintextRefusedError):
+        pass
+
+    def refuse(client: Client, what: str) -> Refused:
+        server = client._current_server
+        url = "the NATS server"
+        if server is not None:
+            scheme = server.uri.scheme or "nats"
+            url = f"{scheme}://{server.uri.hostname}:{server.uri.port}"
+        return Refused(
+            f"{url} {what} but TLS was requested (a tls:// URL or the tls, tls_ca or tls_cert "
+            "options); refusing to send the connect and any credentials in plaintext. Enable "
+            "TLS on the server (tls { ... } in its configuration), or connect with a nats:// "
+            "URL and no TLS options if plaintext is acceptable"
+        )
+
+    class TlsEnforcingClient(Client):
+        async def _process_info(
+            self, info: dict[str, Any], initial_connection: bool = False
+        ) -> None:
+            if initial_connection and not info.get("tls_required"):
+                if not info.get("tls_available"):
+                    raise refuse(self, "does not offer TLS")
+                info["tls_required"] = True  # offered, not required: upgrade all the same
+            await super()._process_info(info, initial_connection)
+
+        def _connect_command(self) -> bytes:
+            secure = transport_is_tls(self._transport)
+            if secure is None:
+                raise refuse(self, "is connected by a transport that cannot tell if it is TLS")
+            if not secure:
+                raise refuse(self, "was not upgraded to TLS")
+            return super()._connect_command()
+
+    return TlsEnforcingClient
+
+
 class NatsConnection:
     """A nats-py client, its callbacks and counters, on the shared background loop."""
 
@@ -157,6 +262,8 @@ class NatsConnection:
             "auth_errors": 0,
         }
         self.last_error: str | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._plaintext_refusals = 0
 
     # -- running coroutines ----------------------------------------------------------------
 
@@ -203,7 +310,7 @@ class NatsConnection:
         if self.settings.credentials is not None:
             _require_nkeys()
             _check_credentials_file(self.settings.credentials)
-        nc = Client()
+        nc = tls_enforcing_client()() if self.settings.uses_tls else Client()
         self._connecting = True
         self._connect_errors = []
         self.state = "connecting"
@@ -230,8 +337,29 @@ class NatsConnection:
             raise self._connect_failure(exc) from None
         finally:
             self._connecting = False
+        problem = self._plaintext_problem(nc)
+        if problem is not None:
+            self.state = "closed"
+            await self._abandon(nc)
+            raise NatsConnectError(problem)
         self.nc = nc
         self.state = "connected"
+
+    def _plaintext_problem(self, nc: Client) -> str | None:
+        """Say what is wrong when TLS was asked for and ``nc`` is connected without it.
+
+        The client from :func:`tls_enforcing_client` refuses such a connection before sending
+        anything; this check only fires if nats-py bypassed its hooks (a changed nats-py).
+        """
+        if not self.settings.uses_tls or transport_is_tls(nc._transport):
+            return None
+        return (
+            f"the connection to NATS at {', '.join(self.settings.safe_servers())} is not "
+            "encrypted although TLS was requested: this nats-py version bypassed the check that "
+            "refuses plaintext, and the connect (with any credentials) may have been sent "
+            "unencrypted; closing it. Use a nats-py 2.x version eventforge-nats supports (2.16 "
+            "is tested)"
+        )
 
     def _connect_failure(self, exc: BaseException) -> BaseException:
         if isinstance(exc, asyncio.CancelledError):
@@ -240,6 +368,9 @@ class NatsConnection:
         if not self._connect_errors and not isinstance(exc, (_GiveUp, asyncio.TimeoutError)):
             self._connect_errors.append(exc)
         where = ", ".join(self.settings.safe_servers())
+        for error in (*self._connect_errors, cause):
+            if isinstance(error, PlaintextRefusedError):
+                return NatsConnectError(f"{error}. Not retrying")
         if any(is_auth_error(e) for e in (*self._connect_errors, cause)):
             check = "check user/password, token or the credentials file"
             if self.settings.credentials is not None:
@@ -307,6 +438,7 @@ class NatsConnection:
             attempts = self.settings.connect_attempts * len(self.settings.servers)
             if (
                 is_auth_error(exc)
+                or isinstance(exc, PlaintextRefusedError)
                 or tls_problem(exc) is not None
                 or len(self._connect_errors) >= attempts
             ):
@@ -323,6 +455,14 @@ class NatsConnection:
                     "NATS slow consumer on %r: messages dropped (%d so far)",
                     exc.subject,
                     self.counters["slow_consumer_errors"],
+                )
+            return
+        if isinstance(exc, PlaintextRefusedError):
+            self._plaintext_refusals += 1
+            count = self._plaintext_refusals
+            if count <= 10 or count % 100 == 0:
+                log.error(
+                    "NATS reconnect abandoned (%d times), messages are not flowing: %s", count, exc
                 )
             return
         if is_auth_error(exc):
@@ -347,6 +487,16 @@ class NatsConnection:
         log.warning("disconnected from NATS; reconnecting")
 
     async def _reconnected_cb(self) -> None:
+        nc = self.nc
+        problem = None if nc is None else self._plaintext_problem(nc)
+        if nc is not None and problem is not None:
+            self.last_error = problem
+            log.error("%s", problem)
+            self.state = "closed"
+            # closed from a task of its own: this callback runs inside nats-py's reconnect task,
+            # which closing cancels
+            self._closing = self.loop.create_task(nc.close())
+            return
         self.counters["reconnects"] += 1
         self.state = "connected"
         log.info("reconnected to NATS")
