@@ -107,3 +107,30 @@ def test_inline_callbacks_are_isolated_and_counted(
         stats = t.stats()
         assert stats["callback_errors"] - before[t]["callback_errors"] == 1
         assert stats["delivered"] - before[t]["delivered"] == 1
+
+
+def test_coroutine_handlers_do_not_wait_behind_a_busy_delivery_thread(
+    server: TCPServerTransport, make_client: Callable[..., TCPClientTransport]
+) -> None:
+    queue = MessageQueue(make_client())
+    release = threading.Event()
+    fast_seen = threading.Event()
+
+    def slow(message: Message) -> None:  # holds the delivery thread
+        release.wait(10)
+
+    async def fast(message: Message) -> None:
+        fast_seen.set()
+
+    queue.subscribe("slow", slow)
+    queue.subscribe("fast", fast)
+    publisher = MessageQueue(make_client())
+    publisher.publish("slow")
+    publisher.publish("fast")
+    try:
+        # Scheduled from the I/O thread, the coroutine runs while ``slow`` still blocks.
+        assert fast_seen.wait(10)
+    finally:
+        release.set()
+    publisher.close()
+    queue.close()

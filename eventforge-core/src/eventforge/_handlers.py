@@ -195,7 +195,10 @@ def make_invoker(
             report_error(exc, message, handler)
 
     if is_async:
+        # Calling a coroutine function only creates the coroutine, and scheduling it never
+        # waits: a transport may run this from its I/O thread or loop (one hand-off less).
 
+        @nonblocking
         def invoke_async(message: Message) -> None:
             bump()
             try:
@@ -383,10 +386,11 @@ class GroupBinding:
     declares groups, so the transport picks one queue among many); the binding's dispatcher
     then picks one local member.
 
-    A binding whose members each have a thread of their own (``threaded``), picked by a
-    dispatcher that never waits, is *non-blocking*: the queue subscribes :meth:`handoff`
-    instead of :meth:`deliver`, so a transport may run it on its I/O thread. Its members must
-    then all be threaded (:meth:`check_member`).
+    A binding whose members only hand messages off (each has a thread of its own, or is a
+    coroutine handler scheduled on its loop), picked by a dispatcher that never waits, is
+    *non-blocking*: the queue subscribes :meth:`handoff` instead of :meth:`deliver`, so a
+    transport may run it on its I/O thread. Its members must then all hand off
+    (:meth:`check_member`).
     """
 
     __slots__ = (
@@ -423,14 +427,14 @@ class GroupBinding:
         """What the queue subscribes at the transport: :meth:`handoff` or :meth:`deliver`."""
         return self.handoff if self.nonblocking else self.deliver
 
-    def check_member(self, threaded: bool) -> None:
+    def check_member(self, nonblocking: bool) -> None:
         """Refuse a member that would block a non-blocking binding's caller."""
-        if self.nonblocking and not threaded:
+        if self.nonblocking and not nonblocking:
             raise ValueError(
-                f"the members of group {self.group!r} on {self.pattern!r} run on threads of "
-                "their own (threaded=True), so the transport hands them messages from its I/O "
-                "thread; subscribe this member with threaded=True too (every member of a group "
-                "runs the same way)"
+                f"the members of group {self.group!r} on {self.pattern!r} hand messages off "
+                "without waiting (threaded=True, or coroutine handlers), so the transport calls "
+                "them from its I/O thread; a plain inline handler would stall it. Subscribe "
+                "this member with threaded=True (every member of a group runs the same way)"
             )
 
     def close(self) -> None:

@@ -686,7 +686,7 @@ class MessageQueue(QueueFeatures):
             self._check_open()
             binding = self._groups.get(key)
             if binding is not None:
-                binding.check_member(worker is not None)
+                binding.check_member(is_nonblocking(invoke))
                 if dispatcher is not None and _dispatcher_name(dispatcher) != (
                     binding.dispatcher.name
                 ):
@@ -702,7 +702,7 @@ class MessageQueue(QueueFeatures):
                 group,
                 get_dispatcher(dispatcher),
                 self._dropped,
-                nonblocking=worker is not None and is_nonblocking(invoke),
+                nonblocking=is_nonblocking(invoke),
             )
             binding.owns_dispatcher = not isinstance(dispatcher, Dispatcher)
             binding.add(handler_id, invoke, worker)
