@@ -246,3 +246,30 @@ def test_async_context_manager_closes():
         return queue
 
     assert asyncio.run(main()).closed
+
+
+def test_close_async_awaits_the_transports_own_close_async():
+    class AsyncClosing(MemoryTransport):
+        closed_by: list[str] = []
+
+        def close(self):
+            self.closed_by.append("close")
+            super().close()
+
+        async def close_async(self):
+            self.closed_by.append("close_async")
+            super().close()
+
+    async def main():
+        transport = AsyncClosing()
+        async with MessageQueue(transport) as queue:
+            queue.subscribe("a", lambda m: None)
+        await queue.close_async()  # idempotent
+        return transport
+
+    assert asyncio.run(main()).closed_by == ["close_async"]
+    plain = MessageQueue()
+    asyncio.run(plain.close_async())  # a transport without close_async: closed in a thread
+    assert plain.closed
+    with pytest.raises(TransportClosedError):
+        plain.transport.send(Message("a", 1))

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop", "background_loop", "run_sync"]
+__all__ = ["BackgroundLoop", "BoundLoop", "LoopHost", "background_loop", "run_sync"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,11 @@ class BackgroundLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
+
+    @property
+    def ident(self) -> int | None:
+        """The loop thread's identifier."""
+        return self.thread.ident
 
     def in_loop_thread(self) -> bool:
         """Tell whether the caller runs on this loop's thread."""
@@ -69,6 +74,63 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
 
+
+class BoundLoop:
+    """The application's own running event loop, used like a :class:`BackgroundLoop`.
+
+    A client bound to it (``NatsTransport.connect_async``) awaits its I/O directly from
+    coroutines on that loop, with no thread hand-off; synchronous calls work from other
+    threads (they block on the loop) but not from the loop's own thread, where blocking would
+    deadlock.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._ident = threading.get_ident()
+
+    @classmethod
+    def running(cls) -> BoundLoop:
+        """Bind to the loop running in the calling thread (``RuntimeError`` if none)."""
+        return cls(asyncio.get_running_loop())
+
+    @property
+    def ident(self) -> int | None:
+        """The loop thread's identifier."""
+        return self._ident
+
+    def in_loop_thread(self) -> bool:
+        """Tell whether the caller runs on this loop's thread."""
+        return threading.get_ident() == self._ident
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule ``coro`` on the loop from another thread; return a concurrent future."""
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:
+            coro.close()
+            raise RuntimeError(
+                "the event loop this eventforge client was bound to has closed; create the "
+                "client again on a running loop"
+            ) from None
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and block the calling (other) thread for its result."""
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError(
+                "a blocking call was made on the event loop this eventforge client lives on "
+                "(it was created with connect_async); await the *_async variant instead"
+            )
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+
+LoopHost = BackgroundLoop | BoundLoop
+"""Where an asyncio client lives: eventforge's background loop or the application's loop."""
 
 _lock = threading.Lock()
 _loop: BackgroundLoop | None = None

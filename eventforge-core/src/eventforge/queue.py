@@ -539,9 +539,25 @@ class MessageQueue(QueueFeatures):
 
         Idempotent.
         """
+        if self._shut_down() and self._close_transport:
+            self.transport.close()
+
+    async def close_async(self) -> None:
+        """:meth:`close` for coroutines: the transport is closed with its own ``close_async``
+        when it has one (a transport living on the running loop must be closed that way),
+        else in a worker thread. ``async with`` closes the queue this way."""
+        if self._shut_down() and self._close_transport:
+            native = getattr(self.transport, "close_async", None)
+            if native is not None:
+                await native()
+            else:
+                await asyncio.to_thread(self.transport.close)
+
+    def _shut_down(self) -> bool:
+        """Release everything but the transport; ``False`` when already closed."""
         with self._lock:
             if self._closed:
-                return
+                return False
             self._closed = True
             entries = list(self._entries.values())
             self._entries.clear()
@@ -561,8 +577,7 @@ class MessageQueue(QueueFeatures):
             inbox.cancel_all()
         for cache in caches:
             cache.close()  # wakes its waiting callers
-        if self._close_transport:
-            self.transport.close()
+        return True
 
     def __enter__(self) -> MessageQueue:
         return self
@@ -574,7 +589,7 @@ class MessageQueue(QueueFeatures):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.close_async()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._entries)} subscriptions"

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eventforge._loop import BackgroundLoop, background_loop
+from eventforge._loop import LoopHost, background_loop
 from eventforge.errors import ConfigurationError, TransportClosedError, TransportError
 
 from ._settings import NatsSettings
@@ -243,11 +243,15 @@ def tls_enforcing_client() -> type[Client]:
 
 
 class NatsConnection:
-    """A nats-py client, its callbacks and counters, on the shared background loop."""
+    """A nats-py client, its callbacks and counters, on the shared background loop.
 
-    def __init__(self, settings: NatsSettings) -> None:
+    ``host`` may instead be the application's own loop (:class:`~eventforge._loop.BoundLoop`):
+    coroutines on it then await nats-py directly.
+    """
+
+    def __init__(self, settings: NatsSettings, host: LoopHost | None = None) -> None:
         self.settings = settings
-        self.bg: BackgroundLoop = background_loop()
+        self.bg: LoopHost = host if host is not None else background_loop()
         self.loop = self.bg.loop
         self.nc: Client | None = None
         self.state = "new"

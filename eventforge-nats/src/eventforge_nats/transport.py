@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from eventforge._loop import BoundLoop
 from eventforge.errors import (
     ConfigurationError,
     FrameTooLarge,
@@ -112,6 +113,7 @@ class NatsTransport(Transport):
         ack_wait: float = 30.0,
         duplicate_window: float = 120.0,
         delivery: str = "thread",
+        _bound_to: BoundLoop | None = None,
         **options: Any,
     ) -> None:
         if host is not None or port is not None:
@@ -139,9 +141,9 @@ class NatsTransport(Transport):
             )
         self.delivery = delivery
         self.duplicate_window = duplicate_window
-        self._conn = NatsConnection(self.settings)
+        self._conn = NatsConnection(self.settings, _bound_to)
         self._loop = self._conn.loop
-        self._loop_ident = self._conn.bg.thread.ident
+        self._loop_ident = self._conn.bg.ident
         self._subs: dict[str, _Subscription] = {}
         self._ids = itertools.count(1)
         self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -157,7 +159,32 @@ class NatsTransport(Transport):
         self._filtered = 0
         self._errors_lock = threading.Lock()
         self._backends: list[WorkQueueBackend] = []
-        self._conn.connect()
+        self._tasks: set[asyncio.Task[None]] = set()
+        if _bound_to is None:
+            self._conn.connect()
+
+    @classmethod
+    async def connect_async(
+        cls, servers: str | Sequence[str] | None = None, **options: Any
+    ) -> NatsTransport:
+        """Connect a transport that lives on the running event loop (options as for the class).
+
+        The async API (``send_async``, ``request_async``, ``subscribe_async``, and the queue's
+        and RPC client's ``*_async`` methods on top) then awaits nats-py directly, with no
+        thread hand-off: use it from asyncio applications. Synchronous methods still work
+        from other threads; on the loop itself ``send`` and ``subscribe`` work (a
+        subscription made there becomes active a moment later; ``await subscribe_async`` to
+        wait for it) while ``request``, ``receive``, ``flush`` and work-queue calls raise
+        ``RuntimeError`` naming their ``*_async`` twin. Close it with ``await close_async()``
+        before the loop ends.
+        """
+        transport = cls(servers, _bound_to=BoundLoop.running(), **options)
+        try:
+            await transport._conn.connect_async()
+        except BaseException:
+            transport._closed = True
+            raise
+        return transport
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> NatsTransport:
@@ -286,8 +313,23 @@ class NatsTransport(Transport):
         functions run on the loop that was running at subscribe time (else the shared loop).
         """
         sub = self._new_subscription(topic, callback, group)
+        if self._conn.bg.in_loop_thread():
+            # On the connection's own loop nothing may block: subscribe in a task.
+            self._subs[sub.id] = sub
+            task = self._loop.create_task(self._subscribe_later(sub))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return sub.id
         self._conn.run(self._subscribe(sub))
         return sub.id
+
+    async def _subscribe_later(self, sub: _Subscription) -> None:
+        try:
+            await self._subscribe(sub)
+        except Exception as exc:
+            self._subs.pop(sub.id, None)
+            sub.active = False
+            log.error("NATS subscription to %r failed: %r", sub.plan.pattern, exc)
 
     async def subscribe_async(
         self, topic: str, callback: Callback, *, group: str | None = None
@@ -360,6 +402,9 @@ class NatsTransport(Transport):
         except Exception:
             await self._unsubscribe(sub)
             raise
+        if not sub.active:  # unsubscribed while it was being set up
+            await self._unsubscribe(sub)
+            return
         self._subs[sub.id] = sub
 
     async def _unsubscribe(self, sub: _Subscription) -> None:
