@@ -45,6 +45,7 @@ _WRITE = selectors.EVENT_WRITE
 _pack = HEADER.pack
 _TICK = 0.05
 _RECV_SIZE = 256 * 1024
+_SENDABLE_LIMIT = 4096
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -137,6 +138,7 @@ class TCPTransportBase(Transport):
         self._stats_lock = threading.Lock()
         self._sent = itertools.count()
         self._inline_delivered = itertools.count()
+        self._sendable: set[str] = set()  # topics that passed _check_sendable
         self._counts: dict[str, int] = {
             "received": 0,
             "protocol_errors": 0,
@@ -206,15 +208,23 @@ class TCPTransportBase(Transport):
         if self._closed:
             self._check_open()
         topic = message.topic
+        if topic not in self._sendable:
+            self._check_sendable(topic)
+        body = self.codec.encode(message)
+        next(self._sent)
+        return body
+
+    def _check_sendable(self, topic: str) -> None:
+        """Validate a topic not sent before; remember it (a bounded set) when it is fine."""
         validate_topic(topic)
         if topic.startswith(CONTROL_PREFIX):
             raise ValueError(
                 f"topic {topic!r} is reserved: topics starting with {CONTROL_PREFIX!r} carry "
                 "the TCP protocol's own control frames"
             )
-        body = self.codec.encode(message)
-        next(self._sent)
-        return body
+        if len(self._sendable) >= _SENDABLE_LIMIT:
+            self._sendable = set()
+        self._sendable.add(topic)
 
     @staticmethod
     def _check_subscription(topic: str, callback: Callback, group: str | None) -> None:
