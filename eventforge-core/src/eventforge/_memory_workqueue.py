@@ -3,7 +3,9 @@
 At-least-once inside the process: a fetched item stays *in flight* until it is acked, nacked or
 dead-lettered; if none of that happens within ``visibility_timeout`` seconds (the consumer thread
 died or hung), the item becomes ready again and is redelivered with ``attempt + 1``. A late ack
-of a redelivered item is ignored and counted (``stale_settles``). Nothing survives the process.
+of a redelivered item is ignored, reported (``False``) and counted (``stale_settles``). Each
+delivery hands out its own copy of the message (own headers; the payload is shared), so a stale
+consumer never sees a later delivery's headers. Nothing survives the process.
 """
 
 from __future__ import annotations
@@ -42,6 +44,28 @@ class _Item:
     def __init__(self, message: Message, attempts: int = 0) -> None:
         self.message = message
         self.attempts = attempts  # deliveries so far
+
+
+def _own_copy(item: _Item) -> Message:
+    """The message of one delivery: a copy of the stored one with its own headers dict.
+
+    Each delivery gets its own, so a consumer whose lease ran out never sees a later
+    delivery's attempt count (or dead-letter reason) appear in the message it still holds.
+    The copy is shallow: the payload object is shared by every delivery of the item (on the
+    memory transport payloads are handed over by reference, never copied).
+    """
+    message = item.message
+    headers = dict(message.headers)
+    headers[ATTEMPT_HEADER] = item.attempts
+    return Message(
+        message.topic,
+        message.payload,
+        headers,
+        id=message.id,
+        timestamp=message.timestamp,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+    )
 
 
 class MemoryWorkQueueBackend(WorkQueueBackend):
@@ -124,9 +148,7 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
             until = now + self.visibility_timeout
             self._leases[token] = (item, until)
             heapq.heappush(self._expiries, (until, token))
-            message = item.message
-            message.headers[ATTEMPT_HEADER] = item.attempts
-            out.append(Delivery(message, item.attempts, self.name, token, self))
+            out.append(Delivery(_own_copy(item), item.attempts, self.name, token, self))
         self._counts["delivered"] += len(out)
         return out
 
@@ -174,6 +196,9 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
             item = self._settle(delivery)
             if item is None:
                 return False
+            # What the consumer wrote into its headers travels with the retry (as on the
+            # durable backends, which store the nacked message again).
+            item.message = delivery.message
             self._counts["nacked"] += 1
             if delay > 0:
                 heapq.heappush(self._delayed, (_now() + delay, next(self._seq), item))
@@ -198,7 +223,8 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
             if item is None:
                 return False
             token = next(self._seq)
-            self._dead[token] = DeadLetter(item.message, reason, item.attempts, token=token)
+            # The delivery's own message: it carries the dead-letter reason header.
+            self._dead[token] = DeadLetter(delivery.message, reason, item.attempts, token=token)
             self._counts["dead_lettered"] += 1
             while len(self._dead) > self.max_dead_letters:
                 del self._dead[next(iter(self._dead))]
