@@ -134,6 +134,14 @@ def _child(mode: str, url: str, n: int = 0, option: str = "") -> subprocess.Pope
     return start_child(CHILD, mode, url, str(n), option or "-")
 
 
+def _stop(child: subprocess.Popen[str]) -> None:
+    """Tell a responder child to finish (a line on its stdin) and wait for it."""
+    assert child.stdin is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+    child.wait(30)
+
+
 # -- pub/sub end to end --------------------------------------------------------------------
 
 
@@ -212,10 +220,7 @@ def rpc_raw(url: str, n: int) -> tuple[float, float]:
         return samples
 
     samples = asyncio.run(main())
-    assert child.stdin is not None
-    child.stdin.write("\n")
-    child.stdin.flush()
-    child.wait(30)
+    _stop(child)
     return _percentiles(samples[n // 10 :])
 
 
@@ -231,10 +236,7 @@ def rpc_eventforge(url: str, n: int, delivery: str = "thread") -> tuple[float, f
         client.call("echo", PAYLOAD)
         samples.append(time.perf_counter() - start)
     queue.close()
-    assert child.stdin is not None
-    child.stdin.write("\n")
-    child.stdin.flush()
-    child.wait(30)
+    _stop(child)
     return _percentiles(samples[n // 10 :])
 
 
@@ -256,10 +258,7 @@ def rpc_eventforge_async(url: str, n: int) -> tuple[float, float]:
             return samples
 
     samples = asyncio.run(main())
-    assert child.stdin is not None
-    child.stdin.write("\n")
-    child.stdin.flush()
-    child.wait(30)
+    _stop(child)
     return _percentiles(samples[n // 10 :])
 
 
@@ -273,10 +272,7 @@ def request_transport(url: str, n: int) -> tuple[float, float]:
         transport.request(message, 5.0)
         samples.append(time.perf_counter() - start)
     transport.close()
-    assert child.stdin is not None
-    child.stdin.write("\n")
-    child.stdin.flush()
-    child.wait(30)
+    _stop(child)
     return _percentiles(samples[n // 10 :])
 
 

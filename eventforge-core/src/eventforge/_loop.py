@@ -20,8 +20,43 @@ __all__ = ["BackgroundLoop", "BoundLoop", "LoopHost", "background_loop", "run_sy
 T = TypeVar("T")
 
 
-class BackgroundLoop:
+class _LoopHost:
+    """What :class:`BackgroundLoop` and :class:`BoundLoop` share: blocking on their loop."""
+
+    loop: asyncio.AbstractEventLoop
+    _blocking_here = "a blocking eventforge call was made on its own event loop"
+
+    def in_loop_thread(self) -> bool:  # pragma: no cover - both subclasses override
+        raise NotImplementedError
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule ``coro`` on the loop from any thread; return a concurrent future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and block the calling thread for its result.
+
+        Raises ``RuntimeError`` when called from the loop's own thread, where blocking would
+        deadlock.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError(self._blocking_here)
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+
+class BackgroundLoop(_LoopHost):
     """An event loop running forever in a daemon thread."""
+
+    _blocking_here = (
+        "a blocking eventforge call was made from the background event loop; use the "
+        "*_async variant inside coroutines"
+    )
 
     def __init__(self, name: str = "eventforge-loop") -> None:
         self.loop = asyncio.new_event_loop()
@@ -44,29 +79,6 @@ class BackgroundLoop:
         """Tell whether the caller runs on this loop's thread."""
         return threading.current_thread() is self.thread
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        """Schedule ``coro`` on the loop from any thread; return a concurrent future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and block the calling thread for its result.
-
-        Raises ``RuntimeError`` when called from the loop's own thread, where blocking would
-        deadlock.
-        """
-        if self.in_loop_thread():
-            coro.close()
-            raise RuntimeError(
-                "a blocking eventforge call was made from the background event loop; use the "
-                "*_async variant inside coroutines"
-            )
-        future = self.submit(coro)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
-
     def stop(self) -> None:
         """Stop the loop and join its thread (used at interpreter exit)."""
         if self.loop.is_closed():
@@ -75,7 +87,7 @@ class BackgroundLoop:
         self.thread.join(timeout=5)
 
 
-class BoundLoop:
+class BoundLoop(_LoopHost):
     """The application's own running event loop, used like a :class:`BackgroundLoop`.
 
     A client bound to it (``NatsTransport.connect_async``) awaits its I/O directly from
@@ -83,6 +95,11 @@ class BoundLoop:
     threads (they block on the loop) but not from the loop's own thread, where blocking would
     deadlock.
     """
+
+    _blocking_here = (
+        "a blocking call was made on the event loop this eventforge client lives on (it was "
+        "created with connect_async); await the *_async variant instead"
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -112,21 +129,6 @@ class BoundLoop:
                 "the event loop this eventforge client was bound to has closed; create the "
                 "client again on a running loop"
             ) from None
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and block the calling (other) thread for its result."""
-        if self.in_loop_thread():
-            coro.close()
-            raise RuntimeError(
-                "a blocking call was made on the event loop this eventforge client lives on "
-                "(it was created with connect_async); await the *_async variant instead"
-            )
-        future = self.submit(coro)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
 
 
 LoopHost = BackgroundLoop | BoundLoop
