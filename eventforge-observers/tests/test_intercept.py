@@ -9,6 +9,7 @@ import pytest
 from eventforge import MemoryTransport, Message, MessageQueue
 from eventforge.testing.conformance import TransportConformance, TransportFactory
 from eventforge.testing.queue_conformance import QueueConformance
+from eventforge.transport import Capability, is_nonblocking, nonblocking
 from eventforge_observers.intercept import BoundedMap, InterceptedTransport, intercept
 from eventforge_observers.otel import Tracing
 from eventforge_observers.prometheus import PrometheusMetrics
@@ -106,3 +107,46 @@ def test_bounded_map_forgets_the_oldest_and_reports_them() -> None:
     assert len(bounded) == 2
     assert bounded.pop("3") == 3
     assert bounded.pop("0") is None
+
+
+class _InlineTransport(MemoryTransport):
+    """Declares inline hand-offs and records whether each callback arrived marked."""
+
+    capabilities = MemoryTransport.capabilities | {Capability.NONBLOCKING_INLINE}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[bool] = []
+
+    def subscribe(self, topic: str, callback: Any, **options: Any) -> str:  # type: ignore[override]
+        self.marks.append(is_nonblocking(callback))
+        return super().subscribe(topic, callback, **options)
+
+
+class _Counting(Recorder):
+    nonblocking = True
+
+
+def test_interceptors_that_may_wait_drop_inline_hand_offs() -> None:
+    inner = _InlineTransport()
+    wrapped = intercept(inner, Recorder("a", []))
+    assert not wrapped.has(Capability.NONBLOCKING_INLINE)
+    wrapped.subscribe("x", nonblocking(lambda m: None))
+    assert inner.marks == [False]  # delivered through the interceptor, off the I/O thread
+
+
+def test_interceptors_that_never_wait_keep_hand_offs_marked() -> None:
+    inner = _InlineTransport()
+    log: list[str] = []
+    wrapped = intercept(inner, _Counting("a", log), _Counting("b", log))
+    assert wrapped.has(Capability.NONBLOCKING_INLINE)
+    wrapped.subscribe("x", nonblocking(lambda m: None))
+    wrapped.subscribe("y", lambda m: None)
+    assert inner.marks == [True, False]
+    wrapped.send(Message("x", 1))
+    assert log == ["a:send:x", "b:send:x", "a:deliver:x", "b:deliver:x"]
+
+
+def test_builtin_interceptors_declare_whether_they_wait() -> None:
+    assert PrometheusMetrics.nonblocking is True
+    assert Tracing.nonblocking is False

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventforge.message import Message
-from eventforge.transport import Transport
+from eventforge.transport import Capability, Transport, is_nonblocking, nonblocking
 
 if TYPE_CHECKING:
     from eventforge.workqueue import RetryPolicy, WorkQueueBackend
@@ -33,7 +33,13 @@ Callback = Callable[[Message], Any]
 
 
 class Interceptor(Protocol):
-    """What an interceptor implements; each method must call the function it is handed."""
+    """What an interceptor implements; each method must call the function it is handed.
+
+    An interceptor whose hooks never wait (counters, timers) may set a class attribute
+    ``nonblocking = True``: when every interceptor of a transport does, deliveries to
+    callbacks marked :func:`~eventforge.transport.nonblocking` stay marked through the
+    interceptors, so the transport may still run them on its I/O thread.
+    """
 
     def on_send(self, message: Message, send: Callable[[Message], None], transport: str) -> None:
         """Called for every outgoing message; must call ``send(message)``."""
@@ -69,9 +75,14 @@ class InterceptedTransport(Transport):
             raise ValueError("intercept() needs at least one interceptor")
         self.inner = inner
         self.interceptors = tuple(interceptors)
-        # The wrapper answers to the inner transport's name and capabilities.
+        # The wrapper answers to the inner transport's name and capabilities; it keeps
+        # non-blocking hand-offs marked only when no interceptor may wait.
+        self._pass_marks = all(getattr(i, "nonblocking", False) is True for i in interceptors)
+        capabilities = inner.capabilities
+        if not self._pass_marks:
+            capabilities = capabilities - {Capability.NONBLOCKING_INLINE}
         self.__dict__["name"] = inner.name
-        self.__dict__["capabilities"] = inner.capabilities
+        self.__dict__["capabilities"] = capabilities
         label = inner.name
         send: Callable[[Message], None] = inner.send
         for interceptor in reversed(self.interceptors):
@@ -105,6 +116,8 @@ class InterceptedTransport(Transport):
         wrapped = callback
         for interceptor in reversed(self.interceptors):
             wrapped = _bind_deliver(interceptor, wrapped, topic, self.inner.name)
+        if self._pass_marks and is_nonblocking(callback):
+            nonblocking(wrapped)
         return self.inner.subscribe(topic, wrapped, **options)
 
     def unsubscribe(self, subscription_id: str) -> bool:

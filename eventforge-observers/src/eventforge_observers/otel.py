@@ -70,6 +70,10 @@ class Tracing:
     ones) has its CLIENT span ended with an error status when the next request is sent.
     """
 
+    nonblocking = False
+    """Ending a span runs the provider's span processors, which may export synchronously
+    (``SimpleSpanProcessor``): deliveries it wraps stay off the transport's I/O thread."""
+
     def __init__(
         self,
         tracer_provider: Any = None,

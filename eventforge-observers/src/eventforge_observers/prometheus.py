@@ -57,6 +57,9 @@ class PrometheusMetrics:
     call is sent).
     """
 
+    nonblocking = True
+    """Its hooks only count and time: hand-offs stay on the transport's I/O thread."""
+
     def __init__(
         self,
         registry: CollectorRegistry | None = None,
