@@ -28,6 +28,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.HEADERS,
                     Capability.ORDERED,
                     Capability.CROSS_PROCESS,
+                    Capability.NONBLOCKING_INLINE,
                     Capability.REQUEST_REPLY,
                     Capability.DURABLE,
                 }

@@ -26,6 +26,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.HEADERS,
                     Capability.ORDERED,
                     Capability.CROSS_PROCESS,
+                    Capability.NONBLOCKING_INLINE,
                 }
             ),
             exports=("TCPServerTransport", "TCPClientTransport", "AuthenticationError"),
