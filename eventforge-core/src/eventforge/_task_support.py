@@ -6,6 +6,7 @@ import asyncio
 import enum
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +21,14 @@ class _Default(enum.Enum):
 
 
 _POOL_DEFAULT = _Default.POOL
+
+_AsyncWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Wake an async waiter (runs on its loop); a cancelled or timed-out one is left alone."""
+    if not future.done():
+        future.set_result(None)
 
 
 class TaskPoolTimeout(EventforgeError, TimeoutError):
@@ -57,6 +66,8 @@ class TaskPool:
         self._completed = 0
         self._rejected = 0
         self._peak = 0
+        # Async callers waiting for a slot, oldest first; release() resolves one's future.
+        self._async_waiters: deque[_AsyncWaiter] = deque()
 
     def _take(self) -> None:
         self._active += 1
@@ -81,36 +92,85 @@ class TaskPool:
             self._take()
 
     async def acquire_async(self, timeout: float | _Default | None = _POOL_DEFAULT) -> None:
-        """Take a slot without blocking the running loop (polls; safe to cancel)."""
+        """Take a slot without blocking the running loop; safe to cancel.
+
+        The caller waits on a future of its own loop, which the next :meth:`release` (from any
+        thread, sync or async caller alike) resolves with ``call_soon_threadsafe``: no polling.
+        A woken caller takes the slot if it is still free (a newcomer may have taken it first)
+        and waits again otherwise. A caller cancelled or timed out after being woken passes the
+        wake-up on, so a free slot never goes unnoticed while others wait.
+        """
         limit = self.timeout if isinstance(timeout, _Default) else timeout
         deadline = None if limit is None else time.monotonic() + limit
+        loop = asyncio.get_running_loop()
+        waiter: _AsyncWaiter | None = None
         counted = False
         try:
             while True:
                 with self._cond:
+                    if waiter is not None:
+                        self._forget(waiter)
+                        waiter = None
                     if self._active < self.max_instances:
                         self._take()
                         return
                     if not counted:
                         self._waiting += 1
                         counted = True
-                    if deadline is not None and time.monotonic() >= deadline:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
                         self._rejected += 1
                         raise TaskPoolTimeout(self.name, self.max_instances, limit or 0.0)
-                await asyncio.sleep(0.002)
+                    waiter = (loop, loop.create_future())
+                    self._async_waiters.append(waiter)
+                try:
+                    await asyncio.wait_for(waiter[1], remaining)
+                except asyncio.TimeoutError:
+                    pass  # checked once more above, then rejected
         finally:
-            if counted:
-                with self._cond:
+            with self._cond:
+                if counted:
                     self._waiting -= 1
+                # Still holding a waiter here means leaving without the slot (cancelled, or a
+                # timeout). If a release already woke this caller, wake the next one instead,
+                # or that release would be lost.
+                if (
+                    waiter is not None
+                    and not self._forget(waiter)
+                    and self._active < self.max_instances
+                ):
+                    self._wake_one()
+
+    def _forget(self, waiter: _AsyncWaiter) -> bool:
+        """Drop ``waiter`` from the queue; return whether it was still there (never woken)."""
+        try:
+            self._async_waiters.remove(waiter)
+        except ValueError:
+            return False
+        return True
+
+    def _wake_one(self) -> None:
+        """Wake one waiter (call with the lock held): a sync one and the oldest async one.
+
+        Both may be woken for one slot; the one that loses the race waits again.
+        """
+        self._cond.notify()
+        while self._async_waiters:
+            loop, future = self._async_waiters.popleft()
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # its loop is closed: nobody waits there any more
+                continue
+            return
 
     def release(self) -> None:
-        """Give a slot back (exactly once per successful acquire)."""
+        """Give a slot back (exactly once per successful acquire); wakes one waiter."""
         with self._cond:
             if self._active <= 0:
                 raise RuntimeError(f"TaskPool {self.name!r} released more often than acquired")
             self._active -= 1
             self._completed += 1
-            self._cond.notify()
+            self._wake_one()
 
     @contextmanager
     def slot(self, timeout: float | _Default | None = _POOL_DEFAULT) -> Iterator[None]:
