@@ -379,6 +379,10 @@ def task(
     ``{topic}.failure``. ``executor`` picks where the body runs (default: inline).
     ``max_instances`` caps concurrent executions (``.pool``), ``instance_timeout`` bounds the
     wait for a slot. ``.state`` is a :class:`SharedState` shared by all invocations.
+
+    The queue subscription's id is ``.handler_id`` (``None`` without a queue);
+    ``.unsubscribe()`` removes the subscription (the same as
+    ``queue.unsubscribe(my_task.handler_id)``), after which only direct calls run the task.
     """
 
     def decorate(func: F) -> F:
@@ -436,8 +440,25 @@ def task(
         wrapper.observers = runner.observers
         wrapper.state = runner.state
         wrapper.pool = pool
+        handler_id = queue.subscribe(runner.topic, handler) if queue else None
+
+        def unsubscribe() -> bool:
+            """Stop triggering the task from its queue; return whether it was subscribed.
+
+            The task stays callable directly (and ``publish`` still publishes, though nothing
+            in this process runs it any more). Idempotent: a second call returns False.
+            """
+            if queue is None or wrapper.handler_id is None:
+                return False
+            current, wrapper.handler_id = wrapper.handler_id, None
+            wrapper.subscription_id = None
+            return queue.unsubscribe(current)
+
         wrapper.publish = publish
-        wrapper.subscription_id = queue.subscribe(runner.topic, handler) if queue else None
+        wrapper.unsubscribe = unsubscribe
+        # ``handler_id`` as for ``@queue.on``; ``subscription_id`` is the older name of it.
+        wrapper.handler_id = handler_id
+        wrapper.subscription_id = handler_id
         return cast(F, wrapper)
 
     return decorate
