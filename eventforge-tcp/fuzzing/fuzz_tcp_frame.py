@@ -17,10 +17,9 @@ import sys
 
 from eventforge.errors import ProtocolError
 from eventforge.wire import WireCodec
-from eventforge_tcp._codec import FastWireCodec
 from eventforge_tcp.framing import decode_stream, parse_hello
 
-CODECS = (WireCodec(), FastWireCodec())
+CODECS = (WireCodec(),)
 
 
 def target(data: bytes) -> None:

@@ -116,7 +116,28 @@ class WireCodec:
         return data
 
     def decode(self, data: bytes | bytearray | memoryview | str) -> Message:
-        """Validate untrusted envelope bytes and return the message."""
+        """Validate untrusted envelope bytes and return the message.
+
+        The envelope every eventforge peer sends (all eight fields, plain JSON types, a JSON
+        payload) is checked by hand and built directly; anything else is judged by the schema
+        validation of :meth:`decode_strict`, which accepts or rejects it with the canonical
+        error. The fast path accepts a subset of what the schema accepts and builds the same
+        message (a property test holds the two side by side).
+        """
+        if data.__class__ is bytes and len(data) <= self.max_size:
+            try:
+                raw: Any = _from_json(data)
+            except ValueError:
+                return self.decode_strict(data)
+            if raw.__class__ is dict:
+                message = _plain_message(raw)
+                if message is not None:
+                    return message
+                return self._from_raw(raw)
+        return self.decode_strict(data)
+
+    def decode_strict(self, data: bytes | bytearray | memoryview | str) -> Message:
+        """Decode with the full schema validation (what :meth:`decode` falls back to)."""
         if isinstance(data, str):
             try:
                 data = data.encode("utf-8")
@@ -130,6 +151,9 @@ class WireCodec:
             raw = pydantic_core.from_json(data)
         except ValueError as exc:
             raise ProtocolError(f"envelope is not valid JSON: {exc}") from None
+        return self._from_raw(raw)
+
+    def _from_raw(self, raw: Any) -> Message:
         if not isinstance(raw, dict):
             raise ProtocolError(f"envelope must be a JSON object, got {type(raw).__name__}")
         version = raw.get("version")
@@ -187,6 +211,117 @@ class WireCodec:
             raise ProtocolError(
                 f"the {serializer.name} serializer failed on a payload: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+# -- the fast path of decode: the envelope every eventforge peer sends ---------------------
+
+_from_json = pydantic_core.from_json
+_PLAIN_HEADER_TYPES = frozenset({str, int, float, bool, type(None)})
+_FIELDS = frozenset(
+    {"version", "id", "topic", "payload", "headers", "timestamp", "reply_to", "correlation_id"}
+)
+_new_message = Message.__new__
+_valid_topic = validate_topic
+
+
+def _plain_message(raw: dict[str, Any]) -> Message | None:
+    """Build the message from a decoded envelope, or ``None`` when it is not plainly valid."""
+    if len(raw) == 8:
+        # What every eventforge peer sends: all eight fields, headers a dict, a float
+        # timestamp. Checked in one expression, built without keyword parsing.
+        try:
+            id_ = raw["id"]
+            topic = raw["topic"]
+            headers = raw["headers"]
+            timestamp = raw["timestamp"]
+            reply_to = raw["reply_to"]
+            correlation_id = raw["correlation_id"]
+            version = raw["version"]
+            payload = raw["payload"]
+        except KeyError:
+            return None
+        if (
+            version == 1
+            and version.__class__ is int
+            and id_.__class__ is str
+            and id_
+            and topic.__class__ is str
+            and headers.__class__ is dict
+            and timestamp.__class__ is float
+            and (reply_to is None or reply_to.__class__ is str)
+            and (correlation_id is None or correlation_id.__class__ is str)
+            and (not headers or _plain_headers(headers))
+        ):
+            try:
+                _valid_topic(topic)
+            except (TypeError, ValueError):
+                return None
+            message = _new_message(Message)
+            message.topic = topic
+            message.payload = payload
+            message.headers = headers
+            message.id = id_
+            message.timestamp = timestamp
+            message.reply_to = reply_to
+            message.correlation_id = correlation_id
+            return message
+    return _plain_general(raw)
+
+
+def _plain_headers(headers: dict[str, Any]) -> bool:
+    for value in headers.values():
+        if value.__class__ not in _PLAIN_HEADER_TYPES:
+            return False
+    content_type = headers.get(CONTENT_TYPE_HEADER)
+    return content_type is None or content_type == "application/json"
+
+
+def _plain_general(raw: dict[str, Any]) -> Message | None:
+    version = raw.get("version")
+    if version.__class__ is not int or version != 1 or "payload" not in raw:
+        return None
+    if not _FIELDS.issuperset(raw):
+        return None
+    id_ = raw.get("id")
+    topic = raw.get("topic")
+    if id_.__class__ is not str or not id_ or topic.__class__ is not str:
+        return None
+    headers = raw.get("headers")
+    if headers is not None:
+        if headers.__class__ is not dict:
+            return None
+        for value in headers.values():
+            if value.__class__ not in _PLAIN_HEADER_TYPES:
+                return None
+        content_type = headers.get(CONTENT_TYPE_HEADER)
+        if content_type is not None and content_type != "application/json":
+            return None
+    elif "headers" in raw:
+        return None
+    timestamp = raw.get("timestamp")
+    if timestamp is not None and timestamp.__class__ is not float:
+        return None
+    if "timestamp" in raw and timestamp is None:
+        return None
+    reply_to = raw.get("reply_to")
+    if reply_to is not None and reply_to.__class__ is not str:
+        return None
+    correlation_id = raw.get("correlation_id")
+    if correlation_id is not None and correlation_id.__class__ is not str:
+        return None
+    try:
+        validate_topic(topic)
+    except (TypeError, ValueError):
+        return None
+    return Message(
+        topic,
+        raw["payload"],
+        headers or {},
+        id=id_,
+        timestamp=timestamp,
+        reply_to=reply_to,
+        correlation_id=correlation_id,
+    )
 
 
 _HEADER_TYPES = (str, int, float, bool)

@@ -174,8 +174,8 @@ class NatsTransport(Transport):
         thread hand-off: use it from asyncio applications. Synchronous methods still work
         from other threads; on the loop itself ``send`` and ``subscribe`` work (a
         subscription made there becomes active a moment later; ``await subscribe_async`` to
-        wait for it) while ``request``, ``receive``, ``flush`` and work-queue calls raise
-        ``RuntimeError`` naming their ``*_async`` twin. Close it with ``await close_async()``
+        wait for it) while ``request``, ``receive``, ``flush`` and work-queue calls raise a
+        ``RuntimeError`` that points to the ``*_async`` variants. Close it with ``await close_async()``
         before the loop ends.
         """
         transport = cls(servers, _bound_to=BoundLoop.running(), **options)
@@ -205,8 +205,31 @@ class NatsTransport(Transport):
             self._conn.run(self._wait_drained())
 
     async def send_async(self, message: Message) -> None:
-        """:meth:`send` for coroutines: never blocks the running loop."""
+        """:meth:`send` for coroutines: never blocks the running loop.
+
+        On the connection's own loop (a transport from :meth:`connect_async`), with nothing
+        queued before it and the link up, the message goes straight to nats-py.
+        """
         data = self._encode(message)
+        if (
+            not self._outbox
+            and not self._scheduled
+            and threading.get_ident() == self._loop_ident
+            and self._conn.state == "connected"
+        ):
+            nc = self._conn.client
+            if len(data) > nc.max_payload:
+                raise FrameTooLarge(len(data), nc.max_payload)
+            try:
+                await nc.publish(message.topic, data)
+            except Exception as exc:
+                self._count_error("_publish_errors")
+                raise TransportError(
+                    f"NATS publish to {message.topic!r} failed ({type(exc).__name__}: {exc}); "
+                    "the message was not sent"
+                ) from exc
+            self._sent += 1
+            return
         self._enqueue(message.topic, data)
         if len(self._outbox) > _MAX_OUTBOX:
             await self._conn.call(self._wait_drained())

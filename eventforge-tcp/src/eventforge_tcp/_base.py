@@ -28,8 +28,8 @@ from eventforge.errors import ConfigurationError, ProtocolError, TransportClosed
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Transport
+from eventforge.wire import WireCodec
 
-from ._codec import FastWireCodec
 from ._control import ERROR, PING, PONG, control_frame
 from ._delivery import Delivery, DeliveryThread, Waiter
 from ._link import Link, LinkState, WriteResult
@@ -120,7 +120,7 @@ class TCPTransportBase(Transport):
         self.write_deadline = float(write_deadline)
         self.max_pending = max_pending
         self.trusted = trusted
-        self.codec = FastWireCodec(serializer, trusted=trusted, max_size=max_frame_size)
+        self.codec = WireCodec(serializer, trusted=trusted, max_size=max_frame_size)
         self._closed = False
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
