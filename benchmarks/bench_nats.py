@@ -3,8 +3,9 @@
 Scenarios:
 
 * End-to-end pub/sub, publisher process -> subscriber process: eventforge on both ends (the
-  publisher using ``send_async`` inside a loop, then the synchronous ``send``) vs raw nats-py on
-  both ends (``nc.publish`` x N + flush; the subscriber only counts). Goals: at least 0.8x from
+  publisher using ``send_async`` on its own loop via ``NatsTransport.connect_async``, the same
+  from a classic transport whose connection lives on the background loop, then the synchronous
+  ``send``) vs raw nats-py on both ends (``nc.publish`` x N + flush). Goals: at least 0.8x from
   the async API, 0.6x from the sync API.
 * RPC round trip p50 / p99 vs raw ``nc.request`` against a raw responder process, both on
   event loops. The like-for-like eventforge shape (goal: p50 at most 1.3x): ``await
@@ -162,22 +163,30 @@ def e2e_raw(url: str, n: int, parse: str) -> float:
     return asyncio.run(main())
 
 
-def e2e_eventforge_async(url: str, n: int, delivery: str = "thread") -> float:
-    transport = NatsTransport(url)
+def e2e_eventforge_async(
+    url: str, n: int, delivery: str = "thread", *, bound: bool = True
+) -> float:
+    """``send_async`` from the publisher's loop: on a transport living on that loop
+    (``connect_async``, like the raw publisher) or, with ``bound=False``, on a classic
+    transport whose connection lives on eventforge's background loop."""
     messages = [Message("bench.e2e", PAYLOAD) for _ in range(n)]
 
     async def main() -> float:
+        if bound:
+            transport = await NatsTransport.connect_async(url)
+        else:
+            transport = await asyncio.to_thread(NatsTransport, url)
         child = _child("sub_ef", url, n, delivery)
         send = transport.send_async
         start = time.perf_counter()
         for message in messages:
             await send(message)
         await transport.flush_async()
-        return await asyncio.to_thread(finish_child, child, start, n)
+        rate = await asyncio.to_thread(finish_child, child, start, n)
+        await transport.close_async()
+        return rate
 
-    rate = asyncio.run(main())
-    transport.close()
-    return rate
+    return asyncio.run(main())
 
 
 def e2e_eventforge_sync(url: str, n: int) -> float:
@@ -361,6 +370,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             rounds,
             {
                 "async": lambda: e2e_eventforge_async(url, n_e2e),
+                "async_bg": lambda: e2e_eventforge_async(url, n_e2e, bound=False),
                 "sync": lambda: e2e_eventforge_sync(url, n_e2e),
                 "loop": lambda: e2e_eventforge_async(url, n_e2e, "loop"),
                 "raw": lambda: e2e_raw(url, n_e2e, "json"),
@@ -388,8 +398,10 @@ def run(quick: bool) -> list[dict[str, Any]]:
     finally:
         server.cleanup()
     return [
-        row("nats pub/sub e2e, send_async -> subscriber process", e2e["async"],
+        row("nats pub/sub e2e, send_async (connect_async) -> subscriber process", e2e["async"],
             "nats-py publish -> subscriber json.loads", e2e["raw"], "msgs/s", ">= 0.8x"),
+        row("nats pub/sub e2e, send_async (background-loop transport)", e2e["async_bg"],
+            "nats-py publish -> subscriber json.loads", e2e["raw"], "msgs/s", "reported"),
         row("nats pub/sub e2e, sync send -> subscriber process", e2e["sync"],
             "nats-py publish -> subscriber json.loads", e2e["raw"], "msgs/s", ">= 0.6x"),
         row("nats pub/sub e2e, send_async -> subscriber process", e2e["async"],
