@@ -16,6 +16,18 @@ dead-lettered by storing it in the dead-letter stream first and then TERMinating
 in between redelivers it rather than losing it; an item delivered more than
 ``policy.max_attempts`` times without being settled (its consumers keep crashing) is
 dead-lettered when fetched. Malformed envelopes are dead-lettered as raw bytes, never retried.
+
+Stale settles: JetStream acknowledges by stream sequence and does not check the delivery count,
+and it answers an ack (even one sent with ``ack_sync``) the same whether or not the ack took
+effect. So a late ``+ACK`` from a consumer whose ``ack_wait`` ran out still removes the item if
+it arrives first, and a late ``-NAK`` or ``+TERM`` hits the item that someone else now holds.
+The server cannot tell such a settle from a fresh one, but this process can when it fetched the
+newer delivery itself: every backend on one connection keeps, per stream sequence it holds, the
+highest delivery count it fetched. A settle of an older delivery of such an item is *not sent*,
+is counted in ``stale_settles`` and returns ``False``, so the queue counts the item once and a
+stale nack or dead letter never disturbs the current holder. A redelivery fetched by another
+process (or another connection) is not visible here: that stale settle is sent and returns
+``None``, as JetStream gives no way to detect it.
 """
 
 from __future__ import annotations
@@ -66,9 +78,66 @@ MALFORMED_HEADER = "x-eventforge-malformed"
 _FETCH_CHUNK = 2.0
 _ACK = b"+ACK"
 _WPI = b"+WPI"
+_LEDGER_LIMIT = 100_000
 
 Enqueue = Callable[[str, bytes], None]
 T = TypeVar("T")
+
+
+class _Ledger:
+    """The deliveries of one stream held in this process: per stream sequence, the highest
+    delivery count fetched and how many fetched deliveries are not settled yet.
+
+    Shared by every backend of one stream on one connection, so that a settle of a delivery
+    whose item was fetched again since (its ``ack_wait`` ran out) is recognised as stale.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[int, list[int]] = {}  # stream seq -> [newest delivery count, open]
+
+    def fetched(self, seq: int, count: int, *, held: bool) -> None:
+        """Record a fetched delivery; ``held=False`` for one settled at once (dead-lettered)."""
+        with self._lock:
+            entry = self._held.get(seq)
+            if entry is None:
+                if held:
+                    self._held[seq] = [count, 1]
+                    if len(self._held) > _LEDGER_LIMIT:
+                        # Deliveries never settled (their consumer died here) would pile up:
+                        # forget the oldest; only its stale detection is lost.
+                        del self._held[next(iter(self._held))]
+                return
+            entry[0] = max(entry[0], count)
+            entry[1] += held
+
+    def settle(self, seq: int, count: int) -> bool:
+        """Forget one delivery; return whether a newer delivery of the item was fetched."""
+        with self._lock:
+            entry = self._held.get(seq)
+            if entry is None:
+                return False
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._held[seq]
+            return entry[0] > count
+
+    def superseded(self, seq: int, count: int) -> bool:
+        """Tell whether a newer delivery of the item was fetched (without forgetting it)."""
+        with self._lock:
+            entry = self._held.get(seq)
+            return entry is not None and entry[0] > count
+
+
+_ledgers: weakref.WeakKeyDictionary[NatsConnection, dict[str, _Ledger]] = (
+    weakref.WeakKeyDictionary()
+)
+_ledgers_lock = threading.Lock()
+
+
+def _ledger(conn: NatsConnection, stream: str) -> _Ledger:
+    with _ledgers_lock:
+        return _ledgers.setdefault(conn, {}).setdefault(stream, _Ledger())
 
 
 def queue_names(name: str) -> dict[str, str]:
@@ -130,7 +199,9 @@ class JetStreamWorkQueue(WorkQueueBackend):
             "over_delivered": 0,
             "recreated": 0,
             "pulls_lost": 0,
+            "stale_settles": 0,
         }
+        self._ledger = _ledger(conn, self.stream)
         self._setup()
         conn.on_reconnect(self._after_reconnect)
 
@@ -357,6 +428,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
 
     async def _accept(self, msg: Msg) -> Delivery | None:
         attempt = msg.metadata.num_delivered
+        seq = msg.metadata.sequence.stream
         try:
             message = self._codec.decode(msg.data)
         except ProtocolError as exc:
@@ -367,6 +439,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
                 msg.data.decode("utf-8", "replace"),
                 {MALFORMED_HEADER: True},
             )
+            self._ledger.fetched(seq, attempt, held=False)
             await self._store_dead(raw, msg.data, f"malformed envelope: {exc}", attempt)
             await msg.term()
             return None
@@ -377,30 +450,62 @@ class JetStreamWorkQueue(WorkQueueBackend):
                 f"{self.policy.max_attempts}): its consumers crashed or exceeded ack_wait"
             )
             message.headers[DEAD_LETTER_REASON_HEADER] = reason
+            self._ledger.fetched(seq, attempt, held=False)
             await self._store_dead(message, self._codec.encode(message), reason, attempt)
             await msg.term()
             return None
         self.counters["fetched"] += 1
+        self._ledger.fetched(seq, attempt, held=True)
         return Delivery(message, attempt, self.name, token=msg, backend=self)
 
     # -- settling ----------------------------------------------------------------------------
 
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery) -> bool | None:
+        """Send ``+ACK`` (not waited for); ``False`` when this delivery is known to be stale."""
+        if self._stale(delivery):
+            return False
         self._enqueue(self._reply(delivery), _ACK)
+        return None
 
-    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool | None:
+        """Send ``-NAK`` with the delay; ``False`` when this delivery is known to be stale."""
+        if self._stale(delivery):
+            return False
         payload = b"-NAK"
         if delay > 0:
             payload += b' {"delay": %d}' % int(delay * 1e9)
         self._enqueue(self._reply(delivery), payload)
+        return None
 
     def touch(self, delivery: Delivery) -> None:
-        self._enqueue(self._reply(delivery), _WPI)
+        msg: Msg = delivery.token
+        if not self._ledger.superseded(msg.metadata.sequence.stream, msg.metadata.num_delivered):
+            self._enqueue(msg.reply, _WPI)
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
+        """Store in the dead-letter stream, then ``+TERM``; ``False`` when known to be stale."""
+        if self._stale(delivery):
+            return False
         msg: Msg = delivery.token
         message = delivery.message
         self._run(self._dead_letter(msg, message, reason, delivery.attempt), timeout=60)
+        return None
+
+    def _stale(self, delivery: Delivery) -> bool:
+        """Forget the delivery; tell (and count) whether a newer one of its item was fetched."""
+        msg: Msg = delivery.token
+        if not self._ledger.settle(msg.metadata.sequence.stream, msg.metadata.num_delivered):
+            return False
+        with self._lock:
+            self.counters["stale_settles"] += 1
+        log.info(
+            "work queue %r: settle of delivery %d of stream sequence %d not sent: the item was "
+            "delivered again since (its ack_wait ran out)",
+            self.name,
+            msg.metadata.num_delivered,
+            msg.metadata.sequence.stream,
+        )
+        return True
 
     async def _dead_letter(self, msg: Msg, message: Message, reason: str, attempt: int) -> None:
         await self._store_dead(message, self._codec.encode(message), reason, attempt)

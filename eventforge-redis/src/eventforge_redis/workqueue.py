@@ -11,10 +11,16 @@ items waiting out their backoff.
   consumers that died are taken over with ``XAUTOCLAIM`` after ``claim_idle`` seconds; the
   attempt number is the stream's delivery count plus the attempts of earlier rounds.
 * ``ack`` / ``nack`` / ``dead_letter`` run one Lua script each: check that this delivery still
-  owns the entry (a stale worker's late settle is ignored and counted), then
-  ``XACK`` + ``XDEL`` and, for a nack, re-add (now or after a delay) and, for a dead letter,
-  append to the dead-letter stream. Nothing is trimmed by length: acked entries are deleted
-  one by one, so an unacknowledged entry is never dropped.
+  owns the entry (a stale worker's late settle is ignored, counted in ``stale_settles`` and
+  reported by returning ``False``), then ``XACK`` + ``XDEL`` and, for a nack, re-add (now or
+  after a delay) and, for a dead letter, append to the dead-letter stream. Nothing is trimmed
+  by length: acked entries are deleted one by one, so an unacknowledged entry is never dropped.
+* Acks of deliveries held less than half of ``claim_idle`` (the usual case) are batched and sent
+  in the background, since no consumer with that ``claim_idle`` can have taken the entry over
+  yet. An older delivery (or one whose ``touch`` is that old) is acked synchronously, so that a
+  stale ack returns ``False`` and the queue counts each item acked once. Not covered: consumers
+  configured with a shorter ``claim_idle``, or a batched ack held up past ``claim_idle`` (Redis
+  paused); such a stale ack is still ignored by Redis and counted in ``stale_settles``.
 * ``dedupe_ttl``: a consumer marks each message id it takes (``SET NX`` with that TTL); a
   later delivery of a marked id (a duplicate ``put``, or a redelivery after its consumer died)
   is acknowledged without running the handler and counted in ``duplicates_skipped``. A nack
@@ -221,36 +227,45 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             if self._closed:
                 raise TransportClosedError(f"work queue {self.name!r} is closed")
 
-    def ack(self, delivery: Delivery) -> None:
-        """Done: remove the entry (ignored when this delivery no longer owns it).
+    def ack(self, delivery: Delivery) -> bool | None:
+        """Done: remove the entry; ``False`` when this delivery no longer owns it (stale).
 
-        The acknowledgement is sent in the background, batched with others; ``stats`` shows
-        the entry in flight until it reached Redis. A lost ack means a redelivery, not a loss.
+        A delivery held less than half of ``claim_idle`` cannot have been taken over by
+        another consumer yet: its acknowledgement is sent in the background, batched with
+        others (``None`` is returned; ``stats`` shows the entry in flight until it reached
+        Redis; a lost ack means a redelivery, not a loss). An older delivery is acked in one
+        synchronous round trip, so a stale ack is reported.
         """
-        entry_id, count, _ = delivery.token
-        self._acks.submit((entry_id, count))
+        entry_id, count, _, held_since = delivery.token
+        if time.monotonic() - held_since < self._claim_idle_ms / 2000:
+            self._acks.submit((entry_id, count))
+            return None
+        return self._settle("ack", entry_id, count)
 
-    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
-        """Again after ``delay`` seconds, as attempt + 1 (same message id)."""
-        entry_id, count, _ = delivery.token
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool:
+        """Again after ``delay`` seconds, as attempt + 1 (same message id); ``False`` if stale."""
+        entry_id, count, _, _ = delivery.token
         data = self._codec.encode(delivery.message)
         seen = self._seen_key(delivery.message.id) if self._dedupe_ttl_ms else ""
-        self._settle(
+        return self._settle(
             "nack", entry_id, count, data, str(delivery.attempt), str(int(delay * 1000)), seen
         )
 
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move to ``<stream>:dead`` with the reason and the attempts made."""
-        entry_id, count, _ = delivery.token
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Move to ``<stream>:dead`` with the reason and the attempts made; ``False`` if stale."""
+        entry_id, count, _, _ = delivery.token
         data = self._codec.encode(delivery.message)
-        self._settle(
+        return self._settle(
             "dead", entry_id, count, data, str(delivery.attempt), reason, repr(time.time())
         )
 
     def touch(self, delivery: Delivery) -> None:
         """Reset the entry's idle time so it is not taken over while still being worked on."""
-        entry_id, count, _ = delivery.token
-        if not _TOUCH(self._client, self.stream, self.group, self.consumer, entry_id, count):
+        entry_id, count, earlier, _ = delivery.token
+        touched_at = time.monotonic()
+        if _TOUCH(self._client, self.stream, self.group, self.consumer, entry_id, count):
+            delivery.token = (entry_id, count, earlier, touched_at)
+        else:
             self._count("stale_settles")
 
     # -- dead letters ----------------------------------------------------------------------------
@@ -323,7 +338,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             held = [d for _, d in self._buffer]
             self._buffer.clear()
         for delivery in held:  # give prefetched items back at once, with their attempt count
-            entry_id, count, earlier = delivery.token
+            entry_id, count, earlier, _ = delivery.token
             data = self._codec.encode(delivery.message)
             seen = self._seen_key(delivery.message.id) if self._dedupe_ttl_ms else ""
             try:
@@ -391,7 +406,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         out: list[Delivery] = []
         for entry_id, flat, count in claimed:
             fields = dict(zip(flat[::2], flat[1::2], strict=False))
-            delivery = self._delivery(entry_id, fields, int(count))
+            delivery = self._delivery(entry_id, fields, int(count), now)
             if delivery is not None:
                 out.append(delivery)
         self._count("redelivered", len(out))
@@ -430,9 +445,10 @@ class RedisWorkQueueBackend(WorkQueueBackend):
                 raise TransportClosedError(f"work queue {self.name!r} is closed") from exc
             raise describe_error(exc, self._settings, f"reading work queue {self.name!r}") from exc
         out: list[Delivery] = []
+        read_at = time.monotonic()
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
-                delivery = self._delivery(entry_id, fields, 1)
+                delivery = self._delivery(entry_id, fields, 1, read_at)
                 if delivery is not None:
                     out.append(delivery)
         self._count("delivered", len(out))
@@ -498,7 +514,13 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         )
         self._create_group("0")
 
-    def _delivery(self, entry_id: Any, fields: dict[Any, Any], count: int) -> Delivery | None:
+    def _delivery(
+        self, entry_id: Any, fields: dict[Any, Any], count: int, held_since: float
+    ) -> Delivery | None:
+        """The delivery of one entry; ``held_since`` is when this consumer took it over.
+
+        Its ``token`` is ``(entry id, delivery count, attempts of earlier rounds, held_since)``.
+        """
         token_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         raw = fields.get(b"data")
         earlier = int(fields.get(b"attempts", b"0") or 0)
@@ -531,9 +553,11 @@ class RedisWorkQueueBackend(WorkQueueBackend):
                 )
                 _SETTLE(self._client, "ack", self.stream, self.group, token_id, count)
                 return None
-        return Delivery(message, attempt, self.name, token=(token_id, count, earlier), backend=self)
+        token = (token_id, count, earlier, held_since)
+        return Delivery(message, attempt, self.name, token=token, backend=self)
 
-    def _settle(self, mode: str, entry_id: str, count: int, *args: str | bytes) -> None:
+    def _settle(self, mode: str, entry_id: str, count: int, *args: str | bytes) -> bool:
+        """Run one settle script; return whether it took effect (``False``: stale, counted)."""
         try:
             done = _SETTLE(self._client, mode, self.stream, self.group, entry_id, count, *args)
         except Exception as exc:
@@ -549,6 +573,8 @@ class RedisWorkQueueBackend(WorkQueueBackend):
                 mode,
                 entry_id,
             )
+            return False
+        return True
 
     def _dead_letter(self, entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
         token = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

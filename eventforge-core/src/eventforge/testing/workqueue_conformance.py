@@ -324,6 +324,48 @@ class WorkQueueConformance:
         lost.ack()  # too late: must not disturb anything
         assert queue.get(timeout=0.2) is None
 
+    def test_late_ack_after_redelivery_is_stale_and_counted_once(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """A consumer whose lease ran out acks after the redelivery was acked: the backend
+        reports the late ack stale (``False``) and the queue counts one ack."""
+        if self.visibility_timeout is None:
+            pytest.skip("this backend declares no visibility timeout")
+        queue = make_queue()
+        queue.put("slow")
+        late = queue.get(timeout=self.timeout)
+        assert late is not None
+        again = queue.get(timeout=self.timeout + self.visibility_timeout)
+        assert again is not None
+        assert again.attempt == late.attempt + 1
+        again.ack()
+        assert queue.backend.ack(late) is False
+        assert queue.stats["acked"] == 1
+        assert queue.join(self.timeout)
+        assert queue.get(timeout=0.2) is None
+
+    def test_late_nack_after_redelivery_disturbs_nothing(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """A stale nack (its item was delivered again) is reported and neither retries the item
+        nor takes it from the consumer that holds it now."""
+        if self.visibility_timeout is None:
+            pytest.skip("this backend declares no visibility timeout")
+        queue = make_queue()
+        queue.put("slow")
+        late = queue.get(timeout=self.timeout)
+        assert late is not None
+        again = queue.get(timeout=self.timeout + self.visibility_timeout)
+        assert again is not None
+        late.nack()  # through the queue's policy: must not count as a retry
+        assert queue.stats["retried"] == 0
+        assert queue.get(timeout=0.2) is None  # not put back while `again` holds it
+        again.ack()
+        assert queue.join(self.timeout)
+        assert queue.stats["acked"] == 1
+        assert queue.stats["retried"] == 0
+        assert queue.get(timeout=0.2) is None
+
     # -- stats and async --------------------------------------------------------------------
 
     def test_stats_track_pending_and_in_flight(self, make_queue: Callable[..., WorkQueue]) -> None:
