@@ -134,3 +134,53 @@ def test_coroutine_handlers_do_not_wait_behind_a_busy_delivery_thread(
         release.set()
     publisher.close()
     queue.close()
+
+
+def test_a_send_from_the_io_thread_never_waits_for_a_stuck_peer() -> None:
+    """A non-blocking callback that sends (an RPC server refusing a call when its backlog is
+    full does) runs on the I/O thread: toward a peer whose buffer is full the message is
+    dropped and counted at once instead of stalling the thread that makes room."""
+    import pydantic_core
+    from eventforge_tcp.framing import encode_frame
+
+    from .test_bad_peers import raw_connect
+
+    srv = TCPServerTransport(
+        "127.0.0.1", 0, max_frame_size=16 * 1024, max_send_buffer=128 * 1024, write_deadline=60
+    ).start()
+    client = TCPClientTransport("127.0.0.1", srv.port).connect()
+    sock = raw_connect(srv.port, rcvbuf=4096)
+    try:
+        sub = {
+            "version": 1,
+            "id": "s",
+            "topic": "$tcp.sub",
+            "payload": {"sid": "1", "pattern": "fwd"},
+        }
+        sock.sendall(encode_frame(pydantic_core.to_json(sub)))
+        for _ in range(500):
+            if srv.stats()["subscriptions"] == 1:
+                break
+            threading.Event().wait(0.01)
+        floods = threading.Event()
+
+        @nonblocking
+        def flood(message: Message) -> None:  # on the server's I/O thread
+            for _ in range(200):
+                srv.send(Message("fwd", "y" * 4000))
+            floods.set()
+
+        srv.subscribe("trigger", flood)
+        client.send(Message("trigger", None))
+        assert floods.wait(10)
+        assert srv.stats()["dropped_slow_peer"] > 0
+        # The I/O thread is free: a round trip through it completes (the write deadline that
+        # would otherwise end a wait is a minute away).
+        echoed = threading.Event()
+        client.subscribe("pong", lambda m: echoed.set())
+        MessageQueue(TCPClientTransport("127.0.0.1", srv.port).connect()).publish("pong")
+        assert echoed.wait(10)
+    finally:
+        sock.close()
+        client.close()
+        srv.close()
