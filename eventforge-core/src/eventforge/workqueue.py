@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._queue_requests import _check_headers
 from .errors import TransportClosedError
 from .message import Message
 from .topics import validate_topic
@@ -271,15 +272,6 @@ class _PolicyGate(WorkQueueBackend):
 
     def close(self) -> None:
         self.inner.close()
-
-
-def _check_headers(headers: dict[str, Any]) -> None:
-    for key, value in headers.items():
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise TypeError(
-                f"header {key!r} is a {type(value).__name__}; header values must be str, "
-                "int, float or bool (put structured data in the payload)"
-            )
 
 
 class WorkQueue:
