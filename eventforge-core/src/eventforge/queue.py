@@ -208,7 +208,9 @@ class MessageQueue(RequestReply, QueueFeatures):
         (or a ``max_pending`` bound) runs the handler on its own thread so it never delays
         the publisher; messages beyond ``max_pending`` waiting are dropped and counted, as are
         those still waiting when the subscription ends, and each is passed to ``on_discard``
-        (so a server can tell the sender its request never ran).
+        (so a server can tell the sender its request never ran). ``on_discard`` runs on the
+        thread that hands the message over, which may be the transport's I/O thread or event
+        loop: keep it short and never let it wait (a send is fine).
 
         Typed events: ``topic`` may be an ``@event`` class (its topic is the event name), and
         a handler whose first parameter is annotated with an ``@event`` class receives that
