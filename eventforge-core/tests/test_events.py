@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from eventforge.events import (
     event_listener,
 )
 from eventforge.message import Message
+from eventforge.testing import wait_until
 from pydantic import BaseModel
 
 
@@ -31,15 +31,6 @@ class HelloEvent:
 class OrderCreated(BaseModel):
     order_id: int
     total: float
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        done.wait(0.005)
-    return bool(predicate())
 
 
 @pytest.fixture
@@ -105,7 +96,7 @@ def test_async_handler_subscribed_by_event_class(queue: MessageQueue) -> None:
 
     queue.subscribe(HelloEvent, handler)
     queue.publish(HelloEvent("async"))
-    assert wait_until(lambda: got == [HelloEvent("async")])
+    assert wait_until(lambda: got == [HelloEvent("async")], timeout=5.0)
 
 
 def test_decorator_with_event_class(queue: MessageQueue) -> None:
@@ -144,8 +135,8 @@ def test_invalid_envelope_never_reaches_the_handler_and_is_counted(
     queue.publish("orders.created", {"order_id": "not a number"})
     queue.publish("orders.created", {"order_id": 1, "total": 1}, **{EVENT_HEADER: "HelloEvent"})
     queue.publish(OrderCreated(order_id=2, total=3.0))
-    assert wait_until(lambda: got == [OrderCreated(order_id=2, total=3.0)])
-    assert wait_until(lambda: queue.stats["rejected"] == 2)
+    assert wait_until(lambda: got == [OrderCreated(order_id=2, total=3.0)], timeout=5.0)
+    assert wait_until(lambda: queue.stats["rejected"] == 2, timeout=5.0)
     assert queue.stats["handler_errors"] == 0
     assert [type(e) for e in queue.errors] == [EventValidationError, EventValidationError]
     assert "carries event 'HelloEvent'" in str(queue.errors[1])
@@ -167,7 +158,7 @@ def test_listener_class_sync_and_async(queue: MessageQueue) -> None:
     queue.listen(SyncListener())
     queue.listen(AsyncListener())
     queue.publish(HelloEvent("w"))
-    assert wait_until(lambda: sorted(got) == [("async", "w"), ("sync", "w")])
+    assert wait_until(lambda: sorted(got) == [("async", "w"), ("sync", "w")], timeout=5.0)
 
 
 def test_listeners_with_one_name_share_the_work_per_process_ones_each_get_all() -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from eventforge import WorkQueue
 from eventforge.durable_events import consume_events, event_work_queue, put_event
 from eventforge.events import EVENT_HEADER, event, event_listener
+from eventforge.testing import wait_until
 from eventforge.workqueue import RetryPolicy
 from pydantic import BaseModel
 
@@ -17,15 +16,6 @@ from pydantic import BaseModel
 @event("durable.order")
 class Order(BaseModel):
     order_id: int
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        pause.wait(0.005)
-    return predicate()
 
 
 @pytest.fixture

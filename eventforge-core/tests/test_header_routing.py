@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from eventforge import MessageQueue
 from eventforge.message import Message
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    event = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        event.wait(0.005)
-    return predicate()
+from eventforge.testing import wait_until
 
 
 @pytest.fixture
@@ -51,7 +41,7 @@ def test_match_all_and_any(
 
     queue.subscribe("docs.*", handler, match={"format": "pdf", "type": "report"}, match_mode=mode)
     publish_reports(queue)
-    assert wait_until(lambda: sorted(got) == expected)
+    assert wait_until(lambda: sorted(got) == expected, timeout=5.0)
     assert queue.stats["filtered"] == 4 - len(expected)
     assert queue.stats["delivered"] == len(expected)
 
@@ -72,7 +62,7 @@ def test_match_works_with_groups_and_threaded_handlers(queue: MessageQueue) -> N
     queue.subscribe("g", lambda m: got.append(-m.payload), threaded=True, match={"k": "w"})
     for n in range(4):
         queue.publish("g", n, k="v" if n % 2 == 0 else "w")
-    assert wait_until(lambda: sorted(got) == [-3, -1, 0, 2])
+    assert wait_until(lambda: sorted(got) == [-3, -1, 0, 2], timeout=5.0)
 
 
 def test_bad_match_is_refused_before_subscribing(queue: MessageQueue) -> None:

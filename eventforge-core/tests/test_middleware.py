@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from eventforge.middleware import (
     register_middleware,
     resolve_middleware,
 )
+from eventforge.testing import wait_until
 
 tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant")
 
@@ -64,15 +64,6 @@ class Stamp(Middleware):
             self.wrapped.append("after-async")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    event = threading.Event()
-    for _ in range(int(timeout / 0.005)):
-        if predicate():
-            return True
-        event.wait(0.005)
-    return predicate()
-
-
 def test_send_side_in_list_order_receive_side_reversed() -> None:
     log: list[str] = []
     queue = MessageQueue(middleware=[Recorder("a", log), Recorder("b", log)])
@@ -114,7 +105,7 @@ def test_context_header_carries_a_tenant_from_publisher_to_handler(use_async: bo
         ctx = contextvars.copy_context()
         ctx.run(publish_as, "acme")
         queue.publish("t", None)  # no tenant set here: no header
-        assert wait_until(lambda: len(seen) == 2)
+        assert wait_until(lambda: len(seen) == 2, timeout=5.0)
         assert ("acme", "acme") in seen
         assert (None, None) in seen
         assert tenant.get(None) is None  # the handler's context did not leak out
@@ -137,7 +128,7 @@ def test_wrapping_covers_sync_and_async_handlers() -> None:
         queue.publish("s")
         assert stamp.wrapped == ["before", "after"]
         queue.publish("a")
-        assert wait_until(lambda: stamp.wrapped[-1:] == ["after-async"])
+        assert wait_until(lambda: stamp.wrapped[-1:] == ["after-async"], timeout=5.0)
         assert stamp.wrapped == ["before", "after", "before-async", "after-async"]
         assert done == ["sync", "async"]
     finally:
@@ -177,7 +168,7 @@ def test_an_interceptor_that_raises_is_handled_like_a_handler(use_async: bool) -
         queue.subscribe("t", handler)
         queue.publish("t", 1)
         queue.publish("t", 2, token="secret")
-        assert wait_until(lambda: got == [2] and len(errors) == 1)
+        assert wait_until(lambda: got == [2] and len(errors) == 1, timeout=5.0)
         assert isinstance(errors[0][0], PermissionError)
         assert errors[0][1] is handler  # the hook names the user's handler, not a wrapper
         assert queue.stats["handler_errors"] == 1

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from eventforge import MessageQueue, task
-
-
-def _wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)
-    return True
+from eventforge.testing import wait_until
 
 
 def test_unsubscribe_stops_the_queue_trigger_but_not_direct_calls() -> None:
@@ -30,7 +21,7 @@ def test_unsubscribe_stops_the_queue_trigger_but_not_direct_calls() -> None:
         assert scale.handler_id is not None
         assert scale.subscription_id == scale.handler_id
         queue.publish("jobs.scale", 1)
-        assert _wait_for(lambda: seen == [1])
+        assert wait_until(lambda: seen == [1], timeout=5.0)
 
         assert scale.unsubscribe() is True
         assert scale.handler_id is None

@@ -7,27 +7,17 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from eventforge import MessageQueue, RPCClient
+from eventforge.testing import wait_until
 from eventforge.worker import READY_PREFIX
 
 pytest.importorskip("eventforge_tcp")
 
 from eventforge.transports.tcp import TCPClientTransport, TCPServerTransport
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
-
 
 HANDLERS_PY = """
 import os, time

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,20 +14,12 @@ import pytest
 from eventforge import MessageQueue
 from eventforge.errors import NoRespondersError, TransportClosedError
 from eventforge.message import Message
+from eventforge.testing import wait_until
 from eventforge.testing.brokers import NatsServer, free_port
 from eventforge.transports.nats import NatsTransport
 from eventforge_nats.transport import NatsAuthError, NatsConnectError
 
 pytestmark = pytest.mark.broker
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@
   ``nats-server`` processes (``pytest_plugins = ["eventforge.testing.pytest_plugin"]``).
 - :mod:`eventforge.testing.brokers` and :mod:`eventforge.testing.history`: broker processes and
   the delivery-history checker used by fault tests.
+- :func:`~eventforge.testing.waiting.wait_until`: poll for a condition another thread or
+  process brings about, and report whether it did (for ``assert wait_until(...)``).
 
 Names load on first use, so importing this package does not import pytest; the conformance
 suite and the fixtures do.
@@ -19,18 +21,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Collector", "TransportConformance", "TransportFactory"]
+__all__ = ["Collector", "TransportConformance", "TransportFactory", "wait_until"]
 
 _EXPORTS = {
     "Collector": "conformance",
     "TransportConformance": "conformance",
     "TransportFactory": "conformance",
+    "wait_until": "waiting",
 }
 
 if TYPE_CHECKING:
     from .conformance import Collector as Collector
     from .conformance import TransportConformance as TransportConformance
     from .conformance import TransportFactory as TransportFactory
+    from .waiting import wait_until as wait_until
 
 
 def __getattr__(name: str) -> Any:
