@@ -11,33 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 
-import pydantic_core
 import pytest
 from eventforge.errors import TransportError
 from eventforge.message import Message
 from eventforge.testing.conformance import Collector
-from eventforge_tcp.framing import FrameDecoder, encode_frame, encode_json_frame
+from eventforge_tcp.framing import encode_frame
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
-from .helpers import wait_until
-
-HELLO = encode_json_frame({"hello": "eventforge", "protocol": 1})
-
-
-def raw_connect(port: int, *, hello: bool = True, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect(("127.0.0.1", port))
-    sock.settimeout(10)
-    if hello:
-        sock.sendall(HELLO)
-        decoder = FrameDecoder()
-        frames: list[bytes] = []
-        while not frames:
-            frames = decoder.feed(sock.recv(4096))
-        assert b"welcome" in frames[0]
-    return sock
+from .helpers import HELLO, raw_connect, stuck_subscriber, wait_until
 
 
 def wait_closed(sock: socket.socket) -> bytes:
@@ -197,15 +178,7 @@ def test_reader_that_stops_reading_is_bounded_and_disconnected() -> None:
     ).start()
     healthy = TCPClientTransport("127.0.0.1", srv.port).connect()
     try:
-        sock = raw_connect(srv.port, rcvbuf=4096)
-        sub = {
-            "version": 1,
-            "id": "sub1",
-            "topic": "$tcp.sub",
-            "payload": {"sid": "1", "pattern": "flood"},
-        }
-        sock.sendall(encode_frame(pydantic_core.to_json(sub)))
-        assert wait_until(lambda: srv.stats()["subscriptions"] == 1)
+        sock = stuck_subscriber(srv, "flood")
         got = Collector()
         healthy.subscribe("flood", got)
         payload = "x" * 8000
@@ -261,15 +234,7 @@ def test_forwarding_to_a_stuck_client_drops_counted_and_spares_the_publisher() -
     ).start()
     publisher = TCPClientTransport("127.0.0.1", srv.port).connect()
     try:
-        sock = raw_connect(srv.port, rcvbuf=4096)
-        sub = {
-            "version": 1,
-            "id": "s",
-            "topic": "$tcp.sub",
-            "payload": {"sid": "1", "pattern": "fwd"},
-        }
-        sock.sendall(encode_frame(pydantic_core.to_json(sub)))
-        assert wait_until(lambda: srv.stats()["subscriptions"] == 1)
+        sock = stuck_subscriber(srv, "fwd")
         sent = 0
         while srv.stats()["disconnects_slow_peer"] == 0 and sent < 100_000:
             publisher.send(Message("fwd", "y" * 4000))

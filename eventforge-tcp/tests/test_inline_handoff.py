@@ -15,6 +15,8 @@ from eventforge import Message, MessageQueue, RPCClient, RPCServer
 from eventforge.transport import Capability, nonblocking
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
+from .helpers import stuck_subscriber
+
 
 def test_tcp_declares_inline_nonblocking_callbacks(server: TCPServerTransport) -> None:
     assert server.has(Capability.NONBLOCKING_INLINE)
@@ -140,28 +142,12 @@ def test_a_send_from_the_io_thread_never_waits_for_a_stuck_peer() -> None:
     """A non-blocking callback that sends (an RPC server refusing a call when its backlog is
     full does) runs on the I/O thread: toward a peer whose buffer is full the message is
     dropped and counted at once instead of stalling the thread that makes room."""
-    import pydantic_core
-    from eventforge_tcp.framing import encode_frame
-
-    from .test_bad_peers import raw_connect
-
     srv = TCPServerTransport(
         "127.0.0.1", 0, max_frame_size=16 * 1024, max_send_buffer=128 * 1024, write_deadline=60
     ).start()
     client = TCPClientTransport("127.0.0.1", srv.port).connect()
-    sock = raw_connect(srv.port, rcvbuf=4096)
+    sock = stuck_subscriber(srv, "fwd")
     try:
-        sub = {
-            "version": 1,
-            "id": "s",
-            "topic": "$tcp.sub",
-            "payload": {"sid": "1", "pattern": "fwd"},
-        }
-        sock.sendall(encode_frame(pydantic_core.to_json(sub)))
-        for _ in range(500):
-            if srv.stats()["subscriptions"] == 1:
-                break
-            threading.Event().wait(0.01)
         floods = threading.Event()
 
         @nonblocking

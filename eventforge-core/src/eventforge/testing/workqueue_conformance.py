@@ -34,7 +34,8 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 
 from eventforge.message import Message
-from eventforge.workqueue import RetryPolicy, WorkQueue, WorkQueueBackend
+from eventforge.testing.waiting import wait_until
+from eventforge.workqueue import Delivery, RetryPolicy, WorkQueue, WorkQueueBackend
 
 __all__ = ["BackendFactory", "WorkQueueConformance"]
 
@@ -43,15 +44,6 @@ BackendFactory = Callable[[str, RetryPolicy], WorkQueueBackend]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _OVERRIDE_ATTR = "__workqueue_conformance_override__"
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class WorkQueueConformance:
@@ -136,7 +128,7 @@ class WorkQueueConformance:
             assert delivery.attempt == 1
             delivery.ack()
         assert queue.get(timeout=0.2) is None
-        assert _wait_until(lambda: queue.stats["in_flight"] == 0, self.timeout)
+        assert wait_until(lambda: queue.stats["in_flight"] == 0, self.timeout)
         assert queue.stats["pending"] == 0
         assert queue.stats["acked"] == 3
 
@@ -182,7 +174,7 @@ class WorkQueueConformance:
         delivery = queue.get(timeout=self.timeout)
         assert delivery is not None
         delivery.nack(requeue=False)
-        assert _wait_until(lambda: len(queue.dead_letters()) == 1, self.timeout)
+        assert wait_until(lambda: len(queue.dead_letters()) == 1, self.timeout)
         letter = queue.dead_letters()[0]
         assert letter.message.payload == "reject me"
         assert letter.attempts == 1
@@ -223,7 +215,7 @@ class WorkQueueConformance:
 
         consumer = queue.consume(handler, concurrency=1)
         try:
-            assert _wait_until(lambda: len(queue.dead_letters()) == 1, self.timeout)
+            assert wait_until(lambda: len(queue.dead_letters()) == 1, self.timeout)
         finally:
             consumer.stop()
         poison_calls = [i for i, (payload, _) in enumerate(calls) if payload == "poison"]
@@ -244,7 +236,7 @@ class WorkQueueConformance:
         delivery = queue.get(timeout=self.timeout)
         assert delivery is not None
         delivery.nack()  # the only attempt: dead-lettered
-        assert _wait_until(lambda: len(queue.dead_letters()) == 1, self.timeout)
+        assert wait_until(lambda: len(queue.dead_letters()) == 1, self.timeout)
         assert queue.replay() == 1
         assert queue.dead_letters() == []
         again = queue.get(timeout=self.timeout)
@@ -262,7 +254,7 @@ class WorkQueueConformance:
             delivery = queue.get(timeout=self.timeout)
             assert delivery is not None
             delivery.nack()
-        assert _wait_until(lambda: len(queue.dead_letters()) == 2, self.timeout)
+        assert wait_until(lambda: len(queue.dead_letters()) == 2, self.timeout)
         chosen = [d for d in queue.dead_letters() if d.message.payload == "b"]
         assert queue.replay(chosen) == 1
         assert [d.message.payload for d in queue.dead_letters()] == ["a"]
@@ -297,7 +289,7 @@ class WorkQueueConformance:
         first = queue.consume(make_handler("first"), concurrency=2)
         second = queue.consume(make_handler("second"), concurrency=2)
         try:
-            assert _wait_until(lambda: sum(seen.values()) >= len(expected), self.timeout)
+            assert wait_until(lambda: sum(seen.values()) >= len(expected), self.timeout)
             assert queue.join(self.timeout)
         finally:
             first.stop()
@@ -324,11 +316,14 @@ class WorkQueueConformance:
         lost.ack()  # too late: must not disturb anything
         assert queue.get(timeout=0.2) is None
 
-    def test_late_ack_after_redelivery_is_stale_and_counted_once(
+    def _redelivered_after_lease(
         self, make_queue: Callable[..., WorkQueue]
-    ) -> None:
-        """A consumer whose lease ran out acks after the redelivery was acked: the backend
-        reports the late ack stale (``False``) and the queue counts one ack."""
+    ) -> tuple[WorkQueue, Delivery, Delivery]:
+        """Put one item, fetch it and leave it unsettled until it is delivered again.
+
+        Returns the queue, the first delivery (whose lease ran out) and the redelivery, which
+        holds the item now; skips the test on a backend without a visibility timeout.
+        """
         if self.visibility_timeout is None:
             pytest.skip("this backend declares no visibility timeout")
         queue = make_queue()
@@ -338,6 +333,14 @@ class WorkQueueConformance:
         again = queue.get(timeout=self.timeout + self.visibility_timeout)
         assert again is not None
         assert again.attempt == late.attempt + 1
+        return queue, late, again
+
+    def test_late_ack_after_redelivery_is_stale_and_counted_once(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """A consumer whose lease ran out acks after the redelivery was acked: the backend
+        reports the late ack stale (``False``) and the queue counts one ack."""
+        queue, late, again = self._redelivered_after_lease(make_queue)
         again.ack()
         assert queue.backend.ack(late) is False
         assert queue.stats["acked"] == 1
@@ -349,14 +352,7 @@ class WorkQueueConformance:
     ) -> None:
         """A stale nack (its item was delivered again) is reported and neither retries the item
         nor takes it from the consumer that holds it now."""
-        if self.visibility_timeout is None:
-            pytest.skip("this backend declares no visibility timeout")
-        queue = make_queue()
-        queue.put("slow")
-        late = queue.get(timeout=self.timeout)
-        assert late is not None
-        again = queue.get(timeout=self.timeout + self.visibility_timeout)
-        assert again is not None
+        queue, late, again = self._redelivered_after_lease(make_queue)
         late.nack()  # through the queue's policy: must not count as a retry
         assert queue.stats["retried"] == 0
         assert queue.get(timeout=0.2) is None  # not put back while `again` holds it
@@ -373,14 +369,14 @@ class WorkQueueConformance:
         queue = make_queue()
         for i in range(3):
             queue.put(i)
-        assert _wait_until(lambda: queue.stats["pending"] == 3, self.timeout)
+        assert wait_until(lambda: queue.stats["pending"] == 3, self.timeout)
         delivery = queue.get(timeout=self.timeout)
         assert delivery is not None
-        assert _wait_until(
+        assert wait_until(
             lambda: (queue.stats["pending"], queue.stats["in_flight"]) == (2, 1), self.timeout
         )
         delivery.ack()
-        assert _wait_until(lambda: queue.stats["in_flight"] == 0, self.timeout)
+        assert wait_until(lambda: queue.stats["in_flight"] == 0, self.timeout)
         assert queue.stats["acked"] == 1
 
     def test_async_put_and_get(self, make_queue: Callable[..., WorkQueue]) -> None:
