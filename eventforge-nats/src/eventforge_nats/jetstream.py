@@ -10,7 +10,8 @@ Layout, per queue ``name`` (``<token>`` is ``name`` made safe for stream names):
 
 Guarantees: ``put`` returns once JetStream acknowledged the item (file store), so an
 acknowledged item is never lost; ``Nats-Msg-Id`` is the message id, so a ``put`` retried after a
-lost acknowledgement is stored once. Delivery is at-least-once: an item is redelivered after a
+lost acknowledgement is stored once; ``put_many`` pipelines a batch on one reply inbox (see
+:class:`_AckInbox`) with the same guarantees, item by item. Delivery is at-least-once: an item is redelivered after a
 nack (with the policy's delay), or after ``ack_wait`` when its consumer vanished. An item is
 dead-lettered by storing it in the dead-letter stream first and then TERMinating it, so a crash
 in between redelivers it rather than losing it; an item delivered more than
@@ -34,12 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventforge.errors import (
@@ -63,7 +65,9 @@ from ._connection import NatsConnection
 from ._pull import Puller, close_all
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
     from nats.js.client import JetStreamContext
 
 __all__ = ["JetStreamWorkQueue", "queue_names"]
@@ -153,6 +157,156 @@ def queue_names(name: str) -> dict[str, str]:
     }
 
 
+_STORED = 1
+"""Outcome of an item JetStream stored (``_AckBatch.outcomes``)."""
+_DUPLICATE = 2
+"""Outcome of an item JetStream already had (a retry of a publish that did land)."""
+
+Outcome = int | str | BaseException | None
+"""Per item of a batch: ``None`` unknown yet, ``_STORED`` / ``_DUPLICATE``, the description of a
+JetStream error reply (``str``: refused, not stored), or the exception its publish raised."""
+
+
+class _AckBatch:
+    """The items of one ``put_many``: their outcomes, and the ones awaited in this round."""
+
+    __slots__ = ("done", "open", "outcomes", "tokens")
+
+    def __init__(self, size: int) -> None:
+        self.outcomes: list[Outcome] = [None] * size
+        self.open: set[int] = set()
+        self.tokens: list[str] = []
+        self.done: asyncio.Future[None] | None = None
+
+    def answered(self, index: int, outcome: Outcome) -> None:
+        """Record the outcome of item ``index`` (from a reply or a failed publish)."""
+        if self.outcomes[index] is not None:
+            return  # a late reply to an earlier publish of an item already settled
+        self.outcomes[index] = outcome
+        self.unanswered(index)
+
+    def unanswered(self, index: int) -> None:
+        """Take item ``index`` off this round's wait; unless :meth:`answered`, it is a reply
+        that settles nothing (no responders), and the item is published again."""
+        self.open.discard(index)
+        if not self.open and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Wait until every item of this round is answered, or ``timeout``."""
+        done = self.done
+        if self.open and done is not None:
+            await asyncio.wait((done,), timeout=timeout)
+
+
+class _AckInbox:
+    """One wildcard reply subscription (``<inbox>.*``) for the acknowledgements of a backend.
+
+    ``put_many`` publishes each item with its own reply subject ``<inbox>.<n>`` and resolves
+    it from the reply here: a PubAck (``{"stream": ..., "seq": ..., "duplicate": ...}``), a
+    JetStream error (``{"error": {...}}``), or a ``503`` status (no stream listens on the
+    subject: nothing was stored). This replaces one ``js.publish`` request per item (a future,
+    a timer and a task each) with plain publishes and one wait per batch; the guarantees are
+    those of ``js.publish``, the same ``Nats-Msg-Id`` being sent again for every retry.
+    nats-py re-subscribes the inbox after a reconnect.
+    """
+
+    def __init__(self, client: Client, prefix: str) -> None:
+        self.client = client
+        self._prefix = prefix + "."
+        self._cut = len(self._prefix)
+        self._next = 0
+        self._waiting: dict[str, tuple[_AckBatch, int]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.client.subscribe(self._prefix + "*", cb=self._on_reply)
+
+    async def publish_round(
+        self,
+        client: Client,
+        subject: str,
+        encoded: list[tuple[bytes, str]],
+        batch: _AckBatch,
+        todo: Sequence[int],
+    ) -> None:
+        """Publish the items ``todo`` of ``batch``, each with a fresh reply subject."""
+        import nats.errors
+
+        batch.open = set(todo)
+        batch.done = asyncio.get_running_loop().create_future()
+        waiting, prefix, tokens = self._waiting, self._prefix, batch.tokens
+        publish = client.publish
+        for index in todo:
+            data, msg_id = encoded[index]
+            self._next += 1
+            token = str(self._next)
+            waiting[token] = (batch, index)
+            tokens.append(token)
+            try:
+                await publish(subject, data, prefix + token, {"Nats-Msg-Id": msg_id})
+            except nats.errors.ConnectionClosedError:
+                batch.answered(index, TransportClosedError("the NATS connection is closed"))
+            except nats.errors.Error as exc:  # e.g. the reconnect buffer is full
+                batch.answered(index, TransportError(f"{type(exc).__name__}: {exc}"))
+
+    def forget(self, batch: _AckBatch) -> None:
+        """Drop the reply subjects of a finished batch (later replies are ignored)."""
+        waiting = self._waiting
+        for token in batch.tokens:
+            waiting.pop(token, None)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        entry = self._waiting.get(msg.subject[self._cut :])
+        if entry is None:
+            return  # its batch is finished
+        batch, index = entry
+        headers = msg.headers
+        if headers and headers.get("Status"):
+            # 503: no stream listens (yet), nothing was stored. Any other status is no answer
+            # either. Either way the item is published again (until put_timeout).
+            batch.unanswered(index)
+            return
+        outcome = _pub_ack_outcome(msg.data)
+        if outcome is None:
+            batch.unanswered(index)
+        else:
+            batch.answered(index, outcome)
+
+
+def _pub_ack_outcome(data: bytes) -> Outcome:
+    """The outcome of a reply to a JetStream publish: stored, duplicate or refused (``None``
+    for a reply that is none of these: the item's fate is unknown, it is published again)."""
+    if (
+        data.startswith(b'{"stream":"')
+        and b'"seq":' in data
+        and b'"error"' not in data
+        and b'"duplicate"' not in data
+    ):
+        # The common PubAck, ``{"stream":"EF_WQ_..","seq":N}``, without json.loads: our
+        # stream names hold no quotes, so these markers are unambiguous. Anything else (a
+        # duplicate, an error) is parsed.
+        return _STORED
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        reply = {}
+    error = reply.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            return (
+                f"code={error.get('code')} err_code={error.get('err_code')}: "
+                f"{error.get('description')}"
+            )
+        return f"error {error!r}"
+    if "seq" not in reply:
+        log.warning("unexpected reply to a JetStream publish (retried): %r", data[:200])
+        return None
+    return _DUPLICATE if reply.get("duplicate") else _STORED
+
+
 class JetStreamWorkQueue(WorkQueueBackend):
     """One named durable work queue (see the module docstring for layout and guarantees)."""
 
@@ -190,6 +344,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
         self._pullers: weakref.WeakSet[Puller] = weakref.WeakSet()
         self._closed = False
         self._lock = threading.Lock()
+        self._acks: _AckInbox | None = None
         self.counters = {
             "put": 0,
             "put_retries": 0,
@@ -321,21 +476,93 @@ class JetStreamWorkQueue(WorkQueueBackend):
 
     def put_many(self, messages: list[Message]) -> None:
         """Store several items with their publishes in flight together; return once all are
-        acknowledged (each retried on its own with its own ``Nats-Msg-Id``)."""
+        acknowledged (each retried on its own with its own ``Nats-Msg-Id``).
+
+        The batch is pipelined on the connection (see :class:`_AckInbox`): every item is
+        published with a reply subject on one inbox of this backend, and the whole batch waits
+        for its acknowledgements with one deadline. Items whose acknowledgement did not come,
+        or that found no stream (no responders), are published again with the same
+        ``Nats-Msg-Id`` until ``put_timeout``, so an item that did land is stored once.
+        """
         encoded = [(self._codec.encode(m), m.id) for m in messages]
         self._check_open()
         self._run(self._put_many(encoded), timeout=self.put_timeout + 5)
 
     async def _put_many(self, encoded: list[tuple[bytes, str]]) -> None:
-        results = await asyncio.gather(
-            *(self._put(data, msg_id) for data, msg_id in encoded), return_exceptions=True
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
+        if not encoded:
+            return
+        client = self._conn.client
+        limit = client.max_payload
+        for data, _ in encoded:
+            if len(data) > limit:
+                # Refused before anything is sent: no part of the batch is stored.
+                raise FrameTooLarge(len(data), limit)
+        inbox = await self._ack_inbox()
+        batch = _AckBatch(len(encoded))
+        deadline = time.monotonic() + self.put_timeout
+        delay = 0.05
+        todo: Sequence[int] = range(len(encoded))
+        try:
+            while True:
+                await inbox.publish_round(client, self.subject, encoded, batch, todo)
+                remaining = deadline - time.monotonic()
+                await batch.wait(max(0.1, min(2.0, remaining)))
+                todo = [i for i in todo if batch.outcomes[i] is None]
+                if not todo:
+                    break
+                if time.monotonic() + delay >= deadline:
+                    break
+                # Acknowledgement unknown (lost, late, or no stream listening yet): publish
+                # again with the same Nats-Msg-Id, so one that did land is deduplicated.
+                self.counters["put_retries"] += len(todo)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        finally:
+            inbox.forget(batch)
+        self._settle_batch(batch, len(encoded))
+
+    def _settle_batch(self, batch: _AckBatch, total: int) -> None:
+        """Count the acknowledged items of a finished batch; raise for the others."""
+        outcomes = batch.outcomes
+        duplicates = outcomes.count(_DUPLICATE)
+        self.counters["put"] += outcomes.count(_STORED) + duplicates
+        self.counters["put_duplicates"] += duplicates
+        refused = [o for o in outcomes if isinstance(o, str)]
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        unknown = outcomes.count(None) + len(failed)
+        if refused:
+            also = f"; {unknown} more were not acknowledged" if unknown else ""
             raise TransportError(
-                f"{len(failures)} of {len(encoded)} items for work queue {self.name!r} were not "
-                f"acknowledged (first: {failures[0]}); put them again (same ids) to be sure"
+                f"JetStream refused {len(refused)} of {total} items for work queue "
+                f"{self.name!r} ({refused[0]}): they are not stored{also}; fix the cause "
+                "(stream limits or configuration) before putting them again"
             )
+        if unknown:
+            first = failed[0] if failed else f"no acknowledgement within {self.put_timeout}s"
+            raise TransportError(
+                f"{unknown} of {total} items for work queue {self.name!r} were not "
+                f"acknowledged (first: {first}); they may or may not be stored: put them again "
+                "(same ids) to be sure"
+            )
+
+    async def _ack_inbox(self) -> _AckInbox:
+        """This backend's acknowledgement inbox, subscribed on first use.
+
+        nats-py re-subscribes it after every reconnect; replies lost while the link was down
+        leave their items unacknowledged, and those are published again.
+        """
+        inbox = self._acks
+        if inbox is None or inbox.client is not self._conn.client:
+            inbox = _AckInbox(self._conn.client, self._conn.client.new_inbox())
+            # Set before the first await: a concurrent batch uses this inbox, whose SUB is
+            # queued on the connection ahead of that batch's publishes.
+            self._acks = inbox
+            try:
+                await inbox.start()
+            except BaseException:
+                self._acks = None
+                raise
+        return inbox
 
     async def _put(self, data: bytes, msg_id: str) -> None:
         import nats.errors
