@@ -2,19 +2,35 @@
 
 ``send`` encodes the message in the caller's thread (so encoding errors and oversize envelopes
 raise there, before anything reaches Redis) and queues it; the writer thread takes everything
-queued, packs one route-script call per message into a single write, and reads the replies.
-Under load one round trip carries hundreds of messages; an idle publisher sends each message
-at once. Order is kept.
+queued (up to 1000 messages), routes it with one call of the batch route script
+(:data:`~eventforge_redis._routing.ROUTE_BATCH_SCRIPT`) per at most 1 MiB of envelopes, all
+calls in a single write, and reads one reply per call. Under load one round trip (and, for
+topics that reach no group, one script call) carries hundreds of messages; an idle publisher
+sends each message at once. Order is kept. The byte bound keeps one script call short: a
+running script blocks the server.
+
+Calls are also cut after each message whose topic may go to a competing-consumer group: a
+topic whose previous publish was appended to a group stream, or that this publisher has not
+published yet (or forgot). Redis hands new stream entries to blocked group readers only between
+commands, so one call appending a batch to a group stream would give the whole batch to the
+member that reads first; cut there, the members share the messages as they did with one call
+per message. So only topics known to reach no group (pub/sub only, or nobody) are batched into
+one call. That hint (the last answer per topic, bounded) only shapes the calls: which groups a
+message goes to is always decided by the registry in Redis.
 
 ``submit_counted`` (behind ``RedisTransport.send_counted``) queues its message into the same
 writer, so it stays in order with earlier ``send`` calls, and waits for that message's reply:
-the route script's ``[receivers of PUBLISH, group streams appended to]``.
+the route script's receivers of ``PUBLISH`` and group streams appended to for that message.
 
 Fault behaviour (at-most-once, like ``PUBLISH`` itself): when the link fails, the messages of
 the batch on the wire and those still queued are dropped and counted in ``dropped``, and
 ``send`` raises :class:`~eventforge.errors.TransportError` until the writer has reconnected.
-An error reply (for example an ACL ``NOPERM``) is counted and raised by the next ``send`` or
-``flush``. Credentials errors stop the writer for good.
+A message Redis refuses (for example an ACL ``NOPERM`` on its channel) fails alone: the
+others in its script call are published; the refusal is counted in ``errors`` and raised by
+the next ``send`` or ``flush`` (or by the ``send_counted`` waiting for that message). A script
+call refused as a whole fails each of its messages that way, except ``NOSCRIPT`` (the server
+lost its scripts, say by a restart or ``SCRIPT FLUSH``): none of that call ran, so the script
+is loaded again and the call resent. Credentials errors stop the writer for good.
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from eventforge.errors import TransportClosedError, TransportError
 
 from ._connect import describe_error, import_redis, is_fatal
-from ._routing import ROUTE_SCRIPT
+from ._routing import ROUTE_BATCH_SCRIPT
 
 if TYPE_CHECKING:
     from ._connect import RedisSettings
@@ -40,6 +56,13 @@ __all__ = ["Counted", "Publisher"]
 log = logging.getLogger("eventforge.transports.redis")
 
 _MAX_BATCH = 1000
+# Envelope bytes one script call carries at most (a call carries at least one message).
+_MAX_CALL_BYTES = 1 << 20
+# Times one batch is resent after NOSCRIPT before its messages are failed instead.
+_MAX_NOSCRIPT_RETRIES = 3
+# Topics remembered with whether they reached a group (for cutting calls); forgotten all at
+# once when full.
+_MAX_KNOWN_TOPICS = 4096
 _MAX_BACKOFF = 1.0
 
 
@@ -54,8 +77,8 @@ class Counted:
         self.receivers = 0
         self.groups = 0
 
-    def resolve(self, reply: Any) -> None:
-        self.receivers, self.groups = int(reply[0]), int(reply[1])
+    def resolve(self, receivers: int, groups: int) -> None:
+        self.receivers, self.groups = receivers, groups
         self.done.set()
 
     def fail(self, error: TransportError) -> None:
@@ -83,9 +106,18 @@ class Publisher:
         self._idle_check = idle_check
         self._last_io = time.monotonic()
         self._redis = import_redis()
-        self._sha = hashlib.sha1(ROUTE_SCRIPT.encode()).hexdigest().encode()
-        self._tail = _bulk(prefix.encode()) + _bulk(str(group_maxlen).encode())
-        self._head = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + self._sha + b"\r\n$1\r\n0\r\n"
+        sha = hashlib.sha1(ROUTE_BATCH_SCRIPT.encode()).hexdigest().encode()
+        # EVALSHA <sha> 0 <prefix> <maxlen>, after the array header that counts the messages.
+        self._call_args = (
+            b"$7\r\nEVALSHA\r\n$40\r\n"
+            + sha
+            + b"\r\n$1\r\n0\r\n"
+            + _bulk(prefix.encode())
+            + _bulk(str(group_maxlen).encode())
+        )
+        self._settled = 0  # messages of the batch on the wire answered so far
+        # topic -> whether its last publish was appended to a group stream (unknown: assume so)
+        self._to_groups: dict[bytes, bool] = {}
         self._max_pending = max_pending
         self._pending: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -204,7 +236,7 @@ class Publisher:
         conn = self._settings.connection()
         try:
             conn.connect()
-            conn.send_command("SCRIPT", "LOAD", ROUTE_SCRIPT)
+            conn.send_command("SCRIPT", "LOAD", ROUTE_BATCH_SCRIPT)
             conn.read_response()
         except Exception as exc:
             conn.disconnect()
@@ -231,7 +263,8 @@ class Publisher:
                 _fail_waiting(
                     batch, describe_error(exc, self._settings, "publishing (link failed)")
                 )
-                self._on_link_failure(exc, len(batch))
+                # Messages already answered were published (or refused); the rest are lost.
+                self._on_link_failure(exc, len(batch) - self._settled)
             finally:
                 with self._cond:
                     self._inflight = 0
@@ -270,47 +303,100 @@ class Publisher:
             self.idle_reconnects += 1
 
     def _send(self, batch: list[_Item]) -> None:
+        """Route ``batch`` with as few script calls as the byte bound allows, in one write."""
+        self._settled = 0
         if self._conn is None:
             raise TransportError("publisher is not connected")
         if self._closed_by_peer() or time.monotonic() - self._last_io > self._idle_check:
             self._check_idle_link()
         conn = self._conn
-        head, tail = self._head, self._tail
-        parts: list[bytes] = []
-        for topic, data, _ in batch:
-            parts += (head, b"$%d\r\n" % len(topic), topic, b"\r\n$%d\r\n" % len(data), data)
-            parts.append(b"\r\n" + tail)
-        conn.send_packed_command([b"".join(parts)], check_health=False)  # one write per batch
-        response_error = self._redis.exceptions.ResponseError
-        retry: list[_Item] = []
-        routed = 0
-        failed = 0
-        for item in batch:
-            try:
-                reply = conn.read_response()
-            except response_error as exc:
-                if isinstance(exc, self._redis.exceptions.NoScriptError):
-                    retry.append(item)
-                    continue
-                failed += 1
-                self.errors += 1
-                error = describe_error(exc, self._settings, "publishing")
-                if item[2] is None:
-                    self._errors.append(error)  # raised by the next send or flush
-                else:
-                    item[2].fail(error)  # raised by the send_counted waiting for it
-                log.error("publish on %r failed: %s", item[0].decode(), exc)
-                continue
-            routed += reply[1]
-            if item[2] is not None:
-                item[2].resolve(reply)
-        self._last_io = time.monotonic()
-        self.published += len(batch) - len(retry) - failed
-        self.routed_to_groups += routed
-        if retry:  # the server lost its scripts (restarted); load again and resend those
-            conn.send_command("SCRIPT", "LOAD", ROUTE_SCRIPT)
+        todo = batch
+        for _ in range(_MAX_NOSCRIPT_RETRIES + 1):
+            calls = _split_calls(todo, self._to_groups)
+            conn.send_packed_command(
+                [b"".join(self._pack(call)) for call in calls], check_health=False
+            )
+            retry: list[_Item] = []
+            for call in calls:
+                if not self._read_call(conn, call):
+                    retry += call
+            self._last_io = time.monotonic()
+            if not retry:
+                return
+            # The server lost its scripts (restarted, SCRIPT FLUSH): none of those calls ran,
+            # so load the script again and resend them whole.
+            log.info("route script missing on Redis; loading it again, resending %d", len(retry))
+            conn.send_command("SCRIPT", "LOAD", ROUTE_BATCH_SCRIPT)
             conn.read_response()
-            self._send(retry)
+            todo = retry
+        error = TransportError(
+            f"publishing: Redis at {self._settings.address} kept losing the route script "
+            f"(NOSCRIPT {_MAX_NOSCRIPT_RETRIES + 1} times); {len(todo)} message(s) not "
+            "published. Is something running SCRIPT FLUSH in a loop?"
+        )
+        for item in todo:
+            self._fail_item(item, error)
+
+    def _pack(self, call: list[_Item]) -> list[bytes]:
+        """The RESP encoding of one script call routing ``call``."""
+        parts = [b"*%d\r\n" % (5 + 2 * len(call)), self._call_args]
+        for topic, data, _ in call:
+            parts += (b"$%d\r\n" % len(topic), topic, b"\r\n$%d\r\n" % len(data), data, b"\r\n")
+        return parts
+
+    def _read_call(self, conn: Any, call: list[_Item]) -> bool:
+        """Read the reply of one script call and settle its messages; ``False`` on NOSCRIPT.
+
+        A reply element that is an error (an exception object in redis-py's list) fails that
+        message alone; an error reply for the whole call fails every message of it.
+        """
+        exceptions = self._redis.exceptions
+        try:
+            reply = conn.read_response()
+        except exceptions.ResponseError as exc:
+            if isinstance(exc, exceptions.NoScriptError):
+                return False
+            for item in call:
+                self._fail_item(item, exc)
+            self._settled += len(call)
+            return True
+        if not isinstance(reply, list) or len(reply) != 2 * len(call):
+            # Not the script's answer: something is wrong with the link or the server.
+            raise TransportError(f"unexpected reply to the route script: {reply!r:.200}")
+        published = routed = 0
+        to_groups = self._to_groups
+        for index, item in enumerate(call):
+            receivers = reply[2 * index]
+            if isinstance(receivers, BaseException):
+                self._fail_item(item, receivers)
+                continue
+            groups = int(reply[2 * index + 1])
+            published += 1
+            routed += groups
+            if to_groups.get(item[0]) is not (groups > 0):
+                if len(to_groups) >= _MAX_KNOWN_TOPICS:
+                    to_groups.clear()
+                to_groups[item[0]] = groups > 0
+            if item[2] is not None:
+                item[2].resolve(int(receivers), groups)
+        self.published += published
+        self.routed_to_groups += routed
+        self._settled += len(call)
+        return True
+
+    def _fail_item(self, item: _Item, exc: BaseException) -> None:
+        """Count a message Redis refused; raise it from the next send/flush or its counter."""
+        self.errors += 1
+        error = (
+            exc
+            if isinstance(exc, TransportError)
+            else describe_error(exc, self._settings, "publishing")
+        )
+        if item[2] is None:
+            self._errors.append(error)  # raised by the next send or flush
+        else:
+            item[2].fail(error)  # raised by the send_counted waiting for it
+        log.error("publish on %r failed: %s", item[0].decode(), exc)
 
     def _on_link_failure(self, exc: BaseException, in_batch: int) -> None:
         error = describe_error(exc, self._settings, "publishing")
@@ -360,6 +446,29 @@ def _fail_waiting(items: Iterable[_Item], error: TransportError) -> None:
     for item in items:
         if item[2] is not None and not item[2].done.is_set():
             item[2].fail(error)
+
+
+def _split_calls(batch: list[_Item], to_groups: dict[bytes, bool]) -> list[list[_Item]]:
+    """Cut ``batch`` into script calls of at most :data:`_MAX_CALL_BYTES` of envelopes each
+    (at least one message per call), keeping order; a message whose topic may reach a group
+    (``to_groups`` says so or does not know it) ends its call, so group readers are served
+    between such messages."""
+    calls: list[list[_Item]] = []
+    call: list[_Item] = []
+    size = 0
+    for item in batch:
+        length = len(item[0]) + len(item[1])
+        if call and size + length > _MAX_CALL_BYTES:
+            calls.append(call)
+            call, size = [], 0
+        call.append(item)
+        size += length
+        if to_groups.get(item[0], True):
+            calls.append(call)
+            call, size = [], 0
+    if call:
+        calls.append(call)
+    return calls
 
 
 def _bulk(value: bytes) -> bytes:
