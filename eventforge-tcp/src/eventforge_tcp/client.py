@@ -197,7 +197,12 @@ class TCPClientTransport(TCPTransportBase):
 
     def send(self, message: Message) -> None:
         """Publish ``message`` to the whole space (local fan-out subscribers get it at once)."""
-        body = self._encode_body(message)
+        if self._closed:
+            self._check_open()
+        if message.topic not in self._sendable:
+            self._check_sendable(message.topic)
+        body = self.codec.encode(message)
+        next(self._sent)
         frame = _pack(len(body)) + body
         if self._fanout_subs:
             local = self._index.match(message.topic)

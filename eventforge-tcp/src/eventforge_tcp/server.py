@@ -444,20 +444,36 @@ class TCPServerTransport(TCPTransportBase):
             start = 1
         decode = self.codec.decode
         route = self._route
+        match = self._index.match
+        append = None
         received = 0
         batch: list[Delivery] = []
+        closed = LinkState.CLOSED
         try:
             for i in range(start, len(bodies)):
-                if link.state == LinkState.CLOSED:
+                if link.state == closed:
                     return
                 body = bodies[i]
                 message = decode(body)
-                if message.topic.startswith(CONTROL_PREFIX):
+                topic = message.topic
+                if topic.startswith(CONTROL_PREFIX):
                     if link.counting is not None:
                         raise ProtocolError("a $tcp.count frame must be followed by a message")
                     self._on_control(link, message, dirty)
                     continue
                 received += 1
+                if link.counting is None:
+                    # The common case inline: one plain subscription of this process.
+                    targets = match(topic)
+                    if len(targets) == 1 and targets[0].__class__ is _Local:
+                        only: _Local = targets[0]
+                        if only.inline:
+                            self._run_inline(only.callback, message)
+                        else:
+                            if append is None:
+                                append = batch.append
+                            append((only.callback, message))
+                        continue
                 taken = route(message, body, link, dirty, batch)
                 counting = link.counting
                 if counting is not None:
