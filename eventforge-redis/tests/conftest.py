@@ -23,3 +23,21 @@ def make_redis(redis_server: RedisServer) -> Iterator[Callable[..., object]]:
     yield make
     for transport in made:
         transport.close()
+
+
+@pytest.fixture
+def limited_user() -> Callable[[RedisServer], str]:
+    """Give a private server an ACL user ``limited`` allowed only channels ``allowed.*``;
+    return the URL that logs in as it."""
+    import subprocess
+
+    def make(server: RedisServer) -> str:
+        subprocess.run(
+            ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", "limited", "on",
+             ">limitedpw", "~*", "resetchannels", "&allowed.*", "+@all"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        return f"redis://limited:limitedpw@127.0.0.1:{server.port}/0"
+
+    return make

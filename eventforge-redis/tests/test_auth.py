@@ -52,19 +52,16 @@ def test_wrong_password_fails_at_construction_without_leaking_it(
     RedisTransport.from_url(server.url).close()
 
 
-def test_acl_noperm_on_publish_is_raised(redis_server_factory: Callable[..., RedisServer]) -> None:
+def test_acl_noperm_on_publish_is_raised(
+    redis_server_factory: Callable[..., RedisServer], limited_user: Callable[[RedisServer], str]
+) -> None:
     """A user without access to a channel gets RedisPermissionError from flush/send, the
     refusal is counted, and publishing on allowed channels goes on."""
     from eventforge_redis import RedisPermissionError, RedisTransport
 
     server = redis_server_factory()
-    subprocess.run(
-        ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", "limited", "on", ">limitedpw",
-         "~*", "resetchannels", "&allowed.*", "+@all"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    transport = RedisTransport.from_url(f"redis://limited:limitedpw@127.0.0.1:{server.port}/0")
+    url = limited_user(server)
+    transport = RedisTransport.from_url(url)
     try:
         got: list[object] = []
         transport.subscribe("allowed.x", lambda m: got.append(m.payload))

@@ -9,7 +9,6 @@ envelopes per script call). ``INFO commandstats`` shows how many script calls th
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +48,7 @@ def _queue_as_one_batch(
 
 def test_a_message_refused_by_acl_fails_alone_in_its_batch(
     redis_server_factory: Callable[..., RedisServer],
+    limited_user: Callable[[RedisServer], str],
 ) -> None:
     """One message on a channel the ACL user may not publish to, in the middle of a batch of
     200: it is counted and raised once by flush; the other 199 are delivered, in order, the
@@ -57,16 +57,11 @@ def test_a_message_refused_by_acl_fails_alone_in_its_batch(
     from eventforge_redis import RedisPermissionError, RedisTransport
 
     server = redis_server_factory()
-    subprocess.run(
-        ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", "limited", "on", ">limitedpw",
-         "~*", "resetchannels", "&allowed.*", "+@all"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    url = limited_user(server)
     admin = redis.Redis(port=server.port)
     root = _root()
     allowed, denied = f"allowed.{root}", f"denied.{root}"
-    transport = RedisTransport.from_url(f"redis://limited:limitedpw@127.0.0.1:{server.port}/0")
+    transport = RedisTransport.from_url(url)
     try:
         got: list[object] = []
         transport.subscribe(allowed, lambda m: got.append(m.payload))

@@ -175,20 +175,15 @@ def test_send_counted_raises_like_send(
 
 def test_acl_noperm_raises_from_send_counted(
     redis_server_factory: Callable[..., RedisServer],
+    limited_user: Callable[[RedisServer], str],
 ) -> None:
     """A refused counted publish raises in its caller, once (not again from the next flush)."""
-    import subprocess
 
     from eventforge_redis import RedisPermissionError, RedisTransport
 
     server = redis_server_factory()
-    subprocess.run(
-        ["redis-cli", "-p", str(server.port), "ACL", "SETUSER", "limited", "on", ">limitedpw",
-         "~*", "resetchannels", "&allowed.*", "+@all"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    transport = RedisTransport.from_url(f"redis://limited:limitedpw@127.0.0.1:{server.port}/0")
+    url = limited_user(server)
+    transport = RedisTransport.from_url(url)
     try:
         with pytest.raises(RedisPermissionError):
             transport.send_counted(Message("denied.x", 1))
