@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -20,14 +21,15 @@ __all__ = ["BackgroundLoop", "BoundLoop", "LoopHost", "background_loop", "run_sy
 T = TypeVar("T")
 
 
-class _LoopHost:
+class _LoopHost(ABC):
     """What :class:`BackgroundLoop` and :class:`BoundLoop` share: blocking on their loop."""
 
     loop: asyncio.AbstractEventLoop
     _blocking_here = "a blocking eventforge call was made on its own event loop"
 
-    def in_loop_thread(self) -> bool:  # pragma: no cover - both subclasses override
-        raise NotImplementedError
+    @abstractmethod
+    def in_loop_thread(self) -> bool:
+        """Tell whether the caller runs on this loop's thread."""
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         """Schedule ``coro`` on the loop from any thread; return a concurrent future."""
