@@ -235,18 +235,39 @@ def test_threaded_subscriptions_and_pools_are_handed_over_without_the_reader_thr
     server.stop()
 
 
-def test_group_members_must_agree_on_threaded():
+def test_group_members_join_in_any_order_where_hand_offs_are_not_inline():
     queue = MessageQueue(ReaderThreadTransport())
+    seen: list[str] = []
     try:
+
+        async def first(message):
+            seen.append("async")
+
+        queue.subscribe("jobs", first, group="g")
+        queue.subscribe("jobs", lambda m: seen.append("plain"), group="g")  # accepted
         queue.subscribe("jobs", lambda m: None, group="g", threaded=True)
-        with pytest.raises(ValueError, match="threaded=True"):
-            queue.subscribe("jobs", lambda m: None, group="g")
-        queue.subscribe("jobs", lambda m: None, group="g", threaded=True)  # fine
-        # A group begun by inline members accepts threaded ones (their hand-off never waits).
-        queue.subscribe("other", lambda m: None, group="h")
-        queue.subscribe("other", lambda m: None, group="h", threaded=True)
     finally:
         queue.close()
+
+
+def test_a_plain_member_of_a_hand_off_group_gets_a_thread_of_its_own(inline_queue):
+    """Where hand-offs run on the transport's I/O thread, a plain member that joins a group of
+    hand-off members is never run there: the queue gives it a thread of its own."""
+    queue = inline_queue
+    names: list[str] = []
+    done = threading.Event()
+
+    def plain(message):
+        names.append(threading.current_thread().name)
+        done.set()
+
+    queue.subscribe("jobs", lambda m: None, group="g", threaded=True)
+    handler_id = queue.subscribe("jobs", plain, group="g")
+    for _ in range(4):  # round robin: the plain member gets every other message
+        queue.publish("jobs")
+    assert done.wait(10)
+    assert names[0] not in ("reader", threading.current_thread().name)
+    assert queue.unsubscribe(handler_id)  # its thread ends with it
 
 
 def test_nonblocking_marks_functions_and_classes_not_bound_methods():

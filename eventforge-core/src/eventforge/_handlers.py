@@ -389,8 +389,8 @@ class GroupBinding:
     A binding whose members only hand messages off (each has a thread of its own, or is a
     coroutine handler scheduled on its loop), picked by a dispatcher that never waits, is
     *non-blocking*: the queue subscribes :meth:`handoff` instead of :meth:`deliver`, so a
-    transport may run it on its I/O thread. Its members must then all hand off
-    (:meth:`check_member`).
+    transport may run it on its I/O thread. A plain member joining later is given a thread
+    of its own by the queue, so that it never runs there.
     """
 
     __slots__ = (
@@ -426,16 +426,6 @@ class GroupBinding:
     def entry_point(self) -> Invoker:
         """What the queue subscribes at the transport: :meth:`handoff` or :meth:`deliver`."""
         return self.handoff if self.nonblocking else self.deliver
-
-    def check_member(self, nonblocking: bool) -> None:
-        """Refuse a member that would block a non-blocking binding's caller."""
-        if self.nonblocking and not nonblocking:
-            raise ValueError(
-                f"the members of group {self.group!r} on {self.pattern!r} hand messages off "
-                "without waiting (threaded=True, or coroutine handlers), so the transport calls "
-                "them from its I/O thread; a plain inline handler would stall it. Subscribe "
-                "this member with threaded=True (every member of a group runs the same way)"
-            )
 
     def close(self) -> None:
         """Release the dispatcher when the binding made it (a name was given, not an instance)."""

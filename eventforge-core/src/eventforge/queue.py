@@ -275,8 +275,8 @@ class MessageQueue(RequestReply, QueueFeatures):
                 subscription_id = self.transport.subscribe(topic, entry_point)
                 entry = _Entry(topic, handler, subscription_id, None, worker)
             else:
-                binding = self._join_group(
-                    topic, group, dispatcher, handler_id, entry_point, worker
+                binding, worker = self._join_group(
+                    topic, group, dispatcher, handler_id, entry_point, worker, on_discard
                 )
                 entry = _Entry(topic, handler, None, binding, worker)
         except BaseException:
@@ -509,7 +509,14 @@ class MessageQueue(RequestReply, QueueFeatures):
         handler_id: str,
         invoke: Invoker,
         worker: Worker | None = None,
-    ) -> GroupBinding:
+        on_discard: Callable[[Message], Any] | None = None,
+    ) -> tuple[GroupBinding, Worker | None]:
+        """Add a member to the group's binding (made and subscribed on first use).
+
+        Returns the binding and the member's worker: a plain member joining a group whose
+        binding the transport runs on its I/O thread gets a thread of its own here, so that
+        it never runs there (members may join in any order).
+        """
         if not isinstance(group, str) or not group:
             raise ValueError(f"group must be a non-empty str, got {group!r}")
         key = (topic, group)
@@ -517,7 +524,6 @@ class MessageQueue(RequestReply, QueueFeatures):
             self._check_open()
             binding = self._groups.get(key)
             if binding is not None:
-                binding.check_member(is_nonblocking(invoke))
                 if dispatcher is not None and _dispatcher_name(dispatcher) != (
                     binding.dispatcher.name
                 ):
@@ -526,14 +532,21 @@ class MessageQueue(RequestReply, QueueFeatures):
                         f"{binding.dispatcher.name!r} dispatcher; every member of a group "
                         "must use the same one"
                     )
+                if binding.nonblocking and not is_nonblocking(invoke):
+                    worker = Worker(
+                        invoke, DEFAULT_MAX_PENDING, f"eventforge-{handler_id}", self._dropped,
+                        on_discard,
+                    )  # fmt: skip
+                    invoke = worker.submit
                 binding.add(handler_id, invoke, worker)
-                return binding
+                return binding, worker
             binding = GroupBinding(
                 topic,
                 group,
                 get_dispatcher(dispatcher),
                 self._dropped,
-                nonblocking=is_nonblocking(invoke),
+                # Only where the transport runs hand-offs on its I/O thread does it matter.
+                nonblocking=self._replies_inline and is_nonblocking(invoke),
             )
             binding.owns_dispatcher = not isinstance(dispatcher, Dispatcher)
             binding.add(handler_id, invoke, worker)
@@ -551,7 +564,7 @@ class MessageQueue(RequestReply, QueueFeatures):
                 del self._groups[key]
                 binding.close()
                 raise
-            return binding
+            return binding, worker
 
     def _release(self, entry: _Entry, transport_sub: str | None) -> None:
         if transport_sub is not None:
