@@ -85,6 +85,24 @@ def test_put_many_stores_every_item_once(nats_server: NatsServer) -> None:
     transport.close()
 
 
+def test_closing_a_backend_releases_its_acknowledgement_inbox(nats_server: NatsServer) -> None:
+    """A long-lived transport that opens and closes work queues keeps no inbox per queue."""
+    transport = NatsTransport(nats_server.url)
+    try:
+        client = transport._conn.client
+        counts = []
+        for round_ in range(4):
+            name = f"pipe-close-{round_}"
+            backend = new_backend(transport, name)
+            backend.put_many([Message(name, n) for n in range(5)])
+            backend.close()
+            counts.append(len(client._subs))
+        # The first round leaves nats-py's own request inbox behind; nothing per queue.
+        assert counts[1:] == [counts[0]] * 3
+    finally:
+        transport.close()
+
+
 def test_put_many_from_threads_shares_one_inbox(nats_server: NatsServer) -> None:
     transport = NatsTransport(nats_server.url)
     backend = new_backend(transport, "pipe-threads")

@@ -222,6 +222,15 @@ class _AckInbox:
     async def start(self) -> None:
         self._sub = await self.client.subscribe(self._prefix + "*", cb=self._on_reply)
 
+    async def stop(self) -> None:
+        """Unsubscribe the inbox (the backend is closing)."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # the connection closed meanwhile: nothing to undo
+                log.debug("unsubscribing an acknowledgement inbox: %r", exc)
+
     async def publish_round(
         self,
         client: Client,
@@ -345,6 +354,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
         self._closed = False
         self._lock = threading.Lock()
         self._acks: _AckInbox | None = None
+        self._closing: asyncio.Task[None] | None = None  # close() called on the loop itself
         self.counters = {
             "put": 0,
             "put_retries": 0,
@@ -858,11 +868,22 @@ class JetStreamWorkQueue(WorkQueueBackend):
             return
         self._closed = True
         idle, self._idle = self._idle, []
-        if idle and self._conn.state != "closed" and not self._conn.bg.in_loop_thread():
-            try:
-                self._conn.run(close_all(idle), timeout=5)
-            except Exception as exc:
-                log.debug("closing pull inboxes of %r: %r", self.name, exc)
+        acks, self._acks = self._acks, None
+        if (not idle and acks is None) or self._conn.state == "closed":
+            return
+
+        async def release() -> None:
+            await close_all(idle)
+            if acks is not None:
+                await acks.stop()
+
+        if self._conn.bg.in_loop_thread():
+            self._closing = self._conn.loop.create_task(release())
+            return
+        try:
+            self._conn.run(release(), timeout=5)
+        except Exception as exc:
+            log.debug("closing the inboxes of %r: %r", self.name, exc)
 
     def __repr__(self) -> str:
         return f"JetStreamWorkQueue({self.name!r}, stream={self.stream!r})"
