@@ -170,3 +170,50 @@ def test_a_send_from_the_io_thread_never_waits_for_a_stuck_peer() -> None:
         sock.close()
         client.close()
         srv.close()
+
+
+def test_a_client_send_from_its_io_thread_drops_and_counts_when_the_server_reads_nothing() -> None:
+    """The client side of the rule above: with its buffer to a server that stopped reading
+    full, a non-blocking callback sending from the client's I/O thread drops (counted, one
+    warning) instead of raising a traceback per message or waiting."""
+    from eventforge.errors import TransportError
+
+    release = threading.Event()
+    srv = TCPServerTransport("127.0.0.1", 0, max_pending=1).start()
+    client = TCPClientTransport(
+        "127.0.0.1", srv.port, max_frame_size=16 * 1024, max_send_buffer=64 * 1024,
+        send_timeout=0.2,
+    ).connect()  # fmt: skip
+    try:
+        flooded = threading.Event()
+        pong = threading.Event()
+
+        @nonblocking
+        def flood(message: Message) -> None:  # on the client's I/O thread
+            for _ in range(50):
+                client.send(Message("sink", "z" * 4000))
+            flooded.set()
+
+        client.subscribe("trigger", flood)
+        client.subscribe("pong", lambda m: pong.set())
+        srv.subscribe("sink", lambda m: release.wait(20))  # the server stops reading
+        full = None
+        for _ in range(100_000):
+            try:
+                client.send(Message("sink", "z" * 4000))
+            except TransportError as exc:
+                full = exc
+                break
+        assert full is not None
+        assert "stayed full" in str(full)
+        srv.send(Message("trigger", None))
+        assert flooded.wait(10)
+        stats = client.stats()
+        assert stats["dropped_slow_peer"] >= 50
+        assert stats["callback_errors"] == 0
+        srv.send(Message("pong", None))  # the client's I/O thread is still serving
+        assert pong.wait(10)
+    finally:
+        release.set()
+        client.close()
+        srv.close()

@@ -594,6 +594,7 @@ class NatsTransport(Transport):
         self._subs.clear()
         for sub in subs:
             sub.active = False
+        self._cancel_pending_subscribes()
         if not self._conn.bg.in_loop_thread():
             try:
                 self._conn.run(self._close(subs), timeout=15)
@@ -615,9 +616,15 @@ class NatsTransport(Transport):
         self._subs.clear()
         for sub in subs:
             sub.active = False
+        self._cancel_pending_subscribes()
         await self._conn.call(self._close(subs))
         if self._dispatcher is not None:
             await asyncio.to_thread(self._dispatcher.stop)
+
+    def _cancel_pending_subscribes(self) -> None:
+        """Drop subscriptions made on the loop that are not active yet (closing)."""
+        for task in list(self._tasks):
+            self._loop.call_soon_threadsafe(task.cancel)
 
     async def _close(self, subs: list[_Subscription]) -> None:
         if self._conn.state == "connected":

@@ -82,6 +82,8 @@ class Counted:
         self.done.set()
 
     def fail(self, error: TransportError) -> None:
+        if self.done.is_set():
+            return  # answered already: a later link failure does not undo it
         self.error = error
         self.done.set()
 
@@ -261,7 +263,8 @@ class Publisher:
             except Exception as exc:
                 # The batch is lost; a counted publish in it must not wait for a reply.
                 _fail_waiting(
-                    batch, describe_error(exc, self._settings, "publishing (link failed)")
+                    batch[self._settled :],
+                    describe_error(exc, self._settings, "publishing (link failed)"),
                 )
                 # Messages already answered were published (or refused); the rest are lost.
                 self._on_link_failure(exc, len(batch) - self._settled)

@@ -89,16 +89,18 @@ class DeliveryThread:
 class Waiter:
     """A subscription callback that keeps the first message it gets (for ``receive``)."""
 
-    __slots__ = ("event", "future", "loop", "message")
+    __slots__ = ("_first", "event", "future", "loop", "message")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.message: Message | None = None
         self.event = threading.Event()
         self.loop = loop
         self.future: asyncio.Future[Message] | None = loop.create_future() if loop else None
+        self._first = threading.Lock()  # taken by the first message; later ones are ignored
 
     def __call__(self, message: Message) -> None:
-        if self.message is not None:
+        # The I/O thread and a publisher's thread may call at the same time.
+        if not self._first.acquire(False):
             return
         self.message = message
         self.event.set()

@@ -420,10 +420,14 @@ class TCPClientTransport(TCPTransportBase):
                             queued = True
                             wake = link.offer(frame)
                         else:
-                            # The server is not reading fast enough: wait for room (never on
-                            # the I/O thread, the one that makes room).
+                            # The server is not reading fast enough: wait for room, except
+                            # on the I/O thread, the one that makes room: there the message is
+                            # dropped and counted, as the server does toward a slow client.
+                            if self._on_io_thread():
+                                self._slow_peer_drop(link)
+                                return
                             remaining = deadline - time.monotonic()
-                            if remaining <= 0 or self._on_io_thread():
+                            if remaining <= 0:
                                 raise self._full_error()
                             link.cond.wait(min(remaining, 0.1))
                 if queued:
