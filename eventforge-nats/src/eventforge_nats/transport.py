@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from eventforge._handlers import Counter
 from eventforge._loop import BoundLoop
 from eventforge.errors import (
     ConfigurationError,
@@ -152,11 +153,12 @@ class NatsTransport(Transport):
         self._dispatcher: Dispatcher | None = None
         self._closed = False
         self._sent = 0
-        self._delivered = 0
+        # Bumped from the loop and the delivery thread: Counter steps are atomic.
+        self._delivered = Counter()
         self._publish_errors = 0
         self._decode_errors = 0
         self._callback_errors = 0
-        self._filtered = 0
+        self._filtered = Counter()
         self._errors_lock = threading.Lock()
         self._backends: list[WorkQueueBackend] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -443,14 +445,14 @@ class NatsTransport(Transport):
         if not sub.active:
             return
         if sub.plan.needs_filter and not topic_matches(sub.plan.pattern, subject):
-            self._filtered += 1
+            self._filtered.bump()
             return
         message = self._decode(data, subject)
         if message is None:
             return
         if reply:
             message.reply_to = reply
-        self._delivered += 1
+        self._delivered.bump()
         if sub.loop is not None:
             future = asyncio.run_coroutine_threadsafe(
                 self._run_coroutine(sub.callback, message), sub.loop
@@ -511,7 +513,7 @@ class NatsTransport(Transport):
             if message is not None and not future.done():
                 if msg.reply:
                     message.reply_to = msg.reply
-                self._delivered += 1
+                self._delivered.bump()
                 future.set_result(message)
 
         subs = [await nc.subscribe(subject, cb=on_message) for subject in plan.subjects]
@@ -559,7 +561,7 @@ class NatsTransport(Transport):
         except ProtocolError as exc:
             self._count_error("_decode_errors")
             raise ProtocolError(f"the reply to a request on {subject!r} is malformed: {exc}")
-        self._delivered += 1
+        self._delivered.bump()
         return message
 
     # -- durable work queues ---------------------------------------------------------------
@@ -654,12 +656,12 @@ class NatsTransport(Transport):
         data.update(
             {
                 "sent": self._sent,
-                "delivered": self._delivered,
+                "delivered": self._delivered.value,
                 "dropped": dropped + data["slow_consumer_errors"],
                 "decode_errors": self._decode_errors,
                 "callback_errors": self._callback_errors,
                 "publish_errors": self._publish_errors,
-                "filtered": self._filtered,
+                "filtered": self._filtered.value,
                 "delivery_queue": dispatcher.depth() if dispatcher is not None else 0,
                 "outbox": len(self._outbox),
                 "subscriptions": len(self._subs),
