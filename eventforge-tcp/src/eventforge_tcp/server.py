@@ -305,14 +305,17 @@ class TCPServerTransport(TCPTransportBase):
         origin: Link | None,
         dirty: set[Link] | None,
         local_batch: list[Delivery] | None = None,
+        targets: tuple[_Target, ...] | None = None,
     ) -> int:
         """Deliver locally and forward ``body`` (framed) to every link with a matching subscription.
 
         From the I/O thread (``dirty`` given) frames are queued for the end-of-pass flush and
         local deliveries collected in ``local_batch``; from a publishing thread they go out at
-        once. Returns how many receivers took the message (see :meth:`send_counted`).
+        once. ``targets`` are the topic's matches when the caller looked them up already.
+        Returns how many receivers took the message (see :meth:`send_counted`).
         """
-        targets = self._index.match(message.topic)
+        if targets is None:
+            targets = self._index.match(message.topic)
         if not targets:
             return 0
         if local_batch is not None and len(targets) == 1 and targets[0].__class__ is _Local:
@@ -462,19 +465,18 @@ class TCPServerTransport(TCPTransportBase):
                     self._on_control(link, message, dirty)
                     continue
                 received += 1
-                if link.counting is None:
+                targets = match(topic)
+                if link.counting is None and len(targets) == 1 and targets[0].__class__ is _Local:
                     # The common case inline: one plain subscription of this process.
-                    targets = match(topic)
-                    if len(targets) == 1 and targets[0].__class__ is _Local:
-                        only: _Local = targets[0]
-                        if only.inline:
-                            self._run_inline(only.callback, message)
-                        else:
-                            if append is None:
-                                append = batch.append
-                            append((only.callback, message))
-                        continue
-                taken = route(message, body, link, dirty, batch)
+                    only: _Local = targets[0]
+                    if only.inline:
+                        self._run_inline(only.callback, message)
+                    else:
+                        if append is None:
+                            append = batch.append
+                        append((only.callback, message))
+                    continue
+                taken = route(message, body, link, dirty, batch, targets)
                 counting = link.counting
                 if counting is not None:
                     link.counting = None
