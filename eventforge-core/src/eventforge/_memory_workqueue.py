@@ -72,6 +72,7 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
     """Ready deque + delay heap + in-flight leases, under one condition variable."""
 
     durable = False
+    lease_setting = "visibility_timeout"
 
     def __init__(
         self,

@@ -123,6 +123,10 @@ class WorkQueueBackend(ABC):
 
     name: str
     durable: bool = False
+    lease_setting: str | None = None
+    """The setting after which an item fetched and never settled is delivered again (say
+    ``"ack_wait"``), named in the reason of an item dead-lettered for being redelivered too
+    often; ``None`` when the backend has no such setting."""
 
     @abstractmethod
     def put(self, message: Message) -> None:
@@ -139,7 +143,12 @@ class WorkQueueBackend(ABC):
 
     @abstractmethod
     def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
-        """Return up to ``max_items`` ready deliveries, waiting up to ``timeout`` for the first."""
+        """Return up to ``max_items`` ready deliveries, waiting up to ``timeout`` for the first.
+
+        A delivery's ``attempt`` counts every delivery of the item, including those that were
+        never settled (their consumer died or its lease ran out): the queue dead-letters an
+        item whose attempt passes ``max_attempts`` however it got there.
+        """
 
     @abstractmethod
     def ack(self, delivery: Delivery) -> bool | None:

@@ -35,7 +35,7 @@ import pytest
 
 from eventforge.message import Message
 from eventforge.testing.waiting import wait_until
-from eventforge.workqueue import Delivery, RetryPolicy, WorkQueue, WorkQueueBackend
+from eventforge.workqueue import ATTEMPT_HEADER, Delivery, RetryPolicy, WorkQueue, WorkQueueBackend
 
 __all__ = ["BackendFactory", "WorkQueueConformance"]
 
@@ -315,6 +315,62 @@ class WorkQueueConformance:
         again.ack()
         lost.ack()  # too late: must not disturb anything
         assert queue.get(timeout=0.2) is None
+
+    def test_item_never_settled_is_dead_lettered_after_max_attempts(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """An item whose lease runs out ``max_attempts`` times (its consumers keep dying) is not
+        delivered again: it is dead-lettered with that reason, and the other items flow."""
+        if self.visibility_timeout is None:
+            pytest.skip("this backend declares no visibility timeout")
+        queue = make_queue()
+        most = self.retry.max_attempts
+        queue.put("kills its consumer")
+        queue.put("healthy")
+        stuck: list[Delivery] = []
+        deadline = time.monotonic() + self.timeout + 2 * most * self.visibility_timeout
+        while not queue.dead_letters():
+            assert time.monotonic() < deadline, f"never dead-lettered: {len(stuck)} deliveries"
+            delivery = queue.get(timeout=0.2)
+            if delivery is None:
+                continue
+            if delivery.message.payload == "healthy":
+                delivery.ack()
+                continue
+            stuck.append(delivery)  # ... and never settled, as by a consumer that died
+            assert len(stuck) <= most, f"delivered {len(stuck)} times, max_attempts={most}"
+        assert [d.attempt for d in stuck] == list(range(1, most + 1))
+        assert [d.message.headers[ATTEMPT_HEADER] for d in stuck] == list(range(1, most + 1))
+        letter = queue.dead_letters()[0]
+        assert letter.message.payload == "kills its consumer"
+        assert f"delivered {most + 1} times without being settled" in letter.reason
+        assert f"max_attempts={most}" in letter.reason
+        assert "crashed or exceeded the visibility timeout" in letter.reason
+        assert queue.join(self.timeout)
+        assert queue.get(timeout=0.2) is None
+        stats = queue.stats
+        assert (stats["acked"], stats["over_delivered"], stats["dead_lettered"]) == (1, 1, 1)
+
+    def test_handler_sees_the_attempt_number_in_a_header(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """A ``consume`` handler reads the attempt number (1, 2, ...) from the message header
+        ``x-eventforge-attempt`` on every backend, so it can tell a retry from a first try."""
+        queue = make_queue()
+        queue.put("flaky")
+        seen: list[object] = []
+
+        def handler(message: Message) -> None:
+            seen.append(message.headers.get(ATTEMPT_HEADER))
+            if len(seen) < self.retry.max_attempts:
+                raise ValueError("fails until the last attempt")
+
+        consumer = queue.consume(handler)
+        try:
+            assert wait_until(lambda: queue.stats["acked"] == 1, self.timeout)
+        finally:
+            consumer.stop()
+        assert seen == list(range(1, self.retry.max_attempts + 1))
 
     def _redelivered_after_lease(
         self, make_queue: Callable[..., WorkQueue]
