@@ -339,17 +339,28 @@ class WorkQueueConformance:
                 continue
             stuck.append(delivery)  # ... and never settled, as by a consumer that died
             assert len(stuck) <= most, f"delivered {len(stuck)} times, max_attempts={most}"
-        assert [d.attempt for d in stuck] == list(range(1, most + 1))
-        assert [d.message.headers[ATTEMPT_HEADER] for d in stuck] == list(range(1, most + 1))
-        letter = queue.dead_letters()[0]
-        assert letter.message.payload == "kills its consumer"
-        assert f"delivered {most + 1} times without being settled" in letter.reason
-        assert f"max_attempts={most}" in letter.reason
-        assert "crashed or exceeded the visibility timeout" in letter.reason
-        assert queue.join(self.timeout)
-        assert queue.get(timeout=0.2) is None
+        # A delivery lost on its way (a broker's pull inbox given up under load) still counts,
+        # so the handed-out attempts may skip a number; they never exceed max_attempts.
+        attempts = [d.attempt for d in stuck]
+        assert attempts, "the stuck item was never handed out"
+        assert attempts == sorted(set(attempts)), f"attempts of the stuck item: {attempts}"
+        assert attempts[-1] <= most, f"attempts of the stuck item: {attempts}"
+        headers = [d.message.headers.get(ATTEMPT_HEADER) for d in stuck]
+        assert headers == attempts, f"{ATTEMPT_HEADER} headers {headers} != attempts {attempts}"
+        letters = queue.dead_letters()
+        assert len(letters) == 1, f"dead letters: {letters}"
+        letter = letters[0]
+        assert letter.message.payload == "kills its consumer", letter
+        expected = f"times without being settled (max_attempts={most})"
+        assert expected in letter.reason, f"reason {letter.reason!r} lacks {expected!r}"
+        assert f"delivered {letter.attempts} times" in letter.reason, letter
+        assert letter.attempts > most, f"dead-lettered at attempt {letter.attempts}: {letter}"
+        assert "crashed or exceeded the visibility timeout" in letter.reason, letter.reason
+        assert queue.join(self.timeout), f"not drained: {queue.stats}"
+        assert queue.get(timeout=0.2) is None, "an item is left after the dead letter"
         stats = queue.stats
-        assert (stats["acked"], stats["over_delivered"], stats["dead_lettered"]) == (1, 1, 1)
+        counts = (stats["acked"], stats["over_delivered"], stats["dead_lettered"])
+        assert counts == (1, 1, 1), f"(acked, over_delivered, dead_lettered) = {counts}"
 
     def test_handler_sees_the_attempt_number_in_a_header(
         self, make_queue: Callable[..., WorkQueue]
@@ -367,10 +378,11 @@ class WorkQueueConformance:
 
         consumer = queue.consume(handler)
         try:
-            assert wait_until(lambda: queue.stats["acked"] == 1, self.timeout)
+            assert wait_until(lambda: queue.stats["acked"] == 1, self.timeout), queue.stats
         finally:
             consumer.stop()
-        assert seen == list(range(1, self.retry.max_attempts + 1))
+        expected = list(range(1, self.retry.max_attempts + 1))
+        assert seen == expected, f"{ATTEMPT_HEADER} seen by the handler: {seen}, not {expected}"
 
     def _redelivered_after_lease(
         self, make_queue: Callable[..., WorkQueue]
