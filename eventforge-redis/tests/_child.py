@@ -8,9 +8,6 @@ Usage: python _child.py <mode> <redis url> <name> [options]
 * ``rpc <url> <service>``: serve ``add`` and ``whoami`` on RPC service ``service``.
 * ``worker <url> <queue> <sleep> <dedupe>``: consume the work queue; the handler records the
   payload in ``effects:<queue>`` (RPUSH) first, then sleeps, then returns (ack).
-* ``crashing <url> <queue> <max attempts>``: consume the work queue (``claim_idle`` 0.5 s); the
-  handler records the payload in ``effects:<queue>``, then kills this process with
-  ``os._exit`` if the payload is ``"poison"``.
 """
 
 from __future__ import annotations
@@ -26,8 +23,7 @@ def main() -> None:
     mode, url = sys.argv[1], sys.argv[2]
     from eventforge_redis import RedisTransport
 
-    claim_idle = 0.5 if mode == "crashing" else 1.0
-    transport = RedisTransport.from_url(url, claim_idle=claim_idle, block=0.2)
+    transport = RedisTransport.from_url(url, claim_idle=1.0, block=0.2)
     if mode == "group":
         topic, group = sys.argv[3], sys.argv[4]
 
@@ -61,19 +57,6 @@ def main() -> None:
             time.sleep(sleep)
 
         queue.consume(handle, concurrency=1)
-    elif mode == "crashing":
-        from eventforge.workqueue import RetryPolicy, WorkQueue
-
-        name, max_attempts = sys.argv[3], int(sys.argv[4])
-        policy = RetryPolicy(max_attempts=max_attempts, initial_backoff=0.05, max_backoff=0.2)
-        crashing = WorkQueue(name, transport, retry=policy)
-
-        def handle_or_die(message: Message) -> None:
-            transport.client.rpush(f"effects:{name}", str(message.payload))
-            if message.payload == "poison":
-                os._exit(3)  # the handler takes the whole consumer process down
-
-        crashing.consume(handle_or_die, concurrency=1)
     print("ready", flush=True)
     threading.Event().wait()
 

@@ -1,7 +1,8 @@
 """A poison pill that kills its consumer process, on Redis Streams (fault row 24).
 
 The handler calls ``os._exit`` on one item, so its consumer process dies holding it; a new
-consumer process is started after each death, as a supervisor would. A restarted consumer takes
+consumer process takes over after each death, started by a supervisor process
+(``_poison_supervisor.py``). A restarted consumer takes
 over the dead one's entries (``XAUTOCLAIM``) before it reads new ones, so without a cap on
 unsettled redeliveries the poison killed every consumer first and no other item was handled.
 """
@@ -9,6 +10,7 @@ unsettled redeliveries the poison killed every consumer first and no other item 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from eventforge.workqueue import RetryPolicy, WorkQueue
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-CHILD = str(Path(__file__).with_name("_child.py"))
+SUPERVISOR = str(Path(__file__).with_name("_poison_supervisor.py"))
 MAX_ATTEMPTS = 3
 GOOD_ITEMS = 50
 WATCHDOG_S = 60.0  # fails only when the queue is stuck; no timing is asserted
@@ -45,10 +47,17 @@ def test_poison_that_kills_its_consumer_is_dead_lettered_and_the_rest_flows(
     def handled() -> list[str]:
         return [raw.decode() for raw in client.lrange(effects, 0, -1)]
 
-    started = time.monotonic()
-    starts = 0
-    child: subprocess.Popen[str] | None = None
+    supervisor = subprocess.Popen(
+        [sys.executable, SUPERVISOR, redis_server.url, name, str(MAX_ATTEMPTS)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,  # its consumer processes share its process group
+    )
     try:
+        assert supervisor.stdout is not None
+        assert supervisor.stdout.readline().strip() == "ready"
+        started = time.monotonic()
         while True:
             seen = handled()
             poison_deliveries = seen.count("poison")
@@ -58,25 +67,17 @@ def test_poison_that_kills_its_consumer_is_dead_lettered_and_the_rest_flows(
             )
             if queue.dead_letters() and len(set(seen) - {"poison"}) == GOOD_ITEMS:
                 break
+            assert supervisor.poll() is None, "the supervisor died"
             assert time.monotonic() - started < WATCHDOG_S, (
                 f"stalled: {len(set(seen) - {'poison'})} of {GOOD_ITEMS} good items handled, "
-                f"poison delivered {poison_deliveries} times, {starts} consumers started"
+                f"poison delivered {poison_deliveries} times"
             )
-            if child is None or child.poll() is not None:
-                child = subprocess.Popen(
-                    [sys.executable, CHILD, "crashing", redis_server.url, name,
-                     str(MAX_ATTEMPTS)],
-                    stdout=subprocess.DEVNULL,
-                    text=True,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )  # fmt: skip
-                starts += 1
-            time.sleep(0.05)
+            time.sleep(0.02)
         elapsed = time.monotonic() - started
     finally:
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait(10)
+        os.killpg(supervisor.pid, signal.SIGKILL)  # the supervisor and its consumer
+        supervisor.wait(10)
+    starts = int(client.get(f"starts:{name}") or 0)
     seen = handled()
     good = [item for item in seen if item != "poison"]
     letters = queue.dead_letters()
