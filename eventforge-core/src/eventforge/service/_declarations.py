@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventforge._rpc_protocol import RPC_TOPIC_PREFIX
+from eventforge.events import event_info, event_type_of
 from eventforge.rpc import RPCServer
 from eventforge.workqueue import Consumer, WorkQueue
 
 from .health import Tracker
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "describe"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class _Subscriber:
     publish_to: str | None
     tracker: Tracker
     handler_id: str | None = None
+    wrapped: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -63,5 +66,39 @@ class _Task:
 class _RPCService:
     name: str
     methods: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    wrapped: dict[str, Callable[..., Any]] = field(default_factory=dict)
     tracker: Tracker | None = None
     server: RPCServer | None = None
+
+
+def describe(
+    subscribers: Iterable[_Subscriber],
+    rpc: Iterable[_RPCService],
+    consumers: Iterable[_Consumer],
+    tasks: Iterable[_Task],
+) -> list[Endpoint]:
+    """The endpoints of a service's declarations, in declaration order per kind."""
+    out: list[Endpoint] = []
+    for sub in subscribers:
+        topic = sub.topic if isinstance(sub.topic, str) else event_info(sub.topic).name
+        event_type = None if isinstance(sub.topic, str) else sub.topic
+        out.append(
+            Endpoint(
+                "subscription",
+                topic,
+                sub.handler,
+                event_type=event_type or event_type_of(sub.handler),
+                publish_to=sub.publish_to,
+                group=sub.options.get("group"),
+            )
+        )
+    for entry in rpc:
+        for method, func in entry.methods.items():
+            topic = f"{RPC_TOPIC_PREFIX}.{entry.name}"
+            out.append(Endpoint("rpc", topic, func, method=method))
+    for item in consumers:
+        out.append(Endpoint("consumer", item.queue_name, item.handler))
+    for task_item in tasks:
+        topic = task_item.options.get("topic") or task_item.func.__name__
+        out.append(Endpoint("task", topic, task_item.func))
+    return out

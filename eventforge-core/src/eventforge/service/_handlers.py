@@ -8,14 +8,24 @@ from collections.abc import Callable
 from typing import Any
 
 from eventforge._loop import run_sync
+from eventforge.message import Message
 from eventforge.queue import MessageQueue
-from eventforge.workqueue import WorkQueue
+from eventforge.topics import topic_matches
+from eventforge.workqueue import Consumer, WorkQueue
 
-from .health import HealthState, Tracker
+from .health import Tracker
 
-__all__ = ["attribute", "call_hook", "observed", "pending", "publishers", "unready"]
+__all__ = ["attribute", "call_hook", "consuming", "observed", "pending", "publishers"]
 
 Publish = Callable[[Any], Any]
+
+
+PROBE_PREFIX = "_eventforge.probe"
+"""Topics the service's end-to-end probes travel on (never handed to a service's handlers)."""
+
+
+def _is_probe(args: tuple[Any, ...]) -> bool:
+    return bool(args) and isinstance(args[0], Message) and args[0].topic.startswith(PROBE_PREFIX)
 
 
 def observed(
@@ -23,17 +33,23 @@ def observed(
     tracker: Tracker,
     publish: Publish | None = None,
     publish_async: Callable[[Any], Any] | None = None,
+    *,
+    pattern: str | None = None,
 ) -> Callable[..., Any]:
     """Return ``handler`` wrapped to record deliveries and failures on ``tracker``.
 
     The wrapper keeps the handler's signature and annotations (``functools.wraps``), so a
     typed-event handler is still recognised by its first parameter. With ``publish``, a
-    return value other than ``None`` is published (the service's ``publish_to=``).
+    return value other than ``None`` is published (the service's ``publish_to=``). When
+    ``pattern`` can match the probes' topics (``**``), probe messages are skipped.
     """
+    skip_probes = pattern is not None and topic_matches(pattern, f"{PROBE_PREFIX}.x.y.s0")
     if inspect.iscoroutinefunction(handler):
 
         @functools.wraps(handler)
         async def run_async(*args: Any, **kwargs: Any) -> Any:
+            if skip_probes and _is_probe(args):
+                return None
             tracker.delivered_now()
             try:
                 result = await handler(*args, **kwargs)
@@ -48,6 +64,8 @@ def observed(
 
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> Any:
+        if skip_probes and _is_probe(args):
+            return None
         tracker.delivered_now()
         try:
             result = handler(*args, **kwargs)
@@ -94,10 +112,15 @@ def pending(work_queue: WorkQueue) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def unready(subscriptions: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{s['kind']} {s['name']} on {s['target']!r} is {s['state']}"
-        + (f" ({s['last_error']})" if s["last_error"] else "")
-        for s in subscriptions
-        if s["required"] and s["state"] not in (HealthState.ACTIVE.value, HealthState.IDLE.value)
-    ]
+def consuming(consumer: Consumer, tracker: Tracker) -> Callable[[], bool]:
+    """A liveness check: a consumer is alive while a thread runs and its fetches succeed."""
+
+    def check() -> bool:
+        if consumer.fetch_failures:
+            tracker.last_error = (
+                f"{consumer.fetch_failures} fetches failed in a row: {consumer.last_fetch_error}"
+            )
+            return False
+        return consumer.running
+
+    return check

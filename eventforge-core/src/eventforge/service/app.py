@@ -1,29 +1,13 @@
 """``Service``: one object that owns an application's handlers, starts them and stops them.
 
-::
-
-    svc = Service("billing", "redis://localhost:6379/0")
-
-    @svc.on("orders.created", publish_to="orders.billed")
-    def bill(message):
-        return {"order": message.payload["id"], "amount": 10}
-
-    @svc.rpc()
-    def refund(order: str) -> bool: ...
-
-    @svc.consumer("invoices", concurrency=4)
-    def send_invoice(message): ...
-
-    svc.run()            # or: eventforge run billing:svc --workers 4
-
 It is composed from the seed API (a :class:`~eventforge.queue.MessageQueue`, one
 :class:`~eventforge.rpc.RPCServer` per RPC service name, :class:`~eventforge.workqueue.WorkQueue`
 consumers, ``@task``) and adds a start/stop order, draining, and health per subscription.
+``docs/service.md`` shows it in use; ``eventforge run module:svc`` runs one.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import threading
@@ -32,20 +16,19 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar
 
-from eventforge._rpc_protocol import RPC_TOPIC_PREFIX
 from eventforge.config import Settings, connect
 from eventforge.errors import ConfigurationError
-from eventforge.events import event_info, event_type_of
 from eventforge.queue import MessageQueue
-from eventforge.rpc import RPCServer
 from eventforge.tasks import task as make_task
 from eventforge.topics import validate_pattern, validate_topic
 from eventforge.transport import Transport
 from eventforge.workqueue import Consumer, RetryPolicy, WorkQueue
 
-from ._declarations import Endpoint, _Consumer, _RPCService, _Subscriber, _Task
-from ._handlers import attribute, call_hook, observed, pending, publishers, unready
-from .health import HealthState, Tracker, link_state
+from ._declarations import Endpoint, _Consumer, _RPCService, _Subscriber, _Task, describe
+from ._handlers import call_hook
+from ._probe import Prober
+from ._starting import start_consumers, start_probes, start_rpc, start_subscribers
+from .health import HealthState, Tracker, health_report
 
 __all__ = ["Endpoint", "Service"]
 
@@ -75,6 +58,8 @@ class Service:
         queue: MessageQueue | None = None,
         drain_timeout: float = 10.0,
         idle_after: float = 60.0,
+        probe_interval: float | None = 5.0,
+        probe_timeout: float | None = None,
     ) -> None:
         if queue is not None and transport is not None:
             raise ConfigurationError(
@@ -84,6 +69,13 @@ class Service:
             )
         if drain_timeout < 0 or idle_after <= 0:
             raise ValueError("drain_timeout must be >= 0 and idle_after > 0 (seconds)")
+        if probe_interval is not None and probe_interval <= 0:
+            raise ValueError(f"probe_interval must be > 0 seconds or None, got {probe_interval}")
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout or (
+            max(1.0, 2 * probe_interval) if probe_interval else None
+        )
+        self._prober: Prober | None = None
         self.name = validate_topic(name)
         self.transport_spec = transport
         self.drain_timeout = drain_timeout
@@ -257,16 +249,20 @@ class Service:
         process put through it; on a durable transport any ``WorkQueue(queue_name, transport)``
         reaches the same items.
         """
-        for item in self._consumers:
-            if item.queue_name == queue_name and item.work_queue is not None:
-                return item.work_queue
-        raise LookupError(f"service {self.name!r} has no started consumer of {queue_name!r}")
+        work_queue = self._started(queue_name).work_queue
+        assert work_queue is not None
+        return work_queue
 
     def consumer_of(self, queue_name: str) -> Consumer:
         """The running :class:`~eventforge.workqueue.Consumer` of ``queue_name``."""
+        consumer = self._started(queue_name).consumer
+        assert consumer is not None
+        return consumer
+
+    def _started(self, queue_name: str) -> _Consumer:
         for item in self._consumers:
             if item.queue_name == queue_name and item.consumer is not None:
-                return item.consumer
+                return item
         raise LookupError(f"service {self.name!r} has no started consumer of {queue_name!r}")
 
     def bound_task(self, func: Callable[..., Any]) -> Any:
@@ -294,50 +290,27 @@ class Service:
                 self._queue = MessageQueue(transport=transport, name=self.name)
             for hook in self._startup:
                 call_hook(hook)
-            self._start_subscribers()
-            self._start_rpc()
-            self._start_consumers()
+            start_subscribers(self.queue, self._subscribers)
+            start_rpc(self.queue, self._rpc.values())
+            start_consumers(self.queue, self._consumers)
+            if self.probe_interval is not None and self.probe_timeout is not None:
+                self._prober = start_probes(
+                    Prober(
+                        self.queue,
+                        self.name,
+                        interval=self.probe_interval,
+                        timeout=self.probe_timeout,
+                    ),
+                    self._subscribers,
+                    self._rpc.values(),
+                    self._consumers,
+                )
             for item in self._tasks:
                 item.bound = make_task(queue=self.queue, **item.options)(item.func)
         except BaseException:
             self.stop()
             raise
         log.info("service %r started: %s", self.name, self._summary())
-
-    def _start_subscribers(self) -> None:
-        queue = self.queue
-        for sub in self._subscribers:
-            publish, publish_async = publishers(queue, sub.publish_to)
-            wrapped = observed(sub.handler, sub.tracker, publish, publish_async)
-            try:
-                sub.handler_id = queue.subscribe(sub.topic, wrapped, **sub.options)
-            except Exception as exc:
-                sub.tracker.set(HealthState.FAILED, f"subscribe failed: {exc}")
-                raise
-            sub.tracker.set(HealthState.IDLE)
-
-    def _start_rpc(self) -> None:
-        for entry in self._rpc.values():
-            tracker = entry.tracker = Tracker(
-                name=f"rpc:{entry.name}", kind="rpc", target=entry.name, required=True
-            )
-            server = entry.server = RPCServer(self.queue, service_name=entry.name)
-            for method, func in entry.methods.items():
-                server.add_method(method, observed(func, tracker))
-            server.serve(blocking=False)
-            tracker.alive = attribute(server, "serving")
-            tracker.set(HealthState.IDLE)
-
-    def _start_consumers(self) -> None:
-        for item in self._consumers:
-            work_queue = item.work_queue = WorkQueue(
-                item.queue_name, self.queue.transport, **item.options
-            )
-            wrapped = observed(item.handler, item.tracker)
-            consumer = item.consumer = work_queue.consume(wrapped, concurrency=item.concurrency)
-            item.tracker.alive = attribute(consumer, "running")
-            item.tracker.backlog = functools.partial(pending, work_queue)
-            item.tracker.set(HealthState.IDLE)
 
     def stop(self, timeout: float | None = None) -> None:
         """Drain and stop everything (``timeout`` defaults to ``drain_timeout``), then run the
@@ -346,6 +319,9 @@ class Service:
         with self._lock:
             if not self._running:
                 return
+        if self._prober is not None:
+            self._prober.stop()
+            self._prober = None
         for item in self._consumers:
             if item.consumer is not None:
                 item.consumer.stop(timeout=max(0.0, deadline - time.monotonic()))
@@ -431,21 +407,15 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         """Every subscription with its state, backlog and counters, plus readiness."""
-        transport_stats: dict[str, Any] = {}
-        if self._queue is not None and not self._queue.closed:
-            transport_stats = self._queue.stats
-        link = link_state(transport_stats.get("transport", {}))
-        subs = [t.snapshot(idle_after=self.idle_after, link_up=link) for t in self.trackers()]
-        reasons = unready(subs) if self._running else [f"service {self.name!r} is not running"]
-        return {
-            "service": self.name,
-            "status": "ready" if not reasons else "unready",
-            "live": self.live(),
-            "reasons": reasons,
-            "link_up": link,
-            "subscriptions": subs,
-            "queue": {k: v for k, v in transport_stats.items() if k != "transport"},
-        }
+        queue = self._queue if self._queue is not None and not self._queue.closed else None
+        return health_report(
+            self.name,
+            self.trackers(),
+            queue_stats=queue.stats if queue is not None else {},
+            idle_after=self.idle_after,
+            running=self._running,
+            live=self.live(),
+        )
 
     def ready(self) -> tuple[bool, list[str]]:
         """Whether every required subscription is ``active`` or ``idle``; else the reasons."""
@@ -454,30 +424,12 @@ class Service:
 
     def endpoints(self) -> list[Endpoint]:
         """What the service declares, in declaration order (for documents such as AsyncAPI)."""
-        out: list[Endpoint] = []
-        for sub in self._subscribers:
-            topic = sub.topic if isinstance(sub.topic, str) else event_info(sub.topic).name
-            event_type = None if isinstance(sub.topic, str) else sub.topic
-            out.append(
-                Endpoint(
-                    "subscription",
-                    topic,
-                    sub.handler,
-                    event_type=event_type or event_type_of(sub.handler),
-                    publish_to=sub.publish_to,
-                    group=sub.options.get("group"),
-                )
-            )
-        for entry in self._rpc.values():
-            for method, func in entry.methods.items():
-                topic = f"{RPC_TOPIC_PREFIX}.{entry.name}"
-                out.append(Endpoint("rpc", topic, func, method=method))
-        for item in self._consumers:
-            out.append(Endpoint("consumer", item.queue_name, item.handler))
-        for task_item in self._tasks:
-            topic = task_item.options.get("topic") or task_item.func.__name__
-            out.append(Endpoint("task", topic, task_item.func))
-        return out
+        return describe(self._subscribers, self._rpc.values(), self._consumers, self._tasks)
+
+    @property
+    def prober(self) -> Prober | None:
+        """What sends the end-to-end probes while the service runs (``None`` when off)."""
+        return self._prober
 
     def _summary(self) -> str:
         parts = [f"{len(self._subscribers)} subscriptions"]

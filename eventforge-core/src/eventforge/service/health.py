@@ -13,9 +13,11 @@ States:
 ``idle``
     subscribed and alive, but nothing was delivered within ``idle_after`` seconds;
 ``recovering``
-    the transport reports that its link is down and is reconnecting;
+    the transport reports that its link is down and is reconnecting, or a stalled
+    subscription was re-established and waits for a probe to get through;
 ``stalled``
-    a work-queue consumer whose threads have stopped although the service is running;
+    should be receiving but is not: its end-to-end probe did not come back in time, or (a
+    work-queue consumer) its threads have stopped although the service is running;
 ``failed``
     subscribing failed, the service stopped it, or its transport is closed.
 """
@@ -25,13 +27,17 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from eventforge.transport import Counter
 
-__all__ = ["HealthState", "Tracker", "link_state"]
+HISTORY = 10
+"""How many recorded state changes a subscription keeps for ``/health``."""
+
+__all__ = ["HealthState", "Tracker", "health_report", "link_state"]
 
 
 class HealthState(str, enum.Enum):
@@ -80,11 +86,19 @@ class Tracker:
     group: str | None = None
     delivered: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    resubscribed: Counter = field(default_factory=Counter)
     last_delivery: float | None = None
     last_error: str | None = None
     backlog: Callable[[], int | None] | None = field(default=None, repr=False)
     alive: Callable[[], bool] | None = field(default=None, repr=False)
+    overdue: Callable[[float], bool] | None = field(default=None, repr=False)
+    probes: Callable[[], dict[str, int]] | None = field(default=None, repr=False)
+    history: deque[tuple[float, str, str | None]] = field(
+        default_factory=lambda: deque(maxlen=HISTORY), repr=False
+    )
+    """The last recorded state changes: ``(time, state, reason)``."""
     _state: HealthState = HealthState.STARTING
+    _last: HealthState = HealthState.STARTING
     _changed: float = field(default_factory=time.time)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -99,26 +113,34 @@ class Tracker:
         self.last_error = f"{type(exc).__name__}: {exc}"
 
     def set(self, state: HealthState, reason: str | None = None) -> None:
-        """Move to ``state`` (a start, a stop, a failure to subscribe)."""
+        """Record ``state`` (a start, a stop, a stall or recovery seen by the prober)."""
         with self._lock:
             if state is not self._state:
-                self._state = state
-                self._changed = time.time()
+                self.history.append((time.time(), state.value, reason))
+            self._state = state
             if reason is not None:
                 self.last_error = reason
+
+    @property
+    def current(self) -> HealthState:
+        """The state last recorded with :meth:`set` (before deriving from activity)."""
+        return self._state
 
     def state(
         self, *, idle_after: float, link_up: bool | None, now: float | None = None
     ) -> HealthState:
-        """The state now, derived from the recorded one, the link and the last delivery."""
+        """The state now: the recorded one, refined by liveness, probes, link and activity."""
         now = time.time() if now is None else now
-        with self._lock:
-            base = self._state
+        base = self._state
         derived: HealthState
         if base in (HealthState.STARTING, HealthState.FAILED):
             derived = base
-        elif self.alive is not None and not self.alive():
+        elif (self.alive is not None and not self.alive()) or (
+            self.overdue is not None and self.overdue(now)
+        ):
             derived = HealthState.STALLED
+        elif base in (HealthState.STALLED, HealthState.RECOVERING):
+            derived = base  # until a probe gets through again
         elif link_up is False:
             derived = HealthState.RECOVERING
         elif self.last_delivery is not None and now - self.last_delivery <= idle_after:
@@ -126,11 +148,8 @@ class Tracker:
         else:
             derived = HealthState.IDLE
         with self._lock:
-            if derived is not self._state and base not in (
-                HealthState.STARTING,
-                HealthState.FAILED,
-            ):
-                self._state = derived
+            if derived is not self._last:
+                self._last = derived
                 self._changed = now
         return derived
 
@@ -155,6 +174,44 @@ class Tracker:
             "last_delivery": self.last_delivery,
             "delivered": self.delivered.value,
             "errors": self.errors.value,
+            "resubscribed": self.resubscribed.value,
             "last_error": self.last_error,
             "backlog": backlog,
+            "probes": self.probes() if self.probes is not None else None,
+            "history": [
+                {"time": t, "state": state, "reason": reason} for t, state, reason in self.history
+            ],
         }
+
+
+def health_report(
+    name: str,
+    trackers: list[Tracker],
+    *,
+    queue_stats: dict[str, Any],
+    idle_after: float,
+    running: bool,
+    live: bool,
+) -> dict[str, Any]:
+    """The ``/health`` document: every subscription, readiness and the reasons against it."""
+    link = link_state(queue_stats.get("transport", {}))
+    subs = [t.snapshot(idle_after=idle_after, link_up=link) for t in trackers]
+    reasons = unready(subs) if running else [f"service {name!r} is not running"]
+    return {
+        "service": name,
+        "status": "ready" if not reasons else "unready",
+        "live": live,
+        "reasons": reasons,
+        "link_up": link,
+        "subscriptions": subs,
+        "queue": {k: v for k, v in queue_stats.items() if k != "transport"},
+    }
+
+
+def unready(subscriptions: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{s['kind']} {s['name']} on {s['target']!r} is {s['state']}"
+        + (f" ({s['last_error']})" if s["last_error"] else "")
+        for s in subscriptions
+        if s["required"] and s["state"] not in (HealthState.ACTIVE.value, HealthState.IDLE.value)
+    ]
