@@ -35,6 +35,7 @@ def observed(
     publish_async: Callable[[Any], Any] | None = None,
     *,
     pattern: str | None = None,
+    single: bool = False,
 ) -> Callable[..., Any]:
     """Return ``handler`` wrapped to record deliveries and failures on ``tracker``.
 
@@ -42,6 +43,8 @@ def observed(
     typed-event handler is still recognised by its first parameter. With ``publish``, a
     return value other than ``None`` is published (the service's ``publish_to=``). When
     ``pattern`` can match the probes' topics (``**``), probe messages are skipped.
+    ``single=True`` (a subscription or consumer handler, called with one message) takes a
+    leaner path: one counter bump per delivery.
     """
     skip_probes = pattern is not None and topic_matches(pattern, f"{PROBE_PREFIX}.x.y.s0")
     if inspect.iscoroutinefunction(handler):
@@ -61,6 +64,20 @@ def observed(
             return result
 
         return run_async
+
+    if not skip_probes and publish is None and single:
+        bump = tracker.delivered.bump
+
+        @functools.wraps(handler)
+        def deliver(message: Any) -> Any:
+            bump()
+            try:
+                return handler(message)
+            except Exception as exc:
+                tracker.failed_now(exc)
+                raise
+
+        return deliver
 
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> Any:

@@ -131,9 +131,12 @@ class Prober:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            now = time.time()
             for probe in self.probes:
+                probe.tracker.sample(now)
                 self.check(probe)
             for entry in self.checks:
+                entry.tracker.sample(now)
                 self.verify(entry)
             self._stop.wait(self.interval)
 

@@ -35,7 +35,9 @@ def start_subscribers(queue: MessageQueue, subscribers: Iterable[_Subscriber]) -
     for sub in subscribers:
         publish, publish_async = publishers(queue, sub.publish_to)
         pattern = sub.topic if isinstance(sub.topic, str) else None
-        sub.wrapped = observed(sub.handler, sub.tracker, publish, publish_async, pattern=pattern)
+        sub.wrapped = observed(
+            sub.handler, sub.tracker, publish, publish_async, pattern=pattern, single=True
+        )
         try:
             sub.handler_id = queue.subscribe(sub.topic, sub.wrapped, **sub.options)
         except Exception as exc:
@@ -86,7 +88,7 @@ def reserve(queue: MessageQueue, entry: _RPCService) -> None:
 
 def _consume(queue: MessageQueue, item: _Consumer) -> None:
     work_queue = item.work_queue = WorkQueue(item.queue_name, queue.transport, **item.options)
-    wrapped = observed(item.handler, item.tracker)
+    wrapped = observed(item.handler, item.tracker, single=True)
     consumer = item.consumer = work_queue.consume(wrapped, concurrency=item.concurrency)
     item.tracker.alive = consuming(consumer, item.tracker)
     item.tracker.backlog = functools.partial(pending, work_queue)

@@ -99,13 +99,24 @@ class Tracker:
     """The last recorded state changes: ``(time, state, reason)``."""
     _state: HealthState = HealthState.STARTING
     _last: HealthState = HealthState.STARTING
+    _sampled: int = 0
     _changed: float = field(default_factory=time.time)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def delivered_now(self) -> None:
-        """Record one delivery (called on the delivery path: keep it cheap)."""
+        """Record one delivery (called on the delivery path: one counter bump)."""
         self.delivered.bump()
-        self.last_delivery = time.time()
+
+    def sample(self, now: float) -> None:
+        """Note ``now`` as the last delivery if deliveries were counted since the last sample.
+
+        The delivery path only bumps a counter; the time of the last delivery is known to the
+        precision of whoever samples (the prober every interval, and each health read).
+        """
+        count = self.delivered.value
+        if count != self._sampled:
+            self._sampled = count
+            self.last_delivery = now
 
     def failed_now(self, exc: BaseException) -> None:
         """Record one handler failure."""
@@ -131,6 +142,7 @@ class Tracker:
     ) -> HealthState:
         """The state now: the recorded one, refined by liveness, probes, link and activity."""
         now = time.time() if now is None else now
+        self.sample(now)
         base = self._state
         derived: HealthState
         if base in (HealthState.STARTING, HealthState.FAILED):
