@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 from typing import Any
@@ -152,3 +155,46 @@ def test_a_failing_report_is_a_500_not_a_dead_server() -> None:
         assert status == 500
         assert "boom" in body
         assert get(server.url + "/health")[0] == 500
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("EVENTFORGE_REQUIRE_BROKERS") == "1":
+        pytest.fail("no headless Chromium on PATH (apt-get install chromium)")
+    pytest.skip("no headless Chromium on PATH (apt-get install chromium)")
+
+
+def test_the_status_page_renders_in_a_real_browser(served: Any, tmp_path: Any) -> None:
+    browser = _chromium()
+    svc, server = served
+    svc.queue.publish("orders.paid", 1)
+    assert wait_until(lambda: svc.health()["subscriptions"][0]["delivered"] == 1)
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path}",
+            "--dump-dom",
+            server.url + "/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    dom = done.stdout
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '<table id="subscriptions">' in dom
+    assert "orders.*" in dom
+    assert "jobs" in dom
+    assert '<b style="color:#1a7f37" class="state">active</b>' in dom
+    assert 'id="status">status: <b>ready</b>' in dom

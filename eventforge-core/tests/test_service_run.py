@@ -225,3 +225,52 @@ def test_two_workers_on_nats_share_work_restart_and_drain(
     app_dir: Path, nats_server: NatsServer, stop_all: list[subprocess.Popen[str]]
 ) -> None:
     _run_pool(app_dir, nats_server.url, stop_all)
+
+
+def test_status_prints_the_health_as_a_table_and_exits_by_readiness(
+    app_dir: Path, stop_all: list[subprocess.Popen[str]]
+) -> None:
+    proc, out = start(app_dir, "--health-port", "0")
+    stop_all.append(proc)
+    assert wait_until(lambda: out.starting("eventforge service ready"), timeout=30)
+    health = word(out.starting("eventforge service ready")[0], "health")
+    done = subprocess.run(
+        [sys.executable, "-m", "eventforge.cli", "status", health],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "runner: ready"
+    assert lines[1].split()[:5] == ["WORKER", "KIND", "HANDLER", "TARGET", "STATE"]
+    assert {line.split()[1] for line in lines[2:]} == {"subscription", "consumer", "rpc"}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    gone = subprocess.run(
+        [sys.executable, "-m", "eventforge.cli", "status", health],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gone.returncode == 2 and "cannot reach" in gone.stderr
+
+
+def test_the_worker_command_runs_a_service_target(
+    app_dir: Path, stop_all: list[subprocess.Popen[str]]
+) -> None:
+    env = {**os.environ, "EF_TEST_OUT": str(app_dir / "out"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventforge.worker", "runnerapp:svc", "--health-port", "0"],
+        cwd=app_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stop_all.append(proc)
+    assert proc.stdout is not None
+    out = Lines(proc.stdout)
+    assert wait_until(lambda: out.starting("eventforge service ready name=runner"), timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0

@@ -202,6 +202,17 @@ def _asyncapi(args: argparse.Namespace) -> int:
     return asyncapi_main(list(args.extra))
 
 
+@command(
+    "status",
+    "print a running service's health: eventforge status http://HOST:PORT",
+    passthrough=True,
+)
+def _status(args: argparse.Namespace) -> int:
+    from .service.run import status_main
+
+    return status_main(list(args.extra))
+
+
 def _version() -> str:
     from . import __version__
 

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -33,7 +37,14 @@ from eventforge.service.app import Service
 from eventforge.service.asyncapi import asyncapi_document, dump_document
 from eventforge.service.http import HealthServer
 
-__all__ = ["asyncapi_main", "build_parser", "load_service", "main"]
+__all__ = [
+    "asyncapi_main",
+    "build_parser",
+    "load_service",
+    "main",
+    "status_main",
+    "status_table",
+]
 
 log = logging.getLogger("eventforge.run")
 
@@ -189,6 +200,79 @@ def asyncapi_main(argv: Sequence[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def status_table(report: dict[str, object]) -> str:
+    """``/health`` as a table for a terminal: one line per subscription, then the reasons."""
+    now = time.time()
+    header = (
+        "WORKER",
+        "KIND",
+        "HANDLER",
+        "TARGET",
+        "STATE",
+        "DELIVERED",
+        "ERRORS",
+        "BACKLOG",
+        "LAST",
+    )
+    rows: list[tuple[str, ...]] = []
+    subscriptions = report.get("subscriptions")
+    for sub in subscriptions if isinstance(subscriptions, list) else []:
+        last = sub.get("last_delivery")
+        ago = f"{now - last:.0f}s ago" if isinstance(last, (int, float)) else "never"
+        backlog = sub.get("backlog")
+        rows.append(
+            (
+                str(sub.get("worker", "-")),
+                str(sub.get("kind")),
+                str(sub.get("name"))[-30:],
+                str(sub.get("target"))[:30],
+                str(sub.get("state")),
+                str(sub.get("delivered")),
+                str(sub.get("errors")),
+                "-" if backlog is None else str(backlog),
+                ago,
+            )
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"{report.get('service')}: {report.get('status')}"]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    reasons = report.get("reasons")
+    lines += [f"  - {r}" for r in (reasons if isinstance(reasons, list) else [])]
+    return "\n".join(lines) + "\n"
+
+
+def status_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``eventforge status URL``: 0 ready, 1 not ready, 2 unreachable."""
+    parser = argparse.ArgumentParser(
+        prog="eventforge status",
+        description="Print a running service's health (from its --health-port endpoints).",
+    )
+    parser.add_argument("url", help="the health address, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--json", action="store_true", help="print the /health JSON as is")
+    args = parser.parse_args(argv)
+    url = args.url.rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:  # 503: not ready, still a report
+        body = exc.read()
+    except (OSError, ValueError) as exc:
+        print(f"eventforge status: cannot reach {url}/health: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = json.loads(body)
+    except ValueError:
+        print(f"eventforge status: {url}/health did not answer JSON", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else status_table(report))
+    return 0 if report.get("status") == "ready" else 1
 
 
 if __name__ == "__main__":
