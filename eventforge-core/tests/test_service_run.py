@@ -253,7 +253,8 @@ def test_status_prints_the_health_as_a_table_and_exits_by_readiness(
         text=True,
         timeout=60,
     )
-    assert gone.returncode == 2 and "cannot reach" in gone.stderr
+    assert gone.returncode == 2
+    assert "cannot reach" in gone.stderr
 
 
 def test_the_worker_command_runs_a_service_target(
