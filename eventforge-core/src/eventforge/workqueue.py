@@ -332,6 +332,9 @@ class Consumer:
         self._lock = threading.Lock()
         self.handled = 0
         self.failed = 0
+        self.fetch_failures = 0
+        """Fetches that failed in a row (0 once a fetch succeeds again); see ``last_fetch_error``."""
+        self.last_fetch_error: str | None = None
         self._threads = [
             threading.Thread(
                 target=self._run, name=f"{self.thread_name}-{queue.name}-{i}", daemon=True
@@ -349,11 +352,14 @@ class Consumer:
                 deliveries = gate.fetch(1, self.poll_interval)
             except TransportClosedError:
                 return
-            except Exception:
+            except Exception as exc:
                 log.warning("work queue %r: fetch failed", self.queue.name, exc_info=True)
+                self.fetch_failures += 1
+                self.last_fetch_error = f"{type(exc).__name__}: {exc}"
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            self.fetch_failures = 0
             backoff = 0.05
             for delivery in deliveries:
                 self._process(delivery)
