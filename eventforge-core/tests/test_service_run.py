@@ -275,3 +275,21 @@ def test_the_worker_command_runs_a_service_target(
     assert wait_until(lambda: out.starting("eventforge service ready name=runner"), timeout=30)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def test_reload_restarts_the_worker_when_a_source_file_changes(
+    app_dir: Path, stop_all: list[subprocess.Popen[str]]
+) -> None:
+    pytest.importorskip("watchfiles")
+    proc, out = start(app_dir, "--reload")
+    stop_all.append(proc)
+    assert wait_until(lambda: len(out.starting("eventforge service ready")) == 1, timeout=30)
+    first = word(out.starting("eventforge service ready")[0], "pid")
+    source = app_dir / "runnerapp.py"
+    source.write_text(source.read_text() + "\n# changed\n")
+    assert wait_until(lambda: len(out.starting("eventforge service ready")) == 2, timeout=30)
+    second = word(out.starting("eventforge service ready")[1], "pid")
+    assert second != first
+    assert (app_dir / "out" / f"shutdown-{first}").exists()  # the old worker drained
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0

@@ -13,7 +13,7 @@ workers when a ``.py`` file under the current directory changes; it needs ``watc
 
 Each worker prints one line on stdout when it is ready::
 
-    eventforge service ready name=billing pid=4242 health=http://127.0.0.1:40123
+    eventforge service ready name=billing pid=4242 url=redis://broker:6379/0 health=http://127.0.0.1:40123
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from eventforge.service._pool import WorkerPool
 from eventforge.service.app import Service
 from eventforge.service.asyncapi import asyncapi_document, dump_document
 from eventforge.service.http import HealthServer
+from eventforge.urls import mask_url
 
 __all__ = [
     "asyncapi_main",
@@ -131,8 +132,10 @@ def _run_here(svc: Service, args: argparse.Namespace) -> int:
         server = HealthServer(svc.health, args.health_host, args.health_port)
 
     def announce() -> None:
+        url = getattr(svc.queue.transport, "url", None)
+        where = f" url={mask_url(url)}" if isinstance(url, str) else ""
         health = f" health={server.url}" if server is not None else ""
-        print(f"{READY_PREFIX} name={svc.name} pid={os.getpid()}{health}", flush=True)
+        print(f"{READY_PREFIX} name={svc.name} pid={os.getpid()}{where}{health}", flush=True)
 
     try:
         svc.run(on_ready=announce)
