@@ -26,6 +26,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.ORDERED,
                     Capability.BUFFERED_RECEIVE,
                     Capability.ZERO_COPY,
+                    Capability.CLAIMS,
                 }
             ),
             exports=("MemoryTransport",),

@@ -108,6 +108,9 @@ class Capability:
     """``receive`` also returns messages sent before it was called, that nobody consumed."""
     ZERO_COPY = "zero_copy"
     """Payloads are passed by reference, never serialized (in-process transports)."""
+    CLAIMS = "claims"
+    """``claim(key, ttl)``: claim a key once across every process on the transport (the first
+    claim of a key wins until ``ttl`` passes); periodic schedules fire once per tick with it."""
     NONBLOCKING_INLINE = "nonblocking_inline"
     """Callbacks marked :func:`nonblocking` run on the transport's I/O thread (or event loop),
     not on its delivery thread. Reply waiters are such callbacks, so a handler running on the
@@ -125,6 +128,7 @@ class Capability:
             BUFFERED_RECEIVE,
             ZERO_COPY,
             NONBLOCKING_INLINE,
+            CLAIMS,
         }
     )
 
@@ -217,6 +221,20 @@ class Transport(ABC):
             f"the {Capability.DURABLE!r} capability (redis, nats) or the in-process memory transport",
             transport=self.name,
             capability=Capability.DURABLE,
+        )
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for ``ttl`` seconds; True for the first claim, False while it is held.
+
+        Only with :attr:`Capability.CLAIMS`. The claim is atomic across every process that
+        uses the same broker; it is never released early (a tick that was claimed stays fired).
+        """
+        raise UnsupportedCapabilityError(
+            f"transport {self.name!r} cannot claim a key across processes; periodic schedules "
+            f"need a transport that declares the {Capability.CLAIMS!r} capability (redis, nats, "
+            "or memory for one process)",
+            transport=self.name,
+            capability=Capability.CLAIMS,
         )
 
     def stats(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.NONBLOCKING_INLINE,
                     Capability.REQUEST_REPLY,
                     Capability.DURABLE,
+                    Capability.CLAIMS,
                 }
             ),
             requires=("nats",),

@@ -39,6 +39,7 @@ from eventforge.topics import topic_matches, validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Counter, Transport, is_nonblocking
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
+from ._claims import JetStreamClaims
 from ._connection import NatsAuthError, NatsConnectError, NatsConnection
 from ._dispatch import Dispatcher
 from ._settings import NatsSettings, parse_url, servers_from
@@ -98,6 +99,7 @@ class NatsTransport(Transport):
             Capability.REQUEST_REPLY,
             Capability.DURABLE,
             Capability.NONBLOCKING_INLINE,
+            Capability.CLAIMS,
         }
     )
 
@@ -160,6 +162,7 @@ class NatsTransport(Transport):
         self._filtered = Counter()
         self._errors_lock = threading.Lock()
         self._backends: list[WorkQueueBackend] = []
+        self._claims = JetStreamClaims()
         self._tasks: set[asyncio.Task[None]] = set()
         if _bound_to is None:
             self._conn.connect()
@@ -563,7 +566,12 @@ class NatsTransport(Transport):
         self._delivered.bump()
         return message
 
-    # -- durable work queues ---------------------------------------------------------------
+    # -- durable work queues and claims ----------------------------------------------------
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` across processes through JetStream's ``Nats-Msg-Id`` dedupe (24 h)."""
+        self._check_open()
+        return self._conn.run(self._claims.claim(self._conn.client, key, ttl), timeout=30)
 
     def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
         """A durable JetStream work queue named ``name`` (a stream and a durable consumer)."""

@@ -29,6 +29,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.ORDERED,
                     Capability.CROSS_PROCESS,
                     Capability.DURABLE,
+                    Capability.CLAIMS,
                 }
             ),
             requires=("redis",),

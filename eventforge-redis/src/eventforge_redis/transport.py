@@ -55,6 +55,7 @@ CAPABILITIES: frozenset[str] = frozenset(
         Capability.ORDERED,
         Capability.CROSS_PROCESS,
         Capability.DURABLE,
+        Capability.CLAIMS,
     }
 )
 
@@ -324,6 +325,17 @@ class RedisTransport(Transport):
         self._client.close()
 
     # -- optional -----------------------------------------------------------------------------------
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` across every client of this Redis: ``SET eventforge:claim:<key> NX PX``."""
+        if self._closed:
+            raise TransportClosedError("RedisTransport is closed; create a new one")
+        if ttl <= 0:
+            raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl}")
+        done = self._client.set(
+            f"eventforge:claim:{key}", b"1", nx=True, px=max(1, int(ttl * 1000))
+        )
+        return bool(done)
 
     def work_queue_backend(
         self, name: str, policy: RetryPolicy, **options: Any

@@ -9,11 +9,10 @@ consumers, ``@task``) and adds a start/stop order, draining, and health per subs
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from eventforge.config import Settings, connect
@@ -21,14 +20,16 @@ from eventforge.errors import ConfigurationError
 from eventforge.queue import MessageQueue
 from eventforge.tasks import task as make_task
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import Transport
+from eventforge.transport import Capability, Transport, require_capability
 from eventforge.workqueue import Consumer, RetryPolicy, WorkQueue
 
 from ._declarations import Endpoint, _Consumer, _RPCService, _Subscriber, _Task, describe
 from ._handlers import call_hook
+from ._lifecycle import run_until_stopped, summary
 from ._probe import Prober
 from ._starting import start_consumers, start_probes, start_rpc, start_subscribers
 from .health import HealthState, Tracker, health_report
+from .schedule import Cron, Every, Schedule, Scheduler
 
 __all__ = ["Endpoint", "Service"]
 
@@ -86,6 +87,8 @@ class Service:
         self._consumers: list[_Consumer] = []
         self._rpc: dict[str, _RPCService] = {}
         self._tasks: list[_Task] = []
+        self._schedules: list[Schedule] = []
+        self._scheduler: Scheduler | None = None
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._lock = threading.Lock()
@@ -188,6 +191,65 @@ class Service:
 
         def declare(func: F) -> F:
             self._declare(_Task(func, dict(options)))
+            return func
+
+        return declare
+
+    def every(
+        self,
+        interval: float | timedelta,
+        *,
+        name: str | None = None,
+        offset: float = 0.0,
+        missed: str = "skip",
+        catch_up: float = 3600.0,
+        max_catch_up: int = 100,
+    ) -> Callable[[F], F]:
+        """Decorator: call the function every ``interval`` (seconds or a ``timedelta``), once
+        per tick across every worker of the service (see :mod:`eventforge.service.schedule`).
+
+        Ticks fall on multiples of ``interval`` since the Unix epoch, plus ``offset``. The
+        function takes no argument or a :class:`~eventforge.service.schedule.Tick`.
+        ``missed`` (``"skip"``, ``"once"``, ``"all"``) decides what a starting worker does
+        about ticks of the last ``catch_up`` seconds that nobody fired.
+        """
+        trigger = Every(interval, offset)
+        return self._schedule(trigger, name, missed, catch_up, max_catch_up)
+
+    def cron(
+        self,
+        expression: str,
+        *,
+        tz: str = "UTC",
+        name: str | None = None,
+        missed: str = "skip",
+        catch_up: float = 3600.0,
+        max_catch_up: int = 100,
+    ) -> Callable[[F], F]:
+        """Decorator: call the function at the times of a cron ``expression`` in time zone
+        ``tz`` (DST handled by ``croniter``: ``pip install 'eventforge-core[cron]'``), once
+        per tick across every worker; ``missed`` and ``catch_up`` as for :meth:`every`."""
+        return self._schedule(Cron(expression, tz), name, missed, catch_up, max_catch_up)
+
+    def _schedule(
+        self, trigger: Every | Cron, name: str | None, missed: str, catch_up: float, most: int
+    ) -> Callable[[F], F]:
+        def declare(func: F) -> F:
+            label = str(name or getattr(func, "__name__", ""))
+            try:
+                validate_topic(label)
+            except ValueError:
+                raise ConfigurationError(
+                    f"a schedule needs a name made of topic segments; {label!r} is not one: "
+                    "pass name='...'",
+                    key="name",
+                ) from None
+            schedule = Schedule(label, trigger, func, missed, catch_up, max_catch_up=most)
+            with self._lock:
+                self._check_not_running()
+                if any(s.name == schedule.name for s in self._schedules):
+                    raise ValueError(f"schedule {schedule.name!r} is declared twice; name= it")
+                self._schedules.append(schedule)
             return func
 
         return declare
@@ -307,6 +369,12 @@ class Service:
                 )
             for item in self._tasks:
                 item.bound = make_task(queue=self.queue, **item.options)(item.func)
+            if self._schedules:
+                require_capability(
+                    self.queue.transport, Capability.CLAIMS, feature=f"schedules of {self.name!r}"
+                )
+                self._scheduler = Scheduler(self.name, self.queue.transport, self._schedules)
+                self._scheduler.start()
         except BaseException:
             self.stop()
             raise
@@ -319,6 +387,9 @@ class Service:
         with self._lock:
             if not self._running:
                 return
+        if self._scheduler is not None:
+            self._scheduler.stop(timeout=max(0.0, deadline - time.monotonic()))
+            self._scheduler = None
         if self._prober is not None:
             self._prober.stop()
             self._prober = None
@@ -367,25 +438,14 @@ class Service:
         ``on_ready()`` is called once everything has started (``eventforge run`` prints its
         ready line there).
         """
-        previous: dict[signal.Signals, Any] = {}
-        if install_signals and threading.current_thread() is threading.main_thread():
-
-            def on_signal(signum: int, frame: FrameType | None) -> None:
-                log.info("service %r: signal %d, draining", self.name, signum)
-                self.request_stop()
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, on_signal)
-        try:
-            self.start()
-            if on_ready is not None:
-                on_ready()
-            while not self._stop_requested.wait(0.5):
-                pass
-        finally:
-            self.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        run_until_stopped(
+            self.name,
+            self.start,
+            self.stop,
+            self._stop_requested,
+            install_signals=install_signals,
+            on_ready=on_ready,
+        )
 
     def __enter__(self) -> Service:
         self.start()
@@ -399,7 +459,9 @@ class Service:
     def trackers(self) -> list[Tracker]:
         """Every subscription's tracker, in declaration order."""
         rpc = [e.tracker for e in self._rpc.values() if e.tracker is not None]
-        return [s.tracker for s in self._subscribers] + rpc + [c.tracker for c in self._consumers]
+        consumers = [c.tracker for c in self._consumers]
+        schedules = [s.tracker for s in self._schedules]
+        return [s.tracker for s in self._subscribers] + rpc + consumers + schedules
 
     def live(self) -> bool:
         """Whether the service is running and its queue is open."""
@@ -432,12 +494,7 @@ class Service:
         return self._prober
 
     def _summary(self) -> str:
-        parts = [f"{len(self._subscribers)} subscriptions"]
-        if self._rpc:
-            parts.append("rpc " + ",".join(self._rpc))
-        if self._consumers:
-            parts.append("consumers " + ",".join(c.queue_name for c in self._consumers))
-        return "; ".join(parts)
+        return summary(self._subscribers, self._rpc, self._consumers, self._schedules)
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"

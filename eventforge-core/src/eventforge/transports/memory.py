@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, ClassVar
 
@@ -119,6 +120,7 @@ class MemoryTransport(Transport):
             Capability.ORDERED,
             Capability.BUFFERED_RECEIVE,
             Capability.ZERO_COPY,
+            Capability.CLAIMS,
         }
     )
 
@@ -141,6 +143,7 @@ class MemoryTransport(Transport):
         self._buffers: dict[str, deque[Message]] = {}
         self._waiters: dict[str, _Waiter] = {}
         self._lock = threading.RLock()
+        self._claims: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._sent = itertools.count()
         self._dropped = 0
@@ -317,6 +320,20 @@ class MemoryTransport(Transport):
             self._groups.clear()
             self._buffers.clear()
             self._index = TopicIndex()
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for ``ttl`` seconds within this process (the transport is in-process)."""
+        now = time.monotonic()
+        with self._lock:
+            claims = self._claims
+            if len(claims) > 1024:
+                for stale in [k for k, until in claims.items() if until <= now]:
+                    del claims[stale]
+            until = claims.get(key)
+            if until is not None and until > now:
+                return False
+            claims[key] = now + ttl
+            return True
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
