@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
 from eventforge.errors import UnsupportedCapabilityError
 from eventforge.message import Message
 from eventforge.workqueue import (
@@ -26,11 +25,13 @@ def test_a_delayed_item_is_not_delivered_before_its_delay() -> None:
         queue.put("later", delay=0.4)
         queue.put("now")
         first = queue.get(timeout=1)
-        assert first is not None and first.message.payload == "now"
+        assert first is not None
+        assert first.message.payload == "now"
         first.ack()
         assert queue.get(timeout=0.1) is None
         later = queue.get(timeout=5)
-        assert later is not None and later.message.payload == "later"
+        assert later is not None
+        assert later.message.payload == "later"
         assert time.time() - start >= 0.4
         assert later.attempt == 1
         assert later.message.headers[NOT_BEFORE_HEADER] >= start + 0.4

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from eventforge.workqueue import RetryPolicy, WorkQueue
 
 pytestmark = pytest.mark.broker
@@ -61,7 +60,9 @@ def test_a_delayed_item_waits_on_the_server_not_in_a_consumer(
     consumer = WorkQueue(name, make_redis())  # another client: nothing held in memory
     assert consumer.get(timeout=0.1) is None
     got = consumer.get(timeout=5)
-    assert got is not None and got.message.payload == "later" and got.attempt == 1
+    assert got is not None
+    assert got.message.payload == "later"
+    assert got.attempt == 1
     got.ack()
     consumer.close()
 
@@ -80,7 +81,8 @@ def test_a_short_retry_delay_is_no_longer_rounded_up_to_half_a_second(
     nacked = time.time()
     first.nack(delay=0.15)
     second = queue.get(timeout=5)
-    assert second is not None and second.attempt == 2
+    assert second is not None
+    assert second.attempt == 2
     waited = time.time() - nacked
     assert waited >= 0.15
     print(f"\nredis nack(delay=0.15): redelivered after {waited * 1000:.0f} ms")
