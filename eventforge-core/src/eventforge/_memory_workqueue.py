@@ -17,7 +17,13 @@ import time
 from collections import deque
 from typing import Any
 
-from ._workqueue_spi import ATTEMPT_HEADER, DeadLetter, Delivery, WorkQueueBackend
+from ._workqueue_spi import (
+    ATTEMPT_HEADER,
+    NOT_BEFORE_HEADER,
+    DeadLetter,
+    Delivery,
+    WorkQueueBackend,
+)
 from .errors import EventforgeError, TransportClosedError
 from .message import Message
 
@@ -72,6 +78,7 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
     """Ready deque + delay heap + in-flight leases, under one condition variable."""
 
     durable = False
+    delays = True
     lease_setting = "visibility_timeout"
 
     def __init__(
@@ -117,7 +124,12 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
             self._check_open()
             if self.max_size is not None and self._pending() >= self.max_size:
                 raise WorkQueueFull(self.name, self.max_size)
-            self._ready.append(_Item(message))
+            due = message.headers.get(NOT_BEFORE_HEADER)
+            wait = float(due) - time.time() if isinstance(due, (int, float)) else 0.0
+            if wait > 0:
+                heapq.heappush(self._delayed, (_now() + wait, next(self._seq), _Item(message)))
+            else:
+                self._ready.append(_Item(message))
             self._counts["put"] += 1
             self._cond.notify()
 

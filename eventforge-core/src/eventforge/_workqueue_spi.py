@@ -17,6 +17,7 @@ from .message import Message
 __all__ = [
     "ATTEMPT_HEADER",
     "DEAD_LETTER_REASON_HEADER",
+    "NOT_BEFORE_HEADER",
     "DeadLetter",
     "Delivery",
     "RetryPolicy",
@@ -25,6 +26,8 @@ __all__ = [
 
 ATTEMPT_HEADER = "x-eventforge-attempt"
 DEAD_LETTER_REASON_HEADER = "x-eventforge-dead-letter-reason"
+NOT_BEFORE_HEADER = "x-eventforge-not-before"
+"""On a delayed item: the Unix time (seconds, float) before which it is not delivered."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,10 @@ class WorkQueueBackend(ABC):
 
     name: str
     durable: bool = False
+    delays: bool = False
+    """Whether ``put`` honours :data:`NOT_BEFORE_HEADER` (keeps the item until then, in the
+    store, not in a consumer's memory). :class:`~eventforge.workqueue.WorkQueue` refuses
+    ``put(..., delay=)`` on a backend that does not."""
     lease_setting: str | None = None
     """The setting after which an item fetched and never settled is delivered again (say
     ``"ack_wait"``), named in the reason of an item dead-lettered for being redelivered too
@@ -130,7 +137,8 @@ class WorkQueueBackend(ABC):
 
     @abstractmethod
     def put(self, message: Message) -> None:
-        """Store a new item (ready for delivery now)."""
+        """Store a new item: ready for delivery now, or (on a backend with ``delays``) from
+        the time in its :data:`NOT_BEFORE_HEADER` on."""
 
     def put_many(self, messages: list[Message]) -> None:
         """Store several items; returns once all are stored.

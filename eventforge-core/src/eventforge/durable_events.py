@@ -52,7 +52,8 @@ def event_work_queue(
 def put_event(work_queue: WorkQueue, event: object) -> str:
     """Store ``event`` on ``work_queue`` (durably, on a durable backend); return the message id."""
     _topic, payload, name = encode_event(event)
-    return work_queue.put(payload, **{EVENT_HEADER: name})
+    headers: dict[str, Any] = {EVENT_HEADER: name}
+    return work_queue.put(payload, **headers)
 
 
 class EventConsumer(Consumer):

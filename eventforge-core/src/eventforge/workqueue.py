@@ -12,22 +12,25 @@ backoff) is decided by :class:`WorkQueue`, so every backend retries the same way
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ._queue_requests import _check_headers
 from ._workqueue_gate import PolicyGate
 from ._workqueue_spi import ATTEMPT_HEADER as ATTEMPT_HEADER
 from ._workqueue_spi import DEAD_LETTER_REASON_HEADER as DEAD_LETTER_REASON_HEADER
+from ._workqueue_spi import NOT_BEFORE_HEADER as NOT_BEFORE_HEADER
 from ._workqueue_spi import DeadLetter as DeadLetter
 from ._workqueue_spi import Delivery as Delivery
 from ._workqueue_spi import RetryPolicy as RetryPolicy
 from ._workqueue_spi import WorkQueueBackend as WorkQueueBackend
-from .errors import TransportClosedError
+from .errors import TransportClosedError, UnsupportedCapabilityError
 from .message import Message
 from .topics import validate_topic
 
@@ -92,35 +95,79 @@ class WorkQueue:
 
     # -- producing --------------------------------------------------------------------------
 
-    def put(self, payload: Any, **headers: Any) -> str:
+    def put(
+        self,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        not_before: datetime | float | None = None,
+        **headers: Any,
+    ) -> str:
         """Store a new item; return its message id once it is stored (durably, if durable).
 
-        Header values must be str, int, float or bool (as for ``MessageQueue.publish``), so the
-        same code works on every backend.
+        ``delay`` (seconds) or ``not_before`` (an aware ``datetime`` or Unix time) keeps the
+        item from delivery until then; the backend keeps it (memory, Redis), never a
+        consumer's memory, and a backend that cannot is refused with an error naming those
+        that can. Header values must be str, int, float or bool (as for
+        ``MessageQueue.publish``), so the same code works on every backend.
         """
         _check_headers(headers)
+        self._with_due(headers, delay, not_before)
         message = Message(self.name, payload, headers)
         self._gate.put(message)
         return message.id
 
-    def put_many(self, payloads: Iterable[Any], **headers: Any) -> list[str]:
-        """Store several items (each with the same headers); return their ids once all are stored.
+    def put_many(
+        self,
+        payloads: Iterable[Any],
+        *,
+        delay: float | None = None,
+        not_before: datetime | float | None = None,
+        **headers: Any,
+    ) -> list[str]:
+        """Store several items (each with the same headers and delay); return their ids once
+        all are stored.
 
         On a durable backend this is one round trip per batch instead of one per item, the way
         to feed a queue fast. If the link fails midway, some items may be stored: the error says
         so, and the ids of a retried batch are new.
         """
         _check_headers(headers)
+        self._with_due(headers, delay, not_before)
         messages = [Message(self.name, payload, dict(headers)) for payload in payloads]
         if messages:
             self._gate.put_many(messages)
         return [message.id for message in messages]
 
-    async def put_async(self, payload: Any, **headers: Any) -> str:
+    def _with_due(
+        self, headers: dict[str, Any], delay: float | None, not_before: datetime | float | None
+    ) -> None:
+        due = due_time(delay, not_before)
+        if due is None:
+            return
+        if not getattr(self.backend, "delays", False):
+            raise UnsupportedCapabilityError(
+                f"work queue {self.name!r}: its backend ({type(self.backend).__name__}) cannot "
+                "keep a delayed item; delays are kept by the memory and Redis work queues",
+                transport=type(self.backend).__name__,
+                capability="delays",
+            )
+        headers[NOT_BEFORE_HEADER] = due
+
+    async def put_async(
+        self,
+        payload: Any,
+        *,
+        delay: float | None = None,
+        not_before: datetime | float | None = None,
+        **headers: Any,
+    ) -> str:
         """The awaitable twin of :meth:`put` (a durable backend's round trip runs off-loop)."""
         if not self._gate.durable:
-            return self.put(payload, **headers)
-        return await asyncio.to_thread(self.put, payload, **headers)
+            return self.put(payload, delay=delay, not_before=not_before, **headers)
+        return await asyncio.to_thread(
+            functools.partial(self.put, delay=delay, not_before=not_before, **headers), payload
+        )
 
     # -- pulling ----------------------------------------------------------------------------
 
@@ -410,3 +457,24 @@ def _choose_backend(
         )
     require_capability(transport, Capability.DURABLE, feature=f"WorkQueue {name!r}")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def due_time(delay: float | None, not_before: datetime | float | None) -> float | None:
+    """The Unix time a delayed item becomes due, or ``None`` when it is not delayed."""
+    if delay is not None and not_before is not None:
+        raise ValueError("pass delay= or not_before=, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
+            raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
+        return time.time() + float(delay) if delay > 0 else None
+    if not_before is None:
+        return None
+    if isinstance(not_before, datetime):
+        if not_before.tzinfo is None:
+            raise ValueError(
+                "not_before must be an aware datetime (with tzinfo, e.g. datetime.now(timezone.utc))"
+            )
+        return not_before.timestamp()
+    if isinstance(not_before, bool) or not isinstance(not_before, (int, float)):
+        raise ValueError(f"not_before must be a datetime or a Unix time, got {not_before!r}")
+    return float(not_before)

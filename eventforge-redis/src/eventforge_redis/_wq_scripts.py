@@ -6,7 +6,7 @@ Keys, for a queue stream ``S``: ``S`` (the items), ``S:dead`` (dead letters), ``
 
 from __future__ import annotations
 
-__all__ = ["ACK_MANY", "CLAIM", "PROMOTE", "SETTLE", "TOUCH"]
+__all__ = ["ACK_MANY", "CLAIM", "DELAY", "PROMOTE", "SETTLE", "TOUCH"]
 
 SETTLE = r"""
 -- ARGV: mode (ack|nack|dead), stream, group, entry id, expected delivery count, ...
@@ -33,6 +33,17 @@ elseif mode == 'dead' then
 end
 redis.call('XACK', stream, group, id)
 redis.call('XDEL', stream, id)
+return 1
+"""
+
+DELAY = r"""
+-- ARGV: stream, delayed id, data, delay ms. Keeps a new item until its time (server clock),
+-- then PROMOTE moves it into the stream as a first attempt.
+local stream, id = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', stream .. ':delayed:items', 'd:' .. id, ARGV[3], 'a:' .. id, '0')
+redis.call('ZADD', stream .. ':delayed', now + tonumber(ARGV[4]), id)
 return 1
 """
 

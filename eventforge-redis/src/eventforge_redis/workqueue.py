@@ -46,6 +46,7 @@ from ._connect import describe_error
 from ._group_commit import GroupCommit
 from ._groups import consumer_name, prune_consumers
 from ._settler import Settler
+from ._wq_delay import delay_ms, put_delayed
 
 if TYPE_CHECKING:
     from eventforge.wire import WireCodec
@@ -57,7 +58,8 @@ __all__ = ["RedisWorkQueueBackend"]
 
 log = logging.getLogger("eventforge.transports.redis")
 
-_PROMOTE_EVERY = 0.5
+_PROMOTE_EVERY = 0.05
+"""How often an idle consumer moves due delayed items into the stream: a delay's precision."""
 
 
 class _Script:
@@ -87,6 +89,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
     """One named work queue on a Redis stream; thread-safe, shared by any number of processes."""
 
     durable = True
+    delays = True
     lease_setting = "claim_idle"
 
     def __init__(
@@ -162,6 +165,10 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         """
         self._check_open()
         data = self._codec.encode(message)
+        if delay_ms(message) > 0:
+            put_delayed(self, [(message, data)])
+            self._count("put")
+            return
         try:
             self._puts.submit(data)
         except Exception as exc:
@@ -189,6 +196,14 @@ class RedisWorkQueueBackend(WorkQueueBackend):
         """
         self._check_open()
         encoded = [self._codec.encode(message) for message in messages]
+        delayed = [(m, d) for m, d in zip(messages, encoded, strict=True) if delay_ms(m)]
+        if delayed:
+            put_delayed(self, delayed)
+            now = [d for m, d in zip(messages, encoded, strict=True) if not delay_ms(m)]
+            self._count("put", len(delayed))
+            if not now:
+                return
+            encoded = now
         try:
             with self._client.pipeline(transaction=False) as pipe:
                 for data in encoded:
