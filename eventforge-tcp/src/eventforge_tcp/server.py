@@ -35,6 +35,7 @@ from ._control import (
     decode_control_payload,
 )
 from ._link import Link, LinkState
+from ._liveness import DEFAULT_FRAME_TIMEOUT
 from .framing import (
     CONTROL_PREFIX,
     DEFAULT_MAX_FRAME_SIZE,
@@ -104,7 +105,8 @@ class TCPServerTransport(TCPTransportBase):
     ``max_frame_size`` (per frame, both directions), ``max_send_buffer`` bytes queued per
     client (a client whose buffer is full misses messages, counted in ``dropped_slow_peer``,
     and is disconnected after ``write_deadline`` seconds without reading), heartbeats every
-    ``heartbeat_interval`` seconds of silence with a ``heartbeat_timeout`` for dead peers.
+    ``heartbeat_interval`` seconds of silence with a ``heartbeat_timeout`` for dead peers,
+    and ``frame_timeout`` seconds for a frame to arrive whole (``frame_timeouts``).
     """
 
     name: ClassVar[str] = "tcp"
@@ -123,6 +125,7 @@ class TCPServerTransport(TCPTransportBase):
         heartbeat_interval: float = 5.0,
         heartbeat_timeout: float | None = None,
         write_deadline: float = 10.0,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         max_pending: int = 10_000,
         serializer: str | None = None,
         trusted: bool = False,
@@ -136,6 +139,7 @@ class TCPServerTransport(TCPTransportBase):
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
             write_deadline=write_deadline,
+            frame_timeout=frame_timeout,
             max_pending=max_pending,
             serializer=serializer,
             trusted=trusted,
