@@ -125,7 +125,9 @@ class RedisSettings:
                 raise ConfigurationError(
                     f"unknown option {key!r} in Redis URL; known: db, socket_timeout, "
                     "socket_connect_timeout, client_name, ssl_cert_reqs, ssl_ca_certs, "
-                    "ssl_certfile, ssl_keyfile, ssl_check_hostname",
+                    "ssl_certfile, ssl_keyfile, ssl_check_hostname, and for a transport "
+                    "health_check_interval, block, claim_idle, key_prefix, group_maxlen, "
+                    "max_pending",
                     key=key,
                 )
         if ssl_options:
