@@ -41,10 +41,15 @@ _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 def refuse_raw(sock: socket.socket, code: str, message: str) -> None:
-    """Send a refusal frame on a freshly accepted plain socket (best effort) and close it."""
+    """Send a refusal frame on a freshly accepted plain socket (best effort) and close it.
+
+    The hello the client may have sent already is read first: closing a socket with unread
+    data resets the connection, and the reset can beat the refusal to the client.
+    """
     try:
         sock.setblocking(False)
         sock.send(encode_json_frame({"error": code, "message": message}))
+        sock.recv(65536)
     except OSError:
         pass
     sock.close()
