@@ -94,7 +94,11 @@ class Limits:
             )
         idle = now - link.last_recv
         if idle > self.heartbeat_timeout:
-            return ("heartbeat_timeouts", "timeout", f"no data or heartbeat for {idle:.1f}s")
+            return (
+                "heartbeat_timeouts",
+                "timeout",
+                f"no data or heartbeat for {idle:.1f}s (half-open link?)",
+            )
         if idle > self.heartbeat_interval and not link.ping_outstanding:
             return PING
         return None
