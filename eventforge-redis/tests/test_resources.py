@@ -37,7 +37,7 @@ def test_close_releases_every_connection_while_the_transport_is_still_referenced
     assert connected_clients(admin) == 0
     baseline = snapshot()
     kept = []
-    for i in range(50):
+    for i in range(20):
         transport = RedisTransport.from_url(server.url)
         transport.subscribe("orders.*", lambda m: None)
         transport.subscribe("jobs", lambda m: None, group="workers")
