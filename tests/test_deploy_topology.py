@@ -1,7 +1,8 @@
 """deploy/'s topology run as local processes: three workers and a demander on loopback.
 
-Docker is not needed: the same worker command and demander code the containers run, with a
-shared token. Calls spread over all three workers; killing one moves its share to the others.
+Docker is not needed: the same worker command (``eventforge run service:svc``) and demander
+code the containers run, with a shared token. Calls spread over all three workers; killing one
+moves its share to the others; the health check the containers use answers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ pytest.importorskip("eventforge_tcp")
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 TOKEN = "topology-test-token"
+HEALTH: dict[int, str] = {}
 
 
 def _demander() -> ModuleType:
@@ -36,12 +38,20 @@ def _demander() -> ModuleType:
 
 @pytest.fixture
 def workers() -> Iterator[list[tuple[subprocess.Popen[str], int]]]:
-    env = {**os.environ, "EVENTFORGE_TOKEN": TOKEN}
+    env = {**os.environ, "EVENTFORGE_TRANSPORT": f"tcp://:{TOKEN}@127.0.0.1:0?listen=1"}
     started: list[tuple[subprocess.Popen[str], int]] = []
     try:
         for _ in range(3):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "eventforge.worker", "--import", "handlers", "--port", "0"],
+                [
+                    sys.executable,
+                    "-m",
+                    "eventforge.cli",
+                    "run",
+                    "service:svc",
+                    "--health-port",
+                    "0",
+                ],
                 cwd=DEPLOY,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -49,8 +59,11 @@ def workers() -> Iterator[list[tuple[subprocess.Popen[str], int]]]:
             )
             assert proc.stdout is not None
             line = proc.stdout.readline()
-            assert line.startswith("eventforge worker ready"), line
+            assert line.startswith("eventforge service ready name=math"), line
+            assert TOKEN not in line
             port = int(line.split("url=")[1].split()[0].rsplit(":", 1)[1])
+            health = line.split("health=")[1].split()[0]
+            HEALTH[proc.pid] = health
             started.append((proc, port))
         yield started
     finally:
@@ -103,3 +116,17 @@ def test_killing_a_worker_moves_its_share_to_the_others(
         assert [pool.call("compute", n) for n in range(6)] == [n * n for n in range(6)]
     finally:
         pool.close()
+
+
+def test_the_container_health_check_passes_on_a_serving_worker(
+    workers: list[tuple[subprocess.Popen[str], int]],
+) -> None:
+    proc, _ = workers[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "eventforge.cli", "status", HEALTH[proc.pid]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == "math: ready"

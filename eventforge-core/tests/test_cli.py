@@ -195,6 +195,9 @@ def test_demo_calls_a_worker_in_another_process() -> None:
     here = int(done.stdout.split("this process is pid ")[1].split(")")[0])
     assert served_by != here
     assert "exit code 0" in done.stdout
+    # It ends with a service run by `eventforge run` and its /health as a table.
+    assert "demo-service: ready" in done.stdout
+    assert "service drained and stopped on SIGTERM (exit code 0)" in done.stdout
 
 
 def test_console_script_runs() -> None:

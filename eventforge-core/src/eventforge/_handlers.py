@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from ._kit import Counter
 from ._loop import background_loop
 from .dispatch import Dispatcher
 from .message import Message
@@ -38,26 +38,6 @@ log = logging.getLogger("eventforge.queue")
 
 Invoker = Callable[[Message], None]
 ErrorReporter = Callable[[BaseException, Message, Callable[..., Any]], None]
-
-
-class Counter:
-    """A counter that many threads may bump without a lock.
-
-    ``next()`` on an :class:`itertools.count` is atomic under the GIL, where ``n += 1`` on an
-    attribute is not.
-    """
-
-    __slots__ = ("_count", "bump")
-
-    def __init__(self) -> None:
-        self._count = itertools.count()
-        self.bump: Callable[[], int] = self._count.__next__
-
-    @property
-    def value(self) -> int:
-        """The number of bumps so far."""
-        # ``count`` has no peek; its repr ("count(N)") carries the next value.
-        return int(repr(self._count)[6:-1])
 
 
 def is_coroutine_handler(handler: Callable[..., Any]) -> bool:

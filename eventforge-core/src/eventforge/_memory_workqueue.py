@@ -17,9 +17,9 @@ import time
 from collections import deque
 from typing import Any
 
+from ._workqueue_spi import ATTEMPT_HEADER, DeadLetter, Delivery, WorkQueueBackend
 from .errors import EventforgeError, TransportClosedError
 from .message import Message
-from .workqueue import ATTEMPT_HEADER, DeadLetter, Delivery, WorkQueueBackend
 
 __all__ = ["MemoryWorkQueueBackend", "WorkQueueFull"]
 
@@ -72,6 +72,7 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
     """Ready deque + delay heap + in-flight leases, under one condition variable."""
 
     durable = False
+    lease_setting = "visibility_timeout"
 
     def __init__(
         self,

@@ -188,6 +188,31 @@ def _worker(args: argparse.Namespace) -> int:
     return worker_main(list(args.extra))
 
 
+@command("run", "run a Service: eventforge run module:svc [--workers N]", passthrough=True)
+def _run(args: argparse.Namespace) -> int:
+    from .service.run import main as run_main
+
+    return run_main(list(args.extra))
+
+
+@command("asyncapi", "print a Service's AsyncAPI 3.0 document (JSON or YAML)", passthrough=True)
+def _asyncapi(args: argparse.Namespace) -> int:
+    from .service.run import asyncapi_main
+
+    return asyncapi_main(list(args.extra))
+
+
+@command(
+    "status",
+    "print a running service's health: eventforge status http://HOST:PORT",
+    passthrough=True,
+)
+def _status(args: argparse.Namespace) -> int:
+    from .service.run import status_main
+
+    return status_main(list(args.extra))
+
+
 def _version() -> str:
     from . import __version__
 

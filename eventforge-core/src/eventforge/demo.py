@@ -198,6 +198,33 @@ def _cross_process() -> None:
         print(f"  worker stopped gracefully on SIGTERM (exit code {code})")
 
 
+def _service() -> None:
+    import json
+    import urllib.request
+
+    from .service.run import status_table
+
+    _heading("Service: eventforge run, and health per subscription")
+    command = [sys.executable, "-m", "eventforge.cli", "run", "eventforge._demo_service:svc"]
+    command += ["--health-port", "0", "--log-level", "warning"]
+    print("  starting: eventforge run eventforge._demo_service:svc --health-port 0")
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert runner.stdout is not None
+        ready = runner.stdout.readline().strip()
+        print(f"  it says: {ready}")
+        health = next(p.split("=", 1)[1] for p in ready.split() if p.startswith("health="))
+        with urllib.request.urlopen(f"{health}/health", timeout=10) as response:
+            report = json.load(response)
+        print(f"  GET {health}/health:")
+        for line in status_table(report).splitlines():
+            print(f"    {line}")
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        code = runner.wait(30)
+        print(f"  service drained and stopped on SIGTERM (exit code {code})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the walk-through; returns the exit code."""
     parser = argparse.ArgumentParser(prog="eventforge demo", description=__doc__)
@@ -219,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _workqueue()
         if not args.local:
             _cross_process()
+            _service()
     finally:
         logger.setLevel(previous_level)
     print("\nDone. Next: docs/concepts.md, then `eventforge plugins` and docs/transports/.")

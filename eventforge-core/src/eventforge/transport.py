@@ -15,6 +15,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ._kit import (
+    Backoff,
+    Counter,
+    Option,
+    OptionTable,
+    to_bool,
+    to_float,
+    to_int,
+    to_seconds,
+)
 from .errors import UnsupportedCapabilityError
 from .message import Message
 
@@ -22,12 +32,20 @@ if TYPE_CHECKING:
     from .workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = [
+    "Backoff",
     "Callback",
     "Capability",
+    "Counter",
+    "Option",
+    "OptionTable",
     "Transport",
     "is_nonblocking",
     "nonblocking",
     "require_capability",
+    "to_bool",
+    "to_float",
+    "to_int",
+    "to_seconds",
 ]
 
 log = logging.getLogger("eventforge.transport")

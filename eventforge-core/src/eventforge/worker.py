@@ -13,6 +13,9 @@ a client (workers sharing a service name then share the calls, each call run onc
 ``redis://...`` or ``nats://...`` serve through a broker. ``--mode``/``--workers`` run calls on
 an :class:`~eventforge.execution.Executor` (thread or process pool) instead of inline.
 
+``python -m eventforge.worker billing:svc [options]`` (a ``module:attribute`` first) runs a
+:class:`~eventforge.service.Service` as ``eventforge run`` does.
+
 When it serves, the worker prints one readiness line on stdout::
 
     eventforge worker ready service=math methods=add,compute url=tcp://127.0.0.1:9090 pid=4242
@@ -41,6 +44,7 @@ from .execution import ExecutionMode, Executor
 from .message import Message
 from .queue import MessageQueue
 from .rpc import RPCServer
+from .service.run import main as run_service
 from .transport import Transport
 
 __all__ = ["HandlerModuleError", "Worker", "load_handlers", "main"]
@@ -295,8 +299,15 @@ def _executor(args: argparse.Namespace) -> Executor | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a worker until SIGTERM/SIGINT; return the exit code."""
-    args = _parser().parse_args(argv)
+    """Run a worker until SIGTERM/SIGINT; return the exit code.
+
+    A first argument of the form ``module:attribute`` names a :class:`~eventforge.service.Service`
+    instead of a ``HANDLERS`` module: the rest is read as ``eventforge run`` reads it.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and ":" in arguments[0] and not arguments[0].startswith("-"):
+        return run_service(arguments)
+    args = _parser().parse_args(arguments)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         handlers, module_service = load_handlers(args.module)

@@ -14,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._queue_requests import _check_headers
+from ._workqueue_gate import PolicyGate
+from ._workqueue_spi import ATTEMPT_HEADER as ATTEMPT_HEADER
+from ._workqueue_spi import DEAD_LETTER_REASON_HEADER as DEAD_LETTER_REASON_HEADER
+from ._workqueue_spi import DeadLetter as DeadLetter
+from ._workqueue_spi import Delivery as Delivery
+from ._workqueue_spi import RetryPolicy as RetryPolicy
+from ._workqueue_spi import WorkQueueBackend as WorkQueueBackend
 from .config import configured_transport
 from .errors import TransportClosedError
 from .message import Message
@@ -42,237 +46,9 @@ __all__ = [
 
 log = logging.getLogger("eventforge.workqueue")
 
-ATTEMPT_HEADER = "x-eventforge-attempt"
-DEAD_LETTER_REASON_HEADER = "x-eventforge-dead-letter-reason"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often a failing item is retried and how long to wait in between.
-
-    An item is delivered at most ``max_attempts`` times; after the last failed attempt it goes
-    to the dead-letter queue. The delay before attempt ``n + 1`` is
-    ``min(max_backoff, initial_backoff * multiplier ** (n - 1))`` with up to ``jitter`` (a
-    fraction) added at random, so retries of many items do not arrive in lock-step.
-    """
-
-    max_attempts: int = 5
-    initial_backoff: float = 0.1
-    max_backoff: float = 900.0
-    multiplier: float = 2.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.initial_backoff < 0 or self.max_backoff < 0:
-            raise ValueError("backoff times must be >= 0")
-        if self.multiplier < 1:
-            raise ValueError(f"multiplier must be >= 1, got {self.multiplier}")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(f"jitter must be between 0 and 1, got {self.jitter}")
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** max(0, attempt - 1))
-        if self.jitter:
-            base = min(self.max_backoff, base * (1 + random.random() * self.jitter))
-        return base
-
-    def exhausted(self, attempt: int) -> bool:
-        """Tell whether attempt number ``attempt`` was the last one allowed."""
-        return attempt >= self.max_attempts
-
-
-@dataclass
-class Delivery:
-    """One delivery of a work item to a consumer.
-
-    ``attempt`` is 1 on first delivery and grows with each redelivery. ``token`` is the
-    backend's handle (a stream entry id, a JetStream message, ...). Call :meth:`ack` when the
-    work is done or :meth:`nack` to have it retried; exactly one of them takes effect.
-    """
-
-    message: Message
-    attempt: int
-    queue: str
-    token: Any = None
-    backend: WorkQueueBackend | None = field(default=None, repr=False)
-    settled: bool = False
-
-    def ack(self) -> None:
-        """Mark the work done; the item is removed for good."""
-        if self.backend is not None and not self.settled:
-            self.settled = True
-            self.backend.ack(self)
-
-    def nack(self, *, requeue: bool = True, delay: float = 0.0) -> None:
-        """Give the item back: redelivered after ``delay`` seconds, or dead-lettered."""
-        if self.backend is not None and not self.settled:
-            self.settled = True
-            if requeue:
-                self.backend.nack(self, delay=delay)
-            else:
-                self.backend.dead_letter(self, "rejected by the consumer (requeue=False)")
-
-    def in_progress(self) -> None:
-        """Tell the backend the consumer is still working (extends its lease, if any)."""
-        if self.backend is not None and not self.settled:
-            self.backend.touch(self)
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """An item that exhausted its attempts (or was rejected), kept for inspection and replay."""
-
-    message: Message
-    reason: str
-    attempts: int
-    failed_at: float = field(default_factory=time.time)
-    token: Any = None
-
-
-class WorkQueueBackend(ABC):
-    """Where a work queue's items live. One instance serves one named queue.
-
-    Thread-safe: several consumer threads call ``fetch`` / ``ack`` / ``nack`` concurrently.
-    ``put`` returns only once the item is stored (for a durable backend: acknowledged by the
-    broker), so a returned ``put`` is never lost.
-    """
-
-    name: str
-    durable: bool = False
-
-    @abstractmethod
-    def put(self, message: Message) -> None:
-        """Store a new item (ready for delivery now)."""
-
-    def put_many(self, messages: list[Message]) -> None:
-        """Store several items; returns once all are stored.
-
-        Backends with a cheaper batch path (one round trip for many items) override it; the
-        default stores them one by one.
-        """
-        for message in messages:
-            self.put(message)
-
-    @abstractmethod
-    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
-        """Return up to ``max_items`` ready deliveries, waiting up to ``timeout`` for the first."""
-
-    @abstractmethod
-    def ack(self, delivery: Delivery) -> bool | None:
-        """Remove a delivered item for good.
-
-        Return ``False`` when the delivery was stale (its lease ran out and the item was
-        delivered again), so nothing happened; ``None`` or ``True`` otherwise. The same holds
-        for :meth:`nack` and :meth:`dead_letter`: the queue counts only settles that took effect.
-        """
-
-    @abstractmethod
-    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool | None:
-        """Make a delivered item available again after ``delay`` seconds (attempt + 1)."""
-
-    @abstractmethod
-    def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
-        """Move a delivered item to the dead-letter queue and remove it from the work queue."""
-
-    @abstractmethod
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Return up to ``limit`` dead letters, oldest first."""
-
-    @abstractmethod
-    def replay(self, tokens: list[Any] | None = None) -> int:
-        """Put dead letters (all, or those with the given tokens) back as new items; count them."""
-
-    def touch(self, delivery: Delivery) -> None:
-        """Extend the lease of an item still being worked on (no-op where there is no lease)."""
-
-    @abstractmethod
-    def stats(self) -> dict[str, Any]:
-        """Counters: at least ``pending``, ``in_flight`` and ``dead_letters``."""
-
-    def close(self) -> None:
-        """Release resources (connections, threads). Idempotent."""
-
-
 # -- the user-facing queue ------------------------------------------------------------------------
 
 Handler = Callable[[Message], Any]
-
-
-class _PolicyGate(WorkQueueBackend):
-    """What a :class:`Delivery` from a :class:`WorkQueue` settles through.
-
-    It applies the queue's :class:`RetryPolicy` on ``nack`` (backoff, or dead-letter once
-    attempts are exhausted) and counts every outcome, so that pull (``get``) and push
-    (``consume``) behave the same on every backend.
-    """
-
-    def __init__(self, inner: WorkQueueBackend, retry: RetryPolicy) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.durable = inner.durable
-        self.retry = retry
-        self._lock = threading.Lock()
-        self.counts = {"acked": 0, "retried": 0, "dead_lettered": 0, "handler_errors": 0}
-
-    def count(self, key: str) -> None:
-        with self._lock:
-            self.counts[key] += 1
-
-    def put(self, message: Message) -> None:
-        self.inner.put(message)
-
-    def put_many(self, messages: list[Message]) -> None:
-        self.inner.put_many(messages)
-
-    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
-        deliveries = self.inner.fetch(max_items, timeout)
-        for delivery in deliveries:
-            delivery.backend = self
-        return deliveries
-
-    def ack(self, delivery: Delivery) -> bool | None:
-        done = self.inner.ack(delivery)
-        if done is not False:  # a stale settle is counted by the backend, not here
-            self.count("acked")
-        return done
-
-    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool | None:
-        attempt = delivery.attempt
-        if self.retry.exhausted(attempt):
-            return self.dead_letter(
-                delivery, f"failed {attempt} of {self.retry.max_attempts} attempts"
-            )
-        done = self.inner.nack(delivery, delay=delay if delay > 0 else self.retry.backoff(attempt))
-        if done is not False:
-            self.count("retried")
-        return done
-
-    def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
-        delivery.message.headers[DEAD_LETTER_REASON_HEADER] = reason
-        done = self.inner.dead_letter(delivery, reason)
-        if done is not False:
-            self.count("dead_lettered")
-        return done
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return self.inner.dead_letters(limit)
-
-    def replay(self, tokens: list[Any] | None = None) -> int:
-        return self.inner.replay(tokens)
-
-    def touch(self, delivery: Delivery) -> None:
-        self.inner.touch(delivery)
-
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            counts = dict(self.counts)
-        return {**self.inner.stats(), **counts}
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class WorkQueue:
@@ -313,7 +89,7 @@ class WorkQueue:
             if self._owned is not None:
                 self._owned.close()
             raise
-        self._gate = _PolicyGate(inner, self.retry)
+        self._gate = PolicyGate(inner, self.retry)
         self._consumers: list[Consumer] = []
         self._closed = False
 
@@ -566,6 +342,9 @@ class Consumer:
         self._lock = threading.Lock()
         self.handled = 0
         self.failed = 0
+        self.fetch_failures = 0
+        """Fetches that failed in a row (0 once a fetch succeeds again); see ``last_fetch_error``."""
+        self.last_fetch_error: str | None = None
         self._threads = [
             threading.Thread(
                 target=self._run, name=f"{self.thread_name}-{queue.name}-{i}", daemon=True
@@ -583,11 +362,14 @@ class Consumer:
                 deliveries = gate.fetch(1, self.poll_interval)
             except TransportClosedError:
                 return
-            except Exception:
+            except Exception as exc:
                 log.warning("work queue %r: fetch failed", self.queue.name, exc_info=True)
+                self.fetch_failures += 1
+                self.last_fetch_error = f"{type(exc).__name__}: {exc}"
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            self.fetch_failures = 0
             backoff = 0.05
             for delivery in deliveries:
                 self._process(delivery)

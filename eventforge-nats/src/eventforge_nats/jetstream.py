@@ -320,6 +320,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
     """One named durable work queue (see the module docstring for layout and guarantees)."""
 
     durable = True
+    lease_setting = "ack_wait"
 
     def __init__(
         self,
@@ -361,7 +362,6 @@ class JetStreamWorkQueue(WorkQueueBackend):
             "put_duplicates": 0,
             "fetched": 0,
             "malformed": 0,
-            "over_delivered": 0,
             "recreated": 0,
             "pulls_lost": 0,
             "stale_settles": 0,
@@ -678,17 +678,6 @@ class JetStreamWorkQueue(WorkQueueBackend):
             )
             self._ledger.fetched(seq, attempt, held=False)
             await self._store_dead(raw, msg.data, f"malformed envelope: {exc}", attempt)
-            await msg.term()
-            return None
-        if attempt > self.policy.max_attempts:
-            self.counters["over_delivered"] += 1
-            reason = (
-                f"delivered {attempt} times without being settled (max_attempts="
-                f"{self.policy.max_attempts}): its consumers crashed or exceeded ack_wait"
-            )
-            message.headers[DEAD_LETTER_REASON_HEADER] = reason
-            self._ledger.fetched(seq, attempt, held=False)
-            await self._store_dead(message, self._codec.encode(message), reason, attempt)
             await msg.term()
             return None
         self.counters["fetched"] += 1

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from eventforge._handlers import Counter
 from eventforge._loop import BoundLoop
 from eventforge.errors import (
     ConfigurationError,
@@ -37,7 +36,7 @@ from eventforge.errors import (
 )
 from eventforge.message import Message
 from eventforge.topics import topic_matches, validate_pattern, validate_topic
-from eventforge.transport import Callback, Capability, Transport, is_nonblocking
+from eventforge.transport import Callback, Capability, Counter, Transport, is_nonblocking
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from ._connection import NatsAuthError, NatsConnectError, NatsConnection

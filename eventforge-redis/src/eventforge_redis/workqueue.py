@@ -87,6 +87,7 @@ class RedisWorkQueueBackend(WorkQueueBackend):
     """One named work queue on a Redis stream; thread-safe, shared by any number of processes."""
 
     durable = True
+    lease_setting = "claim_idle"
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ import pytest
 
 from eventforge.message import Message
 from eventforge.testing.waiting import wait_until
-from eventforge.workqueue import Delivery, RetryPolicy, WorkQueue, WorkQueueBackend
+from eventforge.workqueue import ATTEMPT_HEADER, Delivery, RetryPolicy, WorkQueue, WorkQueueBackend
 
 __all__ = ["BackendFactory", "WorkQueueConformance"]
 
@@ -315,6 +315,74 @@ class WorkQueueConformance:
         again.ack()
         lost.ack()  # too late: must not disturb anything
         assert queue.get(timeout=0.2) is None
+
+    def test_item_never_settled_is_dead_lettered_after_max_attempts(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """An item whose lease runs out ``max_attempts`` times (its consumers keep dying) is not
+        delivered again: it is dead-lettered with that reason, and the other items flow."""
+        if self.visibility_timeout is None:
+            pytest.skip("this backend declares no visibility timeout")
+        queue = make_queue()
+        most = self.retry.max_attempts
+        queue.put("kills its consumer")
+        queue.put("healthy")
+        stuck: list[Delivery] = []
+        deadline = time.monotonic() + self.timeout + 2 * most * self.visibility_timeout
+        while not queue.dead_letters():
+            assert time.monotonic() < deadline, f"never dead-lettered: {len(stuck)} deliveries"
+            delivery = queue.get(timeout=0.2)
+            if delivery is None:
+                continue
+            if delivery.message.payload == "healthy":
+                delivery.ack()
+                continue
+            stuck.append(delivery)  # ... and never settled, as by a consumer that died
+            assert len(stuck) <= most, f"delivered {len(stuck)} times, max_attempts={most}"
+        # A delivery lost on its way (a broker's pull inbox given up under load) still counts,
+        # so the handed-out attempts may skip a number; they never exceed max_attempts.
+        attempts = [d.attempt for d in stuck]
+        assert attempts, "the stuck item was never handed out"
+        assert attempts == sorted(set(attempts)), f"attempts of the stuck item: {attempts}"
+        assert attempts[-1] <= most, f"attempts of the stuck item: {attempts}"
+        headers = [d.message.headers.get(ATTEMPT_HEADER) for d in stuck]
+        assert headers == attempts, f"{ATTEMPT_HEADER} headers {headers} != attempts {attempts}"
+        letters = queue.dead_letters()
+        assert len(letters) == 1, f"dead letters: {letters}"
+        letter = letters[0]
+        assert letter.message.payload == "kills its consumer", letter
+        expected = f"times without being settled (max_attempts={most})"
+        assert expected in letter.reason, f"reason {letter.reason!r} lacks {expected!r}"
+        assert f"delivered {letter.attempts} times" in letter.reason, letter
+        assert letter.attempts > most, f"dead-lettered at attempt {letter.attempts}: {letter}"
+        assert "crashed or exceeded the visibility timeout" in letter.reason, letter.reason
+        assert queue.join(self.timeout), f"not drained: {queue.stats}"
+        assert queue.get(timeout=0.2) is None, "an item is left after the dead letter"
+        stats = queue.stats
+        counts = (stats["acked"], stats["over_delivered"], stats["dead_lettered"])
+        assert counts == (1, 1, 1), f"(acked, over_delivered, dead_lettered) = {counts}"
+
+    def test_handler_sees_the_attempt_number_in_a_header(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """A ``consume`` handler reads the attempt number (1, 2, ...) from the message header
+        ``x-eventforge-attempt`` on every backend, so it can tell a retry from a first try."""
+        queue = make_queue()
+        queue.put("flaky")
+        seen: list[object] = []
+
+        def handler(message: Message) -> None:
+            seen.append(message.headers.get(ATTEMPT_HEADER))
+            if len(seen) < self.retry.max_attempts:
+                raise ValueError("fails until the last attempt")
+
+        consumer = queue.consume(handler)
+        try:
+            assert wait_until(lambda: queue.stats["acked"] == 1, self.timeout), queue.stats
+        finally:
+            consumer.stop()
+        expected = list(range(1, self.retry.max_attempts + 1))
+        assert seen == expected, f"{ATTEMPT_HEADER} seen by the handler: {seen}, not {expected}"
 
     def _redelivered_after_lease(
         self, make_queue: Callable[..., WorkQueue]

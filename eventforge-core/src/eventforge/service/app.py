@@ -1,0 +1,444 @@
+"""``Service``: one object that owns an application's handlers, starts them and stops them.
+
+It is composed from the seed API (a :class:`~eventforge.queue.MessageQueue`, one
+:class:`~eventforge.rpc.RPCServer` per RPC service name, :class:`~eventforge.workqueue.WorkQueue`
+consumers, ``@task``) and adds a start/stop order, draining, and health per subscription.
+``docs/service.md`` shows it in use; ``eventforge run module:svc`` runs one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, TypeVar
+
+from eventforge.config import Settings, connect
+from eventforge.errors import ConfigurationError
+from eventforge.queue import MessageQueue
+from eventforge.tasks import task as make_task
+from eventforge.topics import validate_pattern, validate_topic
+from eventforge.transport import Transport
+from eventforge.workqueue import Consumer, RetryPolicy, WorkQueue
+
+from ._declarations import Endpoint, _Consumer, _RPCService, _Subscriber, _Task, describe
+from ._handlers import call_hook
+from ._probe import Prober
+from ._starting import start_consumers, start_probes, start_rpc, start_subscribers
+from .health import HealthState, Tracker, health_report
+
+__all__ = ["Endpoint", "Service"]
+
+log = logging.getLogger("eventforge.service")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Hook = Callable[[], Any]
+
+
+class Service:
+    """An application's subscribers, RPC methods, work-queue consumers and tasks, run as one.
+
+    ``transport`` is a name or URL (``"nats://localhost:4222"``), :class:`~eventforge.config.Settings`,
+    a :class:`~eventforge.transport.Transport`, or ``None`` for the configured default
+    (``EVENTFORGE_TRANSPORT``, a settings file); ``queue=`` runs on an existing queue instead
+    (the service then leaves it open on stop). Decorators declare; :meth:`start` subscribes
+    everything in declaration order, after the startup hooks; :meth:`stop` drains consumers and
+    RPC calls in flight within ``drain_timeout`` seconds, unsubscribes, then runs the shutdown
+    hooks. A subscription with no delivery for ``idle_after`` seconds is reported ``idle``.
+    """
+
+    def __init__(
+        self,
+        name: str = "service",
+        transport: str | Settings | Transport | None = None,
+        *,
+        queue: MessageQueue | None = None,
+        drain_timeout: float = 10.0,
+        idle_after: float = 60.0,
+        probe_interval: float | None = 5.0,
+        probe_timeout: float | None = None,
+    ) -> None:
+        if queue is not None and transport is not None:
+            raise ConfigurationError(
+                "pass either transport= or queue= to Service, not both (the queue already has "
+                "a transport)",
+                key="transport",
+            )
+        if drain_timeout < 0 or idle_after <= 0:
+            raise ValueError("drain_timeout must be >= 0 and idle_after > 0 (seconds)")
+        if probe_interval is not None and probe_interval <= 0:
+            raise ValueError(f"probe_interval must be > 0 seconds or None, got {probe_interval}")
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout or (
+            max(1.0, 2 * probe_interval) if probe_interval else None
+        )
+        self._prober: Prober | None = None
+        self.name = validate_topic(name)
+        self.transport_spec = transport
+        self.drain_timeout = drain_timeout
+        self.idle_after = idle_after
+        self._queue = queue
+        self._owns_queue = queue is None
+        self._subscribers: list[_Subscriber] = []
+        self._consumers: list[_Consumer] = []
+        self._rpc: dict[str, _RPCService] = {}
+        self._tasks: list[_Task] = []
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._lock = threading.Lock()
+        self._running = False
+        self._stop_requested = threading.Event()
+
+    # -- declaring --------------------------------------------------------------------------
+
+    def on(
+        self,
+        topic: str | type,
+        *,
+        publish_to: str | None = None,
+        required: bool = True,
+        **options: Any,
+    ) -> Callable[[F], F]:
+        """Decorator: subscribe the function to ``topic`` when the service starts.
+
+        ``options`` are :meth:`MessageQueue.subscribe`'s (``group=``, ``threaded=``, ``match=``,
+        ...). With ``publish_to``, a return value other than ``None`` is published there. A
+        subscription that is not ``required`` is reported but does not decide readiness.
+        The function is returned unchanged, so it stays callable in tests.
+        """
+        if isinstance(topic, str):
+            validate_pattern(topic)
+        if publish_to is not None:
+            validate_topic(publish_to)
+        group = options.get("group")
+
+        def declare(func: F) -> F:
+            target = topic if isinstance(topic, str) else getattr(topic, "__name__", str(topic))
+            tracker = Tracker(
+                name=f"{getattr(func, '__qualname__', repr(func))}",
+                kind="group" if group else "subscription",
+                target=target,
+                required=required,
+                group=group,
+            )
+            self._declare(_Subscriber(topic, func, dict(options), publish_to, tracker))
+            return func
+
+        return declare
+
+    def rpc(self, name: str | None = None, *, service: str | None = None) -> Callable[[F], F]:
+        """Decorator: serve the function as RPC method ``name`` of ``service`` (default: the
+        service's own name), called with :class:`~eventforge.rpc.RPCClient`."""
+        service_name = service or self.name
+
+        def declare(func: F) -> F:
+            method = name or func.__name__
+            with self._lock:
+                self._check_not_running()
+                entry = self._rpc.setdefault(service_name, _RPCService(service_name))
+                if method in entry.methods:
+                    raise ValueError(f"RPC method {method!r} of {service_name!r} is declared twice")
+                entry.methods[method] = func
+            return func
+
+        return declare
+
+    def consumer(
+        self,
+        queue_name: str,
+        *,
+        concurrency: int = 1,
+        retry: RetryPolicy | None = None,
+        required: bool = True,
+        **options: Any,
+    ) -> Callable[[F], F]:
+        """Decorator: consume work queue ``queue_name`` with ``concurrency`` threads.
+
+        ``retry`` and ``options`` (``visibility_timeout=``, ``max_size=``) configure the
+        :class:`~eventforge.workqueue.WorkQueue`. The handler acks by returning and nacks by
+        raising, as with :meth:`WorkQueue.consume`.
+        """
+        validate_topic(queue_name)
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if retry is not None:
+            options["retry"] = retry
+
+        def declare(func: F) -> F:
+            tracker = Tracker(
+                name=getattr(func, "__qualname__", repr(func)),
+                kind="consumer",
+                target=queue_name,
+                required=required,
+            )
+            self._declare(_Consumer(queue_name, func, concurrency, dict(options), tracker))
+            return func
+
+        return declare
+
+    def task(self, **options: Any) -> Callable[[F], F]:
+        """Decorator: make the function a ``@task`` on the service's queue when it starts.
+
+        ``options`` are :func:`eventforge.task`'s (``topic=``, ``executor=``, ...). After
+        :meth:`start`, :meth:`bound_task` returns the bound task (with ``.publish``).
+        """
+
+        def declare(func: F) -> F:
+            self._declare(_Task(func, dict(options)))
+            return func
+
+        return declare
+
+    def on_startup(self, hook: F) -> F:
+        """Decorator: run ``hook()`` (plain or ``async``) at start, before subscribing."""
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: F) -> F:
+        """Decorator: run ``hook()`` at stop, after everything was drained and unsubscribed."""
+        self._shutdown.append(hook)
+        return hook
+
+    def _declare(self, item: _Subscriber | _Consumer | _Task) -> None:
+        with self._lock:
+            self._check_not_running()
+            if isinstance(item, _Subscriber):
+                self._subscribers.append(item)
+            elif isinstance(item, _Consumer):
+                self._consumers.append(item)
+            else:
+                self._tasks.append(item)
+
+    def _check_not_running(self) -> None:
+        if self._running:
+            raise RuntimeError(
+                f"service {self.name!r} is running; declare handlers before start() (or stop it)"
+            )
+
+    # -- running ----------------------------------------------------------------------------
+
+    @property
+    def queue(self) -> MessageQueue:
+        """The service's queue (built at :meth:`start` unless one was given)."""
+        if self._queue is None:
+            raise RuntimeError(f"service {self.name!r} has no queue until start()")
+        return self._queue
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`start` ran and :meth:`stop` has not."""
+        return self._running
+
+    def use_transport(self, transport: str | Settings | Transport) -> None:
+        """Replace the transport before start (``eventforge run --transport`` does this)."""
+        if not self._owns_queue:
+            raise ConfigurationError(
+                f"service {self.name!r} runs on a queue it was given; its transport cannot change",
+                key="transport",
+            )
+        self._check_not_running()
+        self.transport_spec = transport
+
+    def work_queue(self, queue_name: str) -> WorkQueue:
+        """The :class:`WorkQueue` a started consumer of ``queue_name`` takes its items from.
+
+        On the memory transport the items live in this object, so producers in the same
+        process put through it; on a durable transport any ``WorkQueue(queue_name, transport)``
+        reaches the same items.
+        """
+        work_queue = self._started(queue_name).work_queue
+        assert work_queue is not None
+        return work_queue
+
+    def consumer_of(self, queue_name: str) -> Consumer:
+        """The running :class:`~eventforge.workqueue.Consumer` of ``queue_name``."""
+        consumer = self._started(queue_name).consumer
+        assert consumer is not None
+        return consumer
+
+    def _started(self, queue_name: str) -> _Consumer:
+        for item in self._consumers:
+            if item.queue_name == queue_name and item.consumer is not None:
+                return item
+        raise LookupError(f"service {self.name!r} has no started consumer of {queue_name!r}")
+
+    def bound_task(self, func: Callable[..., Any]) -> Any:
+        """The ``@task`` that :meth:`task` made of ``func`` at start."""
+        for item in self._tasks:
+            if item.func is func and item.bound is not None:
+                return item.bound
+        raise LookupError(f"{func!r} is not a started task of service {self.name!r}")
+
+    def start(self) -> None:
+        """Run the startup hooks, then subscribe everything declared, in declaration order.
+
+        If anything fails to start, what already started is stopped again and the error is
+        raised.
+        """
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+        self._stop_requested.clear()
+        try:
+            if self._queue is None:
+                spec = self.transport_spec
+                transport = spec if isinstance(spec, Transport) else connect(spec)
+                self._queue = MessageQueue(transport=transport, name=self.name)
+            for hook in self._startup:
+                call_hook(hook)
+            start_subscribers(self.queue, self._subscribers)
+            start_rpc(self.queue, self._rpc.values())
+            start_consumers(self.queue, self._consumers)
+            if self.probe_interval is not None and self.probe_timeout is not None:
+                self._prober = start_probes(
+                    Prober(
+                        self.queue,
+                        self.name,
+                        interval=self.probe_interval,
+                        timeout=self.probe_timeout,
+                    ),
+                    self._subscribers,
+                    self._rpc.values(),
+                    self._consumers,
+                )
+            for item in self._tasks:
+                item.bound = make_task(queue=self.queue, **item.options)(item.func)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("service %r started: %s", self.name, self._summary())
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain and stop everything (``timeout`` defaults to ``drain_timeout``), then run the
+        shutdown hooks; the queue is closed if the service built it. Idempotent."""
+        deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
+        with self._lock:
+            if not self._running:
+                return
+        if self._prober is not None:
+            self._prober.stop()
+            self._prober = None
+        for item in self._consumers:
+            if item.consumer is not None:
+                item.consumer.stop(timeout=max(0.0, deadline - time.monotonic()))
+            if item.work_queue is not None:
+                item.work_queue.close()
+            item.tracker.set(HealthState.FAILED, "stopped")
+            item.consumer = item.work_queue = None
+        for entry in self._rpc.values():
+            if entry.server is not None:
+                entry.server.stop()
+                entry.server = None
+            if entry.tracker is not None:
+                entry.tracker.set(HealthState.FAILED, "stopped")
+        for task_item in self._tasks:
+            if task_item.bound is not None:
+                task_item.bound.unsubscribe()
+                task_item.bound = None
+        for sub in self._subscribers:
+            if sub.handler_id is not None and self._queue is not None:
+                self._queue.unsubscribe(sub.handler_id)
+                sub.handler_id = None
+            sub.tracker.set(HealthState.FAILED, "stopped")
+        for hook in self._shutdown:
+            try:
+                call_hook(hook)
+            except Exception:
+                log.exception("service %r: shutdown hook %r failed", self.name, hook)
+        if self._owns_queue and self._queue is not None:
+            self._queue.close()
+            self._queue = None
+        with self._lock:
+            self._running = False
+        self._stop_requested.set()
+        log.info("service %r stopped", self.name)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop (safe from a signal handler or another thread)."""
+        self._stop_requested.set()
+
+    def run(self, *, install_signals: bool = True, on_ready: Hook | None = None) -> None:
+        """Start, then block until SIGTERM / SIGINT (or :meth:`request_stop`), then stop.
+
+        ``on_ready()`` is called once everything has started (``eventforge run`` prints its
+        ready line there).
+        """
+        previous: dict[signal.Signals, Any] = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                log.info("service %r: signal %d, draining", self.name, signum)
+                self.request_stop()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            self.start()
+            if on_ready is not None:
+                on_ready()
+            while not self._stop_requested.wait(0.5):
+                pass
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> Service:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- health -----------------------------------------------------------------------------
+
+    def trackers(self) -> list[Tracker]:
+        """Every subscription's tracker, in declaration order."""
+        rpc = [e.tracker for e in self._rpc.values() if e.tracker is not None]
+        return [s.tracker for s in self._subscribers] + rpc + [c.tracker for c in self._consumers]
+
+    def live(self) -> bool:
+        """Whether the service is running and its queue is open."""
+        return self._running and self._queue is not None and not self._queue.closed
+
+    def health(self) -> dict[str, Any]:
+        """Every subscription with its state, backlog and counters, plus readiness."""
+        queue = self._queue if self._queue is not None and not self._queue.closed else None
+        return health_report(
+            self.name,
+            self.trackers(),
+            queue_stats=queue.stats if queue is not None else {},
+            idle_after=self.idle_after,
+            running=self._running,
+            live=self.live(),
+        )
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Whether every required subscription is ``active`` or ``idle``; else the reasons."""
+        report = self.health()
+        return not report["reasons"], list(report["reasons"])
+
+    def endpoints(self) -> list[Endpoint]:
+        """What the service declares, in declaration order (for documents such as AsyncAPI)."""
+        return describe(self._subscribers, self._rpc.values(), self._consumers, self._tasks)
+
+    @property
+    def prober(self) -> Prober | None:
+        """What sends the end-to-end probes while the service runs (``None`` when off)."""
+        return self._prober
+
+    def _summary(self) -> str:
+        parts = [f"{len(self._subscribers)} subscriptions"]
+        if self._rpc:
+            parts.append("rpc " + ",".join(self._rpc))
+        if self._consumers:
+            parts.append("consumers " + ",".join(c.queue_name for c in self._consumers))
+        return "; ".join(parts)
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"Service({self.name!r}, {state}, {self._summary()})"
