@@ -405,3 +405,52 @@ def test_the_configured_startup_policies_run_on_queues() -> None:
             assert impatient.startup_policy().run(controller) is False  # one worker of two
     finally:
         transport.close()
+
+
+# -- objects that pick a transport themselves honour the configuration ------------------------
+
+
+def test_message_queue_without_a_transport_uses_the_environment_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTFORGE_TRANSPORT", "memory://?max_queue_size=7")
+    with eventforge.MessageQueue() as queue:
+        assert isinstance(queue.transport, MemoryTransport)
+        assert queue.transport.max_queue_size == 7, "EVENTFORGE_TRANSPORT was ignored"
+
+
+def test_message_queue_without_a_transport_uses_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "eventforge.json"
+    path.write_text(json.dumps({"transport": "memory", "options": {"max_queue_size": 9}}))
+    monkeypatch.setenv("EVENTFORGE_CONFIG", str(path))
+    with eventforge.MessageQueue() as queue:
+        assert queue.transport.max_queue_size == 9  # type: ignore[attr-defined]
+
+
+def test_message_queue_and_work_queue_use_what_configure_set() -> None:
+    configure(transport="memory", options={"max_queue_size": 11})
+    with eventforge.MessageQueue() as queue:
+        assert queue.transport.max_queue_size == 11  # type: ignore[attr-defined]
+    with eventforge.WorkQueue("jobs") as jobs:
+        jobs.put("x")  # a configured memory transport keeps the in-process backend
+        assert jobs.backend.__class__.__name__ == "MemoryWorkQueueBackend"
+
+
+def test_with_nothing_configured_the_default_is_a_fresh_memory_transport() -> None:
+    assert config.configured_transport() is None
+    with eventforge.MessageQueue() as first, eventforge.MessageQueue() as second:
+        assert isinstance(first.transport, MemoryTransport)
+        assert first.transport is not second.transport
+        assert first.transport.max_queue_size == MemoryTransport().max_queue_size
+
+
+def test_a_bad_environment_transport_fails_the_queue_instead_of_going_in_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTFORGE_TRANSPORT", "memroy")
+    with pytest.raises(ConfigurationError, match="EVENTFORGE_TRANSPORT"):
+        eventforge.MessageQueue()
+    with pytest.raises(ConfigurationError, match="EVENTFORGE_TRANSPORT"):
+        eventforge.WorkQueue("jobs")

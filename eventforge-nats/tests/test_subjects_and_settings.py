@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from eventforge import connect
 from eventforge.errors import ConfigurationError
 from eventforge.topics import topic_matches
 from eventforge_nats._settings import NatsSettings, parse_url, servers_from
@@ -94,6 +95,23 @@ def test_bad_urls_name_the_problem(url: str, key: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_url(url)
     assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "nats://127.0.0.1:abc",
+        "nats://127.0.0.1:4222.5",
+        "nats://127.0.0.1:99999",
+        "nats://127.0.0.1:0",
+        "nats://127.0.0.1:4222,127.0.0.1:x",
+    ],
+)
+def test_a_bad_port_is_a_configuration_error_before_any_connection(url: str) -> None:
+    """Like the tcp and redis transports: ``key="port"``, from the URL alone (no server here)."""
+    with pytest.raises(ConfigurationError, match="bad port") as info:
+        connect(url)
+    assert info.value.key == "port"
 
 
 def test_token_and_password_are_exclusive() -> None:

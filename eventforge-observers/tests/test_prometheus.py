@@ -66,6 +66,37 @@ def test_published_delivered_failed_and_handler_durations(registry: CollectorReg
     assert count == 4
 
 
+@pytest.mark.parametrize("installed", ["instrument", "middleware"])
+def test_deliveries_and_handler_failures_share_one_topic_label(
+    registry: CollectorRegistry, installed: str
+) -> None:
+    """A wildcard subscription's failure is counted under the label its delivery is: failed and
+    delivered of one topic line up, however the metrics are installed."""
+    metrics = PrometheusMetrics(registry)  # no patterns: the label is the topic itself
+    if installed == "instrument":
+        queue, transport = metrics.queue(), "memory"
+    else:
+        queue, transport = MessageQueue(middleware=[metrics.middleware()]), "queue"
+
+    def picky(message: Message) -> None:
+        if message.payload == "bad":
+            raise ValueError("bad order")
+
+    queue.subscribe("orders.*", picky)
+    try:
+        queue.publish("orders.new", "good")
+        queue.publish("orders.paid", "bad")
+    finally:
+        queue.close()
+    for topic, failed in (("orders.new", 0), ("orders.paid", 1)):
+        labels = {"topic": topic, "transport": transport}
+        assert value(registry, "eventforge_messages_delivered_total", **labels) == 1
+        assert value(registry, "eventforge_messages_failed_total", **labels) == failed
+        assert value(registry, "eventforge_handler_duration_seconds_count", **labels) == 1
+    text = metrics.exposition().decode()
+    assert 'topic="orders.*"' not in text, "a series is labelled by the subscription pattern"
+
+
 def test_rpc_durations_on_both_sides_and_failures(registry: CollectorRegistry) -> None:
     from eventforge import RPCClient, RPCServer
     from eventforge.errors import RemoteError

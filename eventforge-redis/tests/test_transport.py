@@ -132,6 +132,38 @@ def test_from_url_keyword_overrides_reach_the_connection(redis_server_factory) -
 
 
 @pytest.mark.broker
+def test_transport_settings_are_accepted_in_the_url_as_in_keywords(
+    redis_server: RedisServer,
+) -> None:
+    """``health_check_interval`` and the other transport settings may be URL query options."""
+    from eventforge import connect
+    from eventforge_redis import RedisTransport
+
+    transport = connect(
+        f"{redis_server.url}?health_check_interval=2.5&socket_timeout=3&block=0.5&claim_idle=9"
+        "&key_prefix=app1&group_maxlen=500&max_pending=64"
+    )
+    assert isinstance(transport, RedisTransport)
+    try:
+        assert transport.health_check_interval == 2.5
+        assert transport.settings.socket_timeout == 3.0
+        assert (transport.block, transport.claim_idle, transport.key_prefix) == (0.5, 9.0, "app1")
+    finally:
+        transport.close()
+    overridden = RedisTransport.from_url(
+        f"{redis_server.url}?health_check_interval=2.5", health_check_interval=7
+    )
+    assert overridden.health_check_interval == 7.0  # keywords win over the URL
+    overridden.close()
+    for query, key in (("health_check_interval=soon", "health_check_interval"),
+                       ("health_check_interval=0", "health_check_interval"),
+                       ("group_maxlen=1.5", "group_maxlen")):  # fmt: skip
+        with pytest.raises(ConfigurationError) as info:
+            RedisTransport.from_url(f"{redis_server.url}?{query}")
+        assert info.value.key == key
+
+
+@pytest.mark.broker
 def test_in_progress_keeps_an_entry_from_being_taken_over(
     make_redis: Callable[..., object],
 ) -> None:

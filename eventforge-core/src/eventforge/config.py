@@ -28,12 +28,22 @@ import pydantic
 
 from .errors import ConfigurationError, EventforgeError
 from .transport import Transport
+from .transports.memory import MemoryTransport
 from .urls import _SECRET_QUERY, mask_url
 
 if TYPE_CHECKING:
     from .rendezvous import StartupPolicy
 
-__all__ = ["Settings", "configure", "connect", "current_settings", "load_settings", "mask_secrets"]
+__all__ = [
+    "Settings",
+    "configure",
+    "configured_transport",
+    "connect",
+    "current_settings",
+    "default_transport",
+    "load_settings",
+    "mask_secrets",
+]
 
 log = logging.getLogger("eventforge.config")
 
@@ -388,3 +398,34 @@ def connect(url_or_name: str | Settings | None = None, **options: Any) -> Transp
             key="transport",
         )
     return transport
+
+
+def configured_transport() -> Transport | None:
+    r"""The transport the configuration selects, or ``None`` when nothing is configured.
+
+    Something is configured when :func:`configure` was called or ``EVENTFORGE_TRANSPORT`` or
+    ``EVENTFORGE_CONFIG`` is set; the transport is then :func:`connect`\ ``()``'s (the caller
+    owns it and closes it). Objects that pick a transport themselves (``MessageQueue()``,
+    ``WorkQueue()``) ask this first, so a configured broker is never silently replaced by
+    in-process delivery.
+    """
+    if _current is None and not (
+        os.environ.get(ENV_KEYS["transport"]) or os.environ.get(CONFIG_ENV)
+    ):
+        return None
+    transport = connect()
+    global _announced
+    if not _announced:
+        _announced = True
+        log.info("objects created without a transport use the configured one: %r", transport)
+    return transport
+
+
+def default_transport() -> Transport:
+    """The transport of an object given none: the configured one, else a new in-process
+    :class:`~eventforge.transports.memory.MemoryTransport` (no settings are loaded then)."""
+    configured = configured_transport()
+    return configured if configured is not None else MemoryTransport()
+
+
+_announced = False

@@ -26,6 +26,7 @@ from ._handlers import (
 from ._inbox import Inbox
 from ._queue_features import QueueFeatures
 from ._queue_requests import RequestReply, _check_headers, _new_message
+from .config import default_transport
 from .dispatch import Dispatcher, get_dispatcher
 from .errors import TransportClosedError
 from .events import EventValidationError, event_message, typed_subscription
@@ -78,8 +79,9 @@ def _dispatcher_name(dispatcher: str | Dispatcher | type[Dispatcher]) -> str:
 class MessageQueue(RequestReply, QueueFeatures):
     """Topic-keyed publish/subscribe plus request/reply over one :class:`Transport`.
 
-    ``transport`` defaults to a new in-process ``MemoryTransport``; a string is a transport name
-    or URL resolved by :func:`eventforge.connect` (``"nats://localhost:4222"``). ``error_hook(exc, message,
+    ``transport`` defaults to the configured one (:func:`eventforge.configure`,
+    ``EVENTFORGE_TRANSPORT``, ``EVENTFORGE_CONFIG``), else a new in-process ``MemoryTransport``;
+    a string is a transport name or URL resolved by :func:`eventforge.connect`. ``error_hook(exc, message,
     handler)`` is called whenever a handler raises (after the error is logged and counted).
     Closing the queue closes the transport too unless ``close_transport=False`` (use that when
     several queues share one transport).
@@ -105,9 +107,7 @@ class MessageQueue(RequestReply, QueueFeatures):
         unroutable: str | Callable[[Message], Any] | None = None,
     ) -> None:
         if transport is None:
-            from .transports.memory import MemoryTransport
-
-            transport = MemoryTransport()
+            transport = default_transport()
         elif isinstance(transport, str):
             from .config import connect
 

@@ -30,6 +30,7 @@ from ._workqueue_spi import DeadLetter as DeadLetter
 from ._workqueue_spi import Delivery as Delivery
 from ._workqueue_spi import RetryPolicy as RetryPolicy
 from ._workqueue_spi import WorkQueueBackend as WorkQueueBackend
+from .config import configured_transport
 from .errors import TransportClosedError, UnsupportedCapabilityError
 from .message import Message
 from .topics import validate_topic
@@ -63,7 +64,8 @@ class WorkQueue:
     holds up the others.
 
     Where the items live: ``backend=`` if given; else the transport's durable backend when it
-    declares :attr:`~eventforge.transport.Capability.DURABLE` (Redis Streams, JetStream); else,
+    declares :attr:`~eventforge.transport.Capability.DURABLE` (Redis Streams, JetStream); with
+    no transport, the configured one's (as for ``MessageQueue()``; the queue closes it); else,
     for no transport or a ``MemoryTransport``, this process's memory (at-least-once within the
     process: an item fetched and never settled is redelivered after ``visibility_timeout``).
     Any other transport is refused with :class:`~eventforge.errors.UnsupportedCapabilityError`.
@@ -81,9 +83,15 @@ class WorkQueue:
     ) -> None:
         self.name = validate_topic(name)
         self.retry = retry if retry is not None else RetryPolicy()
-        inner = backend or _choose_backend(
-            name, transport, self.retry, visibility_timeout, max_size
-        )
+        self._owned = configured_transport() if transport is None and backend is None else None
+        try:
+            inner = backend or _choose_backend(
+                name, transport or self._owned, self.retry, visibility_timeout, max_size
+            )
+        except BaseException:
+            if self._owned is not None:
+                self._owned.close()
+            raise
         self._gate = PolicyGate(inner, self.retry)
         self._consumers: list[Consumer] = []
         self._closed = False
@@ -319,6 +327,8 @@ class WorkQueue:
         for consumer in self._consumers:
             consumer.stop()
         self._gate.close()
+        if self._owned is not None:  # the configured transport this queue took
+            self._owned.close()
 
     def __enter__(self) -> WorkQueue:
         return self

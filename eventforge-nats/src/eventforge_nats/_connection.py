@@ -25,8 +25,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventforge._loop import LoopHost, background_loop
-from eventforge.errors import ConfigurationError, TransportClosedError, TransportError
+from eventforge.errors import TransportClosedError, TransportError
 
+from ._confirm import PublishConfirmations
+from ._credentials import check_credentials_file, require_nkeys
 from ._settings import NatsSettings
 
 if TYPE_CHECKING:
@@ -62,47 +64,6 @@ class PlaintextRefusedError(Exception):
     any user, password, token or JWT) is written; the class nats-py sees also derives from
     ``nats.errors.Error``, so its connect and reconnect loops treat it as a failed attempt.
     """
-
-
-def _require_nkeys() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("nkeys") is None:
-        raise ConfigurationError(
-            "a NATS credentials file needs the 'nkeys' package to sign the server's challenge; "
-            "install it with: pip install 'eventforge-nats[nkeys]'",
-            key="credentials",
-        )
-
-
-_CREDS_BLOCKS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
-
-
-def _check_credentials_file(path: str) -> None:
-    """Refuse a credentials file nats-py cannot use, before the handshake reads it.
-
-    nats-py reads the file on the event loop while connecting: a file without the JWT block
-    makes it loop forever (stalling every connection on the loop), one without the seed block
-    fails with a bare ``TypeError``. The file's content is never put in the message.
-    """
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the NATS credentials file {path!r} ({exc.strerror or exc}); "
-            "pass the path of a readable .creds file",
-            key="credentials",
-        ) from None
-    for block in _CREDS_BLOCKS:
-        at = next((i for i, line in enumerate(lines) if block in line), None)
-        if at is None or at + 1 >= len(lines) or not lines[at + 1].strip():
-            raise ConfigurationError(
-                f"the NATS credentials file {path!r} has no '-----{block}-----' block "
-                "followed by its value; a .creds file holds the user JWT and the user's nkey "
-                "seed (as written by 'nsc generate creds')",
-                key="credentials",
-            )
 
 
 def is_auth_error(exc: BaseException) -> bool:
@@ -266,6 +227,7 @@ class NatsConnection:
             "auth_errors": 0,
         }
         self.last_error: str | None = None
+        self.confirmations = PublishConfirmations(min(1.0, settings.ping_interval))
         self._closing: asyncio.Task[None] | None = None
         self._plaintext_refusals = 0
 
@@ -312,8 +274,8 @@ class NatsConnection:
         from nats.aio.client import Client
 
         if self.settings.credentials is not None:
-            _require_nkeys()
-            _check_credentials_file(self.settings.credentials)
+            require_nkeys()
+            check_credentials_file(self.settings.credentials)
         nc = tls_enforcing_client()() if self.settings.uses_tls else Client()
         self._connecting = True
         self._connect_errors = []
@@ -348,6 +310,7 @@ class NatsConnection:
             raise NatsConnectError(problem)
         self.nc = nc
         self.state = "connected"
+        self.confirmations.start(nc)
 
     def _plaintext_problem(self, nc: Client) -> str | None:
         """Say what is wrong when TLS was asked for and ``nc`` is connected without it.
@@ -422,11 +385,12 @@ class NatsConnection:
             self.state = "closed"
             return
         self.state = "closed"
+        self.confirmations.stop()
         if nc.is_connected:
             try:
                 await nc.flush(timeout=2)
             except Exception as exc:
-                log.warning("NATS flush before close failed: %r", exc)
+                self.confirmations.link_died(nc, f"flush before close failed ({exc!r})")
         try:
             await nc.close()
         except Exception as exc:
@@ -488,6 +452,8 @@ class NatsConnection:
             return
         self.counters["disconnects"] += 1
         self.state = "reconnecting"
+        if self.nc is not None:
+            self.confirmations.link_died(self.nc, "connection lost")
         log.warning("disconnected from NATS; reconnecting")
 
     async def _reconnected_cb(self) -> None:
@@ -512,11 +478,13 @@ class NatsConnection:
 
     async def _closed_cb(self) -> None:
         self.state = "closed"
+        self.confirmations.stop()
 
     def stats(self) -> dict[str, Any]:
         """Connection state and counters."""
         nc = self.nc
         data: dict[str, Any] = {"state": self.state, **self.counters}
+        data["publish_possibly_lost"] = self.confirmations.possibly_lost
         if nc is not None:
             data["pending_bytes"] = nc.pending_data_size
             url = nc.connected_url

@@ -63,6 +63,7 @@ class NatsSettings:
                     f"NATS server URL {_mask(url)!r} has scheme {scheme!r}; use nats:// or tls://",
                     key="servers",
                 )
+            _check_port(url)
         for key in ("connect_timeout", "ping_interval"):
             if not float(getattr(self, key)) > 0:
                 raise ConfigurationError(f"{key} must be > 0, got {getattr(self, key)!r}", key=key)
@@ -187,6 +188,23 @@ def parse_url(url: str, **overrides: Any) -> NatsSettings:
             raise ConfigurationError(f"NATS URL option {key}={value!r}: {exc}", key=key) from None
     options.update(overrides)
     return NatsSettings(servers=split_servers(base), **options)
+
+
+def _check_port(url: str) -> None:
+    """Refuse a server URL whose port is not an int in 1..65535, before any connection."""
+    try:
+        port = urlsplit(url).port
+    except ValueError as exc:
+        port, problem = -1, str(exc)
+    else:
+        problem = "port 0 cannot be connected to"
+    if port is None or 0 < port < 65536:
+        return
+    raise ConfigurationError(
+        f"NATS server URL {_mask(url)!r} has a bad port ({problem}); give an int in 1..65535, "
+        "for example nats://host:4222",
+        key="port",
+    )
 
 
 def _mask(url: str) -> str:

@@ -153,7 +153,7 @@ class NatsTransport(Transport):
         self._drain_task: asyncio.Task[None] | None = None
         self._dispatcher: Dispatcher | None = None
         self._closed = False
-        self._sent = 0
+        self._sent = 0  # answered requests; publishes are counted by the connection
         # Bumped from the loop and the delivery thread: Counter steps are atomic.
         self._delivered = Counter()
         self._publish_errors = 0
@@ -232,7 +232,7 @@ class NatsTransport(Transport):
                     f"NATS publish to {message.topic!r} failed ({type(exc).__name__}: {exc}); "
                     "the message was not sent"
                 ) from exc
-            self._sent += 1
+            self._conn.confirmations.published += 1
             return
         self._enqueue(message.topic, data)
         if len(self._outbox) > _MAX_OUTBOX:
@@ -294,7 +294,7 @@ class NatsTransport(Transport):
                 subject, data = outbox.popleft()
                 try:
                     await publish(subject, data)
-                    self._sent += 1
+                    self._conn.confirmations.published += 1
                 except Exception as exc:
                     self._count_error("_publish_errors")
                     if self._publish_errors in (1, 10, 100) or self._publish_errors % 1000 == 0:
@@ -323,7 +323,7 @@ class NatsTransport(Transport):
 
         await self._wait_drained()
         try:
-            await self._conn.client.flush(timeout=math.ceil(timeout))
+            await self._conn.confirmations.flush(self._conn.client, timeout)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise TransportError(
                 f"NATS flush failed ({type(exc).__name__}: {exc}); the connection is "
@@ -662,7 +662,7 @@ class NatsTransport(Transport):
         data = self._conn.stats()
         data.update(
             {
-                "sent": self._sent,
+                "sent": self._conn.confirmations.published + self._sent,
                 "delivered": self._delivered.value,
                 "dropped": dropped + data["slow_consumer_errors"],
                 "decode_errors": self._decode_errors,

@@ -10,10 +10,12 @@ dead-letter counters), and ``metrics.observer()`` times ``@task`` / ``@observe``
     metrics.watch_work_queue(work_queue)
     metrics.start_http_server(9464)               # or generate_latest(metrics.registry)
 
-Labels: ``topic`` is a subscription pattern for deliveries and handler durations; for
-publishes it is the first of ``patterns`` that matches the topic (``"other"`` when none does),
-or the topic itself when no ``patterns`` are given (bounded cardinality is your choice of
-``patterns``). Reply inboxes are labelled ``_inbox``. ``transport`` is the transport's name.
+Labels: ``topic`` is the same for every message metric (published, delivered, failed, handler
+duration), whichever way the metrics are installed: the first of ``patterns`` that matches the
+message's topic (``"other"`` when none does), or the topic itself when no ``patterns`` are
+given (bounded cardinality is your choice of ``patterns``). So a topic's deliveries and its
+handler failures always line up. Reply inboxes are labelled ``_inbox``. ``transport`` is the
+transport's name.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ class PrometheusMetrics:
         self._work_queues = _WorkQueueCollector(namespace)
         reg.register(self._work_queues)
         self._published_children: dict[tuple[str, str], Any] = {}
-        self._delivery_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._delivery_cache: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._awaiting = BoundedMap(max_open, on_evict=self._no_reply, max_age=reply_timeout)
 
     # -- installing --------------------------------------------------------------------------
@@ -149,10 +151,9 @@ class PrometheusMetrics:
         """Count ``queue``'s handler failures (chains any ``error_hook`` it already has)."""
         previous = queue.error_hook
         transport = queue.transport.name
-        failed = self.failed
 
         def error_hook(exc: BaseException, message: Message, handler: Callable[..., Any]) -> None:
-            failed.labels(self._label(message.topic), transport).inc()
+            self._message_children(message.topic, transport)[2].inc()
             if previous is not None:
                 previous(exc, message, handler)
 
@@ -207,14 +208,18 @@ class PrometheusMetrics:
             self._published_children[key] = child
         return child
 
-    def _delivery_children(self, pattern: str, transport: str) -> tuple[Any, Any]:
-        key = (pattern, transport)
+    def _message_children(self, topic: str, transport: str) -> tuple[Any, Any, Any]:
+        """The delivered, handler-duration and failed children of ``topic``'s label."""
+        key = (topic, transport)
         children = self._delivery_cache.get(key)
         if children is None:
-            label = "_inbox" if pattern.startswith(INBOX_PREFIX) else pattern
+            if len(self._delivery_cache) >= CACHE_LIMIT:
+                self._delivery_cache.clear()  # many distinct topics: start over
+            label = self._label(topic)
             children = self._delivery_cache[key] = (
                 self.delivered.labels(label, transport),
                 self.handler_duration.labels(label, transport),
+                self.failed.labels(label, transport),
             )
         return children
 
@@ -235,7 +240,7 @@ class PrometheusMetrics:
             started = self._awaiting.pop(correlation)
             if started is not None:
                 self._rpc_done(started, message, "client", transport)
-        delivered, duration = self._delivery_children(pattern, transport)
+        delivered, duration, _ = self._message_children(message.topic, transport)
         start = time.perf_counter()
         try:
             callback(message)
@@ -298,10 +303,7 @@ class PrometheusMiddleware:
         self.metrics._published_child(message.topic, "queue").inc()
 
     def _children(self, message: Message) -> tuple[Any, Any, Any]:
-        metrics = self.metrics
-        label = metrics._label(message.topic)
-        delivered, duration = metrics._delivery_children(label, "queue")
-        return delivered, duration, metrics.failed.labels(label, "queue")
+        return self.metrics._message_children(message.topic, "queue")
 
     def on_receive(self, message: Message, handle: Callable[[Message], Any]) -> Any:
         delivered, duration, failed = self._children(message)

@@ -125,7 +125,9 @@ class RedisSettings:
                 raise ConfigurationError(
                     f"unknown option {key!r} in Redis URL; known: db, socket_timeout, "
                     "socket_connect_timeout, client_name, ssl_cert_reqs, ssl_ca_certs, "
-                    "ssl_certfile, ssl_keyfile, ssl_check_hostname",
+                    "ssl_certfile, ssl_keyfile, ssl_check_hostname, and for a transport "
+                    "health_check_interval, block, claim_idle, key_prefix, group_maxlen, "
+                    "max_pending",
                     key=key,
                 )
         if ssl_options:
@@ -170,7 +172,12 @@ class RedisSettings:
         return redis.connection.Connection(**kwargs)
 
     def client(self, socket_timeout: float | None = None, max_connections: int = 32) -> Any:
-        """A thread-safe client with its own connection pool."""
+        """A thread-safe client that owns its connection pool: ``close()`` disconnects it.
+
+        redis-py leaves a pool passed as ``connection_pool=`` open when the client closes (it
+        may be shared); this pool is ours alone, so the client takes ownership of it the way
+        ``Redis.from_pool`` does, and closing the client releases every socket it opened.
+        """
         redis = import_redis()
         kwargs = self.connection_kwargs()
         if socket_timeout is not None:
@@ -180,7 +187,9 @@ class RedisSettings:
             kwargs["connection_class"] = redis.connection.SSLConnection
             kwargs.update(self.ssl_options)
         pool = redis.ConnectionPool(max_connections=max_connections, **kwargs)
-        return redis.Redis(connection_pool=pool)
+        client = redis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True
+        return client
 
 
 def _no_retry() -> Any:

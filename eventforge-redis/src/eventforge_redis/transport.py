@@ -18,7 +18,9 @@ import dataclasses
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
@@ -172,7 +174,15 @@ class RedisTransport(Transport):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisTransport:
-        """``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS."""
+        """``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS.
+
+        The query may hold the connection options of :meth:`RedisSettings.from_url` and the
+        transport's own numeric and text settings (``health_check_interval``, ``block``,
+        ``claim_idle``, ``key_prefix``, ``group_maxlen``, ``max_pending``), exactly as the
+        keyword arguments take them; keyword ``options`` win over the URL.
+        """
+        url, from_query = _transport_query(url)
+        options = {**from_query, **options}
         settings_keys = {f.name for f in dataclasses.fields(RedisSettings)}
         overrides = {k: options.pop(k) for k in list(options) if k in settings_keys}
         return cls(settings=RedisSettings.from_url(url, **overrides), **options)
@@ -403,6 +413,36 @@ class RedisTransport(Transport):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._subscriber)} subscriptions"
         return f"RedisTransport({self.settings.address}, {state})"
+
+
+_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "health_check_interval": float,
+    "block": float,
+    "claim_idle": float,
+    "key_prefix": str,
+    "group_maxlen": int,
+    "max_pending": int,
+}
+
+
+def _transport_query(url: str) -> tuple[str, dict[str, Any]]:
+    """Take the transport's own options out of ``url``'s query; return the rest of the URL."""
+    parts = urlsplit(url)
+    kept: list[tuple[str, str]] = []
+    taken: dict[str, Any] = {}
+    for key, text in parse_qsl(parts.query, keep_blank_values=True):
+        convert = _QUERY_OPTIONS.get(key)
+        if convert is None:
+            kept.append((key, text))
+            continue
+        try:
+            taken[key] = convert(text)
+        except ValueError:
+            kind = "a number" if convert is float else "an int" if convert is int else "text"
+            raise ConfigurationError(
+                f"{key} in the Redis URL must be {kind}, got {text!r}", key=key
+            ) from None
+    return urlunsplit(parts._replace(query=urlencode(kept))), taken
 
 
 def _resolve(future: asyncio.Future[Message], message: Message) -> None:

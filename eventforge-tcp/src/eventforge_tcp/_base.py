@@ -33,6 +33,7 @@ from eventforge.wire import WireCodec
 from ._control import ERROR, PING, PONG, control_frame
 from ._delivery import Delivery, DeliveryThread, Waiter
 from ._link import Link, LinkState, WriteResult
+from ._liveness import Limits, frame_progress
 from .framing import CONTROL_PREFIX, HEADER
 
 __all__ = ["Delivery", "TCPTransportBase"]
@@ -46,13 +47,6 @@ _pack = HEADER.pack
 _TICK = 0.05
 _RECV_SIZE = 256 * 1024
 _SENDABLE_LIMIT = 4096
-
-
-def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive number, got {value!r}", key=name)
 
 
 class TCPTransportBase(Transport):
@@ -80,6 +74,7 @@ class TCPTransportBase(Transport):
         heartbeat_interval: float,
         heartbeat_timeout: float | None,
         write_deadline: float,
+        frame_timeout: float,
         max_pending: int,
         serializer: str | None,
         trusted: bool,
@@ -102,9 +97,12 @@ class TCPTransportBase(Transport):
                 f"{max_send_buffer!r}",
                 key="max_send_buffer",
             )
-        _positive("heartbeat_interval", heartbeat_interval)
-        _positive("heartbeat_timeout", heartbeat_timeout, allow_none=True)
-        _positive("write_deadline", write_deadline)
+        self.limits = Limits(
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            write_deadline=write_deadline,
+            frame_timeout=frame_timeout,
+        )
         if not isinstance(max_pending, int) or max_pending < 1:
             raise ConfigurationError(
                 f"max_pending must be a positive int, got {max_pending!r}", key="max_pending"
@@ -113,11 +111,10 @@ class TCPTransportBase(Transport):
         self.ssl_context = ssl_context
         self.max_frame_size = max_frame_size
         self.max_send_buffer = max_send_buffer
-        self.heartbeat_interval = float(heartbeat_interval)
-        self.heartbeat_timeout = (
-            float(heartbeat_timeout) if heartbeat_timeout is not None else 3 * heartbeat_interval
-        )
-        self.write_deadline = float(write_deadline)
+        self.heartbeat_interval = self.limits.heartbeat_interval
+        self.heartbeat_timeout = self.limits.heartbeat_timeout
+        self.write_deadline = self.limits.write_deadline
+        self.frame_timeout = self.limits.frame_timeout
         self.max_pending = max_pending
         self.trusted = trusted
         self.codec = WireCodec(serializer, trusted=trusted, max_size=max_frame_size)
@@ -146,6 +143,7 @@ class TCPTransportBase(Transport):
             "frames_lost_on_disconnect": 0,
             "disconnects_slow_peer": 0,
             "heartbeat_timeouts": 0,
+            "frame_timeouts": 0,
         }
 
     # -- the contract: send is subclass-specific -----------------------------------------
@@ -426,8 +424,9 @@ class TCPTransportBase(Transport):
         except OSError as exc:
             self._drop_link(link, "error", f"{type(exc).__name__}: {exc}")
             return
-        link.last_recv = time.monotonic()
+        link.last_recv = now = time.monotonic()
         link.ping_outstanding = False
+        frame_progress(link, now, bool(bodies))
         if bodies:
             try:
                 self._on_frames(link, bodies, dirty)
@@ -509,6 +508,7 @@ class TCPTransportBase(Transport):
             now = time.monotonic()
             for link in list(self._links.values()):
                 link.last_recv = now
+                link.frame_started = now if link.frame_started else 0.0
                 self._set_events(link, link.events | _READ)
 
     def _protocol_error(self, link: Link, exc: ProtocolError) -> None:
@@ -540,36 +540,22 @@ class TCPTransportBase(Transport):
         self._on_link_closed(link, cause, reason)
 
     def _tick(self, now: float) -> None:
+        check = self.limits.check
         for link in list(self._links.values()):
             if link.state == LinkState.CLOSED:
                 continue
-            if link.state != LinkState.OPEN:
-                if link.hello_deadline and now > link.hello_deadline:
-                    self._count("hello_timeouts")
-                    self._drop_link(link, "timeout", "no hello before the deadline")
+            verdict = check(link, now, self._reads_paused)
+            if verdict is None:
                 continue
-            if link.out_size and now - link.last_write_progress > self.write_deadline:
-                self._count("disconnects_slow_peer")
-                self._drop_link(
-                    link,
-                    "slow",
-                    f"peer read nothing for {self.write_deadline:.1f}s with {link.out_size} bytes "
-                    "waiting (slow or stuck consumer)",
-                )
-                continue
-            if self._reads_paused:
-                continue
-            idle = now - link.last_recv
-            if idle > self.heartbeat_timeout:
-                self._count("heartbeat_timeouts")
-                self._drop_link(
-                    link, "timeout", f"no data or heartbeat for {idle:.1f}s (half-open link?)"
-                )
-            elif idle > self.heartbeat_interval and not link.ping_outstanding:
+            if isinstance(verdict, str):  # the only other verdict: a ping is due
                 link.ping_outstanding = True
                 with link.lock:
                     link.append(control_frame(PING, None))
                 self._flush(link)
+                continue
+            counter, cause, reason = verdict
+            self._count(counter)
+            self._drop_link(link, cause, reason)
         self._on_tick(now)
 
     def _on_tick(self, now: float) -> None:

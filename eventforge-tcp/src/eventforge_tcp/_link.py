@@ -55,6 +55,7 @@ class Link:
         "events",
         "features",
         "flush_pending",
+        "frame_started",
         "frames",
         "hello_deadline",
         "id",
@@ -67,6 +68,7 @@ class Link:
         "partial",
         "peer",
         "ping_outstanding",
+        "refusal",
         "route",
         "slow_warned",
         "sock",
@@ -101,6 +103,8 @@ class Link:
         self.last_write_progress = now
         self.last_enqueue = 0.0
         self.hello_deadline = 0.0
+        self.refusal: str | None = None  # server: why this link is to be refused after the hello
+        self.frame_started = 0.0  # when the unfinished frame in the decoder began (0: none)
         self.ping_outstanding = False
         self.route: object | None = None
         self.counting: str | None = None  # server: id of a COUNT frame awaiting its message

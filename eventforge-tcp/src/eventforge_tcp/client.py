@@ -25,6 +25,7 @@ from eventforge.transport import Callback, is_nonblocking
 from ._base import TCPTransportBase
 from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, SUB, UNSUB, control_frame
 from ._link import Link, LinkState
+from ._liveness import DEFAULT_FRAME_TIMEOUT
 from .errors import AuthenticationError
 from .framing import (
     CONTROL_PREFIX,
@@ -104,6 +105,7 @@ class TCPClientTransport(TCPTransportBase):
         heartbeat_interval: float = 5.0,
         heartbeat_timeout: float | None = None,
         write_deadline: float = 30.0,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         max_pending: int = 10_000,
         serializer: str | None = None,
         trusted: bool = False,
@@ -116,6 +118,7 @@ class TCPClientTransport(TCPTransportBase):
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
             write_deadline=write_deadline,
+            frame_timeout=frame_timeout,
             max_pending=max_pending,
             serializer=serializer,
             trusted=trusted,
@@ -154,8 +157,7 @@ class TCPClientTransport(TCPTransportBase):
         self._attempts = 0
         self._next_attempt = 0.0
         self._disconnected_at: float | None = None
-        for key in ("reconnects", "connect_failures"):
-            self._counts[key] = 0
+        self._counts.update(reconnects=0, connect_failures=0)
 
     @property
     def url(self) -> str:

@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, ProtocolError, TransportError
 from eventforge.message import Message
 from eventforge.topics import TopicIndex, validate_pattern
-from eventforge.transport import Callback, is_nonblocking
+from eventforge.transport import Callback
 
+from ._accept import Acceptor, refuse_raw
 from ._base import Delivery, TCPTransportBase
 from ._control import (
     ACK,
@@ -35,6 +36,12 @@ from ._control import (
     decode_control_payload,
 )
 from ._link import Link, LinkState
+from ._liveness import DEFAULT_FRAME_TIMEOUT
+from ._targets import Group as _Group
+from ._targets import Key as _Key
+from ._targets import Local as _Local
+from ._targets import Remote as _Remote
+from ._targets import Target as _Target
 from .framing import (
     CONTROL_PREFIX,
     DEFAULT_MAX_FRAME_SIZE,
@@ -49,48 +56,7 @@ __all__ = ["TCPServerTransport"]
 
 log = logging.getLogger("eventforge.transports.tcp")
 _pack = HEADER.pack
-
-
-class _Local:
-    """A subscription of the server process itself."""
-
-    __slots__ = ("callback", "inline", "sid")
-
-    def __init__(self, sid: str, callback: Callback) -> None:
-        self.sid = sid
-        self.callback = callback
-        self.inline = is_nonblocking(callback)
-
-
-class _Remote:
-    """A subscription announced by a client: delivering means forwarding to its link."""
-
-    __slots__ = ("link", "sid")
-
-    def __init__(self, link: Link, sid: str) -> None:
-        self.link = link
-        self.sid = sid
-
-
-class _Group:
-    """The members of one ``(pattern, group)`` across every connection; round-robin pick."""
-
-    __slots__ = ("members", "turn")
-
-    def __init__(self) -> None:
-        self.members: list[_Local | _Remote] = []
-        self.turn = 0
-
-    def pick(self) -> _Local | _Remote | None:
-        members = self.members
-        if not members:
-            return None
-        self.turn = (self.turn + 1) % len(members)
-        return members[self.turn]
-
-
-_Target = _Local | _Remote | _Group
-_Key = tuple[int, str]  # (link id or 0 for local, sid)
+_MAX_REFUSING = 16  # TLS handshakes at once whose only purpose is to say "busy"
 
 
 class TCPServerTransport(TCPTransportBase):
@@ -104,7 +70,8 @@ class TCPServerTransport(TCPTransportBase):
     ``max_frame_size`` (per frame, both directions), ``max_send_buffer`` bytes queued per
     client (a client whose buffer is full misses messages, counted in ``dropped_slow_peer``,
     and is disconnected after ``write_deadline`` seconds without reading), heartbeats every
-    ``heartbeat_interval`` seconds of silence with a ``heartbeat_timeout`` for dead peers.
+    ``heartbeat_interval`` seconds of silence with a ``heartbeat_timeout`` for dead peers,
+    and ``frame_timeout`` seconds for a frame to arrive whole (``frame_timeouts``).
     """
 
     name: ClassVar[str] = "tcp"
@@ -123,6 +90,7 @@ class TCPServerTransport(TCPTransportBase):
         heartbeat_interval: float = 5.0,
         heartbeat_timeout: float | None = None,
         write_deadline: float = 10.0,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         max_pending: int = 10_000,
         serializer: str | None = None,
         trusted: bool = False,
@@ -136,6 +104,7 @@ class TCPServerTransport(TCPTransportBase):
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
             write_deadline=write_deadline,
+            frame_timeout=frame_timeout,
             max_pending=max_pending,
             serializer=serializer,
             trusted=trusted,
@@ -152,7 +121,8 @@ class TCPServerTransport(TCPTransportBase):
         self.max_connections = max_connections
         self.hello_timeout = float(hello_timeout)
         self.backlog = backlog
-        self._listener: socket.socket | None = None
+        self._acceptor: Acceptor | None = None
+        self._refusing = 0  # TLS links let through the handshake only to be refused "busy"
         self._started = False
         self._lock = threading.RLock()
         self._index: TopicIndex[_Target] = TopicIndex()
@@ -164,6 +134,7 @@ class TCPServerTransport(TCPTransportBase):
             "connections_refused",
             "auth_failures",
             "hello_timeouts",
+            "accept_failures",
         ):
             self._counts[key] = 0
 
@@ -190,8 +161,9 @@ class TCPServerTransport(TCPTransportBase):
                 ) from None
             listener.setblocking(False)
             self.port = int(listener.getsockname()[1])
-            self._listener = listener
-            self._sel.register(listener, 1, listener)
+            self._acceptor = Acceptor(
+                listener, self._sel, tls=self.ssl_context is not None, count=self._count
+            )
             self._started = True
             self._start_threads(f"eventforge-tcp-server:{self.port}")
         log.info("eventforge TCP server listening on %s", self.url)
@@ -245,8 +217,8 @@ class TCPServerTransport(TCPTransportBase):
             self._closed = True
             return
         self._shutdown()
-        if self._listener is not None:
-            self._listener.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
         with self._lock:
             self._index = TopicIndex()
             self._entries.clear()
@@ -390,31 +362,30 @@ class TCPServerTransport(TCPTransportBase):
     # -- I/O thread hooks --------------------------------------------------------------------
 
     def _on_listener_ready(self, data: object) -> None:
-        listener = self._listener
-        if listener is None:
+        if self._acceptor is None:
             return
-        for _ in range(64):
-            try:
-                sock, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            peer = f"{addr[0]}:{addr[1]}"
-            if len(self._links) >= self.max_connections:
+        for sock, peer in self._acceptor.ready():
+            refusal = None
+            if len(self._links) - self._refusing >= self.max_connections:
                 self._count("connections_refused")
                 log.warning(
                     "refused connection from %s: %d connections already open (max_connections)",
                     peer,
-                    len(self._links),
+                    len(self._links) - self._refusing,
                 )
-                self._refuse_raw(sock, "busy", "server has reached max_connections; retry later")
-                continue
+                refusal = "server has reached max_connections; retry later"
+                if self.ssl_context is None:
+                    refuse_raw(sock, "busy", refusal)
+                    continue
+                if self._refusing >= _MAX_REFUSING:
+                    sock.close()
+                    continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             state = LinkState.HELLO
             if self.ssl_context is not None:
+                # Over TLS a refusal must wait for the handshake: raw bytes would reach the
+                # client as a TLS error (WRONG_VERSION_NUMBER) instead of "busy".
                 try:
                     sock = self.ssl_context.wrap_socket(
                         sock, server_side=True, do_handshake_on_connect=False
@@ -427,17 +398,16 @@ class TCPServerTransport(TCPTransportBase):
             link = Link(sock, peer, self.max_frame_size)
             link.state = state
             link.hello_deadline = time.monotonic() + self.hello_timeout
-            self._count("connections_accepted")
+            link.refusal = refusal
+            if refusal is None:
+                self._count("connections_accepted")
+            else:
+                self._refusing += 1
             self._register(link)
 
-    @staticmethod
-    def _refuse_raw(sock: socket.socket, code: str, message: str) -> None:
-        try:
-            sock.setblocking(False)
-            sock.send(encode_json_frame({"error": code, "message": message}))
-        except OSError:
-            pass
-        sock.close()
+    def _on_tick(self, now: float) -> None:
+        if self._acceptor is not None:
+            self._acceptor.tick(now)
 
     def _on_frames(self, link: Link, bodies: list[bytes], dirty: set[Link]) -> None:
         start = 0
@@ -492,6 +462,9 @@ class TCPServerTransport(TCPTransportBase):
                 self._count("received", received)
 
     def _accept_hello(self, link: Link, body: bytes, dirty: set[Link]) -> bool:
+        if link.refusal is not None:
+            self._refuse(link, "busy", link.refusal, dirty)
+            return False
         try:
             hello = parse_hello(body)
         except ProtocolError as exc:
@@ -576,6 +549,8 @@ class TCPServerTransport(TCPTransportBase):
             raise ProtocolError(f"unknown control frame {topic!r}")
 
     def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
+        if link.refusal is not None:
+            self._refusing -= 1
         unsent, cut = link.take_unsent()
         if unsent or cut:
             self._count("frames_lost_on_disconnect", len(unsent) + cut)

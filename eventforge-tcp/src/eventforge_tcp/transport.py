@@ -39,6 +39,7 @@ _NUMERIC = {
     "heartbeat_interval": float,
     "heartbeat_timeout": float,
     "write_deadline": float,
+    "frame_timeout": float,
     "hello_timeout": float,
     "reconnect_delay": float,
     "reconnect_max_delay": float,

@@ -9,6 +9,8 @@
   ``nats-server`` processes (``pytest_plugins = ["eventforge.testing.pytest_plugin"]``).
 - :mod:`eventforge.testing.brokers` and :mod:`eventforge.testing.history`: broker processes and
   the delivery-history checker used by fault tests.
+- :mod:`eventforge.testing.resources`: count the threads, file descriptors and sockets a
+  process holds, to prove that closing gives back everything opening took.
 - :func:`~eventforge.testing.waiting.wait_until`: poll for a condition another thread or
   process brings about, and report whether it did (for ``assert wait_until(...)``).
 
