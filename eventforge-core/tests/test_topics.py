@@ -70,6 +70,45 @@ def test_topic_index_agrees_with_reference(
         assert index.match(topic) == expected  # registration order
 
 
+# Literal segments with punctuation (legal in topics) and near-misses of one another: a matcher
+# that treated any of them as syntax (a regular expression, a glob, a prefix test) would differ.
+punctuated = st.sampled_from(
+    [
+        "a",
+        "a-b",
+        "a_b",
+        "$sys",
+        "a+",
+        "a|b",
+        "(a)",
+        "a{2}",
+        "^a$",
+        "%",
+        "#",
+        "a/b",
+        "ab",
+        "ü",
+        "a,b",
+    ]
+)
+punctuated_topics = st.lists(punctuated, min_size=1, max_size=5).map(".".join)
+punctuated_patterns = st.lists(
+    st.one_of(punctuated, st.sampled_from(["*", "**"])), min_size=1, max_size=5
+).map(".".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(pattern=punctuated_patterns, topic=punctuated_topics)
+def test_punctuation_in_literal_segments_matches_only_itself(pattern: str, topic: str) -> None:
+    assert validate_topic(topic) == topic
+    assert validate_pattern(pattern) == pattern
+    expected = reference_matches(pattern, topic)
+    assert topic_matches(pattern, topic) == expected
+    index: TopicIndex[str] = TopicIndex()
+    index.add(pattern, "sub")
+    assert index.match(topic) == (("sub",) if expected else ())
+
+
 # The routing example of the EventBusClient seed (RabbitMQ topic exchange, "#" = zero or more
 # words), translated to our syntax ("#" -> "**"), plus the cases its prose implies.
 SEED_ROUTING_TABLE = [
@@ -151,6 +190,13 @@ def test_invalid_topics_are_explained(topic: str, message: str) -> None:
         ("a.*b", "contains '*' in segment '*b'"),
         ("a. b", "contains ' '"),
         ("a.***", "contains '*'"),
+        # a wildcard does not excuse what follows it
+        ("orders.*.bad seg", "contains ' ' in segment 'bad seg'"),
+        ("a.**.x>y", "contains '>' in segment 'x>y'"),
+        ("*.a?", "contains '?' in segment 'a?'"),
+        ("**.a..b", "has an empty segment at position 2"),
+        ("a.*.", "has an empty segment at position 2"),
+        ("x" * 1025, "1025 characters long; the limit is 1024"),
     ],
 )
 def test_invalid_patterns_are_explained(pattern: str, message: str) -> None:
