@@ -11,7 +11,7 @@ import pytest
 from eventforge import Message, RetryPolicy, WorkQueue
 from eventforge._memory_workqueue import MemoryWorkQueueBackend
 from eventforge.errors import TransportClosedError
-from eventforge.workqueue import Delivery
+from eventforge.workqueue import Consumer, Delivery
 
 NO_JITTER = RetryPolicy(max_attempts=3, initial_backoff=1.0, multiplier=2.0, jitter=0)
 
@@ -42,10 +42,12 @@ def test_nack_then_ack_only_the_nack_takes_effect() -> None:
         delivery = _get(queue)
         delivery.nack()
         delivery.ack()
+        assert delivery.settled
         again = _get(queue)
         assert again.attempt == 2
         assert queue.stats["acked"] == 0
         assert queue.stats["retried"] == 1
+        assert queue.stats["stale_settles"] == 0  # the ack never reached the backend
         again.ack()
 
 
@@ -61,6 +63,19 @@ def test_rejecting_dead_letters_at_once_and_later_settles_do_nothing() -> None:
         assert letter.attempts == 1
         assert queue.stats["acked"] == 0
         assert queue.stats["pending"] == 0
+        assert queue.stats["stale_settles"] == 0
+
+
+def test_settle_options_are_keyword_only() -> None:
+    with WorkQueue() as queue:
+        queue.put("x")
+        delivery = _get(queue)
+        with pytest.raises(TypeError):
+            delivery.nack(False)  # type: ignore[misc]
+        assert not delivery.settled
+        delivery.ack()
+    with pytest.raises(TypeError):
+        WorkQueue("jobs", None, RetryPolicy())  # type: ignore[misc]
 
 
 def test_in_progress_after_settling_does_nothing() -> None:
@@ -94,10 +109,10 @@ def test_nacked_item_is_not_available_before_the_policy_backoff() -> None:
 def test_nack_delay_is_the_callers_not_the_policys() -> None:
     with WorkQueue(retry=RetryPolicy(initial_backoff=0, jitter=0)) as queue:
         queue.put("x")
-        _get(queue).nack(delay=1.0)
+        _get(queue).nack(delay=30.0)
         assert queue.stats["delayed"] == 1
         assert queue.get(timeout=0.2) is None
-        assert _get(queue).attempt == 2
+        assert queue.stats["delayed"] == 1
 
 
 def test_nack_with_a_zero_backoff_is_available_at_once() -> None:
@@ -163,14 +178,18 @@ def test_join_returns_false_when_the_timeout_passes_first() -> None:
         assert asyncio.run(queue.join_async(timeout=5)) is True
 
 
-def test_join_waits_for_items_in_flight() -> None:
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_join_waits_for_items_in_flight(timeout: float | None) -> None:
     with WorkQueue() as queue:
         queue.put("x")
-        delivery = _get(queue)
+        first = _get(queue)
         assert queue.join(timeout=0.1) is False
-        threading.Timer(0.2, delivery.ack).start()
-        assert queue.join() is True
-        assert asyncio.run(queue.join_async()) is True
+        threading.Timer(0.2, first.ack).start()
+        assert queue.join(timeout) is True
+        queue.put("y")
+        second = _get(queue)
+        threading.Timer(0.2, second.ack).start()
+        assert asyncio.run(queue.join_async(timeout)) is True
 
 
 def test_get_async_waits_for_an_item_put_later() -> None:
@@ -195,6 +214,58 @@ def test_get_async_returns_none_when_nothing_comes() -> None:
         assert asyncio.run(queue.get_async(timeout=0.2)) is None
         queue.put("x")
         assert asyncio.run(queue.get_async(timeout=0)) is None
+
+
+def test_a_cancelled_get_async_gives_its_item_back_at_once() -> None:
+    with WorkQueue(retry=NO_JITTER) as queue:
+
+        async def give_up() -> None:
+            waiting = asyncio.ensure_future(queue.get_async(timeout=5))
+            await asyncio.sleep(0.05)
+            queue.put("job")  # may be taken by the fetch that is about to be abandoned
+            waiting.cancel()
+            try:
+                await waiting
+            except asyncio.CancelledError:
+                pass
+
+        asyncio.run(give_up())  # returns once the abandoned fetch has finished
+        stats = queue.stats
+        assert stats["delayed"] == 0, stats
+        assert stats["in_flight"] == 0, stats
+        assert stats["retried"] == 0, stats  # giving back is not a retry
+        assert _get(queue, timeout=0.5).message.payload == "job"
+
+
+def test_dead_letters_lists_a_hundred_by_default_and_replay_puts_them_back() -> None:
+    with WorkQueue(max_size=None) as queue:
+        queue.put_many(range(101))
+        for _ in range(101):
+            _get(queue).nack(requeue=False)
+        letters = queue.dead_letters()
+        assert len(letters) == 100
+        assert [letter.message.payload for letter in letters[:3]] == [0, 1, 2]
+        assert len(queue.dead_letters(limit=200)) == 101
+        assert queue.replay([letters[0], letters[1].token]) == 2
+        assert queue.stats["ready"] == 2
+        assert queue.replay() == 99
+        assert queue.dead_letters() == []
+        assert queue.stats["ready"] == 101
+
+
+def test_a_consumer_runs_one_thread_unless_told_otherwise() -> None:
+    def threads_of(queue_name: str) -> list[str]:
+        prefix = f"{Consumer.thread_name}-{queue_name}-"
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith(prefix))
+
+    with WorkQueue("single") as queue:
+        direct = Consumer(queue, lambda m: None)
+        assert threads_of("single") == ["eventforge-wq-single-0"]
+        direct.stop()
+        via_queue = queue.consume(lambda m: None)
+        assert threads_of("single") == ["eventforge-wq-single-0"]
+        via_queue.stop()
+        assert threads_of("single") == []
 
 
 def test_consumer_counts_handled_and_failed_items() -> None:

@@ -3,6 +3,7 @@ WorkQueue applies it when a delivery is nacked (retry after the backoff, or dead
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -75,6 +76,15 @@ def test_work_queue_defaults_are_the_documented_ones() -> None:
         assert queue.retry == RetryPolicy()
         assert queue.backend.visibility_timeout == 300.0
         assert queue.backend.max_size == 100_000
+
+
+def test_a_policy_and_a_dead_letter_cannot_be_changed_once_made() -> None:
+    policy = RetryPolicy()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.max_attempts = 100  # type: ignore[misc]
+    letter = DeadLetter(Message("jobs", 1), "rejected", attempts=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        letter.reason = "fine"  # type: ignore[misc]
 
 
 def test_the_queue_keeps_the_policy_it_was_given() -> None:

@@ -25,6 +25,7 @@ from eventforge.urls import mask_url, parse_bool, query_options, split_url
         ("redis:///0?password=s3cret", "redis:///0?password=***"),
         ("http:///x?token=1", "http:///x?token=***"),
         ("tcp://h?password=x&flag&empty=", "tcp://h?password=***&flag&empty="),
+        ("unix:///tmp/a:b.sock?password=x", "unix:///tmp/a:b.sock?password=***"),
         ("redis://u:s3cret@[::1:6379/0?password=x", "redis://u:***@[::1:6379/0?password=***"),
         ("redis://:s3cret@[::1", "redis://:***@[::1"),
     ],
