@@ -11,7 +11,7 @@ import pytest
 from eventforge import Message, RetryPolicy, WorkQueue
 from eventforge._memory_workqueue import MemoryWorkQueueBackend
 from eventforge.errors import TransportClosedError
-from eventforge.workqueue import Consumer, Delivery
+from eventforge.workqueue import Consumer, Delivery, WorkQueueBackend
 
 NO_JITTER = RetryPolicy(max_attempts=3, initial_backoff=1.0, multiplier=2.0, jitter=0)
 
@@ -93,6 +93,30 @@ def test_a_delivery_without_a_backend_settles_as_a_no_op() -> None:
     delivery.nack()
     delivery.in_progress()
     assert not delivery.settled
+
+
+def test_a_delivery_shows_its_message_and_attempt_but_not_its_backend() -> None:
+    with WorkQueue("jobs") as queue:
+        queue.put("x")
+        delivery = _get(queue)
+        text = repr(delivery)
+        assert text.startswith("Delivery(message=")
+        assert "attempt=1" in text
+        assert "backend" not in text
+        delivery.ack()
+
+
+def test_a_backend_must_implement_the_whole_contract() -> None:
+    assert WorkQueueBackend.__abstractmethods__ == {
+        "put",
+        "fetch",
+        "ack",
+        "nack",
+        "dead_letter",
+        "dead_letters",
+        "replay",
+        "stats",
+    }
 
 
 def test_nacked_item_is_not_available_before_the_policy_backoff() -> None:

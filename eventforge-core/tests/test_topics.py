@@ -229,6 +229,15 @@ def test_has_wildcards() -> None:
     assert not has_wildcards("a.b")
 
 
+def test_validated_topics_are_remembered() -> None:
+    from eventforge import topics
+
+    topics._valid_topics.clear()  # far from the bound, whatever ran before
+    validate_topic("remembered.one")
+    validate_topic("remembered.two")
+    assert {"remembered.one", "remembered.two"} <= topics._valid_topics
+
+
 def test_validate_topic_cache_is_bounded() -> None:
     from eventforge import topics
 
@@ -238,6 +247,15 @@ def test_validate_topic_cache_is_bounded() -> None:
 
 
 # -- TopicIndex --------------------------------------------------------------------------------
+
+
+def test_index_match_cache_is_bounded() -> None:
+    index: TopicIndex[str] = TopicIndex()
+    index.add("t.*", "sub")
+    for n in range(TopicIndex._CACHE_LIMIT + 5):
+        assert index.match(f"t.{n}") == ("sub",)
+        assert len(index._cache) <= TopicIndex._CACHE_LIMIT
+    assert index.match("t.0") == ("sub",)
 
 
 def test_index_returns_values_in_registration_order() -> None:
