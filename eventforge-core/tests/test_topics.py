@@ -252,6 +252,9 @@ def test_validate_topic_cache_is_bounded() -> None:
 def test_index_match_cache_is_bounded() -> None:
     index: TopicIndex[str] = TopicIndex()
     index.add("t.*", "sub")
+    index.match("t.a")
+    index.match("t.b")
+    assert set(index._cache) == {"t.a", "t.b"}  # remembered until the bound is reached
     for n in range(TopicIndex._CACHE_LIMIT + 5):
         assert index.match(f"t.{n}") == ("sub",)
         assert len(index._cache) <= TopicIndex._CACHE_LIMIT

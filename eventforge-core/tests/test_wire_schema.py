@@ -110,6 +110,38 @@ def test_an_integer_timestamp_is_a_number_like_any_other() -> None:
     assert message.timestamp == 2.0
 
 
+def test_a_schema_error_names_the_first_five_problems() -> None:
+    envelope = {
+        "version": 1,
+        "id": 1,
+        "topic": 2,
+        "payload": None,
+        "headers": {"a": [], "b": [], "c": [], "d": []},
+        "timestamp": "t",
+    }
+    with pytest.raises(ProtocolError) as info:
+        WireCodec().decode(json.dumps(envelope).encode())
+    problems = str(info.value).removeprefix("envelope does not match the schema: ").split("; ")
+    assert len(problems) == 5
+    assert problems[0] == "id: Input should be a valid string"
+
+
+def test_codec_options_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        WireCodec("json", True)  # type: ignore[misc]
+
+
+# -- pickle only from trusted peers ------------------------------------------------------------
+
+
+def test_a_pickle_payload_is_refused_unless_the_reader_trusts_its_peers() -> None:
+    data = WireCodec("pickle").encode(Message("a.b", {1, 2}))
+    for reader in (WireCodec(), WireCodec("pickle"), WireCodec(trusted=False)):
+        with pytest.raises(ProtocolError, match="refused a pickle payload from an untrusted peer"):
+            reader.decode(data)
+    assert WireCodec(trusted=True).decode(data).payload == {1, 2}
+
+
 # -- a plugin serializer that fails ------------------------------------------------------------
 
 FAILING_PLUGIN = """
