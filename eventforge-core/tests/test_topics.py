@@ -97,7 +97,7 @@ punctuated_patterns = st.lists(
 ).map(".".join)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(pattern=punctuated_patterns, topic=punctuated_topics)
 def test_punctuation_in_literal_segments_matches_only_itself(pattern: str, topic: str) -> None:
     assert validate_topic(topic) == topic

@@ -277,7 +277,7 @@ full_envelopes = st.tuples(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(envelope_dicts, full_envelopes), st.booleans())
 def test_fast_decode_agrees_with_schema_validation(
     envelope: dict[str, object], drop_version: bool
