@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -76,6 +77,8 @@ def test_settle_options_are_keyword_only() -> None:
         delivery.ack()
     with pytest.raises(TypeError):
         WorkQueue("jobs", None, RetryPolicy())  # type: ignore[misc]
+    with WorkQueue() as queue, pytest.raises(TypeError):
+        queue.consume(lambda m: None, 2)  # type: ignore[misc]
 
 
 def test_in_progress_after_settling_does_nothing() -> None:
@@ -261,6 +264,59 @@ def test_a_cancelled_get_async_gives_its_item_back_at_once() -> None:
         assert _get(queue, timeout=0.5).message.payload == "job"
 
 
+class SlowLinkNackFails(MemoryWorkQueueBackend):
+    """A fetch that takes a while to come back, and a link that is down for giving back."""
+
+    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        deliveries = super().fetch(max_items, timeout)
+        if deliveries:
+            time.sleep(0.5)  # the caller gives up meanwhile
+        return deliveries
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool:
+        raise ConnectionError("link to the broker dropped")
+
+
+def test_an_item_that_cannot_be_given_back_is_logged_and_redelivered_after_its_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = SlowLinkNackFails("giveback", visibility_timeout=0.3)
+    with WorkQueue("giveback", backend=backend) as queue:
+        queue.put("job")
+
+        async def give_up() -> None:
+            waiting = asyncio.ensure_future(queue.get_async(timeout=5))
+            await asyncio.sleep(0.05)  # the fetch has taken the item and is on its way back
+            waiting.cancel()
+            try:
+                await waiting
+            except asyncio.CancelledError:
+                pass
+
+        asyncio.run(give_up())
+        (record,) = [r for r in caplog.records if "could not give back" in r.getMessage()]
+        assert "redelivered when its lease runs out" in record.getMessage()
+        assert record.exc_info is not None  # the cause is in the log
+        again = _get(queue)
+        assert again.message.payload == "job"
+        assert again.attempt == 2
+        again.ack()
+
+
+def test_process_waits_its_idle_timeout_for_a_retry_to_come_due() -> None:
+    attempts: list[int] = []
+
+    def fails_once(message: Message) -> None:
+        attempts.append(message.headers["x-eventforge-attempt"])
+        if len(attempts) == 1:
+            raise ValueError("first attempt fails")
+
+    with WorkQueue(retry=RetryPolicy(initial_backoff=0.05, jitter=0)) as queue:
+        queue.put("x")
+        assert queue.process(fails_once) == 2  # the default idle timeout outlasts the backoff
+        assert attempts == [1, 2]
+
+
 def test_dead_letters_lists_a_hundred_by_default_and_replay_puts_them_back() -> None:
     with WorkQueue(max_size=None) as queue:
         queue.put_many(range(101))
@@ -285,6 +341,7 @@ def test_a_consumer_runs_one_thread_unless_told_otherwise() -> None:
     with WorkQueue("single") as queue:
         direct = Consumer(queue, lambda m: None)
         assert threads_of("single") == ["eventforge-wq-single-0"]
+        assert all(t.daemon for t in direct._threads)  # never holds up interpreter exit
         direct.stop()
         via_queue = queue.consume(lambda m: None)
         assert threads_of("single") == ["eventforge-wq-single-0"]

@@ -210,6 +210,8 @@ def test_non_strings_raise_type_error() -> None:
         validate_topic(5)
     with pytest.raises(TypeError, match="topic pattern must be a str, got bytes"):
         validate_pattern(b"a.b")
+    with pytest.raises(TypeError, match="topic must be a str, got list"):
+        validate_topic(["a", "b"])
 
 
 @pytest.mark.parametrize("topic", ["a", "orders.eu.created", "x-1.y_2.Z3", "ünï.cödé", "a" * 1024])

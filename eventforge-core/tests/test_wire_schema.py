@@ -105,6 +105,16 @@ def test_values_of_the_wrong_json_type_are_refused_not_converted(
         assert problem in str(info.value)
 
 
+@pytest.mark.parametrize("topic", ["a..b", "a.*", "a b", ""])
+@pytest.mark.parametrize("full", [False, True])
+def test_an_invalid_topic_is_a_protocol_error_in_any_envelope_shape(topic: str, full: bool) -> None:
+    envelope: dict[str, Any] = {**BASE, "topic": topic}
+    if full:
+        envelope.update(headers={}, timestamp=1.5, reply_to=None, correlation_id=None)
+    with pytest.raises(ProtocolError, match="envelope has an invalid topic"):
+        WireCodec().decode(json.dumps(envelope).encode())
+
+
 def test_an_integer_timestamp_is_a_number_like_any_other() -> None:
     message = WireCodec().decode(json.dumps({**BASE, "timestamp": 2}).encode())
     assert message.timestamp == 2.0
