@@ -14,9 +14,9 @@
     python scripts/mutation_session.py report SESSION MODULE_FILE EQUIVALENT_LIST
         Print the score and every survivor that is not listed as equivalent.
 
-The equivalent list holds one mutant a line: ``module | where | operator | source line``
+The equivalent list holds one mutant a line: ``module | where | operator | source line | why``
 (``where`` the qualified name of the enclosing class or function, the operator without its
-``core/`` prefix, the line stripped), then `` | why``. A line matches every mutant of that
+``core/`` prefix, the line stripped; the reason is required). A line matches every mutant of that
 operator on that source text there.
 """
 
@@ -148,9 +148,11 @@ def _load_equivalents(path: str, module: str) -> list[tuple[str, str, str, str]]
     for raw in Path(path).read_text().splitlines():
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
+        # The source line may hold " | " itself: it is everything between the operator and
+        # the reason, which comes last.
         fields = [f.strip() for f in raw.split(" | ")]
-        if len(fields) >= 4 and fields[0] == module:
-            entries.append((fields[0], fields[1], fields[2], fields[3]))
+        if len(fields) >= 5 and fields[0] == module:
+            entries.append((fields[0], fields[1], fields[2], " | ".join(fields[3:-1])))
     return entries
 
 
