@@ -115,6 +115,17 @@ def test_an_invalid_topic_is_a_protocol_error_in_any_envelope_shape(topic: str, 
         WireCodec().decode(json.dumps(envelope).encode())
 
 
+@pytest.mark.parametrize("version", [0, 2, True, 1.0, "1"])
+@pytest.mark.parametrize("full", [False, True])
+def test_only_version_one_is_understood(version: Any, full: bool) -> None:
+    envelope: dict[str, Any] = {**BASE, "version": version}
+    if full:
+        envelope.update(headers={}, timestamp=1.5, reply_to=None, correlation_id=None)
+    for decode in (WireCodec().decode, WireCodec().decode_strict):
+        with pytest.raises(ProtocolError):
+            decode(json.dumps(envelope).encode())
+
+
 def test_an_integer_timestamp_is_a_number_like_any_other() -> None:
     message = WireCodec().decode(json.dumps({**BASE, "timestamp": 2}).encode())
     assert message.timestamp == 2.0
