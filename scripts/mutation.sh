@@ -76,7 +76,9 @@ for module in "${modules[@]}"; do
         fi
         # An interrupted run may have left a mutant in the copy.
         cp "$work/original/$module.py" "$work/src/eventforge/$module.py"
-        [ "$mode" = retry ] && "${HELPER[@]}" retry-survivors "$session"
+        if [ "$mode" = retry ]; then
+            "${HELPER[@]}" retry-survivors "$session" "$work/original/$module.py" "$EQUIVALENT"
+        fi
     else
         rm -rf "$work"
         mkdir -p "$work"

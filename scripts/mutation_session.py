@@ -8,8 +8,8 @@
         Keep, of cosmic-ray's replacements of one binary or comparison operator, only the
         nearest ones (listed in NEAREST below, much as mutmut chooses them); the other
         replacements at the same place are killed by the same tests and only cost time.
-    python scripts/mutation_session.py retry-survivors SESSION
-        Forget the survivors' results so that the next ``cosmic-ray exec`` runs them again
+    python scripts/mutation_session.py retry-survivors SESSION MODULE_FILE EQUIVALENT_LIST
+        Forget the results of the survivors not listed as equivalent so that the next ``cosmic-ray exec`` runs them again
         (after adding tests, without re-running the mutants already killed).
     python scripts/mutation_session.py report SESSION MODULE_FILE EQUIVALENT_LIST
         Print the score and every survivor that is not listed as equivalent.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import sys
 from pathlib import Path
+from typing import Any
 
 from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
 from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
@@ -126,19 +127,32 @@ def skip_redundant(session: str) -> int:
     return 0
 
 
-def retry_survivors(session: str) -> int:
+def retry_survivors(session: str, module_file: str, equivalent_list: str) -> int:
+    module = Path(module_file).name
+    source = Path(module_file).read_text()
+    lines, qualnames = source.splitlines(), _qualnames(source)
+    equivalents = _load_equivalents(equivalent_list, module)
     with use_db(session, WorkDB.Mode.open) as db:
         survivors = [
             item.job_id
             for item, result in db.completed_work_items
             if result.test_outcome == TestOutcome.SURVIVED
+            and _key(module, item.mutations[0], lines, qualnames) not in equivalents
         ]
         # cosmic-ray has no public way to forget a result: delete the rows ourselves.
-        with db._session_maker.begin() as session:
+        with db._session_maker.begin() as session_:
             for job_id in survivors:
-                session.query(WorkResultStorage).filter_by(job_id=job_id).delete()
-    print(f"{len(survivors)} survivors will run again")
+                session_.query(WorkResultStorage).filter_by(job_id=job_id).delete()
+    print(f"{len(survivors)} survivors (not listed as equivalent) will run again")
     return 0
+
+
+def _key(
+    module: str, mutation: Any, lines: list[str], qualnames: dict[int, str]
+) -> tuple[str, str, str, str]:
+    line = mutation.start_pos[0]
+    operator = mutation.operator_name.removeprefix("core/")
+    return (module, qualnames.get(line, ""), operator, lines[line - 1].strip())
 
 
 def _load_equivalents(path: str, module: str) -> list[tuple[str, str, str, str]]:
@@ -200,9 +214,7 @@ def report(session: str, module_file: str, equivalent_list: str) -> int:
             if result.test_outcome == TestOutcome.INCOMPETENT:
                 incompetent += 1
                 continue
-            operator = mutation.operator_name.removeprefix("core/")
-            text = lines[mutation.start_pos[0] - 1].strip()
-            key = (module, qualnames.get(mutation.start_pos[0], ""), operator, text)
+            key = _key(module, mutation, lines, qualnames)
             if key in equivalents:
                 equivalent += 1
                 continue

@@ -110,6 +110,7 @@ def test_a_delivery_shows_its_message_and_attempt_but_not_its_backend() -> None:
 
 
 def test_a_backend_must_implement_the_whole_contract() -> None:
+    assert WorkQueueBackend.durable is False  # durable only when a backend says so
     assert WorkQueueBackend.__abstractmethods__ == {
         "put",
         "fetch",
@@ -234,6 +235,14 @@ def test_get_async_waits_for_an_item_put_later() -> None:
         assert bounded.message.payload == "late"
         assert unbounded is not None
         assert unbounded.message.payload == "later"
+
+
+def test_get_async_with_a_short_timeout_still_waits_for_it() -> None:
+    with WorkQueue() as queue:
+        threading.Timer(0.2, queue.put, args=("soon",)).start()
+        delivery = asyncio.run(queue.get_async(timeout=0.9))
+        assert delivery is not None
+        assert delivery.message.payload == "soon"
 
 
 def test_get_async_returns_none_when_nothing_comes() -> None:
@@ -397,7 +406,9 @@ def test_consumer_keeps_consuming_after_transient_fetch_errors(
         consumer.stop()
     assert seen == ["first", "second"]
     assert backend.fetches > failures
-    assert caplog.text.count("fetch failed") == failures
+    logged = [r for r in caplog.records if "fetch failed" in r.getMessage()]
+    assert len(logged) == failures
+    assert all(r.exc_info is not None for r in logged)  # with the cause
 
 
 def test_consumer_ends_when_its_backend_is_closed() -> None:
