@@ -245,7 +245,7 @@ def test_validate_topic_cache_is_bounded() -> None:
 
     for n in range(topics._VALID_CACHE_LIMIT + 10):
         validate_topic(f"bounded.t{n}")
-    assert len(topics._valid_topics) <= topics._VALID_CACHE_LIMIT
+        assert len(topics._valid_topics) <= topics._VALID_CACHE_LIMIT
 
 
 # -- TopicIndex --------------------------------------------------------------------------------
