@@ -305,7 +305,8 @@ def test_an_item_that_cannot_be_given_back_is_logged_and_redelivered_after_its_l
         asyncio.run(give_up())
         (record,) = [r for r in caplog.records if "could not give back" in r.getMessage()]
         assert "redelivered when its lease runs out" in record.getMessage()
-        assert record.exc_info is not None  # the cause is in the log
+        assert record.exc_info  # the cause is in the log
+        assert record.exc_info[0] is ConnectionError
         again = _get(queue)
         assert again.message.payload == "job"
         assert again.attempt == 2
@@ -408,7 +409,7 @@ def test_consumer_keeps_consuming_after_transient_fetch_errors(
     assert backend.fetches > failures
     logged = [r for r in caplog.records if "fetch failed" in r.getMessage()]
     assert len(logged) == failures
-    assert all(r.exc_info is not None for r in logged)  # with the cause
+    assert all(r.exc_info and r.exc_info[0] is ConnectionError for r in logged)  # with the cause
 
 
 def test_consumer_ends_when_its_backend_is_closed() -> None:
