@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
 from eventforge import serializers
-from eventforge.errors import ConfigurationError, ProtocolError, SerializationError
+from eventforge._registry import registry, reset_registry
+from eventforge.errors import (
+    ConfigurationError,
+    PluginImportError,
+    ProtocolError,
+    SerializationError,
+)
 from eventforge.message import Message
 from eventforge.serializers import (
     JsonSerializer,
@@ -25,6 +33,7 @@ from eventforge.serializers import (
     get_serializer,
     serializer_for_content_type,
 )
+from eventforge.testing.distributions import write_distribution
 from eventforge.wire import CONTENT_TYPE_HEADER, WireCodec
 
 
@@ -211,3 +220,169 @@ def test_trusted_pickle_round_trip_keeps_python_objects() -> None:
     received = codec.decode(data)
     assert received.payload == box
     assert received.headers[CONTENT_TYPE_HEADER] == "application/x-python-pickle"
+
+
+# -- plugin serializers ----------------------------------------------------------------------
+
+ROT13_PLUGIN = """
+    import codecs
+
+    from eventforge import hookimpl
+    from eventforge.errors import SerializationError
+    from eventforge.plugins import SerializerSpec
+    from eventforge.serializers import Serializer
+
+
+    class Rot13(Serializer):
+        name = "rot13"
+        content_type = "application/x-rot13"
+
+        def dumps(self, payload):
+            if not isinstance(payload, str):
+                raise SerializationError("rot13 carries text only")
+            return codecs.encode(payload, "rot13").encode()
+
+        def loads(self, data):
+            return codecs.decode(data.decode(), "rot13")
+
+
+    @hookimpl
+    def eventforge_serializers():
+        return [
+            SerializerSpec(
+                name="rot13", target="acme_rot13:Rot13", content_type="application/x-rot13"
+            )
+        ]
+"""
+
+
+@pytest.fixture
+def fresh_serializers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process has created no serializer yet (as in a receiver that never encoded)."""
+    monkeypatch.setattr(serializers, "_instances", {})
+
+
+@pytest.fixture
+def rot13_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_serializers: None
+) -> Iterator[None]:
+    site = tmp_path / "site"
+    write_distribution(
+        site,
+        "acme-rot13",
+        entry_points={"rot13": "acme_rot13"},
+        modules={"acme_rot13": ROT13_PLUGIN},
+    )
+    monkeypatch.syspath_prepend(str(site))
+    reset_registry(search_path=[str(site), *sys.path])
+    yield
+    reset_registry()
+
+
+def _envelope(content_type: str, payload: str) -> bytes:
+    return json.dumps(
+        {
+            "version": 1,
+            "id": "m1",
+            "topic": "a.b",
+            "payload": payload,
+            "headers": {CONTENT_TYPE_HEADER: content_type},
+        }
+    ).encode()
+
+
+def test_a_plugin_serializer_is_chosen_by_name_and_created_once(rot13_installed: None) -> None:
+    rot13 = get_serializer("rot13")
+    assert type(rot13).__name__ == "Rot13"
+    assert rot13.content_type == "application/x-rot13"
+    assert get_serializer("rot13") is rot13
+    assert serializer_for_content_type("application/x-rot13") is rot13
+    assert rot13.loads(rot13.dumps("hello")) == "hello"
+
+
+def test_a_receiver_decodes_a_plugin_content_type_it_never_encoded(rot13_installed: None) -> None:
+    data = _envelope("application/x-rot13", b64encode(b"uryyb"))
+    message = WireCodec().decode(data)
+    assert message.payload == "hello"
+    assert type(serializer_for_content_type("application/x-rot13")).__name__ == "Rot13"
+
+
+def test_a_plugin_serializer_encodes_through_the_wire(rot13_installed: None) -> None:
+    data = WireCodec("rot13").encode(Message("a.b", "hello"))
+    assert json.loads(data)["payload"] == b64encode(b"uryyb")
+    assert WireCodec().decode(data).payload == "hello"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "name"),
+    [
+        ("application/json", "json"),
+        ("application/msgpack", "msgpack"),
+        ("application/x-python-pickle", "pickle"),
+    ],
+)
+def test_a_builtin_content_type_is_found_before_any_serializer_was_created(
+    fresh_serializers: None, content_type: str, name: str
+) -> None:
+    # The text comes off the wire: an equal string, never the very object of the class.
+    received = json.loads(json.dumps(content_type))
+    assert serializer_for_content_type(received).name == name
+
+
+def test_builtin_serializers_work_while_a_broken_plugin_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_serializers: None
+) -> None:
+    site = tmp_path / "site"
+    write_distribution(
+        site,
+        "acme-broken",
+        entry_points={"broken": "acme_broken"},
+        modules={"acme_broken": "raise RuntimeError('the driver is missing')"},
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("EVENTFORGE_STRICT_PLUGINS", "1")
+    reset_registry(search_path=[str(site)])
+    try:
+        with pytest.raises(PluginImportError):
+            registry()  # strict: any plugin lookup fails
+        received = json.loads(json.dumps("application/msgpack"))
+        assert serializer_for_content_type(received).name == "msgpack"
+        assert get_serializer("pickle").name == "pickle"
+        assert WireCodec("msgpack").decode(
+            WireCodec("msgpack").encode(Message("a.b", [1]))
+        ).payload == [1]
+    finally:
+        monkeypatch.delenv("EVENTFORGE_STRICT_PLUGINS")
+        reset_registry()
+
+
+def test_a_receiver_decodes_msgpack_it_never_encoded(fresh_serializers: None) -> None:
+    import msgpack
+
+    data = _envelope("application/msgpack", b64encode(msgpack.packb({"n": [1, 2]})))
+    assert WireCodec().decode(data).payload == {"n": [1, 2]}
+
+
+def test_msgpack_refuses_maps_with_non_string_keys() -> None:
+    import msgpack
+
+    # strict_map_key: only str (and bytes) keys, as in JSON; a hostile map cannot build
+    # dicts keyed by numbers or None.
+    for hostile in ({1: "a"}, {1.5: "a"}, {None: "a"}):
+        data = msgpack.packb(hostile, use_bin_type=True)
+        with pytest.raises(SerializationError, match="invalid msgpack payload"):
+            get_serializer("msgpack").loads(data)
+
+
+def test_a_serializer_must_implement_both_directions() -> None:
+    class OnlyDumps(Serializer):
+        def dumps(self, payload: Any) -> bytes:
+            return b""
+
+    class OnlyLoads(Serializer):
+        def loads(self, data: bytes) -> Any:
+            return None
+
+    for incomplete in (OnlyDumps, OnlyLoads):
+        with pytest.raises(TypeError, match="abstract"):
+            incomplete()  # type: ignore[abstract]

@@ -70,6 +70,45 @@ def test_topic_index_agrees_with_reference(
         assert index.match(topic) == expected  # registration order
 
 
+# Literal segments with punctuation (legal in topics) and near-misses of one another: a matcher
+# that treated any of them as syntax (a regular expression, a glob, a prefix test) would differ.
+punctuated = st.sampled_from(
+    [
+        "a",
+        "a-b",
+        "a_b",
+        "$sys",
+        "a+",
+        "a|b",
+        "(a)",
+        "a{2}",
+        "^a$",
+        "%",
+        "#",
+        "a/b",
+        "ab",
+        "ü",
+        "a,b",
+    ]
+)
+punctuated_topics = st.lists(punctuated, min_size=1, max_size=5).map(".".join)
+punctuated_patterns = st.lists(
+    st.one_of(punctuated, st.sampled_from(["*", "**"])), min_size=1, max_size=5
+).map(".".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=punctuated_patterns, topic=punctuated_topics)
+def test_punctuation_in_literal_segments_matches_only_itself(pattern: str, topic: str) -> None:
+    assert validate_topic(topic) == topic
+    assert validate_pattern(pattern) == pattern
+    expected = reference_matches(pattern, topic)
+    assert topic_matches(pattern, topic) == expected
+    index: TopicIndex[str] = TopicIndex()
+    index.add(pattern, "sub")
+    assert index.match(topic) == (("sub",) if expected else ())
+
+
 # The routing example of the EventBusClient seed (RabbitMQ topic exchange, "#" = zero or more
 # words), translated to our syntax ("#" -> "**"), plus the cases its prose implies.
 SEED_ROUTING_TABLE = [
@@ -151,6 +190,13 @@ def test_invalid_topics_are_explained(topic: str, message: str) -> None:
         ("a.*b", "contains '*' in segment '*b'"),
         ("a. b", "contains ' '"),
         ("a.***", "contains '*'"),
+        # a wildcard does not excuse what follows it
+        ("orders.*.bad seg", "contains ' ' in segment 'bad seg'"),
+        ("a.**.x>y", "contains '>' in segment 'x>y'"),
+        ("*.a?", "contains '?' in segment 'a?'"),
+        ("**.a..b", "has an empty segment at position 2"),
+        ("a.*.", "has an empty segment at position 2"),
+        ("x" * 1025, "1025 characters long; the limit is 1024"),
     ],
 )
 def test_invalid_patterns_are_explained(pattern: str, message: str) -> None:
@@ -164,6 +210,8 @@ def test_non_strings_raise_type_error() -> None:
         validate_topic(5)
     with pytest.raises(TypeError, match="topic pattern must be a str, got bytes"):
         validate_pattern(b"a.b")
+    with pytest.raises(TypeError, match="topic must be a str, got list"):
+        validate_topic(["a", "b"])
 
 
 @pytest.mark.parametrize("topic", ["a", "orders.eu.created", "x-1.y_2.Z3", "ünï.cödé", "a" * 1024])
@@ -183,15 +231,36 @@ def test_has_wildcards() -> None:
     assert not has_wildcards("a.b")
 
 
+def test_validated_topics_are_remembered() -> None:
+    from eventforge import topics
+
+    topics._valid_topics.clear()  # far from the bound, whatever ran before
+    validate_topic("remembered.one")
+    validate_topic("remembered.two")
+    assert {"remembered.one", "remembered.two"} <= topics._valid_topics
+
+
 def test_validate_topic_cache_is_bounded() -> None:
     from eventforge import topics
 
     for n in range(topics._VALID_CACHE_LIMIT + 10):
         validate_topic(f"bounded.t{n}")
-    assert len(topics._valid_topics) <= topics._VALID_CACHE_LIMIT
+        assert len(topics._valid_topics) <= topics._VALID_CACHE_LIMIT
 
 
 # -- TopicIndex --------------------------------------------------------------------------------
+
+
+def test_index_match_cache_is_bounded() -> None:
+    index: TopicIndex[str] = TopicIndex()
+    index.add("t.*", "sub")
+    index.match("t.a")
+    index.match("t.b")
+    assert set(index._cache) == {"t.a", "t.b"}  # remembered until the bound is reached
+    for n in range(TopicIndex._CACHE_LIMIT + 5):
+        assert index.match(f"t.{n}") == ("sub",)
+        assert len(index._cache) <= TopicIndex._CACHE_LIMIT
+    assert index.match("t.0") == ("sub",)
 
 
 def test_index_returns_values_in_registration_order() -> None:

@@ -19,29 +19,44 @@ _SECRET_QUERY = re.compile(r"pass(word)?|passwd|secret|token|api[_-]?key|credent
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password and secret-looking query values replaced by ``***``."""
+    """Return ``url`` with its password and secret-looking query values replaced by ``***``.
+
+    A URL too malformed to split (an unclosed ``[`` of an IPv6 host) is masked all the same.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        return _mask_unsplittable(url)
     netloc = parts.netloc
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         name = user.partition(":")[0]
         netloc = f"{name}:***@{host}"
-    query = parts.query
-    if query:
-        query = "&".join(
-            f"{k}=***" if _SECRET_QUERY.search(k) else (f"{k}={v}" if v or "=" in pair else k)
-            for pair in query.split("&")
-            for k, _, v in [pair.partition("=")]
-        )
+    query = _mask_query(parts.query)
     if netloc == parts.netloc and query == parts.query:
         return url
     masked = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    if "://" in url and not netloc:
+    if "://" in url and not netloc and not masked.startswith(f"{parts.scheme}://"):
         masked = masked.replace(":", "://", 1)
     return masked
+
+
+def _mask_query(query: str) -> str:
+    if not query:
+        return query
+    return "&".join(
+        f"{k}=***" if _SECRET_QUERY.search(k) else (f"{k}={v}" if v or "=" in pair else k)
+        for pair in query.split("&")
+        for k, _, v in [pair.partition("=")]
+    )
+
+
+_PASSWORD = re.compile(r"(?<=://)([^/?#@:]*):[^/?#@]*@")
+
+
+def _mask_unsplittable(url: str) -> str:
+    base, mark, query = url.partition("?")
+    return _PASSWORD.sub(r"\1:***@", base) + mark + _mask_query(query)
 
 
 def split_url(url: str, *schemes: str) -> SplitResult:
@@ -79,7 +94,11 @@ def query_options(
     the option, the accepted ones, and the URL (masked).
     """
     result: dict[str, Any] = {}
-    for key, text in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+    try:
+        query = urlsplit(url).query
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed URL {mask_url(url)!r}: {exc}", key="transport")
+    for key, text in parse_qsl(query, keep_blank_values=True):
         where = f"in URL {mask_url(url)!r}"
         if key not in converters:
             raise ConfigurationError(
