@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._handlers import Counter, delivering_for
 from ._inbox import AsyncWaiter, Inbox, SyncWaiter
+from .deadlines import DEADLINE_HEADER
+from .errors import NoRespondersError
 from .message import Message, new_id
 from .middleware import compose_send
 from .topics import validate_topic
@@ -70,6 +72,7 @@ class RequestReply:
     _inbox: Inbox | None
     _native_request: bool
     _replies_inline: bool
+    _inline_async: bool
     _warned_delivery_request: bool
     _middleware: list[object]
     _send: Callable[[Message], None]
@@ -77,6 +80,9 @@ class RequestReply:
     _requests: Counter
     _timed_out: Counter
     _late_replies: Counter
+    _no_responders: Counter
+    _expired: Counter
+    _counted_send: tuple[list[object], Callable[[Message], None]] | None
 
     if TYPE_CHECKING:
 
@@ -94,10 +100,15 @@ class RequestReply:
         ``timeout=None`` waits without limit (on native request/reply transports: 30 s).
         A responder answers with :meth:`reply`. A timed-out request leaves no waiter behind;
         a reply that arrives after it is dropped and counted in ``stats["late_replies"]``.
-        On a transport with native request/reply (NATS) a request that nobody is subscribed to
-        raises :class:`~eventforge.errors.NoRespondersError` at once.
+        The request carries its deadline (see :mod:`eventforge.deadlines`): a handler never
+        receives it after the deadline has passed.
+
+        A request that nobody is subscribed to raises
+        :class:`~eventforge.errors.NoRespondersError` at once on a transport that knows it:
+        one with native request/reply (NATS) or one that counts receivers (``send_counted``:
+        memory, TCP, Redis). It was not delivered anywhere, so it is safe to retry.
         """
-        message = self._request_message(topic, payload, headers)
+        message = self._request_message(topic, payload, headers, timeout)
         self._requests.bump()
         if self._native_request:
             message = self._through_send_middleware(message)
@@ -118,7 +129,7 @@ class RequestReply:
             inbox.pending.pop(key, None)
             raise self._closed_error()
         try:
-            self._send(message)
+            self._request_sender()(message)
             self._bump_published()
             if waiter.reply is None and not waiter.wait(timeout):
                 if inbox.pending.pop(key, None) is None:
@@ -137,7 +148,7 @@ class RequestReply:
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
     ) -> Message | None:
         """Like :meth:`request`, awaiting the reply without blocking the running event loop."""
-        message = self._request_message(topic, payload, headers)
+        message = self._request_message(topic, payload, headers, timeout)
         self._requests.bump()
         if self._native_request:
             message = self._through_send_middleware(message)
@@ -160,7 +171,13 @@ class RequestReply:
             inbox.pending.pop(key, None)
             raise self._closed_error()
         try:
-            await self._send_async(message)
+            sender = self._request_sender()
+            if sender is self._send:
+                await self._send_async(message)
+            elif self._inline_async:
+                sender(message)
+            else:  # a counted send waits for the count
+                await asyncio.to_thread(sender, message)
             self._bump_published()
             try:
                 reply = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
@@ -190,6 +207,25 @@ class RequestReply:
         self._bump_published()
         return message.id
 
+    def _init_requests(self) -> None:
+        """Create the request counters (called by the queue's constructor)."""
+        self._requests = Counter()
+        self._timed_out = Counter()
+        self._late_replies = Counter()
+        self._no_responders = Counter()
+        self._expired = Counter()
+        self._counted_send = None
+
+    def _request_stats(self) -> dict[str, int]:
+        return {
+            "requests": self._requests.value,
+            "requests_timed_out": self._timed_out.value,
+            "late_replies": self._late_replies.value,
+            "no_responders": self._no_responders.value,
+            "expired_requests": self._expired.value,
+            "pending_requests": self.pending_requests,
+        }
+
     @property
     def pending_requests(self) -> int:
         """Requests currently waiting for a reply (0 when nothing is in flight: no leaks)."""
@@ -208,11 +244,41 @@ class RequestReply:
             raise ValueError(f"middleware dropped the request to {message.topic!r}")
         return outgoing[-1]
 
-    def _request_message(self, topic: str, payload: Any, headers: dict[str, Any]) -> Message:
+    def _request_message(
+        self, topic: str, payload: Any, headers: dict[str, Any], timeout: float | None
+    ) -> Message:
         self._check_open()
         if headers:
             _check_headers(headers)
-        return _new_message(validate_topic(topic), payload, headers)
+        message = _new_message(validate_topic(topic), payload, headers)
+        if timeout is not None or self._native_request:
+            message.headers[DEADLINE_HEADER] = message.timestamp + (
+                30.0 if timeout is None else timeout
+            )
+        return message
+
+    def _request_sender(self) -> Callable[[Message], None]:
+        """The send of requests: counted where the transport can count receivers.
+
+        A count of 0 raises :class:`NoRespondersError`. Built once per middleware chain.
+        """
+        middleware = self._middleware
+        cached = self._counted_send
+        if cached is not None and cached[0] is middleware:
+            return cached[1]
+        counted = getattr(self.transport, "send_counted", None)
+        if counted is None or self._native_request:
+            sender = self._send
+        else:
+
+            def send_counted(message: Message) -> None:
+                if counted(message) == 0:
+                    self._no_responders.bump()
+                    raise NoRespondersError(message.topic)
+
+            sender = compose_send(middleware, send_counted) if middleware else send_counted
+        self._counted_send = (middleware, sender)
+        return sender
 
     def _reply_message(self, original: Message, payload: Any, headers: dict[str, Any]) -> Message:
         self._check_open()

@@ -391,17 +391,17 @@ class QueueConformance(ContractGuard):
         assert asyncio.run(main()) == list(range(5))
         assert requester.pending_requests == 0
 
-    def test_unanswered_request_times_out_without_leaking(self) -> None:
-        """An unanswered request returns None (or raises NoRespondersError) and leaves no waiter."""
+    def test_unanswered_request_fails_fast_or_times_out_without_leaking(self) -> None:
+        """A request to nobody fails fast where receivers are countable, else times out; no leak."""
         requester = self.new_queue()
-        topic = self.topic("unanswered")
+        transport = requester.transport
+        knows = transport.has(Capability.REQUEST_REPLY) or hasattr(transport, "send_counted")
         try:
-            assert requester.request(topic, "anyone?", timeout=self.absence_timeout) is None
+            assert requester.request(self.topic("none"), "?", timeout=self.absence_timeout) is None
+            assert not knows, "a transport that can count receivers must fail fast"
             assert requester.stats["requests_timed_out"] == 1
         except NoRespondersError:
-            assert requester.transport.has(Capability.REQUEST_REPLY), (
-                "only a transport with native request/reply may report no responders"
-            )
+            assert knows, "only a transport that can count receivers may report no responders"
         assert requester.pending_requests == 0
 
     def test_reply_needs_a_request(self) -> None:
