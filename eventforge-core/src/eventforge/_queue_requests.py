@@ -129,8 +129,11 @@ class RequestReply:
             inbox.pending.pop(key, None)
             raise self._closed_error()
         try:
-            self._request_sender()(message)
+            sender = self._request_sender()
+            sender(message)
             self._bump_published()
+            if timeout is not None and sender is not self._send:
+                timeout = max(0.0, message.timestamp + timeout - _now())  # a count was awaited
             if waiter.reply is None and not waiter.wait(timeout):
                 if inbox.pending.pop(key, None) is None:
                     # The reply was taken just as the wait ran out: it is being offered now.
@@ -178,6 +181,8 @@ class RequestReply:
                 sender(message)
             else:  # a counted send waits for the count
                 await asyncio.to_thread(sender, message)
+                if timeout is not None:
+                    timeout = max(0.0, message.timestamp + timeout - _now())
             self._bump_published()
             try:
                 reply = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)

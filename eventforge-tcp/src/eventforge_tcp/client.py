@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from eventforge.deadlines import deadline_of
 from eventforge.errors import ConfigurationError, ProtocolError, TransportError
 from eventforge.message import Message, new_id
 from eventforge.topics import TopicIndex
@@ -24,6 +25,7 @@ from eventforge.transport import Callback, is_nonblocking
 
 from ._base import TCPTransportBase
 from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, SUB, UNSUB, control_frame
+from ._held import drop_abandoned_requests
 from ._link import Link, LinkState
 from .errors import AuthenticationError
 from .framing import (
@@ -154,7 +156,7 @@ class TCPClientTransport(TCPTransportBase):
         self._attempts = 0
         self._next_attempt = 0.0
         self._disconnected_at: float | None = None
-        for key in ("reconnects", "connect_failures"):
+        for key in ("reconnects", "connect_failures", "held_requests_dropped"):
             self._counts[key] = 0
 
     @property
@@ -233,6 +235,8 @@ class TCPClientTransport(TCPTransportBase):
         and also when the link drops or no count arrives within ``count_timeout`` seconds (the
         message may then still be delivered). Against a server that does not offer counting
         (an older version) the message is sent as by :meth:`send` and ``None`` is returned.
+        A request (a message with ``reply_to`` and a deadline) waits for its count no longer
+        than its deadline: past it, ``None`` is returned (the request then simply times out).
         """
         frame = self._encode(message)
         if not self._started:
@@ -257,7 +261,11 @@ class TCPClientTransport(TCPTransportBase):
             self._push(control_frame(COUNT, None, frame_id=marker) + frame, hold=False)
             if local:
                 self._deliver_local(local, self.codec.decode(frame[4:]))
-            answered = waiter.event.wait(self.count_timeout)
+            limit = self.count_timeout
+            deadline = deadline_of(message) if message.reply_to is not None else None
+            if deadline is not None:
+                limit = min(limit, max(0.0, deadline - time.time()))
+            answered = waiter.event.wait(limit)
         finally:
             self._acks.pop(marker, None)
         payload = waiter.payload
@@ -267,6 +275,8 @@ class TCPClientTransport(TCPTransportBase):
                 return len(local) + count
             raise TransportError(f"{self.url} answered a counted publish with {payload!r}")
         self._check_open()
+        if not answered and deadline is not None and limit < self.count_timeout:
+            return None  # the caller's deadline came first: its request times out
         if not answered:
             raise TransportError(
                 f"{self.url} did not count message {message.id} within {self.count_timeout}s; "
@@ -582,6 +592,7 @@ class TCPClientTransport(TCPTransportBase):
         # that offline senders hold, so none is left behind and the order is kept.
         with self._state:
             held, self._held, self._held_size = self._held, [], 0
+            held, abandoned = drop_abandoned_requests(held, self.codec.decode)
             with link.lock:
                 for frame in frames:
                     link.append(frame)
@@ -591,15 +602,19 @@ class TCPClientTransport(TCPTransportBase):
             self._state.notify_all()
         self._attempts = 0
         self._count("reconnects")
+        if abandoned:
+            self._count("held_requests_dropped", abandoned)
         self._register(link)
         self._flush(link)
         down = time.monotonic() - self._disconnected_at if self._disconnected_at else 0.0
         log.warning(
-            "reconnected to %s after %.2fs; restored %d subscriptions, sent %d held messages",
+            "reconnected to %s after %.2fs; restored %d subscriptions, sent %d held messages, "
+            "dropped %d held requests whose callers stopped waiting",
             self.url,
             down,
             len(subs),
             len(held),
+            abandoned,
         )
 
     def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
