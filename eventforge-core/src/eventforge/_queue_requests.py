@@ -112,7 +112,11 @@ class RequestReply:
         self._requests.bump()
         if self._native_request:
             message = self._through_send_middleware(message)
-            reply = self.transport.request(message, 30.0 if timeout is None else timeout)
+            try:
+                reply = self.transport.request(message, 30.0 if timeout is None else timeout)
+            except NoRespondersError:
+                self._no_responders.bump()
+                raise
             if reply is None:
                 self._timed_out.bump()
             return reply
@@ -157,10 +161,14 @@ class RequestReply:
             message = self._through_send_middleware(message)
             native = getattr(self.transport, "request_async", None)
             wait = 30.0 if timeout is None else timeout
-            if native is not None:
-                reply: Message | None = await native(message, wait)
-            else:
-                reply = await asyncio.to_thread(self.transport.request, message, wait)
+            try:
+                if native is not None:
+                    reply: Message | None = await native(message, wait)
+                else:
+                    reply = await asyncio.to_thread(self.transport.request, message, wait)
+            except NoRespondersError:
+                self._no_responders.bump()
+                raise
             if reply is None:
                 self._timed_out.bump()
             return reply

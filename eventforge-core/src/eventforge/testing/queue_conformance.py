@@ -47,6 +47,7 @@ from eventforge.rpc import RPCClient, RPCServer
 from eventforge.transport import Capability, Transport
 
 from ._transport_harness import PROBE_KEY, Collector, ContractGuard, TransportFactory, seal_contract
+from .deadline_checks import check_expired_request_never_reaches_a_handler
 
 __all__ = ["QueueConformance"]
 
@@ -403,6 +404,13 @@ class QueueConformance(ContractGuard):
         except NoRespondersError:
             assert knows, "only a transport that can count receivers may report no responders"
         assert requester.pending_requests == 0
+
+    def test_request_past_its_deadline_never_reaches_a_handler(self) -> None:
+        """A request that timed out in a busy handler's backlog is skipped and counted, not run."""
+        server, client = self.new_queue(), self.new_queue()
+        check_expired_request_never_reaches_a_handler(
+            server, client, self.topic("deadline"), wait=self.delivery_timeout
+        )
 
     def test_reply_needs_a_request(self) -> None:
         """Replying to a message that was published (no reply_to) raises ValueError."""
