@@ -22,12 +22,12 @@ from eventforge.message import Message
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCClient, with_retry
 from eventforge.testing.brokers import free_port
-from eventforge_tcp._control import COUNT, control_frame
+from eventforge_tcp._control import COUNT, PING, control_frame
 from eventforge_tcp._held import drop_abandoned_requests
-from eventforge_tcp.framing import HEADER
+from eventforge_tcp.framing import HEADER, FrameDecoder
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
-from .helpers import wait_until
+from .helpers import raw_connect, wait_until
 
 FAST = {"reconnect_delay": 0.02, "reconnect_max_delay": 0.1}
 
@@ -192,9 +192,10 @@ def _frame(codec_encode: bytes) -> bytes:
     return HEADER.pack(len(codec_encode)) + codec_encode
 
 
-def test_held_counted_requests_are_dropped_and_counted_publishes_kept() -> None:
-    """A counted request held after its link dropped already raised in its caller: dropped.
-    A counted publish is still sent (it may be delivered, as documented)."""
+def test_held_requests_whose_send_counted_raised_are_dropped_the_rest_kept() -> None:
+    """Held after its link dropped: a request sent with send_counted (its caller already got
+    TransportError) is dropped; a counted publish, a request whose caller still waits for a
+    "nobody" answer and a plain request within their deadline are sent."""
     client = TCPClientTransport("127.0.0.1", 1)
     encode, decode = client.codec.encode, client.codec.decode
     live = {DEADLINE_HEADER: time.time() + 30}
@@ -202,12 +203,12 @@ def test_held_counted_requests_are_dropped_and_counted_publishes_kept() -> None:
     publish = Message("t", 2, dict(live))  # a deadline header without reply_to: not a request
     counted_request = control_frame(COUNT, None) + _frame(encode(request))
     counted_publish = control_frame(COUNT, None) + _frame(encode(publish))
+    reporting = control_frame(COUNT, {"only_zero": True}) + _frame(encode(request))
     plain_request = _frame(encode(request))
-    kept, dropped = drop_abandoned_requests(
-        [counted_request, counted_publish, plain_request], decode
-    )
+    held = [counted_request, counted_publish, reporting, plain_request]
+    kept, dropped = drop_abandoned_requests(held, decode)
     assert dropped == 1
-    assert kept == [counted_publish, plain_request]
+    assert kept == [counted_publish, reporting, plain_request]
     client.close()
 
 
@@ -232,4 +233,26 @@ def test_request_to_nobody_fails_fast_and_any_responder_counts(subscribe: str) -
     finally:
         asker.close()
         answerer.close()
+        srv.close()
+
+
+def test_a_count_asking_only_for_zero_is_answered_only_when_nobody_took_the_message() -> None:
+    """Wire level: ``$tcp.count`` with ``{"only_zero": true}`` gets ``$tcp.counted`` with
+    count 0 when nobody received the message, and no answer at all when someone did."""
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    srv.subscribe("wire.taken", lambda m: None)
+    sock = raw_connect(srv.port)
+    codec = srv.codec
+    try:
+        for topic, marker in (("wire.taken", "m1"), ("wire.nobody", "m2")):
+            count = control_frame(COUNT, {"only_zero": True}, frame_id=marker)
+            sock.sendall(count + _frame(codec.encode(Message(topic, 1))))
+        sock.sendall(control_frame(PING, None))  # answered after any COUNTED queued before it
+        decoder, answers = FrameDecoder(), []
+        while not any(b"$tcp.pong" in a for a in answers):
+            answers.extend(decoder.feed(sock.recv(65536)))
+        counted = [codec.decode(a) for a in answers if b"$tcp.counted" in a]
+        assert [(m.correlation_id, m.payload) for m in counted] == [("m2", {"count": 0})]
+    finally:
+        sock.close()
         srv.close()

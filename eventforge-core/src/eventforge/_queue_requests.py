@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._handlers import Counter, delivering_for
-from ._inbox import AsyncWaiter, Inbox, SyncWaiter
+from ._inbox import NO_RESPONDERS, AsyncWaiter, Inbox, SyncWaiter
 from .deadlines import DEADLINE_HEADER
 from .errors import NoRespondersError
 from .message import Message, new_id
@@ -82,7 +82,7 @@ class RequestReply:
     _late_replies: Counter
     _no_responders: Counter
     _expired: Counter
-    _counted_send: tuple[list[object], Callable[[Message], None]] | None
+    _counted_send: tuple[list[object], Callable[[Message], None], bool] | None
 
     if TYPE_CHECKING:
 
@@ -133,10 +133,10 @@ class RequestReply:
             inbox.pending.pop(key, None)
             raise self._closed_error()
         try:
-            sender = self._request_sender()
+            sender, waits = self._request_sender()
             sender(message)
             self._bump_published()
-            if timeout is not None and sender is not self._send:
+            if timeout is not None and waits:
                 timeout = max(0.0, message.timestamp + timeout - _now())  # a count was awaited
             if waiter.reply is None and not waiter.wait(timeout):
                 if inbox.pending.pop(key, None) is None:
@@ -147,9 +147,13 @@ class RequestReply:
                     return None
         finally:
             inbox.pending.pop(key, None)
-        if waiter.reply is None and self._closed:
+        reply = waiter.reply
+        if reply is NO_RESPONDERS:
+            self._no_responders.bump()
+            raise NoRespondersError(message.topic)
+        if reply is None and self._closed:
             raise self._closed_error("while a request was waiting for its reply")
-        return waiter.reply
+        return reply
 
     async def request_async(
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
@@ -182,14 +186,14 @@ class RequestReply:
             inbox.pending.pop(key, None)
             raise self._closed_error()
         try:
-            sender = self._request_sender()
+            sender, waits = self._request_sender()
             if sender is self._send:
                 await self._send_async(message)
             elif self._inline_async:
                 sender(message)
-            else:  # a counted send waits for the count
+            else:
                 await asyncio.to_thread(sender, message)
-                if timeout is not None:
+                if timeout is not None and waits:  # a count was awaited
                     timeout = max(0.0, message.timestamp + timeout - _now())
             self._bump_published()
             try:
@@ -202,6 +206,9 @@ class RequestReply:
                 reply = await waiter.future
         finally:
             inbox.pending.pop(key, None)
+        if reply is NO_RESPONDERS:
+            self._no_responders.bump()
+            raise NoRespondersError(message.topic)
         if reply is None and self._closed:
             raise self._closed_error("while a request was waiting for its reply")
         return reply
@@ -270,28 +277,49 @@ class RequestReply:
             )
         return message
 
-    def _request_sender(self) -> Callable[[Message], None]:
-        """The send of requests: counted where the transport can count receivers.
+    def _request_sender(self) -> tuple[Callable[[Message], None], bool]:
+        """The send of requests, and whether it waits for a count.
 
-        A count of 0 raises :class:`NoRespondersError`. Built once per middleware chain.
+        Where the transport counts receivers, a request that nobody received ends with
+        :class:`NoRespondersError`: without waiting where the transport can report "nobody"
+        later (``send_reporting_nobody(message, nobody)``: ``nobody()`` wakes the waiter),
+        else by waiting for ``send_counted``'s count. Built once per middleware chain.
         """
         middleware = self._middleware
         cached = self._counted_send
         if cached is not None and cached[0] is middleware:
-            return cached[1]
-        counted = getattr(self.transport, "send_counted", None)
-        if counted is None or self._native_request:
-            sender = self._send
+            return cached[1], cached[2]
+        transport = self.transport
+        nowait = getattr(transport, "send_reporting_nobody", None)
+        counted = getattr(transport, "send_counted", None)
+        send: Callable[[Message], None]
+        if self._native_request or (nowait is None and counted is None):
+            sender, waits = self._send, False
+        elif nowait is not None:
+
+            def send_nowait(message: Message) -> None:
+                key, inbox = message.correlation_id, self._inbox
+
+                def nobody() -> None:
+                    if key is not None and inbox is not None:
+                        inbox.no_responders(key)
+
+                nowait(message, nobody)
+
+            send, waits = send_nowait, False
+            sender = compose_send(middleware, send) if middleware else send
         else:
+            count: Callable[[Message], int | None] = counted  # type: ignore[assignment]
 
             def send_counted(message: Message) -> None:
-                if counted(message) == 0:
-                    self._no_responders.bump()
-                    raise NoRespondersError(message.topic)
+                if count(message) == 0:
+                    assert self._inbox is not None
+                    self._inbox.no_responders(message.correlation_id or "")
 
-            sender = compose_send(middleware, send_counted) if middleware else send_counted
-        self._counted_send = (middleware, sender)
-        return sender
+            send, waits = send_counted, True
+            sender = compose_send(middleware, send) if middleware else send
+        self._counted_send = (middleware, sender, waits)
+        return sender, waits
 
     def _reply_message(self, original: Message, payload: Any, headers: dict[str, Any]) -> Message:
         self._check_open()

@@ -5,8 +5,11 @@ A request among them is dropped instead when its caller has stopped waiting:
 
 * its deadline (the ``ef-deadline`` header, see :mod:`eventforge.deadlines`) has passed, by
   this machine's clock, the same clock its caller used: no skew between machines is involved;
-* it was a counted send (``send_counted``, which requests use): a counted send whose link
-  dropped before the count arrived has already raised ``TransportError`` in its caller.
+* it was sent with :meth:`~eventforge_tcp.client.TCPClientTransport.send_counted`, which
+  waits for the count: when the link dropped before the count arrived, that call has
+  already raised ``TransportError`` in its caller. (Requests made by a queue use
+  ``send_reporting_nobody`` instead: their callers keep waiting until their deadline, so
+  they are sent while it lies ahead.)
 
 Other frames (publishes, subscriptions) are sent as before, in their order.
 """
@@ -44,20 +47,20 @@ def _bodies(entry: bytes) -> list[bytes]:
 def _abandoned(entry: bytes, decode: Callable[[bytes], Message], now: float) -> bool:
     if _MARK not in entry:  # cheap: only requests carry a deadline
         return False
-    counted = False
+    caller_gone = False
     request: Message | None = None
     try:
         for body in _bodies(entry):
             message = decode(body)
             if message.topic == COUNT:
-                counted = True
+                caller_gone = message.payload is None  # a send_counted that raised
             else:
                 request = message
     except Exception:  # not ours to judge: send it as it was
         return False
     if request is None or request.reply_to is None:
         return False
-    return counted or expired(request, now)
+    return caller_gone or expired(request, now)
 
 
 def drop_abandoned_requests(

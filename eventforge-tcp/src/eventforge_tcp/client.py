@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from eventforge.deadlines import deadline_of
@@ -46,6 +47,16 @@ log = logging.getLogger("eventforge.transports.tcp")
 _OFFLINE_MODES = ("buffer", "raise")
 _OPEN = LinkState.OPEN
 _pack = HEADER.pack
+# The COUNT frame of a send that wants to hear only of "nobody", around its id (a new_id(),
+# plain hex: nothing to escape). Built by concatenation: this is on every request's path.
+_ONLY_ZERO_HEAD, _ONLY_ZERO_TAIL = control_frame(COUNT, {"only_zero": True}, frame_id="@")[
+    HEADER.size :
+].split(b"@")
+
+
+def _only_zero_count(marker: str) -> bytes:
+    body = _ONLY_ZERO_HEAD + marker.encode() + _ONLY_ZERO_TAIL
+    return _pack(len(body)) + body
 
 
 class _Sub:
@@ -147,6 +158,9 @@ class TCPClientTransport(TCPTransportBase):
         self._fanout_subs = 0  # plain (non-group) subscriptions in _index
         self._subs: dict[str, _Sub] = {}
         self._acks: dict[str, _Ack] = {}
+        # Counted sends that want to hear only of "nobody": marker -> (deadline, callback).
+        self._nobody: dict[str, tuple[float, Callable[[], None]]] = {}
+        self._nobody_lock = threading.Lock()
         self._link: Link | None = None
         self._started = False
         self._fatal: TransportError | None = None
@@ -287,6 +301,52 @@ class TCPClientTransport(TCPTransportBase):
             f"{message.id}; it is sent again after the reconnect, so it may still be delivered"
         )
 
+    def send_reporting_nobody(self, message: Message, nobody: Callable[[], None]) -> None:
+        """Publish ``message`` and call ``nobody()`` if the server reports that nobody took it.
+
+        What requests use to fail fast without waiting for a count: the message goes out
+        behind a ``$tcp.count`` that asks the server to answer only when nobody received it,
+        so a delivered request costs no extra frame. Like :meth:`send_counted` it is never
+        held while disconnected (:class:`TransportError` at once, nothing sent). ``nobody``
+        runs on the I/O thread and must return at once; it is not called when the link drops
+        before the answer, nor after the message's deadline (or ``count_timeout``) passed.
+        """
+        frame = self._encode(message)
+        if not self._started:
+            self._check_open()
+            raise TransportError(f"{self!r} is not connected: call connect() before sending")
+        local = self._index.match(message.topic) if self._fanout_subs else ()
+        marker = new_id()
+        if not local:  # else someone took it here: the server's answer cannot be "nobody"
+            now = time.time()
+            deadline = deadline_of(message) or now + self.count_timeout
+            with self._nobody_lock:
+                waiting = self._nobody
+                while waiting:  # forget the oldest entries whose answer can no longer matter
+                    first = next(iter(waiting))
+                    if waiting[first][0] > now:
+                        break
+                    del waiting[first]
+                waiting[marker] = (deadline, nobody)
+        try:
+            self._push(_only_zero_count(marker) + frame, hold=False)
+        except BaseException:
+            with self._nobody_lock:
+                self._nobody.pop(marker, None)
+            raise
+        if local:
+            self._deliver_local(local, self.codec.decode(frame[4:]))
+
+    def _heard_count(self, marker: str, payload: Any) -> None:
+        with self._nobody_lock:
+            entry = self._nobody.pop(marker, None)
+        if entry is None or not isinstance(payload, dict) or payload.get("count") != 0:
+            return
+        try:
+            entry[1]()
+        except Exception:
+            log.exception("a nobody callback of a counted send raised; ignored")
+
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Subscribe ``callback``; returns once the server confirmed it (or the link is down)."""
         self._check_open()
@@ -339,6 +399,8 @@ class TCPClientTransport(TCPTransportBase):
             self._held.clear()
             self._held_size = 0
             self._state.notify_all()
+        with self._nobody_lock:
+            self._nobody.clear()
         for ack in list(self._acks.values()):
             ack.event.set()
 
@@ -629,6 +691,8 @@ class TCPClientTransport(TCPTransportBase):
             self._held[:0] = unsent
             self._held_size += sum(len(f) for f in unsent)
             self._state.notify_all()
+        with self._nobody_lock:
+            self._nobody.clear()  # an answer can no longer come
         for ack in list(self._acks.values()):
             ack.event.set()
         if self._closed:
@@ -660,10 +724,13 @@ class TCPClientTransport(TCPTransportBase):
                         raise ProtocolError("$tcp.route needs a 'sids' list and a 'fanout' bool")
                     link.route = payload
                 elif topic in (ACK, COUNTED):
-                    ack = self._acks.get(message.correlation_id or "")
+                    key = message.correlation_id or ""
+                    ack = self._acks.get(key)
                     if ack is not None:
                         ack.payload = message.payload
                         ack.event.set()
+                    elif self._nobody:
+                        self._heard_count(key, message.payload)
                 elif not self._handle_common_control(link, message, dirty):
                     raise ProtocolError(f"unknown control frame {topic!r}")
                 if link.state == LinkState.CLOSED:
