@@ -13,17 +13,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from eventforge.deadlines import DEADLINE_HEADER
 from eventforge.errors import NoRespondersError, RPCTimeout, TransportError
 from eventforge.message import Message
+from eventforge.middleware import Middleware
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCClient, with_retry
 from eventforge.testing.brokers import free_port
 from eventforge_tcp._control import COUNT, PING, control_frame
-from eventforge_tcp._held import drop_abandoned_requests
+from eventforge_tcp._requests import drop_abandoned_requests
 from eventforge_tcp.framing import HEADER, FrameDecoder
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
@@ -43,7 +45,7 @@ server = RPCServer(queue, service_name="ledger")
 @server.register()
 def work(call_id):
     with open(log_path, "a") as log:
-        log.write(f"{call_id} {life}\\n")
+        log.write(f"{call_id} {life} {time.time()!r}\\n")
     return "ok"
 
 server.serve(blocking=False)
@@ -65,9 +67,28 @@ def _spawn(port: int, log: Path, life: str) -> subprocess.Popen[str]:
 
 
 def _executions(log: Path) -> list[tuple[str, str]]:
+    """(call id, server life) of each execution, in order."""
+    return [(call_id, life) for call_id, life, _ in _timed_executions(log)]
+
+
+def _timed_executions(log: Path) -> list[tuple[str, str, float]]:
+    """(call id, server life, start time by the wall clock) of each execution, in order."""
     if not log.exists():
         return []
-    return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return [(row[0], row[1], float(row[2])) for row in rows]
+
+
+class _Attempts(Middleware):
+    """Records the window of every request sent: its timestamp and its ``ef-deadline``."""
+
+    def __init__(self) -> None:
+        self.windows: list[tuple[float, float]] = []
+
+    def on_send(self, message: Message, send: Callable[[Message], None]) -> None:
+        if message.reply_to is not None:
+            self.windows.append((message.timestamp, message.headers[DEADLINE_HEADER]))
+        send(message)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -126,13 +147,20 @@ def test_calls_that_timed_out_never_run_on_the_restarted_server(tmp_path: Path) 
     print(f"\nTCP restart: {len(outcomes)} calls, {len(failed)} failed, none ran later")
 
 
-def test_with_retry_through_a_frozen_server_runs_the_method_once(tmp_path: Path) -> None:
+def test_with_retry_through_a_frozen_server_never_runs_an_attempt_after_its_deadline(
+    tmp_path: Path,
+) -> None:
     """with_retry(max_retries=8, retry_on=(RPCTimeout, TransportError)) through a 2.5 s
-    SIGSTOP: every attempt before SIGCONT times out with its bytes already in the server's
-    socket; when it resumes, it skips the attempts past their deadline: the method runs once."""
+    SIGSTOP: the attempts made meanwhile time out with their bytes already in the server's
+    socket. Checked on every execution: it started within one attempt's window (after it was
+    sent, before its deadline) and no attempt ran twice, so the attempts that timed out in the
+    socket never run. Typically the method runs once; twice only if the server started an
+    attempt just before its deadline and the reply came too late."""
     port, log = free_port(), tmp_path / "executions.log"
     proc = _spawn(port, log, "only")
-    queue = MessageQueue(transport=TCPClientTransport("127.0.0.1", port, **FAST).connect())  # type: ignore[arg-type]
+    attempts = _Attempts()
+    transport = TCPClientTransport("127.0.0.1", port, **FAST).connect()  # type: ignore[arg-type]
+    queue = MessageQueue(transport=transport, middleware=[attempts])
     client = RPCClient(queue, service_name="ledger", timeout=0.4)
     retrying = with_retry(
         client,
@@ -151,14 +179,21 @@ def test_with_retry_through_a_frozen_server_runs_the_method_once(tmp_path: Path)
             assert retrying.call("work", "logical-call") == "ok"
         finally:
             resume.join(10)
-        assert retrying.stats["retries"] >= 2, "the outage did not make attempts time out"
     finally:
         queue.close()
         os.kill(proc.pid, signal.SIGCONT)
         _stop(proc)
-    runs = [call_id for call_id, _ in _executions(log)]
-    assert runs.count("logical-call") == 1, runs
-    print(f"\nwith_retry through a frozen server: {retrying.stats['retries']} retries, 1 execution")
+    windows = attempts.windows[1:]  # the logical call's attempts
+    assert len(windows) >= 2, "no attempt timed out during the outage: nothing was tested"
+    runs = [at for call_id, _, at in _timed_executions(log) if call_id == "logical-call"]
+    assert runs, "the logical call never ran"
+    owners = []
+    for started in runs:
+        owner = [n for n, (sent, deadline) in enumerate(windows) if sent <= started <= deadline]
+        assert owner, f"an execution started at {started}, outside every attempt's window"
+        owners.extend(owner)
+    assert len(owners) == len(set(owners)), "an attempt ran twice"
+    print(f"\nwith_retry through a frozen server: {len(windows)} attempts, {len(runs)} run(s)")
 
 
 def test_held_requests_past_their_deadline_are_dropped_at_the_reconnect() -> None:

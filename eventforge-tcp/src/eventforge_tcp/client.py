@@ -26,8 +26,8 @@ from eventforge.transport import Callback, is_nonblocking
 
 from ._base import TCPTransportBase
 from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, SUB, UNSUB, control_frame
-from ._held import drop_abandoned_requests
 from ._link import Link, LinkState
+from ._requests import NobodyReports, drop_abandoned_requests, only_zero_count
 from .errors import AuthenticationError
 from .framing import (
     CONTROL_PREFIX,
@@ -47,16 +47,6 @@ log = logging.getLogger("eventforge.transports.tcp")
 _OFFLINE_MODES = ("buffer", "raise")
 _OPEN = LinkState.OPEN
 _pack = HEADER.pack
-# The COUNT frame of a send that wants to hear only of "nobody", around its id (a new_id(),
-# plain hex: nothing to escape). Built by concatenation: this is on every request's path.
-_ONLY_ZERO_HEAD, _ONLY_ZERO_TAIL = control_frame(COUNT, {"only_zero": True}, frame_id="@")[
-    HEADER.size :
-].split(b"@")
-
-
-def _only_zero_count(marker: str) -> bytes:
-    body = _ONLY_ZERO_HEAD + marker.encode() + _ONLY_ZERO_TAIL
-    return _pack(len(body)) + body
 
 
 class _Sub:
@@ -158,9 +148,7 @@ class TCPClientTransport(TCPTransportBase):
         self._fanout_subs = 0  # plain (non-group) subscriptions in _index
         self._subs: dict[str, _Sub] = {}
         self._acks: dict[str, _Ack] = {}
-        # Counted sends that want to hear only of "nobody": marker -> (deadline, callback).
-        self._nobody: dict[str, tuple[float, Callable[[], None]]] = {}
-        self._nobody_lock = threading.Lock()
+        self._nobody = NobodyReports()  # requests that want to hear only of "nobody"
         self._link: Link | None = None
         self._started = False
         self._fatal: TransportError | None = None
@@ -318,34 +306,15 @@ class TCPClientTransport(TCPTransportBase):
         local = self._index.match(message.topic) if self._fanout_subs else ()
         marker = new_id()
         if not local:  # else someone took it here: the server's answer cannot be "nobody"
-            now = time.time()
-            deadline = deadline_of(message) or now + self.count_timeout
-            with self._nobody_lock:
-                waiting = self._nobody
-                while waiting:  # forget the oldest entries whose answer can no longer matter
-                    first = next(iter(waiting))
-                    if waiting[first][0] > now:
-                        break
-                    del waiting[first]
-                waiting[marker] = (deadline, nobody)
+            deadline = deadline_of(message) or time.time() + self.count_timeout
+            self._nobody.expect(marker, deadline, nobody)
         try:
-            self._push(_only_zero_count(marker) + frame, hold=False)
+            self._push(only_zero_count(marker) + frame, hold=False)
         except BaseException:
-            with self._nobody_lock:
-                self._nobody.pop(marker, None)
+            self._nobody.forget(marker)
             raise
         if local:
             self._deliver_local(local, self.codec.decode(frame[4:]))
-
-    def _heard_count(self, marker: str, payload: Any) -> None:
-        with self._nobody_lock:
-            entry = self._nobody.pop(marker, None)
-        if entry is None or not isinstance(payload, dict) or payload.get("count") != 0:
-            return
-        try:
-            entry[1]()
-        except Exception:
-            log.exception("a nobody callback of a counted send raised; ignored")
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Subscribe ``callback``; returns once the server confirmed it (or the link is down)."""
@@ -399,8 +368,7 @@ class TCPClientTransport(TCPTransportBase):
             self._held.clear()
             self._held_size = 0
             self._state.notify_all()
-        with self._nobody_lock:
-            self._nobody.clear()
+        self._nobody.clear()
         for ack in list(self._acks.values()):
             ack.event.set()
 
@@ -691,8 +659,7 @@ class TCPClientTransport(TCPTransportBase):
             self._held[:0] = unsent
             self._held_size += sum(len(f) for f in unsent)
             self._state.notify_all()
-        with self._nobody_lock:
-            self._nobody.clear()  # an answer can no longer come
+        self._nobody.clear()  # an answer can no longer come
         for ack in list(self._acks.values()):
             ack.event.set()
         if self._closed:
@@ -730,7 +697,7 @@ class TCPClientTransport(TCPTransportBase):
                         ack.payload = message.payload
                         ack.event.set()
                     elif self._nobody:
-                        self._heard_count(key, message.payload)
+                        self._nobody.heard(key, message.payload)
                 elif not self._handle_common_control(link, message, dirty):
                     raise ProtocolError(f"unknown control frame {topic!r}")
                 if link.state == LinkState.CLOSED:
