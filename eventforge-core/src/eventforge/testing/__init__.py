@@ -9,6 +9,8 @@
   ``nats-server`` processes (``pytest_plugins = ["eventforge.testing.pytest_plugin"]``).
 - :mod:`eventforge.testing.brokers` and :mod:`eventforge.testing.history`: broker processes and
   the delivery-history checker used by fault tests.
+- :func:`~eventforge.testing.deadline_checks.check_expired_request_never_reaches_a_handler`:
+  the request-deadline scenario, for transports that do not run the queue conformance suite.
 - :func:`~eventforge.testing.waiting.wait_until`: poll for a condition another thread or
   process brings about, and report whether it did (for ``assert wait_until(...)``).
 
