@@ -34,7 +34,8 @@ def test_request_returns_the_reply_with_correlation(queue):
     assert reply is not None
     assert reply.payload == 42
     request = seen[0]
-    assert request.headers == {"trace": "t1"}
+    # The request carries its deadline: the caller's clock plus its timeout.
+    assert request.headers == {"trace": "t1", "ef-deadline": request.timestamp + 5}
     assert request.reply_to is not None
     assert request.reply_to.startswith("_inbox.")
     assert reply.correlation_id == request.id
@@ -69,6 +70,7 @@ def test_reply_without_reply_to_is_a_clear_error(queue):
 
 
 def test_timed_out_request_returns_none_and_leaves_no_waiter(queue):
+    queue.subscribe("nobody.home", lambda m: None)  # receives, never answers
     assert queue.request("nobody.home", 1, timeout=0.01) is None
     assert queue.request("nobody.home", 2, timeout=0) is None
     assert queue.pending_requests == 0
@@ -113,6 +115,7 @@ def test_many_concurrent_requests_each_get_their_own_reply(queue):
 
 def test_close_wakes_a_waiting_request_with_an_error():
     queue = MessageQueue()
+    queue.subscribe("nobody", lambda m: None)
     errors: list[BaseException] = []
     started = threading.Event()
 
@@ -164,6 +167,7 @@ def test_request_async_timeout_leaves_no_waiter_and_does_not_block_the_loop(queu
                 ticks += 1
                 await asyncio.sleep(0.001)
 
+        queue.subscribe("nobody", lambda m: None)
         ticker = asyncio.create_task(tick())
         reply = await queue.request_async("nobody", 1, timeout=0.05)
         ticker.cancel()

@@ -75,8 +75,18 @@ def test_unknown_method_raises_method_not_found_listing_registered(server, queue
     assert "registered methods: add, div" in str(info.value)
 
 
-def test_no_server_raises_rpc_timeout_and_leaves_no_waiter(queue):
-    client = RPCClient(queue, service_name="nobody", timeout=0.05)
+def test_no_server_raises_no_responders_at_once_and_leaves_no_waiter(queue):
+    client = RPCClient(queue, service_name="nobody", timeout=30)
+    with pytest.raises(NoRespondersError, match=r"_rpc\.nobody"):
+        client.call("anything")  # at once: the memory transport counts receivers
+    assert queue.pending_requests == 0
+    assert queue.stats["no_responders"] == 1
+    assert queue.stats["requests_timed_out"] == 0
+
+
+def test_silent_server_raises_rpc_timeout_and_leaves_no_waiter(queue):
+    queue.subscribe("_rpc.silent", lambda m: None)  # receives calls, never answers
+    client = RPCClient(queue, service_name="silent", timeout=0.05)
     with pytest.raises(RPCTimeout) as info:
         client.call("anything")
     assert info.value.method == "anything"
@@ -87,7 +97,8 @@ def test_no_server_raises_rpc_timeout_and_leaves_no_waiter(queue):
 
 
 def test_per_call_timeout_overrides_the_client_default(queue):
-    client = RPCClient(queue, service_name="nobody", timeout=30.0)
+    queue.subscribe("_rpc.silent", lambda m: None)
+    client = RPCClient(queue, service_name="silent", timeout=30.0)
     with pytest.raises(RPCTimeout) as info:
         client.call("x", timeout=0.01)
     assert info.value.timeout == 0.01
@@ -132,7 +143,7 @@ def test_stop_unsubscribes_and_blocking_serve_returns(queue):
     srv.stop()
     thread.join(10)
     assert done.is_set()
-    with pytest.raises(RPCTimeout):
+    with pytest.raises(NoRespondersError):
         client.call("ping", timeout=0.05)
 
 
@@ -216,9 +227,12 @@ def test_call_async_errors_and_timeout(server, queue):
             await client.call_async("div", 1, 0)
         with pytest.raises(MethodNotFound):
             await client.call_async("nope")
+        queue.subscribe("_rpc.silent", lambda m: None)
         silent = RPCClient(queue, service_name="silent", timeout=0.05)
         with pytest.raises(RPCTimeout):
             await silent.call_async("x")
+        with pytest.raises(NoRespondersError):
+            await RPCClient(queue, service_name="nobody", timeout=30).call_async("x")
 
     asyncio.run(main())
     assert queue.pending_requests == 0

@@ -5,7 +5,8 @@ Usage: python _child.py <mode> <redis url> <name> [options]
 * ``group <url> <topic> <group>``: join ``group`` on ``topic``; for every message, RPUSH its
   payload to ``effects:<group>`` (the side-effect table); a payload starting with ``hang``
   then blocks the handler forever.
-* ``rpc <url> <service>``: serve ``add`` and ``whoami`` on RPC service ``service``.
+* ``rpc <url> <service>``: serve ``add``, ``whoami`` and ``record`` (RPUSH its argument to
+  ``effects:<service>``, so a test counts executions) on RPC service ``service``.
 * ``worker <url> <queue> <sleep> <dedupe>``: consume the work queue; the handler records the
   payload in ``effects:<queue>`` (RPUSH) first, then sleeps, then returns (ack).
 """
@@ -40,6 +41,8 @@ def main() -> None:
         server = RPCServer(MessageQueue(transport=transport), service_name=sys.argv[3])
         server.add_method("add", lambda a, b: a + b)
         server.add_method("whoami", os.getpid)
+        service = sys.argv[3]
+        server.add_method("record", lambda x: transport.client.rpush(f"effects:{service}", x))
         server.serve(blocking=False)
     elif mode == "worker":
         import time

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._kit import Counter
 from ._loop import background_loop
+from .deadlines import expired as _expired
 from .dispatch import Dispatcher
 from .message import Message
 from .transport import nonblocking
@@ -131,6 +132,7 @@ def make_invoker(
     delivered: Counter,
     dropped: Counter,
     delivery_mark: object | None = None,
+    expired: Counter | None = None,
 ) -> Invoker:
     """Wrap ``handler`` into an isolated invoker, once, at subscribe time.
 
@@ -143,8 +145,12 @@ def make_invoker(
     :func:`delivering_for` in its thread, so that code it calls can tell it is running on a
     transport's delivery thread (where waiting for another message of that transport would
     wait forever).
+
+    With ``expired``, a request whose deadline has passed (see :mod:`eventforge.deadlines`) is
+    not passed to the handler but counted there: its caller has stopped waiting.
     """
     bump = delivered.bump
+    skip = expired.bump if expired is not None else None
     is_async = is_coroutine_handler(handler)
     runner = _LoopRunner.running()
     if is_async and runner is None:
@@ -180,6 +186,9 @@ def make_invoker(
 
         @nonblocking
         def invoke_async(message: Message) -> None:
+            if skip is not None and message.reply_to is not None and _expired(message):
+                skip()
+                return
             bump()
             try:
                 awaitable = handler(message)
@@ -194,6 +203,9 @@ def make_invoker(
         state = _delivery
 
         def invoke_marked(message: Message) -> None:
+            if skip is not None and message.reply_to is not None and _expired(message):
+                skip()
+                return
             bump()
             outer = getattr(state, "mark", None)
             state.mark = delivery_mark
@@ -210,6 +222,9 @@ def make_invoker(
         return invoke_marked
 
     def invoke(message: Message) -> None:
+        if skip is not None and message.reply_to is not None and _expired(message):
+            skip()
+            return
         bump()
         try:
             result = handler(message)

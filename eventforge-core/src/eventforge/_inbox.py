@@ -17,9 +17,12 @@ from ._handlers import Counter
 from .message import Message
 from .transport import nonblocking
 
-__all__ = ["AsyncWaiter", "Inbox", "SyncWaiter"]
+__all__ = ["NO_RESPONDERS", "AsyncWaiter", "Inbox", "SyncWaiter"]
 
 log = logging.getLogger("eventforge.queue")
+
+NO_RESPONDERS = Message("_inbox.no-responders", id="no-responders", timestamp=0.0)
+"""Offered to a waiter instead of a reply when the transport reports nobody received the request."""
 
 
 class SyncWaiter:
@@ -96,6 +99,12 @@ class Inbox:
             )
             return
         waiter.offer(message)
+
+    def no_responders(self, key: str) -> None:
+        """Wake the request ``key`` with :data:`NO_RESPONDERS` (if it still waits)."""
+        waiter = self.pending.pop(key, None)
+        if waiter is not None:
+            waiter.offer(NO_RESPONDERS)
 
     def cancel_all(self) -> None:
         """Wake every waiter empty-handed (the queue is closing)."""

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._handlers import Counter, delivering_for
-from ._inbox import AsyncWaiter, Inbox, SyncWaiter
+from ._inbox import NO_RESPONDERS, AsyncWaiter, Inbox, SyncWaiter
+from .deadlines import DEADLINE_HEADER
+from .errors import NoRespondersError
 from .message import Message, new_id
 from .middleware import compose_send
 from .topics import validate_topic
@@ -70,6 +72,7 @@ class RequestReply:
     _inbox: Inbox | None
     _native_request: bool
     _replies_inline: bool
+    _inline_async: bool
     _warned_delivery_request: bool
     _middleware: list[object]
     _send: Callable[[Message], None]
@@ -77,6 +80,9 @@ class RequestReply:
     _requests: Counter
     _timed_out: Counter
     _late_replies: Counter
+    _no_responders: Counter
+    _expired: Counter
+    _counted_send: tuple[list[object], Callable[[Message], None], bool] | None
 
     if TYPE_CHECKING:
 
@@ -94,14 +100,23 @@ class RequestReply:
         ``timeout=None`` waits without limit (on native request/reply transports: 30 s).
         A responder answers with :meth:`reply`. A timed-out request leaves no waiter behind;
         a reply that arrives after it is dropped and counted in ``stats["late_replies"]``.
-        On a transport with native request/reply (NATS) a request that nobody is subscribed to
-        raises :class:`~eventforge.errors.NoRespondersError` at once.
+        The request carries its deadline (see :mod:`eventforge.deadlines`): a handler never
+        receives it after the deadline has passed.
+
+        A request that nobody is subscribed to raises
+        :class:`~eventforge.errors.NoRespondersError` at once on a transport that knows it:
+        one with native request/reply (NATS) or one that counts receivers (``send_counted``:
+        memory, TCP, Redis). It was not delivered anywhere, so it is safe to retry.
         """
-        message = self._request_message(topic, payload, headers)
+        message = self._request_message(topic, payload, headers, timeout)
         self._requests.bump()
         if self._native_request:
             message = self._through_send_middleware(message)
-            reply = self.transport.request(message, 30.0 if timeout is None else timeout)
+            try:
+                reply = self.transport.request(message, 30.0 if timeout is None else timeout)
+            except NoRespondersError:
+                self._no_responders.bump()
+                raise
             if reply is None:
                 self._timed_out.bump()
             return reply
@@ -118,8 +133,11 @@ class RequestReply:
             inbox.pending.pop(key, None)
             raise self._closed_error()
         try:
-            self._send(message)
+            sender, waits = self._request_sender()
+            sender(message)
             self._bump_published()
+            if timeout is not None and waits:
+                timeout = max(0.0, message.timestamp + timeout - _now())  # a count was awaited
             if waiter.reply is None and not waiter.wait(timeout):
                 if inbox.pending.pop(key, None) is None:
                     # The reply was taken just as the wait ran out: it is being offered now.
@@ -129,24 +147,32 @@ class RequestReply:
                     return None
         finally:
             inbox.pending.pop(key, None)
-        if waiter.reply is None and self._closed:
+        reply = waiter.reply
+        if reply is NO_RESPONDERS:
+            self._no_responders.bump()
+            raise NoRespondersError(message.topic)
+        if reply is None and self._closed:
             raise self._closed_error("while a request was waiting for its reply")
-        return waiter.reply
+        return reply
 
     async def request_async(
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
     ) -> Message | None:
         """Like :meth:`request`, awaiting the reply without blocking the running event loop."""
-        message = self._request_message(topic, payload, headers)
+        message = self._request_message(topic, payload, headers, timeout)
         self._requests.bump()
         if self._native_request:
             message = self._through_send_middleware(message)
             native = getattr(self.transport, "request_async", None)
             wait = 30.0 if timeout is None else timeout
-            if native is not None:
-                reply: Message | None = await native(message, wait)
-            else:
-                reply = await asyncio.to_thread(self.transport.request, message, wait)
+            try:
+                if native is not None:
+                    reply: Message | None = await native(message, wait)
+                else:
+                    reply = await asyncio.to_thread(self.transport.request, message, wait)
+            except NoRespondersError:
+                self._no_responders.bump()
+                raise
             if reply is None:
                 self._timed_out.bump()
             return reply
@@ -160,7 +186,15 @@ class RequestReply:
             inbox.pending.pop(key, None)
             raise self._closed_error()
         try:
-            await self._send_async(message)
+            sender, waits = self._request_sender()
+            if sender is self._send:
+                await self._send_async(message)
+            elif self._inline_async:
+                sender(message)
+            else:
+                await asyncio.to_thread(sender, message)
+                if timeout is not None and waits:  # a count was awaited
+                    timeout = max(0.0, message.timestamp + timeout - _now())
             self._bump_published()
             try:
                 reply = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
@@ -172,6 +206,9 @@ class RequestReply:
                 reply = await waiter.future
         finally:
             inbox.pending.pop(key, None)
+        if reply is NO_RESPONDERS:
+            self._no_responders.bump()
+            raise NoRespondersError(message.topic)
         if reply is None and self._closed:
             raise self._closed_error("while a request was waiting for its reply")
         return reply
@@ -189,6 +226,25 @@ class RequestReply:
         await self._send_async(message)
         self._bump_published()
         return message.id
+
+    def _init_requests(self) -> None:
+        """Create the request counters (called by the queue's constructor)."""
+        self._requests = Counter()
+        self._timed_out = Counter()
+        self._late_replies = Counter()
+        self._no_responders = Counter()
+        self._expired = Counter()
+        self._counted_send = None
+
+    def _request_stats(self) -> dict[str, int]:
+        return {
+            "requests": self._requests.value,
+            "requests_timed_out": self._timed_out.value,
+            "late_replies": self._late_replies.value,
+            "no_responders": self._no_responders.value,
+            "expired_requests": self._expired.value,
+            "pending_requests": self.pending_requests,
+        }
 
     @property
     def pending_requests(self) -> int:
@@ -208,11 +264,62 @@ class RequestReply:
             raise ValueError(f"middleware dropped the request to {message.topic!r}")
         return outgoing[-1]
 
-    def _request_message(self, topic: str, payload: Any, headers: dict[str, Any]) -> Message:
+    def _request_message(
+        self, topic: str, payload: Any, headers: dict[str, Any], timeout: float | None
+    ) -> Message:
         self._check_open()
         if headers:
             _check_headers(headers)
-        return _new_message(validate_topic(topic), payload, headers)
+        message = _new_message(validate_topic(topic), payload, headers)
+        if timeout is not None or self._native_request:
+            message.headers[DEADLINE_HEADER] = message.timestamp + (
+                30.0 if timeout is None else timeout
+            )
+        return message
+
+    def _request_sender(self) -> tuple[Callable[[Message], None], bool]:
+        """The send of requests, and whether it waits for a count.
+
+        Where the transport counts receivers, a request that nobody received ends with
+        :class:`NoRespondersError`: without waiting where the transport can report "nobody"
+        later (``send_reporting_nobody(message, nobody)``: ``nobody()`` wakes the waiter),
+        else by waiting for ``send_counted``'s count. Built once per middleware chain.
+        """
+        middleware = self._middleware
+        cached = self._counted_send
+        if cached is not None and cached[0] is middleware:
+            return cached[1], cached[2]
+        transport = self.transport
+        nowait = getattr(transport, "send_reporting_nobody", None)
+        counted = getattr(transport, "send_counted", None)
+        send: Callable[[Message], None]
+        if self._native_request or (nowait is None and counted is None):
+            sender, waits = self._send, False
+        elif nowait is not None:
+
+            def send_nowait(message: Message) -> None:
+                key, inbox = message.correlation_id, self._inbox
+
+                def nobody() -> None:
+                    if key is not None and inbox is not None:
+                        inbox.no_responders(key)
+
+                nowait(message, nobody)
+
+            send, waits = send_nowait, False
+            sender = compose_send(middleware, send) if middleware else send
+        else:
+            count: Callable[[Message], int | None] = counted  # type: ignore[assignment]
+
+            def send_counted(message: Message) -> None:
+                if count(message) == 0:
+                    assert self._inbox is not None
+                    self._inbox.no_responders(message.correlation_id or "")
+
+            send, waits = send_counted, True
+            sender = compose_send(middleware, send) if middleware else send
+        self._counted_send = (middleware, sender, waits)
+        return sender, waits
 
     def _reply_message(self, original: Message, payload: Any, headers: dict[str, Any]) -> Message:
         self._check_open()

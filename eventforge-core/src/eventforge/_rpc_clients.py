@@ -82,8 +82,10 @@ class RetryingRPCClient:
 
     Only the errors in ``retry_on`` are retried, and never a :class:`RemoteError` or a
     :class:`MethodNotFound`: the method ran (or cannot run), so trying again is not safe or
-    not useful. Note that a timed-out call may still have run on the server; retry timeouts
-    only for methods that are safe to run twice.
+    not useful. Each attempt carries its own deadline and no server starts a request after
+    its deadline, so the method runs at most once per attempt, and a timed-out attempt only
+    if a server started it before its deadline (a method slower than the timeout, a lost
+    reply); retry timeouts only for methods that are safe to run twice.
     """
 
     def __init__(
@@ -173,7 +175,8 @@ def with_retry(
     taking it at random between half and all of that. By default only transport errors are
     retried (the call never reached a server: link down, "no responders" while servers
     start), because only those are safe for any method. A call that timed out may have run
-    on the server: for methods that are safe to run twice, pass
+    on the server (started before its deadline, never after: see
+    :mod:`eventforge.deadlines`): for methods that are safe to run twice, pass
     ``retry_on=(RPCTimeout, TransportError)``. A remote exception or an unknown method is
     never retried.
     """

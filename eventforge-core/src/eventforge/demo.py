@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import NoRespondersError
 from .message import Message
 
 __all__ = ["main"]
@@ -64,8 +65,13 @@ def _pubsub(count: int) -> None:
         queue.subscribe("math.add", lambda m: queue.reply(m, sum(m.payload)))
         reply = queue.request("math.add", [2, 3], timeout=5.0)
         print(f"  request math.add [2, 3] -> {reply.payload if reply else 'no reply'}")
-        nobody = queue.request("math.nobody", [], timeout=0.2)
-        print(f"  request to a topic nobody answers -> {nobody} after the timeout")
+        queue.subscribe("math.silent", lambda m: None)  # receives requests, never answers
+        silent = queue.request("math.silent", [], timeout=0.2)
+        print(f"  request to a topic nobody answers -> {silent} after the timeout")
+        try:
+            queue.request("math.nobody", [], timeout=5.0)
+        except NoRespondersError:
+            print("  request to a topic nobody subscribes to -> NoRespondersError at once")
 
 
 def _rpc() -> None:

@@ -137,9 +137,7 @@ class MessageQueue(RequestReply, QueueFeatures):
         self._delivered = Counter()
         self._handler_errors = Counter()
         self._dropped = Counter()
-        self._requests = Counter()
-        self._timed_out = Counter()
-        self._late_replies = Counter()
+        self._init_requests()
         self._filtered = Counter()
         self._rejected = Counter()
         self._unroutable = Counter()
@@ -252,6 +250,7 @@ class MessageQueue(RequestReply, QueueFeatures):
             report_error=report,
             delivered=self._delivered,
             dropped=self._dropped,
+            expired=self._expired,
             # Network transports call handlers on their own reader thread: mark it, so that
             # a blocking request made there is reported instead of silently timing out.
             delivery_mark=None if use_worker or self._inline_async else self.transport,
@@ -372,23 +371,22 @@ class MessageQueue(RequestReply, QueueFeatures):
         ``published`` (messages sent, requests and replies included), ``delivered`` (handler
         calls), ``handler_errors``, ``dropped`` (messages a handler never saw: full backlog of a
         threaded handler, a group with no members left, a closed event loop), ``requests``,
-        ``requests_timed_out``, ``late_replies``, ``filtered`` (messages a header match kept
-        from a handler), ``rejected`` (messages that failed event validation), ``unroutable``
-        (publishes nobody received), ``pending_requests``, ``subscriptions`` and
-        ``transport`` (the transport's own counters).
+        ``requests_timed_out``, ``late_replies``, ``no_responders`` (requests that found nobody
+        subscribed), ``expired_requests`` (requests that reached a handler of this queue after
+        their deadline: not run), ``pending_requests``, ``filtered`` (messages a header match
+        kept from a handler), ``rejected`` (messages that failed event validation),
+        ``unroutable`` (publishes nobody received), ``subscriptions`` and ``transport`` (the
+        transport's own counters).
         """
         return {
             "published": self._published.value,
             "delivered": self._delivered.value,
             "handler_errors": self._handler_errors.value,
             "dropped": self._dropped.value,
-            "requests": self._requests.value,
-            "requests_timed_out": self._timed_out.value,
-            "late_replies": self._late_replies.value,
+            **self._request_stats(),
             "filtered": self._filtered.value,
             "rejected": self._rejected.value,
             "unroutable": self._unroutable.value,
-            "pending_requests": self.pending_requests,
             "subscriptions": len(self._entries),
             "transport": self.transport.stats(),
         }

@@ -432,10 +432,10 @@ class RPCServer:
 class RPCClient:
     """Calls methods of the RPC service ``service_name`` by name.
 
-    ``client.call("add", 1, 2)`` and ``client.add(1, 2)`` are the same call. A method that
-    raised on the server raises :class:`~eventforge.errors.RemoteError` here; an unknown name
-    raises :class:`~eventforge.errors.MethodNotFound` (listing the registered ones); no reply
-    within ``timeout`` seconds raises :class:`~eventforge.errors.RPCTimeout`.
+    ``client.call("add", 1, 2)`` is ``client.add(1, 2)``. A method that raised on the server
+    raises :class:`~eventforge.errors.RemoteError`; an unknown name :class:`MethodNotFound`;
+    no server subscribed :class:`NoRespondersError` at once (where the transport can tell);
+    no reply within ``timeout`` seconds :class:`~eventforge.errors.RPCTimeout`.
     """
 
     def __init__(

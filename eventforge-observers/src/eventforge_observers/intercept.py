@@ -88,6 +88,29 @@ class InterceptedTransport(Transport):
         for interceptor in reversed(self.interceptors):
             send = _bind_send(interceptor, send, label)
         self._send = send
+        # Counted sends run through the interceptors too; offered only where the inner has them.
+        if callable(getattr(inner, "send_counted", None)):
+            self.send_counted = self._send_counted
+        if callable(getattr(inner, "send_reporting_nobody", None)):
+            self.send_reporting_nobody = self._send_reporting_nobody
+
+    def _intercepted(self, last: Callable[[Message], None]) -> Callable[[Message], None]:
+        send = last
+        for interceptor in reversed(self.interceptors):
+            send = _bind_send(interceptor, send, self.inner.name)
+        return send
+
+    def _send_counted(self, message: Message) -> int | None:
+        """The inner ``send_counted`` behind the interceptors; ``None`` if one dropped it."""
+        counts: list[int | None] = []
+        counted = self.inner.send_counted  # type: ignore[attr-defined]
+        self._intercepted(lambda m: counts.append(counted(m)))(message)
+        return counts[-1] if counts else None
+
+    def _send_reporting_nobody(self, message: Message, nobody: Callable[[], None]) -> None:
+        """The inner ``send_reporting_nobody`` behind the interceptors."""
+        report = self.inner.send_reporting_nobody  # type: ignore[attr-defined]
+        self._intercepted(lambda m: report(m, nobody))(message)
 
     def send(self, message: Message) -> None:
         self._send(message)

@@ -30,7 +30,7 @@ from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from ._connect import RedisAuthError, RedisPermissionError, RedisSettings, describe_error
 from ._groups import GroupConsumer
-from ._publisher import Publisher
+from ._publisher import Counted, Publisher
 from ._subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -60,6 +60,24 @@ CAPABILITIES: frozenset[str] = frozenset(
         Capability.CLAIMS,
     }
 )
+
+
+class _ReportedCount(Counted):
+    """A counted publish nobody waits for: the writer thread calls ``nobody()`` on a 0."""
+
+    __slots__ = ("nobody",)
+
+    def __init__(self, nobody: Callable[[], None]) -> None:
+        super().__init__()
+        self.nobody = nobody
+
+    def resolve(self, receivers: int, groups: int) -> None:
+        super().resolve(receivers, groups)
+        if receivers + groups == 0:
+            try:
+                self.nobody()
+            except Exception:
+                log.exception("a nobody callback of a counted publish raised; ignored")
 
 
 class RedisTransport(Transport):
@@ -229,6 +247,25 @@ class RedisTransport(Transport):
             topic.encode(), self._codec.encode(message), self.settings.socket_timeout
         )
         return counted.receivers + counted.groups
+
+    def send_reporting_nobody(self, message: Message, nobody: Callable[[], None]) -> None:
+        """Publish like :meth:`send_counted`, without waiting: ``nobody()`` if the count is 0.
+
+        Raises what :meth:`send` raises. The route script's count comes back on the writer
+        thread, which calls ``nobody()`` (it must return at once) when no connection and no
+        group received the message; it is not called when the publish failed. Requests use
+        it to fail fast with ``NoRespondersError`` while their reply is awaited.
+        """
+        if self._closed:
+            raise TransportClosedError("RedisTransport is closed; create a new one")
+        topic = message.topic
+        validate_topic(topic)
+        self._publisher.submit(
+            topic.encode(),
+            self._codec.encode(message),
+            self.settings.socket_timeout,
+            _ReportedCount(nobody),
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything sent so far reached Redis; ``False`` if ``timeout`` passed first.

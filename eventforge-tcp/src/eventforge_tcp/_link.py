@@ -50,6 +50,7 @@ class Link:
 
     __slots__ = (
         "cond",
+        "count_only_zero",
         "counting",
         "decoder",
         "events",
@@ -108,6 +109,7 @@ class Link:
         self.ping_outstanding = False
         self.route: object | None = None
         self.counting: str | None = None  # server: id of a COUNT frame awaiting its message
+        self.count_only_zero = False  # server: answer that COUNT only if nobody took it
         self.features: frozenset[str] = frozenset()  # client: what the server's welcome offers
         self.slow_warned = False
         self.writing = False  # the I/O thread is in a send() made outside ``lock``

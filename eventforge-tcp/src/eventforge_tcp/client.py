@@ -15,8 +15,10 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+from eventforge.deadlines import deadline_of
 from eventforge.errors import ConfigurationError, ProtocolError, TransportError
 from eventforge.message import Message, new_id
 from eventforge.topics import TopicIndex
@@ -26,6 +28,7 @@ from ._base import TCPTransportBase
 from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, SUB, UNSUB, control_frame
 from ._link import Link, LinkState
 from ._liveness import DEFAULT_FRAME_TIMEOUT
+from ._requests import NobodyReports, drop_abandoned_requests, only_zero_count
 from .errors import AuthenticationError
 from .framing import (
     CONTROL_PREFIX,
@@ -148,6 +151,7 @@ class TCPClientTransport(TCPTransportBase):
         self._fanout_subs = 0  # plain (non-group) subscriptions in _index
         self._subs: dict[str, _Sub] = {}
         self._acks: dict[str, _Ack] = {}
+        self._nobody = NobodyReports()  # requests that want to hear only of "nobody"
         self._link: Link | None = None
         self._started = False
         self._fatal: TransportError | None = None
@@ -157,7 +161,7 @@ class TCPClientTransport(TCPTransportBase):
         self._attempts = 0
         self._next_attempt = 0.0
         self._disconnected_at: float | None = None
-        self._counts.update(reconnects=0, connect_failures=0)
+        self._counts.update(reconnects=0, connect_failures=0, held_requests_dropped=0)
 
     @property
     def url(self) -> str:
@@ -235,6 +239,8 @@ class TCPClientTransport(TCPTransportBase):
         and also when the link drops or no count arrives within ``count_timeout`` seconds (the
         message may then still be delivered). Against a server that does not offer counting
         (an older version) the message is sent as by :meth:`send` and ``None`` is returned.
+        A request (a message with ``reply_to`` and a deadline) waits for its count no longer
+        than its deadline: past it, ``None`` is returned (the request then simply times out).
         """
         frame = self._encode(message)
         if not self._started:
@@ -259,7 +265,11 @@ class TCPClientTransport(TCPTransportBase):
             self._push(control_frame(COUNT, None, frame_id=marker) + frame, hold=False)
             if local:
                 self._deliver_local(local, self.codec.decode(frame[4:]))
-            answered = waiter.event.wait(self.count_timeout)
+            limit = self.count_timeout
+            deadline = deadline_of(message) if message.reply_to is not None else None
+            if deadline is not None:
+                limit = min(limit, max(0.0, deadline - time.time()))
+            answered = waiter.event.wait(limit)
         finally:
             self._acks.pop(marker, None)
         payload = waiter.payload
@@ -269,6 +279,8 @@ class TCPClientTransport(TCPTransportBase):
                 return len(local) + count
             raise TransportError(f"{self.url} answered a counted publish with {payload!r}")
         self._check_open()
+        if not answered and deadline is not None and limit < self.count_timeout:
+            return None  # the caller's deadline came first: its request times out
         if not answered:
             raise TransportError(
                 f"{self.url} did not count message {message.id} within {self.count_timeout}s; "
@@ -278,6 +290,33 @@ class TCPClientTransport(TCPTransportBase):
             f"connection to {self.url} was lost before the server counted message "
             f"{message.id}; it is sent again after the reconnect, so it may still be delivered"
         )
+
+    def send_reporting_nobody(self, message: Message, nobody: Callable[[], None]) -> None:
+        """Publish ``message`` and call ``nobody()`` if the server reports that nobody took it.
+
+        What requests use to fail fast without waiting for a count: the message goes out
+        behind a ``$tcp.count`` that asks the server to answer only when nobody received it,
+        so a delivered request costs no extra frame. Like :meth:`send_counted` it is never
+        held while disconnected (:class:`TransportError` at once, nothing sent). ``nobody``
+        runs on the I/O thread and must return at once; it is not called when the link drops
+        before the answer, nor after the message's deadline (or ``count_timeout``) passed.
+        """
+        frame = self._encode(message)
+        if not self._started:
+            self._check_open()
+            raise TransportError(f"{self!r} is not connected: call connect() before sending")
+        local = self._index.match(message.topic) if self._fanout_subs else ()
+        marker = new_id()
+        if not local:  # else someone took it here: the server's answer cannot be "nobody"
+            deadline = deadline_of(message) or time.time() + self.count_timeout
+            self._nobody.expect(marker, deadline, nobody)
+        try:
+            self._push(only_zero_count(marker) + frame, hold=False)
+        except BaseException:
+            self._nobody.forget(marker)
+            raise
+        if local:
+            self._deliver_local(local, self.codec.decode(frame[4:]))
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Subscribe ``callback``; returns once the server confirmed it (or the link is down)."""
@@ -331,6 +370,7 @@ class TCPClientTransport(TCPTransportBase):
             self._held.clear()
             self._held_size = 0
             self._state.notify_all()
+        self._nobody.clear()
         for ack in list(self._acks.values()):
             ack.event.set()
 
@@ -584,6 +624,7 @@ class TCPClientTransport(TCPTransportBase):
         # that offline senders hold, so none is left behind and the order is kept.
         with self._state:
             held, self._held, self._held_size = self._held, [], 0
+            held, abandoned = drop_abandoned_requests(held, self.codec.decode)
             with link.lock:
                 for frame in frames:
                     link.append(frame)
@@ -593,15 +634,19 @@ class TCPClientTransport(TCPTransportBase):
             self._state.notify_all()
         self._attempts = 0
         self._count("reconnects")
+        if abandoned:
+            self._count("held_requests_dropped", abandoned)
         self._register(link)
         self._flush(link)
         down = time.monotonic() - self._disconnected_at if self._disconnected_at else 0.0
         log.warning(
-            "reconnected to %s after %.2fs; restored %d subscriptions, sent %d held messages",
+            "reconnected to %s after %.2fs; restored %d subscriptions, sent %d held messages, "
+            "dropped %d held requests whose callers stopped waiting",
             self.url,
             down,
             len(subs),
             len(held),
+            abandoned,
         )
 
     def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
@@ -616,6 +661,7 @@ class TCPClientTransport(TCPTransportBase):
             self._held[:0] = unsent
             self._held_size += sum(len(f) for f in unsent)
             self._state.notify_all()
+        self._nobody.clear()  # an answer can no longer come
         for ack in list(self._acks.values()):
             ack.event.set()
         if self._closed:
@@ -647,10 +693,13 @@ class TCPClientTransport(TCPTransportBase):
                         raise ProtocolError("$tcp.route needs a 'sids' list and a 'fanout' bool")
                     link.route = payload
                 elif topic in (ACK, COUNTED):
-                    ack = self._acks.get(message.correlation_id or "")
+                    key = message.correlation_id or ""
+                    ack = self._acks.get(key)
                     if ack is not None:
                         ack.payload = message.payload
                         ack.event.set()
+                    elif self._nobody:
+                        self._nobody.heard(key, message.payload)
                 elif not self._handle_common_control(link, message, dirty):
                     raise ProtocolError(f"unknown control frame {topic!r}")
                 if link.state == LinkState.CLOSED:

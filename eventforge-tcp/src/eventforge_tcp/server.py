@@ -450,6 +450,8 @@ class TCPServerTransport(TCPTransportBase):
                 counting = link.counting
                 if counting is not None:
                     link.counting = None
+                    if taken and link.count_only_zero:
+                        continue  # the sender only wants to hear of "nobody"
                     self._io_append(
                         link,
                         control_frame(COUNTED, {"count": taken}, counting),
@@ -539,6 +541,8 @@ class TCPServerTransport(TCPTransportBase):
             self._io_append(link, control_frame(ACK, {"ok": True}, message.id), dirty, control=True)
         elif topic == COUNT:
             link.counting = message.id
+            payload = message.payload
+            link.count_only_zero = isinstance(payload, dict) and payload.get("only_zero") is True
         elif topic == UNSUB:
             payload = decode_control_payload(message, "sid")
             sid = payload["sid"]

@@ -11,6 +11,8 @@
   the delivery-history checker used by fault tests.
 - :mod:`eventforge.testing.resources`: count the threads, file descriptors and sockets a
   process holds, to prove that closing gives back everything opening took.
+- :func:`~eventforge.testing.deadline_checks.check_expired_request_never_reaches_a_handler`:
+  the request-deadline scenario, for transports that do not run the queue conformance suite.
 - :func:`~eventforge.testing.waiting.wait_until`: poll for a condition another thread or
   process brings about, and report whether it did (for ``assert wait_until(...)``).
 

@@ -47,6 +47,7 @@ from eventforge.rpc import RPCClient, RPCServer
 from eventforge.transport import Capability, Transport
 
 from ._transport_harness import PROBE_KEY, Collector, ContractGuard, TransportFactory, seal_contract
+from .deadline_checks import check_expired_request_never_reaches_a_handler
 
 __all__ = ["QueueConformance"]
 
@@ -391,18 +392,25 @@ class QueueConformance(ContractGuard):
         assert asyncio.run(main()) == list(range(5))
         assert requester.pending_requests == 0
 
-    def test_unanswered_request_times_out_without_leaking(self) -> None:
-        """An unanswered request returns None (or raises NoRespondersError) and leaves no waiter."""
+    def test_unanswered_request_fails_fast_or_times_out_without_leaking(self) -> None:
+        """A request to nobody fails fast where receivers are countable, else times out; no leak."""
         requester = self.new_queue()
-        topic = self.topic("unanswered")
+        transport = requester.transport
+        knows = transport.has(Capability.REQUEST_REPLY) or hasattr(transport, "send_counted")
         try:
-            assert requester.request(topic, "anyone?", timeout=self.absence_timeout) is None
+            assert requester.request(self.topic("none"), "?", timeout=self.absence_timeout) is None
+            assert not knows, "a transport that can count receivers must fail fast"
             assert requester.stats["requests_timed_out"] == 1
         except NoRespondersError:
-            assert requester.transport.has(Capability.REQUEST_REPLY), (
-                "only a transport with native request/reply may report no responders"
-            )
+            assert knows, "only a transport that can count receivers may report no responders"
         assert requester.pending_requests == 0
+
+    def test_request_past_its_deadline_never_reaches_a_handler(self) -> None:
+        """A request that timed out in a busy handler's backlog is skipped and counted, not run."""
+        server, client = self.new_queue(), self.new_queue()
+        check_expired_request_never_reaches_a_handler(
+            server, client, self.topic("deadline"), wait=self.delivery_timeout
+        )
 
     def test_reply_needs_a_request(self) -> None:
         """Replying to a message that was published (no reply_to) raises ValueError."""
