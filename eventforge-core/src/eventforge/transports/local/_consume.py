@@ -97,7 +97,7 @@ class Reader:
 
     def claim(self, sub: str, limit: int, *, leased: bool) -> Taken:
         """Take up to ``limit`` messages of ``sub`` (leased ones stay until :meth:`_settle`)."""
-        now = time.time()
+        now = cutoff = time.time()
         with self._store.write() as conn:
             if leased:
                 # A shared backlog is split among its listeners: each takes its share, so that
@@ -109,10 +109,14 @@ class Reader:
                 ).fetchone()
                 if row is not None and row[1] > 1:
                     limit = max(1, min(limit, -(-row[0] // row[1])))
+                elif row is not None:
+                    # The only listener: a lease still held belongs to a consumer that left
+                    # or died, so the backlog is taken in order without waiting for it.
+                    cutoff = float("inf")
             rows = conn.execute(
                 "SELECT i.seq, m.body FROM inbox i JOIN messages m ON m.seq = i.seq "
                 "WHERE i.sub = ? AND i.lease <= ? ORDER BY i.seq LIMIT ?",
-                (sub, now, limit),
+                (sub, cutoff, limit),
             ).fetchall()
             if not rows:
                 return []
@@ -121,7 +125,7 @@ class Reader:
                 conn.execute(
                     "UPDATE inbox SET lease = ? WHERE sub = ? AND seq BETWEEN ? AND ? "
                     "AND lease <= ?",
-                    (now + self.settings["lease"], sub, first, last, now),
+                    (now + self.settings["lease"], sub, first, last, cutoff),
                 )
             else:
                 self._remove(conn, sub, rows)

@@ -170,8 +170,12 @@ class Store:
             probe = directory / f".probe-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
+            if not self.path.exists():
+                # Before WAL mode and the first table: free pages can then be given back.
+                with contextlib.closing(sqlite3.connect(self.path, timeout=30.0)) as first:
+                    first.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                    first.execute("VACUUM")
             conn = self.connection()
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
             conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
         except (OSError, sqlite3.Error) as exc:
             self.close()

@@ -96,6 +96,22 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
     return removed
 
 
+def reap(conn: sqlite3.Connection, sub: str) -> int:
+    """Remove the listeners of ``sub`` whose processes are gone (inside a write)."""
+    dead = [
+        (pid, start)
+        for pid, start in conn.execute(
+            "SELECT DISTINCT pid, start FROM attach WHERE sub = ?", (sub,)
+        ).fetchall()
+        if not process_alive(pid, start)
+    ]
+    for pid, start in dead:
+        conn.execute(
+            "DELETE FROM attach WHERE sub = ? AND pid = ? AND start = ?", (sub, pid, start)
+        )
+    return len(dead)
+
+
 def drop_subscription(conn: sqlite3.Connection, sub: str) -> None:
     """Delete a subscription and its backlog (inside a write; messages are swept later)."""
     conn.execute("DELETE FROM inbox WHERE sub = ?", (sub,))
@@ -120,7 +136,7 @@ def _compact(store: Store) -> None:
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         if free > 256 and free * 4 > pages:
-            conn.execute("PRAGMA incremental_vacuum")
+            conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page per step
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
         log.debug("compacting %s failed: %s", store.path, exc)

@@ -21,7 +21,7 @@ from ._hub import Hub
 from ._options import OPTIONS, OVERFLOW_POLICIES, directory_from_url
 from ._publish import Publisher
 from ._store import LocalStoreError, Store, default_directory, describe, process_start
-from ._sweep import drop_subscription, sweep
+from ._sweep import drop_subscription, reap, sweep
 from ._workqueue import LocalWorkQueueBackend
 
 __all__ = ["LocalTransport"]
@@ -183,7 +183,10 @@ class LocalTransport(Transport):
                     f"{topic!r}; use another name (a name is one backlog on one pattern)",
                     key="durable",
                 )
-            if row is None:
+            if row is not None:
+                # A listener of a process that died keeps nothing: its messages are ours now.
+                reap(conn, sub)
+            else:
                 conn.execute(
                     "INSERT INTO subs(id, pattern, durable, max_messages, max_bytes, overflow, "
                     "ttl, last_active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
