@@ -193,10 +193,13 @@ def test_orphan_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
     with LocalTransport(tmp_path, sweep_interval=3600) as t:
         stray = tmp_path / "bells" / "999999999-1-dead.sock"
         stray.write_bytes(b"")
+        flag = tmp_path / "bells" / "999999999-1-dead.flag"
+        flag.write_bytes(b"\x01")
         junk = tmp_path / "bells" / "half-written.tmp"
         junk.write_bytes(b"x")
-        assert t.sweep()["files"] == 2
+        assert t.sweep()["files"] == 3
         assert not stray.exists()
+        assert not flag.exists()
         assert not junk.exists()
         assert Path(t._hub.bell.address).exists()  # its own bell stays
 

@@ -252,3 +252,43 @@ def test_subscriber_is_woken_by_the_doorbell(tmp_path: Path, opened: list[LocalT
     for n in range(5):
         sender.send(Message("ping", n))
         assert wait_until(lambda n=n: len(got) == n + 1, timeout=10)
+
+
+def test_a_message_is_stored_once_whatever_its_fan_out(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    publisher = open_local(opened, tmp_path)
+    readers = [open_local(opened, tmp_path) for _ in range(3)]
+    got: list[list[Message]] = [[] for _ in readers]
+    for reader, bucket in zip(readers, got, strict=True):
+        reader.subscribe("fan.*", bucket.append)
+        reader.subscribe("fan.**", bucket.append)
+    assert publisher.send_counted(Message("fan.out", "x")) == 6
+    assert wait_until(lambda: all(len(b) == 2 for b in got), timeout=10)
+    assert publisher._store.read("SELECT COUNT(*) FROM inbox")[0][0] == 0
+
+
+def test_unnamed_subscription_lagging_past_its_bound_is_moved_up_and_counted(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    slow = open_local(opened, tmp_path, max_messages=5, sweep_interval=3600)
+    release = threading.Event()
+    got: list[int] = []
+
+    def stuck(message: Message) -> None:
+        release.wait(10)
+        got.append(message.payload)
+
+    slow.subscribe("lag", stuck)
+    publisher = open_local(opened, tmp_path, sweep_interval=3600)
+    publisher.send(Message("lag", 0))
+    assert wait_until(lambda: slow.subscriptions()[0]["listeners"] == 1, timeout=5)
+    for n in range(1, 21):
+        publisher.send(Message("lag", n))
+    removed = publisher.sweep()
+    assert removed["lagging"] == 1
+    (info,) = publisher.subscriptions()
+    assert info["dropped"] >= 15
+    release.set()
+    assert wait_until(lambda: got and got[-1] == 20, timeout=10)
+    assert len(got) <= 7  # the first one, then at most the last max_messages (+1 in flight)

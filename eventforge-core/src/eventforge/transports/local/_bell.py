@@ -7,11 +7,18 @@ consumer attached to a matching subscription. A full socket buffer means a wake-
 pending, so a ring never blocks; a missing or refused bell belongs to a process that died and
 is swept. The datagram carries nothing: the store is the only truth, the bell only says
 "look now".
+
+Next to each socket lies a one-byte *armed* flag (a shared memory map). A consumer arms it,
+then looks at the store once more, and only then sleeps; a publisher rings only an armed bell
+(disarming it). A consumer that is busy is therefore not woken for every message (a wake-up
+costs a context switch), and none is missed: a message committed before the consumer armed is
+seen by the look that follows the arming.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import select
 import socket
@@ -28,9 +35,10 @@ def bell_name(pid: int, start: int, tag: str) -> str:
 
 
 def parse_bell(name: str) -> tuple[int, int] | None:
-    """``(pid, start)`` of a bell file name, or ``None`` for a file that is not a bell."""
-    parts = name.removesuffix(".sock").split("-")
-    if not name.endswith(".sock") or len(parts) != 3:
+    """``(pid, start)`` of a bell or flag file name, or ``None`` for any other file."""
+    stem, _, suffix = name.rpartition(".")
+    parts = stem.split("-")
+    if suffix not in ("sock", "flag") or len(parts) != 3:
         return None
     try:
         return int(parts[0]), int(parts[1])
@@ -53,6 +61,12 @@ class Doorbell:
                 f"the local:// directory {str(directory)!r} is too long a path for a Unix "
                 f"socket ({len(self.address)} bytes, at most {_MAX_PATH}); choose a shorter one"
             )
+        self.flag_path = self.address[: -len(".sock")] + ".flag"
+        with open(self.flag_path, "w+b") as flag:
+            flag.write(b"\x00")
+            flag.flush()
+            self.flag = mmap.mmap(flag.fileno(), 1)
+        self._flags: dict[str, mmap.mmap | None] = {}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.address)
         self.sock.setblocking(False)
@@ -74,8 +88,28 @@ class Doorbell:
                 pass
         return True
 
+    def arm(self) -> None:
+        """Ask to be rung for the next message (then look at the store once more)."""
+        self.flag[0] = 1
+
+    def _flag_of(self, address: str) -> mmap.mmap | None:
+        flag = self._flags.get(address, False)
+        if flag is False:
+            try:
+                with open(address[: -len(".sock")] + ".flag", "r+b") as file:
+                    flag = mmap.mmap(file.fileno(), 1)
+            except (OSError, ValueError):
+                flag = None  # an older bell without a flag: always rung
+            self._flags[address] = flag
+        return flag  # type: ignore[return-value]
+
     def ring(self, address: str) -> bool:
-        """Ring the bell at ``address``; ``False`` when nobody is bound there any more."""
+        """Ring the bell at ``address`` if it is armed; ``False`` when it is gone."""
+        flag = self._flag_of(address)
+        if flag is not None:
+            if not flag[0]:
+                return True  # its owner is awake and will look at the store again
+            flag[0] = 0
         try:
             self._out.sendto(_RING, address)
         except BlockingIOError:
@@ -99,8 +133,13 @@ class Doorbell:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self.address)
+        for flag in [self.flag, *self._flags.values()]:
+            if flag is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    flag.close()
+        for path in (self.address, self.flag_path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def ring(bell: Doorbell, addresses: list[str]) -> list[str]:

@@ -21,18 +21,20 @@ from typing import Any
 
 from eventforge.errors import EventforgeError, TransportClosedError
 from eventforge.message import Message
+from eventforge.topics import topic_matches
 from eventforge.transport import Callback, Counter, is_nonblocking
 from eventforge.wire import WireCodec
 
 from ._hub import Hub
 from ._publish import shown
-from ._store import LocalStoreError, Store
+from ._store import GARBAGE, LocalStoreError, Store, describe
 
 __all__ = ["Attachment", "Reader"]
 
 log = logging.getLogger("eventforge.transports.local")
 
 BATCH = 256
+_FLUSH_INTERVAL = 0.25
 
 Taken = list[tuple[int, Message | None]]
 
@@ -40,13 +42,19 @@ Taken = list[tuple[int, Message | None]]
 class Attachment:
     """One local consumer of a subscription: its callback and how it takes messages."""
 
-    __slots__ = ("busy", "callback", "closed", "consumer", "inline", "leased", "sub")
+    __slots__ = ("busy", "callback", "closed", "consumer", "cursor", "inline", "leased", "log",
+                 "pattern", "sub")  # fmt: skip
 
-    def __init__(self, consumer: str, sub: str, callback: Callback, leased: bool) -> None:
+    def __init__(
+        self, consumer: str, sub: str, callback: Callback, pattern: str, cursor: int | None
+    ) -> None:
         self.consumer = consumer
         self.sub = sub
         self.callback = callback
-        self.leased = leased  # shared or named: delete after the callback (at-least-once)
+        self.pattern = pattern
+        self.log = cursor is not None  # unnamed: reads the message log from its cursor on
+        self.cursor = cursor or 0
+        self.leased = not self.log  # shared or named: removed after the callback returned
         self.inline = is_nonblocking(callback)
         self.busy = False
         self.closed = False
@@ -74,6 +82,9 @@ class Reader:
         self.delivered = Counter()
         self.callback_errors = Counter()
         self.decode_errors = Counter()
+        self.skipped = Counter()
+        self._gc_mark = 0
+        self._dirty = False
         self._handoff: queue.SimpleQueue[Attachment | None] = queue.SimpleQueue()
         self._pending: dict[str, Taken] = {}
         self._threads = [
@@ -95,24 +106,26 @@ class Reader:
             if thread is not threading.current_thread():
                 thread.join(5.0)
 
-    def claim(self, sub: str, limit: int, *, leased: bool) -> Taken:
-        """Take up to ``limit`` messages of ``sub`` (leased ones stay until :meth:`_settle`)."""
+    def claim(self, sub: str, limit: int) -> Taken:
+        """Lease up to ``limit`` messages of a backlog; they stay until :meth:`_settle`.
+
+        A lease that runs out (its consumer died or hung) makes the message available again.
+        """
         now = cutoff = time.time()
         with self._store.write() as conn:
-            if leased:
-                # A shared backlog is split among its listeners: each takes its share, so that
-                # a burst is not swallowed by whichever member woke first.
-                row = conn.execute(
-                    "SELECT backlog, (SELECT COUNT(*) FROM attach WHERE sub = ?1) FROM subs "
-                    "WHERE id = ?1",
-                    (sub,),
-                ).fetchone()
-                if row is not None and row[1] > 1:
-                    limit = max(1, min(limit, -(-row[0] // row[1])))
-                elif row is not None:
-                    # The only listener: a lease still held belongs to a consumer that left
-                    # or died, so the backlog is taken in order without waiting for it.
-                    cutoff = float("inf")
+            row = conn.execute(
+                "SELECT backlog, (SELECT COUNT(*) FROM attach WHERE sub = ?1) FROM subs "
+                "WHERE id = ?1",
+                (sub,),
+            ).fetchone()
+            if row is not None and row[1] > 1:
+                # A shared backlog is split among its listeners: each takes its share, so
+                # that a burst is not swallowed by whichever member woke first.
+                limit = max(1, min(limit, -(-row[0] // row[1])))
+            elif row is not None:
+                # The only listener: a lease still held belongs to a consumer that left or
+                # died, so the backlog is taken in order without waiting for it.
+                cutoff = float("inf")
             rows = conn.execute(
                 "SELECT i.seq, m.body FROM inbox i JOIN messages m ON m.seq = i.seq "
                 "WHERE i.sub = ? AND i.lease <= ? ORDER BY i.seq LIMIT ?",
@@ -120,50 +133,110 @@ class Reader:
             ).fetchall()
             if not rows:
                 return []
-            first, last = rows[0][0], rows[-1][0]
-            if leased:
-                conn.execute(
-                    "UPDATE inbox SET lease = ? WHERE sub = ? AND seq BETWEEN ? AND ? "
-                    "AND lease <= ?",
-                    (now + self.settings["lease"], sub, first, last, cutoff),
-                )
-            else:
-                self._remove(conn, sub, rows)
-        out: Taken = []
-        for seq, body in rows:
-            try:
-                out.append((seq, self._codec.decode(body)))
-            except EventforgeError as exc:
-                self.decode_errors.bump()
-                log.warning("skipped stored message %d of %r: %s", seq, shown(sub), exc)
-                out.append((seq, None))
-        return out
+            conn.execute(
+                "UPDATE inbox SET lease = ? WHERE sub = ? AND seq BETWEEN ? AND ? AND lease <= ?",
+                (now + self.settings["lease"], sub, rows[0][0], rows[-1][0], cutoff),
+            )
+        return [(seq, self._decode(sub, seq, body)) for seq, body in rows]
 
     def _remove(self, conn: sqlite3.Connection, sub: str, rows: list[Any]) -> None:
         seqs = [(row[0],) for row in rows]
         conn.executemany("DELETE FROM inbox WHERE sub = ? AND seq = ?", [(sub, s) for (s,) in seqs])
-        conn.executemany(
-            "DELETE FROM messages WHERE seq = ?1 AND NOT EXISTS "
-            "(SELECT 1 FROM inbox WHERE seq = ?1)",
-            seqs,
-        )
+        conn.executemany(f"DELETE FROM messages WHERE seq = ? AND {GARBAGE}", seqs)
 
     def _settle(self, sub: str, seqs: list[int]) -> None:
         with self._store.write() as conn:
             self._remove(conn, sub, [(s,) for s in seqs])
 
+    def read_log(self, att: Attachment, limit: int, *, first: bool = False) -> tuple[Taken, int]:
+        """The messages after ``att``'s cursor that match its pattern; moves the cursor.
+
+        A plain read (no write lock): unnamed subscriptions take nothing away from anyone.
+        Returns the matching messages and how many rows were read. With ``first``, only the
+        first match is taken and the cursor stops there.
+        """
+        conn = self._store.connection()
+        try:
+            if "*" in att.pattern:
+                rows = conn.execute(
+                    "SELECT seq, topic, body FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (att.cursor, limit),
+                ).fetchall()
+                matches = [r for r in rows if topic_matches(att.pattern, r[1])]
+            else:
+                rows = conn.execute(
+                    "SELECT seq, topic, body FROM messages WHERE seq > ? AND topic = ? "
+                    "ORDER BY seq LIMIT ?",
+                    (att.cursor, att.pattern, limit),
+                ).fetchall()
+                matches = rows
+        except sqlite3.Error as exc:
+            raise describe(exc, self._store.directory) from exc
+        if first and matches:
+            matches = matches[:1]
+            att.cursor = matches[0][0]
+        elif rows:
+            att.cursor = rows[-1][0]
+        self._dirty = self._dirty or bool(rows)
+        return [(seq, self._decode(att.sub, seq, body)) for seq, _, body in matches], len(rows)
+
+    def flush_cursors(self) -> None:
+        """Record how far each unnamed subscription has read, so that what every one of them
+        read past can be deleted; learn of messages skipped by the backlog bound."""
+        logs = [att for att in list(self.attachments.values()) if att.log and not att.closed]
+        self._dirty = False
+        if not logs:
+            return
+        with self._store.write() as conn:
+            for att in logs:
+                row = conn.execute(
+                    "UPDATE subs SET cursor = MAX(cursor, ?) WHERE id = ? RETURNING cursor",
+                    (att.cursor, att.sub),
+                ).fetchone()
+                if row is not None and row[0] > att.cursor:
+                    skipped = row[0] - att.cursor
+                    att.cursor = row[0]
+                    self.skipped.bump()
+                    log.warning(
+                        "unnamed subscription on %r fell more than max_messages behind; it "
+                        "skipped %d stored messages (of any topic)",
+                        att.pattern,
+                        skipped,
+                    )
+            low = min(att.cursor for att in logs)
+            conn.execute(
+                f"DELETE FROM messages WHERE seq > ? AND seq <= ? AND {GARBAGE}",
+                (self._gc_mark, low),
+            )
+            self._gc_mark = max(self._gc_mark, low)
+
+    def _decode(self, sub: str, seq: int, body: bytes) -> Message | None:
+        try:
+            return self._codec.decode(body)
+        except EventforgeError as exc:
+            self.decode_errors.bump()
+            log.warning("skipped stored message %d of %r: %s", seq, shown(sub), exc)
+            return None
+
+    def _take(self, att: Attachment) -> tuple[Taken, int]:
+        """The next batch of ``att``'s messages and how many rows were read."""
+        if att.log:
+            return self.read_log(att, BATCH)
+        taken = self.claim(att.sub, BATCH)
+        return taken, len(taken)
+
     def _drain(self, att: Attachment) -> int:
-        """Hand one batch of ``att``'s messages to its callback; return how many."""
-        taken = self.claim(att.sub, BATCH, leased=att.leased)
+        """Hand one batch of ``att``'s messages to its callback; return how many were read."""
+        taken, count = self._take(att)
         if not taken:
-            return 0
+            return count
         if att.inline:
             self._run(att, taken)
         else:
             att.busy = True
             self._pending[att.consumer] = taken
             self._handoff.put(att)
-        return len(taken)
+        return count
 
     def _run(self, att: Attachment, taken: Taken) -> None:
         callback = att.callback
@@ -181,29 +254,35 @@ class Reader:
 
     def _read_loop(self) -> None:
         next_sweep = time.monotonic() + self.settings["sweep_interval"]
+        next_flush = 0.0
         bell = self._hub.bell
-        while True:
-            bell.wait(self.settings["check_interval"])
-            if self.closed:
-                break
+        while not self.closed:
+            # Arm first, then look: a message committed before the arming is found by this
+            # look; one committed after it rings the bell.
+            bell.arm()
             self._hub.rang()
+            found = 0
             try:
-                busy = True
-                while busy and not self.closed:
-                    busy = False
-                    for att in list(self.attachments.values()):
-                        if not att.closed and not att.busy and self._drain(att) >= BATCH:
-                            busy = True
+                for att in list(self.attachments.values()):
+                    if not att.closed and not att.busy:
+                        found += self._drain(att)
+                if time.monotonic() >= next_flush:
+                    next_flush = time.monotonic() + _FLUSH_INTERVAL
+                    self.flush_cursors()
                 if self._hub.sweep_soon or time.monotonic() >= next_sweep:
                     self._hub.sweep_soon = False
                     next_sweep = time.monotonic() + self.settings["sweep_interval"]
                     self._sweep()
             except LocalStoreError as exc:
+                found = 0
                 log.error(
                     "local:// reader: %s; retrying in %ss", exc, self.settings["check_interval"]
                 )
             except TransportClosedError:
                 break
+            if not found:
+                # While a cursor is unrecorded the wait is short, so that it is recorded soon.
+                bell.wait(_FLUSH_INTERVAL if self._dirty else self.settings["check_interval"])
 
     def _deliver_loop(self) -> None:
         while True:
@@ -212,8 +291,11 @@ class Reader:
                 return
             taken = self._pending.pop(att.consumer, [])
             try:
-                if not att.closed:
+                # Keep taking this subscription's messages here while there are any: a
+                # stream then costs no hand-off per batch.
+                while taken and not att.closed and not self.closed:
                     self._run(att, taken)
+                    taken = self._take(att)[0]
             except LocalStoreError as exc:
                 log.error("local:// delivery: %s", exc)
             except TransportClosedError:

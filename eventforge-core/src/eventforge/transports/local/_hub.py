@@ -32,6 +32,7 @@ class Route:
     max_bytes: int | None
     overflow: str
     bells: list[str] = field(default_factory=list)
+    log: bool = False  # unnamed: reads the message log from its cursor, keeps no backlog
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Hub:
         for sub, pattern, max_messages, max_bytes, overflow in conn.execute(
             "SELECT id, pattern, max_messages, max_bytes, overflow FROM subs"
         ):
-            route = Route(sub, pattern, max_messages, max_bytes, overflow)
+            route = Route(sub, pattern, max_messages, max_bytes, overflow, [], sub[:2] == "u:")
             by_sub[sub] = route
             index.add(pattern, route)
         work: dict[str, list[str]] = {}

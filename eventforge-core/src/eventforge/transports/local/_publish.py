@@ -12,7 +12,7 @@ from eventforge.transport import Counter
 from eventforge.wire import WireCodec
 
 from ._hub import Hub, Route
-from ._store import Store
+from ._store import GARBAGE, Store
 
 __all__ = ["BacklogFull", "Publisher", "shown"]
 
@@ -64,7 +64,7 @@ class Publisher:
                     "INSERT INTO messages(topic, body) VALUES (?, ?)", (message.topic, body)
                 ).lastrowid
                 for route in targets:
-                    if self._enqueue(conn, route, seq, size):
+                    if route.log or self._enqueue(conn, route, seq, size):
                         stored += 1
                         bells.extend(route.bells)
                 if not stored:
@@ -95,11 +95,7 @@ class Publisher:
                         "(SELECT MIN(seq) FROM inbox WHERE sub = ?) RETURNING seq, size",
                         (route.sub, route.sub),
                     ).fetchone()
-                    conn.execute(
-                        "DELETE FROM messages WHERE seq = ? AND NOT EXISTS "
-                        "(SELECT 1 FROM inbox WHERE seq = ?)",
-                        (oldest[0], oldest[0]),
-                    )
+                    conn.execute(f"DELETE FROM messages WHERE seq = ? AND {GARBAGE}", (oldest[0],))
                     backlog -= 1
                     backlog_bytes -= oldest[1]
                     conn.execute("UPDATE subs SET dropped = dropped + 1 WHERE id = ?", (route.sub,))

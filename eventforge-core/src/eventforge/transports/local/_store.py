@@ -8,11 +8,13 @@ message and its deliveries or nothing.
 
 Tables:
 
-* ``messages`` -- one row per published message (the wire envelope as a blob);
-* ``subs`` -- subscriptions: unnamed ones belong to their processes, named (durable) ones stay
-  until consumed, with their backlog bounds and counters;
-* ``inbox`` -- one row per (subscription, message) not yet consumed (a message is stored once
-  whatever its fan-out; a subscription's backlog is its inbox rows);
+* ``messages`` -- one row per published message (the wire envelope as a blob), numbered in
+  commit order (``AUTOINCREMENT``: a number is never reused);
+* ``subs`` -- subscriptions: unnamed ones belong to their processes and read the messages as a
+  log from their ``cursor`` on; named (durable) and group ones keep a backlog until consumed,
+  with its bounds and counters;
+* ``inbox`` -- the backlog: one row per (named or group subscription, message) not yet
+  consumed (a message is stored once whatever its fan-out);
 * ``attach`` -- who is listening: a consumer's process (pid and start time) and doorbell;
 * ``work`` -- work-queue items (ready, leased, dead-lettered, and settled ids kept for dedupe);
 * ``meta`` -- the routing version, bumped whenever ``subs`` or ``attach`` change.
@@ -21,6 +23,7 @@ Tables:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -36,17 +39,19 @@ __all__ = ["LocalStoreError", "Store", "default_directory", "process_alive", "pr
 log = logging.getLogger("eventforge.transports.local")
 
 DB_NAME = "eventforge.db"
+LOCK_NAME = "write.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES('routes', 0);
-CREATE TABLE IF NOT EXISTS messages(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
-    body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS messages(seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS subs(
     id TEXT PRIMARY KEY, pattern TEXT NOT NULL, durable INTEGER NOT NULL,
     max_messages INTEGER, max_bytes INTEGER, overflow TEXT NOT NULL,
     backlog INTEGER NOT NULL DEFAULT 0, backlog_bytes INTEGER NOT NULL DEFAULT 0,
-    dropped INTEGER NOT NULL DEFAULT 0, ttl REAL NOT NULL, last_active REAL NOT NULL
+    dropped INTEGER NOT NULL DEFAULT 0, ttl REAL NOT NULL, last_active REAL NOT NULL,
+    cursor INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox(sub TEXT NOT NULL, seq INTEGER NOT NULL,
     size INTEGER NOT NULL, lease REAL NOT NULL DEFAULT 0,
@@ -70,6 +75,13 @@ CREATE TABLE IF NOT EXISTS work(id INTEGER PRIMARY KEY, queue TEXT NOT NULL,
 CREATE UNIQUE INDEX IF NOT EXISTS work_dedupe ON work(queue, msg_id);
 CREATE INDEX IF NOT EXISTS work_order ON work(queue, state, id);
 """
+
+# The highest message number every unnamed subscription has read past: a message at or below
+# it that no backlog holds is garbage.
+LOW_WATER = (
+    "(SELECT COALESCE(MIN(cursor), 9223372036854775807) FROM subs WHERE id >= 'u:' AND id < 'u;')"
+)
+GARBAGE = f"NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = messages.seq) AND seq <= {LOW_WATER}"
 
 # Work-item states.
 PENDING = 0
@@ -163,6 +175,7 @@ class Store:
         self.max_size = max_size
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
+        self._fds: list[int] = []
         self._lock = threading.Lock()
         self._closed = False
         try:
@@ -198,6 +211,12 @@ class Store:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(16, self.max_size // page)}")
         self._local.conn = conn
+        # Writers queue on a lock file first: flock() sleeps in the kernel and wakes the next
+        # writer the moment the lock is free (SQLite's own busy handler polls with sleeps of
+        # up to 100 ms). The kernel drops the lock of a process that dies.
+        self._local.lock = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        with self._lock:
+            self._fds.append(self._local.lock)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -210,19 +229,24 @@ class Store:
         """
         if conn is None:
             conn = self.connection()
+        lock = self._local.lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise describe(exc, self.directory) from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
                 raise describe(exc, self.directory) from exc
-            raise
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise describe(exc, self.directory) from exc
+                raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one query outside a write transaction."""
@@ -244,7 +268,11 @@ class Store:
         self._closed = True
         with self._lock:
             conns, self._all = self._all, []
+            fds, self._fds = self._fds, []
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._local = threading.local()

@@ -7,7 +7,10 @@ the work is idempotent and runs in one write transaction, so two sweepers never 
   start time) is removed, and so is its doorbell file.
 * An unnamed subscription with no listener left is removed with its backlog.
 * A named subscription with no listener for longer than its ``ttl`` is removed with its backlog.
-* Messages no subscription still holds are deleted (normally their last consumer does it).
+* An unnamed subscription more than ``max_messages`` behind the newest message is moved up to
+  that bound; its reader counts and logs what it skipped.
+* Messages no backlog holds and every unnamed subscription has read past are deleted
+  (normally their last consumer does it).
 * Settled work-queue ids older than the dedupe window are forgotten.
 * Files in ``bells/`` of dead processes are removed (a SIGKILLed process never unlinks its own).
 * Free pages are returned to the file system (incremental vacuum) and the WAL is truncated
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 from ._bell import parse_bell
-from ._store import SETTLED, Store, process_alive
+from ._store import GARBAGE, SETTLED, Store, process_alive
 
 __all__ = ["sweep"]
 
@@ -46,7 +49,8 @@ def _dead_listeners(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
 def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> dict[str, int]:
     """Remove what is dead or expired; return how many of each were removed."""
     now = time.time() if now is None else now
-    removed = {"listeners": 0, "subscriptions": 0, "expired": 0, "messages": 0, "files": 0}
+    removed = {"listeners": 0, "subscriptions": 0, "expired": 0, "messages": 0, "files": 0,
+               "lagging": 0}  # fmt: skip
     with store.write() as conn:
         for pid, start, bell in _dead_listeners(conn):
             cur = conn.execute(
@@ -82,10 +86,8 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
                 "removed with its backlog",
                 sub.removeprefix("d:"),
             )
-        removed["messages"] = conn.execute(
-            "DELETE FROM messages WHERE NOT EXISTS "
-            "(SELECT 1 FROM inbox WHERE inbox.seq = messages.seq)"
-        ).rowcount
+        removed["lagging"] = _bound_readers(conn)
+        removed["messages"] = conn.execute(f"DELETE FROM messages WHERE {GARBAGE}").rowcount
         conn.execute(
             "DELETE FROM work WHERE state = ? AND avail < ?", (SETTLED, now - dedupe_window)
         )
@@ -94,6 +96,17 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
     removed["files"] = _orphan_files(store.directory / "bells")
     _compact(store)
     return removed
+
+
+def _bound_readers(conn: sqlite3.Connection) -> int:
+    """Move an unnamed subscription that lags more than its ``max_messages`` behind the newest
+    message up to that bound (its reader counts and logs the skipped messages)."""
+    head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
+    return conn.execute(
+        "UPDATE subs SET dropped = dropped + (? - max_messages - cursor), cursor = ? - max_messages "
+        "WHERE id >= 'u:' AND id < 'u;' AND max_messages IS NOT NULL AND cursor < ? - max_messages",
+        (head, head, head),
+    ).rowcount
 
 
 def reap(conn: sqlite3.Connection, sub: str) -> int:

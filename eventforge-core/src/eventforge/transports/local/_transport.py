@@ -139,8 +139,10 @@ class LocalTransport(Transport):
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         consumer = self._hub.new_consumer()
-        sub = self._create(topic, consumer, group, durable, max_messages, max_bytes, overflow)
-        att = Attachment(consumer, sub, callback, leased=group is not None or durable is not None)
+        sub, cursor = self._create(
+            topic, consumer, group, durable, max_messages, max_bytes, overflow
+        )
+        att = Attachment(consumer, sub, callback, topic, cursor)
         with self._lock:
             self._attachments[consumer] = att
         self._hub.bell.ring(self._hub.bell.address)  # drain a backlog that is already there
@@ -155,7 +157,9 @@ class LocalTransport(Transport):
         max_messages: int | None,
         max_bytes: int | None,
         overflow: str | None,
-    ) -> str:
+    ) -> tuple[str, int | None]:
+        """Create (or join) the subscription; return its id and, for an unnamed one, the
+        number of the newest message (it reads what comes after)."""
         for key, value in (("group", group), ("durable", durable)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{key} must be a non-empty str, got {value!r}")
@@ -183,17 +187,21 @@ class LocalTransport(Transport):
                     f"{topic!r}; use another name (a name is one backlog on one pattern)",
                     key="durable",
                 )
+            cursor = None
+            if sub.startswith("u:"):
+                cursor = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
             if row is not None:
                 # A listener of a process that died keeps nothing: its messages are ours now.
                 reap(conn, sub)
             else:
                 conn.execute(
                     "INSERT INTO subs(id, pattern, durable, max_messages, max_bytes, overflow, "
-                    "ttl, last_active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sub, topic, durable is not None, *limits, self.settings["ttl"], time.time()),
-                )
+                    "ttl, last_active, cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sub, topic, durable is not None, *limits, self.settings["ttl"], time.time(),
+                     cursor or 0),
+                )  # fmt: skip
             self._hub.attach(conn, sub, consumer)
-        return sub
+        return sub, cursor
 
     def unsubscribe(self, subscription_id: str) -> bool:
         with self._lock:
@@ -220,12 +228,13 @@ class LocalTransport(Transport):
         self._check_open()
         validate_pattern(topic)
         consumer = self._hub.new_consumer()
-        sub = self._create(topic, consumer, None, None, None, None, None)
+        sub, cursor = self._create(topic, consumer, None, None, None, None, None)
+        reader = Attachment(consumer, sub, lambda m: None, topic, cursor)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
                 generation = self._hub.generation()
-                taken = self._reader.claim(sub, 1, leased=False)
+                taken, _ = self._reader.read_log(reader, 64, first=True)
                 if taken and taken[0][1] is not None:
                     return taken[0][1]
                 wait = self.settings["check_interval"]
@@ -284,6 +293,7 @@ class LocalTransport(Transport):
             "dropped": self._publisher.dropped.value,
             "callback_errors": self._reader.callback_errors.value,
             "decode_errors": self._reader.decode_errors.value,
+            "lag_skips": self._reader.skipped.value,
             "subscriptions": len(self._attachments),
         }
 
