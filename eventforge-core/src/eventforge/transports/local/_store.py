@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS work(id INTEGER PRIMARY KEY, queue TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, reason TEXT, failed_at REAL);
 CREATE UNIQUE INDEX IF NOT EXISTS work_dedupe ON work(queue, msg_id);
 CREATE INDEX IF NOT EXISTS work_order ON work(queue, state, id);
+CREATE INDEX IF NOT EXISTS work_leased ON work(queue, avail) WHERE token != 0;
 """
 
 # The highest message number every unnamed subscription has read past: a message at or below

@@ -128,8 +128,8 @@ class LocalWorkQueueBackend(WorkQueueBackend):
             expired = conn.execute(
                 "UPDATE work SET state = ?, token = 0, failed_at = ?, "
                 "reason = 'delivered ' || attempts || ' times without being settled' "
-                "WHERE queue = ? AND state = ? AND token != 0 AND avail <= ? AND attempts >= ?",
-                (DEAD, now, self.name, PENDING, now, self.policy.max_attempts),
+                "WHERE queue = ? AND token != 0 AND avail <= ? AND state = ? AND attempts >= ?",
+                (DEAD, now, self.name, now, PENDING, self.policy.max_attempts),
             ).rowcount
             rows = conn.execute(
                 "UPDATE work SET token = ?, attempts = attempts + 1, avail = ? WHERE id IN "
@@ -155,14 +155,17 @@ class LocalWorkQueueBackend(WorkQueueBackend):
         self._count("delivered", len(out))
         return out, next_at
 
-    def _settle(self, delivery: Delivery, sql: str, params: tuple[Any, ...]) -> bool:
+    def _settle(
+        self, delivery: Delivery, sql: str, params: tuple[Any, ...], *, wake: bool = True
+    ) -> bool:
         item_id, token = delivery.token
         with self._store.write() as conn:
             done = conn.execute(
                 sql + " WHERE id = ? AND token = ? AND state = ?",
                 (*params, item_id, token, PENDING),
             ).rowcount
-            bells = self._hub.routes(conn).work_bells.get(self.name, []) if done else []
+            wake = wake and done > 0
+            bells = self._hub.routes(conn).work_bells.get(self.name, []) if wake else []
         if not done:
             self._count("stale_settles")
             return False
@@ -172,7 +175,7 @@ class LocalWorkQueueBackend(WorkQueueBackend):
     def ack(self, delivery: Delivery) -> bool:
         done = self._settle(
             delivery, "UPDATE work SET state = ?, body = NULL, token = 0, avail = ?",
-            (SETTLED, time.time()),
+            (SETTLED, time.time()), wake=False,  # nothing became available
         )  # fmt: skip
         if done:
             self._count("acked")
