@@ -3,6 +3,7 @@ binary payloads, counted sends, bounded backlogs and doorbell wake-ups."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from eventforge import MessageQueue
 from eventforge.errors import ConfigurationError, UnsupportedCapabilityError
 from eventforge.message import Message
+from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
 from eventforge.testing import wait_until
 from eventforge.transports.local import BacklogFull, LocalTransport, default_directory
 from eventforge.transports.memory import MemoryTransport
@@ -292,3 +294,42 @@ def test_unnamed_subscription_lagging_past_its_bound_is_moved_up_and_counted(
     release.set()
     assert wait_until(lambda: got and got[-1] == 20, timeout=10)
     assert len(got) <= 7  # the first one, then at most the last max_messages (+1 in flight)
+
+
+def test_unroutable_policies_of_the_queue_work_across_transports(tmp_path: Path) -> None:
+    other = LocalTransport(tmp_path)
+    with (
+        MessageQueue(LocalTransport(tmp_path), unroutable="return") as strict,
+        MessageQueue(LocalTransport(tmp_path), unroutable="reroute:parking") as rerouting,
+    ):
+        with pytest.raises(UnroutableError):
+            strict.publish("nobody.listens", 1)
+        parked: list[Message] = []
+        other.subscribe("parking", parked.append, durable="parking")
+        rerouting.publish("nobody.listens", 2)
+        assert wait_until(lambda: len(parked) == 1, timeout=10)
+        assert parked[0].headers[REROUTED_FROM_HEADER] == "nobody.listens"
+        got: list[Message] = []
+        other.subscribe("somebody.*", got.append)
+        strict.publish("somebody.listens", 3)  # taken by a subscriber in another transport
+        assert wait_until(lambda: len(got) == 1, timeout=10)
+        assert strict.stats["unroutable"] == 1
+    other.close()
+
+
+def test_receive_async_misses_nothing_between_its_slices(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    receiver = open_local(opened, tmp_path)
+    sender = open_local(opened, tmp_path)
+    result: list[Message | None] = []
+    thread = threading.Thread(
+        target=lambda: result.append(asyncio.run(receiver.receive_async("once", timeout=20)))
+    )
+    thread.start()
+    # Sent exactly once, after the receiver's subscription exists (the count says so).
+    assert wait_until(lambda: sender.send_counted(Message("once", "only")) == 1, timeout=10)
+    thread.join(20)
+    assert result
+    assert result[0] is not None
+    assert result[0].payload == "only"

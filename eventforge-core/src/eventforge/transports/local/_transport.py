@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -225,29 +226,58 @@ class LocalTransport(Transport):
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         """Block for the next message on ``topic`` published while waiting."""
+        reader = self._open_reader(topic)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                message = self._poll_reader(reader, deadline, self.settings["check_interval"])
+                if message is not None or (deadline is not None and time.monotonic() >= deadline):
+                    return message
+        finally:
+            self._close_reader(reader)
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Await the next message on ``topic``; waits in short slices on a worker thread.
+
+        The subscription lives for the whole wait, so nothing published between two slices is
+        missed; a cancelled wait takes nothing away from anyone.
+        """
+        reader = await asyncio.to_thread(self._open_reader, topic)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                message = await asyncio.to_thread(self._poll_reader, reader, deadline, 0.05)
+                if message is not None or (deadline is not None and time.monotonic() >= deadline):
+                    return message
+        finally:
+            await asyncio.to_thread(self._close_reader, reader)
+
+    def _open_reader(self, topic: str) -> Attachment:
         self._check_open()
         validate_pattern(topic)
         consumer = self._hub.new_consumer()
         sub, cursor = self._create(topic, consumer, None, None, None, None, None)
-        reader = Attachment(consumer, sub, lambda m: None, topic, cursor)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                generation = self._hub.generation()
-                taken, _ = self._reader.read_log(reader, 64, first=True)
-                if taken and taken[0][1] is not None:
-                    return taken[0][1]
-                wait = self.settings["check_interval"]
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
-                    wait = min(wait, remaining)
-                self._check_open()
-                self._hub.wait(generation, wait)
-        finally:
-            if not self._closed:
-                self._detach(consumer, sub)
+        return Attachment(consumer, sub, lambda m: None, topic, cursor)
+
+    def _poll_reader(
+        self, reader: Attachment, deadline: float | None, longest: float
+    ) -> Message | None:
+        """The next message of ``reader``, waiting for the doorbell up to ``longest`` s."""
+        generation = self._hub.generation()
+        taken, _ = self._reader.read_log(reader, 64, first=True)
+        if taken and taken[0][1] is not None:
+            return taken[0][1]
+        wait = longest
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        self._check_open()
+        self._hub.wait(generation, wait)
+        taken, _ = self._reader.read_log(reader, 64, first=True)
+        return taken[0][1] if taken else None
+
+    def _close_reader(self, reader: Attachment) -> None:
+        if not self._closed:
+            self._detach(reader.consumer, reader.sub)
 
     def _sweep(self) -> None:
         try:
