@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
 import sqlite3
 import threading
@@ -40,6 +41,7 @@ log = logging.getLogger("eventforge.transports.local")
 
 DB_NAME = "eventforge.db"
 LOCK_NAME = "write.lock"
+COUNTER_NAME = "routes.ver"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -177,6 +179,7 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._fds: list[int] = []
+        self._routes_counter: mmap.mmap | None = None
         self._lock = threading.Lock()
         self._closed = False
         try:
@@ -257,12 +260,30 @@ class Store:
             raise describe(exc, self.directory) from exc
 
     def bump_routes(self, conn: sqlite3.Connection) -> None:
-        """Tell every process that subscriptions or listeners changed (inside a write)."""
+        """Tell every process that subscriptions or listeners changed (inside a write).
+
+        The version lives in the database and, for a cheap check on every publish, in a shared
+        memory counter (``routes.ver``) bumped under the same write lock before the commit: a
+        writer that dies in between only makes the others reload the table once too often.
+        """
         conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'routes'")
+        counter = self._counter()
+        counter[:8] = (int.from_bytes(counter[:8], "little") + 1).to_bytes(8, "little")
 
     def routes_version(self, conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'routes'").fetchone()
-        return int(row[0])
+        """The routing version (inside a write, so that it cannot change before the commit)."""
+        return int.from_bytes(self._counter()[:8], "little")
+
+    def _counter(self) -> mmap.mmap:
+        counter = self._routes_counter
+        if counter is None:
+            path = self.directory / COUNTER_NAME
+            with open(path, "a+b") as file:
+                if file.seek(0, os.SEEK_END) < 8:
+                    file.write(b"\x00" * (8 - file.tell()))
+                    file.flush()
+                counter = self._routes_counter = mmap.mmap(file.fileno(), 8)
+        return counter
 
     def close(self) -> None:
         """Close every connection this store opened. Idempotent."""
@@ -276,4 +297,7 @@ class Store:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self._routes_counter is not None:
+            with contextlib.suppress(OSError, ValueError, BufferError):
+                self._routes_counter.close()
         self._local = threading.local()
