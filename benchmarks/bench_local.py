@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 from _common import row
 
 PAYLOAD = {"seq": 0, "data": "x" * 64}
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the default place of local://
 
 
 def _report(**values: float) -> None:
@@ -141,7 +143,7 @@ def _oneway_local(n: int) -> float:
     from eventforge.message import Message
     from eventforge.transports.local import LocalTransport
 
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+    with tempfile.TemporaryDirectory(dir=SHM) as directory:
         rx = _spawn("rx-local", directory, str(n))
         with LocalTransport(directory) as transport:
             for i in range(n):
@@ -173,7 +175,7 @@ def _oneway_mp(n: int) -> float:
 def _oneway_persist(n: int) -> float:
     from persistqueue import SQLiteAckQueue
 
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+    with tempfile.TemporaryDirectory(dir=SHM) as directory:
         queue = SQLiteAckQueue(directory, multithreading=True, auto_commit=True)
         rx = _spawn("rx-persist", directory, str(n))
         for i in range(n):
@@ -189,7 +191,7 @@ def _pingpong_local(calls: int) -> float:
     from eventforge.transport import nonblocking
     from eventforge.transports.local import LocalTransport
 
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+    with tempfile.TemporaryDirectory(dir=SHM) as directory:
         echo = _spawn("echo-local", directory)
         try:
             with LocalTransport(directory) as transport:
@@ -242,7 +244,7 @@ def _workqueue_local(n: int) -> float:
     from eventforge.transports.local import LocalTransport
     from eventforge.workqueue import WorkQueue
 
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+    with tempfile.TemporaryDirectory(dir=SHM) as directory:
         consumer = _spawn("wq-local", directory, str(n))
         with LocalTransport(directory) as transport:
             queue = WorkQueue("bench", transport)
@@ -257,7 +259,7 @@ def _workqueue_local(n: int) -> float:
 def _workqueue_persist(n: int) -> float:
     from persistqueue import SQLiteAckQueue
 
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+    with tempfile.TemporaryDirectory(dir=SHM) as directory:
         queue = SQLiteAckQueue(directory, multithreading=True, auto_commit=True)
         rx = _spawn("rx-persist", directory, str(n))
         start = time.perf_counter()
@@ -277,9 +279,9 @@ def _row(scenario: str, ours: float, anchor: str, value: float, unit: str, goal:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """Measure local:// and its anchors in this run; return the rows (median of the rounds)."""
-    n = 2_000 if quick else 20_000
-    slow_n = 500 if quick else 2_000
-    calls = 200 if quick else 2_000
+    n = 1_000 if quick else 20_000
+    slow_n = 200 if quick else 2_000
+    calls = 100 if quick else 2_000
     repeats = 1 if quick else 3
     got: dict[str, list[float]] = {
         k: [] for k in ("ours", "mp", "pq", "ping", "mping", "wq", "pqwq")
