@@ -333,3 +333,14 @@ def test_receive_async_misses_nothing_between_its_slices(
     assert result
     assert result[0] is not None
     assert result[0].payload == "only"
+
+
+def test_backlog_policy_on_an_unnamed_subscription_is_refused_with_the_reason(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    t = open_local(opened, tmp_path)
+    with pytest.raises(ConfigurationError, match="unnamed subscription keeps no backlog"):
+        t.subscribe("x", lambda m: None, overflow="refuse")
+    with pytest.raises(ConfigurationError, match="unnamed subscription keeps no backlog"):
+        t.subscribe("x", lambda m: None, max_bytes=10)
+    assert t.subscriptions() == []

@@ -169,6 +169,13 @@ class LocalTransport(Transport):
                 f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}",
                 key="overflow",
             )
+        if durable is None and group is None and (max_bytes is not None or overflow is not None):
+            raise ConfigurationError(
+                "an unnamed subscription keeps no backlog of its own (it reads the shared "
+                "message log), so only max_messages bounds it; pass durable='name' or "
+                "group='name' for a backlog with max_bytes / overflow",
+                key="overflow",
+            )
         if durable is not None:
             sub = f"d:{durable}"
         elif group is not None:
