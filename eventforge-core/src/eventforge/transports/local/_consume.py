@@ -302,4 +302,24 @@ class Reader:
                 return
             finally:
                 att.busy = False
-                self._hub.bell.ring(self._hub.bell.address)
+                # Freed, then a look: what was committed before it is rung for here, what comes
+                # after it rings the (armed) reader, which now takes this subscription again.
+                if self._pending_for(att):
+                    self._hub.bell.ring(self._hub.bell.address)
+
+    def _pending_for(self, att: Attachment) -> bool:
+        """Whether ``att`` may have messages waiting (a read; on doubt, yes)."""
+        try:
+            conn = self._store.connection()
+            if not att.log:
+                row = conn.execute("SELECT 1 FROM inbox WHERE sub = ? LIMIT 1", (att.sub,))
+            elif "*" in att.pattern:
+                row = conn.execute("SELECT 1 FROM messages WHERE seq > ? LIMIT 1", (att.cursor,))
+            else:
+                row = conn.execute(
+                    "SELECT 1 FROM messages WHERE seq > ? AND topic = ? LIMIT 1",
+                    (att.cursor, att.pattern),
+                )
+            return row.fetchone() is not None
+        except (sqlite3.Error, TransportClosedError, LocalStoreError):
+            return True
