@@ -4,9 +4,10 @@ The reader thread waits on this transport's doorbell (with a slow periodic check
 net), then takes each local subscription's messages in batches. Callbacks marked
 :func:`~eventforge.transport.nonblocking` run on the reader thread; the others run on the
 delivery thread, one batch per subscription at a time, so a slow handler never keeps the
-reader from waking a waiting request. A message of an unnamed subscription is removed when it
-is taken; one of a shared or named subscription is leased and removed only after its callback
-returned, so a consumer that dies mid-batch leaves the rest to the next consumer.
+reader from waking a waiting request. An unnamed subscription reads the message log from its
+cursor (a plain read: it takes nothing away from anyone); a message of a shared or named
+subscription is leased and removed from its backlog only after its callback returned, so a
+consumer that dies mid-batch leaves the rest to the next consumer.
 """
 
 from __future__ import annotations
