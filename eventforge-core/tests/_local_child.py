@@ -4,8 +4,8 @@
   forever (each send returns once committed) and write ``n`` to stdout after each.
 * ``durable <dir> <topic> <name> <sleep>``: consume the named subscription; for each message,
   print its ``n`` (after handling it), then sleep.
-* ``worker <dir> <queue> <sleep>``: consume the work queue; print each item's ``n``, sleep,
-  then ack it.
+* ``worker <dir> <queue> <sleep>``: consume the work queue; print ``seen n`` for each item,
+  sleep, ack it, print ``acked n``.
 * ``idle <dir> <topic>``: make an unnamed subscription, print ``ready`` and wait.
 """
 
@@ -54,9 +54,10 @@ def main() -> None:
             delivery = queue.get(timeout=10)
             if delivery is None:
                 continue
-            say(delivery.message.payload["n"])
+            say(f"seen {delivery.message.payload['n']}")
             time.sleep(pause)
             delivery.ack()
+            say(f"acked {delivery.message.payload['n']}")
     elif mode == "idle":
         transport.subscribe(sys.argv[3], lambda m: None)
         say("ready")
