@@ -198,6 +198,11 @@ def test_demo_calls_a_worker_in_another_process() -> None:
     # It ends with a service run by `eventforge run` and its /health as a table.
     assert "demo-service: ready" in done.stdout
     assert "service drained and stopped on SIGTERM (exit code 0)" in done.stdout
+    # local://: the greeting published before its listener started is answered by another pid
+    assert "reply: hello ada, from pid" in done.stdout
+    replied_by = int(done.stdout.split("hello ada, from pid ")[1].split()[0])
+    assert replied_by != here
+    assert "the listener exited with code 0" in done.stdout
 
 
 def test_console_script_runs() -> None:

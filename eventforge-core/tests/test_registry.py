@@ -60,7 +60,7 @@ def test_unknown_transport_error_text(site: Path) -> None:
     with pytest.raises(PluginNotFoundError) as info:
         registry().transport("rediss")
     assert str(info.value) == (
-        "Unknown transport 'rediss'. Did you mean 'redis'? Installed: memory. "
+        "Unknown transport 'rediss'. Did you mean 'redis'? Installed: local, memory. "
         "Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
@@ -69,7 +69,7 @@ def test_unknown_transport_error_text(site: Path) -> None:
     assert isinstance(error, LookupError)
     assert (error.kind, error.name) == ("transport", "rediss")
     assert error.suggestions == ("redis",)
-    assert error.installed == ("memory",)
+    assert error.installed == ("local", "memory")
     assert error.install_hint is not None
     assert "pip install eventforge-redis" in error.install_hint
 
@@ -84,7 +84,7 @@ def test_unknown_name_with_a_third_party_plugin_installed(site: Path) -> None:
     with pytest.raises(PluginNotFoundError) as info:
         registry().transport("spol")
     assert str(info.value) == (
-        "Unknown transport 'spol'. Did you mean 'spool'? Installed: memory, spool. "
+        "Unknown transport 'spol'. Did you mean 'spool'? Installed: local, memory, spool. "
         "Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
@@ -96,7 +96,7 @@ def test_unknown_url_scheme_and_serializer_error_text(site: Path) -> None:
         registry().transport("memroy://")
     assert str(info.value) == (
         "Unknown transport URL scheme 'memroy://'. Did you mean 'memory'? "
-        "Installed schemes: memory. Known but not installed: nats (pip install eventforge-nats), "
+        "Installed schemes: local, memory. Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
@@ -289,7 +289,7 @@ def test_a_hook_that_raises_or_returns_garbage_fails_only_its_plugin(site: Path)
     assert "returned str; expected TransportSpec records" in statuses["garbage"][1]
     # a plugin that failed in one hook contributes nothing from the others either
     assert "fine-ser" not in reg.names("serializer")
-    assert reg.names("transport") == ["memory"]
+    assert reg.names("transport") == ["memory", "local"]
 
 
 def test_misspelled_hook_is_reported(site: Path) -> None:
@@ -322,7 +322,7 @@ def test_same_entry_point_name_in_two_distributions(site: Path) -> None:
         )
     with pytest.warns(RuntimeWarning, match="entry point 'same' is provided by both"):
         reg = registry()
-    assert reg.names("transport") == ["memory", "acme-x"]
+    assert reg.names("transport") == ["memory", "local", "acme-x"]
 
 
 def test_disable_by_entry_point_or_distribution_name(
@@ -480,7 +480,7 @@ def test_plugins_from_installs_for_the_block_only(tmp_path: Path) -> None:
     )
     path_before = list(sys.path)
     with plugins_from(site, only=True) as reg:
-        assert reg.names("transport") == ["memory", "temp"]
+        assert reg.names("transport") == ["memory", "local", "temp"]
         assert reg.load(reg.transport("temp://")).__name__ == "MemoryTransport"
     assert sys.path == path_before
     assert "acme_temp_plugin" not in sys.modules

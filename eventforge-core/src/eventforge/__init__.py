@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "Capability": "transport",
     "Transport": "transport",
     "MemoryTransport": "transports.memory",
+    "LocalTransport": "transports.local",
     # configuration and plugins
     "connect": "config",
     "configure": "config",
@@ -178,6 +179,7 @@ if TYPE_CHECKING:
     from .tasks import task as task
     from .transport import Capability as Capability
     from .transport import Transport as Transport
+    from .transports.local import LocalTransport as LocalTransport
     from .transports.memory import MemoryTransport as MemoryTransport
     from .workqueue import Consumer as Consumer
     from .workqueue import DeadLetter as DeadLetter

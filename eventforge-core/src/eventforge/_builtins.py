@@ -30,7 +30,27 @@ def eventforge_transports() -> list[TransportSpec]:
                 }
             ),
             exports=("MemoryTransport",),
-        )
+        ),
+        TransportSpec(
+            name="local",
+            target="eventforge.transports.local:LocalTransport",
+            summary="Durable, broker-less messaging between processes of one machine (SQLite).",
+            aliases=("sqlite",),
+            schemes=("local",),
+            capabilities=frozenset(
+                {
+                    Capability.WILDCARDS,
+                    Capability.GROUPS,
+                    Capability.HEADERS,
+                    Capability.ORDERED,
+                    Capability.CROSS_PROCESS,
+                    Capability.DURABLE,
+                    Capability.DURABLE_SUBSCRIPTIONS,
+                    Capability.NONBLOCKING_INLINE,
+                }
+            ),
+            exports=("LocalTransport",),
+        ),
     ]
 
 

@@ -2,8 +2,8 @@
 
 Each section prints what it does and what came back: publish/subscribe (fan-out, wildcards,
 groups), request/reply, RPC, the Executor in its three modes, ``@task`` with callbacks, a work
-queue with a retry and a dead letter, and finally a worker in another process called over TCP
-(when eventforge-tcp is installed).
+queue with a retry and a dead letter, then two processes talking over ``local://`` (no broker),
+and finally a worker in another process called over TCP (when eventforge-tcp is installed).
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from .errors import NoRespondersError
 from .message import Message
+from .queue import MessageQueue
+from .transports.local import LocalTransport
 
 __all__ = ["main"]
 
@@ -231,6 +235,51 @@ def _service() -> None:
         print(f"  service drained and stopped on SIGTERM (exit code {code})")
 
 
+def local_peer(directory: str, count: int) -> None:
+    """The other process of the ``local://`` part: answers ``count`` greetings, then exits."""
+    answered = threading.Semaphore(0)
+    with MessageQueue(LocalTransport(directory)) as queue:
+
+        def greet(message: Message) -> None:
+            queue.publish("greetings.reply", f"hello {message.payload}, from pid {os.getpid()}")
+            answered.release()
+
+        queue.subscribe("greetings", greet, durable="greeter")
+        for _ in range(count):
+            answered.acquire(timeout=30)
+
+
+def _local_processes(count: int) -> None:
+    _heading("local://: two processes on this machine, no broker (kept until consumed)")
+    with tempfile.TemporaryDirectory() as directory, LocalTransport(directory) as transport:
+        queue = MessageQueue(transport)
+        replies: list[str] = []
+        done = threading.Event()
+
+        def on_reply(message: Message) -> None:
+            replies.append(message.payload)
+            if len(replies) == count:
+                done.set()
+
+        queue.subscribe("greetings.reply", on_reply)
+        # The named subscription exists before its process does: it keeps what comes.
+        queue.unsubscribe(queue.subscribe("greetings", lambda m: None, durable="greeter"))
+        names = ["ada", "grace", "linus", "barbara", "ken"][:count]
+        for name in names:
+            queue.publish("greetings", name)
+        print(f"  published {names} to the named subscription 'greeter' (nobody listening yet)")
+        code = f"from eventforge.demo import local_peer; local_peer({directory!r}, {count})"
+        peer = subprocess.Popen([sys.executable, "-c", code])
+        try:
+            done.wait(60)
+            for reply in replies:
+                print(f"  reply: {reply}")
+        finally:
+            peer.wait(30)
+            queue.close()
+        print(f"  publisher pid {os.getpid()}; the listener exited with code {peer.returncode}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the walk-through; returns the exit code."""
     parser = argparse.ArgumentParser(prog="eventforge demo", description=__doc__)
@@ -251,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _task()
         _workqueue()
         if not args.local:
+            _local_processes(min(5, max(1, args.count)))
             _cross_process()
             _service()
     finally:

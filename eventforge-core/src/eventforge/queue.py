@@ -189,6 +189,7 @@ class MessageQueue(RequestReply, QueueFeatures):
         handler: Callable[..., Any],
         *,
         group: str | None = None,
+        durable: str | None = None,
         dispatcher: str | Dispatcher | None = None,
         threaded: bool = False,
         max_pending: int | None = None,
@@ -215,8 +216,19 @@ class MessageQueue(RequestReply, QueueFeatures):
         event, validated (see :mod:`eventforge.events`). ``match`` keeps only messages whose
         headers equal all (``match_mode="all"``) or any (``"any"``) of the given values; the
         rest are counted in ``stats["filtered"]`` (see :mod:`eventforge.routing`).
+
+        ``durable="name"`` makes a named subscription on a transport that declares
+        :attr:`~eventforge.transport.Capability.DURABLE_SUBSCRIPTIONS` (``local://``): it keeps
+        its backlog while no process listens and across restarts, and every handler attached
+        to the name (in any process) competes for its messages.
         """
         self._check_open()
+        if durable is not None:
+            require_capability(
+                self.transport, Capability.DURABLE_SUBSCRIPTIONS, feature="subscribe(durable=...)"
+            )
+            if not isinstance(durable, str) or not durable:
+                raise ValueError(f"durable must be a non-empty str, got {durable!r}")
         if not callable(handler):
             raise TypeError(
                 f"handler must be callable (a function or coroutine function taking the message), "
@@ -271,11 +283,16 @@ class MessageQueue(RequestReply, QueueFeatures):
             entry_point = nonblocking(gate) if is_nonblocking(entry_point) else gate
         try:
             if group is None:
-                subscription_id = self.transport.subscribe(topic, entry_point)
+                if durable is None:
+                    subscription_id = self.transport.subscribe(topic, entry_point)
+                else:
+                    subscription_id = self.transport.subscribe(  # type: ignore[call-arg]
+                        topic, entry_point, durable=durable
+                    )
                 entry = _Entry(topic, handler, subscription_id, None, worker)
             else:
                 binding, worker = self._join_group(
-                    topic, group, dispatcher, handler_id, entry_point, worker, on_discard
+                    topic, group, dispatcher, handler_id, entry_point, worker, on_discard, durable
                 )
                 entry = _Entry(topic, handler, None, binding, worker)
         except BaseException:
@@ -508,6 +525,7 @@ class MessageQueue(RequestReply, QueueFeatures):
         invoke: Invoker,
         worker: Worker | None = None,
         on_discard: Callable[[Message], Any] | None = None,
+        durable: str | None = None,
     ) -> tuple[GroupBinding, Worker | None]:
         """Add a member to the group's binding (made and subscribed on first use).
 
@@ -552,7 +570,11 @@ class MessageQueue(RequestReply, QueueFeatures):
             # Subscribing under the lock keeps a concurrent member from racing a half-made
             # binding; transports must not call back into this queue from ``subscribe``.
             try:
-                if self._transport_groups:
+                if durable is not None:
+                    binding.subscription_id = self.transport.subscribe(  # type: ignore[call-arg]
+                        topic, binding.entry_point, group=group, durable=durable
+                    )
+                elif self._transport_groups:
                     binding.subscription_id = self.transport.subscribe(  # type: ignore[call-arg]
                         topic, binding.entry_point, group=group
                     )

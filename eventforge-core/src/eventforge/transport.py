@@ -115,6 +115,9 @@ class Capability:
     """Callbacks marked :func:`nonblocking` run on the transport's I/O thread (or event loop),
     not on its delivery thread. Reply waiters are such callbacks, so a handler running on the
     delivery thread may make a blocking request: its reply does not queue up behind it."""
+    DURABLE_SUBSCRIPTIONS = "durable_subscriptions"
+    """``subscribe(topic, cb, durable=name)``: a named subscription keeps its backlog while no
+    process listens and across restarts; everyone attached to the name competes for it."""
 
     ALL: ClassVar[frozenset[str]] = frozenset(
         {
@@ -129,6 +132,7 @@ class Capability:
             ZERO_COPY,
             NONBLOCKING_INLINE,
             CLAIMS,
+            DURABLE_SUBSCRIPTIONS,
         }
     )
 

@@ -1,0 +1,134 @@
+"""What one ``local://`` transport shares with its work queues: the store, the doorbell, the
+routing table and the wake-up condition its waiting threads block on."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+
+from eventforge.topics import TopicIndex
+
+from ._bell import Doorbell
+from ._store import Store
+
+__all__ = ["Hub", "Route", "Routes"]
+
+log = logging.getLogger("eventforge.transports.local")
+
+WORK_PREFIX = "wq:"
+
+
+@dataclass
+class Route:
+    """A subscription as a publisher sees it: where to store and whom to wake."""
+
+    sub: str
+    pattern: str
+    max_messages: int | None
+    max_bytes: int | None
+    overflow: str
+    bells: list[str] = field(default_factory=list)
+    log: bool = False  # unnamed: reads the message log from its cursor, keeps no backlog
+
+
+@dataclass
+class Routes:
+    """Every subscription and listener of the store, as of one routing version."""
+
+    version: int
+    index: TopicIndex[Route]
+    work_bells: dict[str, list[str]]
+
+
+class Hub:
+    """The doorbell, routing cache and wake-up condition of one transport."""
+
+    def __init__(self, store: Store, bell: Doorbell, pid: int, start: int) -> None:
+        self.store = store
+        self.bell = bell
+        self.pid = pid
+        self.start = start
+        self.tag = os.urandom(4).hex()
+        self._ids = itertools.count(1)
+        self.cond = threading.Condition()
+        self.rings = 0
+        self.sweep_soon = False
+        self._routes = Routes(-1, TopicIndex(), {})
+        self._routes_lock = threading.Lock()
+
+    def new_consumer(self) -> str:
+        """A consumer id unique in the store: this transport's random tag and a number."""
+        return f"{self.tag}.{next(self._ids)}"
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def attach(self, conn: sqlite3.Connection, sub: str, consumer: str) -> None:
+        """Register ``consumer`` (of this process) as listening on ``sub`` (inside a write)."""
+        conn.execute(
+            "INSERT OR REPLACE INTO attach VALUES (?, ?, ?, ?, ?)",
+            (sub, consumer, self.pid, self.start, self.bell.address),
+        )
+        self.store.bump_routes(conn)
+
+    def detach(self, conn: sqlite3.Connection, consumer: str) -> None:
+        conn.execute("DELETE FROM attach WHERE consumer = ?", (consumer,))
+        self.store.bump_routes(conn)
+
+    # -- routing --------------------------------------------------------------------------
+
+    def routes(self, conn: sqlite3.Connection) -> Routes:
+        """The routing table, reloaded when another process changed it (call inside a write,
+        so that the table cannot change before the transaction commits)."""
+        version = self.store.routes_version(conn)
+        routes = self._routes
+        if routes.version == version:
+            return routes
+        index: TopicIndex[Route] = TopicIndex()
+        by_sub: dict[str, Route] = {}
+        for sub, pattern, max_messages, max_bytes, overflow in conn.execute(
+            "SELECT id, pattern, max_messages, max_bytes, overflow FROM subs"
+        ):
+            route = Route(sub, pattern, max_messages, max_bytes, overflow, [], sub[:2] == "u:")
+            by_sub[sub] = route
+            index.add(pattern, route)
+        work: dict[str, list[str]] = {}
+        for sub, bell in conn.execute("SELECT sub, bell FROM attach"):
+            found = by_sub.get(sub)
+            if found is not None:
+                if bell not in found.bells:
+                    found.bells.append(bell)
+            elif sub.startswith(WORK_PREFIX):
+                work.setdefault(sub[len(WORK_PREFIX) :], []).append(bell)
+        routes = Routes(version, index, work)
+        with self._routes_lock:
+            if self._routes.version < version:
+                self._routes = routes
+        return routes
+
+    # -- waking ---------------------------------------------------------------------------
+
+    def ring(self, addresses: list[str]) -> None:
+        """Ring the given doorbells; a bell that is gone asks for a sweep soon."""
+        for address in addresses:
+            if not self.bell.ring(address):
+                self.sweep_soon = True
+
+    def rang(self) -> None:
+        """Wake every thread of this process waiting for the store to change."""
+        with self.cond:
+            self.rings += 1
+            self.cond.notify_all()
+
+    def generation(self) -> int:
+        with self.cond:
+            return self.rings
+
+    def wait(self, generation: int, timeout: float | None) -> None:
+        """Block until a ring after ``generation`` or ``timeout``."""
+        with self.cond:
+            if self.rings == generation:
+                self.cond.wait(timeout)

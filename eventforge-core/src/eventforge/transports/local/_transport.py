@@ -1,0 +1,362 @@
+"""LocalTransport: durable, broker-less messaging between the processes of one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from eventforge.errors import ConfigurationError, TransportClosedError
+from eventforge.message import Message
+from eventforge.topics import validate_pattern
+from eventforge.transport import Callback, Capability, Transport
+from eventforge.wire import WireCodec
+from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+
+from ._bell import Doorbell
+from ._consume import Attachment, Reader
+from ._hub import Hub
+from ._options import OPTIONS, OVERFLOW_POLICIES, directory_from_url
+from ._publish import Publisher
+from ._store import LocalStoreError, Store, default_directory, describe, process_start
+from ._sweep import drop_subscription, reap, sweep
+from ._workqueue import LocalWorkQueueBackend
+
+__all__ = ["LocalTransport"]
+
+log = logging.getLogger("eventforge.transports.local")
+
+
+class LocalTransport(Transport):
+    """Messaging through a SQLite database (WAL mode) in one directory, woken by doorbells.
+
+    Every process that opens the same directory shares subscriptions and messages. A message is
+    stored once and kept until every subscription it was routed to consumed it. Unnamed
+    subscriptions end with their process; named ones (``durable="name"``) keep their backlog
+    while nobody listens and across restarts, and everybody attached to a name (or to a
+    ``group``) competes for its messages. See ``docs/transports/local.md``.
+    """
+
+    name: ClassVar[str] = "local"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {
+            Capability.WILDCARDS,
+            Capability.GROUPS,
+            Capability.HEADERS,
+            Capability.ORDERED,
+            Capability.CROSS_PROCESS,
+            Capability.DURABLE,
+            Capability.DURABLE_SUBSCRIPTIONS,
+            Capability.NONBLOCKING_INLINE,
+        }
+    )
+    options = OPTIONS
+
+    def __init__(self, directory: str | Path | None = None, **options: Any) -> None:
+        values = OPTIONS.read(keywords=options)
+        self._configure(Path(directory) if directory is not None else None, values)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> LocalTransport:
+        """``local://`` (default directory) or ``local:///path``; options in the query.
+
+        Keyword ``options`` override the query. Used by :func:`eventforge.connect`.
+        """
+        directory = directory_from_url(url)
+        values = OPTIONS.read(url, options)
+        transport = cls.__new__(cls)
+        transport._configure(directory, values)
+        return transport
+
+    def _configure(self, directory: Path | None, values: dict[str, Any]) -> None:
+        self.directory = (directory or default_directory()).expanduser().absolute()
+        self.settings = values
+        self._codec = WireCodec(
+            values["serializer"], trusted=values["trusted"], max_size=values["max_size"]
+        )
+        self._closed = False
+        self._store = Store(
+            self.directory,
+            synchronous=values["synchronous"],
+            max_size=values["max_store_bytes"],
+        )
+        pid = os.getpid()
+        start = process_start(pid)
+        try:
+            bell = Doorbell(self.directory, pid, start)
+        except OSError as exc:
+            self._store.close()
+            raise describe(exc, self.directory) from exc
+        self._hub = Hub(self._store, bell, pid, start)
+        self._backends: list[LocalWorkQueueBackend] = []
+        self._publisher = Publisher(self._store, self._hub, self._codec)
+        self._sweep()
+        self._reader = Reader(self._store, self._hub, self._codec, values, self._sweep)
+        self._attachments = self._reader.attachments
+        self._lock = self._reader.lock
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Store ``message`` for every matching subscription and ring their consumers.
+
+        Returns once the message is committed. A message no subscription matches is not
+        stored (counted in ``stats()["unroutable"]``).
+        """
+        if self._closed:
+            raise TransportClosedError("LocalTransport is closed; create a new one")
+        self._publisher.publish(message)
+
+    def send_counted(self, message: Message) -> int:
+        """Like :meth:`send`; return how many subscriptions stored the message."""
+        if self._closed:
+            raise TransportClosedError("LocalTransport is closed; create a new one")
+        return self._publisher.publish(message)
+
+    def subscribe(
+        self,
+        topic: str,
+        callback: Callback,
+        *,
+        group: str | None = None,
+        durable: str | None = None,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        overflow: str | None = None,
+    ) -> str:
+        """Call ``callback`` for each message matching ``topic``; return a subscription id.
+
+        ``group`` shares the subscription with every member of that group on the pattern, in
+        any process (each message to one member). ``durable`` names a subscription that keeps
+        its backlog while nobody listens and across restarts; everyone attached to the name
+        competes for its messages. ``max_messages`` / ``max_bytes`` / ``overflow`` bound the
+        backlog of a subscription this call creates (defaults: the transport's options).
+        """
+        self._check_open()
+        validate_pattern(topic)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        consumer = self._hub.new_consumer()
+        sub, cursor = self._create(
+            topic, consumer, group, durable, max_messages, max_bytes, overflow
+        )
+        att = Attachment(consumer, sub, callback, topic, cursor)
+        with self._lock:
+            self._attachments[consumer] = att
+        self._hub.bell.ring(self._hub.bell.address)  # drain a backlog that is already there
+        return consumer
+
+    def _create(
+        self,
+        topic: str,
+        consumer: str,
+        group: str | None,
+        durable: str | None,
+        max_messages: int | None,
+        max_bytes: int | None,
+        overflow: str | None,
+    ) -> tuple[str, int | None]:
+        """Create (or join) the subscription; return its id and, for an unnamed one, the
+        number of the newest message (it reads what comes after)."""
+        for key, value in (("group", group), ("durable", durable)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{key} must be a non-empty str, got {value!r}")
+        if overflow is not None and overflow not in OVERFLOW_POLICIES:
+            raise ConfigurationError(
+                f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}",
+                key="overflow",
+            )
+        if durable is None and group is None and (max_bytes is not None or overflow is not None):
+            raise ConfigurationError(
+                "an unnamed subscription keeps no backlog of its own (it reads the shared "
+                "message log), so only max_messages bounds it; pass durable='name' or "
+                "group='name' for a backlog with max_bytes / overflow",
+                key="overflow",
+            )
+        if durable is not None:
+            sub = f"d:{durable}"
+        elif group is not None:
+            sub = f"g:{group}:{topic}"
+        else:
+            sub = f"u:{consumer}"
+        limits = (
+            max_messages if max_messages is not None else self.settings["max_messages"],
+            max_bytes if max_bytes is not None else self.settings["max_bytes"],
+            overflow or self.settings["overflow"],
+        )
+        with self._store.write() as conn:
+            row = conn.execute("SELECT pattern FROM subs WHERE id = ?", (sub,)).fetchone()
+            if row is not None and row[0] != topic:
+                raise ConfigurationError(
+                    f"the named subscription {durable!r} already exists on {row[0]!r}, not "
+                    f"{topic!r}; use another name (a name is one backlog on one pattern)",
+                    key="durable",
+                )
+            cursor = None
+            if sub.startswith("u:"):
+                cursor = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
+            if row is not None:
+                # A listener of a process that died keeps nothing: its messages are ours now.
+                reap(conn, sub)
+            else:
+                conn.execute(
+                    "INSERT INTO subs(id, pattern, durable, max_messages, max_bytes, overflow, "
+                    "ttl, last_active, cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sub, topic, durable is not None, *limits, self.settings["ttl"], time.time(),
+                     cursor or 0),
+                )  # fmt: skip
+            self._hub.attach(conn, sub, consumer)
+        return sub, cursor
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        with self._lock:
+            att = self._attachments.pop(subscription_id, None)
+        if att is None:
+            return False
+        att.closed = True
+        if not self._closed:
+            self._detach(att.consumer, att.sub)
+        return True
+
+    def _detach(self, consumer: str, sub: str) -> None:
+        with self._store.write() as conn:
+            self._hub.detach(conn, consumer)
+            left = conn.execute("SELECT 1 FROM attach WHERE sub = ? LIMIT 1", (sub,)).fetchone()
+            if left is None:
+                if sub.startswith("d:"):
+                    conn.execute("UPDATE subs SET last_active = ? WHERE id = ?", (time.time(), sub))
+                else:
+                    drop_subscription(conn, sub)
+
+    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Block for the next message on ``topic`` published while waiting."""
+        reader = self._open_reader(topic)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                message = self._poll_reader(reader, deadline, self.settings["check_interval"])
+                if message is not None or (deadline is not None and time.monotonic() >= deadline):
+                    return message
+        finally:
+            self._close_reader(reader)
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Await the next message on ``topic``; waits in short slices on a worker thread.
+
+        The subscription lives for the whole wait, so nothing published between two slices is
+        missed; a cancelled wait takes nothing away from anyone.
+        """
+        reader = await asyncio.to_thread(self._open_reader, topic)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                message = await asyncio.to_thread(self._poll_reader, reader, deadline, 0.05)
+                if message is not None or (deadline is not None and time.monotonic() >= deadline):
+                    return message
+        finally:
+            await asyncio.to_thread(self._close_reader, reader)
+
+    def _open_reader(self, topic: str) -> Attachment:
+        self._check_open()
+        validate_pattern(topic)
+        consumer = self._hub.new_consumer()
+        sub, cursor = self._create(topic, consumer, None, None, None, None, None)
+        return Attachment(consumer, sub, lambda m: None, topic, cursor)
+
+    def _poll_reader(
+        self, reader: Attachment, deadline: float | None, longest: float
+    ) -> Message | None:
+        """The next message of ``reader``, waiting for the doorbell up to ``longest`` s."""
+        generation = self._hub.generation()
+        taken, _ = self._reader.read_log(reader, 64, first=True)
+        if taken and taken[0][1] is not None:
+            return taken[0][1]
+        wait = longest
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        self._check_open()
+        self._hub.wait(generation, wait)
+        taken, _ = self._reader.read_log(reader, 64, first=True)
+        return taken[0][1] if taken else None
+
+    def _close_reader(self, reader: Attachment) -> None:
+        if not self._closed:
+            self._detach(reader.consumer, reader.sub)
+
+    def _sweep(self) -> None:
+        try:
+            sweep(self._store, dedupe_window=self.settings["dedupe_window"])
+        except LocalStoreError as exc:
+            log.warning("sweeping %s failed: %s", self.directory, exc)
+
+    # -- work queues and lifecycle -----------------------------------------------------------
+
+    def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
+        """A durable work queue stored in this transport's directory."""
+        self._check_open()
+        backend = LocalWorkQueueBackend(
+            self._hub,
+            self._codec,
+            name,
+            policy,
+            visibility_timeout=self.settings["visibility_timeout"],
+            check_interval=self.settings["check_interval"],
+        )
+        self._backends.append(backend)
+        return backend
+
+    def sweep(self) -> dict[str, int]:
+        """Remove what dead processes left and stale data now; return counts of each."""
+        self._check_open()
+        return sweep(self._store, dedupe_window=self.settings["dedupe_window"])
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription in the store: name, pattern, backlog, dropped, listeners."""
+        rows = self._store.read(
+            "SELECT id, pattern, durable, backlog, backlog_bytes, dropped, "
+            "(SELECT COUNT(*) FROM attach WHERE attach.sub = subs.id) FROM subs ORDER BY id"
+        )
+        keys = ("id", "pattern", "durable", "backlog", "backlog_bytes", "dropped", "listeners")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sent": self._publisher.sent.value,
+            "delivered": self._reader.delivered.value,
+            "unroutable": self._publisher.unroutable.value,
+            "dropped": self._publisher.dropped.value,
+            "callback_errors": self._reader.callback_errors.value,
+            "decode_errors": self._reader.decode_errors.value,
+            "lag_skips": self._reader.skipped.value,
+            "subscriptions": len(self._attachments),
+        }
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            atts = list(self._attachments.values())
+            self._attachments.clear()
+        for att in atts:
+            att.closed = True
+            try:
+                self._detach(att.consumer, att.sub)
+            except LocalStoreError as exc:
+                log.warning("closing: %s", exc)
+        for backend in self._backends:
+            backend.close()
+        self._closed = True
+        self._reader.stop()
+        self._hub.bell.close()
+        self._store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError("LocalTransport is closed; create a new one")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._attachments)} subscriptions"
+        return f"LocalTransport({str(self.directory)!r}, {state})"

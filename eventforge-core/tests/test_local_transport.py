@@ -1,0 +1,346 @@
+"""local:// behaviour beyond the conformance suites: URLs and options, named subscriptions,
+binary payloads, counted sends, bounded backlogs and doorbell wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import eventforge
+import pytest
+from eventforge import MessageQueue
+from eventforge.errors import ConfigurationError, UnsupportedCapabilityError
+from eventforge.message import Message
+from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+from eventforge.testing import wait_until
+from eventforge.transports.local import BacklogFull, LocalTransport, default_directory
+from eventforge.transports.memory import MemoryTransport
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> Iterator[list[LocalTransport]]:
+    made: list[LocalTransport] = []
+    yield made
+    for transport in made:
+        transport.close()
+
+
+def open_local(made: list[LocalTransport], path: Path, **options: object) -> LocalTransport:
+    transport = LocalTransport(path, **options)
+    made.append(transport)
+    return transport
+
+
+# -- URLs and options ------------------------------------------------------------------------
+
+
+def test_connect_reads_directory_and_options_from_the_url(tmp_path: Path) -> None:
+    with eventforge.connect(f"local://{tmp_path}?max_messages=7&overflow=refuse") as transport:
+        assert isinstance(transport, LocalTransport)
+        assert transport.directory == tmp_path
+        assert transport.settings["max_messages"] == 7
+        assert transport.settings["overflow"] == "refuse"
+    assert (tmp_path / "eventforge.db").exists()
+
+
+def test_keywords_and_url_share_one_option_table(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown local option 'bogus'.*accepted"):
+        eventforge.connect(f"local://{tmp_path}?bogus=1")
+    with pytest.raises(ConfigurationError, match="unknown local option 'bogus'"):
+        LocalTransport(tmp_path, bogus=1)
+    with pytest.raises(ConfigurationError, match=r"synchronous=.*invalid"):
+        LocalTransport(tmp_path, synchronous="sometimes")
+    with pytest.raises(ConfigurationError, match="names no host"):
+        eventforge.connect("local://somehost/tmp")
+
+
+def test_default_directory_is_eventforge_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTFORGE_HOME", str(tmp_path / "home"))
+    assert default_directory() == tmp_path / "home"
+    with eventforge.connect("local://") as transport:
+        assert transport.directory == tmp_path / "home"  # type: ignore[attr-defined]
+    monkeypatch.delenv("EVENTFORGE_HOME")
+    assert "eventforge" in str(default_directory())
+
+
+# -- named subscriptions -----------------------------------------------------------------------
+
+
+def test_named_subscription_keeps_its_backlog_in_order_while_nobody_listens(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    consumer = open_local(opened, tmp_path)
+    sub = consumer.subscribe("billing.*", lambda m: None, durable="billing")
+    consumer.unsubscribe(sub)
+    consumer.close()
+    publisher = open_local(opened, tmp_path)
+    for n in range(50):
+        publisher.send(Message("billing.invoice", n))
+    later = open_local(opened, tmp_path)
+    got: list[Message] = []
+    later.subscribe("billing.*", got.append, durable="billing")
+    assert wait_until(lambda: len(got) == 50, timeout=10)
+    assert [m.payload for m in got] == list(range(50))
+    assert wait_until(lambda: later.subscriptions()[0]["backlog"] == 0, timeout=10)
+
+
+def test_durable_flows_through_message_queue_subscribe(tmp_path: Path) -> None:
+    with MessageQueue(LocalTransport(tmp_path)) as queue:
+        handler_id = queue.subscribe("audit.**", lambda m: None, durable="audit")
+        queue.unsubscribe(handler_id)
+        queue.publish("audit.login", {"user": "ada"})
+    got: list[object] = []
+    with MessageQueue(LocalTransport(tmp_path)) as queue:
+        queue.subscribe("audit.**", lambda m: got.append(m.payload), durable="audit")
+        assert wait_until(lambda: got == [{"user": "ada"}], timeout=10)
+
+
+def test_durable_needs_a_transport_that_keeps_named_subscriptions() -> None:
+    with MessageQueue(MemoryTransport()) as queue, pytest.raises(UnsupportedCapabilityError):
+        queue.subscribe("a.b", lambda m: None, durable="x")
+
+
+def test_a_name_is_one_pattern(tmp_path: Path, opened: list[LocalTransport]) -> None:
+    transport = open_local(opened, tmp_path)
+    transport.subscribe("a.*", lambda m: None, durable="n")
+    with pytest.raises(ConfigurationError, match=r"already exists on 'a\.\*'"):
+        transport.subscribe("b.*", lambda m: None, durable="n")
+
+
+def test_group_members_in_two_transports_share_one_named_backlog(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    first, second = open_local(opened, tmp_path), open_local(opened, tmp_path)
+    got: dict[str, list[int]] = {"first": [], "second": []}
+    lock = threading.Lock()
+
+    def member(name: str) -> object:
+        def take(message: Message) -> None:
+            with lock:
+                got[name].append(message.payload)
+
+        return take
+
+    first.subscribe("jobs.run", member("first"), group="w", durable="jobs")  # type: ignore[arg-type]
+    second.subscribe("jobs.run", member("second"), group="w", durable="jobs")  # type: ignore[arg-type]
+    for n in range(200):
+        first.send(Message("jobs.run", n))
+    assert wait_until(lambda: len(got["first"]) + len(got["second"]) >= 200, timeout=10)
+    assert sorted(got["first"] + got["second"]) == list(range(200))
+
+
+# -- payloads and counting -------------------------------------------------------------------
+
+
+def test_bytes_payload_arrives_unchanged_with_a_serializer_that_carries_bytes(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    # The stored envelope is the wire codec's: a serializer that carries bytes carries them here.
+    blob = bytes(range(256)) * 4
+    a = open_local(opened, tmp_path, serializer="pickle", trusted=True)
+    b = open_local(opened, tmp_path, serializer="pickle", trusted=True)
+    got: list[Message] = []
+    b.subscribe("blob", got.append)
+    a.send(Message("blob", blob, {"k": "v"}))
+    assert wait_until(lambda: bool(got), timeout=10)
+    assert got[0].payload == blob
+    assert isinstance(got[0].payload, bytes)
+    assert got[0].headers["k"] == "v"
+
+
+def test_send_counted_counts_subscriptions_and_stores_nothing_unrouted(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    t = open_local(opened, tmp_path)
+    assert t.send_counted(Message("nobody.home", 1)) == 0
+    t.subscribe("x.*", lambda m: None)
+    t.subscribe("x.y", lambda m: None, group="g")
+    t.subscribe("x.y", lambda m: None, group="g")  # same group: one subscription
+    assert t.send_counted(Message("x.y", 1)) == 2
+    t.send(Message("nobody.home", 2))
+    assert t.stats()["unroutable"] == 2
+    # nothing of the unrouted messages was stored
+    rows = t._store.read("SELECT COUNT(*) FROM messages WHERE topic = 'nobody.home'")
+    assert rows[0][0] == 0
+
+
+# -- bounded backlog -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overflow", "kept"), [("drop_oldest", [7, 8, 9]), ("drop_newest", [0, 1, 2])]
+)
+def test_full_backlog_drops_by_policy_and_counts(
+    tmp_path: Path,
+    opened: list[LocalTransport],
+    overflow: str,
+    kept: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    t = open_local(opened, tmp_path)
+    sid = t.subscribe("q", lambda m: None, durable="slow", max_messages=3, overflow=overflow)
+    t.unsubscribe(sid)
+    with caplog.at_level(logging.WARNING, logger="eventforge.transports.local"):
+        for n in range(10):
+            t.send(Message("q", n))
+    assert "at its bound" in caplog.text
+    (info,) = t.subscriptions()
+    assert info["backlog"] == 3
+    assert info["dropped"] == 7
+    assert t.stats()["dropped"] == 7
+    got: list[int] = []
+    t.subscribe("q", lambda m: got.append(m.payload), durable="slow")
+    assert wait_until(lambda: len(got) == 3, timeout=10)
+    assert got == kept
+
+
+def test_refuse_policy_raises_and_stores_the_message_nowhere(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    t = open_local(opened, tmp_path)
+    sid = t.subscribe("q", lambda m: None, durable="strict", max_messages=2, overflow="refuse")
+    t.unsubscribe(sid)
+    other: list[Message] = []
+    t.subscribe("q", other.append)  # a second subscription: the refusal is all-or-nothing
+    t.send(Message("q", 1))
+    t.send(Message("q", 2))
+    with pytest.raises(BacklogFull, match="'strict' holds 2 messages"):
+        t.send(Message("q", 3))
+    assert wait_until(lambda: len(other) == 2, timeout=10)
+    assert [m.payload for m in other] == [1, 2]
+    assert t.stats()["dropped"] == 1
+
+
+def test_backlog_bound_in_bytes(tmp_path: Path, opened: list[LocalTransport]) -> None:
+    t = open_local(opened, tmp_path)
+    sid = t.subscribe("q", lambda m: None, durable="b", max_bytes=2000, max_messages=10**6)
+    t.unsubscribe(sid)
+    for n in range(100):
+        t.send(Message("q", "x" * 100 + str(n)))
+    (info,) = t.subscriptions()
+    assert info["backlog_bytes"] <= 2000
+    assert info["dropped"] == 100 - info["backlog"]
+
+
+# -- no polling ------------------------------------------------------------------------------
+
+
+def test_blocked_receiver_is_woken_by_the_doorbell_not_by_the_periodic_check(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    # The safety-net check runs once an hour here: only a doorbell can wake the receiver.
+    receiver = open_local(opened, tmp_path, check_interval=3600)
+    sender = open_local(opened, tmp_path, check_interval=3600)
+    got: list[Message | None] = []
+    thread = threading.Thread(target=lambda: got.append(receiver.receive("ping", timeout=30)))
+    thread.start()
+    assert wait_until(lambda: sender.send_counted(Message("ping", 1)) > 0, timeout=10)
+    thread.join(30)
+    assert got
+    assert got[0] is not None
+    assert got[0].payload == 1
+
+
+def test_subscriber_is_woken_by_the_doorbell(tmp_path: Path, opened: list[LocalTransport]) -> None:
+    receiver = open_local(opened, tmp_path, check_interval=3600)
+    sender = open_local(opened, tmp_path, check_interval=3600)
+    got: list[Message] = []
+    receiver.subscribe("ping", got.append)
+    for n in range(5):
+        sender.send(Message("ping", n))
+        assert wait_until(lambda n=n: len(got) == n + 1, timeout=10)
+
+
+def test_a_message_is_stored_once_whatever_its_fan_out(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    publisher = open_local(opened, tmp_path)
+    readers = [open_local(opened, tmp_path) for _ in range(3)]
+    got: list[list[Message]] = [[] for _ in readers]
+    for reader, bucket in zip(readers, got, strict=True):
+        reader.subscribe("fan.*", bucket.append)
+        reader.subscribe("fan.**", bucket.append)
+    assert publisher.send_counted(Message("fan.out", "x")) == 6
+    assert wait_until(lambda: all(len(b) == 2 for b in got), timeout=10)
+    assert publisher._store.read("SELECT COUNT(*) FROM inbox")[0][0] == 0
+
+
+def test_unnamed_subscription_lagging_past_its_bound_is_moved_up_and_counted(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    slow = open_local(opened, tmp_path, max_messages=5, sweep_interval=3600)
+    release = threading.Event()
+    got: list[int] = []
+
+    def stuck(message: Message) -> None:
+        release.wait(10)
+        got.append(message.payload)
+
+    slow.subscribe("lag", stuck)
+    publisher = open_local(opened, tmp_path, sweep_interval=3600)
+    publisher.send(Message("lag", 0))
+    assert wait_until(lambda: slow.subscriptions()[0]["listeners"] == 1, timeout=5)
+    for n in range(1, 21):
+        publisher.send(Message("lag", n))
+    removed = publisher.sweep()
+    assert removed["lagging"] == 1
+    (info,) = publisher.subscriptions()
+    assert info["dropped"] >= 15
+    release.set()
+    assert wait_until(lambda: got and got[-1] == 20, timeout=10)
+    assert len(got) <= 7  # the first one, then at most the last max_messages (+1 in flight)
+
+
+def test_unroutable_policies_of_the_queue_work_across_transports(tmp_path: Path) -> None:
+    other = LocalTransport(tmp_path)
+    with (
+        MessageQueue(LocalTransport(tmp_path), unroutable="return") as strict,
+        MessageQueue(LocalTransport(tmp_path), unroutable="reroute:parking") as rerouting,
+    ):
+        with pytest.raises(UnroutableError):
+            strict.publish("nobody.listens", 1)
+        parked: list[Message] = []
+        other.subscribe("parking", parked.append, durable="parking")
+        rerouting.publish("nobody.listens", 2)
+        assert wait_until(lambda: len(parked) == 1, timeout=10)
+        assert parked[0].headers[REROUTED_FROM_HEADER] == "nobody.listens"
+        got: list[Message] = []
+        other.subscribe("somebody.*", got.append)
+        strict.publish("somebody.listens", 3)  # taken by a subscriber in another transport
+        assert wait_until(lambda: len(got) == 1, timeout=10)
+        assert strict.stats["unroutable"] == 1
+    other.close()
+
+
+def test_receive_async_misses_nothing_between_its_slices(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    receiver = open_local(opened, tmp_path)
+    sender = open_local(opened, tmp_path)
+    result: list[Message | None] = []
+    thread = threading.Thread(
+        target=lambda: result.append(asyncio.run(receiver.receive_async("once", timeout=20)))
+    )
+    thread.start()
+    # Sent exactly once, after the receiver's subscription exists (the count says so).
+    assert wait_until(lambda: sender.send_counted(Message("once", "only")) == 1, timeout=10)
+    thread.join(20)
+    assert result
+    assert result[0] is not None
+    assert result[0].payload == "only"
+
+
+def test_backlog_policy_on_an_unnamed_subscription_is_refused_with_the_reason(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    t = open_local(opened, tmp_path)
+    with pytest.raises(ConfigurationError, match="unnamed subscription keeps no backlog"):
+        t.subscribe("x", lambda m: None, overflow="refuse")
+    with pytest.raises(ConfigurationError, match="unnamed subscription keeps no backlog"):
+        t.subscribe("x", lambda m: None, max_bytes=10)
+    assert t.subscriptions() == []
