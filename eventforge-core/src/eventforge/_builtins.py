@@ -47,6 +47,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.DURABLE,
                     Capability.DURABLE_SUBSCRIPTIONS,
                     Capability.NONBLOCKING_INLINE,
+                    Capability.CLAIMS,
                 }
             ),
             exports=("LocalTransport",),

@@ -62,6 +62,7 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
         # Named subscriptions that are listened to are active now (their TTL runs from the
         # moment the last listener left).
         conn.execute("UPDATE subs SET last_active = ? WHERE id IN (SELECT sub FROM attach)", (now,))
+        conn.execute("DELETE FROM claims WHERE until <= ?", (now,))  # expired schedule claims
         gone = [
             row[0]
             for row in conn.execute(

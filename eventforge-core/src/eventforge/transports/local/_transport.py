@@ -51,6 +51,7 @@ class LocalTransport(Transport):
             Capability.DURABLE,
             Capability.DURABLE_SUBSCRIPTIONS,
             Capability.NONBLOCKING_INLINE,
+            Capability.CLAIMS,
         }
     )
     options = OPTIONS
@@ -292,7 +293,20 @@ class LocalTransport(Transport):
         except LocalStoreError as exc:
             log.warning("sweeping %s failed: %s", self.directory, exc)
 
-    # -- work queues and lifecycle -----------------------------------------------------------
+    # -- work queues, claims and lifecycle ----------------------------------------------------
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for ``ttl`` seconds across every process using this directory."""
+        self._check_open()
+        if not ttl > 0:
+            raise ValueError(f"a claim's ttl must be > 0 seconds, got {ttl}")
+        now = time.time()
+        with self._store.write() as conn:
+            conn.execute("DELETE FROM claims WHERE key = ? AND until <= ?", (key, now))
+            won = conn.execute(
+                "INSERT OR IGNORE INTO claims(key, until) VALUES (?, ?)", (key, now + ttl)
+            ).rowcount
+        return won == 1
 
     def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
         """A durable work queue stored in this transport's directory."""

@@ -22,6 +22,7 @@ from eventforge.wire import WireCodec
 from eventforge.workqueue import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
+    NOT_BEFORE_HEADER,
     DeadLetter,
     Delivery,
     RetryPolicy,
@@ -38,6 +39,7 @@ class LocalWorkQueueBackend(WorkQueueBackend):
     """One named work queue in a ``local://`` store (thread- and process-safe)."""
 
     durable = True
+    delays = True
 
     def __init__(
         self,
@@ -77,14 +79,14 @@ class LocalWorkQueueBackend(WorkQueueBackend):
 
     def put_many(self, messages: list[Message]) -> None:
         self._check_open()
-        rows = [(self.name, m.id, self._codec.encode(m)) for m in messages]
         now = time.time()
+        rows = [(self.name, m.id, self._codec.encode(m), _due(m, now)) for m in messages]
         with self._store.write() as conn:
             stored = 0
             for row in rows:
                 stored += conn.execute(
                     "INSERT OR IGNORE INTO work(queue, msg_id, body, avail) VALUES (?, ?, ?, ?)",
-                    (*row, now),
+                    row,
                 ).rowcount
             bells = self._hub.routes(conn).work_bells.get(self.name, [])
         self._count("put", stored)
@@ -284,3 +286,11 @@ class LocalWorkQueueBackend(WorkQueueBackend):
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosedError(f"work queue {self.name!r} is closed")
+
+
+def _due(message: Message, now: float) -> float:
+    """When a new item becomes available: its ``not_before`` header, else now."""
+    due = message.headers.get(NOT_BEFORE_HEADER)
+    if isinstance(due, (int, float)) and not isinstance(due, bool) and due > now:
+        return float(due)
+    return now
