@@ -293,3 +293,25 @@ def test_reload_restarts_the_worker_when_a_source_file_changes(
     assert (app_dir / "out" / f"shutdown-{first}").exists()  # the old worker drained
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def test_workers_stop_when_their_pool_is_killed(
+    app_dir: Path, stop_all: list[subprocess.Popen[str]]
+) -> None:
+    proc, out = start(app_dir, "--workers", "2", "--health-port", "0")
+    stop_all.append(proc)
+    assert wait_until(lambda: len(out.starting("eventforge service ready")) == 2, timeout=60)
+    pids = [int(word(line, "pid")) for line in out.starting("eventforge service ready")]
+    proc.kill()  # SIGKILL: the pool cannot pass anything on
+    proc.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting for init counts as gone
+            return stat.read().split()[2] == "Z"
+
+    assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=30)
+    assert all((app_dir / "out" / f"shutdown-{pid}").exists() for pid in pids)  # they drained

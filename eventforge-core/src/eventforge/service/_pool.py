@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -26,11 +27,13 @@ from typing import Any
 from eventforge.service.http import HealthServer
 from eventforge.transport import Backoff
 
-__all__ = ["WorkerPool"]
+__all__ = ["POOL_PARENT", "WorkerPool", "stop_when_orphaned"]
 
 log = logging.getLogger("eventforge.run")
 
 READY_PREFIX = "eventforge service ready"
+POOL_PARENT = "EVENTFORGE_POOL_PARENT"
+"""Set in a worker's environment to the pool's pid: a worker whose pool is gone stops."""
 STABLE_AFTER = 30.0
 """A worker that ran this long before exiting is restarted without backing off further."""
 
@@ -79,7 +82,11 @@ class WorkerPool:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
-            env={**os.environ, "EVENTFORGE_WORKER_INDEX": str(index)},
+            env={
+                **os.environ,
+                "EVENTFORGE_WORKER_INDEX": str(index),
+                POOL_PARENT: str(os.getpid()),
+            },
         )
         worker = _Worker(index, process, restarts=self._restarts[index])
         with self._lock:
@@ -244,3 +251,23 @@ def _fetch(url: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def stop_when_orphaned(stop: Callable[[], None], interval: float = 0.5) -> None:
+    """In a pool's worker: call ``stop()`` once the pool process is gone (even SIGKILLed).
+
+    A worker started by :class:`WorkerPool` has :data:`POOL_PARENT` in its environment; when
+    its parent pid changes (the pool died and the worker was re-parented), it drains and exits
+    instead of running on unsupervised.
+    """
+    parent = os.environ.get(POOL_PARENT)
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(interval)
+        log.warning("the worker pool (pid %s) is gone; this worker stops", parent)
+        stop()
+
+    threading.Thread(target=watch, name="eventforge-orphan-watch", daemon=True).start()

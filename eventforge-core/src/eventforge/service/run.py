@@ -32,7 +32,7 @@ from types import ModuleType
 
 from eventforge.errors import ConfigurationError
 from eventforge.service._logging import configure_logging, log_level
-from eventforge.service._pool import WorkerPool
+from eventforge.service._pool import WorkerPool, stop_when_orphaned
 from eventforge.service.app import Service
 from eventforge.service.asyncapi import asyncapi_document, dump_document
 from eventforge.service.http import HealthServer
@@ -137,6 +137,7 @@ def _run_here(svc: Service, args: argparse.Namespace) -> int:
         health = f" health={server.url}" if server is not None else ""
         print(f"{READY_PREFIX} name={svc.name} pid={os.getpid()}{where}{health}", flush=True)
 
+    stop_when_orphaned(svc.request_stop)
     try:
         svc.run(on_ready=announce)
     finally:
