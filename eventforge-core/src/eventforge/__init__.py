@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "RPCError": "errors",
     "RPCTimeout": "errors",
     "RemoteError": "errors",
+    "RequestTimeout": "errors",
     "SerializationError": "errors",
     "ServiceUnavailable": "errors",
     "TransportClosedError": "errors",
@@ -130,6 +131,7 @@ if TYPE_CHECKING:
     from .errors import PluginNotFoundError as PluginNotFoundError
     from .errors import ProtocolError as ProtocolError
     from .errors import RemoteError as RemoteError
+    from .errors import RequestTimeout as RequestTimeout
     from .errors import RPCError as RPCError
     from .errors import RPCTimeout as RPCTimeout
     from .errors import SerializationError as SerializationError
@@ -186,23 +188,29 @@ if TYPE_CHECKING:
     from .workqueue import WorkQueue as WorkQueue
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is not None:
-        value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-        globals()[name] = value
-        return value
-    if name == "hookimpl":
-        from .hookspecs import hookimpl
+# Hidden from type checkers: they see the explicit imports above, so a misspelt name such as
+# ``from eventforge import MesageQueue`` is an error instead of an ``Any``. Names exported by
+# plugins (``TimingMeter`` from eventforge-observers) resolve here at run time; for type
+# checking, import them from their distribution (``from eventforge_observers import ...``).
+if not TYPE_CHECKING:
 
-        return hookimpl
-    if not name[:1].isupper():
-        # Lower-case names are submodules or typos, never registry exports; resolving them here
-        # would recurse into the registry while it is importing its own submodules.
-        raise AttributeError(f"module 'eventforge' has no attribute {name!r}")
-    from ._registry import find_export
+    def __getattr__(name: str) -> Any:
+        module_name = _EXPORTS.get(name)
+        if module_name is not None:
+            value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+            globals()[name] = value
+            return value
+        if name == "hookimpl":
+            from .hookspecs import hookimpl
 
-    return find_export(name)
+            return hookimpl
+        if not name[:1].isupper():
+            # Lower-case names are submodules or typos, never registry exports; resolving them here
+            # would recurse into the registry while it is importing its own submodules.
+            raise AttributeError(f"module 'eventforge' has no attribute {name!r}")
+        from ._registry import find_export
+
+        return find_export(name)
 
 
 def __dir__() -> list[str]:

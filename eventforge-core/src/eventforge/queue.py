@@ -41,7 +41,9 @@ log = logging.getLogger("eventforge.queue")
 
 Handler = Callable[[Message], Any]
 ErrorHook = Callable[[BaseException, Message, Callable[..., Any]], None]
-H = TypeVar("H", bound=Handler)
+# A handler takes one argument: the Message, or a typed event when its parameter is annotated
+# with an @event class (``def on_order(order: OrderCreated) -> None``).
+H = TypeVar("H", bound=Callable[[Any], Any])
 
 DEFAULT_MAX_PENDING = 10_000
 _queue_numbers = itertools.count(1)
