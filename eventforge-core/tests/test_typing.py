@@ -8,19 +8,22 @@ ParamSpec-typed) and using a ``request`` reply without checking for ``None``.
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import eventforge
 import pytest
+from eventforge._registry import KNOWN_EXPORTS
 
 USER_PROGRAM = Path(__file__).parent / "typing" / "user_program.py"
 
 MISTAKES = textwrap.dedent(
     """
-    from eventforge import Executor, MesageQueue, MessageQueue
+    from eventforge import Executor, MesageQueue, MessageQueue, TimingMeter
 
     def square(x: int) -> int:
         return x * x
@@ -82,3 +85,14 @@ def test_task_arguments_are_checked_against_the_function(
 def test_request_reply_may_be_none(mypy_output: dict[str, list[str]]) -> None:
     assert any('"None" of "Message | None"' in e for e in mypy_output["mistakes"])
     assert len(mypy_output["mistakes"]) == 3, mypy_output["mistakes"]
+
+
+def test_registry_exports_are_declared_for_type_checkers() -> None:
+    """Every name core knows a plugin exports at top level is visible to type checkers."""
+    tree = ast.parse(Path(eventforge.__file__).read_text(encoding="utf-8"))
+    declared = {
+        node.target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+    assert set(KNOWN_EXPORTS) <= declared

@@ -187,11 +187,20 @@ if TYPE_CHECKING:
     from .workqueue import RetryPolicy as RetryPolicy
     from .workqueue import WorkQueue as WorkQueue
 
+    # Exported by eventforge-observers through the plugin registry (``KNOWN_EXPORTS``): typed
+    # as Any here so that the documented ``from eventforge import TimingMeter`` type-checks;
+    # ``from eventforge_observers import TimingMeter`` gives the precise types.
+    Meter: Any
+    TimingMeter: Any
+    MemoryMeter: Any
+    CPUMeter: Any
+    MetricsMeter: Any
+    LoggingReporter: Any
 
-# Hidden from type checkers: they see the explicit imports above, so a misspelt name such as
+
+# Hidden from type checkers: they see the explicit names above, so a misspelt name such as
 # ``from eventforge import MesageQueue`` is an error instead of an ``Any``. Names exported by
-# plugins (``TimingMeter`` from eventforge-observers) resolve here at run time; for type
-# checking, import them from their distribution (``from eventforge_observers import ...``).
+# plugins (``TimingMeter`` from eventforge-observers) resolve here at run time.
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> Any:

@@ -24,11 +24,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from ._threadpool import Job, ThreadPool, wait_all
 from .errors import EventforgeError
 from .message import new_id
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "ExecutionMode",
@@ -267,7 +270,7 @@ class Executor:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> Executor:
+    def start(self) -> Self:
         """Create the pool now (otherwise the first ``submit`` does). Idempotent."""
         self._ensure_pool()
         return self
@@ -288,7 +291,7 @@ class Executor:
         if pool is not None and getattr(pool, "is_eventforge_pool", False):
             pool.shutdown(wait=False, cancel_pending=False)
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

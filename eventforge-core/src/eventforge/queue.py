@@ -13,7 +13,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handlers import (
     Counter,
@@ -34,6 +34,9 @@ from .middleware import compose_send, resolve_middleware, wrap_handler
 from .routing import check_match, header_gate, unroutable_sender
 from .topics import has_wildcards, validate_pattern, validate_topic
 from .transport import Capability, Transport, is_nonblocking, nonblocking, require_capability
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["ErrorHook", "MessageQueue"]
 
@@ -440,7 +443,7 @@ class MessageQueue(RequestReply, QueueFeatures):
             cache.close()  # wakes its waiting callers
         return True
 
-    def __enter__(self) -> MessageQueue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -28,6 +28,8 @@ from .message import Message
 from .topics import validate_topic
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .transport import Transport
 
 __all__ = [
@@ -497,7 +499,7 @@ class WorkQueue:
             consumer.stop()
         self._gate.close()
 
-    def __enter__(self) -> WorkQueue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -601,7 +603,7 @@ class Consumer:
             if thread is not threading.current_thread():
                 thread.join(timeout)
 
-    def __enter__(self) -> Consumer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

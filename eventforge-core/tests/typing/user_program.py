@@ -15,8 +15,10 @@ from eventforge import (
     Message,
     MessageQueue,
     RequestTimeout,
+    SharedState,
     TaskResult,
     event,
+    task,
 )
 from eventforge.execution import TaskId
 from pydantic import BaseModel
@@ -85,3 +87,15 @@ async def tasks_async() -> None:
     with Executor() as executor:
         task_id = await executor.submit_async(double, 4)
         assert_type(await executor.result_async(task_id), TaskResult[int])
+
+
+def tasks_decorated(queue: MessageQueue) -> None:
+    @task(queue=queue, publish_result=False)
+    def scale(values: list[int], factor: int = 1) -> list[int]:
+        return [v * factor for v in values]
+
+    assert_type(scale([1, 2], factor=3), list[int])
+    assert_type(scale.publish([1, 2], factor=3), str)
+    assert_type(scale.state, SharedState)
+    assert_type(scale.handler_id, "str | None")
+    assert_type(scale.unsubscribe(), bool)
