@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType, ModuleType
 from typing import Any
 
+from ._logsetup import FORMATS, LEVELS, level_name, setup_logging
 from .errors import ConfigurationError, EventforgeError
 from .execution import ExecutionMode, Executor
 from .message import Message
@@ -254,9 +255,16 @@ def _build_transport(args: argparse.Namespace) -> Transport:
     return transport
 
 
-def _parser() -> argparse.ArgumentParser:
+def _log_level(text: str) -> str:
+    try:
+        return level_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m eventforge.worker",
+        prog=prog,
         description="Serve the HANDLERS of a module over RPC.",
     )
     parser.add_argument(
@@ -281,7 +289,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight calls"
     )
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="WARNING",
+        metavar="LEVEL",
+        help=f"logging level: {', '.join(LEVELS)} (default WARNING)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line (default text)",
+    )
     return parser
 
 
@@ -294,10 +314,13 @@ def _executor(args: argparse.Namespace) -> Executor | None:
     return Executor(mode=mode, max_workers=args.workers or 4)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a worker until SIGTERM/SIGINT; return the exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eventforge.worker") -> int:
+    """Run a worker until SIGTERM/SIGINT; return the exit code.
+
+    ``prog`` is the command name shown in the usage (``eventforge worker`` from the CLI).
+    """
+    args = _parser(prog).parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
     try:
         handlers, module_service = load_handlers(args.module)
         service = args.service or module_service or DEFAULT_SERVICE
