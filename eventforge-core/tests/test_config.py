@@ -70,7 +70,7 @@ def test_unknown_serializer_is_refused_at_configuration_time() -> None:
         load_settings(serializer="jsn")
     assert str(info.value) == (
         "invalid setting 'serializer' (from keyword arguments): Unknown serializer 'jsn'. "
-        "Did you mean 'json'? Installed: json, msgpack, pickle. Run `eventforge plugins` for "
+        "Did you mean 'json'? Installed: bytes, json, msgpack, pickle. Run `eventforge plugins` for "
         "details."
     )
 

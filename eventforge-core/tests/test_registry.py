@@ -60,7 +60,7 @@ def test_unknown_transport_error_text(site: Path) -> None:
     with pytest.raises(PluginNotFoundError) as info:
         registry().transport("reddis")
     assert str(info.value) == (
-        "Unknown transport 'reddis'. Did you mean 'redis' or 'rediss'? Installed: memory. "
+        "Unknown transport 'reddis'. Did you mean 'redis' or 'rediss'? Installed: memory, roundtrip. "
         "Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
@@ -69,7 +69,7 @@ def test_unknown_transport_error_text(site: Path) -> None:
     assert isinstance(error, LookupError)
     assert (error.kind, error.name) == ("transport", "reddis")
     assert error.suggestions == ("redis", "rediss")
-    assert error.installed == ("memory",)
+    assert error.installed == ("memory", "roundtrip")
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ def test_unknown_name_with_a_third_party_plugin_installed(site: Path) -> None:
     with pytest.raises(PluginNotFoundError) as info:
         registry().transport("spol")
     assert str(info.value) == (
-        "Unknown transport 'spol'. Did you mean 'spool'? Installed: memory, spool. "
+        "Unknown transport 'spol'. Did you mean 'spool'? Installed: memory, roundtrip, spool. "
         "Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
@@ -111,14 +111,14 @@ def test_unknown_url_scheme_and_serializer_error_text(site: Path) -> None:
         registry().transport("memroy://")
     assert str(info.value) == (
         "Unknown transport URL scheme 'memroy://'. Did you mean 'memory'? "
-        "Installed schemes: memory. Known but not installed: nats (pip install eventforge-nats), "
+        "Installed schemes: memory, roundtrip. Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
     with pytest.raises(PluginNotFoundError) as info:
         registry().get("serializer", "jsn")
     assert str(info.value) == (
-        "Unknown serializer 'jsn'. Did you mean 'json'? Installed: json, msgpack, pickle. "
+        "Unknown serializer 'jsn'. Did you mean 'json'? Installed: bytes, json, msgpack, pickle. "
         "Run `eventforge plugins` for details."
     )
 
@@ -344,7 +344,7 @@ def test_a_hook_that_raises_or_returns_garbage_fails_only_its_plugin(site: Path)
     assert "returned str; expected TransportSpec records" in statuses["garbage"][1]
     # a plugin that failed in one hook contributes nothing from the others either
     assert "fine-ser" not in reg.names("serializer")
-    assert reg.names("transport") == ["memory"]
+    assert reg.names("transport") == ["memory", "roundtrip"]
 
 
 def test_misspelled_hook_is_reported(site: Path) -> None:
@@ -377,7 +377,7 @@ def test_same_entry_point_name_in_two_distributions(site: Path) -> None:
         )
     with pytest.warns(RuntimeWarning, match="entry point 'same' is provided by both"):
         reg = registry()
-    assert reg.names("transport") == ["memory", "acme-x"]
+    assert reg.names("transport") == ["memory", "roundtrip", "acme-x"]
 
 
 def test_disable_by_entry_point_or_distribution_name(
@@ -535,7 +535,7 @@ def test_plugins_from_installs_for_the_block_only(tmp_path: Path) -> None:
     )
     path_before = list(sys.path)
     with plugins_from(site, only=True) as reg:
-        assert reg.names("transport") == ["memory", "temp"]
+        assert reg.names("transport") == ["memory", "roundtrip", "temp"]
         assert reg.load(reg.transport("temp://")).__name__ == "MemoryTransport"
     assert sys.path == path_before
     assert "acme_temp_plugin" not in sys.modules
