@@ -1,7 +1,9 @@
 """Payload fidelity: what a transport delivers is what was sent, value and type.
 
-Part of :class:`~eventforge.testing.conformance.TransportConformance` (the checks below are its
-``test_json_values_arrive_unchanged`` and ``test_bytes_payload_arrives_as_bytes``). A network
+Part of :class:`~eventforge.testing.conformance.TransportConformance` (its
+``test_json_values_arrive_unchanged`` and ``test_bytes_payload_arrives_as_bytes``) and of
+:class:`~eventforge.testing.queue_conformance.QueueConformance` (its
+``test_bytes_request_and_reply``). A network
 transport that went through a lossy text encoding would turn ``1.0`` into ``1``, ``True`` into
 ``1`` or ``b"\\x00"`` into ``"\\x00"``; these checks compare types as well as values, so a
 transport passes only if a subscriber can rely on the payload it gets.
@@ -14,7 +16,7 @@ from typing import Any
 from eventforge.message import Message
 from eventforge.transport import Capability
 
-from ._transport_harness import TransportHarness
+from ._transport_harness import PROBE_KEY, TransportHarness
 
 __all__ = ["BYTES_PAYLOADS", "JSON_PAYLOADS", "typed"]
 
@@ -82,3 +84,27 @@ def check_bytes_payload_arrives_as_bytes(self: TransportHarness) -> None:
     )
     assert [type(p) for p in received] == [bytes] * len(sent), [type(p) for p in received]
     assert received == sent
+
+
+def check_bytes_request_and_reply(self: Any) -> None:
+    """A bytes request reaches the responder as bytes, and its bytes reply comes back as bytes."""
+    requester, responder = self.new_queue(), self.new_queue()
+    topic = self.topic("bytes.reverse")
+    seen: list[Any] = []
+
+    def reverse(message: Message) -> None:
+        payload = message.payload
+        if isinstance(payload, dict) and PROBE_KEY in payload:
+            responder.reply(message, "probe")
+            return
+        seen.append(payload)
+        responder.reply(message, payload[::-1])
+
+    responder.subscribe(topic, reverse)
+    self.wait_for_responder(requester, topic)
+    reply = requester.request(topic, b"\x00\x01\xfe\xff", timeout=self.delivery_timeout)
+    assert reply is not None, "no reply"
+    assert seen == [b"\x00\x01\xfe\xff"]
+    assert type(seen[0]) is bytes
+    assert reply.payload == b"\xff\xfe\x01\x00"
+    assert type(reply.payload) is bytes

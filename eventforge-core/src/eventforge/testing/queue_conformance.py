@@ -47,6 +47,7 @@ from eventforge.rpc import RPCClient, RPCServer
 from eventforge.transport import Capability, Transport
 
 from ._transport_harness import PROBE_KEY, Collector, ContractGuard, TransportFactory, seal_contract
+from .payload_fidelity import check_bytes_request_and_reply
 
 __all__ = ["QueueConformance"]
 
@@ -346,6 +347,8 @@ class QueueConformance(ContractGuard):
         assert everyone.payloads() == list(range(count))
 
     # -- request/reply -----------------------------------------------------------------------
+
+    test_bytes_request_and_reply = check_bytes_request_and_reply
 
     def test_request_gets_the_reply(self) -> None:
         """``request`` returns the responder's ``reply``, correlated to the request."""
