@@ -1,1 +1,1 @@
-pytest_plugins = ["eventforge.testing.pytest_plugin"]
+"""The eventforge fixtures (private brokers) load through the pytest11 entry point of eventforge-core."""

@@ -1,4 +1,4 @@
-"""Every ```python block in README.md and docs/**/*.md runs, so the documentation cannot rot.
+"""Every ```python block in README.md and docs/**/*.md runs and type-checks, so the docs cannot rot.
 
 One test per file. The blocks of a file run in order in one namespace (a later block may use
 what an earlier one defined), with the working directory set to a fresh temporary directory.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -167,6 +169,43 @@ def test_doc_examples_run(
         "close queues, transports and servers at the end of the example.\n"
         f"--- what the blocks printed ---\n{printed}"
     )
+
+
+def as_module(blocks: list[Block]) -> str:
+    """The blocks as one module, each at its Markdown line (so errors point at the file)."""
+    lines: list[str] = []
+    for block in blocks:
+        lines += [""] * (block.line - 1 - len(lines))
+        lines += block.code.splitlines()
+    return "\n".join(lines) + "\n"
+
+
+def test_doc_examples_type_check(tmp_path: Path) -> None:
+    """mypy (default settings: annotated code is checked, ``None`` is not a ``Message``) accepts
+    the examples as a user's type checker would, each file's blocks as one module."""
+    pytest.importorskip("mypy")
+    modules: dict[str, str] = {}
+    for path in FILES:
+        runnable = [b for b in python_blocks(path.read_text(encoding="utf-8")) if not b.skip]
+        if runnable:
+            name = re.sub(r"\W", "_", _relative(path).removesuffix(".md")) + ".py"
+            (tmp_path / name).write_text(as_module(runnable), encoding="utf-8")
+            modules[name] = _relative(path)
+    command = [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / ".cache")]
+    done = subprocess.run(
+        [*command, "--no-error-summary", "--config-file", "", *modules],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=110,
+    )
+    errors = []
+    for line in done.stdout.splitlines():
+        match = re.match(r"(\S+\.py):(\d+): (error: .*)", line)
+        if match:
+            errors.append(f"{modules[match.group(1)]}:{match.group(2)}: {match.group(3)}")
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert not errors, "the documentation's examples do not type-check:\n" + "\n".join(errors)
 
 
 # -- the harness itself ------------------------------------------------------------------------

@@ -88,8 +88,8 @@ def test_kind_filter(capsys: pytest.CaptureFixture[str]) -> None:
         main(["plugins", "--kind", "widget"])
 
 
-def test_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plugins", "--kind", "transport"]) == 0
+def test_wide_table_shows_every_column_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--kind", "transport", "--wide"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [c.upper() for c in COLUMNS]
     memory = next(line for line in lines if line.split()[:2] == ["transport", "memory"])
@@ -154,9 +154,45 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith(f"eventforge {__version__} ")
 
 
+@pytest.mark.parametrize("columns", [80, 100])
+def test_table_fits_the_terminal_width(
+    columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["plugins"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= columns
+    assert lines[0].split()[:5] == ["KIND", "NAME", "DISTRIBUTION", "VERSION", "STATUS"]
+    memory = next(line for line in lines if line.split()[:2] == ["transport", "memory"])
+    assert "eventforge-core" in memory
+    assert not any(line.endswith("…") for line in lines)  # wrapped or left out, never cut
+
+
+def test_known_first_party_plugins_not_installed_are_listed_with_their_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reset_registry(search_path=[str(tmp_path)])  # nothing but the built-ins
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["plugins", "--kind", "transport"]) == 0
+    table = capsys.readouterr().out
+    assert max(map(len, table.splitlines())) <= 80
+    assert main(["plugins", "--kind", "transport", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, dist in (("tcp", "eventforge-tcp"), ("redis", "eventforge-redis")):
+        assert rows[name]["status"] == f"not installed: pip install {dist}"
+        assert rows[name]["distribution"] == dist
+    assert "tcps" not in rows  # a scheme alias, not a plugin of its own
+    assert rows["memory"]["status"] == "ok"
+    assert "pip install eventforge-nats" in " ".join(table.split())
+
+
 def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
-    assert "plugins" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "plugins" in captured.err
+    assert "a command is required" in captured.err
+    assert "exit status:" in captured.err
     with pytest.raises(SystemExit) as exit_info:
         main(["plugins", "--bogus"])
     assert exit_info.value.code == 2

@@ -70,7 +70,7 @@ def test_unknown_serializer_is_refused_at_configuration_time() -> None:
         load_settings(serializer="jsn")
     assert str(info.value) == (
         "invalid setting 'serializer' (from keyword arguments): Unknown serializer 'jsn'. "
-        "Did you mean 'json'? Installed: json, msgpack, pickle. Run `eventforge plugins` for "
+        "Did you mean 'json'? Installed: bytes, json, msgpack, pickle. Run `eventforge plugins` for "
         "details."
     )
 
@@ -80,7 +80,7 @@ def test_unknown_key_and_wrong_type_name_the_key() -> None:
         load_settings(tranport="memory")
     assert str(info.value) == (
         "unknown setting 'tranport' (from keyword arguments). Did you mean 'transport'? "
-        "Known settings: transport, serializer, options, plugins, startup"
+        "Known settings: transport, serializer, options, plugins, startup, logging"
     )
     with pytest.raises(ConfigurationError) as info:
         load_settings(options=["max_queue_size"])
@@ -157,7 +157,7 @@ def test_bad_files(tmp_path: Path) -> None:
         load_settings(bad)
     other = tmp_path / "settings.yaml"
     other.write_text("transport: memory\n", encoding="utf-8")
-    with pytest.raises(ConfigurationError, match=r"must end in \.toml or \.json"):
+    with pytest.raises(ConfigurationError, match=r"must end in \.toml, \.json or \.jsonp"):
         load_settings(other)
     array = tmp_path / "array.json"
     array.write_text("[1, 2]", encoding="utf-8")

@@ -58,20 +58,35 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_unknown_transport_error_text(site: Path) -> None:
     with pytest.raises(PluginNotFoundError) as info:
-        registry().transport("rediss")
+        registry().transport("reddis")
     assert str(info.value) == (
-        "Unknown transport 'rediss'. Did you mean 'redis'? Installed: local, memory. "
+        "Unknown transport 'reddis'. Did you mean 'redis' or 'rediss'? Installed: local, memory, roundtrip. "
         "Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
     error = info.value
     assert isinstance(error, LookupError)
-    assert (error.kind, error.name) == ("transport", "rediss")
-    assert error.suggestions == ("redis",)
-    assert error.installed == ("local", "memory")
-    assert error.install_hint is not None
-    assert "pip install eventforge-redis" in error.install_hint
+    assert (error.kind, error.name) == ("transport", "reddis")
+    assert error.suggestions == ("redis", "rediss")
+    assert error.installed == ("local", "memory", "roundtrip")
+
+
+@pytest.mark.parametrize(
+    ("asked", "dist"),
+    [("tcp", "eventforge-tcp"), ("tcps", "eventforge-tcp"), ("rediss", "eventforge-redis")],
+)
+def test_first_party_transport_not_installed_names_its_distribution(
+    site: Path, asked: str, dist: str
+) -> None:
+    """Not "did you mean 'tcps'?": the name is right, its distribution is missing."""
+    for how in (asked, f"{asked}://127.0.0.1:1"):
+        with pytest.raises(PluginNotFoundError) as info:
+            registry().transport(how)
+        message = str(info.value)
+        assert message.startswith(f"{asked} is provided by {dist}: pip install {dist} ")
+        assert "Did you mean" not in message
+        assert info.value.install_hint == f"pip install {dist}"
 
 
 def test_unknown_name_with_a_third_party_plugin_installed(site: Path) -> None:
@@ -84,7 +99,7 @@ def test_unknown_name_with_a_third_party_plugin_installed(site: Path) -> None:
     with pytest.raises(PluginNotFoundError) as info:
         registry().transport("spol")
     assert str(info.value) == (
-        "Unknown transport 'spol'. Did you mean 'spool'? Installed: local, memory, spool. "
+        "Unknown transport 'spol'. Did you mean 'spool'? Installed: local, memory, roundtrip, spool. "
         "Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
@@ -96,14 +111,14 @@ def test_unknown_url_scheme_and_serializer_error_text(site: Path) -> None:
         registry().transport("memroy://")
     assert str(info.value) == (
         "Unknown transport URL scheme 'memroy://'. Did you mean 'memory'? "
-        "Installed schemes: local, memory. Known but not installed: nats (pip install eventforge-nats), "
+        "Installed schemes: local, memory, roundtrip. Known but not installed: nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
     with pytest.raises(PluginNotFoundError) as info:
         registry().get("serializer", "jsn")
     assert str(info.value) == (
-        "Unknown serializer 'jsn'. Did you mean 'json'? Installed: json, msgpack, pickle. "
+        "Unknown serializer 'jsn'. Did you mean 'json'? Installed: bytes, json, msgpack, pickle. "
         "Run `eventforge plugins` for details."
     )
 
@@ -166,11 +181,51 @@ def test_conflict_is_an_error_with_strict_plugins(
             site,
             module,
             entry_points={module: f"{module}.plugin"},
-            modules={f"{module}.plugin": transport_plugin("memory")},  # claims a built-in name
+            modules={f"{module}.plugin": transport_plugin("dup3")},
         )
     monkeypatch.setenv("EVENTFORGE_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginConflictError, match="eventforge-core"):
+    with pytest.raises(PluginConflictError, match=r"acme_a 1\.0 .* and acme_b 1\.0"):
         registry()
+
+
+def test_plugin_claiming_a_built_in_name_loses_with_a_warning_naming_it(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """connect("memory://") keeps working, even with strict plugins; the claim is reported."""
+    write_distribution(
+        site,
+        "acme-shadow",
+        entry_points={"acme_shadow": "acme_shadow.plugin"},
+        modules={"acme_shadow.plugin": transport_plugin("memory", target="acme_shadow:Nope")},
+    )
+    monkeypatch.setenv("EVENTFORGE_STRICT_PLUGINS", "1")
+    with pytest.warns(RuntimeWarning) as warned:
+        reg = registry()
+    messages = [str(w.message) for w in warned]
+    assert any(
+        "acme-shadow 1.0" in m and "transport URL scheme 'memory'" in m and "built in" in m
+        for m in messages
+    ), messages
+    assert reg.transport("memory://").plugin.distribution == "eventforge-core"
+    assert reg.transport("memory").plugin.distribution == "eventforge-core"
+    assert reg.conflicts() == []
+
+
+def test_entry_point_naming_an_attribute_says_it_must_name_a_module(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_distribution(
+        site,
+        "acme-attr",
+        entry_points={"acme_attr": "acme_attr.plugin:eventforge_transports"},
+        modules={"acme_attr.plugin": transport_plugin("attr")},
+    )
+    monkeypatch.setenv("EVENTFORGE_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginImportError) as info:
+        registry()
+    cause = str(info.value.__cause__)
+    assert "must name a module" in cause
+    assert 'write acme_attr = "acme_attr.plugin"' in cause
 
 
 def test_disabling_a_plugin_resolves_a_conflict(
@@ -289,7 +344,7 @@ def test_a_hook_that_raises_or_returns_garbage_fails_only_its_plugin(site: Path)
     assert "returned str; expected TransportSpec records" in statuses["garbage"][1]
     # a plugin that failed in one hook contributes nothing from the others either
     assert "fine-ser" not in reg.names("serializer")
-    assert reg.names("transport") == ["memory", "local"]
+    assert reg.names("transport") == ["memory", "local", "roundtrip"]
 
 
 def test_misspelled_hook_is_reported(site: Path) -> None:
@@ -322,7 +377,7 @@ def test_same_entry_point_name_in_two_distributions(site: Path) -> None:
         )
     with pytest.warns(RuntimeWarning, match="entry point 'same' is provided by both"):
         reg = registry()
-    assert reg.names("transport") == ["memory", "local", "acme-x"]
+    assert reg.names("transport") == ["memory", "local", "roundtrip", "acme-x"]
 
 
 def test_disable_by_entry_point_or_distribution_name(
@@ -480,7 +535,7 @@ def test_plugins_from_installs_for_the_block_only(tmp_path: Path) -> None:
     )
     path_before = list(sys.path)
     with plugins_from(site, only=True) as reg:
-        assert reg.names("transport") == ["memory", "local", "temp"]
+        assert reg.names("transport") == ["memory", "local", "roundtrip", "temp"]
         assert reg.load(reg.transport("temp://")).__name__ == "MemoryTransport"
     assert sys.path == path_before
     assert "acme_temp_plugin" not in sys.modules

@@ -24,7 +24,7 @@ from eventforge import MessageQueue
 from eventforge.errors import ConfigurationError
 from eventforge.message import Message
 from eventforge.testing.brokers import NatsServer
-from eventforge.testing.certs import Certificates, make_certificates, openssl_available
+from eventforge.testing.certs import Certificates, certificates_available, make_certificates
 from eventforge.testing.conformance import Collector
 from eventforge.transports.nats import NatsTransport
 from eventforge_nats.transport import NatsAuthError, NatsConnectError
@@ -83,8 +83,8 @@ def _pub_sub_round_trip(sender: NatsTransport, receiver: NatsTransport, topic: s
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A CA, a server certificate for 127.0.0.1 / localhost and a client certificate."""
-    if not openssl_available():
-        pytest.skip("openssl is not installed")
+    if not certificates_available():
+        pytest.skip("neither trustme nor openssl is installed")
     return make_certificates(tmp_path_factory.mktemp("pki"))
 
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 from eventforge.message import Message
-from eventforge.testing.certs import Certificates, make_certificates, openssl_available
+from eventforge.testing.certs import Certificates, certificates_available, make_certificates
 from eventforge.testing.conformance import Collector
 from eventforge_tcp.errors import AuthenticationError
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport, from_url
@@ -88,8 +88,8 @@ def test_url_carries_the_token_and_repr_hides_it() -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
-    if not openssl_available():
-        pytest.skip("openssl is not installed")
+    if not certificates_available():
+        pytest.skip("neither trustme nor openssl is installed")
     return make_certificates(tmp_path_factory.mktemp("pki"))
 
 

@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "RPCError": "errors",
     "RPCTimeout": "errors",
     "RemoteError": "errors",
+    "RequestTimeout": "errors",
     "SerializationError": "errors",
     "ServiceUnavailable": "errors",
     "TransportClosedError": "errors",
@@ -131,6 +132,7 @@ if TYPE_CHECKING:
     from .errors import PluginNotFoundError as PluginNotFoundError
     from .errors import ProtocolError as ProtocolError
     from .errors import RemoteError as RemoteError
+    from .errors import RequestTimeout as RequestTimeout
     from .errors import RPCError as RPCError
     from .errors import RPCTimeout as RPCTimeout
     from .errors import SerializationError as SerializationError
@@ -187,24 +189,39 @@ if TYPE_CHECKING:
     from .workqueue import RetryPolicy as RetryPolicy
     from .workqueue import WorkQueue as WorkQueue
 
+    # Exported by eventforge-observers through the plugin registry (``KNOWN_EXPORTS``): typed
+    # as Any here so that the documented ``from eventforge import TimingMeter`` type-checks;
+    # ``from eventforge_observers import TimingMeter`` gives the precise types.
+    Meter: Any
+    TimingMeter: Any
+    MemoryMeter: Any
+    CPUMeter: Any
+    MetricsMeter: Any
+    LoggingReporter: Any
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is not None:
-        value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-        globals()[name] = value
-        return value
-    if name == "hookimpl":
-        from .hookspecs import hookimpl
 
-        return hookimpl
-    if not name[:1].isupper():
-        # Lower-case names are submodules or typos, never registry exports; resolving them here
-        # would recurse into the registry while it is importing its own submodules.
-        raise AttributeError(f"module 'eventforge' has no attribute {name!r}")
-    from ._registry import find_export
+# Hidden from type checkers: they see the explicit names above, so a misspelt name such as
+# ``from eventforge import MesageQueue`` is an error instead of an ``Any``. Names exported by
+# plugins (``TimingMeter`` from eventforge-observers) resolve here at run time.
+if not TYPE_CHECKING:
 
-    return find_export(name)
+    def __getattr__(name: str) -> Any:
+        module_name = _EXPORTS.get(name)
+        if module_name is not None:
+            value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
+            globals()[name] = value
+            return value
+        if name == "hookimpl":
+            from .hookspecs import hookimpl
+
+            return hookimpl
+        if not name[:1].isupper():
+            # Lower-case names are submodules or typos, never registry exports; resolving them here
+            # would recurse into the registry while it is importing its own submodules.
+            raise AttributeError(f"module 'eventforge' has no attribute {name!r}")
+        from ._registry import find_export
+
+        return find_export(name)
 
 
 def __dir__() -> list[str]:

@@ -52,6 +52,21 @@ def eventforge_transports() -> list[TransportSpec]:
             ),
             exports=("LocalTransport",),
         ),
+        TransportSpec(
+            name="roundtrip",
+            target="eventforge.roundtrip:RoundTripTransport",
+            summary="The memory transport, every message through the serializer (for tests).",
+            schemes=("roundtrip",),
+            capabilities=frozenset(
+                {
+                    Capability.WILDCARDS,
+                    Capability.GROUPS,
+                    Capability.HEADERS,
+                    Capability.ORDERED,
+                    Capability.BUFFERED_RECEIVE,
+                }
+            ),
+        ),
     ]
 
 
@@ -77,6 +92,12 @@ def eventforge_serializers() -> list[SerializerSpec]:
             summary="Python pickle; refused on receive unless peers are trusted.",
             content_type="application/x-python-pickle",
             trusted_only=True,
+        ),
+        SerializerSpec(
+            name="bytes",
+            target="eventforge.serializers:BytesSerializer",
+            summary="A bytes payload unchanged (chosen by the JSON codec for bytes payloads).",
+            content_type="application/octet-stream",
         ),
     ]
 

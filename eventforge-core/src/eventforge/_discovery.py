@@ -22,11 +22,11 @@ import importlib.util
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import PluginConflictError, PluginImportError
 
@@ -42,6 +42,7 @@ __all__ = [
     "discover",
     "env_flag",
     "env_list",
+    "prefer_builtins",
     "warn_or_raise",
 ]
 
@@ -184,14 +185,44 @@ def _load_detached(module_name: str, plugin_name: str) -> ModuleType | None:
     return module
 
 
-def _load_hooks(ep: Any) -> object:
+def _load_hooks(ep: Any) -> ModuleType:
     module_name, _, attr = ep.value.partition(":")
     module_name = module_name.strip()
-    module = _load_detached(module_name, ep.name) or importlib.import_module(module_name)
-    obj: object = module
-    for part in filter(None, attr.strip().split(".")):
-        obj = getattr(obj, part)
-    return obj
+    if attr.strip():
+        raise TypeError(
+            f"entry point {ep.name!r} = {ep.value!r} names {attr.strip()!r} inside a module; an "
+            "eventforge entry point must name a module (the one that defines the eventforge_* "
+            f'hook functions): write {ep.name} = "{module_name}"'
+        )
+    return _load_detached(module_name, ep.name) or importlib.import_module(module_name)
+
+
+E = TypeVar("E")
+
+
+def prefer_builtins(
+    index: dict[str, list[E]], info_of: Callable[[E], PluginInfo], what: str
+) -> None:
+    """Where a plugin claims a key the built-ins own, keep only the built-in, with a warning.
+
+    A third-party ``memory`` transport would otherwise make ``connect("memory://")`` fail in
+    every process that has it installed; the built-in wins and the claim is reported (never
+    raised, even with strict plugins: the process works as it would without the plugin).
+    """
+    for key, entries in index.items():
+        builtin = [e for e in entries if info_of(e).name in BUILTIN_PLUGINS]
+        others = [info_of(e) for e in entries if info_of(e).name not in BUILTIN_PLUGINS]
+        if builtin and others:
+            index[key] = builtin
+            for info in {i.name: i for i in others}.values():
+                warnings.warn(
+                    f"eventforge plugin {info.name!r} from {info.provider} claims {what} "
+                    f"{key!r}, which eventforge-core provides built in: the built-in is used "
+                    f"and the plugin's claim is ignored. Ask {info.distribution}'s authors to "
+                    "choose another name",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
 
 def _check_hook_names(plugin: object, hookspecs: ModuleType) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._handlers import Counter, delivering_for
 from ._inbox import NO_RESPONDERS, AsyncWaiter, Inbox, SyncWaiter
 from .deadlines import DEADLINE_HEADER
-from .errors import NoRespondersError
+from .errors import NoRespondersError, RequestTimeout
 from .message import Message, new_id
 from .middleware import compose_send
 from .topics import validate_topic
@@ -34,6 +34,16 @@ log = logging.getLogger("eventforge.queue")
 
 _new_object = object.__new__
 _now = time.time
+
+
+def _timed_out(topic: str, timeout: float | None) -> RequestTimeout:
+    return RequestTimeout(
+        f"no reply to the request on {topic!r} within {30.0 if timeout is None else timeout} s: "
+        "is a responder subscribed to that topic (and replying with queue.reply)? Raise the "
+        "timeout if it is just slow",
+        topic=topic,
+        timeout=timeout,
+    )
 
 
 def _new_message(topic: str, payload: Any, headers: dict[str, Any]) -> Message:
@@ -211,6 +221,28 @@ class RequestReply:
             raise NoRespondersError(message.topic)
         if reply is None and self._closed:
             raise self._closed_error("while a request was waiting for its reply")
+        return reply
+
+    def ask(
+        self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
+    ) -> Message:
+        """Like :meth:`request`, but return the reply or raise :class:`RequestTimeout`.
+
+        For code that cannot go on without an answer: the result is a :class:`Message`, never
+        ``None``, so it type-checks without a ``None`` test.
+        """
+        reply = self.request(topic, payload, timeout, **headers)
+        if reply is None:
+            raise _timed_out(topic, timeout)
+        return reply
+
+    async def ask_async(
+        self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
+    ) -> Message:
+        """Like :meth:`request_async`, but return the reply or raise :class:`RequestTimeout`."""
+        reply = await self.request_async(topic, payload, timeout, **headers)
+        if reply is None:
+            raise _timed_out(topic, timeout)
         return reply
 
     def reply(self, original: Message, payload: Any = None, **headers: Any) -> str:

@@ -26,6 +26,7 @@ from ._discovery import (
     PluginInfo,
     discover,
     env_flag,
+    prefer_builtins,
     record_failure,
     warn_or_raise,
 )
@@ -196,6 +197,9 @@ class Registry:
             if isinstance(spec, TransportSpec):
                 for scheme in spec.schemes:
                     self._schemes.setdefault(scheme, []).append(entry)
+        for kind in KINDS:
+            prefer_builtins(self._names[kind], lambda e: e.plugin, f"the {kind} name")
+        prefer_builtins(self._schemes, lambda e: e.plugin, "the transport URL scheme")
         for error in self.conflicts():
             warn_or_raise(
                 str(error), error, plugin=error.name, distribution=" and ".join(error.providers)
@@ -383,6 +387,19 @@ class Registry:
             )
             error.__cause__ = failed.error
             return error
+        dist = KNOWN_DISTRIBUTIONS.get((kind, name))
+        if dist is not None and self.distribution(dist) is None:
+            extra = dist.removeprefix("eventforge-")
+            return PluginNotFoundError(
+                f"{name} is provided by {dist}: pip install {dist}  (or pip install "
+                f"'eventforge-core[{extra}]'). It is not installed here; `eventforge plugins` "
+                "lists what is.",
+                kind=kind,
+                name=name,
+                installed=sorted(self._schemes if url else self.names(kind)),
+                suggestions=[],
+                install_hint=f"pip install {dist}",
+            )
         disabled = [
             info
             for info in self._infos.values()

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .message import Message
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .queue import MessageQueue
 
 __all__ = ["SubscriptionCache", "WaitMode"]
@@ -252,7 +254,7 @@ class SubscriptionCache:
         if not self.queue.closed:
             self.queue.unsubscribe(self.handler_id)
 
-    def __enter__(self) -> SubscriptionCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,13 +1,14 @@
 """Configuration by name: settings from keyword arguments, the environment, or a file.
 
 Precedence, lowest first: defaults, the file (``source``, else ``$EVENTFORGE_CONFIG``), the
-environment (``EVENTFORGE_TRANSPORT``, ``EVENTFORGE_SERIALIZER``, ``EVENTFORGE_STARTUP``),
-keyword arguments. Files are
-TOML or JSON; their strings may use ``${VAR}`` and ``${VAR:-default}``. Everything is checked
-when the settings are loaded, not on the first message: unknown keys, wrong types, transport
-and serializer names (through the plugin registry's errors), transport options and the
-startup policy. Every error
-names the offending key and where its value came from. Secrets (URL passwords, ``password`` /
+environment (``EVENTFORGE_TRANSPORT``, ``EVENTFORGE_SERIALIZER``, ``EVENTFORGE_STARTUP``, and
+``EVENTFORGE_OPTIONS__<NAME>`` / ``EVENTFORGE_LOGGING__<KEY>`` for one key of those tables),
+keyword arguments. Files are TOML or JSON, with comments and includes
+(:mod:`eventforge._config_files`); their strings may use ``${VAR}`` and ``${VAR:-default}``.
+Everything is checked when the settings are loaded, not on the first message: unknown keys,
+wrong types, transport and serializer names (through the plugin registry's errors), transport
+options, the startup policy and the logging table. Every error names the offending key and
+where its value came from. Secrets (URL passwords, ``password`` /
 ``token`` / ``secret`` keys) are masked whenever settings are shown.
 """
 
@@ -19,13 +20,14 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from ._config_files import deep_merge, env_sections, read_config_file
+from ._logsetup import FORMATS, level_name, setup_logging
 from .errors import ConfigurationError, EventforgeError
 from .transport import Transport
 from .transports.memory import MemoryTransport
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from .rendezvous import StartupPolicy
 
 __all__ = [
+    "LoggingSettings",
     "Settings",
     "configure",
     "configured_transport",
@@ -70,6 +73,32 @@ def mask_secrets(value: Any, key: str = "") -> Any:
     return value
 
 
+class LoggingSettings(pydantic.BaseModel):
+    """The ``logging`` table: applied by :func:`configure` to the root logger.
+
+    ``level`` is a level name (any case), ``format`` is ``"text"`` or ``"json"`` (one JSON
+    object per line), ``file`` a path to append to (default: stderr).
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    level: str = "WARNING"
+    format: str = "text"
+    file: str | None = None
+
+    @pydantic.field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        return level_name(value)
+
+    @pydantic.field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"unknown log format {value!r}; choose one of: {', '.join(FORMATS)}")
+        return value
+
+
 class Settings(pydantic.BaseModel):
     """Validated eventforge settings. ``repr``/``str`` never show secrets.
 
@@ -90,6 +119,7 @@ class Settings(pydantic.BaseModel):
     # A name, a mapping or a list: checked by building the policy (``_check_startup``), whose
     # errors say which form was expected, rather than by a union type's per-member errors.
     startup: Any = "none"
+    logging: LoggingSettings | None = None
 
     def startup_policy(self) -> StartupPolicy:
         """The startup policy that ``startup`` describes (a fresh object on each call).
@@ -140,47 +170,6 @@ def _substitute(value: Any, key: str, origin: str) -> Any:
     return _VAR.sub(replace, value)
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read configuration file {str(path)!r}: {exc}", key=CONFIG_ENV
-        ) from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover - depends on the interpreter
-                try:
-                    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-                except ImportError:
-                    raise ConfigurationError(
-                        f"reading {str(path)!r} needs a TOML parser on Python < 3.11: "
-                        "pip install 'eventforge-core[toml]' (or tomli), or use a JSON file"
-                    ) from None
-            data: Any = tomllib.loads(text)
-            tool = data.get("tool")
-            if isinstance(tool, dict) and "eventforge" in tool:
-                data = tool["eventforge"]
-            elif isinstance(data.get("eventforge"), dict):
-                data = data["eventforge"]
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigurationError(
-                f"configuration file {str(path)!r} must end in .toml or .json", key=CONFIG_ENV
-            )
-    except ValueError as exc:
-        if isinstance(exc, ConfigurationError):
-            raise
-        raise ConfigurationError(f"configuration file {str(path)!r} is malformed: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"configuration file {str(path)!r} must hold a table/object")
-    return data
-
-
 def load_settings(
     source: str | os.PathLike[str] | Mapping[str, Any] | None = None, **overrides: Any
 ) -> Settings:
@@ -200,11 +189,15 @@ def load_settings(
     elif source is not None:
         path = Path(source)
         origin = f"{str(path)!r}"
-        layer = _substitute(_read_file(path), "", origin)
+        layer = _substitute(read_config_file(path), "", origin)
     else:
         layer, origin = {}, ""
     for key, value in layer.items():
         values[key], origins[key] = value, origin
+    for section, table in env_sections(os.environ).items():
+        below = values.get(section)
+        values[section] = deep_merge(below, table) if isinstance(below, dict) else table
+        origins[section] = f"environment variables EVENTFORGE_{section.upper()}__*"
     for key, env in ENV_KEYS.items():
         if os.environ.get(env):
             values[key], origins[key] = _from_env(key, env), f"environment variable {env}"
@@ -345,6 +338,8 @@ def configure(
     """
     global _current
     settings = load_settings(source, **overrides)
+    if settings.logging is not None:
+        setup_logging(settings.logging.level, settings.logging.format, settings.logging.file)
     from ._registry import registry
 
     registry().configure(settings.model_dump())

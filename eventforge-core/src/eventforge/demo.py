@@ -115,7 +115,7 @@ def _executor() -> None:
             values = [r.value for r in results]
             print(f"  {mode.name:10} map(square, [1, 2, 3, 4]) -> {values}")
     with Executor(mode=ExecutionMode.THREAD) as executor:
-        failed = executor.result(executor.submit(square, "x"))
+        failed = executor.result(executor.submit(int, "not a number"))
         print(
             f"  a failing task is captured, not raised: status={failed.status.name}, "
             f"error={type(failed.error).__name__}"

@@ -26,6 +26,8 @@ from .observing import call_observed, call_observed_async
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from typing_extensions import Self
+
 __all__ = [
     "BroadcastDispatcher",
     "ConcurrentDispatcher",
@@ -530,7 +532,7 @@ class Node:
             server.stop()
         self.dispatcher.close()
 
-    def __enter__(self) -> Node:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

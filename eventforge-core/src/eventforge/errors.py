@@ -21,6 +21,7 @@ __all__ = [
     "RPCError",
     "RPCTimeout",
     "RemoteError",
+    "RequestTimeout",
     "SerializationError",
     "ServiceUnavailable",
     "TransportClosedError",
@@ -152,6 +153,15 @@ class RPCTimeout(RPCError, TimeoutError):
     def __init__(self, message: str, *, method: str | None = None, timeout: float | None = None):
         super().__init__(message)
         self.method = method
+        self.timeout = timeout
+
+
+class RequestTimeout(EventforgeError, TimeoutError):
+    """:meth:`MessageQueue.ask <eventforge.queue.MessageQueue.ask>` got no reply in time."""
+
+    def __init__(self, message: str, *, topic: str, timeout: float | None) -> None:
+        super().__init__(message)
+        self.topic = topic
         self.timeout = timeout
 
 

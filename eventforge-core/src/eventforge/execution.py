@@ -20,19 +20,23 @@ import pickle
 import threading
 import time
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from ._threadpool import Job, ThreadPool, wait_all
 from .errors import EventforgeError
 from .message import new_id
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = [
     "ExecutionMode",
     "Executor",
+    "TaskId",
     "TaskNotFound",
     "TaskResult",
     "TaskStatus",
@@ -40,6 +44,8 @@ __all__ = [
 ]
 
 _perf = time.perf_counter
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class ExecutionMode(str, enum.Enum):
@@ -90,9 +96,21 @@ class UnpicklableTaskError(EventforgeError, TypeError):
         self.func = func
 
 
-class TaskResult:
+class TaskId(str, Generic[R]):
+    """The type of a task id returned by :meth:`Executor.submit`, for type checkers only.
+
+    It tells them what the task returns, so ``executor.result(task_id)`` is a
+    ``TaskResult[R]``. As with ``typing.NewType``, the value at run time is a plain ``str``
+    (no wrapper is built per task).
+    """
+
+    __slots__ = ()
+
+
+class TaskResult(Generic[R]):
     """The outcome of one task: ``value`` on success, ``error`` on failure, and a ``status``.
 
+    ``value`` is ``None`` unless the task succeeded; :meth:`unwrap` returns it typed (or raises).
     ``execution_time`` is the seconds the callable ran (measured where it ran; 0.0 when it never
     ran, for instance on TIMEOUT or CANCELLED).
     """
@@ -103,7 +121,7 @@ class TaskResult:
         self,
         task_id: str,
         status: TaskStatus,
-        value: Any = None,
+        value: R | None = None,
         error: BaseException | None = None,
         execution_time: float = 0.0,
     ) -> None:
@@ -118,10 +136,10 @@ class TaskResult:
         """True when the task returned a value."""
         return self.status is TaskStatus.SUCCESS
 
-    def unwrap(self) -> Any:
+    def unwrap(self) -> R:
         """Return the value, or raise the task's error (a TimeoutError/CancelledError if none)."""
         if self.status is TaskStatus.SUCCESS:
-            return self.value
+            return cast(R, self.value)
         if self.error is not None:
             raise self.error
         if self.status is TaskStatus.TIMEOUT:
@@ -183,7 +201,7 @@ def _is_coroutine_function(func: Callable[..., Any]) -> bool:
         return answer
 
 
-def _from_outcome(task_id: str, outcome: _Outcome) -> TaskResult:
+def _from_outcome(task_id: str, outcome: _Outcome) -> TaskResult[Any]:
     ok, value, elapsed = outcome
     if ok:
         return TaskResult(task_id, TaskStatus.SUCCESS, value, None, elapsed)
@@ -194,7 +212,7 @@ _Handle = Future[_Outcome] | Job
 """What a pool hands back: a concurrent future (PROCESS) or a lean job (THREAD)."""
 
 
-def _from_future(task_id: str, future: _Handle) -> TaskResult:
+def _from_future(task_id: str, future: _Handle) -> TaskResult[Any]:
     """Build the result of a *done* handle (lazily: only when someone asks)."""
     if future.cancelled():
         return TaskResult(task_id, TaskStatus.CANCELLED)
@@ -208,7 +226,7 @@ def _from_future(task_id: str, future: _Handle) -> TaskResult:
     return _from_outcome(task_id, future.result())
 
 
-def _pending_result(task_id: str, future: _Handle, timed_out: bool) -> TaskResult:
+def _pending_result(task_id: str, future: _Handle, timed_out: bool) -> TaskResult[Any]:
     if future.done():
         return _from_future(task_id, future)
     if timed_out:
@@ -245,14 +263,14 @@ class Executor:
         self._pool: ThreadPool | ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         # task id -> a pool handle, or a finished TaskResult (SEQUENTIAL)
-        self._tasks: dict[str, _Handle | TaskResult] = {}
+        self._tasks: dict[str, _Handle | TaskResult[Any]] = {}
         self._submitted = 0
         self._evicted = 0
         self._picklable: dict[Any, bool] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> Executor:
+    def start(self) -> Self:
         """Create the pool now (otherwise the first ``submit`` does). Idempotent."""
         self._ensure_pool()
         return self
@@ -273,7 +291,7 @@ class Executor:
         if pool is not None and getattr(pool, "is_eventforge_pool", False):
             pool.shutdown(wait=False, cancel_pending=False)
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -293,9 +311,17 @@ class Executor:
 
     # -- submit / result --------------------------------------------------------------------
 
-    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+    @overload
+    def submit(
+        self, func: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+
+    @overload
+    def submit(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> TaskId[R]: ...
+
+    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
         """Start ``func(*args, **kwargs)``; return its task id (SEQUENTIAL: run it now)."""
-        task_id = new_id()
+        task_id: TaskId[Any] = new_id()  # type: ignore[assignment]  # a str, typed (no call)
         if self.mode is ExecutionMode.SEQUENTIAL:
             if _is_coroutine_function(func):
                 outcome = _call(_run_coroutine_function, (func, *args), kwargs)
@@ -319,7 +345,7 @@ class Executor:
             self._evict()
         return task_id
 
-    def _retain(self, task_id: str, entry: _Handle | TaskResult) -> None:
+    def _retain(self, task_id: str, entry: _Handle | TaskResult[Any]) -> None:
         tasks = self._tasks
         tasks[task_id] = entry
         self._submitted += 1
@@ -337,7 +363,13 @@ class Executor:
                         continue
                     self._evicted += 1
 
-    def result(self, task_id: str, timeout: float | None = None) -> TaskResult:
+    @overload
+    def result(self, task_id: TaskId[R], timeout: float | None = None) -> TaskResult[R]: ...
+
+    @overload
+    def result(self, task_id: str, timeout: float | None = None) -> TaskResult[Any]: ...
+
+    def result(self, task_id: str, timeout: float | None = None) -> TaskResult[Any]:
         """Wait up to ``timeout`` seconds for the task's :class:`TaskResult`.
 
         The result is released once returned. On TIMEOUT the task is kept (still running) so that
@@ -391,7 +423,7 @@ class Executor:
 
     def map(
         self, func: Callable[..., Any], items: Iterable[Any], timeout: float | None = None
-    ) -> list[TaskResult]:
+    ) -> list[TaskResult[Any]]:
         """Run ``func(item)`` for every item; return the results in item order.
 
         ``timeout`` bounds the whole call: items not finished by then report TIMEOUT (PROCESS
@@ -410,7 +442,7 @@ class Executor:
 
     async def map_async(
         self, func: Callable[..., Any], items: Iterable[Any], timeout: float | None = None
-    ) -> list[TaskResult]:
+    ) -> list[TaskResult[Any]]:
         """The awaitable twin of :meth:`map` (SEQUENTIAL awaits coroutine functions inline)."""
         items = list(items)
         if self.mode is ExecutionMode.SEQUENTIAL:
@@ -420,7 +452,7 @@ class Executor:
             await asyncio.wait([_awaitable(f) for f in futures], timeout=timeout)
         return self._map_collect(futures, sizes, timed_out=timeout is not None)
 
-    def _inline(self, func: Callable[..., Any], item: Any) -> TaskResult:
+    def _inline(self, func: Callable[..., Any], item: Any) -> TaskResult[Any]:
         if inspect.iscoroutinefunction(func):
             return _from_outcome(new_id(), _call(_run_coroutine_function, (func, item), {}))
         return _from_outcome(new_id(), _call(func, (item,), {}))
@@ -442,10 +474,10 @@ class Executor:
 
     def _map_collect(
         self, futures: list[Any], sizes: list[int], *, timed_out: bool
-    ) -> list[TaskResult]:
+    ) -> list[TaskResult[Any]]:
         if not sizes:  # one future per item
             return [_pending_result(new_id(), f, timed_out) for f in futures]
-        results: list[TaskResult] = []
+        results: list[TaskResult[Any]] = []
         for future, size in zip(futures, sizes, strict=True):
             if future.done() and not future.cancelled() and future.exception() is None:
                 results.extend(_from_outcome(new_id(), o) for o in future.result())
@@ -455,7 +487,19 @@ class Executor:
 
     # -- async twins -------------------------------------------------------------------------
 
-    async def submit_async(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+    @overload
+    async def submit_async(
+        self, func: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+
+    @overload
+    async def submit_async(
+        self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+
+    async def submit_async(
+        self, func: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> TaskId[Any]:
         """The awaitable twin of :meth:`submit`.
 
         SEQUENTIAL awaits a coroutine function inline on the running loop (a plain function
@@ -463,7 +507,7 @@ class Executor:
         """
         if self.mode is not ExecutionMode.SEQUENTIAL:
             return self.submit(func, *args, **kwargs)
-        task_id = new_id()
+        task_id: TaskId[Any] = new_id()  # type: ignore[assignment]  # a str, typed (no call)
         result = await self._inline_async(func, args, kwargs, task_id)
         self._retain(task_id, result)
         return task_id
@@ -474,7 +518,7 @@ class Executor:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         task_id: str | None = None,
-    ) -> TaskResult:
+    ) -> TaskResult[Any]:
         task_id = task_id or new_id()
         if not inspect.iscoroutinefunction(func):
             return _from_outcome(task_id, _call(func, args, kwargs))
@@ -485,7 +529,15 @@ class Executor:
             return TaskResult(task_id, TaskStatus.FAILED, None, exc, _perf() - start)
         return TaskResult(task_id, TaskStatus.SUCCESS, value, None, _perf() - start)
 
-    async def result_async(self, task_id: str, timeout: float | None = None) -> TaskResult:
+    @overload
+    async def result_async(
+        self, task_id: TaskId[R], timeout: float | None = None
+    ) -> TaskResult[R]: ...
+
+    @overload
+    async def result_async(self, task_id: str, timeout: float | None = None) -> TaskResult[Any]: ...
+
+    async def result_async(self, task_id: str, timeout: float | None = None) -> TaskResult[Any]:
         """The awaitable twin of :meth:`result`; the running loop is never blocked."""
         entry = self._tasks.pop(task_id, None)
         if entry is None:

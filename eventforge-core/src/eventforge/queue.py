@@ -13,7 +13,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._handlers import (
     Counter,
@@ -36,13 +36,18 @@ from .routing import check_match, header_gate, unroutable_sender
 from .topics import has_wildcards, validate_pattern, validate_topic
 from .transport import Capability, Transport, is_nonblocking, nonblocking, require_capability
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = ["ErrorHook", "MessageQueue"]
 
 log = logging.getLogger("eventforge.queue")
 
 Handler = Callable[[Message], Any]
 ErrorHook = Callable[[BaseException, Message, Callable[..., Any]], None]
-H = TypeVar("H", bound=Handler)
+# A handler takes one argument: the Message, or a typed event when its parameter is annotated
+# with an @event class (``def on_order(order: OrderCreated) -> None``).
+H = TypeVar("H", bound=Callable[[Any], Any])
 
 DEFAULT_MAX_PENDING = 10_000
 _queue_numbers = itertools.count(1)
@@ -453,7 +458,7 @@ class MessageQueue(RequestReply, QueueFeatures):
             cache.close()  # wakes its waiting callers
         return True
 
-    def __enter__(self) -> MessageQueue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

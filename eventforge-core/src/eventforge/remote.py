@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .errors import ConfigurationError, EventforgeError
 from .queue import MessageQueue
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["RemoteQueue", "UnknownPeerError"]
 
@@ -174,7 +177,7 @@ class RemoteQueue:
         if self.local is not None:
             self.local.close()
 
-    def __enter__(self) -> RemoteQueue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -34,6 +34,8 @@ from .topics import validate_topic
 from .transport import Capability
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .execution import Executor
     from .queue import MessageQueue
 
@@ -276,7 +278,7 @@ class RPCServer:
             "refused": self._refused.value,
         }
 
-    def __enter__(self) -> RPCServer:
+    def __enter__(self) -> Self:
         self.serve(blocking=False)
         return self
 

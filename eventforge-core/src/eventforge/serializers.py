@@ -1,10 +1,12 @@
-"""Payload serializers: ``json`` (default), ``msgpack`` and ``pickle``.
+"""Payload serializers: ``json`` (default), ``msgpack``, ``pickle`` and ``bytes``.
 
 The envelope on the wire is always JSON (:mod:`eventforge.wire`); a serializer decides how the
 *payload* inside it is carried. ``json`` keeps the payload as a JSON value, readable with any
 tool. The binary serializers carry it as base64 text and name themselves in the
 ``content-type`` header. ``pickle`` is never a default and is refused on receive unless the
 application trusts its peers: unpickling attacker-controlled bytes runs attacker code.
+``bytes`` carries a payload that *is* bytes unchanged (the JSON codec picks it by itself for a
+``bytes`` payload); ``msgpack`` carries bytes anywhere in the payload natively.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pydantic_core
 from .errors import ConfigurationError, SerializationError
 
 __all__ = [
+    "BytesSerializer",
     "JsonSerializer",
     "MsgpackSerializer",
     "PickleSerializer",
@@ -86,8 +89,10 @@ class MsgpackSerializer(Serializer):
             ) from exc
 
     def dumps(self, payload: Any) -> bytes:
+        # bytes (anywhere in the payload) stay bytes; only what msgpack cannot carry itself
+        # (models, dataclasses, datetimes, sets) goes through the JSON-safe conversion
         try:
-            return bytes(self._msgpack.packb(_jsonable(payload), use_bin_type=True))
+            return bytes(self._msgpack.packb(payload, use_bin_type=True, default=_jsonable))
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(f"payload is not msgpack-serializable: {exc}") from exc
 
@@ -98,6 +103,24 @@ class MsgpackSerializer(Serializer):
             raise SerializationError(
                 f"invalid msgpack payload: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+class BytesSerializer(Serializer):
+    """A payload that is ``bytes`` (or ``bytearray`` / ``memoryview``), carried unchanged."""
+
+    name = "bytes"
+    content_type = "application/octet-stream"
+
+    def dumps(self, payload: Any) -> bytes:
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            return bytes(payload)
+        raise SerializationError(
+            f"the bytes serializer carries bytes payloads only, got {type(payload).__name__}; "
+            "use json or msgpack for structured payloads"
+        )
+
+    def loads(self, data: bytes) -> Any:
+        return data
 
 
 class PickleSerializer(Serializer):
@@ -135,6 +158,7 @@ _BUILTIN: dict[str, type[Serializer]] = {
     "json": JsonSerializer,
     "msgpack": MsgpackSerializer,
     "pickle": PickleSerializer,
+    "bytes": BytesSerializer,
 }
 _instances: dict[str, Serializer] = {}
 

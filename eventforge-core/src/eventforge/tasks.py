@@ -26,7 +26,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from ._task_support import SharedState, TaskPool, TaskPoolTimeout
 from .execution import ExecutionMode, Executor, UnpicklableTaskError
@@ -38,11 +38,45 @@ from .workqueue import ATTEMPT_HEADER
 if TYPE_CHECKING:
     from .queue import MessageQueue
 
-__all__ = ["CALL_HEADER", "SharedState", "TaskContext", "TaskPool", "TaskPoolTimeout", "task"]
+__all__ = [
+    "CALL_HEADER",
+    "SharedState",
+    "Task",
+    "TaskContext",
+    "TaskPool",
+    "TaskPoolTimeout",
+    "task",
+]
 
 log = logging.getLogger("eventforge.tasks")
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Task(Protocol[P, R_co]):
+    """What ``@task`` makes of a function: callable as before, plus the task's handles."""
+
+    task_name: str
+    topic: str
+    queue: MessageQueue | None
+    executor: Executor | None
+    state: SharedState
+    pool: TaskPool | None
+    handler_id: str | None
+    subscription_id: str | None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def publish(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Trigger the task through its queue with these arguments; return the message id."""
+        ...
+
+    def unsubscribe(self) -> bool:
+        """Stop triggering the task from its queue; return whether it was subscribed."""
+        ...
+
+
 Callback = Callable[["TaskContext"], Any]
 
 CALL_HEADER = "x-eventforge-call"
@@ -371,7 +405,7 @@ def task(
     publish_result: bool = True,
     max_instances: int | None = None,
     instance_timeout: float | None = None,
-) -> Callable[[F], F]:
+) -> Callable[[Callable[P, R_co]], Task[P, R_co]]:
     """Make a function (plain or ``async def``) a task: observed, called back, queue-triggered.
 
     With ``queue``, the task subscribes ``topic`` (default: the function's name) and every
@@ -385,7 +419,7 @@ def task(
     ``queue.unsubscribe(my_task.handler_id)``), after which only direct calls run the task.
     """
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[P, R_co]) -> Task[P, R_co]:
         pool = None
         name = getattr(func, "__qualname__", repr(func))
         if max_instances is not None:
@@ -459,6 +493,6 @@ def task(
         # ``handler_id`` as for ``@queue.on``; ``subscription_id`` is the older name of it.
         wrapper.handler_id = handler_id
         wrapper.subscription_id = handler_id
-        return cast(F, wrapper)
+        return cast("Task[P, R_co]", wrapper)
 
     return decorate

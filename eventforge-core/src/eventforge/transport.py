@@ -29,6 +29,8 @@ from .errors import UnsupportedCapabilityError
 from .message import Message
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = [
@@ -249,7 +251,7 @@ class Transport(ABC):
         """Tell whether this transport declares ``capability``."""
         return capability in self.capabilities
 
-    def __enter__(self) -> Transport:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

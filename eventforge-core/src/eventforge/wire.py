@@ -5,7 +5,10 @@ One envelope, version 1::
     {"version": 1, "id": "…", "topic": "orders.created", "payload": <JSON>,
      "headers": {"k": "v"}, "timestamp": 1732400000.5, "reply_to": null, "correlation_id": null}
 
-Encoding uses pydantic-core (about five times faster than the stdlib). Decoding treats the
+A payload that is ``bytes`` travels as base64 text with ``content-type:
+application/octet-stream`` and arrives as ``bytes`` (with the JSON serializer; a binary
+serializer such as msgpack carries bytes itself). Encoding uses pydantic-core (about five times
+faster than the stdlib). Decoding treats the
 bytes as untrusted: size is checked first, then the JSON is parsed and validated against the
 schema with pydantic. Huge integers, deep nesting, invalid UTF-8, wrong types, a missing id or an
 unknown version all raise :class:`~eventforge.errors.ProtocolError`; nothing else escapes.
@@ -31,6 +34,7 @@ from .serializers import (
 from .topics import validate_topic
 
 __all__ = [
+    "BYTES_CONTENT_TYPE",
     "CONTENT_TYPE_HEADER",
     "DEFAULT_MAX_SIZE",
     "WIRE_VERSION",
@@ -41,6 +45,8 @@ __all__ = [
 
 WIRE_VERSION = 1
 CONTENT_TYPE_HEADER = "content-type"
+BYTES_CONTENT_TYPE = "application/octet-stream"
+_BYTES_CLASSES: frozenset[type[Any]] = frozenset({bytes, bytearray, memoryview})
 DEFAULT_MAX_SIZE = 1024 * 1024
 
 HeaderValue = str | int | float | bool | None
@@ -87,12 +93,15 @@ class WireCodec:
     def encode(self, message: Message) -> bytes:
         """Return the envelope bytes of ``message``; raise if they exceed ``max_size``."""
         headers = message.headers
-        payload = message.payload
+        payload: Any = message.payload
         if headers:
             _check_headers(message)
         if not self._json:
             payload = b64encode(self.serializer.dumps(payload))
             headers = {**headers, CONTENT_TYPE_HEADER: self.serializer.content_type}
+        elif payload.__class__ in _BYTES_CLASSES:
+            payload = b64encode(bytes(payload))
+            headers = {**headers, CONTENT_TYPE_HEADER: BYTES_CONTENT_TYPE}
         try:
             data = pydantic_core.to_json(
                 {

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType, ModuleType
 from typing import Any
 
+from ._logsetup import FORMATS, LEVELS, level_name, setup_logging
 from .errors import ConfigurationError, EventforgeError
 from .execution import ExecutionMode, Executor
 from .message import Message
@@ -258,9 +259,16 @@ def _build_transport(args: argparse.Namespace) -> Transport:
     return transport
 
 
-def _parser() -> argparse.ArgumentParser:
+def _log_level(text: str) -> str:
+    try:
+        return level_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m eventforge.worker",
+        prog=prog,
         description="Serve the HANDLERS of a module over RPC.",
     )
     parser.add_argument(
@@ -285,7 +293,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight calls"
     )
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="WARNING",
+        metavar="LEVEL",
+        help=f"logging level: {', '.join(LEVELS)} (default WARNING)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line (default text)",
+    )
     return parser
 
 
@@ -298,17 +318,18 @@ def _executor(args: argparse.Namespace) -> Executor | None:
     return Executor(mode=mode, max_workers=args.workers or 4)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m eventforge.worker") -> int:
     """Run a worker until SIGTERM/SIGINT; return the exit code.
 
-    A first argument of the form ``module:attribute`` names a :class:`~eventforge.service.Service`
+    ``prog`` is the command name shown in the usage (``eventforge worker`` from the CLI). A
+    first argument of the form ``module:attribute`` names a :class:`~eventforge.service.Service`
     instead of a ``HANDLERS`` module: the rest is read as ``eventforge run`` reads it.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and ":" in arguments[0] and not arguments[0].startswith("-"):
         return run_service(arguments)
-    args = _parser().parse_args(arguments)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    args = _parser(prog).parse_args(arguments)
+    setup_logging(args.log_level, args.log_format)
     try:
         handlers, module_service = load_handlers(args.module)
         service = args.service or module_service or DEFAULT_SERVICE

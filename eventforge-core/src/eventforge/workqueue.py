@@ -36,6 +36,8 @@ from .message import Message
 from .topics import validate_topic
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .transport import Transport
 
 __all__ = [
@@ -330,7 +332,7 @@ class WorkQueue:
         if self._owned is not None:  # the configured transport this queue took
             self._owned.close()
 
-    def __enter__(self) -> WorkQueue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -440,7 +442,7 @@ class Consumer:
             if thread is not threading.current_thread():
                 thread.join(timeout)
 
-    def __enter__(self) -> Consumer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -127,6 +129,26 @@ def transport_is_tls(transport: object) -> bool | None:
 _TLS_HOOKS = ("_process_connect_init", "_process_info", "_connect_command")
 
 
+def tls_hooks_missing(client: type[Any]) -> list[str]:
+    """The parts of nats-py's ``Client`` the TLS guard relies on that ``client`` lacks.
+
+    Besides the methods existing, the guard awaits ``_process_info(info, initial_connection)``
+    from its own coroutine override: nats-py made that method a coroutine in 2.10, and before
+    that an override awaiting it fails every TLS connect.
+    """
+    missing = [name for name in _TLS_HOOKS if not callable(getattr(client, name, None))]
+    if missing:
+        return missing
+    process_info = client._process_info
+    if "initial_connection" not in inspect.signature(process_info).parameters:
+        missing.append("_process_info(initial_connection=)")
+    if not inspect.iscoroutinefunction(process_info):
+        missing.append("_process_info as a coroutine (nats-py >= 2.10)")
+    if inspect.iscoroutinefunction(client._connect_command):
+        missing.append("_connect_command as a plain method")
+    return missing
+
+
 @functools.cache
 def tls_enforcing_client() -> type[Client]:
     """A nats-py ``Client`` that never sends its connect unencrypted (for TLS settings).
@@ -145,25 +167,19 @@ def tls_enforcing_client() -> type[Client]:
     Raises :class:`NatsConnectError` when the installed nats-py lacks the methods overridden
     here, instead of falling back to plaintext.
     """
-    import inspect
-
-    import nats
     import nats.errors
     from nats.aio.client import Client
 
-    missing = [name for name in _TLS_HOOKS if not callable(getattr(Client, name, None))]
-    if (
-        not missing
-        and "initial_connection" not in inspect.signature(Client._process_info).parameters
-    ):
-        missing.append("_process_info(initial_connection=)")
+    missing = tls_hooks_missing(Client)
     if missing:
-        version = getattr(nats, "__version__", "?")
+        try:
+            version = importlib.metadata.version("nats-py")
+        except importlib.metadata.PackageNotFoundError:
+            version = "(unknown version)"
         raise NatsConnectError(
             f"nats-py {version} has no Client.{', Client.'.join(missing)}, which eventforge-nats "
             "uses to make sure the connect (and any credentials) is never sent unencrypted when "
-            "TLS is requested; not connecting. Install a nats-py 2.x that has them (2.16 is "
-            "tested)"
+            "TLS is requested; not connecting. Install nats-py>=2.10 (pip install -U nats-py)"
         )
 
     class Refused(nats.errors.Error, PlaintextRefusedError):

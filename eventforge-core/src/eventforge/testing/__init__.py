@@ -6,7 +6,8 @@
   :mod:`~eventforge.testing.workqueue_conformance` do the same for MessageQueue / RPC over a
   transport and for durable work-queue backends.
 - :mod:`eventforge.testing.pytest_plugin`: fixtures that start private ``redis-server`` /
-  ``nats-server`` processes (``pytest_plugins = ["eventforge.testing.pytest_plugin"]``).
+  ``nats-server`` processes, loaded by pytest through the ``pytest11`` entry point of
+  eventforge-core (install ``eventforge-core[testing]``).
 - :mod:`eventforge.testing.brokers` and :mod:`eventforge.testing.history`: broker processes and
   the delivery-history checker used by fault tests.
 - :mod:`eventforge.testing.resources`: count the threads, file descriptors and sockets a

@@ -42,6 +42,10 @@ from ._transport_harness import (
     is_probe,
     seal_contract,
 )
+from .payload_fidelity import (
+    check_bytes_payload_arrives_as_bytes,
+    check_json_values_arrive_unchanged,
+)
 
 __all__ = ["Collector", "TransportConformance", "TransportFactory"]
 
@@ -56,6 +60,9 @@ class TransportConformance(TransportHarness):
     """
 
     # -- send / subscribe ------------------------------------------------------------------
+
+    test_json_values_arrive_unchanged = check_json_values_arrive_unchanged
+    test_bytes_payload_arrives_as_bytes = check_bytes_payload_arrives_as_bytes
 
     def test_subscriber_receives_sent_message(self) -> None:
         """A subscriber receives a sent message with topic, payload, id, reply_to, correlation_id intact."""

@@ -1,4 +1,8 @@
-"""pytest fixtures for private brokers. Opt in with ``pytest_plugins = ["eventforge.testing.pytest_plugin"]``.
+"""pytest fixtures for private brokers, loaded through eventforge-core's ``pytest11`` entry point.
+
+The entry point carries this module's name, so a conftest that lists it in ``pytest_plugins``
+(the way to opt in before the entry point existed) still loads it once;
+``-p no:eventforge.testing.pytest_plugin`` disables it.
 
 ``redis_server`` / ``nats_server`` are shared by a whole session; ``redis_server_factory`` /
 ``nats_server_factory`` make private ones for fault tests (killed, paused, restarted). When the

@@ -48,6 +48,7 @@ from eventforge.transport import Capability, Transport
 
 from ._transport_harness import PROBE_KEY, Collector, ContractGuard, TransportFactory, seal_contract
 from .deadline_checks import check_expired_request_never_reaches_a_handler
+from .payload_fidelity import check_bytes_request_and_reply
 
 __all__ = ["QueueConformance"]
 
@@ -347,6 +348,8 @@ class QueueConformance(ContractGuard):
         assert everyone.payloads() == list(range(count))
 
     # -- request/reply -----------------------------------------------------------------------
+
+    test_bytes_request_and_reply = check_bytes_request_and_reply
 
     def test_request_gets_the_reply(self) -> None:
         """``request`` returns the responder's ``reply``, correlated to the request."""

@@ -1,0 +1,22 @@
+"""``eventforge demo`` and ``eventforge worker``: thin doors to their own modules."""
+
+from __future__ import annotations
+
+import argparse
+
+from eventforge.demo import main as demo_main
+from eventforge.worker import main as worker_main
+
+from ._base import command
+
+__all__: list[str] = []
+
+
+@command("demo", "run the walk-through on the in-process transport", passthrough=True)
+def _demo(args: argparse.Namespace) -> int:
+    return demo_main(list(args.extra))
+
+
+@command("worker", "serve a module's HANDLERS over RPC", passthrough=True)
+def _worker(args: argparse.Namespace) -> int:
+    return worker_main(list(args.extra), prog="eventforge worker")
