@@ -1,0 +1,40 @@
+"""Engines for eventforge-sql: tuned SQLite connections and URL-built engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+__all__ = ["configure_sqlite", "engine_from_url"]
+
+
+def configure_sqlite(engine: Engine, *, busy_timeout: float = 30.0) -> Engine:
+    """Make an SQLite engine fit for several writers: WAL journal, ``synchronous=NORMAL`` and a
+    busy timeout, set on every new connection. Returns ``engine``; other dialects are untouched.
+
+    Without WAL, readers and the writer block each other and every commit syncs the journal
+    several times: with several workers a claim can then wait long enough for leases to run out.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+
+    @event.listens_for(engine, "connect")
+    def _tune(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.close()
+
+    return engine
+
+
+def engine_from_url(url: str, **options: Any) -> Engine:
+    """``create_engine(url)`` with eventforge-sql's defaults: pre-ping (a restarted server's stale
+    connections are replaced) and, for SQLite files, :func:`configure_sqlite`."""
+    options.setdefault("pool_pre_ping", True)
+    engine = sa.create_engine(url, **options)
+    return configure_sqlite(engine)

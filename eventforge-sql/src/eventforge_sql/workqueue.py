@@ -1,0 +1,165 @@
+"""A durable work-queue backend on a database table (the ``sql`` transport's work queues).
+
+Items are rows of the queue table (:mod:`eventforge_sql.schema`). ``put`` returns once the
+insert committed; a fetch claims due rows under a lease (``FOR UPDATE SKIP LOCKED`` where the
+database has it); ack deletes the row, nack makes it due again later, dead-lettering keeps it
+with its reason. An item whose lease expires ``max_attempts`` times is dead-lettered with the
+reason "delivered N times without being settled". A ``put`` of a message id already stored in
+the queue is skipped, so a producer that resends (an outbox relay after a crash) adds nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from eventforge.errors import TransportClosedError
+from eventforge.message import Message
+from eventforge.wire import decode_envelope, encode_envelope
+from eventforge.workqueue import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from ._claims import Claimed, Claims, row_values
+from .schema import DEFAULT_SCHEMA, Schema
+
+__all__ = ["SqlWorkQueueBackend"]
+
+
+class SqlWorkQueueBackend(WorkQueueBackend):
+    """The work queue ``name`` stored in ``schema.queue`` through ``engine``.
+
+    ``lease`` is the visibility timeout: an item fetched and not settled (nor extended with
+    ``Delivery.in_progress``) within it is delivered again. ``poll_interval`` caps how long an
+    idle ``fetch`` sleeps between looks at the table.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        retry: RetryPolicy | None = None,
+        *,
+        schema: Schema | None = None,
+        lease: float = 30.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.retry = retry or RetryPolicy()
+        self.schema = schema or DEFAULT_SCHEMA
+        self.table = self.schema.queue
+        self.claims = Claims(self.table, name, engine.dialect, lease)
+        self.poll_interval = poll_interval
+        self._closed = threading.Event()
+        self._last_sweep = 0.0
+
+    # -- producing --------------------------------------------------------------------------
+
+    def put(self, message: Message) -> None:
+        self.put_many([message])
+
+    def put_many(self, messages: list[Message]) -> None:
+        self._check_open()
+        now = time.time()
+        rows = [
+            row_values(self.name, m.id, encode_envelope(m).decode("utf-8"), now) for m in messages
+        ]
+        with self.engine.begin() as conn:
+            self.claims.insert_rows(conn, rows)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            rows = self._claim(max_items)
+            if rows:
+                return [self._delivery(row) for row in rows]
+            remaining = self.poll_interval if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if self._closed.wait(min(pause, remaining)):
+                raise TransportClosedError(f"work queue {self.name!r} is closed")
+            pause = min(pause * 2, self.poll_interval)
+
+    def _claim(self, max_items: int) -> list[Claimed]:
+        max_attempts = self.retry.max_attempts
+        with self.engine.begin() as conn:
+            rows = self.claims.claim(conn, max_items, max_attempts)
+            now = time.monotonic()
+            if len(rows) < max_items and now - self._last_sweep > min(1.0, self.claims.lease / 4):
+                self._last_sweep = now
+                self.claims.dead_letter_expired(conn, max_attempts)
+        return rows
+
+    def _delivery(self, row: Claimed) -> Delivery:
+        message = decode_envelope(row.envelope)
+        return Delivery(message, row.attempt, self.name, token=(row.id, row.owner), backend=self)
+
+    def ack(self, delivery: Delivery) -> bool:
+        row_id, owner = delivery.token
+        with self.engine.begin() as conn:
+            return self.claims.delete(conn, row_id, owner)
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool:
+        row_id, owner = delivery.token
+        with self.engine.begin() as conn:
+            return self.claims.retry_later(conn, row_id, owner, delay)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        row_id, owner = delivery.token
+        with self.engine.begin() as conn:
+            return self.claims.dead_letter(conn, row_id, owner, reason)
+
+    def touch(self, delivery: Delivery) -> None:
+        row_id, owner = delivery.token
+        with self.engine.begin() as conn:
+            self.claims.extend(conn, row_id, owner)
+
+    # -- dead letters and stats ---------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        t = self.table
+        stmt = (
+            select(t.c.id, t.c.envelope, t.c.error, t.c.attempt, t.c.last_error_at)
+            .where(t.c.queue == self.name, t.c.status == "dead_letter")
+            .order_by(t.c.last_error_at, t.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            DeadLetter(
+                decode_envelope(envelope), error or "", attempt, failed_at or 0.0, token=row_id
+            )
+            for row_id, envelope, error, attempt, failed_at in rows
+        ]
+
+    def replay(self, tokens: list[Any] | None = None) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(self.claims.replay_stmt(tokens)).rowcount)
+
+    def stats(self) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            counts = self.claims.counts(conn)
+        return {
+            "pending": counts["pending"] + counts["failed"],
+            "in_flight": counts["processing"],
+            "dead_letters": counts["dead_letter"],
+        }
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise TransportClosedError(f"work queue {self.name!r} is closed")
+
+    def __repr__(self) -> str:
+        return f"SqlWorkQueueBackend({self.name!r}, {self.engine.url.render_as_string()!r})"
