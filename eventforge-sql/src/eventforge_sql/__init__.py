@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from ._engines import configure_sqlite, engine_from_url
+from ._ingest import Ingestion
+from .inbox import Inbox, InboxEvent, InboxWorker
 from .schema import SCHEMA_VERSION, Schema, TableNames, create_schema, schema_sql, schema_version
+from .streams import InvalidStreamEntry, event_from_stream_entry
 from .workqueue import SqlWorkQueueBackend
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Inbox",
+    "InboxEvent",
+    "InboxWorker",
+    "Ingestion",
+    "InvalidStreamEntry",
     "Schema",
     "SqlWorkQueueBackend",
     "TableNames",
     "configure_sqlite",
     "create_schema",
     "engine_from_url",
+    "event_from_stream_entry",
     "schema_sql",
     "schema_version",
 ]

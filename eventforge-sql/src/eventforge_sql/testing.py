@@ -20,11 +20,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from typing import Any
 
+import sqlalchemy as sa
 from eventforge.testing.brokers import BrokerProcess, BrokerUnavailable, free_port
 
-__all__ = ["PostgresServer", "find_pg_binary"]
+__all__ = ["EffectLog", "PostgresServer", "find_pg_binary"]
 
 
 def find_pg_binary(name: str) -> str | None:
@@ -181,3 +183,36 @@ class PostgresServer(BrokerProcess):
             except ProcessLookupError:
                 return
             time.sleep(0.05)
+
+
+class EffectLog:
+    """A table of effects (one row per handler run that committed), for counting duplicates.
+
+    ``record(conn, event)`` is an inbox handler (or part of one): it writes a row in the
+    handler's transaction, so the row exists only if that transaction committed.
+    """
+
+    def __init__(self, engine: sa.Engine, name: str) -> None:
+        self.engine = engine
+        self.table = sa.Table(
+            name,
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("event_id", sa.String(255), nullable=False),
+            sa.Column("worker", sa.String(64)),
+        )
+        self.table.create(engine, checkfirst=True)
+
+    def record(self, conn: sa.Connection, event: Any, worker: str = "") -> None:
+        conn.execute(self.table.insert().values(event_id=event.event_id, worker=worker))
+
+    def counts(self) -> dict[str, int]:
+        """How many committed effects each event id has."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.table.c.event_id)).scalars()
+            return dict(Counter(rows))
+
+    def by_worker(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.table.c.worker)).scalars()
+            return dict(Counter(rows))
