@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._engines import configure_sqlite, engine_from_url
 from ._ingest import Ingestion
 from .inbox import Inbox, InboxEvent, InboxWorker
+from .outbox import Outbox, Relay, RelayThread
 from .schema import SCHEMA_VERSION, Schema, TableNames, create_schema, schema_sql, schema_version
 from .streams import InvalidStreamEntry, event_from_stream_entry
 from .workqueue import SqlWorkQueueBackend
@@ -16,6 +17,9 @@ __all__ = [
     "InboxWorker",
     "Ingestion",
     "InvalidStreamEntry",
+    "Outbox",
+    "Relay",
+    "RelayThread",
     "Schema",
     "SqlWorkQueueBackend",
     "TableNames",
