@@ -62,3 +62,19 @@ def unique() -> Callable[[str], str]:
     import os
 
     return lambda prefix: f"{prefix}-{os.urandom(5).hex()}"
+
+
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    """Record a line of measured figures, printed in the terminal summary."""
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("eventforge-sql fault figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
