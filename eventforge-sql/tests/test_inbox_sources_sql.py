@@ -132,9 +132,15 @@ def test_async_engine_and_async_handler(pg_server: PostgresServer, pg_engine: sa
     assert sum(effects.counts().values()) == 1
 
 
-def test_the_status_api_of_an_async_inbox_says_what_to_use(pg_server: PostgresServer) -> None:
+def test_an_async_inbox_serves_the_blocking_calls_on_a_sync_companion(
+    pg_server: PostgresServer, pg_engine: sa.Engine
+) -> None:
+    """Status API and ingestion work on an Inbox built on an AsyncEngine."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     inbox = Inbox(create_async_engine(pg_server.url), name="async-status")
-    with pytest.raises(TypeError, match="sync engine"):
-        inbox.counts()
+    inbox.add(Message("t", 1, id="sync-add"))
+    assert inbox.counts()["pending"] == 1
+    stored = inbox.get("sync-add")
+    assert stored is not None
+    assert stored.status == "pending"

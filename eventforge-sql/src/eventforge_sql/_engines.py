@@ -8,7 +8,15 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-__all__ = ["configure_sqlite", "engine_from_url"]
+__all__ = ["configure_sqlite", "engine_from_url", "sync_companion"]
+
+_SYNC_DRIVERS = {
+    "asyncpg": "psycopg",
+    "psycopg_async": "psycopg",
+    "aiosqlite": "pysqlite",
+    "aiomysql": "pymysql",
+    "asyncmy": "pymysql",
+}
 
 
 def configure_sqlite(engine: Engine, *, busy_timeout: float = 30.0) -> Engine:
@@ -32,9 +40,17 @@ def configure_sqlite(engine: Engine, *, busy_timeout: float = 30.0) -> Engine:
     return engine
 
 
-def engine_from_url(url: str, **options: Any) -> Engine:
+def engine_from_url(url: str | sa.URL, **options: Any) -> Engine:
     """``create_engine(url)`` with eventforge-sql's defaults: pre-ping (a restarted server's stale
     connections are replaced) and, for SQLite files, :func:`configure_sqlite`."""
     options.setdefault("pool_pre_ping", True)
     engine = sa.create_engine(url, **options)
     return configure_sqlite(engine)
+
+
+def sync_companion(engine: Engine) -> Engine:
+    """A sync engine on the database of an ``AsyncEngine``'s ``sync_engine``: the same URL with
+    the dialect's blocking driver (asyncpg -> psycopg, aiosqlite -> pysqlite, ...)."""
+    url = engine.url
+    driver = _SYNC_DRIVERS.get(url.get_driver_name(), url.get_driver_name())
+    return engine_from_url(url.set(drivername=f"{url.get_backend_name()}+{driver}"))

@@ -13,6 +13,7 @@ from sqlalchemy import Row, Table, delete, select
 from sqlalchemy.engine import Engine
 
 from ._claims import Claims
+from ._engines import sync_companion
 
 __all__ = ["InboxEvent", "InboxStatus"]
 
@@ -55,13 +56,16 @@ class InboxStatus:
     sync_engine: Engine
     is_async: bool
 
+    _companion: Engine | None = None
+
     def _sync(self) -> Engine:
-        if self.is_async:
-            raise TypeError(
-                "this Inbox runs on an AsyncEngine: use the *_async methods, and for the status "
-                "API an Inbox on a sync engine (create_engine) over the same database"
-            )
-        return self.sync_engine
+        """A sync engine for the blocking calls: the given one, or for an ``AsyncEngine`` a
+        companion engine on the same database with the dialect's sync driver."""
+        if not self.is_async:
+            return self.sync_engine
+        if self._companion is None:
+            self._companion = sync_companion(self.sync_engine)
+        return self._companion
 
     def _columns(self) -> tuple[Any, ...]:
         t = self.table
