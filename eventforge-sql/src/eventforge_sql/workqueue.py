@@ -4,12 +4,20 @@ Items are rows of the queue table (:mod:`eventforge_sql.schema`). ``put`` return
 insert committed; a fetch claims due rows under a lease (``FOR UPDATE SKIP LOCKED`` where the
 database has it); ack deletes the row, nack makes it due again later, dead-lettering keeps it
 with its reason. An item whose lease expires ``max_attempts`` times is dead-lettered with the
-reason "delivered N times without being settled". A ``put`` of a message id already stored in
+reason "delivered N times without being settled".
+
+Acks are group-committed: the ack of a delivery fetched less than half a lease ago is buffered
+and deleted with the next fetch's claim (one transaction for both), or by a flusher within
+``ack_delay`` seconds, so a consumer pays no round trip per item. Such an ack cannot be stale
+(the lease has not run out), so it reports ``None``; if the process dies before the flush, the
+item is delivered again after its lease (at-least-once, as for a consumer that died before
+acking). Older deliveries are acked synchronously and report ``False`` when stale. A ``put`` of a message id already stored in
 the queue is skipped, so a producer that resends (an outbox relay after a crash) adds nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -18,13 +26,15 @@ from eventforge.errors import TransportClosedError
 from eventforge.message import Message
 from eventforge.wire import decode_envelope, encode_envelope
 from eventforge.workqueue import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.engine import Connection, Engine
 
 from ._claims import Claimed, Claims, row_values
 from .schema import DEFAULT_SCHEMA, Schema
 
 __all__ = ["SqlWorkQueueBackend"]
+
+log = logging.getLogger("eventforge_sql.workqueue")
 
 
 class SqlWorkQueueBackend(WorkQueueBackend):
@@ -46,6 +56,7 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         schema: Schema | None = None,
         lease: float = 30.0,
         poll_interval: float = 0.05,
+        ack_delay: float = 0.05,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -56,6 +67,10 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         self.poll_interval = poll_interval
         self._closed = threading.Event()
         self._last_sweep = 0.0
+        self.ack_delay = ack_delay
+        self._acks: list[tuple[int, str]] = []
+        self._acks_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
 
     # -- producing --------------------------------------------------------------------------
 
@@ -91,6 +106,7 @@ class SqlWorkQueueBackend(WorkQueueBackend):
     def _claim(self, max_items: int) -> list[Claimed]:
         max_attempts = self.retry.max_attempts
         with self.engine.begin() as conn:
+            self._flush_acks(conn)
             rows = self.claims.claim(conn, max_items, max_attempts)
             now = time.monotonic()
             if len(rows) < max_items and now - self._last_sweep > min(1.0, self.claims.lease / 4):
@@ -100,25 +116,63 @@ class SqlWorkQueueBackend(WorkQueueBackend):
 
     def _delivery(self, row: Claimed) -> Delivery:
         message = decode_envelope(row.envelope)
-        return Delivery(message, row.attempt, self.name, token=(row.id, row.owner), backend=self)
+        token = (row.id, row.owner, time.monotonic())
+        return Delivery(message, row.attempt, self.name, token=token, backend=self)
 
-    def ack(self, delivery: Delivery) -> bool:
-        row_id, owner = delivery.token
+    def ack(self, delivery: Delivery) -> bool | None:
+        row_id, owner, fetched = delivery.token
+        if self.ack_delay > 0 and time.monotonic() - fetched < self.claims.lease / 2:
+            with self._acks_lock:
+                self._acks.append((row_id, owner))
+                if self._flusher is None or not self._flusher.is_alive():
+                    self._flusher = threading.Thread(
+                        target=self._flush_soon,
+                        name=f"eventforge-sql-acks-{self.name}",
+                        daemon=True,
+                    )
+                    self._flusher.start()
+            return None
         with self.engine.begin() as conn:
             return self.claims.delete(conn, row_id, owner)
 
+    def _flush_soon(self) -> None:
+        self._closed.wait(self.ack_delay)
+        self.flush()
+
+    def _flush_acks(self, conn: Connection) -> None:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        if acks:
+            t = self.table
+            conn.execute(delete(t).where(tuple_(t.c.id, t.c.lease_owner).in_(acks)))
+
+    def flush(self) -> None:
+        """Commit the buffered acks now (``stats`` and ``close`` do it too)."""
+        if not self._acks:
+            return
+        try:
+            with self.engine.begin() as conn:
+                self._flush_acks(conn)
+        except Exception:
+            log.warning(
+                "work queue %r: committing buffered acks failed; those items are delivered "
+                "again after their lease",
+                self.name,
+                exc_info=True,
+            )
+
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool:
-        row_id, owner = delivery.token
+        row_id, owner, _ = delivery.token
         with self.engine.begin() as conn:
             return self.claims.retry_later(conn, row_id, owner, delay)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool:
-        row_id, owner = delivery.token
+        row_id, owner, _ = delivery.token
         with self.engine.begin() as conn:
             return self.claims.dead_letter(conn, row_id, owner, reason)
 
     def touch(self, delivery: Delivery) -> None:
-        row_id, owner = delivery.token
+        row_id, owner, _ = delivery.token
         with self.engine.begin() as conn:
             self.claims.extend(conn, row_id, owner)
 
@@ -146,6 +200,7 @@ class SqlWorkQueueBackend(WorkQueueBackend):
             return int(conn.execute(self.claims.replay_stmt(tokens)).rowcount)
 
     def stats(self) -> dict[str, Any]:
+        self.flush()
         with self.engine.connect() as conn:
             counts = self.claims.counts(conn)
         return {
@@ -155,7 +210,9 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         }
 
     def close(self) -> None:
-        self._closed.set()
+        if not self._closed.is_set():
+            self._closed.set()
+            self.flush()
 
     def _check_open(self) -> None:
         if self._closed.is_set():
