@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventforge.message import new_id
-from sqlalchemy import Integer, Table, and_, delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Executable
 
@@ -25,6 +36,7 @@ from .schema import CLAIMABLE
 __all__ = [
     "Claimed",
     "Claims",
+    "by_owner",
     "insert_ignoring_duplicates",
     "never_settled_reason",
     "row_values",
@@ -82,8 +94,23 @@ class Claims:
         self.one_statement = bool(dialect.update_returning)  # PostgreSQL, SQLite >= 3.35
         self.insert_ignore = insert_ignoring_duplicates(table, dialect)
         t = table
-        self._due = and_(t.c.queue == queue, t.c.status.in_(CLAIMABLE))
+        # Literal statuses (not bind parameters), so that the planner can match the claim to
+        # the partial index on claimable rows.
+        claimable: Any = bindparam(
+            "claimable", list(CLAIMABLE), expanding=True, literal_execute=True
+        )
+        self._due = and_(t.c.queue == queue, t.c.status.in_(claimable))
         self._returning = (t.c.id, t.c.message_id, t.c.envelope, t.c.attempt, t.c.event_type)
+
+    def id_in(self, ids: Sequence[int]) -> Any:
+        """``id IN (...)``; on PostgreSQL ``id = ANY(array)``, one statement text for every
+        batch size (a long IN list is parsed anew for each size)."""
+        t = self.table
+        if self.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            return t.c.id == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger())))
+        return t.c.id.in_(list(ids))
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -178,17 +205,15 @@ class Claims:
         if not rows:
             return 0
         t = self.table
-        owners = {r.owner for r in rows}
-        stmt = (
-            update(t)
-            .where(
-                t.c.id.in_([r.id for r in rows]),
-                t.c.lease_owner.in_(owners),
-                t.c.status == "processing",
-            )
-            .values(status="processed", lease_owner=None, processed_at=time.time())
+        now = time.time()
+        return sum(
+            conn.execute(
+                update(t)
+                .where(self.id_in(ids), t.c.lease_owner == owner, t.c.status == "processing")
+                .values(status="processed", lease_owner=None, processed_at=now)
+            ).rowcount
+            for owner, ids in by_owner(rows).items()
         )
-        return conn.execute(stmt).rowcount
 
     def retry_later(
         self, conn: Connection, row_id: int, owner: str, delay: float, error: str | None = None
@@ -255,6 +280,15 @@ class Claims:
         """Insert rows, skipping any whose (queue, message_id) is already stored."""
         if rows:
             conn.execute(self.insert_ignore, rows)
+
+
+def by_owner(rows: Sequence[Claimed] | Sequence[tuple[int, str]]) -> dict[str, list[int]]:
+    """Row ids grouped by lease owner (the rows of one claim share an owner)."""
+    groups: dict[str, list[int]] = {}
+    for row in rows:
+        row_id, owner = (row.id, row.owner) if isinstance(row, Claimed) else row
+        groups.setdefault(owner, []).append(row_id)
+    return groups
 
 
 def row_values(

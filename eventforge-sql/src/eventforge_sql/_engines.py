@@ -41,9 +41,17 @@ def configure_sqlite(engine: Engine, *, busy_timeout: float = 30.0) -> Engine:
 
 
 def engine_from_url(url: str | sa.URL, **options: Any) -> Engine:
-    """``create_engine(url)`` with eventforge-sql's defaults: pre-ping (a restarted server's stale
-    connections are replaced) and, for SQLite files, :func:`configure_sqlite`."""
-    options.setdefault("pool_pre_ping", True)
+    """``create_engine(url)`` with eventforge-sql's defaults: READ COMMITTED on MariaDB/MySQL,
+    and for SQLite files :func:`configure_sqlite`.
+
+    No pre-ping (it would cost a round trip per transaction): after a database restart the
+    first statement on a stale pooled connection fails, SQLAlchemy then discards every pooled
+    connection, and the workers' retry takes fresh ones.
+    """
+    if sa.make_url(url).get_backend_name() in ("mysql", "mariadb"):
+        # InnoDB's default REPEATABLE READ takes gap locks that make concurrent claims and
+        # deletes deadlock; the claims need no more than READ COMMITTED.
+        options.setdefault("isolation_level", "READ COMMITTED")
     engine = sa.create_engine(url, **options)
     return configure_sqlite(engine)
 

@@ -100,9 +100,18 @@ def _queue_table(metadata: MetaData, name: str) -> Table:
         Column("event_type", String(128)),
         UniqueConstraint("queue", "message_id", name=f"uq_{name}_message"),
     )
-    # The claim scans due rows of one queue in id order; processed rows (kept by the inbox until
-    # purged) are mostly outside the claim's range because their status differs.
-    Index(f"ix_{name}_due", table.c.queue, table.c.status, table.c.available_at)
+    # The claim walks one queue's claimable rows in id order and stops after a batch: a partial
+    # index (PostgreSQL, SQLite) holds only those rows, so processed and dead rows cost nothing.
+    claimable = table.c.status.in_(CLAIMABLE)
+    Index(
+        f"ix_{name}_claim",
+        table.c.queue,
+        table.c.id,
+        postgresql_where=claimable,
+        sqlite_where=claimable,
+    )
+    # Counts per status, dead letters, the lease sweep and purging.
+    Index(f"ix_{name}_status", table.c.queue, table.c.status, table.c.available_at)
     return table
 
 

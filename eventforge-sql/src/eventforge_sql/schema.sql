@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS eventforge_queue (
     PRIMARY KEY (id),
     CONSTRAINT uq_eventforge_queue_message UNIQUE (queue, message_id)
 );
-CREATE INDEX IF NOT EXISTS ix_eventforge_queue_due ON eventforge_queue (queue, status, available_at);
+CREATE INDEX IF NOT EXISTS ix_eventforge_queue_claim ON eventforge_queue (queue, id) WHERE status IN ('pending', 'processing', 'failed');
+CREATE INDEX IF NOT EXISTS ix_eventforge_queue_status ON eventforge_queue (queue, status, available_at);
 
 CREATE TABLE IF NOT EXISTS eventforge_inbox (
     id BIGSERIAL NOT NULL,
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS eventforge_inbox (
     PRIMARY KEY (id),
     CONSTRAINT uq_eventforge_inbox_message UNIQUE (queue, message_id)
 );
-CREATE INDEX IF NOT EXISTS ix_eventforge_inbox_due ON eventforge_inbox (queue, status, available_at);
+CREATE INDEX IF NOT EXISTS ix_eventforge_inbox_claim ON eventforge_inbox (queue, id) WHERE status IN ('pending', 'processing', 'failed');
+CREATE INDEX IF NOT EXISTS ix_eventforge_inbox_status ON eventforge_inbox (queue, status, available_at);
 
 CREATE TABLE IF NOT EXISTS eventforge_outbox (
     id BIGSERIAL NOT NULL,
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS eventforge_outbox (
     PRIMARY KEY (id),
     CONSTRAINT uq_eventforge_outbox_message UNIQUE (queue, message_id)
 );
-CREATE INDEX IF NOT EXISTS ix_eventforge_outbox_due ON eventforge_outbox (queue, status, available_at);
+CREATE INDEX IF NOT EXISTS ix_eventforge_outbox_claim ON eventforge_outbox (queue, id) WHERE status IN ('pending', 'processing', 'failed');
+CREATE INDEX IF NOT EXISTS ix_eventforge_outbox_status ON eventforge_outbox (queue, status, available_at);
 
 CREATE TABLE IF NOT EXISTS eventforge_schema_version (
     component VARCHAR(64) NOT NULL,

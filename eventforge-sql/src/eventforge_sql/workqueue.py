@@ -26,10 +26,10 @@ from eventforge.errors import TransportClosedError
 from eventforge.message import Message
 from eventforge.wire import decode_envelope, encode_envelope
 from eventforge.workqueue import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 
-from ._claims import Claimed, Claims, row_values
+from ._claims import Claimed, Claims, by_owner, row_values
 from .schema import DEFAULT_SCHEMA, Schema
 
 __all__ = ["SqlWorkQueueBackend"]
@@ -105,13 +105,20 @@ class SqlWorkQueueBackend(WorkQueueBackend):
 
     def _claim(self, max_items: int) -> list[Claimed]:
         max_attempts = self.retry.max_attempts
-        with self.engine.begin() as conn:
-            self._flush_acks(conn)
-            rows = self.claims.claim(conn, max_items, max_attempts)
-            now = time.monotonic()
-            if len(rows) < max_items and now - self._last_sweep > min(1.0, self.claims.lease / 4):
-                self._last_sweep = now
-                self.claims.dead_letter_expired(conn, max_attempts)
+        acks = self._take_acks()
+        try:
+            with self.engine.begin() as conn:
+                self._delete_acked(conn, acks)
+                rows = self.claims.claim(conn, max_items, max_attempts)
+                now = time.monotonic()
+                if len(rows) < max_items and now - self._last_sweep > min(
+                    1.0, self.claims.lease / 4
+                ):
+                    self._last_sweep = now
+                    self.claims.dead_letter_expired(conn, max_attempts)
+        except Exception:
+            self._return_acks(acks)  # not committed: they go with the next attempt
+            raise
         return rows
 
     def _delivery(self, row: Claimed) -> Delivery:
@@ -139,25 +146,37 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         self._closed.wait(self.ack_delay)
         self.flush()
 
-    def _flush_acks(self, conn: Connection) -> None:
+    def _take_acks(self) -> list[tuple[int, str]]:
         with self._acks_lock:
             acks, self._acks = self._acks, []
+        return acks
+
+    def _return_acks(self, acks: list[tuple[int, str]]) -> None:
         if acks:
-            t = self.table
-            conn.execute(delete(t).where(tuple_(t.c.id, t.c.lease_owner).in_(acks)))
+            with self._acks_lock:
+                self._acks[:0] = acks
+
+    def _delete_acked(self, conn: Connection, acks: list[tuple[int, str]]) -> None:
+        t = self.table
+        for owner, ids in by_owner(acks).items():
+            conn.execute(delete(t).where(self.claims.id_in(ids), t.c.lease_owner == owner))
 
     def flush(self) -> None:
         """Commit the buffered acks now (``stats`` and ``close`` do it too)."""
-        if not self._acks:
+        acks = self._take_acks()
+        if not acks:
             return
         try:
             with self.engine.begin() as conn:
-                self._flush_acks(conn)
+                self._delete_acked(conn, acks)
         except Exception:
+            self._return_acks(acks)
             log.warning(
-                "work queue %r: committing buffered acks failed; those items are delivered "
-                "again after their lease",
+                "work queue %r: committing %d buffered acks failed; retried with the next "
+                "fetch (if this process ends first, those items are delivered again after "
+                "their lease)",
                 self.name,
+                len(acks),
                 exc_info=True,
             )
 
