@@ -190,35 +190,36 @@ class Inbox(InboxStatus):
         call = self._handler(handler)
         if inspect.iscoroutinefunction(call):
             raise TypeError("an async handler runs with process_batch_async() on an AsyncEngine")
-        with self._sync().begin() as conn:
-            rows = self._claim(conn)
-        if not rows:
-            return 0
-        events = [self._event(row) for row in rows]
-        try:
-            with self.sync_engine.begin() as conn:
-                for event in events:
-                    call(conn, event)
-                if self.claims.mark_processed(conn, rows) != len(rows):
-                    raise _LeaseLost
-            return len(rows)
-        except Exception as exc:
-            if len(rows) == 1:
-                self._settle_failure(rows[0], exc)
-                return 1
-        for row, event in zip(rows, events, strict=True):
+        with self._sync().connect() as conn:  # one connection for the claim and the handling
+            with conn.begin():
+                rows = self._claim(conn)
+            if not rows:
+                return 0
+            events = [self._event(row) for row in rows]
             try:
-                with self.sync_engine.begin() as conn:
-                    call(conn, event)
-                    if self.claims.mark_processed(conn, [row]) != 1:
+                with conn.begin():
+                    for event in events:
+                        call(conn, event)
+                    if self.claims.mark_processed(conn, rows) != len(rows):
                         raise _LeaseLost
+                return len(rows)
             except Exception as exc:
-                self._settle_failure(row, exc)
+                if len(rows) == 1:
+                    self._settle_failure(rows[0], exc)
+                    return 1
+            for row, event in zip(rows, events, strict=True):
+                try:
+                    with conn.begin():
+                        call(conn, event)
+                        if self.claims.mark_processed(conn, [row]) != 1:
+                            raise _LeaseLost
+                except Exception as exc:
+                    self._settle_failure(row, exc)
         return len(rows)
 
     def _settle_failure(self, row: Claimed, exc: BaseException) -> None:
         """Record a failure: retry later, or dead-letter once the attempts are exhausted."""
-        with self.sync_engine.begin() as conn:
+        with self._sync().begin() as conn:
             self._record_failure(conn, row, exc)
 
     def _record_failure(self, conn: Connection, row: Claimed, exc: BaseException) -> None:
