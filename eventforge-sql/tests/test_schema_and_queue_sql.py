@@ -130,7 +130,7 @@ def test_connect_by_url_gives_a_durable_work_queue(tmp_path: Path) -> None:
         again.close()
 
 
-def test_pubsub_on_the_sql_transport_is_refused_with_advice(tmp_path: Path) -> None:
+def test_pubsub_on_sqlite_is_refused_with_advice(tmp_path: Path) -> None:
     transport = connect(f"sqlite:///{tmp_path / 'x.db'}")
     try:
         with pytest.raises(UnsupportedCapabilityError, match="Outbox"):

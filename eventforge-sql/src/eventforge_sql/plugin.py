@@ -27,7 +27,10 @@ def eventforge_transports() -> list[TransportSpec]:
         TransportSpec(
             name="sql",
             target="eventforge_sql.transport:SqlTransport",
-            summary="Durable work queues on a database table (PostgreSQL, SQLite, MariaDB).",
+            summary=(
+                "Durable work queues on a database table (PostgreSQL, SQLite, MariaDB); "
+                "at-most-once pub/sub over LISTEN/NOTIFY on PostgreSQL."
+            ),
             schemes=SCHEMES,
             capabilities=frozenset({Capability.DURABLE}),
             requires=("sqlalchemy",),

@@ -3,9 +3,11 @@
 ``connect("postgresql+psycopg://host/db")`` (or ``sqlite:///file.db``, ``mysql+pymysql://...``)
 gives a transport whose :class:`~eventforge.workqueue.WorkQueue` items live in the queue table,
 so a team whose only infrastructure is its database gets durable, competing-consumer queues.
-It offers no pub/sub: ``send`` / ``subscribe`` raise :class:`UnsupportedCapabilityError`
-pointing at a transport that has it (a broadcast over a table would need either polling per
-subscriber or PostgreSQL ``LISTEN/NOTIFY``, which is at-most-once; neither is offered yet).
+On PostgreSQL it also carries pub/sub over ``LISTEN/NOTIFY`` (:mod:`eventforge_sql._notify`):
+**at-most-once** (a notification sent while a subscriber's listening connection is down is
+lost), in order per sending transport, wildcards matched by the subscriber, payloads up to 8000
+bytes. On SQLite and MariaDB ``send`` / ``subscribe`` raise :class:`UnsupportedCapabilityError`
+pointing at a transport that has pub/sub.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ from eventforge.workqueue import RetryPolicy, WorkQueueBackend
 from sqlalchemy.engine import Engine
 
 from ._engines import engine_from_url
+from ._notify import NotifyBus
 from .schema import Schema, create_schema
 from .workqueue import SqlWorkQueueBackend
 
 __all__ = ["SqlTransport"]
 
 _NO_PUBSUB = (
-    "the sql transport carries durable work queues only (WorkQueue(name, transport=...)); "
-    "for pub/sub use a broker transport (redis, nats, tcp), and to publish from a database "
+    "the sql transport carries pub/sub on PostgreSQL only (LISTEN/NOTIFY); on this database it "
+    "carries durable work queues only (WorkQueue(name, transport=...)); for pub/sub use "
+    "PostgreSQL or a broker transport (redis, nats, tcp), and to publish from a database "
     "transaction use eventforge_sql.Outbox"
+)
+_PUBSUB = frozenset(
+    {Capability.WILDCARDS, Capability.HEADERS, Capability.ORDERED, Capability.CROSS_PROCESS}
 )
 
 
@@ -50,6 +57,7 @@ class SqlTransport(Transport):
         poll_interval: float = 0.05,
         create: bool = True,
         own_engine: bool = False,
+        channel: str = "eventforge",
     ) -> None:
         self.engine = engine
         self.schema = create_schema(engine, schema) if create else (schema or Schema())
@@ -58,6 +66,11 @@ class SqlTransport(Transport):
         self._own_engine = own_engine
         self._backends: list[SqlWorkQueueBackend] = []
         self._closed = False
+        self._bus: NotifyBus | None = None
+        if engine.dialect.name == "postgresql":
+            # PostgreSQL adds pub/sub to what the class declares for every database.
+            self.__dict__["capabilities"] = type(self).capabilities | _PUBSUB
+            self._bus = NotifyBus(engine, channel)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqlTransport:
@@ -65,7 +78,7 @@ class SqlTransport(Transport):
         (``lease``, ``poll_interval``, ``create``), the rest go to ``create_engine``."""
         own = {
             k: options.pop(k)
-            for k in ("lease", "poll_interval", "create", "schema")
+            for k in ("lease", "poll_interval", "create", "schema", "channel")
             if k in options
         }
         for key in ("lease", "poll_interval"):
@@ -87,17 +100,28 @@ class SqlTransport(Transport):
         self._backends.append(backend)
         return backend
 
+    def _pubsub(self) -> NotifyBus:
+        if self._closed:
+            raise TransportClosedError("sql transport is closed")
+        if self._bus is None:
+            raise UnsupportedCapabilityError(_NO_PUBSUB, transport=self.name, capability="pubsub")
+        return self._bus
+
     def send(self, message: Message) -> None:
-        raise UnsupportedCapabilityError(_NO_PUBSUB, transport=self.name, capability="pubsub")
+        """NOTIFY the message to every subscriber of the channel (PostgreSQL; at-most-once)."""
+        self._pubsub().send(message)
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
-        raise UnsupportedCapabilityError(_NO_PUBSUB, transport=self.name, capability="pubsub")
+        return self._pubsub().receive(topic, timeout)
 
     def subscribe(self, topic: str, callback: Any) -> str:
-        raise UnsupportedCapabilityError(_NO_PUBSUB, transport=self.name, capability="pubsub")
+        return self._pubsub().subscribe(topic, callback)
 
     def unsubscribe(self, subscription_id: str) -> bool:
-        return False
+        return self._bus.unsubscribe(subscription_id) if self._bus is not None else False
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._bus.counters) if self._bus is not None else {}
 
     def close(self) -> None:
         if self._closed:
@@ -105,6 +129,8 @@ class SqlTransport(Transport):
         self._closed = True
         for backend in self._backends:
             backend.close()
+        if self._bus is not None:
+            self._bus.close()
         if self._own_engine:
             self.engine.dispose()
 
