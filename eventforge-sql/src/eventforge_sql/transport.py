@@ -12,6 +12,7 @@ pointing at a transport that has pub/sub.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
@@ -67,10 +68,11 @@ class SqlTransport(Transport):
         self._backends: list[SqlWorkQueueBackend] = []
         self._closed = False
         self._bus: NotifyBus | None = None
+        self._bus_lock = threading.Lock()
+        self.channel = channel
         if engine.dialect.name == "postgresql":
             # PostgreSQL adds pub/sub to what the class declares for every database.
             self.__dict__["capabilities"] = type(self).capabilities | _PUBSUB
-            self._bus = NotifyBus(engine, channel)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqlTransport:
@@ -103,9 +105,12 @@ class SqlTransport(Transport):
     def _pubsub(self) -> NotifyBus:
         if self._closed:
             raise TransportClosedError("sql transport is closed")
-        if self._bus is None:
+        if self.engine.dialect.name != "postgresql":
             raise UnsupportedCapabilityError(_NO_PUBSUB, transport=self.name, capability="pubsub")
-        return self._bus
+        with self._bus_lock:  # the listener starts with the first pub/sub call
+            if self._bus is None:
+                self._bus = NotifyBus(self.engine, self.channel)
+            return self._bus
 
     def send(self, message: Message) -> None:
         """NOTIFY the message to every subscriber of the channel (PostgreSQL; at-most-once)."""
@@ -129,8 +134,9 @@ class SqlTransport(Transport):
         self._closed = True
         for backend in self._backends:
             backend.close()
-        if self._bus is not None:
-            self._bus.close()
+        with self._bus_lock:
+            if self._bus is not None:
+                self._bus.close()
         if self._own_engine:
             self.engine.dispose()
 
