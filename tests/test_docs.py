@@ -3,7 +3,7 @@
 One test per file. The blocks of a file run in order in one namespace (a later block may use
 what an earlier one defined), with the working directory set to a fresh temporary directory.
 A block whose preceding line is ``<!-- skip-test -->`` is not run. When a file mentions
-``REDIS_URL`` or ``NATS_URL``, the session's private test broker is started and its URL put in
+``REDIS_URL``, ``NATS_URL`` or ``POSTGRES_URL``, the session's private test broker is started and its URL put in
 that variable, so examples written as ``os.environ.get("REDIS_URL", "redis://localhost:6379/0")``
 talk to it. Tracebacks point at the Markdown file and line, and a failure shows the block and
 what it printed. An example must clean up after itself: threads it leaves running fail the test.
@@ -142,6 +142,23 @@ def _leftover_threads(before: set[threading.Thread]) -> list[threading.Thread]:
 FILES = doc_files()
 
 
+@pytest.fixture(scope="session")
+def docs_postgres() -> Any:
+    """A private PostgreSQL for the examples that mention ``POSTGRES_URL``."""
+    from eventforge.testing.brokers import BrokerUnavailable
+    from eventforge.testing.pytest_plugin import require_brokers
+    from eventforge_sql.testing import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except BrokerUnavailable as exc:
+        if require_brokers():
+            pytest.fail(f"PostgreSQL required (EVENTFORGE_REQUIRE_BROKERS=1): {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.cleanup()
+
+
 @pytest.mark.parametrize("path", FILES, ids=[_relative(p) for p in FILES])
 def test_doc_examples_run(
     path: Path,
@@ -159,6 +176,8 @@ def test_doc_examples_run(
         monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_server").url)
     if "NATS_URL" in code:
         monkeypatch.setenv("NATS_URL", request.getfixturevalue("nats_server").url)
+    if "POSTGRES_URL" in code:
+        monkeypatch.setenv("POSTGRES_URL", request.getfixturevalue("docs_postgres").url)
     monkeypatch.chdir(tmp_path)
     before = set(threading.enumerate())
     printed = run_blocks(path, blocks)

@@ -22,6 +22,7 @@ PLUGINS = {
     "eventforge-tcp": "eventforge_tcp",
     "eventforge-redis": "eventforge_redis",
     "eventforge-nats": "eventforge_nats",
+    "eventforge-sql": "eventforge_sql",
     "eventforge-observers": "eventforge_observers",
 }
 DISTRIBUTIONS = ["eventforge-core", *PLUGINS]

@@ -1,0 +1,307 @@
+"""Claim, lease and settle rows of a queue-shaped table: the machinery under all three parts.
+
+A claim takes up to ``n`` due rows of one queue in id order, skipping rows another worker has
+locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MariaDB; SQLite serializes writers, so
+its single-statement claim needs no row locks), marks them ``processing`` under a fresh lease
+owner and pushes ``available_at`` to the lease's expiry. A worker that dies simply stops
+renewing: once ``available_at`` passes, the row is claimable again (attempt + 1). Every settle
+is conditional on the lease owner, so a worker whose lease ran out changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventforge.message import new_id
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql import Executable
+
+from .schema import CLAIMABLE
+
+__all__ = [
+    "Claimed",
+    "Claims",
+    "by_owner",
+    "insert_ignoring_duplicates",
+    "never_settled_reason",
+    "row_values",
+]
+
+
+def never_settled_reason(attempts: int) -> str:
+    """The dead-letter reason of a row whose lease expired on its last allowed delivery."""
+    return f"delivered {attempts} times without being settled"
+
+
+@dataclass
+class Claimed:
+    """One claimed row."""
+
+    id: int
+    message_id: str
+    envelope: str
+    attempt: int
+    owner: str
+    event_type: str | None = None
+
+
+def insert_ignoring_duplicates(table: Table, dialect: Dialect) -> Any:
+    """An INSERT that skips rows whose (queue, message_id) exists: the dialect's own form."""
+    name = dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=["queue", "message_id"])
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=["queue", "message_id"])
+    if name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        stmt = mysql_insert(table)
+        return stmt.on_duplicate_key_update(message_id=stmt.inserted.message_id)
+    raise NotImplementedError(
+        f"eventforge-sql supports PostgreSQL, SQLite and MariaDB/MySQL, not {name!r}"
+    )
+
+
+class Claims:
+    """Claims and settles for one queue of one table."""
+
+    def __init__(self, table: Table, queue: str, dialect: Dialect, lease: float) -> None:
+        if lease <= 0:
+            raise ValueError(f"lease must be > 0 seconds, got {lease}")
+        self.table = table
+        self.queue = queue
+        self.lease = lease
+        self.dialect = dialect
+        self.one_statement = bool(dialect.update_returning)  # PostgreSQL, SQLite >= 3.35
+        self.insert_ignore = insert_ignoring_duplicates(table, dialect)
+        t = table
+        # Literal statuses (not bind parameters), so that the planner can match the claim to
+        # the partial index on claimable rows.
+        claimable: Any = bindparam(
+            "claimable", list(CLAIMABLE), expanding=True, literal_execute=True
+        )
+        self._due = and_(t.c.queue == queue, t.c.status.in_(claimable))
+        self._returning = (t.c.id, t.c.message_id, t.c.envelope, t.c.attempt, t.c.event_type)
+
+    def id_in(self, ids: Sequence[int]) -> Any:
+        """``id IN (...)``; on PostgreSQL ``id = ANY(array)``, one statement text for every
+        batch size (a long IN list is parsed anew for each size)."""
+        t = self.table
+        if self.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            return t.c.id == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger())))
+        return t.c.id.in_(list(ids))
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def claim(self, conn: Connection, limit: int, max_attempts: int | None = None) -> list[Claimed]:
+        """Claim up to ``limit`` due rows (commit is the caller's); oldest first.
+
+        With ``max_attempts``, rows whose lease expired on their last allowed delivery are not
+        claimed (:meth:`dead_letter_expired` moves them to the dead letters).
+        """
+        t = self.table
+        now = time.time()
+        owner = new_id()
+        where = and_(self._due, t.c.available_at <= now)
+        if max_attempts is not None:
+            where = and_(where, ~and_(t.c.status == "processing", t.c.attempt >= max_attempts))
+        pick = (
+            select(t.c.id)
+            .where(where)
+            .order_by(t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        values = {
+            "status": "processing",
+            "attempt": t.c.attempt + 1,
+            "lease_owner": owner,
+            "available_at": now + self.lease,
+        }
+        if self.one_statement:
+            stmt = (
+                update(t)
+                .where(t.c.id.in_(pick.scalar_subquery()))
+                .values(**values)
+                .returning(*self._returning)
+            )
+            rows = conn.execute(stmt).all()
+        else:
+            ids = list(conn.execute(pick).scalars())
+            if not ids:
+                return []
+            conn.execute(update(t).where(t.c.id.in_(ids)).values(**values))
+            rows = conn.execute(select(*self._returning).where(t.c.id.in_(ids))).all()
+        claimed = [Claimed(r[0], r[1], r[2], r[3], owner, r[4]) for r in rows]
+        claimed.sort(key=lambda c: c.id)
+        return claimed
+
+    def dead_letter_expired(self, conn: Connection, max_attempts: int) -> int:
+        """Dead-letter rows whose lease expired on their last allowed delivery; count them."""
+        t = self.table
+        now = time.time()
+        stmt = (
+            update(t)
+            .where(
+                self._due,
+                t.c.status == "processing",
+                t.c.available_at <= now,
+                t.c.attempt >= max_attempts,
+            )
+            .values(
+                status="dead_letter",
+                lease_owner=None,
+                error=never_settled_reason(max_attempts),
+                last_error_at=now,
+            )
+        )
+        return conn.execute(stmt).rowcount
+
+    # -- settling (each conditional on the lease owner) ---------------------------------------
+
+    def _mine(self, row_id: int, owner: str) -> Any:
+        t = self.table
+        return and_(t.c.id == row_id, t.c.lease_owner == owner, t.c.status == "processing")
+
+    def delete(self, conn: Connection, row_id: int, owner: str) -> bool:
+        return conn.execute(delete(self.table).where(self._mine(row_id, owner))).rowcount == 1
+
+    def delete_many(self, conn: Connection, rows: Sequence[Claimed]) -> int:
+        """Delete claimed rows that are still ours; return how many were."""
+        if not rows:
+            return 0
+        t = self.table
+        owners = {r.owner for r in rows}
+        stmt = delete(t).where(
+            t.c.id.in_([r.id for r in rows]),
+            t.c.lease_owner.in_(owners),
+            t.c.status == "processing",
+        )
+        return conn.execute(stmt).rowcount
+
+    def mark_processed(self, conn: Connection, rows: Sequence[Claimed]) -> int:
+        """Mark claimed rows processed if they are still ours; return how many were."""
+        if not rows:
+            return 0
+        t = self.table
+        now = time.time()
+        return sum(
+            conn.execute(
+                update(t)
+                .where(self.id_in(ids), t.c.lease_owner == owner, t.c.status == "processing")
+                .values(status="processed", lease_owner=None, processed_at=now)
+            ).rowcount
+            for owner, ids in by_owner(rows).items()
+        )
+
+    def retry_later(
+        self, conn: Connection, row_id: int, owner: str, delay: float, error: str | None = None
+    ) -> bool:
+        now = time.time()
+        values: dict[str, Any] = {
+            "status": "failed",
+            "lease_owner": None,
+            "available_at": now + max(0.0, delay),
+        }
+        if error is not None:
+            values.update(error=error, last_error_at=now)
+        stmt = update(self.table).where(self._mine(row_id, owner)).values(**values)
+        return conn.execute(stmt).rowcount == 1
+
+    def dead_letter(self, conn: Connection, row_id: int, owner: str, reason: str) -> bool:
+        stmt = (
+            update(self.table)
+            .where(self._mine(row_id, owner))
+            .values(status="dead_letter", lease_owner=None, error=reason, last_error_at=time.time())
+        )
+        return conn.execute(stmt).rowcount == 1
+
+    def extend(self, conn: Connection, row_id: int, owner: str) -> bool:
+        stmt = (
+            update(self.table)
+            .where(self._mine(row_id, owner))
+            .values(available_at=time.time() + self.lease)
+        )
+        return conn.execute(stmt).rowcount == 1
+
+    # -- dead letters and counts ------------------------------------------------------------
+
+    def replay_stmt(self, ids: Sequence[Any] | None) -> Executable:
+        """Put dead letters (all, or those with the given row ids) back as fresh rows."""
+        t = self.table
+        stmt = update(t).where(t.c.queue == self.queue, t.c.status == "dead_letter")
+        if ids is not None:
+            stmt = stmt.where(t.c.id.in_(list(ids)))
+        return stmt.values(
+            status="pending", attempt=0, available_at=time.time(), lease_owner=None, error=None
+        )
+
+    def counts(self, conn: Connection) -> dict[str, int]:
+        """Rows per status; ``processing`` rows whose lease expired count as ``pending``."""
+        t = self.table
+        now = time.time()
+        leased = and_(t.c.status == "processing", t.c.available_at > now)
+        stmt = (
+            select(t.c.status, func.count(), func.sum(leased.cast(Integer)))
+            .where(t.c.queue == self.queue)
+            .group_by(t.c.status)
+        )
+        counts = dict.fromkeys(("pending", "processing", "failed", "processed", "dead_letter"), 0)
+        for status, count, leased_count in conn.execute(stmt):
+            counts[status] = counts.get(status, 0) + int(count)
+            if status == "processing":
+                expired = int(count) - int(leased_count or 0)
+                counts["processing"] -= expired
+                counts["pending"] += expired
+        return counts
+
+    def insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert rows, skipping any whose (queue, message_id) is already stored."""
+        if rows:
+            conn.execute(self.insert_ignore, rows)
+
+
+def by_owner(rows: Sequence[Claimed] | Sequence[tuple[int, str]]) -> dict[str, list[int]]:
+    """Row ids grouped by lease owner (the rows of one claim share an owner)."""
+    groups: dict[str, list[int]] = {}
+    for row in rows:
+        row_id, owner = (row.id, row.owner) if isinstance(row, Claimed) else row
+        groups.setdefault(owner, []).append(row_id)
+    return groups
+
+
+def row_values(
+    queue: str, message_id: str, envelope: str, now: float, event_type: str | None = None
+) -> dict[str, Any]:
+    """The column values of a new pending row."""
+    return {
+        "queue": queue,
+        "message_id": message_id,
+        "envelope": envelope,
+        "status": "pending",
+        "attempt": 0,
+        "available_at": now,
+        "created_at": now,
+        "event_type": event_type,
+    }

@@ -1,0 +1,141 @@
+"""Schema creation, the SQL file, the version record, and the sql transport's own promises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from eventforge import connect
+from eventforge.errors import UnsupportedCapabilityError
+from eventforge.message import Message
+from eventforge.testing.waiting import wait_until
+from eventforge.workqueue import RetryPolicy, WorkQueue
+from eventforge_sql import (
+    SCHEMA_VERSION,
+    Schema,
+    SqlWorkQueueBackend,
+    TableNames,
+    create_schema,
+    schema_sql,
+    schema_version,
+)
+from eventforge_sql.transport import SqlTransport
+
+
+def _columns(engine: sa.Engine, table: str, schema: str | None = None) -> dict[str, str]:
+    inspector = sa.inspect(engine)
+    return {c["name"]: str(c["type"]) for c in inspector.get_columns(table, schema=schema)}
+
+
+def test_create_schema_records_the_version_and_is_idempotent(sqlite_engine: sa.Engine) -> None:
+    assert schema_version(sqlite_engine) == SCHEMA_VERSION
+    create_schema(sqlite_engine)  # a second start changes nothing
+    assert schema_version(sqlite_engine) == SCHEMA_VERSION
+
+
+def test_schema_version_is_none_before_create(tmp_path: Path) -> None:
+    assert schema_version(sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")) is None
+
+
+def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'future.db'}")
+    schema = create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema.version).values(version=SCHEMA_VERSION + 1))
+    with pytest.raises(RuntimeError, match="upgrade eventforge-sql"):
+        create_schema(engine)
+
+
+def test_table_names_are_configurable(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'named.db'}")
+    names = TableNames(queue="jobs", inbox="app_inbox", outbox="app_outbox", version="app_ver")
+    create_schema(engine, Schema(names))
+    assert {"jobs", "app_inbox", "app_outbox", "app_ver"} <= set(
+        sa.inspect(engine).get_table_names()
+    )
+    backend = SqlWorkQueueBackend(engine, "q", schema=Schema(names))
+    backend.put(Message("q", "x"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 1
+
+
+def test_schema_sql_file_creates_the_same_tables_as_create_schema(
+    pg_engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    """The documented SQL file and create_schema() give the same columns (on PostgreSQL)."""
+    namespace = unique("ddl").replace("-", "_")
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {namespace}")
+        conn.exec_driver_sql(f"SET LOCAL search_path TO {namespace}")
+        conn.exec_driver_sql(schema_sql())
+    assert schema_version(pg_engine, Schema(schema=namespace)) == SCHEMA_VERSION
+    for table in ("eventforge_queue", "eventforge_inbox", "eventforge_outbox"):
+        assert _columns(pg_engine, table, namespace) == _columns(pg_engine, table)
+
+
+def test_an_item_whose_lease_expires_max_attempts_times_is_dead_lettered(
+    engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.0, jitter=0.0)
+    name = unique("lease-cap")
+    queue = WorkQueue(
+        name, retry=policy, backend=SqlWorkQueueBackend(engine, name, policy, lease=0.2)
+    )
+    try:
+        queue.put("never settled")
+        for attempt in (1, 2):
+            delivery = queue.get(timeout=5)
+            assert delivery is not None
+            assert delivery.attempt == attempt  # fetched and abandoned
+        assert queue.get(timeout=1.0) is None
+        assert wait_until(lambda: len(queue.dead_letters()) == 1, 5)
+        letter = queue.dead_letters()[0]
+        assert letter.reason == "delivered 2 times without being settled"
+        assert (letter.message.payload, letter.attempts) == ("never settled", 2)
+    finally:
+        queue.close()
+
+
+def test_put_of_a_stored_message_id_adds_nothing(
+    engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    """A producer that resends the same message (a relay after a crash) stores it once."""
+    name = unique("dedupe")
+    backend = SqlWorkQueueBackend(engine, name)
+    message = Message(name, {"n": 1})
+    backend.put(message)
+    backend.put_many([message, Message(name, {"n": 2})])
+    assert backend.stats()["pending"] == 2
+
+
+def test_connect_by_url_gives_a_durable_work_queue(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    transport = connect(url, lease=5)
+    try:
+        assert isinstance(transport, SqlTransport)
+        queue = WorkQueue("orders", transport=transport)
+        assert queue.backend.durable
+        message_id = queue.put({"order": 1})
+    finally:
+        transport.close()
+    again = connect(url)  # another process would see the same: the item is in the file
+    try:
+        delivery = WorkQueue("orders", transport=again).get(timeout=5)
+        assert delivery is not None
+        assert delivery.message.id == message_id
+        delivery.ack()
+    finally:
+        again.close()
+
+
+def test_pubsub_on_sqlite_is_refused_with_advice(tmp_path: Path) -> None:
+    transport = connect(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        with pytest.raises(UnsupportedCapabilityError, match="Outbox"):
+            transport.send(Message("t", 1))
+        with pytest.raises(UnsupportedCapabilityError, match="work queues only"):
+            transport.subscribe("t", lambda m: None)
+    finally:
+        transport.close()

@@ -1,0 +1,33 @@
+"""The work-queue conformance suite over the SQL backend, on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from eventforge.testing.workqueue_conformance import BackendFactory, WorkQueueConformance
+from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+from eventforge_sql import SqlWorkQueueBackend
+
+LEASE = 0.5
+
+
+class TestPostgresWorkQueueConformance(WorkQueueConformance):
+    visibility_timeout = LEASE
+
+    @pytest.fixture
+    def make_backend(self, pg_engine: sa.Engine) -> BackendFactory:
+        def make(name: str, retry: RetryPolicy) -> WorkQueueBackend:
+            return SqlWorkQueueBackend(pg_engine, name, retry, lease=LEASE)
+
+        return make
+
+
+class TestSqliteWorkQueueConformance(WorkQueueConformance):
+    visibility_timeout = LEASE
+
+    @pytest.fixture
+    def make_backend(self, sqlite_engine: sa.Engine) -> BackendFactory:
+        def make(name: str, retry: RetryPolicy) -> WorkQueueBackend:
+            return SqlWorkQueueBackend(sqlite_engine, name, retry, lease=LEASE)
+
+        return make
