@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
-DRIVERS = ("redis", "nats")
-PLUGIN_PACKAGES = ("eventforge_redis", "eventforge_nats")
+DRIVERS = ("redis", "nats", "aiormq", "pamqp")
+PLUGIN_PACKAGES = ("eventforge_redis", "eventforge_nats", "eventforge_amqp")
 HEAVY = ("pydantic", "pluggy")
 
 
@@ -49,7 +49,7 @@ def test_every_plugin_is_installed_so_the_checks_mean_something() -> None:
     result = run_python(
         """
         import importlib.util
-        names = ["eventforge_redis", "eventforge_nats", "eventforge_tcp", "redis", "nats"]
+        names = ["eventforge_redis", "eventforge_nats", "eventforge_amqp", "eventforge_tcp", "redis", "nats", "aiormq"]
         print(json.dumps({n: importlib.util.find_spec(n) is not None for n in names}))
         """
     )

@@ -22,6 +22,7 @@ PLUGINS = {
     "eventforge-tcp": "eventforge_tcp",
     "eventforge-redis": "eventforge_redis",
     "eventforge-nats": "eventforge_nats",
+    "eventforge-amqp": "eventforge_amqp",
     "eventforge-observers": "eventforge_observers",
 }
 DISTRIBUTIONS = ["eventforge-core", *PLUGINS]

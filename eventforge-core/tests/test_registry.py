@@ -61,7 +61,8 @@ def test_unknown_transport_error_text(site: Path) -> None:
         registry().transport("rediss")
     assert str(info.value) == (
         "Unknown transport 'rediss'. Did you mean 'redis'? Installed: memory. "
-        "Known but not installed: nats (pip install eventforge-nats), "
+        "Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
@@ -85,7 +86,8 @@ def test_unknown_name_with_a_third_party_plugin_installed(site: Path) -> None:
         registry().transport("spol")
     assert str(info.value) == (
         "Unknown transport 'spol'. Did you mean 'spool'? Installed: memory, spool. "
-        "Known but not installed: nats (pip install eventforge-nats), "
+        "Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
@@ -96,7 +98,8 @@ def test_unknown_url_scheme_and_serializer_error_text(site: Path) -> None:
         registry().transport("memroy://")
     assert str(info.value) == (
         "Unknown transport URL scheme 'memroy://'. Did you mean 'memory'? "
-        "Installed schemes: memory. Known but not installed: nats (pip install eventforge-nats), "
+        "Installed schemes: memory. Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
@@ -119,7 +122,10 @@ def test_installed_distribution_without_the_name_is_not_called_missing(site: Pat
     with pytest.raises(PluginNotFoundError) as info:
         registry().transport("redis")
     text = str(info.value)
-    assert "Known but not installed: nats (pip install eventforge-nats), tcp (pip" in text
+    assert (
+        "Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), tcp (pip" in text
+    )
     assert "redis (pip install eventforge-redis)" not in text
     assert "eventforge-redis 0.0.9 is installed but registers no transport 'redis'" in text
 

@@ -1,4 +1,4 @@
-"""pytest fixtures for private brokers. Opt in with ``pytest_plugins = ["eventforge.testing.pytest_plugin"]``.
+"""pytest fixtures for private brokers (redis-server, nats-server, a RabbitMQ node). Opt in with ``pytest_plugins = ["eventforge.testing.pytest_plugin"]``.
 
 ``redis_server`` / ``nats_server`` are shared by a whole session; ``redis_server_factory`` /
 ``nats_server_factory`` make private ones for fault tests (killed, paused, restarted). When the
@@ -15,10 +15,13 @@ from typing import Any, TypeVar
 import pytest
 
 from .brokers import BrokerProcess, BrokerUnavailable, NatsServer, RedisServer
+from .rabbit import RabbitServer
 
 __all__ = [
     "nats_server",
     "nats_server_factory",
+    "rabbit_server",
+    "rabbit_server_factory",
     "redis_server",
     "redis_server_factory",
     "require_brokers",
@@ -88,3 +91,17 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
 def nats_server_factory() -> Iterator[Callable[..., NatsServer]]:
     """Start private nats-servers (keyword arguments as :class:`NatsServer`); all stopped after."""
     yield from _factory(NatsServer)
+
+
+@pytest.fixture(scope="session")
+def rabbit_server() -> Iterator[RabbitServer]:
+    """A private RabbitMQ node for the whole session (never the machine's own RabbitMQ)."""
+    server = _started(RabbitServer)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def rabbit_server_factory() -> Iterator[Callable[..., RabbitServer]]:
+    """Start private RabbitMQ nodes (keyword arguments as :class:`RabbitServer`); all stopped after."""
+    yield from _factory(RabbitServer)
