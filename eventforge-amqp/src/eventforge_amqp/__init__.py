@@ -14,6 +14,7 @@ __all__ = [
     "AmqpAuthError",
     "AmqpConnectError",
     "AmqpTransport",
+    "AmqpWorkQueue",
     "TopologyConflictError",
     "__version__",
 ]
@@ -21,11 +22,13 @@ __all__ = [
 if TYPE_CHECKING:
     from ._topology import TopologyConflictError
     from .transport import AmqpAuthError, AmqpConnectError, AmqpTransport
+    from .workqueue import AmqpWorkQueue
 
 _EXPORTS = {
     "AmqpTransport": ".transport",
     "AmqpAuthError": ".transport",
     "AmqpConnectError": ".transport",
+    "AmqpWorkQueue": ".workqueue",
     "TopologyConflictError": "._topology",
 }
 

@@ -285,6 +285,34 @@ class Link:
             return conn
         return None
 
+    def blocked_error(self, publish_timeout: float) -> TransportError | None:
+        """The error for a publish while the broker has blocked us longer than the timeout."""
+        conn = self.blocked
+        if conn is None or conn.blocked_since is None:
+            return None
+        waited = time.monotonic() - conn.blocked_since
+        if waited < publish_timeout:
+            return None
+        return TransportError(
+            f"the broker has blocked publishing for {waited:.1f} s ({conn.blocked_reason}); "
+            "the message was not sent. The broker raised a resource alarm (memory or disk): "
+            "free resources on the broker"
+        )
+
+    def timeout_reason(self, key: str, publish_timeout: float) -> str:
+        """Why a confirmed publish to ``key`` timed out (blocked broker or no confirm)."""
+        conn = self.blocked
+        if conn is not None:
+            return (
+                f"publishing to {key!r} timed out after {publish_timeout} s: the broker "
+                f"blocked this connection ({conn.blocked_reason}), a resource alarm (memory or "
+                "disk); free resources on the broker"
+            )
+        return (
+            f"publishing to {key!r} was not confirmed within {publish_timeout} s "
+            f"(connection {self.supervisor.state}); it may or may not have been stored"
+        )
+
     async def close_async(self) -> None:
         self.closing = True
         await self.supervisor.close()

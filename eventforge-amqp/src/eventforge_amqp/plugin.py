@@ -31,6 +31,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.CROSS_PROCESS,
                     Capability.NONBLOCKING_INLINE,
                     Capability.REQUEST_REPLY,
+                    Capability.DURABLE,
                 }
             ),
             requires=("aiormq",),

@@ -35,10 +35,11 @@ from ._connection import AmqpAuthError, AmqpConnectError, Link
 from ._settings import parse_settings
 from ._subscriptions import Subscriptions
 from ._topology import REPLY_TO, is_reply_address
+from .workqueue import AmqpWorkQueue
 
 if TYPE_CHECKING:
     import aiormq.abc
-    from eventforge.workqueue import WorkQueueBackend
+    from eventforge.workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = ["AmqpAuthError", "AmqpConnectError", "AmqpTransport"]
 
@@ -67,6 +68,7 @@ class AmqpTransport(Transport):
             Capability.ORDERED,
             Capability.CROSS_PROCESS,
             Capability.REQUEST_REPLY,
+            Capability.DURABLE,
             Capability.NONBLOCKING_INLINE,
         }
     )
@@ -177,16 +179,10 @@ class AmqpTransport(Transport):
         return exchange, key, body, properties
 
     def _check_blocked(self) -> None:
-        conn = self._link.blocked
-        if conn is not None and conn.blocked_since is not None:
-            waited = time.monotonic() - conn.blocked_since
-            if waited >= self.publish_timeout:
-                self._publish_errors.bump()
-                raise TransportError(
-                    f"the broker has blocked publishing for {waited:.1f} s "
-                    f"({conn.blocked_reason}); the message was not sent. The broker raised a "
-                    "resource alarm (memory or disk): free resources on the broker"
-                )
+        error = self._link.blocked_error(self.publish_timeout)
+        if error is not None:
+            self._publish_errors.bump()
+            raise error
 
     def send(self, message: Message) -> None:
         """Publish ``message`` (fire and forget, in order).
@@ -310,7 +306,7 @@ class AmqpTransport(Transport):
             )
         except asyncio.TimeoutError:
             self._publish_errors.bump()
-            raise TransportError(self._timeout_reason(key)) from None
+            raise TransportError(self._link.timeout_reason(key, self.publish_timeout)) from None
         finally:
             self._confirms_pending -= 1
         self._sent.bump()
@@ -326,19 +322,6 @@ class AmqpTransport(Transport):
             raise TransportError("the broker refused the message (basic.nack); it was not stored")
         self._returned.bump()
         return 0
-
-    def _timeout_reason(self, key: str) -> str:
-        conn = self._link.blocked
-        if conn is not None:
-            return (
-                f"publishing to {key!r} timed out after {self.publish_timeout} s: the broker "
-                f"blocked this connection ({conn.blocked_reason}), a resource alarm (memory or "
-                "disk); free resources on the broker"
-            )
-        return (
-            f"publishing to {key!r} was not confirmed within {self.publish_timeout} s "
-            f"(connection {self._link.supervisor.state}); it may or may not have been stored"
-        )
 
     # -- request / reply ---------------------------------------------------------------------
 
@@ -423,6 +406,15 @@ class AmqpTransport(Transport):
         self._check_open()
         validate_pattern(topic)
         return await self._link.call(self._subs.receive(topic, timeout))
+
+    # -- durable work queues -----------------------------------------------------------------
+
+    def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
+        """A durable work queue named ``name`` on quorum queues (see ``docs/transports/amqp.md``)."""
+        self._check_open()
+        backend = AmqpWorkQueue(self._link, self._codec, name, policy, self.settings.options)
+        self._backends.append(backend)
+        return backend
 
     # -- lifecycle ---------------------------------------------------------------------------
 
