@@ -99,6 +99,7 @@ class ChannelSlot:
         self._opening: asyncio.Future[aiormq.abc.AbstractChannel] | None = None
         self.reopens = Counter()
         self.closed_by_broker = Counter()
+        self.generation = 0
 
     async def get(self, timeout: float | None = None) -> aiormq.abc.AbstractChannel:
         """The open channel (opening it, and running the hooks, when needed)."""
@@ -120,7 +121,11 @@ class ChannelSlot:
         return channel
 
     async def _open(self, timeout: float | None) -> aiormq.abc.AbstractChannel:
+        generation = self.generation
         conn = await self.link.connection(timeout)
+        if generation != self.generation:
+            # A reconnect reset this slot while we waited; its restore opens the channel.
+            return await self.get(timeout)
         channel = await conn.channel(
             publisher_confirms=self.confirms, on_return_raises=False, timeout=timeout
         )
@@ -152,6 +157,7 @@ class ChannelSlot:
 
     def reset(self) -> None:
         """Forget the channel (its connection is gone)."""
+        self.generation += 1
         self.channel = None
         self._opening = None
 
@@ -210,7 +216,11 @@ class Link:
             conn = await self.supervisor.start()
         except BaseException as exc:
             raise self._connect_error(exc) from exc
-        await self._restore(conn)
+        try:
+            await self._restore(conn)
+        except BaseException:
+            await self.close_async()
+            raise
 
     def _connect_error(self, exc: BaseException) -> BaseException:
         where = self.settings.safe_url()

@@ -24,6 +24,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import aiormq.abc
+import aiormq.exceptions
 from eventforge.errors import NoRespondersError, TransportClosedError, TransportError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
@@ -34,11 +36,10 @@ from . import _codec
 from ._connection import AmqpAuthError, AmqpConnectError, Link
 from ._settings import parse_settings
 from ._subscriptions import Subscriptions
-from ._topology import REPLY_TO, is_reply_address
+from ._topology import REPLY_TO, conflict_error, is_reply_address
 from .workqueue import AmqpWorkQueue
 
 if TYPE_CHECKING:
-    import aiormq.abc
     from eventforge.workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = ["AmqpAuthError", "AmqpConnectError", "AmqpTransport"]
@@ -134,9 +135,14 @@ class AmqpTransport(Transport):
     # -- channels ----------------------------------------------------------------------------
 
     async def _on_confirm_channel(self, channel: aiormq.abc.AbstractChannel) -> None:
-        await channel.exchange_declare(
-            self.exchange, exchange_type=self.exchange_type, durable=True
-        )
+        try:
+            await channel.exchange_declare(
+                self.exchange, exchange_type=self.exchange_type, durable=True
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise conflict_error(
+                "exchange", self.exchange, exc, {"type": self.exchange_type, "durable": True}
+            ) from None
         self._reply_consumer = False
         if self._replies:
             await self._consume_replies(channel)
