@@ -100,9 +100,16 @@ class ChannelSlot:
         self.reopens = Counter()
         self.closed_by_broker = Counter()
         self.generation = 0
+        self.retired = False
 
-    async def get(self, timeout: float | None = None) -> aiormq.abc.AbstractChannel:
-        """The open channel (opening it, and running the hooks, when needed)."""
+    async def get(
+        self, timeout: float | None = None, conn: _Connection | None = None
+    ) -> aiormq.abc.AbstractChannel:
+        """The open channel (opening it, and running the hooks, when needed).
+
+        ``conn`` is the connection to open it on while it is being restored (before the
+        supervisor reports it up); otherwise the link's live connection.
+        """
         channel = self.channel
         if channel is not None and not channel.is_closed:
             return channel
@@ -111,7 +118,7 @@ class ChannelSlot:
         self._opening = self.link.loop.create_future()
         opening = self._opening
         try:
-            channel = await self._open(timeout)
+            channel = await self._open(timeout, conn)
         except BaseException as exc:
             opening.set_exception(exc)
             opening.exception()  # retrieved: the awaiting callers get it
@@ -120,9 +127,12 @@ class ChannelSlot:
         opening.set_result(channel)
         return channel
 
-    async def _open(self, timeout: float | None) -> aiormq.abc.AbstractChannel:
+    async def _open(
+        self, timeout: float | None, conn: _Connection | None
+    ) -> aiormq.abc.AbstractChannel:
         generation = self.generation
-        conn = await self.link.connection(timeout)
+        if conn is None:
+            conn = await self.link.connection(timeout)
         if generation != self.generation:
             # A reconnect reset this slot while we waited; its restore opens the channel.
             return await self.get(timeout)
@@ -139,7 +149,7 @@ class ChannelSlot:
 
     def _closed(self, channel: aiormq.abc.AbstractChannel) -> None:
         link = self.link
-        if link.closing or channel is not self.channel:
+        if link.closing or self.retired or channel is not self.channel:
             return
         conn = link.supervisor.current
         if conn is None or conn.is_closed:
@@ -275,11 +285,20 @@ class Link:
                 slot.reset()
 
     async def _restore(self, conn: _Connection) -> None:
+        """Reopen the eager channels (their hooks declare and consume again), bounded in time."""
         for slot in self.slots:
             slot.reset()
-        for slot in self.slots:
+        timeout = self.settings.options["connect_timeout"]
+        try:
+            await asyncio.wait_for(self._reopen_eager(conn, timeout), 3 * timeout)
+        except BaseException:
+            await self._close_quietly(conn)
+            raise
+
+    async def _reopen_eager(self, conn: _Connection, timeout: float) -> None:
+        for slot in list(self.slots):
             if slot.eager:
-                await slot.get(self.settings.options["connect_timeout"])
+                await slot.get(timeout, conn)
 
     async def connection(self, timeout: float | None) -> _Connection:
         """The live connection; waits up to ``timeout`` while reconnecting."""

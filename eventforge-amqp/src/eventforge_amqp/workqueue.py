@@ -467,6 +467,7 @@ class AmqpWorkQueue(WorkQueueBackend):
         if self._arrived is not None:
             self._link.loop.call_soon_threadsafe(self._arrived.set)
         channel = self._consumer.channel
+        self._consumer.retired = self._publisher.retired = True
         self._link.slots.remove(self._consumer)
         self._link.slots.remove(self._publisher)
         publisher = self._publisher.channel

@@ -131,9 +131,9 @@ class Supervisor(Generic[C]):
         while True:
             try:
                 await self._serve(conn)
-            except asyncio.CancelledError:
-                raise
             except BaseException as exc:
+                if self._stopped() and isinstance(exc, asyncio.CancelledError):
+                    raise
                 self.last_error = exc
             if self._closing:
                 return
@@ -156,17 +156,19 @@ class Supervisor(Generic[C]):
                 return None
             try:
                 conn = await self._connect()
-            except asyncio.CancelledError:
-                raise
             except BaseException as exc:
+                # Only close() cancels this task; a client library may leak a CancelledError
+                # of its own tasks out of a failed connect, which is just a failed attempt.
+                if self._stopped() and isinstance(exc, asyncio.CancelledError):
+                    raise
                 if self._failed_attempt(exc, attempt, "connect"):
                     return None
                 continue
             try:
                 await self._restore(conn)
-            except asyncio.CancelledError:
-                raise
             except BaseException as exc:
+                if self._stopped() and isinstance(exc, asyncio.CancelledError):
+                    raise
                 if self._failed_attempt(exc, attempt, "restore"):
                     return None
                 continue
