@@ -24,10 +24,10 @@ def test_url_parts_and_query_options_are_read() -> None:
 
 
 def test_keywords_override_the_url_and_defaults_fill_in() -> None:
-    s = parse_settings("amqp://h?prefetch=7", {"prefetch": 9, "exchange_type": "fanout"})
+    s = parse_settings("amqp://h?prefetch=7", {"prefetch": 9, "exchange": "events"})
     assert s.options["prefetch"] == 9
-    assert s.options["exchange_type"] == "fanout"
-    assert s.options["exchange"] == "eventforge"
+    assert s.options["exchange"] == "events"
+    assert s.options["publish_timeout"] == 10.0
     assert (s.user, s.password, s.vhost, s.port) == ("guest", "guest", "/", 5672)
 
 
@@ -55,8 +55,8 @@ def test_unknown_option_names_the_accepted_ones_and_masks_the_password() -> None
 def test_invalid_values_are_refused_with_the_reason() -> None:
     with pytest.raises(ConfigurationError, match="prefetch"):
         parse_settings("amqp://h", {"prefetch": 0})
-    with pytest.raises(ConfigurationError, match="exchange_type"):
-        parse_settings("amqp://h?exchange_type=direct", {})
+    with pytest.raises(ConfigurationError, match="exchange"):
+        parse_settings("amqp://h?exchange=has space", {})
     with pytest.raises(ConfigurationError, match="amqp:// or amqps://"):
         parse_settings("http://h", {})
 

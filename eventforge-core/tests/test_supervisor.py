@@ -131,3 +131,19 @@ def test_close_stops_reconnecting() -> None:
         assert sup.state == "closed"
 
     asyncio.run(main())
+
+
+def test_cancelled_error_leaking_from_a_failed_connect_is_just_a_failed_attempt() -> None:
+    """A client library may cancel its own tasks on a refused connect; supervision goes on."""
+
+    async def main() -> None:
+        server = Server()
+        sup = make(server)
+        await sup.start()
+        server.failures = [asyncio.CancelledError(), OSError("refused")]
+        server.drop()
+        assert await sup.connection(timeout=5) == 2
+        assert sup.failed_attempts.value == 2
+        await sup.close()
+
+    asyncio.run(main())

@@ -18,14 +18,6 @@ from eventforge.urls import mask_url
 
 __all__ = ["OPTIONS", "AmqpSettings", "parse_settings"]
 
-EXCHANGE_TYPES = ("topic", "fanout", "headers")
-
-
-def _exchange_type(text: str) -> str:
-    if text not in EXCHANGE_TYPES:
-        raise ValueError(f"expected one of {', '.join(EXCHANGE_TYPES)}, got {text!r}")
-    return text
-
 
 def _bounded(low: int, high: int) -> Any:
     def convert(text: str | int) -> int:
@@ -54,8 +46,7 @@ OPTIONS = OptionTable(
     "amqp",
     Option("user", str, None, doc="user name (default: the URL's, else guest)"),
     Option("password", str, None, secret=True, doc="password (default: the URL's, else guest)"),
-    Option("exchange", _name, "eventforge", doc="the exchange messages are published to"),
-    Option("exchange_type", _exchange_type, "topic", doc="topic, fanout or headers"),
+    Option("exchange", _name, "eventforge", doc="the topic exchange messages are published to"),
     Option("heartbeat", _bounded(0, 3600), 30, doc="AMQP heartbeat in seconds (0: none)"),
     Option("connect_timeout", to_seconds, 10.0, doc="seconds for one connection attempt"),
     Option(

@@ -87,7 +87,6 @@ class AmqpTransport(Transport):
         self.settings = parse_settings(url, options)
         opts = self.settings.options
         self.exchange: str = opts["exchange"]
-        self.exchange_type: str = opts["exchange_type"]
         self.publish_timeout: float = opts["publish_timeout"]
         self._codec = WireCodec(serializer, trusted=trusted, max_size=max_size)
         self._link = Link(self.settings, _bound_to)
@@ -136,12 +135,10 @@ class AmqpTransport(Transport):
 
     async def _on_confirm_channel(self, channel: aiormq.abc.AbstractChannel) -> None:
         try:
-            await channel.exchange_declare(
-                self.exchange, exchange_type=self.exchange_type, durable=True
-            )
+            await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise conflict_error(
-                "exchange", self.exchange, exc, {"type": self.exchange_type, "durable": True}
+                "exchange", self.exchange, exc, {"type": "topic", "durable": True}
             ) from None
         self._reply_consumer = False
         if self._replies:
