@@ -114,7 +114,7 @@ def test_dropped_connection_is_restored_with_topology_consumers_and_confirms(
 
 def publish_until_refused(t: AmqpTransport, message: Message) -> None:
     """Confirmed publishes until one fails (the broker blocks a connection when it publishes)."""
-    for _ in range(5):
+    for _ in range(20):
         t.send_counted(message)
 
 
@@ -131,6 +131,8 @@ def test_resource_alarm_fails_publishes_clearly_and_shows_in_stats(
             publish_until_refused(t, Message(name, "held"))
         assert "resource alarm" in str(info.value)
         assert t.stats()["blocked"] is True
+        # Blocked longer than publish_timeout: even a fire-and-forget send is refused now.
+        assert wait_until(lambda: t.stats()["blocked_time"] > 1.0, 10)
         with pytest.raises(TransportError, match="blocked"):
             t.send(Message(name, "refused"))
     finally:
