@@ -325,10 +325,10 @@ def wq_aio_pika(url: str, n: int, in_flight: int) -> tuple[float, float]:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    n_e2e = 2_000 if quick else 20_000
-    n_rpc = 200 if quick else 2_000
-    n_wq = 1_000 if quick else 5_000
-    n_one = 300 if quick else 1_000
+    n_e2e = 1_000 if quick else 20_000
+    n_rpc = 100 if quick else 2_000
+    n_wq = 500 if quick else 5_000
+    n_one = 100 if quick else 1_000
     rounds = 1 if quick else 3
     node = RabbitServer()
     node.start()
