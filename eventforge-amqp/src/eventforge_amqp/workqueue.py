@@ -103,6 +103,8 @@ class AmqpWorkQueue(WorkQueueBackend):
         self._arrived: asyncio.Event | None = None
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._settled = Counter()
+        self._acks: collections.deque[_Token] = collections.deque()
+        self._acks_scheduled = False
         self._closed = False
         self.counters = {
             name: Counter()
@@ -339,15 +341,34 @@ class AmqpWorkQueue(WorkQueueBackend):
             return False
         self._settled.bump()
         self._remember(delivery.message.id)
-        self._loop_call(self._ack(token))
+        # Acks gathered meanwhile go out together: one loop wake-up and one task per batch.
+        self._acks.append(token)
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            if self._link.bg.in_loop_thread():
+                self._link.loop.call_soon(self._flush_acks)
+            else:
+                self._link.loop.call_soon_threadsafe(self._flush_acks)
         return None
 
-    async def _ack(self, token: _Token) -> None:
-        try:
-            await token.channel.basic_ack(token.tag, wait=False)
-            self.counters["acks_sent"].bump()
-        except Exception as exc:
-            log.warning("work queue %r: ack failed (%r); the item is redelivered", self.name, exc)
+    def _flush_acks(self) -> None:
+        self._acks_scheduled = False
+        batch: list[_Token] = []
+        acks = self._acks
+        while acks:
+            batch.append(acks.popleft())
+        if batch:
+            self._link.spawn(self._send_acks(batch))
+
+    async def _send_acks(self, batch: list[_Token]) -> None:
+        for token in batch:
+            try:
+                await token.channel.basic_ack(token.tag, wait=False)
+                self.counters["acks_sent"].bump()
+            except Exception as exc:
+                log.warning(
+                    "work queue %r: ack failed (%r); the item is redelivered", self.name, exc
+                )
 
     def _loop_call(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._link.bg.in_loop_thread():
