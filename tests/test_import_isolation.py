@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
-DRIVERS = ("redis", "nats", "sqlalchemy")
-PLUGIN_PACKAGES = ("eventforge_redis", "eventforge_nats", "eventforge_sql")
+DRIVERS = ("redis", "nats", "aiormq", "pamqp", "sqlalchemy")
+PLUGIN_PACKAGES = ("eventforge_redis", "eventforge_nats", "eventforge_amqp", "eventforge_sql")
 HEAVY = ("pydantic", "pluggy")
 
 
@@ -49,7 +49,7 @@ def test_every_plugin_is_installed_so_the_checks_mean_something() -> None:
     result = run_python(
         """
         import importlib.util
-        names = ["eventforge_redis", "eventforge_nats", "eventforge_sql", "eventforge_tcp", "redis", "nats", "sqlalchemy"]
+        names = ["eventforge_redis", "eventforge_nats", "eventforge_amqp", "eventforge_sql", "eventforge_tcp", "redis", "nats", "aiormq", "sqlalchemy"]
         print(json.dumps({n: importlib.util.find_spec(n) is not None for n in names}))
         """
     )

