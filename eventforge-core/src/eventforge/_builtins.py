@@ -64,6 +64,7 @@ def eventforge_transports() -> list[TransportSpec]:
                     Capability.HEADERS,
                     Capability.ORDERED,
                     Capability.BUFFERED_RECEIVE,
+                    Capability.CLAIMS,
                 }
             ),
         ),
