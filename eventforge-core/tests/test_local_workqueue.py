@@ -59,7 +59,7 @@ def test_item_whose_lease_runs_out_max_attempts_times_is_dead_lettered(tmp_path:
         assert attempts == [1, 2, 3]
         assert queue.get(timeout=0.3) is None
         (letter,) = queue.dead_letters()
-        assert letter.reason == "delivered 3 times without being settled"
+        assert letter.reason.startswith("delivered 3 times without being settled (max_attempts=3)")
         assert letter.message.payload == "never settled"
         assert queue.replay() == 1
         again = queue.get(timeout=5)

@@ -44,8 +44,12 @@ __all__ = [
 
 
 def never_settled_reason(attempts: int) -> str:
-    """The dead-letter reason of a row whose lease expired on its last allowed delivery."""
-    return f"delivered {attempts} times without being settled"
+    """The dead-letter reason of a row whose lease expired on its last allowed delivery
+    (worded as every backend words it: the conformance suite checks the wording)."""
+    return (
+        f"delivered {attempts} times without being settled (max_attempts={attempts}): its "
+        "consumers crashed or held it past the lease"
+    )
 
 
 @dataclass

@@ -129,9 +129,19 @@ class LocalWorkQueueBackend(WorkQueueBackend):
             # Leases that ran out for the last allowed time: dead-letter instead of redelivering.
             expired = conn.execute(
                 "UPDATE work SET state = ?, token = 0, failed_at = ?, "
-                "reason = 'delivered ' || attempts || ' times without being settled' "
+                "reason = 'delivered ' || attempts || ' times without being settled "
+                "(max_attempts=' || ? || '): its consumers crashed or exceeded the visibility "
+                "timeout (visibility_timeout)' "
                 "WHERE queue = ? AND token != 0 AND avail <= ? AND state = ? AND attempts >= ?",
-                (DEAD, now, self.name, now, PENDING, self.policy.max_attempts),
+                (
+                    DEAD,
+                    now,
+                    self.policy.max_attempts,
+                    self.name,
+                    now,
+                    PENDING,
+                    self.policy.max_attempts,
+                ),
             ).rowcount
             rows = conn.execute(
                 "UPDATE work SET token = ?, attempts = attempts + 1, avail = ? WHERE id IN "
