@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from eventforge.message import Message
 from eventforge.service import HealthServer, HealthState, Service
 from eventforge.testing import wait_until
 from eventforge.testing.brokers import NatsServer, RedisServer
+from eventforge.testing.rabbit import RabbitServer
 from eventforge.workqueue import WorkQueue
 
 FAST = {"probe_interval": 0.1, "probe_timeout": 0.5}
@@ -339,3 +341,90 @@ def test_a_deleted_jetstream_consumer_is_stalled_then_recreated_and_consumes_aga
         assert recorded[-3:] == ["stalled", "recovering", "idle"]
         assert 503 in watch.codes
         work.close()
+
+
+@pytest.mark.broker
+def test_amqp_queues_deleted_under_their_consumers_are_recovered_and_deliver(
+    rabbit_server: RabbitServer,
+) -> None:
+    """Every queue of the service is deleted on the broker while the connection stays up."""
+    pytest.importorskip("eventforge_amqp")
+    svc = Service("rabbit", rabbit_server.url, **FAST)  # type: ignore[arg-type]
+    got: list[Any] = []
+    svc.on("events.*")(lambda m: got.append(m.payload))
+    with svc, HealthServer(svc.health) as server:
+        assert wait_until(lambda: svc.health()["subscriptions"][0]["probes"]["seen"] >= 2, 20)
+        timeline = Timeline()
+        watch = Watch(svc, server.url)
+        names = [
+            line.split("\t")[0]
+            for line in rabbit_server.ctl("list_queues", "name", "--quiet").splitlines()
+            if line.strip() and not line.startswith(("name", "Timeout", "Listing"))
+        ]
+        for name in names:
+            rabbit_server.ctl("delete_queue", name)
+
+        def delivers() -> bool:
+            svc.queue.publish("events.x", 1)
+            return 1 in got
+
+        assert wait_until(delivers, timeout=30, interval=0.2)
+        timeline.mark("delivering again")
+        assert wait_until(lambda: ready_code(server.url) == 200, timeout=20)
+        timeline.mark("ready")
+        watch.stop()
+        timeline.report(f"AMQP: {len(names)} queues deleted (states seen: {watch.states})")
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_an_amqp_resource_alarm_turns_readyz_503_and_back(
+    rabbit_server_factory: Callable[..., RabbitServer],
+) -> None:
+    """The broker blocks publishers (memory alarm): probes cannot go out, so nothing arrives."""
+    pytest.importorskip("eventforge_amqp")
+    node = rabbit_server_factory()
+    svc = Service("alarmed", node.url, probe_interval=0.2, probe_timeout=1.0)
+    svc.on("events.*")(lambda m: None)
+    with svc, HealthServer(svc.health) as server:
+        assert wait_until(lambda: svc.health()["subscriptions"][0]["probes"]["seen"] >= 2, 20)
+        timeline = Timeline()
+        watch = Watch(svc, server.url)
+        node.ctl("set_vm_memory_high_watermark", "0")
+        try:
+            assert wait_until(lambda: 503 in watch.codes, timeout=30)
+            timeline.mark("unready")
+        finally:
+            node.ctl("set_vm_memory_high_watermark", "0.4")
+        assert wait_until(lambda: watch.codes[-1:] == [200], timeout=60)
+        timeline.mark("ready again")
+        watch.stop()
+        timeline.report(f"AMQP memory alarm (states seen: {watch.states})")
+
+
+def test_local_doorbells_removed_by_another_process_leave_delivery_and_health_intact(
+    tmp_path: Path,
+) -> None:
+    """The bells/ directory of a local:// store is wiped (say, by a careless cleanup job):
+    publishers cannot wake this process; only the slow safety-net check still delivers."""
+    import shutil
+
+    svc = Service("belled", f"local://{tmp_path}", **FAST)  # type: ignore[arg-type]
+    got: list[Any] = []
+    svc.on("orders.*")(lambda m: got.append(m.payload))
+    with svc, HealthServer(svc.health) as server:
+        assert wait_until(lambda: svc.health()["subscriptions"][0]["probes"]["seen"] >= 2, 10)
+        timeline = Timeline()
+        watch = Watch(svc, server.url)
+        shutil.rmtree(tmp_path / "bells")
+
+        def delivers() -> bool:
+            svc.queue.publish("orders.new", 9)
+            return 9 in got
+
+        assert wait_until(delivers, timeout=30, interval=0.2)
+        timeline.mark("delivering again")
+        assert wait_until(lambda: ready_code(server.url) == 200, timeout=30)
+        timeline.mark("ready")
+        watch.stop()
+        timeline.report(f"local:// doorbells removed (states seen: {watch.states})")
