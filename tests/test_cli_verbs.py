@@ -77,9 +77,14 @@ def test_request_prints_the_reply_payload(
 def test_request_nobody_answers_exits_1(
     hub: tuple[MessageQueue, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, url = hub
-    assert main(["request", "math.nobody", "--timeout", "0.2", "-t", url]) == 1
-    assert "no reply to the request on 'math.nobody'" in capsys.readouterr().err
+    hub_queue, url = hub
+    # Nobody subscribed: known at once.
+    assert main(["request", "math.nobody", "--timeout", "5", "-t", url]) == 1
+    assert "no responders for 'math.nobody'" in capsys.readouterr().err
+    # Subscribed but silent: the timeout.
+    hub_queue.subscribe("math.silent", lambda message: None)
+    assert main(["request", "math.silent", "--timeout", "0.2", "-t", url]) == 1
+    assert "no reply to the request on 'math.silent'" in capsys.readouterr().err
 
 
 def test_call_prints_the_result_and_maps_remote_errors_to_3(
@@ -126,8 +131,10 @@ def test_unreachable_transport_exits_4(capsys: pytest.CaptureFixture[str]) -> No
     assert code == 4, capsys.readouterr().err
 
 
-def test_unknown_transport_exits_2_naming_the_distribution(
+def test_unknown_transport_exits_2_naming_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["publish", "a.b", "1", "-t", "amqp://localhost"]) == 2
-    assert "amqp" in capsys.readouterr().err
+    assert main(["publish", "a.b", "1", "-t", "kafka://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "kafka" in err
+    assert "Unknown transport" in err

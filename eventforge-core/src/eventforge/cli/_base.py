@@ -44,7 +44,7 @@ COMMAND_MODULES = {
 
 EXIT_CODES = {
     0: "success",
-    1: "no answer: a request or call timed out, or subscribe got fewer messages than --count",
+    1: "no answer: a request or call timed out or nobody listens, or subscribe got fewer messages than --count",
     2: "usage error: bad arguments or JSON, unknown transport, invalid configuration",
     3: "the remote side failed: the called method raised, or does not exist",
     4: "transport error: cannot connect, or the connection was lost",
