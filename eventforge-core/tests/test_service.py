@@ -288,3 +288,16 @@ def test_endpoints_describe_every_declaration() -> None:
         ("rpc", "_rpc.described", None, None),
         ("consumer", "jobs", None, None),
     ]
+
+
+def test_a_named_local_subscription_reports_its_backlog(tmp_path: Any) -> None:
+    svc = Service("backlogged", f"local://{tmp_path}", probe_interval=None)
+    gate = threading.Event()
+    svc.on("orders.*", durable="billing")(lambda m: gate.wait(10))
+    with svc:
+        for n in range(4):
+            svc.queue.publish("orders.new", n)
+        # The handler holds the first message; the rest wait in the store, kept for the name.
+        assert wait_until(lambda: svc.health()["subscriptions"][0]["backlog"] >= 3, timeout=10)
+        gate.set()
+        assert wait_until(lambda: svc.health()["subscriptions"][0]["backlog"] == 0, timeout=10)

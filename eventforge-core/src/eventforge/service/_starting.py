@@ -43,6 +43,15 @@ def start_subscribers(queue: MessageQueue, subscribers: Iterable[_Subscriber]) -
         except Exception as exc:
             sub.tracker.set(HealthState.FAILED, f"subscribe failed: {exc}")
             raise
+        backlog = getattr(queue.transport, "backlog", None)
+        named = sub.options.get("durable") or sub.options.get("group")
+        if callable(backlog) and named and isinstance(sub.topic, str):
+            sub.tracker.backlog = functools.partial(
+                backlog,
+                sub.topic,
+                durable=sub.options.get("durable"),
+                group=sub.options.get("group"),
+            )
         sub.tracker.set(HealthState.IDLE)
 
 

@@ -336,6 +336,20 @@ class LocalTransport(Transport):
         keys = ("id", "pattern", "durable", "backlog", "backlog_bytes", "dropped", "listeners")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    def backlog(
+        self, topic: str, *, durable: str | None = None, group: str | None = None
+    ) -> int | None:
+        """Messages waiting in the named (``durable``) or ``group`` subscription of ``topic``;
+        ``None`` for a plain subscription (it keeps no backlog) or one that does not exist."""
+        if durable is not None:
+            sub = f"d:{durable}"
+        elif group is not None:
+            sub = f"g:{group}:{topic}"
+        else:
+            return None
+        rows = self._store.read("SELECT backlog FROM subs WHERE id = ?", (sub,))
+        return int(rows[0][0]) if rows else None
+
     def stats(self) -> dict[str, Any]:
         return {
             "sent": self._publisher.sent.value,
