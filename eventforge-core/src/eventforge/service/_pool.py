@@ -261,8 +261,8 @@ def stop_when_orphaned(stop: Callable[[], None], interval: float = 0.5) -> None:
     instead of running on unsupervised.
     """
     parent = os.environ.get(POOL_PARENT)
-    if not parent or not parent.isdigit():
-        return
+    if not parent or not parent.isdigit() or os.getppid() != int(parent):
+        return  # not started by a pool (or a grandchild that inherited the variable)
 
     def watch() -> None:
         while os.getppid() == int(parent):

@@ -160,7 +160,10 @@ class Schedule:
 
     @property
     def claim_ttl(self) -> float:
-        return min(MAX_CLAIM, self.catch_up + CLAIM_SLACK)
+        """How long a fired tick stays claimed: past the catch-up window when missed ticks are
+        fired on start-up (so a restart never fires a tick twice), else a minute."""
+        window = self.catch_up if self.missed != "skip" else 0.0
+        return min(MAX_CLAIM, window + CLAIM_SLACK)
 
 
 class Scheduler:
