@@ -1,15 +1,8 @@
 """A durable work queue on RabbitMQ quorum queues: the backend behind
 ``WorkQueue(name, transport=AmqpTransport(...))``.
 
-Layout, per queue ``name`` (see :mod:`eventforge_amqp._wq_topology`):
-
-* ``eventforge.wq.<name>``: a quorum queue (replicated, fsynced) holding the items, with a
-  ``x-delivery-limit`` and the dead-letter queue as its dead-letter target, so an item whose
-  consumers keep dying is moved aside by the broker itself;
-* ``eventforge.wq.<name>.dlq``: a quorum queue of dead letters (the reason, the attempts and the
-  time in headers);
-* ``eventforge.wq.<name>.delay.<ms>``: durable classic queues whose message TTL sends a delayed
-  retry back to the work queue (one per delay bucket; each expires when idle).
+Layout per queue ``name``: quorum queues ``eventforge.wq.<name>`` (items), ``.dlq`` and TTL
+delay queues ``.delay.<ms>`` (see :mod:`eventforge_amqp._wq_topology`).
 
 Guarantees: ``put`` publishes a persistent message with ``mandatory`` on a confirm channel and
 returns once the broker confirmed it (an unconfirmed put is retried with the same message id

@@ -3,7 +3,6 @@
 It is composed from the seed API (a :class:`~eventforge.queue.MessageQueue`, one
 :class:`~eventforge.rpc.RPCServer` per RPC service name, :class:`~eventforge.workqueue.WorkQueue`
 consumers, ``@task``) and adds a start/stop order, draining, and health per subscription.
-``docs/service.md`` shows it in use; ``eventforge run module:svc`` runs one.
 """
 
 from __future__ import annotations
