@@ -13,7 +13,7 @@ from eventforge.errors import ConfigurationError
 from eventforge.message import Message
 from eventforge.service import HealthState, Service
 from eventforge.testing import wait_until
-from eventforge.workqueue import RetryPolicy
+from eventforge.workqueue import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
 
 
 @event("orders.created")
@@ -301,3 +301,48 @@ def test_a_named_local_subscription_reports_its_backlog(tmp_path: Any) -> None:
         assert wait_until(lambda: svc.health()["subscriptions"][0]["backlog"] >= 3, timeout=10)
         gate.set()
         assert wait_until(lambda: svc.health()["subscriptions"][0]["backlog"] == 0, timeout=10)
+
+
+def test_a_consumer_whose_fetches_keep_failing_is_stalled_with_the_error() -> None:
+    class Broken(WorkQueueBackend):
+        name = "broken"
+
+        def put(self, message: Message) -> None:
+            pass
+
+        def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+            time.sleep(0.01)
+            raise ConnectionError("broker unreachable")
+
+        def ack(self, delivery: Delivery) -> bool:
+            return True
+
+        def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool:
+            return True
+
+        def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+            return True
+
+        def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+            return []
+
+        def replay(self, tokens: list[Any] | None = None) -> int:
+            return 0
+
+        def stats(self) -> dict[str, Any]:
+            return {"pending": 0}
+
+        def close(self) -> None:
+            pass
+
+    svc = Service("failing-fetch", probe_interval=None)
+
+    def work(message: Message) -> None:
+        pass
+
+    svc.consumer("broken", backend=Broken())(work)
+    with svc:
+        assert wait_until(lambda: svc.health()["subscriptions"][0]["state"] == "stalled")
+        sub = svc.health()["subscriptions"][0]
+        assert "fetches failed in a row: ConnectionError: broker unreachable" in sub["last_error"]
+        assert svc.ready()[0] is False

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eventforge.errors import ConfigurationError
 from eventforge.message import new_id
 from sqlalchemy import (
     BigInteger,
@@ -80,8 +81,10 @@ def insert_ignoring_duplicates(table: Table, dialect: Dialect) -> Any:
 
         stmt = mysql_insert(table)
         return stmt.on_duplicate_key_update(message_id=stmt.inserted.message_id)
-    raise NotImplementedError(
-        f"eventforge-sql supports PostgreSQL, SQLite and MariaDB/MySQL, not {name!r}"
+    raise ConfigurationError(
+        f"eventforge-sql supports PostgreSQL, SQLite and MariaDB/MySQL, not {name!r}: use an "
+        "engine of one of those (postgresql+psycopg://, sqlite:///, mariadb+pymysql://)",
+        key="engine",
     )
 
 
