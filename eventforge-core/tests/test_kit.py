@@ -9,6 +9,7 @@ from eventforge.errors import ConfigurationError
 from eventforge.transport import (
     Backoff,
     Counter,
+    DeliveryThread,
     Option,
     OptionTable,
     to_bool,
@@ -144,3 +145,23 @@ def test_option_table_treats_a_none_keyword_as_not_given() -> None:
 def test_option_table_refuses_repeated_declarations() -> None:
     with pytest.raises(ValueError, match="repeat"):
         OptionTable("demo", Option("a"), Option("a"))
+
+
+def test_delivery_thread_runs_items_in_order_drops_past_its_bound_and_drains_on_stop() -> None:
+    seen: list[int] = []
+    gate = threading.Event()
+
+    def handle(n: int) -> None:
+        gate.wait(5)
+        seen.append(n)
+
+    thread = DeliveryThread("test-delivery", handle, max_pending=3)
+    assert thread.put((0,))
+    while thread.depth():  # the first item is taken and waits on the gate
+        pass
+    assert [thread.put((n,)) for n in (1, 2, 3, 4)] == [True, True, True, False]
+    assert thread.dropped == 1
+    assert not thread.in_thread()
+    gate.set()
+    thread.stop()
+    assert seen == [0, 1, 2, 3]

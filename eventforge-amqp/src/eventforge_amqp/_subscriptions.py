@@ -28,13 +28,12 @@ import aiormq.exceptions
 from eventforge.errors import ConfigurationError, ProtocolError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern
-from eventforge.transport import Callback, Counter, is_nonblocking
+from eventforge.transport import Callback, Counter, DeliveryThread, is_nonblocking
 from eventforge.wire import WireCodec
 from pamqp.commands import Basic
 
 from . import _codec
 from ._connection import Link
-from ._dispatch import Dispatcher
 from ._topology import binding_key, conflict_error, group_queue_name
 
 __all__ = ["Subscription", "Subscriptions"]
@@ -71,7 +70,7 @@ class Subscriptions:
         self._by_tag: dict[str, Subscription] = {}
         self._prefix = f"{exchange}.sub.{os.urandom(6).hex()}"
         self._ids = itertools.count(1)
-        self._dispatcher: Dispatcher | None = None
+        self._dispatcher: DeliveryThread | None = None
         self._lock = threading.Lock()
         self.delivered = Counter()
         self.decode_errors = Counter()
@@ -102,7 +101,7 @@ class Subscriptions:
                 loop = self._link.loop
         with self._lock:
             if self._dispatcher is None:
-                self._dispatcher = Dispatcher(
+                self._dispatcher = DeliveryThread(
                     "eventforge-amqp-delivery", self._deliver, self._options["max_pending"]
                 )
         number = next(self._ids)

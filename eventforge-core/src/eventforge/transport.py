@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from ._delivery import DeliveryThread
 from ._kit import (
     Backoff,
     Counter,
@@ -47,6 +48,7 @@ __all__ = [
     "Callback",
     "Capability",
     "Counter",
+    "DeliveryThread",
     "Option",
     "OptionTable",
     "Supervisor",

@@ -36,12 +36,18 @@ from eventforge.errors import (
 )
 from eventforge.message import Message
 from eventforge.topics import topic_matches, validate_pattern, validate_topic
-from eventforge.transport import Callback, Capability, Counter, Transport, is_nonblocking
+from eventforge.transport import (
+    Callback,
+    Capability,
+    Counter,
+    DeliveryThread,
+    Transport,
+    is_nonblocking,
+)
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from ._claims import JetStreamClaims
 from ._connection import NatsAuthError, NatsConnectError, NatsConnection
-from ._dispatch import Dispatcher
 from ._settings import NatsSettings, parse_url, servers_from
 from ._subjects import SubjectPlan, plan_subjects
 
@@ -151,7 +157,7 @@ class NatsTransport(Transport):
         self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self._scheduled = False
         self._drain_task: asyncio.Task[None] | None = None
-        self._dispatcher: Dispatcher | None = None
+        self._dispatcher: DeliveryThread | None = None
         self._closed = False
         self._sent = 0  # answered requests; publishes are counted by the connection
         # Bumped from the loop and the delivery thread: Counter steps are atomic.
@@ -395,7 +401,7 @@ class NatsTransport(Transport):
             except RuntimeError:
                 loop = self._loop
         if self._dispatcher is None:
-            self._dispatcher = Dispatcher(
+            self._dispatcher = DeliveryThread(
                 "eventforge-nats-delivery", self._deliver, self.settings.max_pending
             )
         return _Subscription(f"nats-{next(self._ids)}", plan_subjects(topic), callback, group, loop)

@@ -1,10 +1,11 @@
-"""The delivery thread of a NATS transport.
+"""A transport's delivery thread: the one bounded hand-over from I/O to callbacks.
 
-Messages arrive on the shared event loop; subscription callbacks are plain functions that may
-block (a handler that sleeps, or that makes a synchronous request). So the loop only hands the
-raw message to this thread, which decodes it and calls the callback, in arrival order. The
-hand-over queue is bounded: when a slow callback lets it fill up, new messages are dropped and
-counted, never queued without limit.
+Messages arrive on an I/O thread or event loop; subscription callbacks are plain functions that
+may block (a handler that sleeps, or that makes a synchronous request). So the I/O side only
+hands the raw message to this thread, which decodes it and calls the callback, in arrival
+order. The hand-over queue is bounded: when a slow callback lets it fill up, new messages are
+dropped and counted, never queued without limit. Public as
+:class:`eventforge.transport.DeliveryThread`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Dispatcher"]
+__all__ = ["DeliveryThread"]
 
-log = logging.getLogger("eventforge.transports.nats")
+log = logging.getLogger("eventforge.transport")
 
 _STOP = object()
 
 
-class Dispatcher:
+class DeliveryThread:
     """One daemon thread running ``handler(*item)`` for each queued item, in order."""
 
     def __init__(self, name: str, handler: Callable[..., None], max_pending: int) -> None:
@@ -59,7 +60,7 @@ class Dispatcher:
             try:
                 handler(*item)
             except Exception:  # the handler counts callback errors; this is a last resort
-                log.exception("NATS delivery failed")
+                log.exception("delivery on thread %s failed", self._thread.name)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is queued, then end the thread (no wait from the thread itself)."""
