@@ -23,7 +23,13 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["ENV_SECTIONS", "deep_merge", "env_sections", "read_config_file"]
+__all__ = [
+    "ENV_SECTIONS",
+    "deep_merge",
+    "env_sections",
+    "env_value",
+    "read_config_file",
+]
 
 CONFIG_ENV = "EVENTFORGE_CONFIG"
 ENV_SECTIONS = ("options", "logging")
@@ -125,23 +131,25 @@ def _relative(including: Path, target: str) -> Path:
     return candidate if candidate.is_absolute() else including.parent / candidate
 
 
+def env_value(name: str, default: str | None, where: str, key: str) -> str:
+    """The value of ``${name}`` (or ``${name:-default}``) used by ``where``; a variable that is
+    not set and has no default is a :class:`ConfigurationError` saying how to fix it."""
+    found = os.environ.get(name)
+    if found is not None and (found != "" or default is None):
+        return found
+    if default is not None:
+        return default
+    raise ConfigurationError(
+        f"{where} uses ${{{name}}}, but the environment variable {name} is not set; "
+        f"set it, or give a default: ${{{name}:-default}}",
+        key=key,
+    )
+
+
 def _expand(text: str, path: Path) -> str:
     """``${VAR}`` / ``${VAR:-default}`` in ``text`` (an include path or an unquoted value)."""
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        found = os.environ.get(name)
-        if found is not None and (found != "" or default is None):
-            return found
-        if default is not None:
-            return default
-        raise ConfigurationError(
-            f"{str(path)!r} uses ${{{name}}}, but the environment variable {name} is not set; "
-            f"set it, or give a default: ${{{name}:-default}}",
-            key=name,
-        )
-
-    return _VAR.sub(replace, text)
+    where = repr(str(path))
+    return _VAR.sub(lambda m: env_value(m.group(1), m.group(2), where, m.group(1)), text)
 
 
 def _toml(text: str, path: Path) -> Any:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from ._config_files import deep_merge, env_sections, read_config_file
+from ._config_files import deep_merge, env_sections, env_value, read_config_file
 from ._logsetup import FORMATS, level_name, setup_logging
 from .errors import ConfigurationError, EventforgeError
 from .transport import Transport
@@ -155,17 +155,7 @@ def _substitute(value: Any, key: str, origin: str) -> Any:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
-        name, default = match.group(1), match.group(2)
-        found = os.environ.get(name)
-        if found is not None and (found != "" or default is None):
-            return found
-        if default is not None:
-            return default
-        raise ConfigurationError(
-            f"setting {key!r} in {origin} uses ${{{name}}}, but the environment variable "
-            f"{name} is not set; set it, or give a default: ${{{name}:-default}}",
-            key=key,
-        )
+        return env_value(match.group(1), match.group(2), f"setting {key!r} in {origin}", key)
 
     return _VAR.sub(replace, value)
 
