@@ -209,7 +209,7 @@ def test_orphan_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
         assert not stray.exists()
         assert not flag.exists()
         assert not junk.exists()
-        assert Path(t._hub.bell.address).exists()  # its own bell stays
+        assert t._hub.bell.path.exists()  # its own bell stays
 
 
 def test_disk_use_stays_bounded_once_messages_are_consumed(tmp_path: Path) -> None:

@@ -256,6 +256,38 @@ def test_subscriber_is_woken_by_the_doorbell(tmp_path: Path, opened: list[LocalT
         assert wait_until(lambda n=n: len(got) == n + 1, timeout=10)
 
 
+def test_a_directory_too_deep_for_a_socket_address_still_wakes_subscribers(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    assert len(str(deep / "bells")) > 108  # longer than any Unix socket address
+    receiver = open_local(opened, deep, check_interval=3600)
+    sender = open_local(opened, deep, check_interval=3600)
+    got: list[Message] = []
+    receiver.subscribe("ping", got.append)
+    sender.send(Message("ping", 1))
+    assert wait_until(lambda: len(got) == 1, timeout=10)
+    assert receiver._hub.bell.path.exists()
+    receiver.close()
+    assert not receiver._hub.bell.path.exists()
+
+
+def test_peers_find_each_others_bells_through_a_different_path_to_the_directory(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    # Another mount point of the same directory (here a symlink): the store records bells by
+    # name, so each side resolves them against its own path.
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    receiver = open_local(opened, real, check_interval=3600)
+    sender = open_local(opened, tmp_path / "alias", check_interval=3600)
+    got: list[Message] = []
+    receiver.subscribe("ping", got.append)
+    sender.send(Message("ping", 1))
+    assert wait_until(lambda: len(got) == 1, timeout=10)
+
+
 def test_a_message_is_stored_once_whatever_its_fan_out(
     tmp_path: Path, opened: list[LocalTransport]
 ) -> None:

@@ -2,6 +2,11 @@
 
 Each transport binds one Unix-domain datagram socket in ``<dir>/bells/``, named after its
 process (pid and start time) so that the bell of a dead process can be recognised and removed.
+The store records a bell by its file *name*; every process resolves the name against its own
+view of the directory, so processes that mount the directory at different paths still reach
+each other. A socket address holds at most ~100 bytes; when ``<dir>/bells/<name>`` is longer,
+the directory is reached through ``/proc/self/fd/<fd>/`` of an ``O_PATH`` descriptor (Linux),
+so a deep directory works as well as a shallow one.
 After committing a message the publisher sends a one-byte datagram to the bell of each
 consumer attached to a matching subscription. A full socket buffer means a wake-up is already
 pending, so a ring never blocks; a missing or refused bell belongs to a process that died and
@@ -28,6 +33,23 @@ __all__ = ["Doorbell", "ring"]
 
 _RING = b"\x01"
 _MAX_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+_NAME_MAX = 40  # "<pid>-<start>-<tag>.sock": at most 7 + 20 + 8 + 5 bytes
+
+
+def _socket_prefix(bells: Path) -> tuple[str, int | None]:
+    """How this process names sockets in ``bells``: ``(prefix, descriptor to close)``."""
+    prefix = str(bells) + os.sep
+    if len(prefix.encode()) + _NAME_MAX <= _MAX_PATH:
+        return prefix, None
+    o_path = getattr(os, "O_PATH", None)
+    if o_path is None or not os.path.isdir("/proc/self/fd"):
+        raise OSError(
+            f"the local:// directory {str(bells.parent)!r} is too long a path for a Unix "
+            f"socket ({len(prefix) + _NAME_MAX} bytes, at most {_MAX_PATH}) on this system; "
+            "choose a shorter one"
+        )
+    fd = os.open(bells, o_path | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/", fd
 
 
 def bell_name(pid: int, start: int, tag: str) -> str:
@@ -50,30 +72,39 @@ class Doorbell:
     """The bound socket this transport is woken through."""
 
     def __init__(self, directory: Path, pid: int, start: int) -> None:
-        bells = directory / "bells"
-        bells.mkdir(exist_ok=True)
-        tag = os.urandom(4).hex()
-        path = bells / bell_name(pid, start, tag)
-        self.address = str(path)
-        if len(self.address.encode()) > _MAX_PATH:
-            # Too long for sun_path: bind by a relative name from inside the directory.
-            raise OSError(
-                f"the local:// directory {str(directory)!r} is too long a path for a Unix "
-                f"socket ({len(self.address)} bytes, at most {_MAX_PATH}); choose a shorter one"
-            )
-        self.flag_path = self.address[: -len(".sock")] + ".flag"
-        with open(self.flag_path, "w+b") as flag:
-            flag.write(b"\x00")
-            flag.flush()
-            self.flag = mmap.mmap(flag.fileno(), 1)
+        self.bells = directory / "bells"
+        self.bells.mkdir(exist_ok=True)
+        self._prefix, self._dir_fd = _socket_prefix(self.bells)
+        #: The name the store records; peers ring ``<their view of bells/>`` + this.
+        self.address = bell_name(pid, start, os.urandom(4).hex())
+        self.path = self.bells / self.address
+        self.flag_path = str(self.path)[: -len(".sock")] + ".flag"
         self._flags: dict[str, mmap.mmap | None] = {}
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.address)
+        try:
+            with open(self.flag_path, "w+b") as flag:
+                flag.write(b"\x00")
+                flag.flush()
+                self.flag = mmap.mmap(flag.fileno(), 1)
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(self._prefix + self.address)
+        except BaseException:
+            self._close_dir()
+            raise
         self.sock.setblocking(False)
         self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._out.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+
+    def _close_dir(self) -> None:
+        if self._dir_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def file_of(self, address: str) -> str:
+        """The socket file of the bell ``address`` (a name; a full path from older stores)."""
+        return address if os.sep in address else str(self.bells / address)
 
     def wait(self, timeout: float | None) -> bool:
         """Block until rung or ``timeout``; drain every pending ring; tell whether rung."""
@@ -96,7 +127,7 @@ class Doorbell:
         flag = self._flags.get(address, False)
         if flag is False:
             try:
-                with open(address[: -len(".sock")] + ".flag", "r+b") as file:
+                with open(self.file_of(address)[: -len(".sock")] + ".flag", "r+b") as file:
                     flag = mmap.mmap(file.fileno(), 1)
             except (OSError, ValueError):
                 flag = None  # an older bell without a flag: always rung
@@ -111,7 +142,7 @@ class Doorbell:
                 return True  # its owner is awake and will look at the store again
             flag[0] = 0
         try:
-            self._out.sendto(_RING, address)
+            self._out.sendto(_RING, address if os.sep in address else self._prefix + address)
         except BlockingIOError:
             return True  # its buffer is full: a wake-up is already pending
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
@@ -137,9 +168,10 @@ class Doorbell:
             if flag is not None:
                 with contextlib.suppress(OSError, ValueError):
                     flag.close()
-        for path in (self.address, self.flag_path):
+        for path in (str(self.path), self.flag_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        self._close_dir()
 
 
 def ring(bell: Doorbell, addresses: list[str]) -> list[str]:

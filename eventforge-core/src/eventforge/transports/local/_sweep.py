@@ -58,7 +58,7 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
             )
             removed["listeners"] += cur.rowcount
             with contextlib.suppress(OSError):
-                os.unlink(bell)
+                os.unlink(bell if os.sep in bell else store.directory / "bells" / bell)
         # Named subscriptions that are listened to are active now (their TTL runs from the
         # moment the last listener left).
         conn.execute("UPDATE subs SET last_active = ? WHERE id IN (SELECT sub FROM attach)", (now,))
