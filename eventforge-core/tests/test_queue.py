@@ -276,7 +276,7 @@ class _ExactOnlyTransport(Transport):
 
 
 def test_publish_path_message_builder_fills_every_message_slot():
-    from eventforge.queue import _new_message
+    from eventforge.message import new_message
 
     assert set(Message.__slots__) == {
         "topic",
@@ -286,8 +286,8 @@ def test_publish_path_message_builder_fills_every_message_slot():
         "timestamp",
         "reply_to",
         "correlation_id",
-    }, "Message gained a field: teach eventforge.queue._new_message to fill it"
-    fast = _new_message("a.b", {"x": 1}, {"h": 1})
+    }, "Message gained a field: teach eventforge.message.new_message to fill it"
+    fast = new_message("a.b", {"x": 1}, {"h": 1})
     slow = Message("a.b", {"x": 1}, {"h": 1})
     fields = fast.to_dict()
     assert fields.keys() == slow.to_dict().keys()

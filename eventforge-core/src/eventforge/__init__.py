@@ -100,94 +100,94 @@ _EXPORTS: dict[str, str] = {
     "RoundRobinDispatcher": "dispatch",
     "ConcurrentDispatcher": "dispatch",
     "LeastLoadedDispatcher": "dispatch",
-    "Node": "dispatch",
+    "Node": "_node",
     "DispatchError": "dispatch",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from ._memory_workqueue import WorkQueueFull as WorkQueueFull
-    from ._registry import registry as registry
-    from .cache import SubscriptionCache as SubscriptionCache
-    from .cache import WaitMode as WaitMode
-    from .config import Settings as Settings
-    from .config import configure as configure
-    from .config import connect as connect
-    from .config import load_settings as load_settings
-    from .dispatch import BroadcastDispatcher as BroadcastDispatcher
-    from .dispatch import ConcurrentDispatcher as ConcurrentDispatcher
-    from .dispatch import Dispatcher as Dispatcher
-    from .dispatch import DispatchError as DispatchError
-    from .dispatch import LeastLoadedDispatcher as LeastLoadedDispatcher
-    from .dispatch import Node as Node
-    from .dispatch import RoundRobinDispatcher as RoundRobinDispatcher
-    from .errors import ConfigurationError as ConfigurationError
-    from .errors import EventforgeError as EventforgeError
-    from .errors import FrameTooLarge as FrameTooLarge
-    from .errors import MethodNotFound as MethodNotFound
-    from .errors import NoRespondersError as NoRespondersError
-    from .errors import PluginConflictError as PluginConflictError
-    from .errors import PluginImportError as PluginImportError
-    from .errors import PluginNotFoundError as PluginNotFoundError
-    from .errors import ProtocolError as ProtocolError
-    from .errors import RemoteError as RemoteError
-    from .errors import RequestTimeout as RequestTimeout
-    from .errors import RPCError as RPCError
-    from .errors import RPCTimeout as RPCTimeout
-    from .errors import SerializationError as SerializationError
-    from .errors import ServiceUnavailable as ServiceUnavailable
-    from .errors import TransportClosedError as TransportClosedError
-    from .errors import TransportError as TransportError
-    from .errors import UnsupportedCapabilityError as UnsupportedCapabilityError
-    from .events import EventListener as EventListener
-    from .events import EventValidationError as EventValidationError
-    from .events import event as event
-    from .events import event_listener as event_listener
-    from .execution import ExecutionMode as ExecutionMode
-    from .execution import Executor as Executor
-    from .execution import TaskNotFound as TaskNotFound
-    from .execution import TaskResult as TaskResult
-    from .execution import TaskStatus as TaskStatus
-    from .execution import UnpicklableTaskError as UnpicklableTaskError
-    from .hookspecs import hookimpl as hookimpl
-    from .message import Message as Message
-    from .middleware import ContextHeader as ContextHeader
-    from .middleware import Dedupe as Dedupe
-    from .middleware import Middleware as Middleware
-    from .middleware import UnknownMiddlewareError as UnknownMiddlewareError
-    from .observing import CallEvent as CallEvent
-    from .observing import Eventful as Eventful
-    from .observing import Observable as Observable
-    from .observing import Observer as Observer
-    from .observing import observe as observe
-    from .queue import ErrorHook as ErrorHook
-    from .queue import MessageQueue as MessageQueue
-    from .remote import RemoteQueue as RemoteQueue
-    from .remote import UnknownPeerError as UnknownPeerError
-    from .rendezvous import Rendezvous as Rendezvous
-    from .rendezvous import StartupPolicy as StartupPolicy
-    from .rendezvous import startup_policy as startup_policy
-    from .routing import UnroutableError as UnroutableError
-    from .rpc import RetryingRPCClient as RetryingRPCClient
-    from .rpc import RoundRobinRPCClient as RoundRobinRPCClient
-    from .rpc import RPCClient as RPCClient
-    from .rpc import RPCServer as RPCServer
-    from .rpc import with_retry as with_retry
-    from .tasks import SharedState as SharedState
-    from .tasks import TaskContext as TaskContext
-    from .tasks import TaskPool as TaskPool
-    from .tasks import TaskPoolTimeout as TaskPoolTimeout
-    from .tasks import task as task
-    from .transport import Capability as Capability
-    from .transport import Transport as Transport
-    from .transports.local import LocalTransport as LocalTransport
-    from .transports.memory import MemoryTransport as MemoryTransport
-    from .workqueue import Consumer as Consumer
-    from .workqueue import DeadLetter as DeadLetter
-    from .workqueue import Delivery as Delivery
-    from .workqueue import RetryPolicy as RetryPolicy
-    from .workqueue import WorkQueue as WorkQueue
+    from eventforge._memory_workqueue import WorkQueueFull as WorkQueueFull
+    from eventforge._node import Node as Node
+    from eventforge._registry import registry as registry
+    from eventforge.cache import SubscriptionCache as SubscriptionCache
+    from eventforge.cache import WaitMode as WaitMode
+    from eventforge.config import Settings as Settings
+    from eventforge.config import configure as configure
+    from eventforge.config import connect as connect
+    from eventforge.config import load_settings as load_settings
+    from eventforge.dispatch import BroadcastDispatcher as BroadcastDispatcher
+    from eventforge.dispatch import ConcurrentDispatcher as ConcurrentDispatcher
+    from eventforge.dispatch import Dispatcher as Dispatcher
+    from eventforge.dispatch import DispatchError as DispatchError
+    from eventforge.dispatch import LeastLoadedDispatcher as LeastLoadedDispatcher
+    from eventforge.dispatch import RoundRobinDispatcher as RoundRobinDispatcher
+    from eventforge.errors import ConfigurationError as ConfigurationError
+    from eventforge.errors import EventforgeError as EventforgeError
+    from eventforge.errors import FrameTooLarge as FrameTooLarge
+    from eventforge.errors import MethodNotFound as MethodNotFound
+    from eventforge.errors import NoRespondersError as NoRespondersError
+    from eventforge.errors import PluginConflictError as PluginConflictError
+    from eventforge.errors import PluginImportError as PluginImportError
+    from eventforge.errors import PluginNotFoundError as PluginNotFoundError
+    from eventforge.errors import ProtocolError as ProtocolError
+    from eventforge.errors import RemoteError as RemoteError
+    from eventforge.errors import RequestTimeout as RequestTimeout
+    from eventforge.errors import RPCError as RPCError
+    from eventforge.errors import RPCTimeout as RPCTimeout
+    from eventforge.errors import SerializationError as SerializationError
+    from eventforge.errors import ServiceUnavailable as ServiceUnavailable
+    from eventforge.errors import TransportClosedError as TransportClosedError
+    from eventforge.errors import TransportError as TransportError
+    from eventforge.errors import UnsupportedCapabilityError as UnsupportedCapabilityError
+    from eventforge.events import EventListener as EventListener
+    from eventforge.events import EventValidationError as EventValidationError
+    from eventforge.events import event as event
+    from eventforge.events import event_listener as event_listener
+    from eventforge.execution import ExecutionMode as ExecutionMode
+    from eventforge.execution import Executor as Executor
+    from eventforge.execution import TaskNotFound as TaskNotFound
+    from eventforge.execution import TaskResult as TaskResult
+    from eventforge.execution import TaskStatus as TaskStatus
+    from eventforge.execution import UnpicklableTaskError as UnpicklableTaskError
+    from eventforge.hookspecs import hookimpl as hookimpl
+    from eventforge.message import Message as Message
+    from eventforge.middleware import ContextHeader as ContextHeader
+    from eventforge.middleware import Dedupe as Dedupe
+    from eventforge.middleware import Middleware as Middleware
+    from eventforge.middleware import UnknownMiddlewareError as UnknownMiddlewareError
+    from eventforge.observing import CallEvent as CallEvent
+    from eventforge.observing import Eventful as Eventful
+    from eventforge.observing import Observable as Observable
+    from eventforge.observing import Observer as Observer
+    from eventforge.observing import observe as observe
+    from eventforge.queue import ErrorHook as ErrorHook
+    from eventforge.queue import MessageQueue as MessageQueue
+    from eventforge.remote import RemoteQueue as RemoteQueue
+    from eventforge.remote import UnknownPeerError as UnknownPeerError
+    from eventforge.rendezvous import Rendezvous as Rendezvous
+    from eventforge.rendezvous import StartupPolicy as StartupPolicy
+    from eventforge.rendezvous import startup_policy as startup_policy
+    from eventforge.routing import UnroutableError as UnroutableError
+    from eventforge.rpc import RetryingRPCClient as RetryingRPCClient
+    from eventforge.rpc import RoundRobinRPCClient as RoundRobinRPCClient
+    from eventforge.rpc import RPCClient as RPCClient
+    from eventforge.rpc import RPCServer as RPCServer
+    from eventforge.rpc import with_retry as with_retry
+    from eventforge.tasks import SharedState as SharedState
+    from eventforge.tasks import TaskContext as TaskContext
+    from eventforge.tasks import TaskPool as TaskPool
+    from eventforge.tasks import TaskPoolTimeout as TaskPoolTimeout
+    from eventforge.tasks import task as task
+    from eventforge.transport import Capability as Capability
+    from eventforge.transport import Transport as Transport
+    from eventforge.transports.local import LocalTransport as LocalTransport
+    from eventforge.transports.memory import MemoryTransport as MemoryTransport
+    from eventforge.workqueue import Consumer as Consumer
+    from eventforge.workqueue import DeadLetter as DeadLetter
+    from eventforge.workqueue import Delivery as Delivery
+    from eventforge.workqueue import RetryPolicy as RetryPolicy
+    from eventforge.workqueue import WorkQueue as WorkQueue
 
     # Exported by eventforge-observers through the plugin registry (``KNOWN_EXPORTS``): typed
     # as Any here so that the documented ``from eventforge import TimingMeter`` type-checks;
@@ -212,14 +212,14 @@ if not TYPE_CHECKING:
             globals()[name] = value
             return value
         if name == "hookimpl":
-            from .hookspecs import hookimpl
+            from eventforge.hookspecs import hookimpl
 
             return hookimpl
         if not name[:1].isupper():
             # Lower-case names are submodules or typos, never registry exports; resolving them here
             # would recurse into the registry while it is importing its own submodules.
             raise AttributeError(f"module 'eventforge' has no attribute {name!r}")
-        from ._registry import find_export
+        from eventforge._registry import find_export
 
         return find_export(name)
 

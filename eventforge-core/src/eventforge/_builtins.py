@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
-from .plugins import DispatcherSpec, MiddlewareSpec, SerializerSpec, TransportSpec
-from .transport import Capability
+from eventforge.hookspecs import hookimpl
+from eventforge.plugins import DispatcherSpec, MiddlewareSpec, SerializerSpec, TransportSpec
+from eventforge.transport import Capability
 
 __all__: list[str] = []
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from eventforge.errors import ConfigurationError
 
 __all__ = [
     "ENV_SECTIONS",

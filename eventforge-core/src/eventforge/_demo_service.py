@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .message import Message
-from .service import Service
+from eventforge.message import Message
+from eventforge.service import Service
 
 svc = Service("demo-service", probe_interval=0.2)
 

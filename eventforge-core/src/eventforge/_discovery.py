@@ -28,7 +28,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import PluginConflictError, PluginImportError
+from eventforge.errors import PluginConflictError, PluginImportError
 
 if TYPE_CHECKING:
     import pluggy

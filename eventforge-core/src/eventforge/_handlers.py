@@ -17,12 +17,12 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from ._kit import Counter
-from ._loop import background_loop
-from .deadlines import expired as _expired
-from .dispatch import Dispatcher
-from .message import Message
-from .transport import nonblocking
+from eventforge._kit import Counter
+from eventforge._loop import background_loop
+from eventforge.deadlines import expired as _expired
+from eventforge.dispatch import Dispatcher
+from eventforge.message import Message
+from eventforge.transport import nonblocking
 
 __all__ = [
     "Counter",

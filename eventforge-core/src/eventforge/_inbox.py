@@ -13,9 +13,9 @@ import logging
 import os
 import threading
 
-from ._handlers import Counter
-from .message import Message
-from .transport import nonblocking
+from eventforge._handlers import Counter
+from eventforge.message import Message
+from eventforge.transport import nonblocking
 
 __all__ = ["NO_RESPONDERS", "AsyncWaiter", "Inbox", "SyncWaiter"]
 

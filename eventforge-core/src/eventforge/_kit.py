@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .errors import ConfigurationError
-from .urls import mask_url
+from eventforge.errors import ConfigurationError
+from eventforge.urls import mask_url
 
 __all__ = [
     "Backoff",

@@ -17,15 +17,15 @@ import time
 from collections import deque
 from typing import Any
 
-from ._workqueue_spi import (
+from eventforge._workqueue_spi import (
     ATTEMPT_HEADER,
     NOT_BEFORE_HEADER,
     DeadLetter,
     Delivery,
     WorkQueueBackend,
 )
-from .errors import EventforgeError, TransportClosedError
-from .message import Message
+from eventforge.errors import EventforgeError, TransportClosedError
+from eventforge.message import Message
 
 __all__ = ["MemoryWorkQueueBackend", "WorkQueueFull"]
 

@@ -11,12 +11,12 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from .events import listener_info, typed_handler
-from .middleware import resolve_middleware
+from eventforge.events import listener_info, typed_handler
+from eventforge.middleware import resolve_middleware
 
 if TYPE_CHECKING:
-    from .cache import SubscriptionCache
-    from .queue import MessageQueue
+    from eventforge.cache import SubscriptionCache
+    from eventforge.queue import MessageQueue
 
 __all__ = ["QueueFeatures"]
 
@@ -72,7 +72,7 @@ class QueueFeatures:
         Returns a :class:`~eventforge.cache.SubscriptionCache` (``get``, ``pop``, ``peek``,
         ``wait_for_one``, ``wait_for_many``, ``drain``); close it to unsubscribe.
         """
-        from .cache import SubscriptionCache
+        from eventforge.cache import SubscriptionCache
 
         cache = SubscriptionCache(
             self._queue(), topic, max_size=max_size, match=match, match_mode=match_mode
@@ -83,7 +83,7 @@ class QueueFeatures:
 
     def announce_ready(self, roles: Sequence[str], *, space: str = "default") -> None:
         """Tell :meth:`wait_until_ready` callers (any process) this queue is ready in ``roles``."""
-        from .rendezvous import rendezvous_for
+        from eventforge.rendezvous import rendezvous_for
 
         rendezvous_for(self._queue(), space).announce_ready(roles)
 
@@ -91,7 +91,7 @@ class QueueFeatures:
         self, requirements: dict[str, int], timeout: float = 30.0, *, space: str = "default"
     ) -> bool:
         """Wait until participants announced ``requirements`` (``{"worker": 3}``); ``False`` on timeout."""
-        from .rendezvous import rendezvous_for
+        from eventforge.rendezvous import rendezvous_for
 
         party = rendezvous_for(self._queue(), space)
         return party.wait_until_ready(requirements, timeout)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ._discovery import (
+from eventforge._discovery import (
     DISABLE_ENV,
     STRICT_ENV,
     Discovery,
@@ -30,8 +30,8 @@ from ._discovery import (
     record_failure,
     warn_or_raise,
 )
-from .errors import PluginConflictError, PluginImportError, PluginNotFoundError
-from .plugins import (
+from eventforge.errors import PluginConflictError, PluginImportError, PluginNotFoundError
+from eventforge.plugins import (
     DispatcherSpec,
     MiddlewareSpec,
     ObserverSpec,

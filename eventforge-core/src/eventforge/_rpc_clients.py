@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from ._handlers import Counter
-from .errors import MethodNotFound, RemoteError, TransportError
+from eventforge._handlers import Counter
+from eventforge.errors import MethodNotFound, RemoteError, TransportError
 
 __all__ = ["RetryingRPCClient", "RoundRobinRPCClient", "with_retry"]
 

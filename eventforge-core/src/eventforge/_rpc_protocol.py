@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import MethodNotFound, RemoteError, RPCError, ServiceUnavailable
+from eventforge.errors import MethodNotFound, RemoteError, RPCError, ServiceUnavailable
 
 __all__ = [
     "RPC_TOPIC_PREFIX",

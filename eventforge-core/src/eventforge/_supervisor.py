@@ -22,8 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from ._kit import Backoff, Counter
-from .errors import TransportClosedError, TransportError
+from eventforge._kit import Backoff, Counter
+from eventforge.errors import TransportClosedError, TransportError
 
 __all__ = ["Supervisor", "SupervisorFailed"]
 

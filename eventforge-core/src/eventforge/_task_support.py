@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import EventforgeError
+from eventforge.errors import EventforgeError
 
 __all__ = ["SharedState", "TaskPool", "TaskPoolTimeout"]
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from ._workqueue_spi import (
+from eventforge._workqueue_spi import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     DeadLetter,
@@ -23,7 +23,7 @@ from ._workqueue_spi import (
     RetryPolicy,
     WorkQueueBackend,
 )
-from .message import Message
+from eventforge.message import Message
 
 __all__ = ["PolicyGate"]
 

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from .message import Message
+from eventforge.message import Message
 
 __all__ = [
     "ATTEMPT_HEADER",

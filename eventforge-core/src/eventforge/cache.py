@@ -18,12 +18,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .message import Message
+from eventforge.message import Message
+from eventforge.queue import MessageQueue
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from .queue import MessageQueue
 
 __all__ = ["SubscriptionCache", "WaitMode"]
 

@@ -22,19 +22,18 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 
-from ._config_files import deep_merge, env_sections, env_value, read_config_file
-from ._logsetup import FORMATS, level_name, setup_logging
-from .errors import ConfigurationError, EventforgeError
-from .transport import Transport
-from .transports.memory import MemoryTransport
-from .urls import _SECRET_QUERY, mask_url
-
-if TYPE_CHECKING:
-    from .rendezvous import StartupPolicy
+from eventforge._config_files import deep_merge, env_sections, env_value, read_config_file
+from eventforge._logsetup import FORMATS, level_name, setup_logging
+from eventforge._registry import registry
+from eventforge._startup import StartupPolicy, startup_policy
+from eventforge.errors import ConfigurationError, EventforgeError
+from eventforge.transport import Transport
+from eventforge.transports.memory import MemoryTransport
+from eventforge.urls import _SECRET_QUERY, mask_url
 
 __all__ = [
     "LoggingSettings",
@@ -127,7 +126,6 @@ class Settings(pydantic.BaseModel):
         Run it with ``policy.run(queue)`` before starting work: it returns ``False`` when a
         barrier timed out.
         """
-        from .rendezvous import startup_policy
 
         return startup_policy(self.startup)
 
@@ -253,7 +251,6 @@ def _validate(values: dict[str, Any], origins: dict[str, str]) -> Settings:
 
 
 def _check_names(settings: Settings, origins: dict[str, str]) -> None:
-    from ._registry import registry
 
     reg = registry()
     checks: list[tuple[str, Callable[[], Any]]] = [
@@ -299,7 +296,6 @@ def _accepted_options(target: Any, url: str | None) -> list[str] | None:
 
 def _check_options(name_or_url: str, options: Mapping[str, Any]) -> None:
     """Refuse option names the transport does not accept, naming the offending key."""
-    from ._registry import registry
 
     reg = registry()
     entry = reg.transport(name_or_url)
@@ -330,7 +326,6 @@ def configure(
     settings = load_settings(source, **overrides)
     if settings.logging is not None:
         setup_logging(settings.logging.level, settings.logging.format, settings.logging.file)
-    from ._registry import registry
 
     registry().configure(settings.model_dump())
     _current = settings
@@ -360,7 +355,6 @@ def connect(url_or_name: str | Settings | None = None, **options: Any) -> Transp
     merged = {**settings.options, **options}
     if options:
         _check_options(settings.transport, merged)
-    from ._registry import registry
 
     reg = registry()
     entry = reg.transport(settings.transport)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 
-from .message import Message
+from eventforge.message import Message
 
 __all__ = ["DEADLINE_HEADER", "deadline_of", "expired"]
 

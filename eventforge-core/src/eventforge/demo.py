@@ -19,10 +19,17 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import NoRespondersError
-from .message import Message
-from .queue import MessageQueue
-from .transports.local import LocalTransport
+from eventforge._registry import registry
+from eventforge.config import connect
+from eventforge.errors import MethodNotFound, NoRespondersError, PluginNotFoundError, RemoteError
+from eventforge.execution import ExecutionMode, Executor
+from eventforge.message import Message
+from eventforge.queue import MessageQueue
+from eventforge.rpc import RPCClient, RPCServer
+from eventforge.service.run import status_table
+from eventforge.tasks import task
+from eventforge.transports.local import LocalTransport
+from eventforge.workqueue import RetryPolicy, WorkQueue
 
 __all__ = ["main"]
 
@@ -37,7 +44,6 @@ def square(n: int) -> int:
 
 
 def _plugins() -> None:
-    from ._registry import registry
 
     reg = registry()
     _heading("Installed plugins (eventforge plugins shows more)")
@@ -46,7 +52,6 @@ def _plugins() -> None:
 
 
 def _pubsub(count: int) -> None:
-    from .queue import MessageQueue
 
     _heading("Publish/subscribe: MessageQueue over MemoryTransport (local pub-sub)")
     with MessageQueue() as queue:
@@ -79,9 +84,6 @@ def _pubsub(count: int) -> None:
 
 
 def _rpc() -> None:
-    from .errors import MethodNotFound, RemoteError
-    from .queue import MessageQueue
-    from .rpc import RPCClient, RPCServer
 
     _heading("RPC: call a method by name (remote request-reply, here in-process)")
     with MessageQueue() as queue:
@@ -106,7 +108,6 @@ def _rpc() -> None:
 
 
 def _executor() -> None:
-    from .execution import ExecutionMode, Executor
 
     _heading("Executor: local request-reply in three modes")
     for mode in (ExecutionMode.SEQUENTIAL, ExecutionMode.THREAD, ExecutionMode.PROCESS):
@@ -123,8 +124,6 @@ def _executor() -> None:
 
 
 def _task() -> None:
-    from .queue import MessageQueue
-    from .tasks import task
 
     _heading("@task: the same lifecycle for a direct call and a queue trigger")
     with MessageQueue() as queue:
@@ -146,7 +145,6 @@ def _task() -> None:
 
 
 def _workqueue() -> None:
-    from .workqueue import RetryPolicy, WorkQueue
 
     _heading("WorkQueue: ack, retry with backoff, dead letters")
     attempts: dict[Any, int] = {}
@@ -167,8 +165,6 @@ def _workqueue() -> None:
 
 
 def _cross_process() -> None:
-    from ._registry import registry
-    from .errors import PluginNotFoundError
 
     _heading("Remote: a worker in another process, called over TCP")
     try:
@@ -176,9 +172,6 @@ def _cross_process() -> None:
     except PluginNotFoundError:
         print("  skipped: install eventforge-tcp to see this part")
         return
-    from .config import connect
-    from .queue import MessageQueue
-    from .rpc import RPCClient
 
     command = [
         sys.executable,
@@ -211,8 +204,6 @@ def _cross_process() -> None:
 def _service() -> None:
     import json
     import urllib.request
-
-    from .service.run import status_table
 
     _heading("Service: eventforge run, and health per subscription")
     command = [sys.executable, "-m", "eventforge.cli", "run", "eventforge._demo_service:svc"]

@@ -18,9 +18,10 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .events import (
+from eventforge._loop import run_sync
+from eventforge.events import (
     EVENT_HEADER,
     EventValidationError,
     decode_event,
@@ -29,11 +30,8 @@ from .events import (
     event_type_of,
     listener_info,
 )
-from .workqueue import Consumer
-
-if TYPE_CHECKING:
-    from .transport import Transport
-    from .workqueue import Delivery, WorkQueue
+from eventforge.transport import Transport
+from eventforge.workqueue import Consumer, Delivery, WorkQueue
 
 __all__ = ["EventConsumer", "consume_events", "event_work_queue", "put_event"]
 
@@ -44,7 +42,6 @@ def event_work_queue(
     event_cls: type, transport: Transport | None = None, **options: Any
 ) -> WorkQueue:
     """The work queue of ``event_cls``: named after the event, on ``transport``'s backend."""
-    from .workqueue import WorkQueue
 
     return WorkQueue(event_info(event_cls).name, transport, **options)
 
@@ -92,8 +89,6 @@ class EventConsumer(Consumer):
         try:
             result = self.handler(event)
             if inspect.isawaitable(result):
-                from ._loop import run_sync
-
                 run_sync(result)
         except Exception:
             log.warning(

@@ -21,9 +21,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
-from .errors import EventforgeError
-from .message import Message
-from .topics import validate_topic
+from eventforge.errors import EventforgeError
+from eventforge.message import Message
+from eventforge.topics import validate_topic
 
 __all__ = [
     "EVENT_HEADER",

@@ -26,9 +26,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from ._threadpool import Job, ThreadPool, wait_all
-from .errors import EventforgeError
-from .message import new_id
+from eventforge._threadpool import Job, ThreadPool, wait_all
+from eventforge.errors import EventforgeError
+from eventforge.message import new_id
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -12,7 +12,13 @@ from typing import Any
 
 import pluggy
 
-from .plugins import DispatcherSpec, MiddlewareSpec, ObserverSpec, SerializerSpec, TransportSpec
+from eventforge.plugins import (
+    DispatcherSpec,
+    MiddlewareSpec,
+    ObserverSpec,
+    SerializerSpec,
+    TransportSpec,
+)
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 

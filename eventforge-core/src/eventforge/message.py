@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Message", "new_id"]
+__all__ = ["Message", "check_headers", "new_id", "new_message"]
 
 _counter = itertools.count(1)
 _prefix = os.urandom(8).hex()
@@ -116,3 +116,34 @@ class Message:
             f"Message(topic={self.topic!r}, payload={self.payload!r}, headers={self.headers!r}, "
             f"id={self.id!r}{extra})"
         )
+
+
+_new_object = object.__new__
+_now = time.time
+
+
+def new_message(topic: str, payload: Any, headers: dict[str, Any]) -> Message:
+    """Build a fresh Message on the publish path (with a new id and the current time).
+
+    Equivalent to ``Message(topic, payload, headers)`` at about half the cost: it skips the
+    keyword defaults of ``__init__`` and fills the slots directly. A test keeps the two in step.
+    """
+    message: Message = _new_object(Message)
+    message.topic = topic
+    message.payload = payload
+    message.headers = headers
+    message.id = new_id()
+    message.timestamp = _now()
+    message.reply_to = None
+    message.correlation_id = None
+    return message
+
+
+def check_headers(headers: Mapping[str, Any]) -> None:
+    """Raise ``TypeError`` unless every header value is ``None``, str, int, float or bool."""
+    for key, value in headers.items():
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise TypeError(
+                f"header {key!r} is a {type(value).__name__}; header values must be str, int, "
+                "float or bool (put structured data in the payload)"
+            )

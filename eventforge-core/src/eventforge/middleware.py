@@ -36,8 +36,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from .errors import ConfigurationError, PluginNotFoundError
-from .message import Message
+from eventforge._registry import registry
+from eventforge.errors import ConfigurationError, PluginNotFoundError
+from eventforge.message import Message
 
 __all__ = [
     "ContextHeader",
@@ -284,7 +285,6 @@ class UnknownMiddlewareError(ConfigurationError, PluginNotFoundError):
 def _by_name(name: str) -> object:
     if name in _REGISTRY:
         return _REGISTRY[name]()
-    from ._registry import registry
 
     reg = registry()
     try:

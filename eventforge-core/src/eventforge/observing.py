@@ -18,10 +18,9 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
-if TYPE_CHECKING:
-    from .dispatch import Dispatcher
+from eventforge.dispatch import Dispatcher, get_dispatcher
 
 __all__ = [
     "CallEvent",
@@ -245,8 +244,6 @@ class Observable:
         """The dispatcher that delivers events to listeners (resolved on first use)."""
         dispatcher = self._dispatcher
         if dispatcher is None:
-            from .dispatch import get_dispatcher
-
             dispatcher = self._dispatcher = get_dispatcher(self._dispatcher_choice)
         return dispatcher
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .transport import Capability
+from eventforge.transport import Capability
 
 __all__ = [
     "DispatcherSpec",

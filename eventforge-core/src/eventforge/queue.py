@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ._handlers import (
+from eventforge._handlers import (
     Counter,
     GroupBinding,
     Invoker,
@@ -23,18 +23,24 @@ from ._handlers import (
     is_coroutine_handler,
     make_invoker,
 )
-from ._inbox import Inbox
-from ._queue_features import QueueFeatures
-from ._queue_requests import RequestReply, _check_headers, _new_message
-from .config import default_transport
-from .dispatch import Dispatcher, get_dispatcher
-from .errors import TransportClosedError
-from .events import EventValidationError, event_message, typed_subscription
-from .message import Message
-from .middleware import compose_send, resolve_middleware, wrap_handler
-from .routing import check_match, header_gate, unroutable_sender
-from .topics import has_wildcards, validate_pattern, validate_topic
-from .transport import Capability, Transport, is_nonblocking, nonblocking, require_capability
+from eventforge._inbox import Inbox
+from eventforge._queue_features import QueueFeatures
+from eventforge._queue_requests import RequestReply
+from eventforge.config import connect, default_transport
+from eventforge.dispatch import Dispatcher, get_dispatcher
+from eventforge.errors import TransportClosedError
+from eventforge.events import EventValidationError, event_message, typed_subscription
+from eventforge.message import Message, check_headers, new_message
+from eventforge.middleware import compose_send, resolve_middleware, wrap_handler
+from eventforge.routing import check_match, header_gate, unroutable_sender
+from eventforge.topics import has_wildcards, validate_pattern, validate_topic
+from eventforge.transport import (
+    Capability,
+    Transport,
+    is_nonblocking,
+    nonblocking,
+    require_capability,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -114,8 +120,6 @@ class MessageQueue(RequestReply, QueueFeatures):
         if transport is None:
             transport = default_transport()
         elif isinstance(transport, str):
-            from .config import connect
-
             transport = connect(transport)
         elif not isinstance(transport, Transport):
             raise TypeError(
@@ -164,8 +168,8 @@ class MessageQueue(RequestReply, QueueFeatures):
         if topic.__class__ is not str:
             topic, payload = event_message(topic, payload, headers)
         if headers:
-            _check_headers(headers)
-        message = _new_message(validate_topic(topic), payload, headers)
+            check_headers(headers)
+        message = new_message(validate_topic(topic), payload, headers)
         self._publish_send(message)
         self._bump_published()
         return message.id
@@ -177,8 +181,8 @@ class MessageQueue(RequestReply, QueueFeatures):
         if topic.__class__ is not str:
             topic, payload = event_message(topic, payload, headers)
         if headers:
-            _check_headers(headers)
-        message = _new_message(validate_topic(topic), payload, headers)
+            check_headers(headers)
+        message = new_message(validate_topic(topic), payload, headers)
         if self._publish_send is self._send:
             await self._send_async(message)
         elif self._inline_async:

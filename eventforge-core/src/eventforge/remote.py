@@ -16,8 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .errors import ConfigurationError, EventforgeError
-from .queue import MessageQueue
+from eventforge._registry import registry
+from eventforge.errors import ConfigurationError, EventforgeError, TransportClosedError
+from eventforge.queue import MessageQueue
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -86,7 +87,6 @@ class RemoteQueue:
         self._check_open()
         if not isinstance(node_id, str) or not node_id:
             raise ConfigurationError(f"peer node_id must be a non-empty string, got {node_id!r}")
-        from ._registry import registry
 
         reg = registry()
         factory = reg.load(reg.transport(self._transport_name))
@@ -200,6 +200,4 @@ class RemoteQueue:
 
     def _check_open(self) -> None:
         if self._closed:
-            from .errors import TransportClosedError
-
             raise TransportClosedError(f"RemoteQueue {self.node_id!r} is closed")

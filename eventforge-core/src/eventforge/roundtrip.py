@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .errors import ConfigurationError
-from .message import Message
-from .transport import Capability
-from .transports.memory import MemoryTransport
-from .urls import mask_url, parse_bool, query_options, split_url
-from .wire import DEFAULT_MAX_SIZE, WireCodec
+from eventforge.errors import ConfigurationError
+from eventforge.message import Message
+from eventforge.transport import Capability
+from eventforge.transports.memory import MemoryTransport
+from eventforge.urls import mask_url, parse_bool, query_options, split_url
+from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 __all__ = ["RoundTripTransport"]
 

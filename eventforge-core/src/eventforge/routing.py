@@ -20,9 +20,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import ConfigurationError, TransportError
-from .message import Message
-from .topics import validate_topic
+from eventforge.errors import ConfigurationError, TransportError
+from eventforge.message import Message
+from eventforge.topics import validate_topic
 
 __all__ = [
     "REROUTED_FROM_HEADER",

@@ -17,9 +17,14 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._handlers import Counter, _LoopRunner
-from ._rpc_clients import RetryingRPCClient, RoundRobinRPCClient, _dynamic_method, with_retry
-from ._rpc_protocol import (
+from eventforge._handlers import Counter, _LoopRunner
+from eventforge._rpc_clients import (
+    RetryingRPCClient,
+    RoundRobinRPCClient,
+    _dynamic_method,
+    with_retry,
+)
+from eventforge._rpc_protocol import (
     RPC_TOPIC_PREFIX,
     error_reply,
     exception_reply,
@@ -27,17 +32,18 @@ from ._rpc_protocol import (
     parse_call,
     unwrap_reply,
 )
-from .dispatch import Dispatcher
-from .errors import RPCError, RPCTimeout
-from .message import Message
-from .topics import validate_topic
-from .transport import Capability
+from eventforge.dispatch import Dispatcher
+from eventforge.errors import RPCError, RPCTimeout
+from eventforge.events import _is_model_class, adapter_for
+from eventforge.execution import Executor
+from eventforge.message import Message
+from eventforge.queue import MessageQueue
+from eventforge.topics import validate_topic
+from eventforge.transport import Capability
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from .execution import Executor
-    from .queue import MessageQueue
 
 __all__ = [
     "RPCClient",
@@ -55,7 +61,6 @@ T = TypeVar("T")
 
 def _model_params(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, type]] | None:
     """The parameters of ``func`` annotated with a pydantic model or dataclass, if any."""
-    from .events import _is_model_class
 
     try:
         signature = inspect.signature(func)
@@ -74,7 +79,6 @@ def _validate_args(
     spec: tuple[inspect.Signature, dict[str, type]], args: list[Any], kwargs: dict[str, Any]
 ) -> tuple[list[Any], dict[str, Any]]:
     """Validate the model-typed arguments of a call; ``ValueError`` saying which one failed."""
-    from .events import adapter_for
 
     signature, models = spec
     try:
@@ -497,7 +501,6 @@ class RPCClient:
         return self._typed(result_type, method, result)
 
     def _typed(self, result_type: type[T], method: str, result: Any) -> T:
-        from .events import adapter_for
 
         try:
             value: T = adapter_for(result_type).validate_python(result)

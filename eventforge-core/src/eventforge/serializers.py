@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 import pydantic_core
 
-from .errors import ConfigurationError, SerializationError
+from eventforge._registry import load_named, registry
+from eventforge.errors import ConfigurationError, SerializationError
 
 __all__ = [
     "BytesSerializer",
@@ -175,8 +176,6 @@ def get_serializer(name: str | Serializer | None) -> Serializer:
     if name in _BUILTIN:
         instance = _BUILTIN[name]()
     else:
-        from ._registry import load_named
-
         factory = load_named("serializer", name)
         instance = factory()
     _instances[name] = instance
@@ -192,7 +191,6 @@ def serializer_for_content_type(content_type: str) -> Serializer:
     for name, cls in _BUILTIN.items():
         if cls.content_type == content_type:
             return get_serializer(name)
-    from ._registry import registry
 
     for entry in registry().entries("serializer"):
         if getattr(entry.spec, "content_type", None) == content_type:

@@ -26,17 +26,16 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from ._task_support import SharedState, TaskPool, TaskPoolTimeout
-from .execution import ExecutionMode, Executor, UnpicklableTaskError
-from .message import Message, new_id
-from .observing import _flatten, call_observed, call_observed_async
-from .topics import has_wildcards
-from .workqueue import ATTEMPT_HEADER
-
-if TYPE_CHECKING:
-    from .queue import MessageQueue
+from eventforge._loop import run_sync
+from eventforge._task_support import SharedState, TaskPool, TaskPoolTimeout
+from eventforge.execution import ExecutionMode, Executor, UnpicklableTaskError
+from eventforge.message import Message, new_id
+from eventforge.observing import _flatten, call_observed, call_observed_async
+from eventforge.queue import MessageQueue
+from eventforge.topics import has_wildcards
+from eventforge.workqueue import ATTEMPT_HEADER
 
 __all__ = [
     "CALL_HEADER",
@@ -322,8 +321,6 @@ class _TaskRunner:
         try:
             outcome = callback(ctx)
             if inspect.isawaitable(outcome):
-                from ._loop import run_sync
-
                 run_sync(outcome)
         except Exception:
             log.exception("task %r: callback %r raised", self.name, callback)

@@ -20,8 +20,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ._delivery import DeliveryThread
-from ._kit import (
+from eventforge._delivery import DeliveryThread
+from eventforge._kit import (
     Backoff,
     Counter,
     Option,
@@ -31,15 +31,14 @@ from ._kit import (
     to_int,
     to_seconds,
 )
-from ._loop import BackgroundLoop, BoundLoop, background_loop
-from ._supervisor import Supervisor, SupervisorFailed
-from .errors import UnsupportedCapabilityError
-from .message import Message
+from eventforge._loop import BackgroundLoop, BoundLoop, background_loop
+from eventforge._supervisor import Supervisor, SupervisorFailed
+from eventforge._workqueue_spi import RetryPolicy, WorkQueueBackend
+from eventforge.errors import UnsupportedCapabilityError
+from eventforge.message import Message
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-    from .workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = [
     "BackgroundLoop",

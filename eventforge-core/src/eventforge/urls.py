@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
-from .errors import ConfigurationError
+from eventforge.errors import ConfigurationError
 
 __all__ = ["mask_url", "parse_bool", "query_options", "split_url"]
 

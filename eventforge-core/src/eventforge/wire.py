@@ -22,16 +22,16 @@ import pydantic
 import pydantic_core
 from typing_extensions import NotRequired, TypedDict
 
-from .errors import EventforgeError, FrameTooLarge, ProtocolError, SerializationError
-from .message import Message
-from .serializers import (
+from eventforge.errors import EventforgeError, FrameTooLarge, ProtocolError, SerializationError
+from eventforge.message import Message
+from eventforge.serializers import (
     Serializer,
     b64decode,
     b64encode,
     get_serializer,
     serializer_for_content_type,
 )
-from .topics import validate_topic
+from eventforge.topics import validate_topic
 
 __all__ = [
     "BYTES_CONTENT_TYPE",

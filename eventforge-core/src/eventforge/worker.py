@@ -39,14 +39,17 @@ from collections.abc import Callable, Sequence
 from types import FrameType, ModuleType
 from typing import Any
 
-from ._logsetup import FORMATS, LEVELS, level_name, setup_logging
-from .errors import ConfigurationError, EventforgeError
-from .execution import ExecutionMode, Executor
-from .message import Message
-from .queue import MessageQueue
-from .rpc import RPCServer
-from .service.run import main as run_service
-from .transport import Transport
+from eventforge._logsetup import FORMATS, LEVELS, level_name, setup_logging
+from eventforge._registry import registry
+from eventforge.config import connect
+from eventforge.errors import ConfigurationError, EventforgeError
+from eventforge.execution import ExecutionMode, Executor
+from eventforge.message import Message
+from eventforge.queue import MessageQueue
+from eventforge.rpc import RPCServer
+from eventforge.service.run import main as run_service
+from eventforge.transport import Transport
+from eventforge.urls import mask_url
 
 __all__ = ["HandlerModuleError", "Worker", "load_handlers", "main"]
 
@@ -236,20 +239,16 @@ def _url_of(transport: Transport, requested: str | None) -> str:
     if url:
         return str(url)
     if requested:
-        from .urls import mask_url
-
         return mask_url(requested)
     return transport.name
 
 
 def _build_transport(args: argparse.Namespace) -> Transport:
-    from .config import connect
 
     token = args.token or os.environ.get("EVENTFORGE_TOKEN") or None
     options: dict[str, Any] = {"token": token} if token else {}
     if args.transport:
         return connect(args.transport, **options)
-    from ._registry import registry
 
     reg = registry()
     entry = reg.transport("tcp")

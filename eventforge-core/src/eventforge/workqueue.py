@@ -21,24 +21,26 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._queue_requests import _check_headers
-from ._workqueue_gate import PolicyGate
-from ._workqueue_spi import ATTEMPT_HEADER as ATTEMPT_HEADER
-from ._workqueue_spi import DEAD_LETTER_REASON_HEADER as DEAD_LETTER_REASON_HEADER
-from ._workqueue_spi import NOT_BEFORE_HEADER as NOT_BEFORE_HEADER
-from ._workqueue_spi import DeadLetter as DeadLetter
-from ._workqueue_spi import Delivery as Delivery
-from ._workqueue_spi import RetryPolicy as RetryPolicy
-from ._workqueue_spi import WorkQueueBackend as WorkQueueBackend
-from .config import configured_transport
-from .errors import TransportClosedError, UnsupportedCapabilityError
-from .message import Message
-from .topics import validate_topic
+from eventforge._loop import run_sync
+from eventforge._memory_workqueue import MemoryWorkQueueBackend
+from eventforge._workqueue_gate import PolicyGate
+from eventforge._workqueue_spi import ATTEMPT_HEADER as ATTEMPT_HEADER
+from eventforge._workqueue_spi import DEAD_LETTER_REASON_HEADER as DEAD_LETTER_REASON_HEADER
+from eventforge._workqueue_spi import NOT_BEFORE_HEADER as NOT_BEFORE_HEADER
+from eventforge._workqueue_spi import DeadLetter as DeadLetter
+from eventforge._workqueue_spi import Delivery as Delivery
+from eventforge._workqueue_spi import RetryPolicy as RetryPolicy
+from eventforge._workqueue_spi import WorkQueueBackend as WorkQueueBackend
+from eventforge.config import configured_transport
+from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
+from eventforge.message import Message, check_headers
+from eventforge.topics import validate_topic
+from eventforge.transport import Capability, Transport, require_capability
+from eventforge.transports.memory import MemoryTransport
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from .transport import Transport
 
 __all__ = [
     "Consumer",
@@ -121,7 +123,7 @@ class WorkQueue:
         that can. Header values must be str, int, float or bool (as for
         ``MessageQueue.publish``), so the same code works on every backend.
         """
-        _check_headers(headers)
+        check_headers(headers)
         self._with_due(headers, delay, not_before)
         message = Message(self.name, payload, headers)
         self._gate.put(message)
@@ -142,7 +144,7 @@ class WorkQueue:
         to feed a queue fast. If the link fails midway, some items may be stored: the error says
         so, and the ids of a retried batch are new.
         """
-        _check_headers(headers)
+        check_headers(headers)
         self._with_due(headers, delay, not_before)
         messages = [Message(self.name, payload, dict(headers)) for payload in payloads]
         if messages:
@@ -259,8 +261,6 @@ class WorkQueue:
     def _handle(self, handler: Handler, delivery: Delivery) -> bool:
         try:
             if inspect.iscoroutinefunction(handler):
-                from ._loop import run_sync
-
                 run_sync(handler(delivery.message))
             else:
                 handler(delivery.message)
@@ -456,14 +456,10 @@ def _choose_backend(
     visibility_timeout: float,
     max_size: int | None,
 ) -> WorkQueueBackend:
-    from .transport import Capability, require_capability
-    from .transports.memory import MemoryTransport
 
     if transport is not None and transport.has(Capability.DURABLE):
         return transport.work_queue_backend(name, retry)
     if transport is None or isinstance(transport, MemoryTransport):
-        from ._memory_workqueue import MemoryWorkQueueBackend
-
         return MemoryWorkQueueBackend(
             name, visibility_timeout=visibility_timeout, max_size=max_size
         )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from eventforge.message import Message
+from eventforge.message import Message, check_headers
 from eventforge.topics import validate_topic
 from eventforge.transport import Backoff, Transport
 from eventforge.wire import decode_envelope, encode_envelope
@@ -38,15 +38,6 @@ log = logging.getLogger("eventforge_sql.outbox")
 
 Sink = Callable[[list[Message]], Any]
 """What a relay sends to: a callable taking the batch's messages, in order."""
-
-
-def _check_headers(headers: dict[str, Any]) -> None:
-    for key, value in headers.items():
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise TypeError(
-                f"header {key!r} is a {type(value).__name__}; header values must be str, int, "
-                "float or bool (put structured data in the payload)"
-            )
 
 
 def _dialect_name(conn: Any) -> str:
@@ -75,7 +66,7 @@ class Outbox:
 
     def _prepare(self, topic: str, payload: Any, headers: dict[str, Any]) -> tuple[Message, Any]:
         validate_topic(topic)
-        _check_headers(headers)
+        check_headers(headers)
         message = Message(topic, payload, headers)
         envelope = encode_envelope(message).decode("utf-8")
         row = row_values(topic, message.id, envelope, time.time())

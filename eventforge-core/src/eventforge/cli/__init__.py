@@ -9,7 +9,7 @@ never imports a plugin's target.
 
 from __future__ import annotations
 
-from ._base import (
+from eventforge.cli._base import (
     COMMAND_MODULES,
     COMMANDS,
     EXIT_CODES,
@@ -19,7 +19,7 @@ from ._base import (
     load_commands,
     main,
 )
-from ._plugins import COLUMNS, plugin_rows
+from eventforge.cli._plugins import COLUMNS, plugin_rows
 
 __all__ = [
     "COLUMNS",

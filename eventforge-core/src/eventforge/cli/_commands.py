@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from eventforge.cli._base import command
 from eventforge.demo import main as demo_main
 from eventforge.worker import main as worker_main
-
-from ._base import command
 
 __all__: list[str] = []
 

@@ -18,8 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from eventforge._registry import _SCHEME_ONLY, KINDS, KNOWN_DISTRIBUTIONS, registry
-
-from ._base import command
+from eventforge.cli._base import command
 
 __all__ = ["COLUMNS", "plugin_rows"]
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from eventforge.cli._base import command
 from eventforge.service.run import asyncapi_main, status_main
 from eventforge.service.run import main as run_main
-
-from ._base import command
 
 __all__: list[str] = []
 

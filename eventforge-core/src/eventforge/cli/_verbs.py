@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from eventforge.cli._base import command
 from eventforge.config import connect
 from eventforge.errors import (
     ConfigurationError,
@@ -30,8 +31,6 @@ from eventforge.errors import (
 from eventforge.message import Message
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCClient
-
-from ._base import command
 
 __all__: list[str] = []
 

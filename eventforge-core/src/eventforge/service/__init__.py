@@ -6,10 +6,10 @@ run module:svc`` runs it (with worker processes and health endpoints). See ``doc
 
 from __future__ import annotations
 
-from .app import Endpoint, Service
-from .asyncapi import asyncapi_document, dump_document
-from .health import HealthState, Tracker
-from .http import HealthServer
+from eventforge.service.app import Endpoint, Service
+from eventforge.service.asyncapi import asyncapi_document, dump_document
+from eventforge.service.health import HealthState, Tracker
+from eventforge.service.http import HealthServer
 
 __all__ = [
     "Endpoint",

@@ -9,9 +9,8 @@ from typing import Any
 from eventforge._rpc_protocol import RPC_TOPIC_PREFIX
 from eventforge.events import event_info, event_type_of
 from eventforge.rpc import RPCServer
+from eventforge.service.health import Tracker
 from eventforge.workqueue import Consumer, WorkQueue
-
-from .health import Tracker
 
 __all__ = ["Endpoint", "describe"]
 

@@ -10,10 +10,9 @@ from typing import Any
 from eventforge._loop import run_sync
 from eventforge.message import Message
 from eventforge.queue import MessageQueue
+from eventforge.service.health import Tracker
 from eventforge.topics import topic_matches
 from eventforge.workqueue import Consumer, WorkQueue
-
-from .health import Tracker
 
 __all__ = ["attribute", "call_hook", "consuming", "observed", "pending", "publishers"]
 

@@ -12,12 +12,11 @@ from collections.abc import Iterable
 
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCServer
+from eventforge.service._declarations import _Consumer, _RPCService, _Subscriber
+from eventforge.service._handlers import attribute, consuming, observed, pending, publishers
+from eventforge.service._probe import Prober
+from eventforge.service.health import HealthState, Tracker
 from eventforge.workqueue import WorkQueue
-
-from ._declarations import _Consumer, _RPCService, _Subscriber
-from ._handlers import attribute, consuming, observed, pending, publishers
-from ._probe import Prober
-from .health import HealthState, Tracker
 
 __all__ = [
     "reserve",

@@ -17,18 +17,24 @@ from typing import Any, TypeVar
 from eventforge.config import Settings, connect
 from eventforge.errors import ConfigurationError
 from eventforge.queue import MessageQueue
+from eventforge.service._declarations import (
+    Endpoint,
+    _Consumer,
+    _RPCService,
+    _Subscriber,
+    _Task,
+    describe,
+)
+from eventforge.service._handlers import call_hook
+from eventforge.service._lifecycle import run_until_stopped, summary
+from eventforge.service._probe import Prober
+from eventforge.service._starting import start_consumers, start_probes, start_rpc, start_subscribers
+from eventforge.service.health import HealthState, Tracker, health_report
+from eventforge.service.schedule import Cron, Every, Schedule, Scheduler
 from eventforge.tasks import task as make_task
 from eventforge.topics import validate_pattern, validate_topic
 from eventforge.transport import Capability, Transport, require_capability
 from eventforge.workqueue import Consumer, RetryPolicy, WorkQueue
-
-from ._declarations import Endpoint, _Consumer, _RPCService, _Subscriber, _Task, describe
-from ._handlers import call_hook
-from ._lifecycle import run_until_stopped, summary
-from ._probe import Prober
-from ._starting import start_consumers, start_probes, start_rpc, start_subscribers
-from .health import HealthState, Tracker, health_report
-from .schedule import Cron, Every, Schedule, Scheduler
 
 __all__ = ["Endpoint", "Service"]
 

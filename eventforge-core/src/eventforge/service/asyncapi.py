@@ -20,9 +20,8 @@ from urllib.parse import urlsplit
 
 import pydantic
 
+from eventforge.service.app import Endpoint, Service
 from eventforge.urls import mask_url
-
-from .app import Endpoint, Service
 
 __all__ = ["asyncapi_document", "dump_document"]
 

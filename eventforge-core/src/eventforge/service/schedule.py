@@ -27,10 +27,9 @@ from typing import Any
 
 from eventforge._loop import run_sync
 from eventforge.errors import ConfigurationError
+from eventforge.service.health import HealthState, Tracker
 from eventforge.topics import validate_topic
 from eventforge.transport import Counter, Transport
-
-from .health import HealthState, Tracker
 
 __all__ = ["MISSED_POLICIES", "Cron", "Every", "Schedule", "Scheduler", "Tick"]
 

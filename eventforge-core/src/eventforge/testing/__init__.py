@@ -36,10 +36,10 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from .conformance import Collector as Collector
-    from .conformance import TransportConformance as TransportConformance
-    from .conformance import TransportFactory as TransportFactory
-    from .waiting import wait_until as wait_until
+    from eventforge.testing.conformance import Collector as Collector
+    from eventforge.testing.conformance import TransportConformance as TransportConformance
+    from eventforge.testing.conformance import TransportFactory as TransportFactory
+    from eventforge.testing.waiting import wait_until as wait_until
 
 
 def __getattr__(name: str) -> Any:

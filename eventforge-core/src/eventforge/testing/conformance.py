@@ -33,19 +33,18 @@ import pytest
 
 from eventforge.errors import TransportClosedError
 from eventforge.message import Message
-from eventforge.transport import Capability, Transport
-
-from ._transport_harness import (
+from eventforge.testing._transport_harness import (
     Collector,
     TransportFactory,
     TransportHarness,
     is_probe,
     seal_contract,
 )
-from .payload_fidelity import (
+from eventforge.testing.payload_fidelity import (
     check_bytes_payload_arrives_as_bytes,
     check_json_values_arrive_unchanged,
 )
+from eventforge.transport import Capability, Transport
 
 __all__ = ["Collector", "TransportConformance", "TransportFactory"]
 

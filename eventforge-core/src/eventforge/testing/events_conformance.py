@@ -38,9 +38,8 @@ from eventforge.message import Message
 from eventforge.middleware import ContextHeader
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCClient, RPCServer
+from eventforge.testing._transport_harness import ContractGuard, TransportFactory, seal_contract
 from eventforge.transport import Capability, Transport
-
-from ._transport_harness import ContractGuard, TransportFactory, seal_contract
 
 __all__ = ["EventsConformance"]
 

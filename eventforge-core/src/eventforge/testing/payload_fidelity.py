@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from eventforge.message import Message
+from eventforge.testing._transport_harness import PROBE_KEY, TransportHarness
 from eventforge.transport import Capability
-
-from ._transport_harness import PROBE_KEY, TransportHarness
 
 __all__ = ["BYTES_PAYLOADS", "JSON_PAYLOADS", "typed"]
 

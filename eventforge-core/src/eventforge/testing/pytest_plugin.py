@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from .brokers import BrokerProcess, BrokerUnavailable, NatsServer, RedisServer
-from .rabbit import RabbitServer
+from eventforge.testing.brokers import BrokerProcess, BrokerUnavailable, NatsServer, RedisServer
+from eventforge.testing.rabbit import RabbitServer
 
 __all__ = [
     "nats_server",

@@ -44,11 +44,16 @@ from eventforge.errors import (
 from eventforge.message import Message
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCClient, RPCServer
+from eventforge.testing._transport_harness import (
+    PROBE_KEY,
+    Collector,
+    ContractGuard,
+    TransportFactory,
+    seal_contract,
+)
+from eventforge.testing.deadline_checks import check_expired_request_never_reaches_a_handler
+from eventforge.testing.payload_fidelity import check_bytes_request_and_reply
 from eventforge.transport import Capability, Transport
-
-from ._transport_harness import PROBE_KEY, Collector, ContractGuard, TransportFactory, seal_contract
-from .deadline_checks import check_expired_request_never_reaches_a_handler
-from .payload_fidelity import check_bytes_request_and_reply
 
 __all__ = ["QueueConformance"]
 

@@ -18,7 +18,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from .brokers import BrokerProcess, BrokerUnavailable, _roundtrip, free_port
+from eventforge.testing.brokers import BrokerProcess, BrokerUnavailable, _roundtrip, free_port
 
 __all__ = ["RabbitServer"]
 

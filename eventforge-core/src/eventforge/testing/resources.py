@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from .waiting import wait_until
+from eventforge.testing.waiting import wait_until
 
 __all__ = ["PROC_FD_AVAILABLE", "ResourceCounts", "settled_to", "snapshot"]
 

@@ -7,6 +7,6 @@ names the distribution to install.
 
 from __future__ import annotations
 
-from .memory import MemoryTransport
+from eventforge.transports.memory import MemoryTransport
 
 __all__ = ["MemoryTransport"]

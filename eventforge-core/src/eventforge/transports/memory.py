@@ -15,6 +15,7 @@ from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import TopicIndex, topic_matches, validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Transport
+from eventforge.urls import mask_url, query_options, split_url
 
 __all__ = ["MemoryTransport"]
 
@@ -157,7 +158,6 @@ class MemoryTransport(Transport):
 
         Keyword ``options`` override the query. Used by :func:`eventforge.connect`.
         """
-        from eventforge.urls import mask_url, query_options, split_url
 
         parts = split_url(url, "memory")
         if parts.netloc or parts.path not in ("", "/"):

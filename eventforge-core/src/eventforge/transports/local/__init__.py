@@ -7,11 +7,11 @@ consumer when a message is committed. Standard library only. See ``docs/transpor
 
 from __future__ import annotations
 
-from ._options import OPTIONS
-from ._publish import BacklogFull
-from ._store import LocalStoreError, default_directory
-from ._transport import LocalTransport
-from ._workqueue import LocalWorkQueueBackend
+from eventforge.transports.local._options import OPTIONS
+from eventforge.transports.local._publish import BacklogFull
+from eventforge.transports.local._store import LocalStoreError, default_directory
+from eventforge.transports.local._transport import LocalTransport
+from eventforge.transports.local._workqueue import LocalWorkQueueBackend
 
 __all__ = [
     "OPTIONS",

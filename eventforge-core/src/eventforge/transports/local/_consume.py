@@ -24,11 +24,10 @@ from eventforge.errors import EventforgeError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import topic_matches
 from eventforge.transport import Callback, Counter, is_nonblocking
+from eventforge.transports.local._hub import Hub
+from eventforge.transports.local._publish import shown
+from eventforge.transports.local._store import GARBAGE, LocalStoreError, Store, describe
 from eventforge.wire import WireCodec
-
-from ._hub import Hub
-from ._publish import shown
-from ._store import GARBAGE, LocalStoreError, Store, describe
 
 __all__ = ["Attachment", "Reader"]
 

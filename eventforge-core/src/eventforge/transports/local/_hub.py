@@ -11,9 +11,8 @@ import threading
 from dataclasses import dataclass, field
 
 from eventforge.topics import TopicIndex
-
-from ._bell import Doorbell
-from ._store import Store
+from eventforge.transports.local._bell import Doorbell
+from eventforge.transports.local._store import Store
 
 __all__ = ["Hub", "Route", "Routes"]
 

@@ -9,10 +9,9 @@ from eventforge.errors import EventforgeError
 from eventforge.message import Message
 from eventforge.topics import validate_topic
 from eventforge.transport import Counter
+from eventforge.transports.local._hub import Hub, Route
+from eventforge.transports.local._store import GARBAGE, Store
 from eventforge.wire import WireCodec
-
-from ._hub import Hub, Route
-from ._store import GARBAGE, Store
 
 __all__ = ["BacklogFull", "Publisher", "shown"]
 

@@ -26,8 +26,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ._bell import parse_bell
-from ._store import GARBAGE, SETTLED, Store, process_alive
+from eventforge.transports.local._bell import parse_bell
+from eventforge.transports.local._store import GARBAGE, SETTLED, Store, process_alive
 
 __all__ = ["sweep"]
 

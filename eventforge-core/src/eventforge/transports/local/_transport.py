@@ -13,17 +13,22 @@ from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern
 from eventforge.transport import Callback, Capability, Transport
+from eventforge.transports.local._bell import Doorbell
+from eventforge.transports.local._consume import Attachment, Reader
+from eventforge.transports.local._hub import Hub
+from eventforge.transports.local._options import OPTIONS, OVERFLOW_POLICIES, directory_from_url
+from eventforge.transports.local._publish import Publisher
+from eventforge.transports.local._store import (
+    LocalStoreError,
+    Store,
+    default_directory,
+    describe,
+    process_start,
+)
+from eventforge.transports.local._sweep import drop_subscription, reap, sweep
+from eventforge.transports.local._workqueue import LocalWorkQueueBackend
 from eventforge.wire import WireCodec
 from eventforge.workqueue import RetryPolicy, WorkQueueBackend
-
-from ._bell import Doorbell
-from ._consume import Attachment, Reader
-from ._hub import Hub
-from ._options import OPTIONS, OVERFLOW_POLICIES, directory_from_url
-from ._publish import Publisher
-from ._store import LocalStoreError, Store, default_directory, describe, process_start
-from ._sweep import drop_subscription, reap, sweep
-from ._workqueue import LocalWorkQueueBackend
 
 __all__ = ["LocalTransport"]
 

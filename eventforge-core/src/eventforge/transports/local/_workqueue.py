@@ -18,6 +18,8 @@ from typing import Any
 
 from eventforge.errors import TransportClosedError
 from eventforge.message import Message
+from eventforge.transports.local._hub import WORK_PREFIX, Hub
+from eventforge.transports.local._store import DEAD, PENDING, SETTLED
 from eventforge.wire import WireCodec
 from eventforge.workqueue import (
     ATTEMPT_HEADER,
@@ -28,9 +30,6 @@ from eventforge.workqueue import (
     RetryPolicy,
     WorkQueueBackend,
 )
-
-from ._hub import WORK_PREFIX, Hub
-from ._store import DEAD, PENDING, SETTLED
 
 __all__ = ["LocalWorkQueueBackend"]
 
