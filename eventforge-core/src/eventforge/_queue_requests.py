@@ -141,13 +141,9 @@ class RequestReply:
         self._requests.bump()
         if self._native_request:
             message = self._through_send_middleware(message)
-            native = getattr(self.transport, "request_async", None)
             wait = 30.0 if timeout is None else timeout
             try:
-                if native is not None:
-                    reply: Message | None = await native(message, wait)
-                else:
-                    reply = await asyncio.to_thread(self.transport.request, message, wait)
+                reply = await self.transport.request_async(message, wait)
             except NoRespondersError:
                 self._no_responders.bump()
                 raise
@@ -291,7 +287,7 @@ class RequestReply:
             return cached[1], cached[2]
         transport = self.transport
         nowait = getattr(transport, "send_reporting_nobody", None)
-        counted = getattr(transport, "send_counted", None)
+        counted = transport.send_counted if transport.counts_receivers() else None
         send: Callable[[Message], None]
         if self._native_request or (nowait is None and counted is None):
             sender, waits = self._send, False

@@ -37,6 +37,7 @@ from eventforge.topics import has_wildcards, validate_pattern, validate_topic
 from eventforge.transport import (
     Capability,
     Transport,
+    is_native,
     is_nonblocking,
     nonblocking,
     require_capability,
@@ -430,11 +431,7 @@ class MessageQueue(RequestReply, QueueFeatures):
         when it has one (a transport living on the running loop must be closed that way),
         else in a worker thread. ``async with`` closes the queue this way."""
         if self._shut_down() and self._close_transport:
-            native = getattr(self.transport, "close_async", None)
-            if native is not None:
-                await native()
-            else:
-                await asyncio.to_thread(self.transport.close)
+            await self.transport.close_async()
 
     def _shut_down(self) -> bool:
         """Release everything but the transport; ``False`` when already closed."""
@@ -494,7 +491,7 @@ class MessageQueue(RequestReply, QueueFeatures):
         if self._inline_async:
             self._send(message)
             return
-        native = getattr(self.transport, "send_async", None)
+        native = self.transport.send_async if is_native(self.transport, "send_async") else None
         if native is None:
             await asyncio.to_thread(self._send, message)
         elif self._middleware:
@@ -580,11 +577,11 @@ class MessageQueue(RequestReply, QueueFeatures):
             # binding; transports must not call back into this queue from ``subscribe``.
             try:
                 if durable is not None:
-                    binding.subscription_id = self.transport.subscribe(  # type: ignore[call-arg]
+                    binding.subscription_id = self.transport.subscribe_durable(
                         topic, binding.entry_point, group=group, durable=durable
                     )
                 elif self._transport_groups:
-                    binding.subscription_id = self.transport.subscribe(  # type: ignore[call-arg]
+                    binding.subscription_id = self.transport.subscribe(
                         topic, binding.entry_point, group=group
                     )
                 else:

@@ -91,9 +91,7 @@ class RemoteQueue:
         reg = registry()
         factory = reg.load(reg.transport(self._transport_name))
         transport = factory(host, port, **{**self._link_options, **options})
-        connect = getattr(transport, "connect", None)
-        if callable(connect):
-            connect()
+        transport.connect()
         link = MessageQueue(transport=transport)
         with self._lock:
             closed = self._closed

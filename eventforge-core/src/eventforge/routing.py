@@ -137,7 +137,7 @@ def unroutable_sender(
     ``None`` when it cannot know.
     """
     kind, target = _policy(policy)
-    counted = getattr(transport, "send_counted", None)
+    counted = transport.send_counted if transport.counts_receivers() else None
     if counted is None:
         log.warning(
             "the %s transport cannot tell whether anyone received a message; the unroutable "

@@ -2,10 +2,15 @@
 
 The kit (public here for third-party transports): :class:`Backoff`, :class:`Counter`,
 :class:`Option` / :class:`OptionTable` and their converters, :class:`Supervisor` (connect, serve,
-reconnect with backoff, restore), and the shared background event loop that asyncio clients
-live on (:func:`background_loop`, :class:`BackgroundLoop`, :class:`BoundLoop`).
+reconnect with backoff, restore), :class:`DeliveryThread` (the bounded hand-over from I/O to
+callbacks), :class:`Waiter` (the first message of a temporary subscription) and the shared
+background event loop that asyncio clients live on (:func:`background_loop`,
+:class:`BackgroundLoop`, :class:`BoundLoop`).
 
-A third-party transport writes the six methods of :class:`Transport`. Everything richer is an
+A third-party transport writes five methods of :class:`Transport` (``send``, ``subscribe``,
+``unsubscribe``, ``close``, and ``receive`` when it buffers messages itself; the default
+``receive`` waits on a temporary subscription). Every other method is declared here with a
+default that is correct for any transport; a transport overrides one when it can do better. Everything richer is an
 optional *capability* that the transport declares in ``capabilities``; the layers above use a
 capability only when it is declared, fall back where they honestly can, and otherwise refuse at
 configuration time (:func:`require_capability`).
@@ -33,8 +38,9 @@ from eventforge._kit import (
 )
 from eventforge._loop import BackgroundLoop, BoundLoop, background_loop
 from eventforge._supervisor import Supervisor, SupervisorFailed
+from eventforge._waiter import Waiter
 from eventforge._workqueue_spi import RetryPolicy, WorkQueueBackend
-from eventforge.errors import UnsupportedCapabilityError
+from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
 from eventforge.message import Message
 
 if TYPE_CHECKING:
@@ -53,7 +59,9 @@ __all__ = [
     "Supervisor",
     "SupervisorFailed",
     "Transport",
+    "Waiter",
     "background_loop",
+    "is_native",
     "is_nonblocking",
     "nonblocking",
     "require_capability",
@@ -167,18 +175,36 @@ class Transport(ABC):
     def send(self, message: Message) -> None:
         """Deliver ``message`` to every subscription matching its topic (one per group)."""
 
-    @abstractmethod
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
-        """Block for the next message on ``topic``; ``None`` when ``timeout`` passes first."""
+        """Block for the next message on ``topic``; ``None`` when ``timeout`` passes first.
+
+        The default subscribes a :class:`Waiter`, waits for its first message and unsubscribes
+        (only messages published while it waits are seen). A transport that keeps messages for
+        later (:attr:`Capability.BUFFERED_RECEIVE`) overrides it.
+        """
+        waiter = Waiter()
+        sub_id = self.subscribe(topic, waiter)
+        try:
+            return waiter.wait(timeout)
+        finally:
+            self._unsubscribe_quietly(sub_id)
 
     async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
         """Await the next message on ``topic`` without blocking the running event loop.
 
-        The default polls :meth:`receive` in a worker thread in short slices, so cancelling the
-        awaiting task never leaves a thread blocked forever. A message that the last slice
-        takes after the task was cancelled cannot be handed back generically; it is logged with
-        its id, never dropped silently. Transports override this when they can wait natively.
+        The default is :meth:`receive`'s temporary subscription, awaited on the running loop.
+        A transport whose :meth:`receive` is overridden (it has a buffer of its own) gets a
+        default that polls it in a worker thread in short slices, so cancelling the awaiting
+        task never leaves a thread blocked; a message that the last slice takes after the task
+        was cancelled is logged with its id, never dropped silently.
         """
+        if type(self).receive is Transport.receive:
+            waiter = Waiter(asyncio.get_running_loop())
+            sub_id = await asyncio.to_thread(self.subscribe, topic, waiter)
+            try:
+                return await waiter.wait_async(timeout)
+            finally:
+                self._unsubscribe_quietly(sub_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             slice_ = 0.05
@@ -196,6 +222,12 @@ class Transport(ABC):
             if message is not None:
                 return message
 
+    def _unsubscribe_quietly(self, sub_id: str) -> None:
+        try:
+            self.unsubscribe(sub_id)
+        except TransportClosedError:
+            pass  # closed while waiting: the subscription went with the transport
+
     def _report_abandoned(self, poll: asyncio.Future[Message | None]) -> None:
         if poll.cancelled() or poll.exception() is not None:
             return
@@ -209,10 +241,13 @@ class Transport(ABC):
             )
 
     @abstractmethod
-    def subscribe(self, topic: str, callback: Callback) -> str:
+    def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Call ``callback`` for every message matching ``topic``; return a subscription id.
 
-        Transports that declare :attr:`Capability.GROUPS` also accept a keyword ``group``.
+        ``group``: members of one group share the messages (each goes to one of them). Only
+        transports that declare :attr:`Capability.GROUPS` accept it; others raise
+        :class:`~eventforge.errors.UnsupportedCapabilityError` for a group (see
+        :meth:`refuse_group`).
         """
 
     @abstractmethod
@@ -222,6 +257,48 @@ class Transport(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release every resource; later calls raise ``TransportClosedError``. Idempotent."""
+
+    # -- optional: declared with defaults that are correct for any transport -------------------
+
+    @property
+    def url(self) -> str | None:
+        """The address this transport is connected to, secrets masked (``None`` if it has none)."""
+        return None
+
+    def connect(self) -> object:
+        """Connect now (transports that connect lazily); the default does nothing."""
+        return self
+
+    async def send_async(self, message: Message) -> None:
+        """:meth:`send` for coroutines; the default runs it in a worker thread."""
+        await asyncio.to_thread(self.send, message)
+
+    def send_counted(self, message: Message) -> int | None:
+        """Send and return how many subscribers took ``message``; ``None`` when it cannot know.
+
+        The default sends and returns ``None``. Transports that count receivers override it
+        (:meth:`counts_receivers` tells whether one does); unroutable policies need it.
+        """
+        self.send(message)
+        return None
+
+    def counts_receivers(self) -> bool:
+        """Tell whether :meth:`send_counted` returns real counts (the transport overrides it)."""
+        return type(self).send_counted is not Transport.send_counted
+
+    async def request_async(self, message: Message, timeout: float) -> Message | None:
+        """:meth:`request` for coroutines; the default runs it in a worker thread."""
+        return await asyncio.to_thread(self.request, message, timeout)
+
+    async def close_async(self) -> None:
+        """:meth:`close` for coroutines; the default runs it in a worker thread. A transport
+        living on the caller's event loop overrides it."""
+        await asyncio.to_thread(self.close)
+
+    def refuse_group(self, group: str | None) -> None:
+        """Raise for a ``group`` on a transport without :attr:`Capability.GROUPS`."""
+        if group is not None:
+            require_capability(self, Capability.GROUPS, feature=f"subscribe(group={group!r})")
 
     # -- optional, capability-gated ------------------------------------------------------------
 
@@ -240,6 +317,18 @@ class Transport(ABC):
             f"the {Capability.DURABLE!r} capability (redis, nats) or the in-process memory transport",
             transport=self.name,
             capability=Capability.DURABLE,
+        )
+
+    def subscribe_durable(
+        self, topic: str, callback: Callback, *, durable: str, group: str | None = None
+    ) -> str:
+        """Attach to the named subscription ``durable`` (only with
+        :attr:`Capability.DURABLE_SUBSCRIPTIONS`): it keeps its backlog while nobody listens."""
+        raise UnsupportedCapabilityError(
+            f"transport {self.name!r} has no named (durable) subscriptions; use a transport that "
+            f"declares the {Capability.DURABLE_SUBSCRIPTIONS!r} capability (local://)",
+            transport=self.name,
+            capability=Capability.DURABLE_SUBSCRIPTIONS,
         )
 
     def claim(self, key: str, ttl: float) -> bool:
@@ -269,6 +358,11 @@ class Transport(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def is_native(transport: Transport, method: str) -> bool:
+    """Tell whether ``transport`` overrides the default of the optional ``method``."""
+    return getattr(type(transport), method) is not getattr(Transport, method)
 
 
 def require_capability(transport: Transport, capability: str, *, feature: str) -> None:

@@ -235,7 +235,7 @@ class _DrainableRPCServer(RPCServer):
 
 def _url_of(transport: Transport, requested: str | None) -> str:
     """Where the worker serves, for the readiness line (credentials masked)."""
-    url = getattr(transport, "url", None)
+    url = transport.url
     if url:
         return str(url)
     if requested:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventforge.message import Message
-from eventforge.transport import Capability, Transport, is_nonblocking, nonblocking
+from eventforge.transport import Capability, Transport, is_native, is_nonblocking, nonblocking
 
 if TYPE_CHECKING:
     from eventforge.workqueue import RetryPolicy, WorkQueueBackend
@@ -88,9 +88,7 @@ class InterceptedTransport(Transport):
         for interceptor in reversed(self.interceptors):
             send = _bind_send(interceptor, send, label)
         self._send = send
-        # Counted sends run through the interceptors too; offered only where the inner has them.
-        if callable(getattr(inner, "send_counted", None)):
-            self.send_counted = self._send_counted
+        # Counted sends run through the interceptors too (see send_counted).
         if callable(getattr(inner, "send_reporting_nobody", None)):
             self.send_reporting_nobody = self._send_reporting_nobody
 
@@ -100,10 +98,14 @@ class InterceptedTransport(Transport):
             send = _bind_send(interceptor, send, self.inner.name)
         return send
 
-    def _send_counted(self, message: Message) -> int | None:
+    def counts_receivers(self) -> bool:
+        """Whether the wrapped transport counts receivers."""
+        return self.inner.counts_receivers()
+
+    def send_counted(self, message: Message) -> int | None:
         """The inner ``send_counted`` behind the interceptors; ``None`` if one dropped it."""
         counts: list[int | None] = []
-        counted = self.inner.send_counted  # type: ignore[attr-defined]
+        counted = self.inner.send_counted
         self._intercepted(lambda m: counts.append(counted(m)))(message)
         return counts[-1] if counts else None
 
@@ -116,11 +118,11 @@ class InterceptedTransport(Transport):
         self._send(message)
 
     async def send_async(self, message: Message) -> None:
-        """Run the interceptors, then the inner transport's ``send_async`` if it has one."""
-        native = getattr(self.inner, "send_async", None)
-        if native is None:
+        """Run the interceptors, then the inner transport's own ``send_async`` if it has one."""
+        if not is_native(self.inner, "send_async"):
             self._send(message)
             return
+        native = self.inner.send_async
         pending: list[Message] = []
         send: Callable[[Message], None] = pending.append
         for interceptor in reversed(self.interceptors):

@@ -119,7 +119,8 @@ class SqlTransport(Transport):
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         return self._pubsub().receive(topic, timeout)
 
-    def subscribe(self, topic: str, callback: Any) -> str:
+    def subscribe(self, topic: str, callback: Any, *, group: str | None = None) -> str:
+        self.refuse_group(group)
         return self._pubsub().subscribe(topic, callback)
 
     def unsubscribe(self, subscription_id: str) -> bool:

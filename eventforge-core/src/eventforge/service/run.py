@@ -132,7 +132,7 @@ def _run_here(svc: Service, args: argparse.Namespace) -> int:
         server = HealthServer(svc.health, args.health_host, args.health_port)
 
     def announce() -> None:
-        url = getattr(svc.queue.transport, "url", None)
+        url = svc.queue.transport.url
         where = f" url={mask_url(url)}" if isinstance(url, str) else ""
         health = f" health={server.url}" if server is not None else ""
         print(f"{READY_PREFIX} name={svc.name} pid={os.getpid()}{where}{health}", flush=True)

@@ -285,7 +285,7 @@ class TransportHarness(ContractGuard):
         if group is None:
             sub_id = transport.subscribe(pattern, collector)
         else:
-            sub_id = transport.subscribe(pattern, collector, group=group)  # type: ignore[call-arg]
+            sub_id = transport.subscribe(pattern, collector, group=group)
         return sub_id, collector
 
     def assert_payload_equal(self, transport: Transport, sent: Any, received: Any) -> None:

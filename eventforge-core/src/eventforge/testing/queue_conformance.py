@@ -404,7 +404,7 @@ class QueueConformance(ContractGuard):
         """A request to nobody fails fast where receivers are countable, else times out; no leak."""
         requester = self.new_queue()
         transport = requester.transport
-        knows = transport.has(Capability.REQUEST_REPLY) or hasattr(transport, "send_counted")
+        knows = transport.has(Capability.REQUEST_REPLY) or transport.counts_receivers()
         try:
             assert requester.request(self.topic("none"), "?", timeout=self.absence_timeout) is None
             assert not knows, "a transport that can count receivers must fail fast"

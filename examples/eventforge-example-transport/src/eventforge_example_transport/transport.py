@@ -182,8 +182,9 @@ class SpoolTransport(Transport):
                 wait = min(wait, max(0.0, deadline - time.monotonic()))
             self._stop.wait(wait)
 
-    def subscribe(self, topic: str, callback: Callback) -> str:
+    def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         self._check_open()
+        self.refuse_group(group)
         validate_pattern(topic)
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")

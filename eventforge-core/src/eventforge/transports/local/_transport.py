@@ -155,6 +155,12 @@ class LocalTransport(Transport):
         self._hub.bell.ring(self._hub.bell.address)  # drain a backlog that is already there
         return consumer
 
+    def subscribe_durable(
+        self, topic: str, callback: Callback, *, durable: str, group: str | None = None
+    ) -> str:
+        """``subscribe(topic, callback, durable=durable, group=group)``."""
+        return self.subscribe(topic, callback, durable=durable, group=group)
+
     def _create(
         self,
         topic: str,
