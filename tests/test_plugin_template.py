@@ -28,6 +28,13 @@ DOCUMENTED = [
     "request",
     "work_queue_backend",
     "stats",
+    "send_counted",
+    "send_async",
+    "request_async",
+    "close_async",
+    "connect",
+    "subscribe_durable",
+    "claim",
 ]
 
 
