@@ -28,7 +28,7 @@ TESTS_topics="eventforge-core/tests/test_topics.py"
 TESTS_wire="eventforge-core/tests/test_wire_schema.py eventforge-core/tests/test_wire.py"
 TESTS_serializers="eventforge-core/tests/test_serializers.py"
 TESTS_urls="eventforge-core/tests/test_urls.py"
-TESTS_workqueue="eventforge-core/tests/test_retry_policy.py eventforge-core/tests/test_delivery.py eventforge-core/tests/test_workqueue.py eventforge-core/tests/test_workqueue_stale.py eventforge-core/tests/test_review_workqueue.py"
+TESTS_workqueue="eventforge-core/tests/test_retry_policy.py eventforge-core/tests/test_delivery.py eventforge-core/tests/test_workqueue.py eventforge-core/tests/test_workqueue_stale.py"
 ALL=(topics wire serializers urls workqueue)
 
 mode=run

@@ -1,4 +1,4 @@
-"""SubscriptionCache: get / pop / peek, wait_for_one, wait_for_many in all modes, bounds."""
+"""SubscriptionCache: get / pop / peek, wait_for_one, wait_for_many in all modes, bounds, close."""
 
 from __future__ import annotations
 
@@ -152,6 +152,26 @@ def test_close_unsubscribes_and_wakes_waiters(queue: MessageQueue) -> None:
     assert result == [None]
     assert queue.stats["subscriptions"] == 0
     cache.close()
+    assert cache.closed
+
+
+def test_queue_close_wakes_a_blocked_cache_get() -> None:
+    queue = MessageQueue()
+    cache = queue.cache("cache.blocked")
+    outcome: list[object] = []
+    started = threading.Event()
+
+    def wait_forever() -> None:
+        started.set()
+        outcome.append(cache.get(timeout=None))
+
+    waiter = threading.Thread(target=wait_forever, daemon=True)
+    waiter.start()
+    assert started.wait(5)
+    queue.close()
+    waiter.join(10)
+    assert not waiter.is_alive(), "cache.get(timeout=None) still blocks after queue.close()"
+    assert outcome == [None]
     assert cache.closed
 
 

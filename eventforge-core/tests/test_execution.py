@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
+from collections.abc import Callable
 
 import pytest
 from eventforge import ExecutionMode, Executor, TaskResult, TaskStatus
@@ -162,6 +165,29 @@ def test_map_retains_nothing(executor: Executor) -> None:
     assert executor.stats["retained"] == 0
 
 
+def test_submitted_callables_are_not_kept_alive() -> None:
+    class Payload:
+        pass
+
+    refs: list[weakref.ref[Payload]] = []
+
+    def make() -> Callable[[], int]:
+        payload = Payload()
+        refs.append(weakref.ref(payload))
+
+        def closure() -> int:
+            return id(payload)
+
+        return closure
+
+    executor = Executor()
+    job = make()
+    executor.result(executor.submit(job))
+    del job
+    gc.collect()
+    assert refs[0]() is None, "the executor keeps every submitted closure (and what it holds) alive"
+
+
 def test_process_mode_rejects_unpicklable_callables_at_submit_and_map() -> None:
     def local_function(x: int) -> int:
         return x
@@ -243,6 +269,32 @@ def test_result_async_does_not_block_the_loop_and_times_out() -> None:
             ticking.cancel()
 
     asyncio.run(main())
+
+
+def test_cancelled_result_async_keeps_the_task_retained() -> None:
+    release = threading.Event()
+
+    def slow() -> str:
+        release.wait(10)
+        return "done"
+
+    with Executor(mode=ExecutionMode.THREAD, max_workers=1) as executor:
+        task_id = executor.submit(slow)
+
+        async def give_up_early() -> None:
+            waiting = asyncio.ensure_future(executor.result_async(task_id))
+            await asyncio.sleep(0)  # let it start waiting
+            waiting.cancel()
+            try:
+                await waiting
+            except asyncio.CancelledError:
+                pass
+
+        asyncio.run(give_up_early())
+        release.set()
+        result = executor.result(task_id, timeout=10)
+        assert result.status is TaskStatus.SUCCESS
+        assert result.value == "done"
 
 
 def test_sequential_submit_async_awaits_coroutines_on_the_running_loop() -> None:

@@ -205,6 +205,32 @@ def test_close_transport_false_leaves_a_shared_transport_open():
     transport.close()
 
 
+def test_subscribe_racing_close_leaves_no_subscription_or_thread() -> None:
+    transport = MemoryTransport()
+    queue = MessageQueue(transport, close_transport=False)
+    subscribe = transport.subscribe
+
+    def closed_meanwhile(topic: str, callback: object, **options: object) -> str:
+        queue.close()  # another thread closes the queue while this subscribe is under way
+        return subscribe(topic, callback, **options)  # type: ignore[arg-type]
+
+    transport.subscribe = closed_meanwhile  # type: ignore[method-assign]
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(TransportClosedError):
+        queue.subscribe("a.b", lambda message: None, threaded=True)
+    assert queue.stats["subscriptions"] == 0
+    assert transport.stats()["subscriptions"] == 0
+    leaked = [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("eventforge-")
+    ]
+    for thread in leaked:
+        thread.join(2)
+    assert not [t for t in leaked if t.is_alive()], "the handler's worker thread was left running"
+    transport.close()
+
+
 def test_context_manager_closes():
     with MessageQueue() as queue:
         queue.publish("a.b")

@@ -140,6 +140,38 @@ def test_close_wakes_a_waiting_request_with_an_error():
     assert "closed" in str(errors[0])
 
 
+def test_request_racing_close_is_woken_not_left_waiting() -> None:
+    transport = MemoryTransport()
+    queue = MessageQueue(transport, close_transport=False)
+    ensure_inbox = queue._ensure_inbox
+
+    def closed_meanwhile() -> object:
+        # Another thread closes the queue just after the request found its inbox.
+        inbox = ensure_inbox()
+        queue.close()
+        return inbox
+
+    queue._ensure_inbox = closed_meanwhile  # type: ignore[method-assign]
+    outcome: list[object] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(queue.request("svc.echo", 1, timeout=None))
+        except TransportClosedError as exc:
+            outcome.append(exc)
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    asker.join(10)
+    try:
+        assert not asker.is_alive(), "request(timeout=None) hangs after a concurrent close"
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], TransportClosedError)
+        assert queue.pending_requests == 0
+    finally:
+        transport.close()  # wakes nothing here, but frees the transport
+
+
 def test_request_async_gets_reply_from_sync_and_async_responders(queue):
     _echo(queue, "sync.echo")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -75,6 +77,17 @@ def test_spaces_are_separate(queues: list[MessageQueue]) -> None:
     worker.announce_ready(["worker"], space="blue")
     assert controller.wait_until_ready({"worker": 1}, timeout=0.3, space="red") is False
     assert controller.wait_until_ready({"worker": 1}, timeout=5, space="blue")
+
+
+def test_queue_that_announced_is_collected_after_close() -> None:
+    queue = MessageQueue()
+    queue.announce_ready(["worker"])
+    assert queue.wait_until_ready({"worker": 1}, timeout=5)
+    queue.close()
+    gone = weakref.ref(queue)
+    del queue
+    gc.collect()
+    assert gone() is None, "the rendezvous registry keeps every queue (and its transport) alive"
 
 
 def test_bad_arguments_are_refused(queues: list[MessageQueue]) -> None:

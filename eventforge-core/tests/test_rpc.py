@@ -15,6 +15,7 @@ from eventforge import (
     RPCServer,
     with_retry,
 )
+from eventforge._loop import background_loop
 from eventforge.errors import (
     MethodNotFound,
     NoRespondersError,
@@ -261,6 +262,55 @@ def test_methods_run_through_the_executor(queue, mode):
         assert all(name.startswith("eventforge-executor") for name in ran_on)
     else:
         assert ran_on == [threading.current_thread().name] * 2
+
+
+def test_call_whose_executor_result_was_evicted_gets_an_error_reply() -> None:
+    executor = Executor(mode=ExecutionMode.THREAD, max_workers=2, max_retained=1)
+    with MessageQueue() as queue, executor:
+        server = RPCServer(queue, executor=executor, service_name="evicting")
+        server.add_method("double", lambda x: x * 2)
+        server.serve(blocking=False)
+        client = RPCClient(queue, service_name="evicting", timeout=3)
+        # Hold the loop that collects executor results, so both calls are submitted first and
+        # the second evicts the first one's result (max_retained=1).
+        held = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            held.set()
+            release.wait(10)
+
+        background_loop().loop.call_soon_threadsafe(hold)
+        assert held.wait(5)
+        outcomes: dict[int, object] = {}
+
+        def call(n: int) -> None:
+            try:
+                outcomes[n] = client.call("double", n)
+            except Exception as exc:
+                outcomes[n] = exc
+
+        first = threading.Thread(target=call, args=(1,), daemon=True)
+        first.start()
+        for _ in range(500):
+            if executor.stats["submitted"] >= 1:
+                break
+            threading.Event().wait(0.01)
+        second = threading.Thread(target=call, args=(2,), daemon=True)
+        second.start()
+        for _ in range(500):
+            if executor.stats["submitted"] >= 2:
+                break
+            threading.Event().wait(0.01)
+        release.set()
+        first.join(10)
+        second.join(10)
+        server.stop()
+        assert executor.stats["evicted"] == 1
+        assert outcomes[2] == 4
+        assert not isinstance(outcomes[1], RPCTimeout), "the evicted call got no reply at all"
+        with pytest.raises(RemoteError):
+            raise outcomes[1]  # type: ignore[misc]
 
 
 def test_round_robin_client_spreads_calls_over_clients():

@@ -6,13 +6,15 @@ import asyncio
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from eventforge import ExecutionMode, Executor, Message, MessageQueue, SharedState, TaskPool, task
 from eventforge.execution import UnpicklableTaskError
 from eventforge.observing import CallEvent
 from eventforge.tasks import TaskContext, TaskPoolTimeout
+from eventforge.transport import Capability
+from eventforge.transports.memory import MemoryTransport
 
 
 class Recorder:
@@ -457,6 +459,40 @@ def test_async_task_is_triggered_by_the_queue(queue: MessageQueue) -> None:
     assert contexts[0].result == 12
     assert results.wait(1)
     assert results.messages[0].payload == 12
+
+
+class _LoopGatedTransport(MemoryTransport):
+    """A network-like transport: sending ``*.success`` needs the event loop to make progress."""
+
+    capabilities: ClassVar[frozenset[str]] = MemoryTransport.capabilities - {Capability.ZERO_COPY}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def send(self, message: Message) -> None:
+        if message.topic.endswith(".success") and not self.gate.wait(5):
+            raise TimeoutError("the send waited for the event loop, which was blocked")
+        super().send(message)
+
+
+def test_async_task_publishes_its_result_off_the_running_loop() -> None:
+    transport = _LoopGatedTransport()
+    with MessageQueue(transport) as queue:
+        outcomes = queue.cache("double.success")
+
+        @task(queue=queue, topic="double")
+        async def double(x: int) -> int:
+            return x * 2
+
+        async def main() -> int:
+            asyncio.get_running_loop().call_soon(transport.gate.set)
+            return int(await double(21))
+
+        assert asyncio.run(main()) == 42
+        published = outcomes.get(timeout=5)
+        assert published is not None, "the outcome was not published"
+        assert published.payload == 42
 
 
 def test_async_max_instances_limits_concurrent_coroutines() -> None:

@@ -206,6 +206,30 @@ def test_consumer_that_dies_mid_item_leaves_it_for_another() -> None:
         assert queue.stats["expired"] == 1
 
 
+def test_cancelled_get_async_does_not_strand_an_item() -> None:
+    with WorkQueue("cancelled.fetch", visibility_timeout=300.0) as wq:
+
+        async def give_up() -> None:
+            waiting = asyncio.ensure_future(wq.get_async(timeout=5))
+            # Let the off-loop fetch start waiting for an item, then abandon it.
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+            waiting.cancel()
+            try:
+                await waiting
+            except asyncio.CancelledError:
+                pass
+            # An item put now may be taken by the abandoned fetch: it must come back.
+            wq.put("job")
+
+        asyncio.run(give_up())
+        delivery = wq.get(timeout=5)
+        assert delivery is not None, f"the item was stranded in flight: {wq.stats}"
+        assert delivery.message.payload == "job"
+        delivery.ack()
+        assert wq.stats["in_flight"] == 0
+
+
 def test_close_stops_consumers_and_refuses_more_work() -> None:
     queue = WorkQueue()
     consumer = queue.consume(lambda m: None, concurrency=2)

@@ -71,3 +71,34 @@ def test_late_settle_of_a_redelivered_item_is_stale_and_not_counted() -> None:
         assert stats["retried"] == 0
         assert stats["stale_settles"] == 3
         assert queue.get(timeout=0.05) is None
+
+
+def test_late_ack_of_a_redelivered_item_is_not_counted_twice() -> None:
+    with WorkQueue("stale.ack", visibility_timeout=0.05) as wq:
+        wq.put("job")
+        first = wq.get(timeout=5)
+        assert first is not None
+        # Not settled within the visibility timeout: delivered again.
+        second = wq.get(timeout=5)
+        assert second is not None
+        assert second.attempt == 2
+        second.ack()
+        first.ack()  # late: the item is already done
+        stats = wq.stats
+        assert stats["acked"] == 1, stats
+        assert stats["stale_settles"] == 1, stats
+
+
+def test_late_nack_of_a_redelivered_item_is_not_counted_as_a_retry() -> None:
+    with WorkQueue("stale.nack", visibility_timeout=0.05) as wq:
+        wq.put("job")
+        first = wq.get(timeout=5)
+        assert first is not None
+        second = wq.get(timeout=5)
+        assert second is not None
+        second.ack()
+        first.nack()
+        stats = wq.stats
+        assert stats["retried"] == 0, stats
+        assert stats["pending"] == 0, stats
+        assert stats["in_flight"] == 0, stats

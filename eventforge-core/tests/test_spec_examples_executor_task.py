@@ -1,4 +1,4 @@
-"""The seed's Executor and @task snippets, run verbatim as scripts, print what the seed says."""
+"""The spec's Executor and @task snippets, run verbatim as scripts, print what the spec says."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def run_script(tmp_path: Path, source: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def test_seed_executor_snippet(tmp_path: Path) -> None:
+def test_executor_snippet_prints_what_the_spec_says(tmp_path: Path) -> None:
     assert run_script(tmp_path, EXECUTOR_SNIPPET) == [
         "499999500000",
         "4999950000",
@@ -80,14 +80,14 @@ def test_seed_executor_snippet(tmp_path: Path) -> None:
     ]
 
 
-def test_seed_task_snippet(tmp_path: Path) -> None:
+def test_task_snippet_prints_what_the_spec_says(tmp_path: Path) -> None:
     lines = run_script(tmp_path, TASK_SNIPPET)
     assert lines[:2] == ["Done: HELLO", "Done: WORLD"]
     assert lines[2].startswith("{'count': 2, 'avg': ")
     assert len(lines) == 3
 
 
-def test_seed_task_snippet_with_a_local_observer(tmp_path: Path) -> None:
+def test_task_snippet_with_a_stand_in_observer_runs_the_same_lifecycle(tmp_path: Path) -> None:
     """The same snippet with a stand-in TimingMeter, so the lifecycle is checked regardless."""
     stand_in = textwrap.dedent(
         """\

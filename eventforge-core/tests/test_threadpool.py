@@ -1,4 +1,4 @@
-"""ThreadPool review: a submit racing shutdown never leaves a job that nobody will run."""
+"""ThreadPool: a submit racing shutdown is run or refused, never left with no thread to run it."""
 
 from __future__ import annotations
 

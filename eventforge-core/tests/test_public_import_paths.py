@@ -47,7 +47,7 @@ def _python(code: str, **env: str) -> str:
     return done.stdout
 
 
-def test_disabled_plugins_make_the_seed_imports_name_the_distribution() -> None:
+def test_disabled_plugins_make_the_seed_import_paths_name_the_distribution() -> None:
     out = _python(
         """
         for stmt in ("from eventforge.transports.tcp import TCPServerTransport",
@@ -162,7 +162,7 @@ def test_positive_path_through_the_example_plugin() -> None:
 
 
 @pytest.mark.parametrize("name", list(SEED_PATHS))
-def test_seed_import_paths_when_the_plugin_is_installed(name: str) -> None:
+def test_seed_import_paths_resolve_when_the_plugin_is_installed(name: str) -> None:
     dist, attr = SEED_PATHS[name]
     try:
         entry = registry().transport(name)
