@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from eventforge.message import Message
+
 __all__ = [
     "ConfigurationError",
     "EventforgeError",
@@ -26,6 +28,7 @@ __all__ = [
     "ServiceUnavailable",
     "TransportClosedError",
     "TransportError",
+    "UnroutableError",
     "UnsupportedCapabilityError",
 ]
 
@@ -117,6 +120,18 @@ class TransportError(EventforgeError):
 
 class TransportClosedError(TransportError):
     """An operation was attempted on a transport (or queue) that has been closed."""
+
+
+class UnroutableError(TransportError):
+    """A message was published that no subscriber received (policy ``"return"``)."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(
+            f"nobody is subscribed to {message.topic!r}: message {message.id} reached no "
+            "subscriber (the queue's unroutable policy is 'return'); subscribe first, or choose "
+            "'drop' or 'reroute:<topic>'"
+        )
+        self.message = message
 
 
 class NoRespondersError(TransportError):

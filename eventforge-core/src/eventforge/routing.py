@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eventforge.errors import ConfigurationError, TransportError
+from eventforge.errors import ConfigurationError, UnroutableError
 from eventforge.message import Message
 from eventforge.topics import validate_topic
 
@@ -38,18 +38,6 @@ REROUTED_FROM_HEADER = "ef-unroutable-topic"
 
 Invoker = Callable[[Message], None]
 Bump = Callable[[], int]
-
-
-class UnroutableError(TransportError):
-    """A message was published that no subscriber received (policy ``"return"``)."""
-
-    def __init__(self, message: Message) -> None:
-        super().__init__(
-            f"nobody is subscribed to {message.topic!r}: message {message.id} reached no "
-            "subscriber (the queue's unroutable policy is 'return'); subscribe first, or choose "
-            "'drop' or 'reroute:<topic>'"
-        )
-        self.message = message
 
 
 # -- header matching -----------------------------------------------------------------------
