@@ -34,6 +34,7 @@ from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from . import _codec
 from ._connection import AmqpAuthError, AmqpConnectError, Link
+from ._replies import Replies
 from ._settings import parse_settings
 from ._subscriptions import Subscriptions
 from ._topology import REPLY_TO, conflict_error, is_reply_address
@@ -95,11 +96,10 @@ class AmqpTransport(Transport):
         self._confirmer = self._link.slot("confirm", confirms=True, eager=True)
         self._confirmer.hooks.append(self._on_confirm_channel)
         self._subs = Subscriptions(self._link, self._codec, self.exchange, opts)
+        self._replies = Replies(self._loop, self._codec, self._subs.decode_failed)
         self._outbox: collections.deque[tuple[str, str, bytes, Any]] = collections.deque()
         self._scheduled = False
         self._drain_task: asyncio.Task[None] | None = None
-        self._replies: dict[str, asyncio.Future[Message]] = {}
-        self._reply_consumer = False
         self._closed = False
         self._sent = Counter()
         self._returned = Counter()
@@ -140,30 +140,7 @@ class AmqpTransport(Transport):
             raise conflict_error(
                 "exchange", self.exchange, exc, {"type": "topic", "durable": True}
             ) from None
-        self._reply_consumer = False
-        if self._replies:
-            await self._consume_replies(channel)
-
-    async def _consume_replies(self, channel: aiormq.abc.AbstractChannel) -> None:
-        await channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
-        self._reply_consumer = True
-
-    async def _on_reply(self, delivered: aiormq.abc.DeliveredMessage) -> None:
-        try:
-            message = _codec.decode(
-                self._codec,
-                delivered.body,
-                delivered.header.properties,
-                delivered.routing_key or "",
-            )
-        except Exception as exc:
-            self._subs.decode_failed(exc, "a reply")
-            return
-        future = self._replies.pop(message.correlation_id or "", None)
-        if future is None or future.done():
-            log.debug("dropped a late reply %s", message.id)
-            return
-        future.set_result(message)
+        await self._replies.on_channel(channel)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -351,13 +328,10 @@ class AmqpTransport(Transport):
         correlation = message.correlation_id or message.id
         properties.correlation_id = correlation
         properties.reply_to = REPLY_TO
-        future: asyncio.Future[Message] = self._loop.create_future()
-        self._replies[correlation] = future
+        future = self._replies.expect(correlation)
         deadline = time.monotonic() + timeout
         try:
-            channel = await self._confirmer.get(timeout)
-            if not self._reply_consumer:
-                await self._consume_replies(channel)
+            await self._replies.consume(await self._confirmer.get(timeout))
             routed = await self._publish_confirmed(exchange, key, body, properties, mandatory=True)
             if not routed:
                 raise NoRespondersError(message.topic)
@@ -366,7 +340,7 @@ class AmqpTransport(Transport):
             except asyncio.TimeoutError:
                 return None
         finally:
-            self._replies.pop(correlation, None)
+            self._replies.forget(correlation)
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -454,9 +428,7 @@ class AmqpTransport(Transport):
             except Exception as exc:
                 log.warning("AMQP: unsent messages at close: %r", exc)
         self._subs.deactivate_all()
-        for future in self._replies.values():
-            if not future.done():
-                future.cancel()
+        self._replies.cancel_all()
         await self._link.close_async()
 
     def _check_open(self) -> None:
