@@ -16,6 +16,8 @@ from eventforge.errors import ConfigurationError
 from eventforge.transport import Backoff, Option, OptionTable, to_bool, to_int, to_seconds
 from eventforge.urls import mask_url
 
+from ._topology import valid_name
+
 __all__ = ["OPTIONS", "AmqpSettings", "parse_settings"]
 
 
@@ -31,8 +33,10 @@ def _bounded(low: int, high: int) -> Any:
 
 def _name(text: str) -> str:
     text = str(text)
-    if not text or len(text.encode()) > 200 or any(c.isspace() for c in text):
-        raise ValueError(f"expected a name of 1 to 200 bytes without whitespace, got {text!r}")
+    if len(text) > 200 or not valid_name(text):
+        raise ValueError(
+            f"expected a name of 1 to 200 letters, digits or -_.:@#,/+ characters, got {text!r}"
+        )
     return text
 
 

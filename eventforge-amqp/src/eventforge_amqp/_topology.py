@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from eventforge.errors import ConfigurationError
@@ -24,11 +25,15 @@ __all__ = [
     "conflict_error",
     "group_queue_name",
     "is_reply_address",
+    "valid_name",
 ]
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 _REPLY_PREFIX = REPLY_TO + "."
 _MAX_NAME = 255
+# The characters AMQP 0-9-1 allows in exchange and queue names.
+_NAME_CHARS = re.compile(r"[a-zA-Z0-9_.:@#,/+-]+")
+_NOT_NAME_CHAR = re.compile(r"[^a-zA-Z0-9_.:@#,/+-]")
 
 
 class TopologyConflictError(ConfigurationError):
@@ -40,18 +45,29 @@ def binding_key(pattern: str) -> str:
     return ".".join("#" if part == "**" else part for part in pattern.split("."))
 
 
+def valid_name(name: str) -> bool:
+    """Tell whether ``name`` may name an AMQP exchange or queue."""
+    return len(name) <= _MAX_NAME and _NAME_CHARS.fullmatch(name) is not None
+
+
 def is_reply_address(topic: str) -> bool:
     """Tell whether ``topic`` is a direct reply-to address (replies go to the default exchange)."""
     return topic.startswith(_REPLY_PREFIX)
 
 
 def group_queue_name(exchange: str, group: str, pattern: str) -> str:
-    """The durable queue a group shares for ``pattern`` (shortened with a hash past 255 bytes)."""
+    """The durable queue a group shares for ``pattern``.
+
+    AMQP queue names allow letters, digits and ``-_.:@#,/+`` only, up to 255 bytes: a name with
+    a wildcard or another character is spelled with ``**`` → ``#``, ``*`` → ``+``, anything
+    else → ``_``, and a hash of the exact name is added so that two spellings never meet.
+    """
     name = f"{exchange}.group.{group}.{pattern}"
-    if len(name.encode()) <= _MAX_NAME:
+    if _NAME_CHARS.fullmatch(name) and len(name) <= _MAX_NAME:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    return f"{name.encode()[: _MAX_NAME - 17].decode(errors='ignore')}.{digest}"
+    spelled = _NOT_NAME_CHAR.sub("_", name.replace("**", "#").replace("*", "+"))
+    return f"{spelled[: _MAX_NAME - 17]}.{digest}"
 
 
 def conflict_error(kind: str, name: str, exc: BaseException, arguments: Any) -> Exception:
