@@ -23,11 +23,11 @@ import aiormq.abc
 import aiormq.exceptions
 from eventforge.errors import ConfigurationError
 from eventforge.routing import check_match
-from eventforge.topics import topic_matches, validate_pattern
+from eventforge.topics import topic_matches
 
-from ._topology import EXCHANGE_KINDS, binding_key, conflict_error, covers, header_arguments
+from ._topology import binding_key, conflict_error, covers, exchange_kind, header_arguments
 
-__all__ = ["OPTION_OF_KIND", "Binding", "Exchanges", "exchange_kind", "routes_option"]
+__all__ = ["OPTION_OF_KIND", "Binding", "Exchanges"]
 
 OPTION_OF_KIND = {"topic": "exchange", "fanout": "fanout_exchange", "headers": "headers_exchange"}
 _CACHE_LIMIT = 4096
@@ -41,36 +41,6 @@ class Binding:
     exchange: str
     routing_key: str
     arguments: dict[str, Any] | None
-
-
-def exchange_kind(value: Any) -> str:
-    """An exchange kind (``topic``, ``fanout`` or ``headers``) or ``ValueError``."""
-    if value not in EXCHANGE_KINDS:
-        raise ValueError(f"expected one of {', '.join(EXCHANGE_KINDS)}, got {value!r}")
-    return str(value)
-
-
-def routes_option(value: Any) -> tuple[tuple[str, str], ...]:
-    """Topic pattern → exchange kind, from ``"alerts.**=fanout,reports.**=headers"``, a mapping
-    or pairs; the first route whose pattern matches a topic wins."""
-    if isinstance(value, str):
-        pairs: list[tuple[Any, Any]] = []
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            pattern, sep, kind = item.rpartition("=")
-            if not sep:
-                raise ValueError(f"a route is pattern=kind (as in alerts.**=fanout), got {item!r}")
-            pairs.append((pattern.strip(), kind.strip()))
-    elif isinstance(value, Mapping):
-        pairs = list(value.items())
-    else:
-        pairs = [tuple(pair) for pair in value]
-    routes: list[tuple[str, str]] = []
-    for pattern, kind in pairs:
-        if not isinstance(pattern, str):
-            raise TypeError(f"a route's pattern is a str, got {pattern!r}")
-        validate_pattern(pattern)
-        routes.append((pattern, exchange_kind(kind)))
-    return tuple(routes)
 
 
 class Exchanges:

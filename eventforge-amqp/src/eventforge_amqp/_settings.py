@@ -16,8 +16,7 @@ from eventforge.errors import ConfigurationError
 from eventforge.transport import Backoff, Option, OptionTable, to_bool, to_int, to_seconds
 from eventforge.urls import mask_url
 
-from ._exchanges import exchange_kind, routes_option
-from ._topology import valid_name
+from ._topology import exchange_kind, routes_option, valid_name
 
 __all__ = ["OPTIONS", "AmqpSettings", "parse_settings"]
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eventforge.errors import ConfigurationError
+from eventforge.topics import validate_pattern
 
 __all__ = [
     "EXCHANGE_KINDS",
@@ -31,9 +32,11 @@ __all__ = [
     "binding_key",
     "conflict_error",
     "covers",
+    "exchange_kind",
     "group_queue_name",
     "header_arguments",
     "is_reply_address",
+    "routes_option",
     "valid_name",
 ]
 
@@ -83,6 +86,36 @@ def _covers(route: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     if head == "*":
         return _covers(route[1:], pattern[1:])
     return pattern[0] == head and _covers(route[1:], pattern[1:])
+
+
+def exchange_kind(value: Any) -> str:
+    """An exchange kind (``topic``, ``fanout`` or ``headers``) or ``ValueError``."""
+    if value not in EXCHANGE_KINDS:
+        raise ValueError(f"expected one of {', '.join(EXCHANGE_KINDS)}, got {value!r}")
+    return str(value)
+
+
+def routes_option(value: Any) -> tuple[tuple[str, str], ...]:
+    """Topic pattern → exchange kind, from ``"alerts.**=fanout,reports.**=headers"``, a mapping
+    or pairs; the first route whose pattern matches a topic wins."""
+    if isinstance(value, str):
+        pairs: list[tuple[Any, Any]] = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            pattern, sep, kind = item.rpartition("=")
+            if not sep:
+                raise ValueError(f"a route is pattern=kind (as in alerts.**=fanout), got {item!r}")
+            pairs.append((pattern.strip(), kind.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        pairs = [tuple(pair) for pair in value]
+    routes: list[tuple[str, str]] = []
+    for pattern, kind in pairs:
+        if not isinstance(pattern, str):
+            raise TypeError(f"a route's pattern is a str, got {pattern!r}")
+        validate_pattern(pattern)
+        routes.append((pattern, exchange_kind(kind)))
+    return tuple(routes)
 
 
 def header_arguments(match: Mapping[str, Any] | None, mode: str) -> dict[str, Any]:
