@@ -109,6 +109,18 @@ def test_group_queue_of_other_arguments_is_a_conflict(
     assert got.wait_for_count(1, 5)
 
 
+def test_group_with_a_wildcard_pattern_shares_one_validly_named_queue(make_amqp: Make) -> None:
+    a, b, publisher = make_amqp(), make_amqp(), make_amqp()
+    prefix, group = topic("jobs"), f"g{os.urandom(3).hex()}"
+    got_a, got_b = Collector(), Collector()
+    a.subscribe(f"{prefix}.*", got_a, group=group)
+    b.subscribe(f"{prefix}.*", got_b, group=group)
+    for n in range(6):
+        publisher.send(Message(f"{prefix}.{n}", n))
+    assert wait_until(lambda: len(got_a) + len(got_b) == 6, 10)
+    assert sorted(got_a.payloads() + got_b.payloads()) == list(range(6))
+
+
 def test_unreadable_foreign_body_is_counted_and_the_subscriber_goes_on(
     make_amqp: Make, rabbit_server: RabbitServer
 ) -> None:

@@ -6,7 +6,7 @@ import pytest
 from eventforge import connect
 from eventforge.errors import ConfigurationError
 from eventforge_amqp._settings import parse_settings
-from eventforge_amqp._topology import binding_key, group_queue_name, is_reply_address
+from eventforge_amqp._topology import binding_key, group_queue_name, is_reply_address, valid_name
 from eventforge_amqp.transport import AmqpAuthError, AmqpConnectError, AmqpTransport
 
 
@@ -83,8 +83,12 @@ def test_patterns_map_onto_amqp_binding_keys(pattern: str, key: str) -> None:
 
 
 def test_group_queue_names_stay_within_amqp_limits() -> None:
-    short = group_queue_name("eventforge", "workers", "jobs.*")
-    assert short == "eventforge.group.workers.jobs.*"
+    assert (
+        group_queue_name("eventforge", "workers", "jobs.new") == "eventforge.group.workers.jobs.new"
+    )
+    wildcard = group_queue_name("eventforge", "workers", "jobs.*")
+    assert wildcard.startswith("eventforge.group.workers.jobs.+.")  # AMQP names have no '*'
+    assert valid_name(wildcard)
     long = group_queue_name("eventforge", "g" * 200, "x." * 100 + "y")
     assert len(long.encode()) <= 255
     assert long != group_queue_name("eventforge", "g" * 200, "x." * 100 + "z")

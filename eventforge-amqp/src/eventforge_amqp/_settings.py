@@ -16,6 +16,8 @@ from eventforge.errors import ConfigurationError
 from eventforge.transport import Backoff, Option, OptionTable, to_bool, to_int, to_seconds
 from eventforge.urls import mask_url
 
+from ._topology import exchange_kind, routes_option, valid_name
+
 __all__ = ["OPTIONS", "AmqpSettings", "parse_settings"]
 
 
@@ -31,8 +33,10 @@ def _bounded(low: int, high: int) -> Any:
 
 def _name(text: str) -> str:
     text = str(text)
-    if not text or len(text.encode()) > 200 or any(c.isspace() for c in text):
-        raise ValueError(f"expected a name of 1 to 200 bytes without whitespace, got {text!r}")
+    if len(text) > 200 or not valid_name(text):
+        raise ValueError(
+            f"expected a name of 1 to 200 letters, digits or -_.:@#,/+ characters, got {text!r}"
+        )
     return text
 
 
@@ -46,7 +50,25 @@ OPTIONS = OptionTable(
     "amqp",
     Option("user", str, None, doc="user name (default: the URL's, else guest)"),
     Option("password", str, None, secret=True, doc="password (default: the URL's, else guest)"),
-    Option("exchange", _name, "eventforge", doc="the topic exchange messages are published to"),
+    Option("exchange", _name, "eventforge", doc="the name of the topic exchange"),
+    Option(
+        "fanout_exchange", _name, None, doc="the name of the fanout exchange (<exchange>.fanout)"
+    ),
+    Option(
+        "headers_exchange", _name, None, doc="the name of the headers exchange (<exchange>.headers)"
+    ),
+    Option(
+        "exchange_type",
+        exchange_kind,
+        "topic",
+        doc="the exchange kind (topic, fanout or headers) of topics no route names",
+    ),
+    Option(
+        "routes",
+        routes_option,
+        (),
+        doc="topic pattern=exchange kind pairs, comma-separated; the first match wins",
+    ),
     Option("heartbeat", _bounded(0, 3600), 30, doc="AMQP heartbeat in seconds (0: none)"),
     Option("connect_timeout", to_seconds, 10.0, doc="seconds for one connection attempt"),
     Option(

@@ -1,6 +1,9 @@
 """The pub/sub consumers of an AMQP transport, on a channel of their own.
 
-Each subscription is a queue, a binding and a consumer on the ``consume`` channel. What the
+Each subscription is a queue, a binding (to the topic, fanout or headers exchange, see
+:mod:`eventforge_amqp._exchanges`) and a consumer on the ``consume`` channel. A new
+subscription is declared on a channel of its own first (``declare``), so a declaration the
+broker refuses closes only that channel, never the one the other consumers are on. What the
 broker may take away is put back:
 
 * the channel closes (a protocol error) → the slot reopens it and :meth:`Subscriptions.restore`
@@ -19,7 +22,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -34,7 +37,8 @@ from pamqp.commands import Basic
 
 from . import _codec
 from ._connection import Link
-from ._topology import binding_key, conflict_error, group_queue_name
+from ._exchanges import Binding, Exchanges
+from ._topology import conflict_error, group_queue_name
 
 __all__ = ["Subscription", "Subscriptions"]
 
@@ -48,6 +52,7 @@ class Subscription:
     callback: Callback
     group: str | None
     queue: str
+    binding: Binding
     inline: bool
     loop: asyncio.AbstractEventLoop | None
     consumer_tag: str | None = None
@@ -58,14 +63,16 @@ class Subscriptions:
     """The subscriptions of one transport and the channel they consume on."""
 
     def __init__(
-        self, link: Link, codec: WireCodec, exchange: str, options: dict[str, Any]
+        self, link: Link, codec: WireCodec, exchanges: Exchanges, options: dict[str, Any]
     ) -> None:
         self._link = link
         self._codec = codec
-        self._exchange = exchange
+        self._exchanges = exchanges
         self._options = options
         self._slot = link.slot("consume", confirms=False, eager=True)
         self._slot.hooks.append(self._restore)
+        self._declarer = link.slot("declare", confirms=False)
+        exchange = exchanges.names["topic"]
         self._subs: dict[str, Subscription] = {}
         self._by_tag: dict[str, Subscription] = {}
         self._prefix = f"{exchange}.sub.{os.urandom(6).hex()}"
@@ -83,8 +90,18 @@ class Subscriptions:
 
     # -- setting up --------------------------------------------------------------------------
 
-    def new(self, topic: str, callback: Callback, group: str | None, delivery: str) -> Subscription:
+    def new(
+        self,
+        topic: str,
+        callback: Callback,
+        group: str | None,
+        delivery: str,
+        exchange_type: str | None = None,
+        match: Mapping[str, Any] | None = None,
+        match_mode: str = "all",
+    ) -> Subscription:
         validate_pattern(topic)
+        binding = self._exchanges.binding(topic, exchange_type, match, match_mode)
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         if group is not None and (
@@ -106,18 +123,21 @@ class Subscriptions:
                 )
         number = next(self._ids)
         queue = (
-            group_queue_name(self._exchange, group, topic)
+            group_queue_name(binding.exchange, group, topic, binding.arguments)
             if group is not None
             else f"{self._prefix}.{number}"
         )
         inline = loop is None and (delivery == "loop" or is_nonblocking(callback))
-        return Subscription(f"amqp-{number}", topic, callback, group, queue, inline, loop)
+        return Subscription(f"amqp-{number}", topic, callback, group, queue, binding, inline, loop)
 
     async def start(self, sub: Subscription) -> None:
-        channel = await self._slot.get(self._options["connect_timeout"])
+        timeout = self._options["connect_timeout"]
         self._subs[sub.id] = sub
         try:
-            await self._declare_and_consume(channel, sub)
+            # Declared on a channel of its own: a refused declaration closes only that one.
+            await self._declare(await self._declarer.get(timeout), sub)
+            channel = await self._slot.get(timeout)
+            await self._consume(channel, sub)
         except BaseException:
             self._subs.pop(sub.id, None)
             sub.active = False
@@ -129,9 +149,10 @@ class Subscriptions:
         except Exception as exc:
             log.error("AMQP subscription to %r failed: %r", sub.pattern, exc)
 
-    async def _declare_and_consume(
-        self, channel: aiormq.abc.AbstractChannel, sub: Subscription
-    ) -> None:
+    async def _declare(self, channel: aiormq.abc.AbstractChannel, sub: Subscription) -> None:
+        """Declare the subscription's exchange and queue, and bind them (all idempotent)."""
+        binding = sub.binding
+        await self._exchanges.declare(channel, binding.kind)
         group = sub.group is not None
         arguments: dict[str, Any] = {}
         try:
@@ -143,8 +164,23 @@ class Subscriptions:
                 arguments=arguments,
             )
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise conflict_error("queue", sub.queue, exc, arguments) from None
-        await channel.queue_bind(sub.queue, self._exchange, routing_key=binding_key(sub.pattern))
+            raise conflict_error(
+                "queue", sub.queue, exc, arguments, rename="use another group name"
+            ) from None
+        await channel.queue_bind(
+            sub.queue,
+            binding.exchange,
+            routing_key=binding.routing_key,
+            arguments=binding.arguments,
+        )
+
+    async def _declare_and_consume(
+        self, channel: aiormq.abc.AbstractChannel, sub: Subscription
+    ) -> None:
+        await self._declare(channel, sub)
+        await self._consume(channel, sub)
+
+    async def _consume(self, channel: aiormq.abc.AbstractChannel, sub: Subscription) -> None:
         on_message = self._inline_handler(sub) if sub.inline else self._queued_handler(sub)
         ok = await channel.basic_consume(sub.queue, on_message, no_ack=True)
         tag = str(ok.consumer_tag)
@@ -302,8 +338,11 @@ class Subscriptions:
             self.delivered.bump()
             future.set_result(message)
 
+        binding = self._exchanges.binding(pattern)
         await channel.queue_declare(queue, exclusive=True, auto_delete=True)
-        await channel.queue_bind(queue, self._exchange, routing_key=binding_key(pattern))
+        await channel.queue_bind(
+            queue, binding.exchange, routing_key=binding.routing_key, arguments=binding.arguments
+        )
         ok = await channel.basic_consume(queue, on_message, no_ack=True)
         try:
             return await asyncio.wait_for(future, timeout)

@@ -1,9 +1,13 @@
 """AmqpTransport: eventforge's MessageQueue, RPC and durable WorkQueue over RabbitMQ (AMQP 0-9-1).
 
-* ``send`` publishes the JSON envelope to one exchange (a topic exchange named ``eventforge``
-  by default) with the topic as routing key: at-most-once, in order per publisher.
-* ``subscribe`` binds a queue with the pattern (``*`` → ``*``, ``**`` → ``#``): an exclusive
-  auto-delete queue per plain subscription, a shared durable queue per ``group=``.
+* ``send`` publishes the JSON envelope with the topic as routing key and the headers as AMQP
+  headers to the topic's exchange (a topic exchange named ``eventforge`` unless the
+  ``exchange_type`` and ``routes`` options pick the fanout or headers exchange for it):
+  at-most-once, in order per publisher.
+* ``subscribe`` binds a queue to that exchange: with the pattern on the topic exchange
+  (``*`` → ``*``, ``**`` → ``#``), as is on the fanout exchange, with ``x-match`` and the
+  ``match=`` headers on the headers exchange (the broker filters). An exclusive auto-delete
+  queue per plain subscription, a shared durable queue per ``group=``.
 * ``request`` uses direct reply-to (no reply queue per call) and ``mandatory``: a request that
   no queue is bound for raises :class:`~eventforge.errors.NoRespondersError` at once.
   ``send_counted`` reports through ``mandatory`` + ``basic.return`` whether any queue took a
@@ -22,10 +26,10 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiormq.abc
-import aiormq.exceptions
 from eventforge.errors import NoRespondersError, TransportClosedError, TransportError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
@@ -34,9 +38,11 @@ from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from . import _codec
 from ._connection import AmqpAuthError, AmqpConnectError, Link
+from ._exchanges import Exchanges
+from ._replies import Replies
 from ._settings import parse_settings
 from ._subscriptions import Subscriptions
-from ._topology import REPLY_TO, conflict_error, is_reply_address
+from ._topology import REPLY_TO, is_reply_address
 from .workqueue import AmqpWorkQueue
 
 if TYPE_CHECKING:
@@ -87,6 +93,7 @@ class AmqpTransport(Transport):
         self.settings = parse_settings(url, options)
         opts = self.settings.options
         self.exchange: str = opts["exchange"]
+        self.exchanges = Exchanges(opts)
         self.publish_timeout: float = opts["publish_timeout"]
         self._codec = WireCodec(serializer, trusted=trusted, max_size=max_size)
         self._link = Link(self.settings, _bound_to)
@@ -94,12 +101,11 @@ class AmqpTransport(Transport):
         self._publisher = self._link.slot("publish", confirms=False)
         self._confirmer = self._link.slot("confirm", confirms=True, eager=True)
         self._confirmer.hooks.append(self._on_confirm_channel)
-        self._subs = Subscriptions(self._link, self._codec, self.exchange, opts)
+        self._subs = Subscriptions(self._link, self._codec, self.exchanges, opts)
+        self._replies = Replies(self._loop, self._codec, self._subs.decode_failed)
         self._outbox: collections.deque[tuple[str, str, bytes, Any]] = collections.deque()
         self._scheduled = False
         self._drain_task: asyncio.Task[None] | None = None
-        self._replies: dict[str, asyncio.Future[Message]] = {}
-        self._reply_consumer = False
         self._closed = False
         self._sent = Counter()
         self._returned = Counter()
@@ -134,36 +140,8 @@ class AmqpTransport(Transport):
     # -- channels ----------------------------------------------------------------------------
 
     async def _on_confirm_channel(self, channel: aiormq.abc.AbstractChannel) -> None:
-        try:
-            await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise conflict_error(
-                "exchange", self.exchange, exc, {"type": "topic", "durable": True}
-            ) from None
-        self._reply_consumer = False
-        if self._replies:
-            await self._consume_replies(channel)
-
-    async def _consume_replies(self, channel: aiormq.abc.AbstractChannel) -> None:
-        await channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
-        self._reply_consumer = True
-
-    async def _on_reply(self, delivered: aiormq.abc.DeliveredMessage) -> None:
-        try:
-            message = _codec.decode(
-                self._codec,
-                delivered.body,
-                delivered.header.properties,
-                delivered.routing_key or "",
-            )
-        except Exception as exc:
-            self._subs.decode_failed(exc, "a reply")
-            return
-        future = self._replies.pop(message.correlation_id or "", None)
-        if future is None or future.done():
-            log.debug("dropped a late reply %s", message.id)
-            return
-        future.set_result(message)
+        await self.exchanges.declare_for_publishing(channel)
+        await self._replies.on_channel(channel)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -171,7 +149,7 @@ class AmqpTransport(Transport):
         topic = message.topic
         if is_reply_address(topic):
             return "", topic
-        return self.exchange, topic
+        return self.exchanges.exchange_for(topic), topic
 
     def _encode(self, message: Message) -> tuple[str, str, bytes, Any]:
         if self._closed:
@@ -351,13 +329,10 @@ class AmqpTransport(Transport):
         correlation = message.correlation_id or message.id
         properties.correlation_id = correlation
         properties.reply_to = REPLY_TO
-        future: asyncio.Future[Message] = self._loop.create_future()
-        self._replies[correlation] = future
+        future = self._replies.expect(correlation)
         deadline = time.monotonic() + timeout
         try:
-            channel = await self._confirmer.get(timeout)
-            if not self._reply_consumer:
-                await self._consume_replies(channel)
+            await self._replies.consume(await self._confirmer.get(timeout))
             routed = await self._publish_confirmed(exchange, key, body, properties, mandatory=True)
             if not routed:
                 raise NoRespondersError(message.topic)
@@ -366,14 +341,32 @@ class AmqpTransport(Transport):
             except asyncio.TimeoutError:
                 return None
         finally:
-            self._replies.pop(correlation, None)
+            self._replies.forget(correlation)
 
     # -- subscribing -------------------------------------------------------------------------
 
-    def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
-        """Call ``callback`` for each message matching ``topic``; one member per ``group``."""
+    def subscribe(
+        self,
+        topic: str,
+        callback: Callback,
+        *,
+        group: str | None = None,
+        exchange_type: str | None = None,
+        match: Mapping[str, Any] | None = None,
+        match_mode: str = "all",
+    ) -> str:
+        """Call ``callback`` for each message matching ``topic``; one member per ``group``.
+
+        ``exchange_type`` (``topic``, ``fanout``, ``headers``) binds to that exchange instead
+        of the one the ``routes`` / ``exchange_type`` options pick for ``topic``. ``match``
+        (on a headers exchange only) binds with ``x-match`` all / any (``match_mode``) and
+        these headers: the broker delivers only messages whose headers match.
+        """
         self._check_open()
-        sub = self._subs.new(topic, callback, group, self.settings.options["delivery"])
+        options = self.settings.options
+        sub = self._subs.new(
+            topic, callback, group, options["delivery"], exchange_type, match, match_mode
+        )
         if self._link.bg.in_loop_thread():
             self._link.spawn(self._subs.start_later(sub))
             return sub.id
@@ -381,11 +374,21 @@ class AmqpTransport(Transport):
         return sub.id
 
     async def subscribe_async(
-        self, topic: str, callback: Callback, *, group: str | None = None
+        self,
+        topic: str,
+        callback: Callback,
+        *,
+        group: str | None = None,
+        exchange_type: str | None = None,
+        match: Mapping[str, Any] | None = None,
+        match_mode: str = "all",
     ) -> str:
         """:meth:`subscribe` for coroutines."""
         self._check_open()
-        sub = self._subs.new(topic, callback, group, self.settings.options["delivery"])
+        options = self.settings.options
+        sub = self._subs.new(
+            topic, callback, group, options["delivery"], exchange_type, match, match_mode
+        )
         await self._link.call(self._subs.start(sub))
         return sub.id
 
@@ -454,9 +457,7 @@ class AmqpTransport(Transport):
             except Exception as exc:
                 log.warning("AMQP: unsent messages at close: %r", exc)
         self._subs.deactivate_all()
-        for future in self._replies.values():
-            if not future.done():
-                future.cancel()
+        self._replies.cancel_all()
         await self._link.close_async()
 
     def _check_open(self) -> None:
