@@ -2,7 +2,7 @@
 
 Workers announce the role ``worker``; the controller waits for three of them
 (``wait_until_ready``), publishes ``test.start`` and collects one ``test.done`` per worker with a
-:class:`~eventforge.cache.SubscriptionCache`.
+:class:`~eventforge.queue.cache.SubscriptionCache`.
 
 Run: ``python examples/controller_waits_for_workers.py [transport-url]``. Without a URL the
 controller starts a TCP server on a free port and the workers connect to it.
@@ -16,7 +16,7 @@ import threading
 import time
 
 from eventforge import MessageQueue, connect
-from eventforge.cache import WaitMode
+from eventforge.queue.cache import WaitMode
 
 WORKERS = 3
 

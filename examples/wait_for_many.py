@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 from eventforge import MessageQueue
-from eventforge.cache import WaitMode
+from eventforge.queue.cache import WaitMode
 
 
 def publish_later(queue: MessageQueue, *states: str) -> threading.Thread:

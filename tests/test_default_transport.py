@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import pytest
-from eventforge import MessageQueue, WorkQueue, config
+from eventforge import MessageQueue, WorkQueue
+from eventforge.config import _settings as config
 from eventforge.errors import UnsupportedCapabilityError
 from eventforge.testing.brokers import RedisServer
 from eventforge.testing.conformance import Collector

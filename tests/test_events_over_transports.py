@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from eventforge import MessageQueue
-from eventforge.cache import WaitMode
 from eventforge.config import connect
+from eventforge.queue.cache import WaitMode
 from eventforge.testing.conformance import TransportFactory
 from eventforge.testing.events_conformance import EventsConformance
 
@@ -211,7 +211,7 @@ def test_unroutable_policies_apply_where_receivers_are_counted(
     """Over Redis and TCP (queues made by connect(url)): drop counts, return raises
     UnroutableError, reroute delivers on the alternate topic, and a message a plain subscriber
     or a group member takes is not unroutable."""
-    from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+    from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 
     with _counting_space(kind, request) as space:
         parking, nobody = space.topic("parking"), space.topic("nobody.listens")
@@ -247,8 +247,8 @@ def test_durable_events_on_the_broker_work_queue(
 ) -> None:
     """Events put on a Redis Streams / JetStream work queue reach a typed listener; an invalid
     one is dead-lettered on the broker at once."""
-    from eventforge.durable_events import consume_events, event_work_queue, put_event
     from eventforge.events import EVENT_HEADER, event, event_listener
+    from eventforge.workqueue._events import consume_events, event_work_queue, put_event
     from pydantic import BaseModel
 
     pytest.importorskip(f"eventforge_{broker}")

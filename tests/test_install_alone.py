@@ -37,7 +37,7 @@ pytestmark = [
 # target (this imports the plugin's real dependencies), then print the rows and what it found.
 CHECK = """
 import json, eventforge
-from eventforge._registry import registry
+from eventforge.plugins._registry import registry
 reg = registry()
 loaded = []
 for entry in reg.entries():

@@ -7,8 +7,8 @@ transports, so a record that drifts from its class would misinform users.
 from __future__ import annotations
 
 import pytest
-from eventforge._registry import Entry, registry
 from eventforge.plugins import TransportSpec
+from eventforge.plugins._registry import Entry, registry
 
 
 def _transport_entries() -> list[Entry]:

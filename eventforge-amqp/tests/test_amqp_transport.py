@@ -11,7 +11,7 @@ import pytest
 from eventforge import MessageQueue
 from eventforge.errors import NoRespondersError
 from eventforge.message import Message
-from eventforge.routing import UnroutableError
+from eventforge.queue._routing import UnroutableError
 from eventforge.testing.conformance import Collector
 from eventforge.testing.rabbit import RabbitServer
 from eventforge.testing.waiting import wait_until

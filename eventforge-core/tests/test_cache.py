@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from eventforge import MessageQueue
-from eventforge.cache import SubscriptionCache, WaitMode
 from eventforge.events import event
 from eventforge.message import Message
+from eventforge.queue.cache import SubscriptionCache, WaitMode
 
 
 @event("cache.hello")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from eventforge import __version__
-from eventforge._registry import reset_registry
 from eventforge.cli import COLUMNS, main
+from eventforge.plugins._registry import reset_registry
 from eventforge.testing.distributions import write_distribution
 
 HEAVY = ("redis", "nats", "eventforge_redis", "eventforge_nats")
@@ -294,7 +294,7 @@ def test_observers_that_need_an_extra_are_hinted_with_it(
 ) -> None:
     import importlib.util
 
-    from eventforge._registry import registry
+    from eventforge.plugins._registry import registry
 
     pytest.importorskip("eventforge_observers")
     reg = registry()

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from eventforge._logsetup import JsonFormatter, setup_logging
 from eventforge.cli import main
+from eventforge.config._logging import JsonFormatter, setup_logging
 
 
 def test_worker_help_shows_the_eventforge_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import eventforge
 import pytest
-from eventforge import config
-from eventforge._registry import reset_registry
 from eventforge.config import Settings, configure, connect, load_settings, mask_secrets
+from eventforge.config import _settings as config
 from eventforge.errors import ConfigurationError, PluginNotFoundError
+from eventforge.plugins._registry import reset_registry
 from eventforge.testing.distributions import write_distribution
 from eventforge.transports.memory import MemoryTransport
 
@@ -284,7 +284,7 @@ def test_connect_checks_what_the_plugin_produces(
 
 
 def test_startup_policy_from_keyword_arguments() -> None:
-    from eventforge.rendezvous import Barrier, FixedDelay, NoWait, PolicyChain
+    from eventforge.queue.rendezvous import Barrier, FixedDelay, NoWait, PolicyChain
 
     assert load_settings().startup == "none"
     assert isinstance(load_settings().startup_policy(), NoWait)
@@ -301,7 +301,7 @@ def test_startup_policy_from_keyword_arguments() -> None:
 
 
 def test_startup_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from eventforge.rendezvous import Barrier, FixedDelay
+    from eventforge.queue.rendezvous import Barrier, FixedDelay
 
     monkeypatch.setenv("EVENTFORGE_STARTUP", "delay:1.5")
     policy = load_settings().startup_policy()
@@ -326,7 +326,7 @@ def test_startup_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 def test_startup_policy_from_toml_and_json_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eventforge.rendezvous import Barrier, NoWait, PolicyChain
+    from eventforge.queue.rendezvous import Barrier, NoWait, PolicyChain
 
     monkeypatch.setenv("EF_TEST_WORKERS_TIMEOUT", "12")
     path = tmp_path / "settings.toml"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from eventforge import Message, RetryPolicy, WorkQueue
-from eventforge._memory_workqueue import MemoryWorkQueueBackend
 from eventforge.errors import TransportClosedError
+from eventforge.transports._memory_workqueue import MemoryWorkQueueBackend
 from eventforge.workqueue import Consumer, Delivery, WorkQueueBackend
 
 NO_JITTER = RetryPolicy(max_attempts=3, initial_backoff=1.0, multiplier=2.0, jitter=0)

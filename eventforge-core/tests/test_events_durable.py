@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from eventforge import WorkQueue
-from eventforge.durable_events import consume_events, event_work_queue, put_event
 from eventforge.events import EVENT_HEADER, event, event_listener
 from eventforge.testing import wait_until
 from eventforge.workqueue import RetryPolicy
+from eventforge.workqueue._events import consume_events, event_work_queue, put_event
 from pydantic import BaseModel
 
 

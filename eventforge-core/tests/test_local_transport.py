@@ -14,7 +14,7 @@ import pytest
 from eventforge import MessageQueue
 from eventforge.errors import ConfigurationError, UnsupportedCapabilityError
 from eventforge.message import Message
-from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 from eventforge.testing import wait_until
 from eventforge.transports.local import BacklogFull, LocalTransport, default_directory
 from eventforge.transports.memory import MemoryTransport

@@ -232,7 +232,7 @@ def make_recorder() -> Recorder:
 
 
 def test_middleware_by_name_and_by_target(monkeypatch: pytest.MonkeyPatch) -> None:
-    from eventforge import middleware
+    from eventforge.dispatch import middleware
 
     monkeypatch.setattr(middleware, "_REGISTRY", {})  # the registration ends with the test
     register_middleware("recorder-for-test", make_recorder)
@@ -278,7 +278,7 @@ def eventforge_middleware():
 def test_a_plugin_registers_middleware_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eventforge._registry import reset_registry
+    from eventforge.plugins._registry import reset_registry
     from eventforge.testing.distributions import write_distribution
 
     root = tmp_path / "site"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import eventforge
 import pytest
-from eventforge._registry import plugin_exports, registry, reset_registry
 from eventforge.errors import PluginImportError, PluginNotFoundError
+from eventforge.plugins._registry import plugin_exports, registry, reset_registry
 from eventforge.testing.distributions import write_distribution
 
 SEED_PATHS = {

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from eventforge import MessageQueue
-from eventforge._loop import background_loop
+from eventforge.transport._loop import background_loop
 
 
 @pytest.fixture

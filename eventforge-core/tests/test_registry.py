@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from eventforge._registry import registry, reset_registry
 from eventforge.errors import PluginConflictError, PluginImportError, PluginNotFoundError
 from eventforge.plugins import SerializerSpec, TransportSpec
+from eventforge.plugins._registry import registry, reset_registry
 from eventforge.testing.distributions import write_distribution
 
 TRANSPORT_PLUGIN = """
@@ -568,7 +568,7 @@ def test_a_target_may_resolve_another_plugin_while_it_loads(site: Path) -> None:
         modules={
             "acme_nested_plugin": transport_plugin("nested", target="acme_nested_impl:T"),
             "acme_nested_impl": """
-                from eventforge._registry import load_named
+                from eventforge.plugins._registry import load_named
                 T = load_named("transport", "memory")  # resolved during the import
             """,
         },

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 from eventforge import MessageQueue
-from eventforge import _registry as registry_module
-from eventforge._registry import KINDS, registry, reset_registry
 from eventforge.cli import main
 from eventforge.errors import (
     ConfigurationError,
@@ -23,6 +21,8 @@ from eventforge.errors import (
 )
 from eventforge.message import Message
 from eventforge.middleware import Dedupe, UnknownMiddlewareError, register_middleware
+from eventforge.plugins import _registry as registry_module
+from eventforge.plugins._registry import KINDS, registry, reset_registry
 from eventforge.testing.distributions import write_distribution
 
 MIDDLEWARE_PLUGIN = """
@@ -102,7 +102,7 @@ def test_plugins_lists_middleware_as_json_and_table(capsys: pytest.CaptureFixtur
 
 
 def test_unknown_middleware_name_teaches(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from eventforge import middleware
+    from eventforge.dispatch import middleware
 
     monkeypatch.setattr(middleware, "_REGISTRY", {})
     with pytest.raises(UnknownMiddlewareError) as info:

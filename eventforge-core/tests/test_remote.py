@@ -7,11 +7,11 @@ import sys
 import textwrap
 from typing import Any
 
-import eventforge.remote as remote_module
+import eventforge.queue.remote as remote_module
 import pytest
 from eventforge import MessageQueue, RemoteQueue
 from eventforge.errors import ConfigurationError, TransportClosedError
-from eventforge.remote import UnknownPeerError
+from eventforge.queue.remote import UnknownPeerError
 from eventforge.testing.brokers import free_port
 from eventforge.testing.conformance import Collector
 
@@ -165,6 +165,6 @@ def test_connect_to_nothing_raises_clearly() -> None:
 
 
 def test_importing_remote_does_not_import_the_tcp_plugin() -> None:
-    code = "import sys, eventforge.remote; print('eventforge_tcp' in sys.modules)"
+    code = "import sys, eventforge.queue.remote; print('eventforge_tcp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from eventforge import MemoryTransport, MessageQueue
 from eventforge.errors import ConfigurationError
-from eventforge.rendezvous import (
+from eventforge.queue.rendezvous import (
     Barrier,
     FixedDelay,
     NoWait,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from eventforge import Message, RetryPolicy, WorkQueue
-from eventforge.workqueue import (
+from eventforge.workqueue._api import (
     DEAD_LETTER_REASON_HEADER,
     DeadLetter,
     Delivery,

@@ -12,8 +12,8 @@ import eventforge
 import pytest
 from eventforge import Message, MessageQueue
 from eventforge.errors import ConfigurationError, SerializationError
-from eventforge.roundtrip import RoundTripTransport
 from eventforge.testing.conformance import TransportConformance, TransportFactory
+from eventforge.transports.roundtrip import RoundTripTransport
 
 
 class TestRoundTripJsonConformance(TransportConformance):

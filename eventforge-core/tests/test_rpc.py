@@ -15,7 +15,6 @@ from eventforge import (
     RPCServer,
     with_retry,
 )
-from eventforge._loop import background_loop
 from eventforge.errors import (
     MethodNotFound,
     NoRespondersError,
@@ -24,6 +23,7 @@ from eventforge.errors import (
     RPCTimeout,
     TransportError,
 )
+from eventforge.transport._loop import background_loop
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from typing import Any
 
 import pydantic
 import pytest
-from eventforge import serializers
-from eventforge._registry import registry, reset_registry
 from eventforge.errors import (
     ConfigurationError,
     PluginImportError,
@@ -23,7 +21,10 @@ from eventforge.errors import (
     SerializationError,
 )
 from eventforge.message import Message
-from eventforge.serializers import (
+from eventforge.plugins._registry import registry, reset_registry
+from eventforge.testing.distributions import write_distribution
+from eventforge.wire import CONTENT_TYPE_HEADER, WireCodec, serializers
+from eventforge.wire.serializers import (
     JsonSerializer,
     MsgpackSerializer,
     PickleSerializer,
@@ -33,8 +34,6 @@ from eventforge.serializers import (
     get_serializer,
     serializer_for_content_type,
 )
-from eventforge.testing.distributions import write_distribution
-from eventforge.wire import CONTENT_TYPE_HEADER, WireCodec
 
 
 class Point(pydantic.BaseModel):
@@ -150,8 +149,8 @@ def test_missing_msgpack_in_a_fresh_interpreter() -> None:
     code = (
         "import sys; sys.modules['msgpack'] = None\n"
         "from eventforge.errors import ConfigurationError\n"
-        "from eventforge.serializers import get_serializer\n"
-        "import eventforge.serializers\n"
+        "from eventforge.wire.serializers import get_serializer\n"
+        "import eventforge.wire.serializers\n"
         "print('msgpack' in sys.modules and sys.modules['msgpack'] is not None)\n"
         "try:\n"
         "    get_serializer('msgpack')\n"
@@ -230,7 +229,7 @@ ROT13_PLUGIN = """
     from eventforge import hookimpl
     from eventforge.errors import SerializationError
     from eventforge.plugins import SerializerSpec
-    from eventforge.serializers import Serializer
+    from eventforge.wire.serializers import Serializer
 
 
     class Rot13(Serializer):

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from eventforge._task_support import TaskPool, TaskPoolTimeout
+from eventforge.tasks._support import TaskPool, TaskPoolTimeout
 
 
 class _CountingLoop(asyncio.SelectorEventLoop):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from queue import SimpleQueue
 from typing import Any
 
-from eventforge._threadpool import Job, ThreadPool
-from eventforge.execution import _call
+from eventforge.execution._executor import _call
+from eventforge.execution._threadpool import Job, ThreadPool
 
 
 class _ShutdownAfterFirstJob:

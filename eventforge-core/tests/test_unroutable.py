@@ -9,7 +9,7 @@ import pytest
 from eventforge import MemoryTransport, MessageQueue
 from eventforge.errors import ConfigurationError
 from eventforge.message import Message
-from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 
 
 def test_default_keeps_the_message_for_a_later_receive() -> None:

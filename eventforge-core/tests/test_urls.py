@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from eventforge.errors import ConfigurationError
-from eventforge.urls import mask_url, parse_bool, query_options, split_url
+from eventforge.transport.urls import mask_url, parse_bool, query_options, split_url
 
 
 @pytest.mark.parametrize(

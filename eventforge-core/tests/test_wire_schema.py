@@ -11,11 +11,9 @@ from typing import Any
 
 import pydantic_core
 import pytest
-from eventforge import serializers
-from eventforge._registry import reset_registry
 from eventforge.errors import FrameTooLarge, ProtocolError
 from eventforge.message import Message
-from eventforge.serializers import b64encode
+from eventforge.plugins._registry import reset_registry
 from eventforge.testing.distributions import write_distribution
 from eventforge.wire import (
     CONTENT_TYPE_HEADER,
@@ -23,7 +21,9 @@ from eventforge.wire import (
     WireCodec,
     decode_envelope,
     encode_envelope,
+    serializers,
 )
+from eventforge.wire.serializers import b64encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -169,7 +169,7 @@ FAILING_PLUGIN = """
     from eventforge import hookimpl
     from eventforge.errors import SerializationError
     from eventforge.plugins import SerializerSpec
-    from eventforge.serializers import Serializer
+    from eventforge.wire.serializers import Serializer
 
 
     class Crashes(Serializer):

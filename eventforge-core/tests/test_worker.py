@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from eventforge import MessageQueue, RPCClient
-from eventforge._loop import background_loop
 from eventforge.execution import ExecutionMode, Executor
 from eventforge.testing import wait_until
+from eventforge.transport._loop import background_loop
 from eventforge.transports.memory import MemoryTransport
 from eventforge.worker import READY_PREFIX, Worker
 

@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 
 import pytest
 from eventforge import MemoryTransport, Message, RetryPolicy, WorkQueue
-from eventforge._memory_workqueue import MemoryWorkQueueBackend, WorkQueueFull
 from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
 from eventforge.transport import Callback, Capability, Transport
-from eventforge.workqueue import ATTEMPT_HEADER, WorkQueueBackend
+from eventforge.transports._memory_workqueue import MemoryWorkQueueBackend, WorkQueueFull
+from eventforge.workqueue._api import ATTEMPT_HEADER, WorkQueueBackend
 
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.02, jitter=0.0)
 

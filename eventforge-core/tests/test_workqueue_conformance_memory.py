@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from eventforge._memory_workqueue import MemoryWorkQueueBackend
 from eventforge.testing.workqueue_conformance import BackendFactory, WorkQueueConformance
+from eventforge.transports._memory_workqueue import MemoryWorkQueueBackend
 
 
 class TestMemoryWorkQueueBackend(WorkQueueConformance):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from eventforge.errors import UnsupportedCapabilityError
 from eventforge.message import Message
-from eventforge.workqueue import (
+from eventforge.workqueue._api import (
     NOT_BEFORE_HEADER,
     DeadLetter,
     Delivery,

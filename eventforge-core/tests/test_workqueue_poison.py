@@ -6,7 +6,12 @@ from __future__ import annotations
 import time
 
 from eventforge.testing.waiting import wait_until
-from eventforge.workqueue import ATTEMPT_HEADER, DEAD_LETTER_REASON_HEADER, RetryPolicy, WorkQueue
+from eventforge.workqueue._api import (
+    ATTEMPT_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    RetryPolicy,
+    WorkQueue,
+)
 
 MAX_ATTEMPTS = 3
 POLICY = RetryPolicy(max_attempts=MAX_ATTEMPTS, initial_backoff=0.01, jitter=0.0)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from eventforge._memory_workqueue import MemoryWorkQueueBackend
-from eventforge.workqueue import ATTEMPT_HEADER, DEAD_LETTER_REASON_HEADER, RetryPolicy, WorkQueue
+from eventforge.transports._memory_workqueue import MemoryWorkQueueBackend
+from eventforge.workqueue._api import (
+    ATTEMPT_HEADER,
+    DEAD_LETTER_REASON_HEADER,
+    RetryPolicy,
+    WorkQueue,
+)
 
 RETRY = RetryPolicy(max_attempts=5, initial_backoff=0.0, max_backoff=0.0, jitter=0.0)
 

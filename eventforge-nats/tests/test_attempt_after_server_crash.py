@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from eventforge.message import Message
 from eventforge.testing.brokers import NatsServer
-from eventforge.workqueue import ATTEMPT_HEADER, RetryPolicy, WorkQueue
+from eventforge.workqueue._api import ATTEMPT_HEADER, RetryPolicy, WorkQueue
 from eventforge_nats.transport import NatsTransport
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -122,7 +122,7 @@ def test_token_and_password_are_exclusive() -> None:
 def test_importing_the_plugin_and_transport_modules_does_not_import_nats() -> None:
     code = (
         "import sys, eventforge_nats.plugin, eventforge_nats.transport, eventforge_nats\n"
-        "from eventforge._registry import registry\n"
+        "from eventforge.plugins._registry import registry\n"
         "entry = registry().transport('nats://127.0.0.1:1')\n"
         "assert entry.spec.name == 'nats', entry\n"
         "from eventforge.transports.nats import NatsTransport\n"

@@ -13,7 +13,7 @@ import pytest
 from eventforge import MessageQueue
 from eventforge.errors import FrameTooLarge, TransportClosedError, TransportError
 from eventforge.message import Message
-from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 from eventforge.testing.brokers import RedisServer
 from eventforge.topics import topic_matches
 

@@ -21,7 +21,7 @@ import pytest
 from eventforge import MessageQueue
 from eventforge.errors import TransportError
 from eventforge.message import Message
-from eventforge.routing import REROUTED_FROM_HEADER, UnroutableError
+from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 from eventforge.testing.conformance import Collector
 from eventforge_tcp.framing import FrameDecoder, encode_json_frame
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
@@ -220,7 +220,7 @@ def test_counted_publish_from_another_process(
     script = textwrap.dedent(
         f"""
         from eventforge import MessageQueue
-        from eventforge.routing import UnroutableError
+        from eventforge.queue._routing import UnroutableError
         from eventforge_tcp.transport import TCPClientTransport
 
         with MessageQueue(TCPClientTransport("127.0.0.1", {server.port}).connect(),

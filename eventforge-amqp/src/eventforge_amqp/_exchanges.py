@@ -22,7 +22,7 @@ from typing import Any
 import aiormq.abc
 import aiormq.exceptions
 from eventforge.errors import ConfigurationError
-from eventforge.routing import check_match
+from eventforge.queue import check_match
 from eventforge.topics import topic_matches
 
 from ._topology import binding_key, conflict_error, covers, exchange_kind, header_arguments

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from eventforge.errors import ConfigurationError
 from eventforge.transport import Backoff, Option, OptionTable, to_bool, to_int, to_seconds
-from eventforge.urls import mask_url
+from eventforge.transport.urls import mask_url
 
 from ._topology import exchange_kind, routes_option, valid_name
 

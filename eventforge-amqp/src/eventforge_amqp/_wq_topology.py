@@ -20,8 +20,8 @@ import aiormq.abc
 import aiormq.exceptions
 from eventforge.errors import ProtocolError
 from eventforge.message import Message
+from eventforge.transport import DEAD_LETTER_REASON_HEADER, DeadLetter
 from eventforge.wire import WireCodec
-from eventforge.workqueue import DEAD_LETTER_REASON_HEADER, DeadLetter
 
 from . import _codec
 from ._topology import conflict_error

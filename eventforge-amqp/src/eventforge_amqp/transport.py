@@ -46,7 +46,7 @@ from ._topology import REPLY_TO, is_reply_address
 from .workqueue import AmqpWorkQueue
 
 if TYPE_CHECKING:
-    from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+    from eventforge.transport import RetryPolicy, WorkQueueBackend
 
 __all__ = ["AmqpAuthError", "AmqpConnectError", "AmqpTransport"]
 

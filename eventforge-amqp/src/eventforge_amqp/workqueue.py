@@ -26,15 +26,15 @@ import aiormq.abc
 import pamqp.commands
 from eventforge.errors import ProtocolError, TransportClosedError, TransportError
 from eventforge.message import Message
-from eventforge.transport import Counter
-from eventforge.wire import WireCodec
-from eventforge.workqueue import (
+from eventforge.transport import (
     DEAD_LETTER_REASON_HEADER,
+    Counter,
     DeadLetter,
     Delivery,
     RetryPolicy,
     WorkQueueBackend,
 )
+from eventforge.wire import WireCodec
 
 from . import _codec
 from ._connection import Link

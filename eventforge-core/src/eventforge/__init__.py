@@ -44,12 +44,12 @@ _EXPORTS: dict[str, str] = {
     "configure": "config",
     "Settings": "config",
     "load_settings": "config",
-    "registry": "_registry",
+    "registry": "plugins._registry",
     # pub/sub and request/reply
     "MessageQueue": "queue",
     "ErrorHook": "queue",
-    "RemoteQueue": "remote",
-    "UnknownPeerError": "remote",
+    "RemoteQueue": "queue.remote",
+    "UnknownPeerError": "queue.remote",
     # typed events, middleware, routing and coordination
     "event": "events",
     "event_listener": "events",
@@ -59,12 +59,12 @@ _EXPORTS: dict[str, str] = {
     "UnknownMiddlewareError": "middleware",
     "ContextHeader": "middleware",
     "Dedupe": "middleware",
-    "SubscriptionCache": "cache",
-    "WaitMode": "cache",
-    "UnroutableError": "routing",
-    "Rendezvous": "rendezvous",
-    "StartupPolicy": "rendezvous",
-    "startup_policy": "rendezvous",
+    "SubscriptionCache": "queue.cache",
+    "WaitMode": "queue.cache",
+    "UnroutableError": "errors",
+    "Rendezvous": "queue.rendezvous",
+    "StartupPolicy": "config",
+    "startup_policy": "config",
     # execution
     "Executor": "execution",
     "ExecutionMode": "execution",
@@ -77,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "Delivery": "workqueue",
     "DeadLetter": "workqueue",
     "Consumer": "workqueue",
-    "WorkQueueFull": "_memory_workqueue",
+    "WorkQueueFull": "transports._memory_workqueue",
     # rpc
     "RPCServer": "rpc",
     "RPCClient": "rpc",
@@ -100,28 +100,34 @@ _EXPORTS: dict[str, str] = {
     "RoundRobinDispatcher": "dispatch",
     "ConcurrentDispatcher": "dispatch",
     "LeastLoadedDispatcher": "dispatch",
-    "Node": "_node",
+    "Node": "rpc",
     "DispatchError": "dispatch",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
-    from eventforge._memory_workqueue import WorkQueueFull as WorkQueueFull
-    from eventforge._node import Node as Node
-    from eventforge._registry import registry as registry
-    from eventforge.cache import SubscriptionCache as SubscriptionCache
-    from eventforge.cache import WaitMode as WaitMode
     from eventforge.config import Settings as Settings
+    from eventforge.config import StartupPolicy as StartupPolicy
     from eventforge.config import configure as configure
     from eventforge.config import connect as connect
     from eventforge.config import load_settings as load_settings
+    from eventforge.config import startup_policy as startup_policy
     from eventforge.dispatch import BroadcastDispatcher as BroadcastDispatcher
     from eventforge.dispatch import ConcurrentDispatcher as ConcurrentDispatcher
     from eventforge.dispatch import Dispatcher as Dispatcher
     from eventforge.dispatch import DispatchError as DispatchError
     from eventforge.dispatch import LeastLoadedDispatcher as LeastLoadedDispatcher
     from eventforge.dispatch import RoundRobinDispatcher as RoundRobinDispatcher
+    from eventforge.dispatch.middleware import ContextHeader as ContextHeader
+    from eventforge.dispatch.middleware import Dedupe as Dedupe
+    from eventforge.dispatch.middleware import Middleware as Middleware
+    from eventforge.dispatch.middleware import UnknownMiddlewareError as UnknownMiddlewareError
+    from eventforge.dispatch.observing import CallEvent as CallEvent
+    from eventforge.dispatch.observing import Eventful as Eventful
+    from eventforge.dispatch.observing import Observable as Observable
+    from eventforge.dispatch.observing import Observer as Observer
+    from eventforge.dispatch.observing import observe as observe
     from eventforge.errors import ConfigurationError as ConfigurationError
     from eventforge.errors import EventforgeError as EventforgeError
     from eventforge.errors import FrameTooLarge as FrameTooLarge
@@ -139,6 +145,7 @@ if TYPE_CHECKING:
     from eventforge.errors import ServiceUnavailable as ServiceUnavailable
     from eventforge.errors import TransportClosedError as TransportClosedError
     from eventforge.errors import TransportError as TransportError
+    from eventforge.errors import UnroutableError as UnroutableError
     from eventforge.errors import UnsupportedCapabilityError as UnsupportedCapabilityError
     from eventforge.events import EventListener as EventListener
     from eventforge.events import EventValidationError as EventValidationError
@@ -150,25 +157,17 @@ if TYPE_CHECKING:
     from eventforge.execution import TaskResult as TaskResult
     from eventforge.execution import TaskStatus as TaskStatus
     from eventforge.execution import UnpicklableTaskError as UnpicklableTaskError
-    from eventforge.hookspecs import hookimpl as hookimpl
     from eventforge.message import Message as Message
-    from eventforge.middleware import ContextHeader as ContextHeader
-    from eventforge.middleware import Dedupe as Dedupe
-    from eventforge.middleware import Middleware as Middleware
-    from eventforge.middleware import UnknownMiddlewareError as UnknownMiddlewareError
-    from eventforge.observing import CallEvent as CallEvent
-    from eventforge.observing import Eventful as Eventful
-    from eventforge.observing import Observable as Observable
-    from eventforge.observing import Observer as Observer
-    from eventforge.observing import observe as observe
+    from eventforge.plugins import registry as registry
+    from eventforge.plugins.hookspecs import hookimpl as hookimpl
     from eventforge.queue import ErrorHook as ErrorHook
     from eventforge.queue import MessageQueue as MessageQueue
-    from eventforge.remote import RemoteQueue as RemoteQueue
-    from eventforge.remote import UnknownPeerError as UnknownPeerError
-    from eventforge.rendezvous import Rendezvous as Rendezvous
-    from eventforge.rendezvous import StartupPolicy as StartupPolicy
-    from eventforge.rendezvous import startup_policy as startup_policy
-    from eventforge.routing import UnroutableError as UnroutableError
+    from eventforge.queue.cache import SubscriptionCache as SubscriptionCache
+    from eventforge.queue.cache import WaitMode as WaitMode
+    from eventforge.queue.remote import RemoteQueue as RemoteQueue
+    from eventforge.queue.remote import UnknownPeerError as UnknownPeerError
+    from eventforge.queue.rendezvous import Rendezvous as Rendezvous
+    from eventforge.rpc import Node as Node
     from eventforge.rpc import RetryingRPCClient as RetryingRPCClient
     from eventforge.rpc import RoundRobinRPCClient as RoundRobinRPCClient
     from eventforge.rpc import RPCClient as RPCClient
@@ -180,13 +179,14 @@ if TYPE_CHECKING:
     from eventforge.tasks import TaskPoolTimeout as TaskPoolTimeout
     from eventforge.tasks import task as task
     from eventforge.transport import Capability as Capability
+    from eventforge.transport import DeadLetter as DeadLetter
+    from eventforge.transport import Delivery as Delivery
+    from eventforge.transport import RetryPolicy as RetryPolicy
     from eventforge.transport import Transport as Transport
+    from eventforge.transports import WorkQueueFull as WorkQueueFull
     from eventforge.transports.local import LocalTransport as LocalTransport
     from eventforge.transports.memory import MemoryTransport as MemoryTransport
     from eventforge.workqueue import Consumer as Consumer
-    from eventforge.workqueue import DeadLetter as DeadLetter
-    from eventforge.workqueue import Delivery as Delivery
-    from eventforge.workqueue import RetryPolicy as RetryPolicy
     from eventforge.workqueue import WorkQueue as WorkQueue
 
     # Exported by eventforge-observers through the plugin registry (``KNOWN_EXPORTS``): typed
@@ -212,14 +212,14 @@ if not TYPE_CHECKING:
             globals()[name] = value
             return value
         if name == "hookimpl":
-            from eventforge.hookspecs import hookimpl
+            from eventforge.plugins.hookspecs import hookimpl
 
             return hookimpl
         if not name[:1].isupper():
             # Lower-case names are submodules or typos, never registry exports; resolving them here
             # would recurse into the registry while it is importing its own submodules.
             raise AttributeError(f"module 'eventforge' has no attribute {name!r}")
-        from eventforge._registry import find_export
+        from eventforge.plugins import find_export
 
         return find_export(name)
 

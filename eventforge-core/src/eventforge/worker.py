@@ -39,17 +39,16 @@ from collections.abc import Callable, Sequence
 from types import FrameType, ModuleType
 from typing import Any
 
-from eventforge._logsetup import FORMATS, LEVELS, level_name, setup_logging
-from eventforge._registry import registry
-from eventforge.config import connect
+from eventforge.config import FORMATS, LEVELS, connect, level_name, setup_logging
 from eventforge.errors import ConfigurationError, EventforgeError
 from eventforge.execution import ExecutionMode, Executor
 from eventforge.message import Message
+from eventforge.plugins import registry
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCServer
 from eventforge.service.run import main as run_service
 from eventforge.transport import Transport
-from eventforge.urls import mask_url
+from eventforge.transport.urls import mask_url
 
 __all__ = ["HandlerModuleError", "Worker", "load_handlers", "main"]
 

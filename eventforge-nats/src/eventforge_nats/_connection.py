@@ -26,8 +26,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eventforge._loop import LoopHost, background_loop
 from eventforge.errors import TransportClosedError, TransportError
+from eventforge.transport import LoopHost, background_loop
 
 from ._confirm import PublishConfirmations
 from ._credentials import check_credentials_file, require_nkeys
@@ -222,7 +222,7 @@ def tls_enforcing_client() -> type[Client]:
 class NatsConnection:
     """A nats-py client, its callbacks and counters, on the shared background loop.
 
-    ``host`` may instead be the application's own loop (:class:`~eventforge._loop.BoundLoop`):
+    ``host`` may instead be the application's own loop (:class:`~eventforge.transport._loop.BoundLoop`):
     coroutines on it then await nats-py directly.
     """
 

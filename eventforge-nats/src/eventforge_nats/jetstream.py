@@ -52,14 +52,14 @@ from eventforge.errors import (
     UnsupportedCapabilityError,
 )
 from eventforge.message import Message
-from eventforge.wire import WireCodec
-from eventforge.workqueue import (
+from eventforge.transport import (
     DEAD_LETTER_REASON_HEADER,
     DeadLetter,
     Delivery,
     RetryPolicy,
     WorkQueueBackend,
 )
+from eventforge.wire import WireCodec
 
 from ._connection import NatsConnection
 from ._pull import Puller, close_all

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from eventforge._loop import BoundLoop
 from eventforge.errors import (
     ConfigurationError,
     FrameTooLarge,
@@ -37,6 +36,7 @@ from eventforge.errors import (
 from eventforge.message import Message
 from eventforge.topics import topic_matches, validate_pattern, validate_topic
 from eventforge.transport import (
+    BoundLoop,
     Callback,
     Capability,
     Counter,
@@ -52,7 +52,7 @@ from ._settings import NatsSettings, parse_url, servers_from
 from ._subjects import SubjectPlan, plan_subjects
 
 if TYPE_CHECKING:
-    from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+    from eventforge.transport import RetryPolicy, WorkQueueBackend
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 

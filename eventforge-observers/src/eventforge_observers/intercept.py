@@ -25,7 +25,7 @@ from eventforge.message import Message
 from eventforge.transport import Capability, Transport, is_native, is_nonblocking, nonblocking
 
 if TYPE_CHECKING:
-    from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+    from eventforge.transport import RetryPolicy, WorkQueueBackend
 
 __all__ = ["BoundedMap", "InterceptedTransport", "Interceptor", "intercept"]
 

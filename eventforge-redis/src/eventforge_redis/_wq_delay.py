@@ -12,7 +12,7 @@ import time
 from typing import Any, Protocol
 
 from eventforge.message import Message
-from eventforge.workqueue import NOT_BEFORE_HEADER
+from eventforge.transport import NOT_BEFORE_HEADER
 
 from . import _wq_scripts as scripts
 from ._connect import describe_error

@@ -34,8 +34,8 @@ from ._publisher import Counted, Publisher
 from ._subscriber import Subscriber
 
 if TYPE_CHECKING:
-    from eventforge.serializers import Serializer
-    from eventforge.workqueue import RetryPolicy
+    from eventforge.transport import RetryPolicy
+    from eventforge.wire.serializers import Serializer
 
     from .workqueue import RedisWorkQueueBackend
 

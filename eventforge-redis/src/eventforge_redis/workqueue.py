@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 from eventforge.errors import ProtocolError, TransportClosedError
 from eventforge.message import Message
-from eventforge.workqueue import DEAD_LETTER_REASON_HEADER, DeadLetter, Delivery, WorkQueueBackend
+from eventforge.transport import (
+    DEAD_LETTER_REASON_HEADER,
+    DeadLetter,
+    Delivery,
+    WorkQueueBackend,
+)
 
 from . import _wq_scripts as scripts
 from ._connect import describe_error
@@ -49,8 +54,8 @@ from ._settler import Settler
 from ._wq_delay import delay_ms, put_delayed
 
 if TYPE_CHECKING:
+    from eventforge.transport import RetryPolicy
     from eventforge.wire import WireCodec
-    from eventforge.workqueue import RetryPolicy
 
     from ._connect import RedisSettings
 

@@ -21,9 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from eventforge.message import Message
-from eventforge.transport import Backoff
+from eventforge.transport import Backoff, RetryPolicy
 from eventforge.wire import decode_envelope, encode_envelope
-from eventforge.workqueue import RetryPolicy
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 

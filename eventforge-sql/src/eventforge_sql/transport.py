@@ -17,8 +17,7 @@ from typing import Any, ClassVar
 
 from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
 from eventforge.message import Message
-from eventforge.transport import Capability, Transport
-from eventforge.workqueue import RetryPolicy, WorkQueueBackend
+from eventforge.transport import Capability, RetryPolicy, Transport, WorkQueueBackend
 from sqlalchemy.engine import Engine
 
 from ._engines import engine_from_url

@@ -24,8 +24,8 @@ from typing import Any
 
 from eventforge.errors import TransportClosedError
 from eventforge.message import Message
+from eventforge.transport import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
 from eventforge.wire import decode_envelope, encode_envelope
-from eventforge.workqueue import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
 

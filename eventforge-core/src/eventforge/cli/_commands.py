@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from eventforge.cli._base import command
-from eventforge.demo import main as demo_main
+from eventforge.cli._demo import main as demo_main
 from eventforge.worker import main as worker_main
 
 __all__: list[str] = []

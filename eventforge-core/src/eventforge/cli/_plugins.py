@@ -17,8 +17,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from eventforge._registry import _SCHEME_ONLY, KINDS, KNOWN_DISTRIBUTIONS, registry
 from eventforge.cli._base import command
+from eventforge.plugins import KINDS, KNOWN_DISTRIBUTIONS, SCHEME_ONLY, registry
 
 __all__ = ["COLUMNS", "plugin_rows"]
 
@@ -102,7 +102,7 @@ def plugin_rows(kind: str | None = None) -> list[dict[str, Any]]:
                 }
             )
     for (known_kind, name), dist in KNOWN_DISTRIBUTIONS.items():
-        if kind not in (None, known_kind) or name in _SCHEME_ONLY or reg.distribution(dist):
+        if kind not in (None, known_kind) or name in SCHEME_ONLY or reg.distribution(dist):
             continue
         rows.append(
             {

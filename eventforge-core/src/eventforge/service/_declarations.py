@@ -6,9 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventforge._rpc_protocol import RPC_TOPIC_PREFIX
 from eventforge.events import event_info, event_type_of
-from eventforge.rpc import RPCServer
+from eventforge.rpc import RPC_TOPIC_PREFIX, RPCServer
 from eventforge.service.health import Tracker
 from eventforge.workqueue import Consumer, WorkQueue
 

@@ -7,11 +7,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from eventforge._loop import run_sync
 from eventforge.message import Message
 from eventforge.queue import MessageQueue
 from eventforge.service.health import Tracker
 from eventforge.topics import topic_matches
+from eventforge.transport import run_sync
 from eventforge.workqueue import Consumer, WorkQueue
 
 __all__ = ["attribute", "call_hook", "consuming", "observed", "pending", "publishers"]

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pydantic
 
 from eventforge.service.app import Endpoint, Service
-from eventforge.urls import mask_url
+from eventforge.transport.urls import mask_url
 
 __all__ = ["asyncapi_document", "dump_document"]
 

@@ -36,7 +36,7 @@ from eventforge.service._pool import WorkerPool, stop_when_orphaned
 from eventforge.service.app import Service
 from eventforge.service.asyncapi import asyncapi_document, dump_document
 from eventforge.service.http import HealthServer
-from eventforge.urls import mask_url
+from eventforge.transport.urls import mask_url
 
 __all__ = [
     "asyncapi_main",

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from eventforge._loop import run_sync
 from eventforge.errors import ConfigurationError
 from eventforge.service.health import HealthState, Tracker
 from eventforge.topics import validate_topic
-from eventforge.transport import Counter, Transport
+from eventforge.transport import Counter, Transport, run_sync
 
 __all__ = ["MISSED_POLICIES", "Cron", "Every", "Schedule", "Scheduler", "Tick"]
 

@@ -16,7 +16,7 @@ import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from eventforge._registry import Registry, registry, reset_registry
+from eventforge.plugins import Registry, registry, reset_registry
 
 __all__ = ["plugins_from", "write_distribution"]
 

@@ -32,11 +32,11 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from eventforge.cache import WaitMode
+from eventforge.dispatch.middleware import ContextHeader
 from eventforge.events import EventValidationError, event, event_listener
 from eventforge.message import Message
-from eventforge.middleware import ContextHeader
 from eventforge.queue import MessageQueue
+from eventforge.queue.cache import WaitMode
 from eventforge.rpc import RPCClient, RPCServer
 from eventforge.testing._transport_harness import ContractGuard, TransportFactory, seal_contract
 from eventforge.transport import Capability, Transport
@@ -347,7 +347,7 @@ class EventsConformance(ContractGuard):
         assert controller.wait_until_ready(
             {"worker": 3, "reporter": 1}, timeout=self.delivery_timeout, space=space
         )
-        from eventforge.rendezvous import rendezvous_for
+        from eventforge.queue.rendezvous import rendezvous_for
 
         assert rendezvous_for(controller, space).counts() == {"worker": 3, "reporter": 1}
 

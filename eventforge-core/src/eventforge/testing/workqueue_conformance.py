@@ -35,7 +35,13 @@ import pytest
 
 from eventforge.message import Message
 from eventforge.testing.waiting import wait_until
-from eventforge.workqueue import ATTEMPT_HEADER, Delivery, RetryPolicy, WorkQueue, WorkQueueBackend
+from eventforge.workqueue import (
+    ATTEMPT_HEADER,
+    Delivery,
+    RetryPolicy,
+    WorkQueue,
+    WorkQueueBackend,
+)
 
 __all__ = ["BackendFactory", "WorkQueueConformance"]
 

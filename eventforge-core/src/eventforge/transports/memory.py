@@ -15,7 +15,7 @@ from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import TopicIndex, topic_matches, validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Transport
-from eventforge.urls import mask_url, query_options, split_url
+from eventforge.transport.urls import mask_url, query_options, split_url
 
 __all__ = ["MemoryTransport"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventforge._registry import plugin_exports
+from eventforge.plugins import plugin_exports
 
 
 def __getattr__(name: str) -> Any:

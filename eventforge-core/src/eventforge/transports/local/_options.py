@@ -7,7 +7,7 @@ from typing import Any
 
 from eventforge.errors import ConfigurationError
 from eventforge.transport import Option, OptionTable, to_bool, to_int, to_seconds
-from eventforge.urls import mask_url, split_url
+from eventforge.transport.urls import mask_url, split_url
 from eventforge.wire import DEFAULT_MAX_SIZE
 
 __all__ = ["OPTIONS", "OVERFLOW_POLICIES", "directory_from_url"]

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern
-from eventforge.transport import Callback, Capability, Transport
+from eventforge.transport import Callback, Capability, RetryPolicy, Transport, WorkQueueBackend
 from eventforge.transports.local._bell import Doorbell
 from eventforge.transports.local._consume import Attachment, Reader
 from eventforge.transports.local._hub import Hub
@@ -28,7 +28,6 @@ from eventforge.transports.local._store import (
 from eventforge.transports.local._sweep import drop_subscription, reap, sweep
 from eventforge.transports.local._workqueue import LocalWorkQueueBackend
 from eventforge.wire import WireCodec
-from eventforge.workqueue import RetryPolicy, WorkQueueBackend
 
 __all__ = ["LocalTransport"]
 

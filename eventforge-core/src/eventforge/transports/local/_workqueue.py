@@ -18,10 +18,7 @@ from typing import Any
 
 from eventforge.errors import TransportClosedError
 from eventforge.message import Message
-from eventforge.transports.local._hub import WORK_PREFIX, Hub
-from eventforge.transports.local._store import DEAD, PENDING, SETTLED
-from eventforge.wire import WireCodec
-from eventforge.workqueue import (
+from eventforge.transport import (
     ATTEMPT_HEADER,
     DEAD_LETTER_REASON_HEADER,
     NOT_BEFORE_HEADER,
@@ -30,6 +27,9 @@ from eventforge.workqueue import (
     RetryPolicy,
     WorkQueueBackend,
 )
+from eventforge.transports.local._hub import WORK_PREFIX, Hub
+from eventforge.transports.local._store import DEAD, PENDING, SETTLED
+from eventforge.wire import WireCodec
 
 __all__ = ["LocalWorkQueueBackend"]
 

@@ -1,0 +1,35 @@
+"""The Executor: tasks on threads, processes or a pool, and their results (layer 6)."""
+
+from __future__ import annotations
+
+from eventforge.execution._executor import (
+    ExecutionMode as ExecutionMode,
+)
+from eventforge.execution._executor import (
+    Executor as Executor,
+)
+from eventforge.execution._executor import (
+    TaskId as TaskId,
+)
+from eventforge.execution._executor import (
+    TaskNotFound as TaskNotFound,
+)
+from eventforge.execution._executor import (
+    TaskResult as TaskResult,
+)
+from eventforge.execution._executor import (
+    TaskStatus as TaskStatus,
+)
+from eventforge.execution._executor import (
+    UnpicklableTaskError as UnpicklableTaskError,
+)
+
+__all__ = [
+    "ExecutionMode",
+    "Executor",
+    "TaskId",
+    "TaskNotFound",
+    "TaskResult",
+    "TaskStatus",
+    "UnpicklableTaskError",
+]

@@ -1,0 +1,535 @@
+"""RPC: call a function by name on a server reached through a MessageQueue.
+
+:class:`RPCServer` registers functions and answers calls on the topic ``_rpc.<service_name>``;
+:class:`RPCClient` calls them by name and returns the result. Several servers with the same
+``service_name`` form one group: each call runs once, on one of them (on transports with
+competing-consumer groups this holds across processes and machines). Client-side helpers
+spread calls over several clients (:class:`RoundRobinRPCClient`) and retry what is safe to
+retry (:func:`with_retry`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import typing
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from eventforge.dispatch import Dispatcher, LoopRunner
+from eventforge.errors import RPCError, RPCTimeout
+from eventforge.events import _is_model_class, adapter_for
+from eventforge.execution import Executor
+from eventforge.message import Message
+from eventforge.queue import MessageQueue
+from eventforge.rpc._clients import (
+    RetryingRPCClient,
+    RoundRobinRPCClient,
+    _dynamic_method,
+    with_retry,
+)
+from eventforge.rpc._protocol import (
+    RPC_TOPIC_PREFIX,
+    error_reply,
+    exception_reply,
+    make_call,
+    parse_call,
+    unwrap_reply,
+)
+from eventforge.topics import validate_topic
+from eventforge.transport import Capability, Counter
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+
+__all__ = [
+    "RPCClient",
+    "RPCServer",
+    "RetryingRPCClient",
+    "RoundRobinRPCClient",
+    "with_retry",
+]
+
+log = logging.getLogger("eventforge.rpc")
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _model_params(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, type]] | None:
+    """The parameters of ``func`` annotated with a pydantic model or dataclass, if any."""
+
+    try:
+        signature = inspect.signature(func)
+        hints = typing.get_type_hints(func)
+    except Exception:
+        return None
+    models = {
+        name: hint
+        for name, hint in hints.items()
+        if name in signature.parameters and _is_model_class(hint)
+    }
+    return (signature, models) if models else None
+
+
+def _validate_args(
+    spec: tuple[inspect.Signature, dict[str, type]], args: list[Any], kwargs: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Validate the model-typed arguments of a call; ``ValueError`` saying which one failed."""
+
+    signature, models = spec
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    for name, cls in models.items():
+        if name in bound.arguments:
+            try:
+                bound.arguments[name] = adapter_for(cls).validate_python(bound.arguments[name])
+            except Exception as exc:
+                raise ValueError(
+                    f"argument {name!r} is not a valid {cls.__name__}: {exc}"
+                ) from None
+    return list(bound.args), dict(bound.kwargs)
+
+
+def _service_topic(service_name: str) -> str:
+    if not isinstance(service_name, str) or not service_name:
+        raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
+    topic = f"{RPC_TOPIC_PREFIX}.{service_name}"
+    try:
+        return validate_topic(topic)
+    except ValueError as exc:
+        raise ValueError(
+            f"service_name {service_name!r} cannot be used: {exc}; use letters, digits, '-' "
+            "and '_' (dots separate topic segments)"
+        ) from None
+
+
+class RPCServer:
+    """Answers calls for the methods registered on it, under one ``service_name``.
+
+    Where methods run: on the in-process transport, inline in the caller's thread (the fastest
+    path); on network transports, on a thread of the server's own (``threaded``, the default
+    there), so that a method may itself make blocking calls, such as another RPC, without
+    holding up the transport's reader. Coroutine functions run on the event loop that was
+    running at :meth:`serve` (else on the shared background loop). With a thread or process
+    pool ``executor`` every call goes through it and calls run concurrently. A ``@task``
+    function keeps its observers: calling it runs them around the body.
+
+    Servers sharing a ``service_name`` form a pool and each call runs on one of them: across
+    processes the transport picks (where it declares groups); among the servers of one queue,
+    ``dispatcher`` does (a name such as ``"least_loaded"``, default ``"round_robin"``).
+    """
+
+    def __init__(
+        self,
+        queue: MessageQueue,
+        executor: Executor | None = None,
+        service_name: str = "rpc",
+        *,
+        threaded: bool | None = None,
+        dispatcher: str | Dispatcher | None = None,
+    ) -> None:
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.executor = executor
+        self.service_name = service_name
+        if threaded is None:
+            blocking_executor = executor is None or executor.mode.value == "sequential"
+            threaded = blocking_executor and not queue.transport.has(Capability.ZERO_COPY)
+        self.threaded = threaded
+        self.topic = _service_topic(service_name)
+        self._methods: dict[str, Callable[..., Any]] = {}
+        self._arg_models: dict[str, tuple[inspect.Signature, dict[str, type]]] = {}
+        self._handler_id: str | None = None
+        self._runner: LoopRunner | None = None
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._calls = Counter()
+        self._failures = Counter()
+        self._not_found = Counter()
+        self._bad_requests = Counter()
+        self._refused = Counter()
+
+    # -- registration ----------------------------------------------------------------------
+
+    def register(self, name: str | Callable[..., Any] | None = None) -> Callable[[F], F]:
+        """Decorator: register the function under ``name`` (default: its ``__name__``)."""
+        if callable(name):
+            raise TypeError("use @server.register() or @server.register('name') (with parentheses)")
+
+        def decorate(func: F) -> F:
+            self.add_method(name or _name_of(func), func)
+            return func
+
+        return decorate
+
+    def add_method(self, name: str, func: Callable[..., Any], *, replace: bool = False) -> None:
+        """Register ``func`` under ``name``. A name is registered once unless ``replace``."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an RPC method name must be a non-empty str, got {name!r}")
+        if not callable(func):
+            raise TypeError(f"RPC method {name!r} must be callable, got {type(func).__name__}")
+        with self._lock:
+            if name in self._methods and not replace:
+                raise ValueError(
+                    f"RPC method {name!r} is already registered on service "
+                    f"{self.service_name!r}; pass replace=True to swap it"
+                )
+            self._methods[name] = func
+            models = _model_params(func)
+            if models is not None:
+                self._arg_models[name] = models
+            else:
+                self._arg_models.pop(name, None)
+
+    def remove_method(self, name: str) -> bool:
+        """Unregister ``name``; return whether it was registered."""
+        with self._lock:
+            self._arg_models.pop(name, None)
+            return self._methods.pop(name, None) is not None
+
+    @property
+    def methods(self) -> list[str]:
+        """The registered method names, sorted."""
+        return sorted(self._methods)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def serve(self, blocking: bool = True) -> None:
+        """Start answering calls. ``blocking=True`` then waits until :meth:`stop` is called.
+
+        Calling it again while serving changes nothing. Ctrl-C during a blocking ``serve``
+        stops the server and propagates ``KeyboardInterrupt``.
+        """
+        with self._lock:
+            if self._handler_id is None:
+                self._stopped.clear()
+                self._runner = LoopRunner.for_caller()
+                self._handler_id = self.queue.subscribe(
+                    self.topic,
+                    self._on_call,
+                    group=self.topic,
+                    dispatcher=self.dispatcher,
+                    threaded=self.threaded,
+                    on_discard=self._refuse,
+                )
+        if blocking:
+            try:
+                while not self._stopped.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                self.stop()
+                raise
+
+    def _refuse(self, message: Message) -> None:
+        """Answer a call that was received but will never run (stopping, or backlog full)."""
+        if message.reply_to is None:
+            return
+        self._refused.bump()
+        self._send(
+            message,
+            error_reply(
+                "unavailable",
+                "ServiceUnavailable",
+                "the server stopped, or its backlog was full, before running the call; it did "
+                "not run, so it is safe to retry",
+            ),
+        )
+
+    def stop(self) -> None:
+        """Stop answering calls (a blocking :meth:`serve` returns). Idempotent.
+
+        Calls already running finish and are answered; calls received but not yet started are
+        answered with :class:`~eventforge.errors.ServiceUnavailable` (they did not run), so
+        their callers can retry elsewhere at once instead of waiting for their timeout.
+        """
+        with self._lock:
+            handler_id, self._handler_id = self._handler_id, None
+        if handler_id is not None and not self.queue.closed:
+            self.queue.unsubscribe(handler_id)
+        self._stopped.set()
+
+    def _wait_replies(self, timeout: float = 30.0) -> bool:
+        """Wait until the replies of calls finishing on the event loop were sent.
+
+        Calls run on a pool ``executor`` or as coroutines send their reply from the event loop
+        after the method returned. Call this after :meth:`stop` (and after stopping the
+        executor) before closing the queue, so those replies are not lost; ``False`` when
+        ``timeout`` seconds passed first.
+        """
+        runner = self._runner
+        return True if runner is None else runner.wait_idle(timeout)
+
+    @property
+    def serving(self) -> bool:
+        """Whether the server is answering calls."""
+        return self._handler_id is not None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: ``calls`` answered, ``failures`` (method raised), ``not_found``,
+        ``bad_requests``, ``refused`` (received but never run: answered ServiceUnavailable)."""
+        return {
+            "calls": self._calls.value,
+            "failures": self._failures.value,
+            "not_found": self._not_found.value,
+            "bad_requests": self._bad_requests.value,
+            "refused": self._refused.value,
+        }
+
+    def __enter__(self) -> Self:
+        self.serve(blocking=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.serving else "stopped"
+        return f"RPCServer(service_name={self.service_name!r}, methods={self.methods}, {state})"
+
+    # -- handling a call -----------------------------------------------------------------------
+
+    def _on_call(self, message: Message) -> None:
+        if not message.reply_to:
+            self._bad_requests.bump()
+            log.warning(
+                "ignored a message on %r without reply_to: RPC calls are requests; use "
+                "RPCClient.call or MessageQueue.request",
+                message.topic,
+            )
+            return
+        self._calls.bump()
+        try:
+            name, args, kwargs = parse_call(message.payload)
+        except ValueError as exc:
+            self._bad_requests.bump()
+            self._send(message, error_reply("bad_request", "ValueError", str(exc)))
+            return
+        func = self._methods.get(name)
+        if func is None:
+            self._not_found.bump()
+            self._send(
+                message,
+                error_reply(
+                    "method_not_found",
+                    "MethodNotFound",
+                    f"no RPC method {name!r} on service {self.service_name!r}",
+                    methods=self.methods,
+                ),
+            )
+            return
+        models = self._arg_models.get(name)
+        if models is not None:
+            try:
+                args, kwargs = _validate_args(models, args, kwargs)
+            except ValueError as exc:
+                self._bad_requests.bump()
+                self._send(message, error_reply("bad_request", "ValidationError", str(exc)))
+                return
+        if self.executor is not None:
+            self._run_on_executor(message, func, args, kwargs)
+            return
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:
+            self._failures.bump()
+            self._send(message, exception_reply(exc))
+            return
+        if inspect.isawaitable(result):
+            self._schedule(self._finish_awaitable(message, result))
+            return
+        self._send(message, {"ok": True, "result": result})
+
+    def _run_on_executor(
+        self, message: Message, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        executor = self.executor
+        assert executor is not None
+        try:
+            task_id = executor.submit(func, *args, **kwargs)
+        except Exception as exc:
+            self._failures.bump()
+            self._send(message, exception_reply(exc))
+            return
+        if executor.mode.value == "sequential":
+            self._send(message, self._outcome(executor.result(task_id)))
+            return
+        self._schedule(self._finish_task(message, executor, task_id))
+
+    async def _finish_task(self, message: Message, executor: Executor, task_id: str) -> None:
+        try:
+            reply = self._outcome(await executor.result_async(task_id))
+        except Exception as exc:  # the result is gone (evicted, the executor failed)
+            self._failures.bump()
+            log.error(
+                "RPC server %r lost the result of a call run on its executor: %s",
+                self.service_name,
+                exc,
+            )
+            reply = exception_reply(exc)
+        await self._send_async(message, reply)
+
+    async def _finish_awaitable(self, message: Message, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._failures.bump()
+            reply = exception_reply(exc)
+        else:
+            reply = {"ok": True, "result": result}
+        await self._send_async(message, reply)
+
+    def _outcome(self, task_result: Any) -> dict[str, Any]:
+        if task_result.error is not None:
+            self._failures.bump()
+            return exception_reply(task_result.error)
+        if task_result.status.value != "success":
+            self._failures.bump()
+            return error_reply(
+                "exception",
+                "TaskNotCompleted",
+                f"the executor reported {task_result.status.value} for this call",
+            )
+        return {"ok": True, "result": task_result.value}
+
+    def _schedule(self, coro: Any) -> None:
+        runner = self._runner or LoopRunner.for_caller()
+        try:
+            runner.schedule(coro)
+        except RuntimeError:
+            coro.close()
+            log.error(
+                "RPC server %r cannot finish a call: the event loop it was serving on has "
+                "closed; serve() again from a live loop or outside one",
+                self.service_name,
+            )
+
+    def _send(self, request: Message, reply: dict[str, Any]) -> None:
+        try:
+            self.queue.reply(request, reply)
+        except Exception as exc:
+            self._reply_failed(request, reply, exc)
+            self.queue.reply(request, exception_reply(exc))
+
+    async def _send_async(self, request: Message, reply: dict[str, Any]) -> None:
+        try:
+            await self.queue.reply_async(request, reply)
+        except Exception as exc:
+            self._reply_failed(request, reply, exc)
+            await self.queue.reply_async(request, exception_reply(exc))
+
+    def _reply_failed(self, request: Message, reply: dict[str, Any], exc: Exception) -> None:
+        if reply.get("ok"):
+            self._failures.bump()
+        log.warning(
+            "could not send the reply to %r on service %r (%s); sending the error instead",
+            request.id,
+            self.service_name,
+            exc,
+        )
+
+
+class RPCClient:
+    """Calls methods of the RPC service ``service_name`` by name.
+
+    ``client.call("add", 1, 2)`` is ``client.add(1, 2)``. A method that raised on the server
+    raises :class:`~eventforge.errors.RemoteError`; an unknown name :class:`MethodNotFound`;
+    no server subscribed :class:`NoRespondersError` at once (where the transport can tell);
+    no reply within ``timeout`` seconds :class:`~eventforge.errors.RPCTimeout`.
+    """
+
+    def __init__(
+        self, queue: MessageQueue, service_name: str = "rpc", timeout: float = 30.0
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.queue = queue
+        self.service_name = service_name
+        self.timeout = timeout
+        self.topic = _service_topic(service_name)
+
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``method`` with the arguments; return its result or raise its error."""
+        wait = self.timeout if timeout is None else timeout
+        reply = self.queue.request(self.topic, make_call(method, args, kwargs), timeout=wait)
+        if reply is None:
+            raise self._timeout(method, wait)
+        return unwrap_reply(reply.payload, method, self.service_name)
+
+    async def call_async(
+        self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Like :meth:`call`, awaiting the reply without blocking the running event loop."""
+        wait = self.timeout if timeout is None else timeout
+        payload = make_call(method, args, kwargs)
+        reply = await self.queue.request_async(self.topic, payload, timeout=wait)
+        if reply is None:
+            raise self._timeout(method, wait)
+        return unwrap_reply(reply.payload, method, self.service_name)
+
+    def call_typed(
+        self,
+        result_type: type[T],
+        method: str,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Like :meth:`call`, validating the result as ``result_type`` (a model, dataclass...).
+
+        Type checkers see the return type: ``client.call_typed(Total, "total", order)`` is a
+        ``Total``. A result that does not validate raises :class:`~eventforge.errors.RPCError`.
+        """
+        return self._typed(result_type, method, self.call(method, *args, timeout=timeout, **kwargs))
+
+    async def call_typed_async(
+        self,
+        result_type: type[T],
+        method: str,
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Like :meth:`call_typed`, awaiting the reply without blocking the running event loop."""
+        result = await self.call_async(method, *args, timeout=timeout, **kwargs)
+        return self._typed(result_type, method, result)
+
+    def _typed(self, result_type: type[T], method: str, result: Any) -> T:
+
+        try:
+            value: T = adapter_for(result_type).validate_python(result)
+        except Exception as exc:
+            raise RPCError(
+                f"the result of {method!r} from service {self.service_name!r} is not a valid "
+                f"{getattr(result_type, '__name__', result_type)}: {exc}"
+            ) from exc
+        return value
+
+    def _timeout(self, method: str, wait: float) -> RPCTimeout:
+        return RPCTimeout(
+            f"no reply for {method!r} from service {self.service_name!r} within {wait}s; is an "
+            f"RPCServer(service_name={self.service_name!r}) serving on this transport?",
+            method=method,
+            timeout=wait,
+        )
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return _dynamic_method(self, name)
+
+    def __repr__(self) -> str:
+        return f"RPCClient(service_name={self.service_name!r}, timeout={self.timeout})"
+
+
+def _name_of(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise ValueError(
+            "this callable has no usable __name__; register it with an explicit name: "
+            "server.register('name') or server.add_method('name', func)"
+        )
+    return name
