@@ -143,7 +143,8 @@ def test_close_wakes_a_waiting_request_with_an_error():
 def test_request_racing_close_is_woken_not_left_waiting() -> None:
     transport = MemoryTransport()
     queue = MessageQueue(transport, close_transport=False)
-    ensure_inbox = queue._ensure_inbox
+    requests = queue._requests
+    ensure_inbox = requests.ensure_inbox
 
     def closed_meanwhile() -> object:
         # Another thread closes the queue just after the request found its inbox.
@@ -151,7 +152,7 @@ def test_request_racing_close_is_woken_not_left_waiting() -> None:
         queue.close()
         return inbox
 
-    queue._ensure_inbox = closed_meanwhile  # type: ignore[method-assign]
+    requests.ensure_inbox = closed_meanwhile  # type: ignore[method-assign]
     outcome: list[object] = []
 
     def ask() -> None:

@@ -1,31 +1,30 @@
-"""Request/reply for :class:`~eventforge.queue.MessageQueue`, and the message builders it shares.
+"""The request/reply part of a :class:`~eventforge.queue.MessageQueue`.
 
-Kept apart from :mod:`eventforge.queue` so that module stays about publishing and subscribing;
-``MessageQueue`` inherits :class:`RequestReply`. A request waits on the queue's private reply
-inbox (see :mod:`eventforge.queue._inbox`), or on the transport's own request/reply where it declares
-one. Messages are built and their headers checked by :func:`eventforge.message.new_message` and
-:func:`eventforge.message.check_headers`, which the publish path shares.
+:class:`Requests` owns the queue's private reply inbox (see :mod:`eventforge.queue._inbox`) and
+the request counters; it sends through the :class:`~eventforge.queue._core.QueueCore` it shares
+with the rest of the queue. A request waits on the inbox, or on the transport's own
+request/reply where it declares one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.deadlines import DEADLINE_HEADER
 from eventforge.dispatch import delivering_for
 from eventforge.dispatch.middleware import compose_send
-from eventforge.errors import NoRespondersError, RequestTimeout, TransportClosedError
+from eventforge.errors import NoRespondersError, RequestTimeout
 from eventforge.message import Message, check_headers, new_message
+from eventforge.queue._core import QueueCore
 from eventforge.queue._inbox import NO_RESPONDERS, AsyncWaiter, Inbox, SyncWaiter
 from eventforge.topics import validate_topic
-from eventforge.transport import Counter, Transport
+from eventforge.transport import Counter
 
-__all__ = ["RequestReply"]
+__all__ = ["Requests"]
 
 log = logging.getLogger("eventforge.queue")
 
@@ -40,35 +39,18 @@ def _timed_out(topic: str, timeout: float | None) -> RequestTimeout:
     )
 
 
-class RequestReply:
-    """Mixin of :class:`~eventforge.queue.MessageQueue`: request/reply and its reply inbox."""
+class Requests:
+    """Requests, replies and the reply inbox of one queue."""
 
-    transport: Transport
-    name: str
-    _lock: threading.RLock
-    _closed: bool
-    _inbox: Inbox | None
-    _native_request: bool
-    _replies_inline: bool
-    _inline_async: bool
-    _warned_delivery_request: bool
-    _middleware: list[object]
-    _send: Callable[[Message], None]
-    _bump_published: Callable[[], int]
-    _requests: Counter
-    _timed_out: Counter
-    _late_replies: Counter
-    _no_responders: Counter
-    _expired: Counter
-    _counted_send: tuple[list[object], Callable[[Message], None], bool] | None
-
-    if TYPE_CHECKING:
-
-        def _closed_error(self, when: str = "") -> TransportClosedError: ...
-
-        def _check_open(self) -> None: ...
-
-        async def _send_async(self, message: Message) -> None: ...
+    def __init__(self, core: QueueCore) -> None:
+        self.core = core
+        self.inbox: Inbox | None = None
+        self.requests = Counter()
+        self.timed_out = Counter()
+        self.late_replies = Counter()
+        self.no_responders = Counter()
+        self._counted_send: tuple[list[object], Callable[[Message], None], bool] | None = None
+        self._warned_delivery_request = False
 
     def request(
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
@@ -87,33 +69,33 @@ class RequestReply:
         memory, TCP, Redis). It was not delivered anywhere, so it is safe to retry.
         """
         message = self._request_message(topic, payload, headers, timeout)
-        self._requests.bump()
-        if self._native_request:
+        self.requests.bump()
+        if self.core.native_request:
             message = self._through_send_middleware(message)
             try:
-                reply = self.transport.request(message, 30.0 if timeout is None else timeout)
+                reply = self.core.transport.request(message, 30.0 if timeout is None else timeout)
             except NoRespondersError:
-                self._no_responders.bump()
+                self.no_responders.bump()
                 raise
             if reply is None:
-                self._timed_out.bump()
+                self.timed_out.bump()
             return reply
-        if delivering_for() is self.transport and not self._replies_inline:
+        if delivering_for() is self.core.transport and not self.core.replies_inline:
             self._warn_request_on_delivery_thread(topic)
-        inbox = self._ensure_inbox()
+        inbox = self.ensure_inbox()
         key = message.id
         message.reply_to = inbox.topic
         message.correlation_id = key
         waiter = SyncWaiter()
         inbox.pending[key] = waiter
-        if self._closed:
+        if self.core.closed:
             # close() may have woken the pending requests before this one was registered.
             inbox.pending.pop(key, None)
-            raise self._closed_error()
+            raise self.core.closed_error()
         try:
             sender, waits = self._request_sender()
             sender(message)
-            self._bump_published()
+            self.core.bump_published()
             if timeout is not None and waits:
                 timeout = max(0.0, message.timestamp + timeout - time.time())  # a count was awaited
             if waiter.reply is None and not waiter.wait(timeout):
@@ -121,16 +103,16 @@ class RequestReply:
                     # The reply was taken just as the wait ran out: it is being offered now.
                     waiter.wait(None)
                 else:
-                    self._timed_out.bump()
+                    self.timed_out.bump()
                     return None
         finally:
             inbox.pending.pop(key, None)
         reply = waiter.reply
         if reply is NO_RESPONDERS:
-            self._no_responders.bump()
+            self.no_responders.bump()
             raise NoRespondersError(message.topic)
-        if reply is None and self._closed:
-            raise self._closed_error("while a request was waiting for its reply")
+        if reply is None and self.core.closed:
+            raise self.core.closed_error("while a request was waiting for its reply")
         return reply
 
     async def request_async(
@@ -138,53 +120,53 @@ class RequestReply:
     ) -> Message | None:
         """Like :meth:`request`, awaiting the reply without blocking the running event loop."""
         message = self._request_message(topic, payload, headers, timeout)
-        self._requests.bump()
-        if self._native_request:
+        self.requests.bump()
+        if self.core.native_request:
             message = self._through_send_middleware(message)
             wait = 30.0 if timeout is None else timeout
             try:
-                reply = await self.transport.request_async(message, wait)
+                reply = await self.core.transport.request_async(message, wait)
             except NoRespondersError:
-                self._no_responders.bump()
+                self.no_responders.bump()
                 raise
             if reply is None:
-                self._timed_out.bump()
+                self.timed_out.bump()
             return reply
-        inbox = self._ensure_inbox()
+        inbox = self.ensure_inbox()
         key = message.id
         message.reply_to = inbox.topic
         message.correlation_id = key
         waiter = AsyncWaiter(asyncio.get_running_loop())
         inbox.pending[key] = waiter
-        if self._closed:
+        if self.core.closed:
             inbox.pending.pop(key, None)
-            raise self._closed_error()
+            raise self.core.closed_error()
         try:
             sender, waits = self._request_sender()
-            if sender is self._send:
-                await self._send_async(message)
-            elif self._inline_async:
+            if sender is self.core.send:
+                await self.core.send_async(message)
+            elif self.core.inline_async:
                 sender(message)
             else:
                 await asyncio.to_thread(sender, message)
                 if timeout is not None and waits:  # a count was awaited
                     timeout = max(0.0, message.timestamp + timeout - time.time())
-            self._bump_published()
+            self.core.bump_published()
             try:
                 reply = await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
             except asyncio.TimeoutError:
                 if inbox.pending.pop(key, None) is not None:
-                    self._timed_out.bump()
+                    self.timed_out.bump()
                     return None
                 # The reply was taken just as the wait ran out: it is being handed over now.
                 reply = await waiter.future
         finally:
             inbox.pending.pop(key, None)
         if reply is NO_RESPONDERS:
-            self._no_responders.bump()
+            self.no_responders.bump()
             raise NoRespondersError(message.topic)
-        if reply is None and self._closed:
-            raise self._closed_error("while a request was waiting for its reply")
+        if reply is None and self.core.closed:
+            raise self.core.closed_error("while a request was waiting for its reply")
         return reply
 
     def ask(
@@ -212,50 +194,41 @@ class RequestReply:
     def reply(self, original: Message, payload: Any = None, **headers: Any) -> str:
         """Answer the request ``original`` with ``payload``; return the reply's message id."""
         message = self._reply_message(original, payload, headers)
-        self._send(message)
-        self._bump_published()
+        self.core.send(message)
+        self.core.bump_published()
         return message.id
 
     async def reply_async(self, original: Message, payload: Any = None, **headers: Any) -> str:
         """Like :meth:`reply`, without blocking the running event loop."""
         message = self._reply_message(original, payload, headers)
-        await self._send_async(message)
-        self._bump_published()
+        await self.core.send_async(message)
+        self.core.bump_published()
         return message.id
 
-    def _init_requests(self) -> None:
-        """Create the request counters (called by the queue's constructor)."""
-        self._requests = Counter()
-        self._timed_out = Counter()
-        self._late_replies = Counter()
-        self._no_responders = Counter()
-        self._expired = Counter()
-        self._counted_send = None
-
-    def _request_stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int]:
         return {
-            "requests": self._requests.value,
-            "requests_timed_out": self._timed_out.value,
-            "late_replies": self._late_replies.value,
-            "no_responders": self._no_responders.value,
-            "expired_requests": self._expired.value,
-            "pending_requests": self.pending_requests,
+            "requests": self.requests.value,
+            "requests_timed_out": self.timed_out.value,
+            "late_replies": self.late_replies.value,
+            "no_responders": self.no_responders.value,
+            "expired_requests": self.core.expired.value,
+            "pending_requests": self.pending,
         }
 
     @property
-    def pending_requests(self) -> int:
+    def pending(self) -> int:
         """Requests currently waiting for a reply (0 when nothing is in flight: no leaks)."""
-        inbox = self._inbox
+        inbox = self.inbox
         return len(inbox.pending) if inbox is not None else 0
 
     # -- internals ----------------------------------------------------------------------------
 
     def _through_send_middleware(self, message: Message) -> Message:
         """Run the send middleware for a native request; the request goes out as it returns."""
-        if not self._middleware:
+        if not self.core.middleware:
             return message
         outgoing: list[Message] = []
-        compose_send(self._middleware, outgoing.append)(message)
+        compose_send(self.core.middleware, outgoing.append)(message)
         if not outgoing:
             raise ValueError(f"middleware dropped the request to {message.topic!r}")
         return outgoing[-1]
@@ -263,11 +236,11 @@ class RequestReply:
     def _request_message(
         self, topic: str, payload: Any, headers: dict[str, Any], timeout: float | None
     ) -> Message:
-        self._check_open()
+        self.core.check_open()
         if headers:
             check_headers(headers)
         message = new_message(validate_topic(topic), payload, headers)
-        if timeout is not None or self._native_request:
+        if timeout is not None or self.core.native_request:
             message.headers[DEADLINE_HEADER] = message.timestamp + (
                 30.0 if timeout is None else timeout
             )
@@ -281,20 +254,20 @@ class RequestReply:
         later (``send_reporting_nobody(message, nobody)``: ``nobody()`` wakes the waiter),
         else by waiting for ``send_counted``'s count. Built once per middleware chain.
         """
-        middleware = self._middleware
+        middleware = self.core.middleware
         cached = self._counted_send
         if cached is not None and cached[0] is middleware:
             return cached[1], cached[2]
-        transport = self.transport
+        transport = self.core.transport
         nowait = getattr(transport, "send_reporting_nobody", None)
         counted = transport.send_counted if transport.counts_receivers() else None
         send: Callable[[Message], None]
-        if self._native_request or (nowait is None and counted is None):
-            sender, waits = self._send, False
+        if self.core.native_request or (nowait is None and counted is None):
+            sender, waits = self.core.send, False
         elif nowait is not None:
 
             def send_nowait(message: Message) -> None:
-                key, inbox = message.correlation_id, self._inbox
+                key, inbox = message.correlation_id, self.inbox
 
                 def nobody() -> None:
                     if key is not None and inbox is not None:
@@ -309,8 +282,8 @@ class RequestReply:
 
             def send_counted(message: Message) -> None:
                 if count(message) == 0:
-                    assert self._inbox is not None
-                    self._inbox.no_responders(message.correlation_id or "")
+                    assert self.inbox is not None
+                    self.inbox.no_responders(message.correlation_id or "")
 
             send, waits = send_counted, True
             sender = compose_send(middleware, send) if middleware else send
@@ -318,7 +291,7 @@ class RequestReply:
         return sender, waits
 
     def _reply_message(self, original: Message, payload: Any, headers: dict[str, Any]) -> Message:
-        self._check_open()
+        self.core.check_open()
         if not isinstance(original, Message):
             raise TypeError(f"reply() needs the request Message, got {type(original).__name__}")
         if not original.reply_to:
@@ -332,17 +305,17 @@ class RequestReply:
         message.correlation_id = original.correlation_id or original.id
         return message
 
-    def _ensure_inbox(self) -> Inbox:
-        inbox = self._inbox
+    def ensure_inbox(self) -> Inbox:
+        inbox = self.inbox
         if inbox is not None:
             return inbox
-        with self._lock:
-            self._check_open()
-            if self._inbox is None:
-                inbox = Inbox(self._late_replies)
-                inbox.subscription_id = self.transport.subscribe(inbox.topic, inbox.deliver)
-                self._inbox = inbox
-            return self._inbox
+        with self.core.lock:
+            self.core.check_open()
+            if self.inbox is None:
+                inbox = Inbox(self.late_replies)
+                inbox.subscription_id = self.core.transport.subscribe(inbox.topic, inbox.deliver)
+                self.inbox = inbox
+            return self.inbox
 
     def _warn_request_on_delivery_thread(self, topic: str) -> None:
         if self._warned_delivery_request:
@@ -353,7 +326,15 @@ class RequestReply:
             "thread; the reply is delivered on that same thread, so the request can only time "
             "out. Subscribe the handler with threaded=True, make it a coroutine and use "
             "request_async, or give the RPCServer an executor",
-            self.name,
+            self.core.name,
             topic,
-            self.transport.name,
+            self.core.transport.name,
         )
+
+    def close(self) -> None:
+        """Unsubscribe the reply inbox and wake every waiting request (the queue is closing)."""
+        inbox = self.inbox
+        if inbox is not None:
+            if inbox.subscription_id is not None:
+                self.core.unsubscribe_transport(inbox.subscription_id)
+            inbox.cancel_all()
