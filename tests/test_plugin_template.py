@@ -34,6 +34,7 @@ DOCUMENTED = [
     "close_async",
     "connect",
     "subscribe_durable",
+    "subscribe_matching",
     "claim",
 ]
 
@@ -73,7 +74,7 @@ def test_template_uses_only_public_modules() -> None:
 def test_method_table_matches_the_transport_signatures() -> None:
     text = PLUGINS_MD.read_text(encoding="utf-8").replace("\\|", "|")
     documented = {
-        m.group(2): m.group(0).strip("`").removeprefix("async ")
+        m.group(2): m.group(0).strip("`").removeprefix("async ").replace('"', "")
         for m in re.finditer(r"`(async )?(\w+)\(self[^`]*`", text)
     }
     for name in DOCUMENTED:

@@ -132,6 +132,43 @@ def test_message_queue_publish_reaches_a_headers_subscription(make_amqp: Make) -
     assert subscriber.stats()["delivered"] == 1
 
 
+def test_message_queue_match_is_applied_by_the_broker_on_a_headers_route(make_amqp: Make) -> None:
+    headers, publisher = headers_setup(make_amqp)
+    # Both sides read the same routes, so both meet on the headers exchange.
+    subscriber = MessageQueue(
+        transport=make_amqp(headers_exchange=headers, routes="reports.**=headers")
+    )
+    queue = MessageQueue(transport=publisher)
+    got: list[str] = []
+    try:
+        subscriber.subscribe("reports.**", lambda m: got.append(m.payload), match={"format": "pdf"})
+        for payload, fmt in [("a", "doc"), ("b", "pdf"), ("c", "txt"), ("d", "pdf")]:
+            queue.publish("reports.weekly", payload, format=fmt)
+        assert wait_until(lambda: got == ["b", "d"], 10)
+        stats = subscriber.stats
+        # Only the matching messages left the broker; the queue's own filter saw nothing else.
+        assert stats["transport"]["delivered"] == 2
+        assert stats["filtered"] == 0
+    finally:
+        queue.close()
+        subscriber.close()
+
+
+def test_message_queue_match_on_a_topic_route_is_filtered_by_the_queue(make_amqp: Make) -> None:
+    subscriber = MessageQueue(transport=make_amqp())
+    queue = MessageQueue(transport=make_amqp())
+    got: list[str] = []
+    try:
+        subscriber.subscribe("orders.*", lambda m: got.append(m.payload), match={"region": "eu"})
+        for payload, region in [("a", "us"), ("b", "eu"), ("c", "eu")]:
+            queue.publish("orders.created", payload, region=region)
+        assert wait_until(lambda: got == ["b", "c"], 10)
+        assert wait_until(lambda: subscriber.stats["filtered"] == 1, 10)
+    finally:
+        queue.close()
+        subscriber.close()
+
+
 def test_a_broker_exchange_is_used_without_being_declared(make_amqp: Make) -> None:
     tag = unique("tag")
     publisher = make_amqp(headers_exchange="amq.match", exchange_type="headers")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from eventforge.hookspecs import hookimpl
 from eventforge.plugins import TransportSpec
-from eventforge.transport import Capability
+
+from ._capabilities import CAPABILITIES
 
 __all__: list[str] = []
 
@@ -22,18 +23,7 @@ def eventforge_transports() -> list[TransportSpec]:
             summary="RabbitMQ (AMQP 0-9-1): exchanges, competing groups, direct reply-to RPC, "
             "quorum-queue work queues.",
             schemes=("amqp", "amqps"),
-            capabilities=frozenset(
-                {
-                    Capability.WILDCARDS,
-                    Capability.GROUPS,
-                    Capability.HEADERS,
-                    Capability.ORDERED,
-                    Capability.CROSS_PROCESS,
-                    Capability.NONBLOCKING_INLINE,
-                    Capability.REQUEST_REPLY,
-                    Capability.DURABLE,
-                }
-            ),
+            capabilities=CAPABILITIES,
             requires=("aiormq",),
             exports=("AmqpTransport",),
         )

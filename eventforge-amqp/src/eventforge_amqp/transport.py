@@ -33,10 +33,11 @@ import aiormq.abc
 from eventforge.errors import NoRespondersError, TransportClosedError, TransportError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import BoundLoop, Callback, Capability, Counter, Transport
+from eventforge.transport import BoundLoop, Callback, Counter, Transport
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from . import _codec
+from ._capabilities import CAPABILITIES
 from ._connection import AmqpAuthError, AmqpConnectError, Link
 from ._exchanges import Exchanges
 from ._replies import Replies
@@ -67,18 +68,7 @@ class AmqpTransport(Transport):
     """
 
     name: ClassVar[str] = "amqp"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {
-            Capability.WILDCARDS,
-            Capability.GROUPS,
-            Capability.HEADERS,
-            Capability.ORDERED,
-            Capability.CROSS_PROCESS,
-            Capability.REQUEST_REPLY,
-            Capability.DURABLE,
-            Capability.NONBLOCKING_INLINE,
-        }
-    )
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES
 
     def __init__(
         self,
@@ -372,6 +362,22 @@ class AmqpTransport(Transport):
             return sub.id
         self._link.run(self._subs.start(sub), self.publish_timeout + 5)
         return sub.id
+
+    def subscribe_matching(
+        self,
+        topic: str,
+        callback: Callback,
+        *,
+        match: dict[str, Any],
+        match_mode: str = "all",
+        group: str | None = None,
+    ) -> str:
+        """Subscribe with ``match`` applied by the broker where ``topic`` binds to the headers
+        exchange (``routes`` / ``exchange_type``); elsewhere it binds as usual and the queue's
+        own filter does the matching."""
+        if self.exchanges.kind_for(topic) == "headers":
+            return self.subscribe(topic, callback, group=group, match=match, match_mode=match_mode)
+        return self.subscribe(topic, callback, group=group)
 
     async def subscribe_async(
         self,

@@ -49,6 +49,7 @@ class QueueCore:
         self.transport_groups = transport.has(Capability.GROUPS)
         self.inline_async = transport.has(Capability.ZERO_COPY)
         self.replies_inline = transport.has(Capability.NONBLOCKING_INLINE)
+        self.header_match = transport.has(Capability.HEADER_MATCH)
         self.published = Counter()
         self.delivered = Counter()
         self.handler_errors = Counter()

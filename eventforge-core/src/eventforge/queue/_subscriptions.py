@@ -134,7 +134,12 @@ class Subscriptions:
             entry_point = nonblocking(gate) if is_nonblocking(entry_point) else gate
         try:
             if group is None:
-                if durable is None:
+                if match is not None and durable is None and core.header_match:
+                    # The broker filters too; the gate above stays as the backstop.
+                    subscription_id = transport.subscribe_matching(
+                        topic, entry_point, match=dict(match), match_mode=match_mode
+                    )
+                elif durable is None:
                     subscription_id = transport.subscribe(topic, entry_point)
                 else:
                     subscription_id = transport.subscribe_durable(

@@ -138,6 +138,9 @@ class Capability:
     """Callbacks marked :func:`nonblocking` run on the transport's I/O thread (or event loop),
     not on its delivery thread. Reply waiters are such callbacks, so a handler running on the
     delivery thread may make a blocking request: its reply does not queue up behind it."""
+    HEADER_MATCH = "header_match"
+    """``subscribe_matching(topic, cb, match=..., match_mode=...)``: the broker itself keeps
+    messages whose headers do not match from the subscriber (AMQP headers exchanges)."""
     DURABLE_SUBSCRIPTIONS = "durable_subscriptions"
     """``subscribe(topic, cb, durable=name)``: a named subscription keeps its backlog while no
     process listens and across restarts; everyone attached to the name competes for it."""
@@ -156,6 +159,7 @@ class Capability:
             NONBLOCKING_INLINE,
             CLAIMS,
             DURABLE_SUBSCRIPTIONS,
+            HEADER_MATCH,
         }
     )
 
@@ -329,6 +333,26 @@ class Transport(ABC):
             f"declares the {Capability.DURABLE_SUBSCRIPTIONS!r} capability (local://)",
             transport=self.name,
             capability=Capability.DURABLE_SUBSCRIPTIONS,
+        )
+
+    def subscribe_matching(
+        self,
+        topic: str,
+        callback: Callback,
+        *,
+        match: dict[str, Any],
+        match_mode: str = "all",
+        group: str | None = None,
+    ) -> str:
+        """Subscribe with a header match the broker applies (only with
+        :attr:`Capability.HEADER_MATCH`). ``match_mode`` is ``"all"`` or ``"any"``. A transport
+        may deliver a message that does not match (the queue filters again); it must never
+        withhold one that does."""
+        raise UnsupportedCapabilityError(
+            f"transport {self.name!r} cannot match headers on the broker; the queue filters "
+            "them itself",
+            transport=self.name,
+            capability=Capability.HEADER_MATCH,
         )
 
     def claim(self, key: str, ttl: float) -> bool:
