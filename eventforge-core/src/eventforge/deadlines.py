@@ -20,10 +20,11 @@ machines synchronized (NTP keeps them within milliseconds) to well below your sh
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from eventforge.message import Message
 
-__all__ = ["DEADLINE_HEADER", "deadline_of", "expired"]
+__all__ = ["DEADLINE_HEADER", "deadline_of", "due_time", "expired"]
 
 DEADLINE_HEADER = "ef-deadline"
 """The header holding a request's absolute deadline (epoch seconds, the sender's clock)."""
@@ -54,3 +55,27 @@ def expired(message: Message, now: float | None = None) -> bool:
     if value.__class__ is not float and value.__class__ is not int:
         return False
     return (_now() if now is None else now) > value
+
+
+def due_time(delay: float | None, not_before: datetime | float | None) -> float | None:
+    """The Unix time a delayed message becomes due, or ``None`` when it is not delayed.
+
+    ``delay`` is seconds from now; ``not_before`` an aware ``datetime`` or a Unix time.
+    """
+    if delay is not None and not_before is not None:
+        raise ValueError("pass delay= or not_before=, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
+            raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
+        return time.time() + float(delay) if delay > 0 else None
+    if not_before is None:
+        return None
+    if isinstance(not_before, datetime):
+        if not_before.tzinfo is None:
+            raise ValueError(
+                "not_before must be an aware datetime (with tzinfo, e.g. datetime.now(timezone.utc))"
+            )
+        return not_before.timestamp()
+    if isinstance(not_before, bool) or not isinstance(not_before, (int, float)):
+        raise ValueError(f"not_before must be a datetime or a Unix time, got {not_before!r}")
+    return float(not_before)

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import weakref
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from eventforge.config import connect, default_transport
+from eventforge.deadlines import due_time
 from eventforge.dispatch import Dispatcher
-from eventforge.dispatch.middleware import resolve_middleware
+from eventforge.dispatch.middleware import compose_send, resolve_middleware
+from eventforge.errors import UnsupportedCapabilityError
 from eventforge.events import event_message, listener_info, typed_handler
 from eventforge.message import Message, check_headers, new_message
 from eventforge.queue._core import ErrorHook, QueueCore
@@ -28,7 +32,7 @@ from eventforge.queue._subscriptions import Subscriptions
 from eventforge.queue.cache import SubscriptionCache
 from eventforge.queue.rendezvous import rendezvous_for
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import Transport
+from eventforge.transport import Capability, Transport
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -101,10 +105,23 @@ class MessageQueue:
 
     # -- pub/sub ---------------------------------------------------------------------------
 
-    def publish(self, topic: str | object, payload: Any = None, **headers: Any) -> str:
+    def publish(
+        self,
+        topic: str | object,
+        payload: Any = None,
+        *,
+        delay: float | None = None,
+        not_before: datetime | float | None = None,
+        **headers: Any,
+    ) -> str:
         """Publish ``payload`` to ``topic``; return the message id. Headers are keywords.
 
         ``queue.publish(event)`` publishes an ``@event`` instance on its event's topic.
+        ``delay`` (seconds) or ``not_before`` (an aware ``datetime`` or a Unix time) hold the
+        message until then, on a transport that declares
+        :attr:`~eventforge.transport.Capability.DELAYED_SEND` (memory); elsewhere they raise
+        :class:`~eventforge.errors.UnsupportedCapabilityError` at once. They are keywords of
+        their own and never become headers.
         """
         core = self._core
         if core.closed:
@@ -114,11 +131,22 @@ class MessageQueue:
         if headers:
             check_headers(headers)
         message = new_message(validate_topic(topic), payload, headers)
-        core.publish_send(message)
+        if delay is None and not_before is None:
+            core.publish_send(message)
+        else:
+            self._publish_later(message, delay, not_before)
         self._bump_published()
         return message.id
 
-    async def publish_async(self, topic: str | object, payload: Any = None, **headers: Any) -> str:
+    async def publish_async(
+        self,
+        topic: str | object,
+        payload: Any = None,
+        *,
+        delay: float | None = None,
+        not_before: datetime | float | None = None,
+        **headers: Any,
+    ) -> str:
         """Like :meth:`publish`, without blocking the running event loop."""
         core = self._core
         if core.closed:
@@ -128,7 +156,9 @@ class MessageQueue:
         if headers:
             check_headers(headers)
         message = new_message(validate_topic(topic), payload, headers)
-        if core.publish_send is core.send:
+        if delay is not None or not_before is not None:
+            self._publish_later(message, delay, not_before)
+        elif core.publish_send is core.send:
             await core.send_async(message)
         elif core.inline_async:
             core.publish_send(message)
@@ -136,6 +166,31 @@ class MessageQueue:
             await asyncio.to_thread(core.publish_send, message)
         self._bump_published()
         return message.id
+
+    def _publish_later(
+        self, message: Message, delay: float | None, not_before: datetime | float | None
+    ) -> None:
+        """Hand a delayed publish to the transport, through the send middleware now."""
+        due = due_time(delay, not_before)
+        core = self._core
+        if due is None or due <= time.time():  # no delay, or a time already past
+            core.publish_send(message)
+            return
+        transport = self.transport
+        if not transport.has(Capability.DELAYED_SEND):
+            raise UnsupportedCapabilityError(
+                f"publish(delay=...) needs a transport that holds messages for later (the "
+                f"{Capability.DELAYED_SEND!r} capability: memory); {transport.name!r} does not. "
+                "For durable delayed work use WorkQueue.put(delay=) (memory, local://, Redis, "
+                "AMQP, SQL)",
+                transport=transport.name,
+                capability=Capability.DELAYED_SEND,
+            )
+
+        def later(outgoing: Message) -> None:
+            transport.send_later(outgoing, due)
+
+        (compose_send(core.middleware, later) if core.middleware else later)(message)
 
     def subscribe(
         self,

@@ -138,6 +138,9 @@ class Capability:
     """Callbacks marked :func:`nonblocking` run on the transport's I/O thread (or event loop),
     not on its delivery thread. Reply waiters are such callbacks, so a handler running on the
     delivery thread may make a blocking request: its reply does not queue up behind it."""
+    DELAYED_SEND = "delayed_send"
+    """``send_later(message, due)``: the transport holds a message until a Unix time, then
+    sends it; ``publish(..., delay=)`` needs it."""
     HEADER_MATCH = "header_match"
     """``subscribe_matching(topic, cb, match=..., match_mode=...)``: the broker itself keeps
     messages whose headers do not match from the subscriber (AMQP headers exchanges)."""
@@ -160,6 +163,7 @@ class Capability:
             CLAIMS,
             DURABLE_SUBSCRIPTIONS,
             HEADER_MATCH,
+            DELAYED_SEND,
         }
     )
 
@@ -333,6 +337,16 @@ class Transport(ABC):
             f"declares the {Capability.DURABLE_SUBSCRIPTIONS!r} capability (local://)",
             transport=self.name,
             capability=Capability.DURABLE_SUBSCRIPTIONS,
+        )
+
+    def send_later(self, message: Message, due: float) -> None:
+        """Send ``message`` at the Unix time ``due`` (only with :attr:`Capability.DELAYED_SEND`)."""
+        raise UnsupportedCapabilityError(
+            f"transport {self.name!r} cannot hold a published message for later; "
+            "publish(delay=) works on the memory transport, and WorkQueue.put(delay=) keeps "
+            "delayed items on memory, local://, Redis, AMQP and SQL work queues",
+            transport=self.name,
+            capability=Capability.DELAYED_SEND,
         )
 
     def subscribe_matching(

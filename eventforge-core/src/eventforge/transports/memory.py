@@ -16,6 +16,7 @@ from eventforge.message import Message
 from eventforge.topics import TopicIndex, topic_matches, validate_pattern, validate_topic
 from eventforge.transport import Callback, Capability, Transport
 from eventforge.transport.urls import mask_url, query_options, split_url
+from eventforge.transports._timer import DelayedSends
 
 __all__ = ["MemoryTransport"]
 
@@ -122,6 +123,7 @@ class MemoryTransport(Transport):
             Capability.BUFFERED_RECEIVE,
             Capability.ZERO_COPY,
             Capability.CLAIMS,
+            Capability.DELAYED_SEND,
         }
     )
 
@@ -151,6 +153,7 @@ class MemoryTransport(Transport):
         self._buffered = 0
         self._callback_errors = 0
         self._closed = False
+        self._delayed: DelayedSends | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryTransport:
@@ -310,7 +313,20 @@ class MemoryTransport(Transport):
                         del self._groups[gkey]
             return True
 
+    def send_later(self, message: Message, due: float) -> None:
+        """Hold ``message`` until ``due`` (Unix time) on a timer thread, then :meth:`send` it."""
+        with self._lock:
+            if self._closed:
+                raise TransportClosedError("MemoryTransport is closed; create a new one")
+            delayed = self._delayed
+            if delayed is None:
+                delayed = self._delayed = DelayedSends("eventforge-memory-delays", self.send)
+        delayed.add(message, due)
+
     def close(self) -> None:
+        delayed = self._delayed
+        if delayed is not None:
+            delayed.close()
         with self._lock:
             self._closed = True
             for waiter in self._waiters.values():
@@ -345,6 +361,8 @@ class MemoryTransport(Transport):
                 "dropped": self._dropped,
                 "callback_errors": self._callback_errors,
                 "subscriptions": len(self._keys),
+                "delayed_pending": self._delayed.pending if self._delayed else 0,
+                "delayed_dropped": self._delayed.dropped if self._delayed else 0,
             }
 
     # -- internals --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from eventforge.config import configured_transport
+from eventforge.deadlines import due_time
 from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
 from eventforge.message import Message, check_headers
 from eventforge.topics import validate_topic
@@ -464,24 +465,3 @@ def _choose_backend(
         )
     require_capability(transport, Capability.DURABLE, feature=f"WorkQueue {name!r}")
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def due_time(delay: float | None, not_before: datetime | float | None) -> float | None:
-    """The Unix time a delayed item becomes due, or ``None`` when it is not delayed."""
-    if delay is not None and not_before is not None:
-        raise ValueError("pass delay= or not_before=, not both")
-    if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
-            raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
-        return time.time() + float(delay) if delay > 0 else None
-    if not_before is None:
-        return None
-    if isinstance(not_before, datetime):
-        if not_before.tzinfo is None:
-            raise ValueError(
-                "not_before must be an aware datetime (with tzinfo, e.g. datetime.now(timezone.utc))"
-            )
-        return not_before.timestamp()
-    if isinstance(not_before, bool) or not isinstance(not_before, (int, float)):
-        raise ValueError(f"not_before must be a datetime or a Unix time, got {not_before!r}")
-    return float(not_before)
