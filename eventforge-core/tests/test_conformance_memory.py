@@ -144,3 +144,22 @@ def test_the_guard_serves_any_sealed_suite() -> None:
         class TestWidget(WidgetSuite):
             def test_spins(self) -> None:
                 pass
+
+
+def test_a_suite_composed_of_area_classes_seals_the_tests_it_inherits() -> None:
+    from eventforge.testing._transport_harness import ContractGuard, seal_contract
+
+    class TurningArea(ContractGuard):
+        def test_turns(self) -> None:
+            pass
+
+    class WidgetSuite(TurningArea):
+        def test_spins(self) -> None:
+            pass
+
+    assert seal_contract(WidgetSuite) == {"test_spins", "test_turns"}
+    with pytest.raises(TypeError, match=r"@WidgetSuite\.overrides"):
+
+        class TestWidget(WidgetSuite):
+            def test_turns(self) -> None:
+                pass

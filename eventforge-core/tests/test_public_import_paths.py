@@ -16,7 +16,7 @@ from pathlib import Path
 import eventforge
 import pytest
 from eventforge.errors import PluginImportError, PluginNotFoundError
-from eventforge.plugins._registry import plugin_exports, registry, reset_registry
+from eventforge.plugins import plugin_exports, registry, reset_registry
 from eventforge.testing.distributions import write_distribution
 
 SEED_PATHS = {

@@ -21,8 +21,7 @@ from eventforge.errors import (
 )
 from eventforge.message import Message
 from eventforge.middleware import Dedupe, UnknownMiddlewareError, register_middleware
-from eventforge.plugins import _registry as registry_module
-from eventforge.plugins._registry import KINDS, registry, reset_registry
+from eventforge.plugins import KINDS, KNOWN_DISTRIBUTIONS, registry, reset_registry
 from eventforge.testing.distributions import write_distribution
 
 MIDDLEWARE_PLUGIN = """
@@ -188,9 +187,7 @@ def test_middleware_of_a_broken_plugin_chains_the_original_error(site: Path) -> 
 def test_known_middleware_not_installed_names_the_distribution(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(
-        registry_module.KNOWN_DISTRIBUTIONS, ("middleware", "audit"), "eventforge-audit"
-    )
+    monkeypatch.setitem(KNOWN_DISTRIBUTIONS, ("middleware", "audit"), "eventforge-audit")
     with pytest.raises(UnknownMiddlewareError) as info:
         MessageQueue(middleware=["audt"])
     text = str(info.value)

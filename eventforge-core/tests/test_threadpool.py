@@ -5,7 +5,7 @@ from __future__ import annotations
 from queue import SimpleQueue
 from typing import Any
 
-from eventforge.execution._executor import _call
+from eventforge.execution._runners import call
 from eventforge.execution._threadpool import Job, ThreadPool
 
 
@@ -31,7 +31,7 @@ class _ShutdownAfterFirstJob:
 
 
 def test_submit_racing_shutdown_is_run_or_refused_never_stranded() -> None:
-    pool = ThreadPool(2, _call)
+    pool = ThreadPool(2, call)
     pool._queue = _ShutdownAfterFirstJob(pool)  # type: ignore[assignment]
     job: Any = None
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import eventforge
 import pytest
-from eventforge.plugins._registry import KNOWN_EXPORTS
+from eventforge.plugins._hints import KNOWN_EXPORTS
 
 USER_PROGRAM = Path(__file__).parent / "typing" / "user_program.py"
 

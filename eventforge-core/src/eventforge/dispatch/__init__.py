@@ -23,13 +23,13 @@ from eventforge.dispatch._dispatchers import (
 from eventforge.dispatch._dispatchers import (
     get_dispatcher as get_dispatcher,
 )
-from eventforge.dispatch._handlers import GroupBinding as GroupBinding
-from eventforge.dispatch._handlers import Invoker as Invoker
-from eventforge.dispatch._handlers import LoopRunner as LoopRunner
-from eventforge.dispatch._handlers import Worker as Worker
-from eventforge.dispatch._handlers import delivering_for as delivering_for
-from eventforge.dispatch._handlers import is_coroutine_handler as is_coroutine_handler
-from eventforge.dispatch._handlers import make_invoker as make_invoker
+from eventforge.dispatch._groups import GroupBinding as GroupBinding
+from eventforge.dispatch._handler_thread import HandlerThread as HandlerThread
+from eventforge.dispatch._invokers import Invoker as Invoker
+from eventforge.dispatch._invokers import delivering_for as delivering_for
+from eventforge.dispatch._invokers import is_coroutine_handler as is_coroutine_handler
+from eventforge.dispatch._invokers import make_invoker as make_invoker
+from eventforge.dispatch._loop_runner import LoopRunner as LoopRunner
 
 __all__ = [
     "BroadcastDispatcher",
@@ -37,13 +37,20 @@ __all__ = [
     "DispatchError",
     "Dispatcher",
     "GroupBinding",
+    "HandlerThread",
     "Invoker",
     "LeastLoadedDispatcher",
     "LoopRunner",
     "RoundRobinDispatcher",
-    "Worker",
     "delivering_for",
     "get_dispatcher",
     "is_coroutine_handler",
     "make_invoker",
 ]
+
+Worker = HandlerThread
+"""The former name of :class:`HandlerThread`, until :mod:`eventforge.queue` uses the new one.
+
+Not exported: a subscription's thread is not a worker (``eventforge.worker.Worker`` is the
+process that serves handlers).
+"""

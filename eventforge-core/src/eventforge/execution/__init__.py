@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from eventforge.execution._executor import (
-    ExecutionMode as ExecutionMode,
-)
-from eventforge.execution._executor import (
     Executor as Executor,
 )
-from eventforge.execution._executor import (
+from eventforge.execution._results import (
+    ExecutionMode as ExecutionMode,
+)
+from eventforge.execution._results import (
     TaskId as TaskId,
 )
-from eventforge.execution._executor import (
+from eventforge.execution._results import (
     TaskNotFound as TaskNotFound,
 )
-from eventforge.execution._executor import (
+from eventforge.execution._results import (
     TaskResult as TaskResult,
 )
-from eventforge.execution._executor import (
+from eventforge.execution._results import (
     TaskStatus as TaskStatus,
 )
-from eventforge.execution._executor import (
+from eventforge.execution._results import (
     UnpicklableTaskError as UnpicklableTaskError,
 )
 

@@ -13,225 +13,48 @@ task (it still runs; its result can no longer be fetched) and counts it in ``sta
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
 import math
 import pickle
 import threading
 import time
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from eventforge.errors import EventforgeError
+from eventforge.execution._results import (
+    ExecutionMode,
+    TaskId,
+    TaskNotFound,
+    TaskResult,
+    TaskStatus,
+    UnpicklableTaskError,
+)
+from eventforge.execution._runners import (
+    Handle,
+    Partial,
+    awaitable,
+    call,
+    call_chunk,
+    from_future,
+    from_outcome,
+    is_coroutine_function,
+    pending_result,
+    run_coroutine_function,
+)
 from eventforge.execution._threadpool import Job, ThreadPool, wait_all
 from eventforge.message import new_id
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = [
-    "ExecutionMode",
-    "Executor",
-    "TaskId",
-    "TaskNotFound",
-    "TaskResult",
-    "TaskStatus",
-    "UnpicklableTaskError",
-]
+__all__ = ["Executor"]
 
 _perf = time.perf_counter
 R = TypeVar("R")
 P = ParamSpec("P")
-
-
-class ExecutionMode(str, enum.Enum):
-    """Where an :class:`Executor` runs the work."""
-
-    SEQUENTIAL = "sequential"
-    """Inline, in the caller's thread, at ``submit`` time."""
-    THREAD = "thread"
-    """On a thread pool: for I/O-bound work."""
-    PROCESS = "process"
-    """On a process pool: for CPU-bound work (callables and arguments must pickle)."""
-
-
-class TaskStatus(str, enum.Enum):
-    """The state a :class:`TaskResult` reports."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-
-
-class TaskNotFound(EventforgeError, LookupError):
-    """``result`` was asked for an id the executor does not hold (unknown, fetched, evicted)."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(
-            f"no task {task_id!r} in this executor: it was never submitted here, its result was "
-            "already fetched (results are released once fetched), or it was evicted because "
-            "more than max_retained results were left unfetched"
-        )
-        self.task_id = task_id
-
-
-class UnpicklableTaskError(EventforgeError, TypeError):
-    """PROCESS mode was given a callable that cannot be sent to a worker process."""
-
-    def __init__(self, func: object, cause: BaseException) -> None:
-        name = getattr(func, "__qualname__", repr(func))
-        super().__init__(
-            f"ExecutionMode.PROCESS cannot send {name!r} to a worker process: it does not pickle "
-            f"({type(cause).__name__}: {cause}). Use a function defined at module level (not a "
-            "lambda, a nested function or a bound method of an unpicklable object), or use "
-            "ExecutionMode.THREAD"
-        )
-        self.func = func
-
-
-class TaskId(str, Generic[R]):
-    """The type of a task id returned by :meth:`Executor.submit`, for type checkers only.
-
-    It tells them what the task returns, so ``executor.result(task_id)`` is a
-    ``TaskResult[R]``. As with ``typing.NewType``, the value at run time is a plain ``str``
-    (no wrapper is built per task).
-    """
-
-    __slots__ = ()
-
-
-class TaskResult(Generic[R]):
-    """The outcome of one task: ``value`` on success, ``error`` on failure, and a ``status``.
-
-    ``value`` is ``None`` unless the task succeeded; :meth:`unwrap` returns it typed (or raises).
-    ``execution_time`` is the seconds the callable ran (measured where it ran; 0.0 when it never
-    ran, for instance on TIMEOUT or CANCELLED).
-    """
-
-    __slots__ = ("error", "execution_time", "status", "task_id", "value")
-
-    def __init__(
-        self,
-        task_id: str,
-        status: TaskStatus,
-        value: R | None = None,
-        error: BaseException | None = None,
-        execution_time: float = 0.0,
-    ) -> None:
-        self.task_id = task_id
-        self.status = status
-        self.value = value
-        self.error = error
-        self.execution_time = execution_time
-
-    @property
-    def ok(self) -> bool:
-        """True when the task returned a value."""
-        return self.status is TaskStatus.SUCCESS
-
-    def unwrap(self) -> R:
-        """Return the value, or raise the task's error (a TimeoutError/CancelledError if none)."""
-        if self.status is TaskStatus.SUCCESS:
-            return cast(R, self.value)
-        if self.error is not None:
-            raise self.error
-        if self.status is TaskStatus.TIMEOUT:
-            raise TimeoutError(f"task {self.task_id} did not finish in time")
-        raise CancelledError(f"task {self.task_id} is {self.status.value}")
-
-    def __repr__(self) -> str:
-        detail = f"value={self.value!r}" if self.error is None else f"error={self.error!r}"
-        return (
-            f"TaskResult({self.task_id!r}, {self.status.name}, {detail}, "
-            f"execution_time={self.execution_time:.6f})"
-        )
-
-
-# -- what runs in the worker (module level so that PROCESS mode can pickle it) ------------------
-
-_Outcome = tuple[bool, Any, float]
-
-
-def _call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Outcome:
-    start = _perf()
-    try:
-        value = func(*args, **kwargs)
-    except Exception as exc:
-        return (False, exc, _perf() - start)
-    return (True, value, _perf() - start)
-
-
-def _call_chunk(func: Callable[..., Any], items: list[Any]) -> list[_Outcome]:
-    return [_call(func, (item,), {}) for item in items]
-
-
-def _run_coroutine_function(func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-    async def main() -> Any:
-        return await func(*args, **kwargs)
-
-    return asyncio.run(main())
-
-
-_coroutine_functions: dict[types.CodeType, bool] = {}
-
-
-def _is_coroutine_function(func: Callable[..., Any]) -> bool:
-    """``inspect.iscoroutinefunction``, remembered for functions and methods (a submit-path cost).
-
-    The cache is keyed by code object, not by callable: keying by callable kept every closure
-    and every bound method's instance submitted so far alive.
-    """
-    target: Any = func.__func__ if type(func) is types.MethodType else func
-    if type(target) is not types.FunctionType:
-        return inspect.iscoroutinefunction(func)
-    code = target.__code__
-    try:
-        return _coroutine_functions[code]
-    except KeyError:
-        answer = inspect.iscoroutinefunction(func)
-        if len(_coroutine_functions) < 4096:
-            _coroutine_functions[code] = answer
-        return answer
-
-
-def _from_outcome(task_id: str, outcome: _Outcome) -> TaskResult[Any]:
-    ok, value, elapsed = outcome
-    if ok:
-        return TaskResult(task_id, TaskStatus.SUCCESS, value, None, elapsed)
-    return TaskResult(task_id, TaskStatus.FAILED, None, value, elapsed)
-
-
-_Handle = Future[_Outcome] | Job
-"""What a pool hands back: a concurrent future (PROCESS) or a lean job (THREAD)."""
-
-
-def _from_future(task_id: str, future: _Handle) -> TaskResult[Any]:
-    """Build the result of a *done* handle (lazily: only when someone asks)."""
-    if future.cancelled():
-        return TaskResult(task_id, TaskStatus.CANCELLED)
-    if isinstance(future, Job):
-        assert future.outcome is not None
-        return _from_outcome(task_id, future.outcome)
-    error = future.exception()
-    if error is not None:
-        # The pool itself failed: arguments that did not pickle, a worker process that died.
-        return TaskResult(task_id, TaskStatus.FAILED, None, error)
-    return _from_outcome(task_id, future.result())
-
-
-def _pending_result(task_id: str, future: _Handle, timed_out: bool) -> TaskResult[Any]:
-    if future.done():
-        return _from_future(task_id, future)
-    if timed_out:
-        return TaskResult(task_id, TaskStatus.TIMEOUT)
-    return TaskResult(task_id, TaskStatus.RUNNING if future.running() else TaskStatus.PENDING)
 
 
 class Executor:
@@ -263,7 +86,7 @@ class Executor:
         self._pool: ThreadPool | ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         # task id -> a pool handle, or a finished TaskResult (SEQUENTIAL)
-        self._tasks: dict[str, _Handle | TaskResult[Any]] = {}
+        self._tasks: dict[str, Handle | TaskResult[Any]] = {}
         self._submitted = 0
         self._evicted = 0
         self._picklable: dict[Any, bool] = {}
@@ -304,7 +127,7 @@ class Executor:
         with self._lock:
             if self._pool is None:
                 if self.mode is ExecutionMode.THREAD:
-                    self._pool = ThreadPool(self.max_workers, _call)
+                    self._pool = ThreadPool(self.max_workers, call)
                 else:
                     self._pool = ProcessPoolExecutor(self.max_workers)
             return self._pool
@@ -323,29 +146,29 @@ class Executor:
         """Start ``func(*args, **kwargs)``; return its task id (SEQUENTIAL: run it now)."""
         task_id: TaskId[Any] = new_id()  # type: ignore[assignment]  # a str, typed (no call)
         if self.mode is ExecutionMode.SEQUENTIAL:
-            if _is_coroutine_function(func):
-                outcome = _call(_run_coroutine_function, (func, *args), kwargs)
+            if is_coroutine_function(func):
+                outcome = call(run_coroutine_function, (func, *args), kwargs)
             else:
-                outcome = _call(func, args, kwargs)
-            self._retain(task_id, _from_outcome(task_id, outcome))
+                outcome = call(func, args, kwargs)
+            self._retain(task_id, from_outcome(task_id, outcome))
             return task_id
         pool = self._pool or self._ensure_pool()
         assert pool is not None
-        if _is_coroutine_function(func):
+        if is_coroutine_function(func):
             args = (func, *args)
-            func = _run_coroutine_function
+            func = run_coroutine_function
         tasks = self._tasks
         if isinstance(pool, ThreadPool):
             tasks[task_id] = pool.submit(func, args, kwargs)
         else:
             self._check_picklable(func)
-            tasks[task_id] = pool.submit(_call, func, args, kwargs)
+            tasks[task_id] = pool.submit(call, func, args, kwargs)
         self._submitted += 1
         if len(tasks) > self.max_retained:
             self._evict()
         return task_id
 
-    def _retain(self, task_id: str, entry: _Handle | TaskResult[Any]) -> None:
+    def _retain(self, task_id: str, entry: Handle | TaskResult[Any]) -> None:
         tasks = self._tasks
         tasks[task_id] = entry
         self._submitted += 1
@@ -398,7 +221,7 @@ class Executor:
             return TaskResult(task_id, TaskStatus.TIMEOUT)
         except BaseException:
             # The pool failed (unpicklable arguments, a dead worker) or the task was cancelled.
-            return _from_future(task_id, entry)
+            return from_future(task_id, entry)
         if ok:
             return TaskResult(task_id, TaskStatus.SUCCESS, value, None, elapsed)
         return TaskResult(task_id, TaskStatus.FAILED, None, value, elapsed)
@@ -410,7 +233,7 @@ class Executor:
             raise TaskNotFound(task_id)
         if isinstance(entry, TaskResult):
             return entry.status
-        return _pending_result(task_id, entry, False).status
+        return pending_result(task_id, entry, False).status
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a task that has not started yet; return whether it was cancelled."""
@@ -449,13 +272,13 @@ class Executor:
             return [await self._inline_async(func, (item,), {}) for item in items]
         futures, sizes = self._map_submit(func, items)
         if futures:
-            await asyncio.wait([_awaitable(f) for f in futures], timeout=timeout)
+            await asyncio.wait([awaitable(f) for f in futures], timeout=timeout)
         return self._map_collect(futures, sizes, timed_out=timeout is not None)
 
     def _inline(self, func: Callable[..., Any], item: Any) -> TaskResult[Any]:
         if inspect.iscoroutinefunction(func):
-            return _from_outcome(new_id(), _call(_run_coroutine_function, (func, item), {}))
-        return _from_outcome(new_id(), _call(func, (item,), {}))
+            return from_outcome(new_id(), call(run_coroutine_function, (func, item), {}))
+        return from_outcome(new_id(), call(func, (item,), {}))
 
     def _map_submit(
         self, func: Callable[..., Any], items: list[Any]
@@ -464,25 +287,25 @@ class Executor:
         pool = self._pool or self._ensure_pool()
         assert pool is not None
         if inspect.iscoroutinefunction(func):
-            func = _Partial(_run_coroutine_function, func)
+            func = Partial(run_coroutine_function, func)
         if isinstance(pool, ThreadPool):
             return [pool.submit(func, (item,), {}) for item in items], []
         self._check_picklable(func)
         size = max(1, math.ceil(len(items) / (self.max_workers * 4)))
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        return [pool.submit(_call_chunk, func, chunk) for chunk in chunks], [len(c) for c in chunks]
+        return [pool.submit(call_chunk, func, chunk) for chunk in chunks], [len(c) for c in chunks]
 
     def _map_collect(
         self, futures: list[Any], sizes: list[int], *, timed_out: bool
     ) -> list[TaskResult[Any]]:
         if not sizes:  # one future per item
-            return [_pending_result(new_id(), f, timed_out) for f in futures]
+            return [pending_result(new_id(), f, timed_out) for f in futures]
         results: list[TaskResult[Any]] = []
         for future, size in zip(futures, sizes, strict=True):
             if future.done() and not future.cancelled() and future.exception() is None:
-                results.extend(_from_outcome(new_id(), o) for o in future.result())
+                results.extend(from_outcome(new_id(), o) for o in future.result())
             else:
-                results.extend(_pending_result(new_id(), future, timed_out) for _ in range(size))
+                results.extend(pending_result(new_id(), future, timed_out) for _ in range(size))
         return results
 
     # -- async twins -------------------------------------------------------------------------
@@ -521,7 +344,7 @@ class Executor:
     ) -> TaskResult[Any]:
         task_id = task_id or new_id()
         if not inspect.iscoroutinefunction(func):
-            return _from_outcome(task_id, _call(func, args, kwargs))
+            return from_outcome(task_id, call(func, args, kwargs))
         start = _perf()
         try:
             value = await func(*args, **kwargs)
@@ -546,7 +369,7 @@ class Executor:
             return entry
         if not entry.done():
             try:
-                await asyncio.wait([_awaitable(entry)], timeout=timeout)
+                await asyncio.wait([awaitable(entry)], timeout=timeout)
             except asyncio.CancelledError:
                 # The caller gave up (``wait_for``, a cancelled task): the task still runs and
                 # its result stays fetchable, as after a TIMEOUT.
@@ -555,7 +378,7 @@ class Executor:
             if not entry.done():
                 self._tasks[task_id] = entry
                 return TaskResult(task_id, TaskStatus.TIMEOUT)
-        return _from_future(task_id, entry)
+        return from_future(task_id, entry)
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -590,41 +413,3 @@ class Executor:
 
     def __repr__(self) -> str:
         return f"Executor(mode={self.mode.name}, max_workers={self.max_workers})"
-
-
-class _Partial:
-    """A picklable ``partial`` that prepends one argument (keeps ``_call_chunk`` simple)."""
-
-    __slots__ = ("first", "func")
-
-    def __init__(self, func: Callable[..., Any], first: Any) -> None:
-        self.func = func
-        self.first = first
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(self.first, *args, **kwargs)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Partial, (self.func, self.first))
-
-
-def _awaitable(handle: _Handle) -> asyncio.Future[Any]:
-    """An asyncio future of the running loop that is done when ``handle`` is done."""
-    if isinstance(handle, Future):
-        return asyncio.wrap_future(handle)
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[Any] = loop.create_future()
-
-    def resolve(_: Job) -> None:
-        try:
-            loop.call_soon_threadsafe(_set_done, waiter)
-        except RuntimeError:  # the loop was closed meanwhile: nobody is waiting any more
-            pass
-
-    handle.add_done_callback(resolve)
-    return waiter
-
-
-def _set_done(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from typing import Any
 
-__all__ = ["Job", "ThreadPool"]
+__all__ = ["Job", "Outcome", "ThreadPool", "wait_all"]
 
 _PENDING, _RUNNING, _DONE, _CANCELLED = 0, 1, 2, 3
 

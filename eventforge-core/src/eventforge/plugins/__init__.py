@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from eventforge.plugins._exports import find_export as find_export
+from eventforge.plugins._exports import plugin_exports as plugin_exports
+from eventforge.plugins._hints import KNOWN_DISTRIBUTIONS as KNOWN_DISTRIBUTIONS
+from eventforge.plugins._hints import SCHEME_ONLY as SCHEME_ONLY
 from eventforge.plugins._records import (
     DispatcherSpec as DispatcherSpec,
 )
@@ -21,12 +25,8 @@ from eventforge.plugins._records import (
     TransportSpec as TransportSpec,
 )
 from eventforge.plugins._registry import KINDS as KINDS
-from eventforge.plugins._registry import KNOWN_DISTRIBUTIONS as KNOWN_DISTRIBUTIONS
-from eventforge.plugins._registry import SCHEME_ONLY as SCHEME_ONLY
 from eventforge.plugins._registry import Registry as Registry
-from eventforge.plugins._registry import find_export as find_export
 from eventforge.plugins._registry import load_named as load_named
-from eventforge.plugins._registry import plugin_exports as plugin_exports
 from eventforge.plugins._registry import registry as registry
 from eventforge.plugins._registry import reset_registry as reset_registry
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from eventforge.dispatch import Dispatcher, get_dispatcher
 from eventforge.dispatch.observing import call_observed, call_observed_async
-from eventforge.rpc._rpc import RPCServer
+from eventforge.rpc._server import RPCServer
 from eventforge.transport import run_sync
 
 if TYPE_CHECKING:

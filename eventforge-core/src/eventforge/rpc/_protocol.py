@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventforge.errors import MethodNotFound, RemoteError, RPCError, ServiceUnavailable
+from eventforge.topics import validate_topic
 
 __all__ = [
     "RPC_TOPIC_PREFIX",
@@ -21,10 +22,25 @@ __all__ = [
     "exception_reply",
     "make_call",
     "parse_call",
+    "service_topic",
     "unwrap_reply",
 ]
 
 RPC_TOPIC_PREFIX = "_rpc"
+
+
+def service_topic(service_name: str) -> str:
+    """The topic the servers of ``service_name`` answer on; ``ValueError`` for an unusable name."""
+    if not isinstance(service_name, str) or not service_name:
+        raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
+    topic = f"{RPC_TOPIC_PREFIX}.{service_name}"
+    try:
+        return validate_topic(topic)
+    except ValueError as exc:
+        raise ValueError(
+            f"service_name {service_name!r} cannot be used: {exc}; use letters, digits, '-' "
+            "and '_' (dots separate topic segments)"
+        ) from None
 
 
 def make_call(method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Starting what a service declared: subscriptions, RPC servers, consumers and probes.
+"""Starting what a service declared: subscriptions, RPC servers, consumers, probes, tasks and
+schedules.
 
 Each piece is subscribed through the service's queue with its handler wrapped for health
 (:func:`~eventforge.service._handlers.observed`); the probes get a way to re-establish each
@@ -12,10 +13,13 @@ from collections.abc import Iterable
 
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCServer
-from eventforge.service._declarations import _Consumer, _RPCService, _Subscriber
+from eventforge.service._declarations import _Consumer, _RPCService, _Subscriber, _Task
 from eventforge.service._handlers import attribute, consuming, observed, pending, publishers
 from eventforge.service._probe import Prober
 from eventforge.service.health import HealthState, Tracker
+from eventforge.service.schedule import Schedule, Scheduler
+from eventforge.tasks import task as make_task
+from eventforge.transport import Capability, require_capability
 from eventforge.workqueue import WorkQueue
 
 __all__ = [
@@ -25,7 +29,9 @@ __all__ = [
     "start_consumers",
     "start_probes",
     "start_rpc",
+    "start_schedules",
     "start_subscribers",
+    "start_tasks",
 ]
 
 
@@ -147,3 +153,17 @@ def start_probes(
         return None
     prober.start()
     return prober
+
+
+def start_tasks(queue: MessageQueue, tasks: Iterable[_Task]) -> None:
+    """Make each declared function a ``@task`` on ``queue``."""
+    for item in tasks:
+        item.bound = make_task(queue=queue, **item.options)(item.func)
+
+
+def start_schedules(service: str, queue: MessageQueue, schedules: list[Schedule]) -> Scheduler:
+    """Start the scheduler of ``service``'s schedules; its transport must be able to claim ticks."""
+    require_capability(queue.transport, Capability.CLAIMS, feature=f"schedules of {service!r}")
+    scheduler = Scheduler(service, queue.transport, schedules)
+    scheduler.start()
+    return scheduler

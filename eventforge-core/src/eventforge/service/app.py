@@ -28,12 +28,19 @@ from eventforge.service._declarations import (
 from eventforge.service._handlers import call_hook
 from eventforge.service._lifecycle import run_until_stopped, summary
 from eventforge.service._probe import Prober
-from eventforge.service._starting import start_consumers, start_probes, start_rpc, start_subscribers
-from eventforge.service.health import HealthState, Tracker, health_report
+from eventforge.service._starting import (
+    start_consumers,
+    start_probes,
+    start_rpc,
+    start_schedules,
+    start_subscribers,
+    start_tasks,
+)
+from eventforge.service._stopping import stop_consumers, stop_rpc, stop_subscribers, stop_tasks
+from eventforge.service.health import Tracker, health_report
 from eventforge.service.schedule import Cron, Every, Schedule, Scheduler
-from eventforge.tasks import task as make_task
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import Capability, Transport, require_capability
+from eventforge.transport import Transport
 from eventforge.workqueue import Consumer, RetryPolicy, WorkQueue
 
 __all__ = ["Endpoint", "Service"]
@@ -372,14 +379,9 @@ class Service:
                     self._rpc.values(),
                     self._consumers,
                 )
-            for item in self._tasks:
-                item.bound = make_task(queue=self.queue, **item.options)(item.func)
+            start_tasks(self.queue, self._tasks)
             if self._schedules:
-                require_capability(
-                    self.queue.transport, Capability.CLAIMS, feature=f"schedules of {self.name!r}"
-                )
-                self._scheduler = Scheduler(self.name, self.queue.transport, self._schedules)
-                self._scheduler.start()
+                self._scheduler = start_schedules(self.name, self.queue, self._schedules)
         except BaseException:
             self.stop()
             raise
@@ -398,28 +400,10 @@ class Service:
         if self._prober is not None:
             self._prober.stop()
             self._prober = None
-        for item in self._consumers:
-            if item.consumer is not None:
-                item.consumer.stop(timeout=max(0.0, deadline - time.monotonic()))
-            if item.work_queue is not None:
-                item.work_queue.close()
-            item.tracker.set(HealthState.FAILED, "stopped")
-            item.consumer = item.work_queue = None
-        for entry in self._rpc.values():
-            if entry.server is not None:
-                entry.server.stop()
-                entry.server = None
-            if entry.tracker is not None:
-                entry.tracker.set(HealthState.FAILED, "stopped")
-        for task_item in self._tasks:
-            if task_item.bound is not None:
-                task_item.bound.unsubscribe()
-                task_item.bound = None
-        for sub in self._subscribers:
-            if sub.handler_id is not None and self._queue is not None:
-                self._queue.unsubscribe(sub.handler_id)
-                sub.handler_id = None
-            sub.tracker.set(HealthState.FAILED, "stopped")
+        stop_consumers(self._consumers, deadline)
+        stop_rpc(self._rpc.values())
+        stop_tasks(self._tasks)
+        stop_subscribers(self._queue, self._subscribers)
         for hook in self._shutdown:
             try:
                 call_hook(hook)

@@ -136,8 +136,14 @@ class ContractGuard:
 
 
 def seal_contract(suite: type[ContractGuard]) -> frozenset[str]:
-    """Make every ``test_*`` method of ``suite`` part of its contract; return their names."""
-    names = frozenset(name for name in vars(suite) if name.startswith("test_"))
+    """Make every ``test_*`` method of ``suite`` part of its contract; return their names.
+
+    That includes the tests ``suite`` inherits, so a suite may be composed of one class per
+    area of its contract.
+    """
+    names = frozenset(
+        name for klass in suite.__mro__ for name in vars(klass) if name.startswith("test_")
+    )
     suite._contract = dict.fromkeys(names, suite.__name__)
     return names
 

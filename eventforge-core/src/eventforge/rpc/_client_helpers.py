@@ -1,8 +1,8 @@
 """Client-side RPC helpers: spread calls over several clients and retry what is safe to retry.
 
-Kept apart from :mod:`eventforge.rpc` (which re-exports the public names) so that module stays
-about the server and the plain client. :class:`RoundRobinRPCClient` balances calls over
-clients in turn; :func:`with_retry` wraps a client in a :class:`RetryingRPCClient`.
+Kept apart from the plain :class:`~eventforge.rpc.RPCClient`, which they wrap.
+:class:`RoundRobinRPCClient` balances calls over clients in turn; :func:`with_retry` wraps a
+client in a :class:`RetryingRPCClient`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from eventforge.errors import MethodNotFound, RemoteError, TransportError
 from eventforge.transport import Counter
 
-__all__ = ["RetryingRPCClient", "RoundRobinRPCClient", "with_retry"]
+__all__ = ["RetryingRPCClient", "RoundRobinRPCClient", "dynamic_method", "with_retry"]
 
 log = logging.getLogger("eventforge.rpc")
 
@@ -31,7 +31,8 @@ class _Caller(Protocol):
     ) -> Any: ...
 
 
-def _dynamic_method(client: _Caller, name: str) -> Callable[..., Any]:
+def dynamic_method(client: _Caller, name: str) -> Callable[..., Any]:
+    """``client.<name>``: a function that calls the remote method ``name`` (not ``_names``)."""
     if name.startswith("_"):
         raise AttributeError(name)
 
@@ -68,7 +69,7 @@ class RoundRobinRPCClient:
         return await self._next().call_async(method, *args, timeout=timeout, **kwargs)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        return _dynamic_method(self, name)
+        return dynamic_method(self, name)
 
     def __repr__(self) -> str:
         return f"RoundRobinRPCClient({len(self.clients)} clients)"
@@ -154,7 +155,7 @@ class RetryingRPCClient:
         return {"retries": self._retries.value, "gave_up": self._gave_up.value}
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        return _dynamic_method(self, name)
+        return dynamic_method(self, name)
 
     def __repr__(self) -> str:
         return f"with_retry({self.client!r}, max_retries={self.max_retries})"

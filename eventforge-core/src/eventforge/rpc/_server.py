@@ -1,11 +1,8 @@
-"""RPC: call a function by name on a server reached through a MessageQueue.
+"""The RPC server: answers calls for the functions registered on it under one service name.
 
-:class:`RPCServer` registers functions and answers calls on the topic ``_rpc.<service_name>``;
-:class:`RPCClient` calls them by name and returns the result. Several servers with the same
-``service_name`` form one group: each call runs once, on one of them (on transports with
-competing-consumer groups this holds across processes and machines). Client-side helpers
-spread calls over several clients (:class:`RoundRobinRPCClient`) and retry what is safe to
-retry (:func:`with_retry`).
+:class:`RPCServer` registers functions and answers calls on the topic ``_rpc.<service_name>``.
+Several servers with the same ``service_name`` form one group: each call runs once, on one of
+them (on transports with competing-consumer groups this holds across processes and machines).
 """
 
 from __future__ import annotations
@@ -18,44 +15,27 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventforge.dispatch import Dispatcher, LoopRunner
-from eventforge.errors import RPCError, RPCTimeout
 from eventforge.events import _is_model_class, adapter_for
 from eventforge.execution import Executor
 from eventforge.message import Message
 from eventforge.queue import MessageQueue
-from eventforge.rpc._clients import (
-    RetryingRPCClient,
-    RoundRobinRPCClient,
-    _dynamic_method,
-    with_retry,
-)
 from eventforge.rpc._protocol import (
-    RPC_TOPIC_PREFIX,
     error_reply,
     exception_reply,
-    make_call,
     parse_call,
-    unwrap_reply,
+    service_topic,
 )
-from eventforge.topics import validate_topic
 from eventforge.transport import Capability, Counter
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 
-__all__ = [
-    "RPCClient",
-    "RPCServer",
-    "RetryingRPCClient",
-    "RoundRobinRPCClient",
-    "with_retry",
-]
+__all__ = ["RPCServer"]
 
 log = logging.getLogger("eventforge.rpc")
 
 F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
 
 
 def _model_params(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, type]] | None:
@@ -95,19 +75,6 @@ def _validate_args(
     return list(bound.args), dict(bound.kwargs)
 
 
-def _service_topic(service_name: str) -> str:
-    if not isinstance(service_name, str) or not service_name:
-        raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
-    topic = f"{RPC_TOPIC_PREFIX}.{service_name}"
-    try:
-        return validate_topic(topic)
-    except ValueError as exc:
-        raise ValueError(
-            f"service_name {service_name!r} cannot be used: {exc}; use letters, digits, '-' "
-            "and '_' (dots separate topic segments)"
-        ) from None
-
-
 class RPCServer:
     """Answers calls for the methods registered on it, under one ``service_name``.
 
@@ -141,7 +108,7 @@ class RPCServer:
             blocking_executor = executor is None or executor.mode.value == "sequential"
             threaded = blocking_executor and not queue.transport.has(Capability.ZERO_COPY)
         self.threaded = threaded
-        self.topic = _service_topic(service_name)
+        self.topic = service_topic(service_name)
         self._methods: dict[str, Callable[..., Any]] = {}
         self._arg_models: dict[str, tuple[inspect.Signature, dict[str, type]]] = {}
         self._handler_id: str | None = None
@@ -432,97 +399,6 @@ class RPCServer:
             self.service_name,
             exc,
         )
-
-
-class RPCClient:
-    """Calls methods of the RPC service ``service_name`` by name.
-
-    ``client.call("add", 1, 2)`` is ``client.add(1, 2)``. A method that raised on the server
-    raises :class:`~eventforge.errors.RemoteError`; an unknown name :class:`MethodNotFound`;
-    no server subscribed :class:`NoRespondersError` at once (where the transport can tell);
-    no reply within ``timeout`` seconds :class:`~eventforge.errors.RPCTimeout`.
-    """
-
-    def __init__(
-        self, queue: MessageQueue, service_name: str = "rpc", timeout: float = 30.0
-    ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        self.queue = queue
-        self.service_name = service_name
-        self.timeout = timeout
-        self.topic = _service_topic(service_name)
-
-    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
-        """Call ``method`` with the arguments; return its result or raise its error."""
-        wait = self.timeout if timeout is None else timeout
-        reply = self.queue.request(self.topic, make_call(method, args, kwargs), timeout=wait)
-        if reply is None:
-            raise self._timeout(method, wait)
-        return unwrap_reply(reply.payload, method, self.service_name)
-
-    async def call_async(
-        self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any
-    ) -> Any:
-        """Like :meth:`call`, awaiting the reply without blocking the running event loop."""
-        wait = self.timeout if timeout is None else timeout
-        payload = make_call(method, args, kwargs)
-        reply = await self.queue.request_async(self.topic, payload, timeout=wait)
-        if reply is None:
-            raise self._timeout(method, wait)
-        return unwrap_reply(reply.payload, method, self.service_name)
-
-    def call_typed(
-        self,
-        result_type: type[T],
-        method: str,
-        *args: Any,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> T:
-        """Like :meth:`call`, validating the result as ``result_type`` (a model, dataclass...).
-
-        Type checkers see the return type: ``client.call_typed(Total, "total", order)`` is a
-        ``Total``. A result that does not validate raises :class:`~eventforge.errors.RPCError`.
-        """
-        return self._typed(result_type, method, self.call(method, *args, timeout=timeout, **kwargs))
-
-    async def call_typed_async(
-        self,
-        result_type: type[T],
-        method: str,
-        *args: Any,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> T:
-        """Like :meth:`call_typed`, awaiting the reply without blocking the running event loop."""
-        result = await self.call_async(method, *args, timeout=timeout, **kwargs)
-        return self._typed(result_type, method, result)
-
-    def _typed(self, result_type: type[T], method: str, result: Any) -> T:
-
-        try:
-            value: T = adapter_for(result_type).validate_python(result)
-        except Exception as exc:
-            raise RPCError(
-                f"the result of {method!r} from service {self.service_name!r} is not a valid "
-                f"{getattr(result_type, '__name__', result_type)}: {exc}"
-            ) from exc
-        return value
-
-    def _timeout(self, method: str, wait: float) -> RPCTimeout:
-        return RPCTimeout(
-            f"no reply for {method!r} from service {self.service_name!r} within {wait}s; is an "
-            f"RPCServer(service_name={self.service_name!r}) serving on this transport?",
-            method=method,
-            timeout=wait,
-        )
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        return _dynamic_method(self, name)
-
-    def __repr__(self) -> str:
-        return f"RPCClient(service_name={self.service_name!r}, timeout={self.timeout})"
 
 
 def _name_of(func: Callable[..., Any]) -> str:
