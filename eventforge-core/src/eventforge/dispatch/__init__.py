@@ -47,10 +47,3 @@ __all__ = [
     "is_coroutine_handler",
     "make_invoker",
 ]
-
-Worker = HandlerThread
-"""The former name of :class:`HandlerThread`, until :mod:`eventforge.queue` uses the new one.
-
-Not exported: a subscription's thread is not a worker (``eventforge.worker.Worker`` is the
-process that serves handlers).
-"""

@@ -14,8 +14,8 @@ from typing import Any
 from eventforge.dispatch import (
     Dispatcher,
     GroupBinding,
+    HandlerThread,
     Invoker,
-    Worker,
     get_dispatcher,
     is_coroutine_handler,
     make_invoker,
@@ -38,7 +38,7 @@ Handler = Callable[[Message], Any]
 class _Entry:
     """What :meth:`Subscriptions.remove` needs to undo one subscription."""
 
-    __slots__ = ("binding", "handler", "subscription_id", "topic", "worker")
+    __slots__ = ("binding", "handler", "subscription_id", "thread", "topic")
 
     def __init__(
         self,
@@ -46,13 +46,13 @@ class _Entry:
         handler: Handler,
         subscription_id: str | None,
         binding: GroupBinding | None,
-        worker: Worker | None,
+        thread: HandlerThread | None,
     ) -> None:
         self.topic = topic
         self.handler = handler
         self.subscription_id = subscription_id
         self.binding = binding
-        self.worker = worker
+        self.thread = thread
 
 
 def _dispatcher_name(dispatcher: str | Dispatcher | type[Dispatcher]) -> str:
@@ -113,7 +113,7 @@ class Subscriptions:
                 "group every handler receives every message)"
             )
         handler_id = f"{core.name}.h{next(self._ids)}"
-        use_worker = threaded or max_pending is not None
+        use_thread = threaded or max_pending is not None
         invoke = make_invoker(
             wrapped,
             report_error=self._reporter(handler, wrapped),
@@ -122,13 +122,13 @@ class Subscriptions:
             expired=core.expired,
             # Network transports call handlers on their own reader thread: mark it, so that
             # a blocking request made there is reported instead of silently timing out.
-            delivery_mark=None if use_worker or core.inline_async else transport,
+            delivery_mark=None if use_thread or core.inline_async else transport,
         )
-        worker: Worker | None = None
+        thread: HandlerThread | None = None
         entry_point: Invoker = invoke
-        if use_worker:
-            worker = self._worker(invoke, handler_id, max_pending, on_discard)
-            entry_point = worker.submit
+        if use_thread:
+            thread = self._thread(invoke, handler_id, max_pending, on_discard)
+            entry_point = thread.submit
         if match is not None:
             gate = header_gate(match, match_mode, entry_point, core.filtered.bump)
             entry_point = nonblocking(gate) if is_nonblocking(entry_point) else gate
@@ -145,15 +145,15 @@ class Subscriptions:
                     subscription_id = transport.subscribe_durable(
                         topic, entry_point, durable=durable
                     )
-                entry = _Entry(topic, handler, subscription_id, None, worker)
+                entry = _Entry(topic, handler, subscription_id, None, thread)
             else:
-                binding, worker = self._join_group(
-                    topic, group, dispatcher, handler_id, entry_point, worker, on_discard, durable
+                binding, thread = self._join_group(
+                    topic, group, dispatcher, handler_id, entry_point, thread, on_discard, durable
                 )
-                entry = _Entry(topic, handler, None, binding, worker)
+                entry = _Entry(topic, handler, None, binding, thread)
         except BaseException:
-            if worker is not None:
-                worker.stop()
+            if thread is not None:
+                thread.stop()
             raise
         with core.lock:
             closed = core.closed
@@ -230,14 +230,14 @@ class Subscriptions:
 
         return report_original
 
-    def _worker(
+    def _thread(
         self,
         invoke: Invoker,
         handler_id: str,
         max_pending: int | None,
         on_discard: Callable[[Message], Any] | None,
-    ) -> Worker:
-        return Worker(
+    ) -> HandlerThread:
+        return HandlerThread(
             invoke,
             max_pending if max_pending is not None else DEFAULT_MAX_PENDING,
             f"eventforge-{handler_id}",
@@ -252,13 +252,13 @@ class Subscriptions:
         dispatcher: str | Dispatcher | None,
         handler_id: str,
         invoke: Invoker,
-        worker: Worker | None = None,
+        thread: HandlerThread | None = None,
         on_discard: Callable[[Message], Any] | None = None,
         durable: str | None = None,
-    ) -> tuple[GroupBinding, Worker | None]:
+    ) -> tuple[GroupBinding, HandlerThread | None]:
         """Add a member to the group's binding (made and subscribed on first use).
 
-        Returns the binding and the member's worker: a plain member joining a group whose
+        Returns the binding and the member's thread: a plain member joining a group whose
         binding the transport runs on its I/O thread gets a thread of its own here, so that
         it never runs there (members may join in any order).
         """
@@ -279,10 +279,10 @@ class Subscriptions:
                         "must use the same one"
                     )
                 if binding.nonblocking and not is_nonblocking(invoke):
-                    worker = self._worker(invoke, handler_id, None, on_discard)
-                    invoke = worker.submit
-                binding.add(handler_id, invoke, worker)
-                return binding, worker
+                    thread = self._thread(invoke, handler_id, None, on_discard)
+                    invoke = thread.submit
+                binding.add(handler_id, invoke, thread)
+                return binding, thread
             binding = GroupBinding(
                 topic,
                 group,
@@ -292,7 +292,7 @@ class Subscriptions:
                 nonblocking=core.replies_inline and is_nonblocking(invoke),
             )
             binding.owns_dispatcher = not isinstance(dispatcher, Dispatcher)
-            binding.add(handler_id, invoke, worker)
+            binding.add(handler_id, invoke, thread)
             self.groups[key] = binding
             # Subscribing under the lock keeps a concurrent member from racing a half-made
             # binding; transports must not call back into this queue from ``subscribe``.
@@ -312,10 +312,10 @@ class Subscriptions:
                 del self.groups[key]
                 binding.close()
                 raise
-            return binding, worker
+            return binding, thread
 
     def _release(self, entry: _Entry, transport_sub: str | None) -> None:
         if transport_sub is not None:
             self.core.unsubscribe_transport(transport_sub)
-        if entry.worker is not None:
-            entry.worker.stop()
+        if entry.thread is not None:
+            entry.thread.stop()
