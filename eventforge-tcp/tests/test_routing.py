@@ -204,7 +204,7 @@ def test_no_count_within_the_timeout_raises(fake_server: _FakeServer) -> None:
 def test_a_count_frame_must_be_followed_by_a_message(server: TCPServerTransport) -> None:
     from eventforge_tcp._control import COUNT, PING, control_frame
 
-    from .test_bad_peers import raw_connect, wait_closed
+    from .test_faults_bad_peers import raw_connect, wait_closed
 
     sock = raw_connect(server.port)
     sock.sendall(control_frame(COUNT, None) + control_frame(PING, None))
