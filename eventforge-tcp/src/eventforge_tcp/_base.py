@@ -27,9 +27,10 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, ProtocolError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import Callback, Capability, Transport
+from eventforge.transport import Callback, Transport
 from eventforge.wire import WireCodec
 
+from ._capabilities import CAPABILITIES
 from ._control import ERROR, PING, PONG, control_frame
 from ._delivery import Delivery, DeliveryThread, Waiter
 from ._link import Link, LinkState, WriteResult
@@ -53,16 +54,7 @@ class TCPTransportBase(Transport):
     """The machinery shared by :class:`TCPServerTransport` and :class:`TCPClientTransport`."""
 
     name: ClassVar[str] = "tcp"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {
-            Capability.WILDCARDS,
-            Capability.GROUPS,
-            Capability.HEADERS,
-            Capability.ORDERED,
-            Capability.CROSS_PROCESS,
-            Capability.NONBLOCKING_INLINE,
-        }
-    )
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES
 
     def __init__(
         self,
