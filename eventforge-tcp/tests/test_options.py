@@ -58,10 +58,10 @@ def test_seed_transport_snippet_runs_with_a_free_port() -> None:
 @pytest.mark.parametrize(
     ("url", "match"),
     [
-        ("tcp://127.0.0.1:1?bogus=1", "unknown tcp URL option"),
-        ("tcp://127.0.0.1:1?connect_timeout=soon", "must be a number"),
+        ("tcp://127.0.0.1:1?bogus=1", "unknown tcp option 'bogus' in URL"),
+        ("tcp://127.0.0.1:1?connect_timeout=soon", "connect_timeout='soon' in URL .* invalid"),
         ("tcps://127.0.0.1:0?listen=1", "cert"),
-        ("http://127.0.0.1:1", "not a tcp URL"),
+        ("http://127.0.0.1:1", "expected 'tcp://' or 'tcps://'"),
     ],
 )
 def test_bad_urls_fail_with_the_key(url: str, match: str) -> None:
