@@ -18,20 +18,7 @@ from eventforge.testing.conformance import Collector
 from eventforge_tcp.framing import encode_frame
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
-from .helpers import HELLO, raw_connect, stuck_subscriber, wait_until
-
-
-def wait_closed(sock: socket.socket) -> bytes:
-    """Read until the server closes the connection; return everything it sent."""
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
+from .helpers import HELLO, raw_connect, stuck_subscriber, wait_closed, wait_until
 
 
 def assert_still_serving(server: TCPServerTransport) -> None:
