@@ -21,6 +21,16 @@ def test_batches_run_item_by_item_in_the_order_they_were_handed_over() -> None:
     assert thread.errors == 0
 
 
+def test_without_a_handler_each_item_is_a_callback_and_its_argument() -> None:
+    seen: list[tuple[str, int]] = []
+    thread = BatchDeliveryThread("test-batches", None)
+    thread.put_batch([(lambda n: seen.append(("a", n)), 1), (lambda n: seen.append(("b", n)), 2)])
+    thread.put_batch([(lambda n: 1 // n, 0), (lambda n: seen.append(("c", n)), 3)])
+    thread.stop()
+    assert seen == [("a", 1), ("b", 2), ("c", 3)]
+    assert (thread.delivered, thread.errors) == (3, 1)
+
+
 def test_a_handler_that_raises_is_counted_and_the_next_item_still_runs() -> None:
     seen: list[int] = []
 

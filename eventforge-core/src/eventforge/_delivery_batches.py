@@ -37,6 +37,9 @@ _STOP: list[tuple[Any, ...]] = []  # a sentinel batch: compared by identity
 class BatchDeliveryThread:
     """One daemon thread running ``handler(*item)`` for each item of each batch, in order.
 
+    With ``handler=None`` each item is a ``(callback, argument)`` pair and the thread calls
+    ``callback(argument)``: what a transport hands over (a subscription's callback and its
+    message), without a call in between.
     ``after_batch(depth)``, when given, is called on the thread after each batch with the
     number of items still waiting. Counters: :attr:`delivered` and :attr:`errors` (a handler
     that raised: logged, and the next item still runs) are kept by the thread itself;
@@ -46,7 +49,7 @@ class BatchDeliveryThread:
     def __init__(
         self,
         name: str,
-        handler: Callable[..., None],
+        handler: Callable[..., None] | None,
         max_pending: int | None = None,
         *,
         after_batch: Callable[[int], None] | None = None,
@@ -117,12 +120,20 @@ class BatchDeliveryThread:
             if batch is _STOP:
                 return
             errors = 0
-            for item in batch:
-                try:
-                    handler(*item)
-                except Exception:
-                    errors += 1
-                    log.exception("a callback on delivery thread %s raised", self._thread.name)
+            if handler is None:
+                for callback, argument in batch:
+                    try:
+                        callback(argument)
+                    except Exception:
+                        errors += 1
+                        self._log_error()
+            else:
+                for item in batch:
+                    try:
+                        handler(*item)
+                    except Exception:
+                        errors += 1
+                        self._log_error()
             size = len(batch)
             self._delivered += size - errors
             self._errors += errors
@@ -131,6 +142,9 @@ class BatchDeliveryThread:
                 depth = self._depth
             if self._after_batch is not None:
                 self._after_batch(depth)
+
+    def _log_error(self) -> None:
+        log.exception("a callback on delivery thread %s raised", self._thread.name)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Run what was handed over, then end the thread (no wait from the thread itself)."""
