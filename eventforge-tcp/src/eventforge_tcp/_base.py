@@ -51,10 +51,6 @@ _pack = HEADER.pack
 _SENDABLE_LIMIT = 4096
 
 
-def _call(callback: Callback, message: Message) -> None:
-    callback(message)
-
-
 class TCPTransportBase(Transport):
     """The machinery shared by :class:`TCPServerTransport` and :class:`TCPClientTransport`.
 
@@ -93,7 +89,6 @@ class TCPTransportBase(Transport):
         self._closed = False
         self._counts = Counts((*_BASE_COUNTERS, *counters))
         self._bump_sent = self._counts["sent"].bump
-        self._bump_received = self._counts["received"].bump
         self._bump_inline = self._counts["inline_delivered"].bump
         self._delivery: BatchDeliveryThread | None = None
         self._io = IOThread(
@@ -101,7 +96,6 @@ class TCPTransportBase(Transport):
             max_send_buffer=max_send_buffer,
             max_pending=self.max_pending,
             counts=self._counts,
-            backlog=self._backlog,
             on_frames=self._on_frames,
             on_link_closed=self._on_link_closed,
             on_tick=self._on_tick,
@@ -168,14 +162,12 @@ class TCPTransportBase(Transport):
     # -- threads and delivery ------------------------------------------------------------------
 
     def _start_threads(self, name: str) -> None:
-        self._delivery = BatchDeliveryThread(
-            f"{name}-delivery", _call, None, after_batch=self._io.backlog_drained
+        delivery = BatchDeliveryThread(
+            f"{name}-delivery", None, None, after_batch=self._io.backlog_drained
         )
+        self._delivery = delivery
+        self._io.backlog = delivery.depth
         self._io.start(f"{name}-io")
-
-    def _backlog(self) -> int:
-        delivery = self._delivery
-        return delivery.depth() if delivery is not None else 0
 
     def _deliver(self, batch: list[Handoff]) -> None:
         """Hand ``batch`` to the delivery thread (any thread, once the transport started)."""

@@ -46,6 +46,11 @@ _WRITE = selectors.EVENT_WRITE
 _TICK = 0.05
 _RECV_SIZE = 256 * 1024
 
+
+def _nothing_waits() -> int:
+    return 0
+
+
 FramesHandler = Callable[[Link, list[bytes], set[Link]], None]
 ClosedHandler = Callable[[Link, str, str], None]
 
@@ -58,7 +63,8 @@ class IOThread:
     ``on_link_closed(link, cause, reason)`` forgets a link that closed; ``on_tick(now)`` does
     the transport's own housekeeping; ``on_listener(data)`` accepts connections on a
     listening socket registered with :attr:`selector`. All of them run on this thread.
-    ``backlog()`` tells how many deliveries wait for the transport's delivery thread.
+    :attr:`backlog` tells how many deliveries wait for the transport's delivery thread (the
+    transport sets it once that thread exists).
     """
 
     def __init__(
@@ -68,7 +74,6 @@ class IOThread:
         max_send_buffer: int,
         max_pending: int,
         counts: Counts,
-        backlog: Callable[[], int],
         on_frames: FramesHandler,
         on_link_closed: ClosedHandler,
         on_tick: Callable[[float], None],
@@ -78,7 +83,7 @@ class IOThread:
         self.max_send_buffer = max_send_buffer
         self.max_pending = max_pending
         self._counts = counts
-        self._backlog = backlog
+        self.backlog: Callable[[], int] = _nothing_waits
         self._on_frames = on_frames
         self._on_link_closed = on_link_closed
         self._on_tick = on_tick
@@ -342,7 +347,7 @@ class IOThread:
         self._set_events(link, _READ)
 
     def _check_backlog(self) -> None:
-        pending = self._backlog()
+        pending = self.backlog()
         if not self.reads_paused and pending > self.max_pending:
             self.reads_paused = True
             for link in list(self.links.values()):

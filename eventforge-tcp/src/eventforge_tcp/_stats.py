@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
+from itertools import islice
 
 from eventforge.transport import Counter
 
@@ -25,10 +27,12 @@ class Counts:
         return self._counters[name]
 
     def bump(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to the counter ``name``."""
+        """Add ``n`` to the counter ``name`` (the bumps run in C: cheap for a read's worth)."""
         bump = self._counters[name].bump
-        for _ in range(n):
+        if n == 1:
             bump()
+        elif n > 1:
+            deque(islice(iter(bump, None), n), maxlen=0)
 
     def snapshot(self) -> dict[str, int]:
         """Every counter's value now."""

@@ -372,7 +372,7 @@ class TCPClientTransport(TCPTransportBase):
     def _on_frames(self, link: Link, bodies: list[bytes], dirty: set[Link]) -> None:
         decode = self.codec.decode
         run_inline = self._run_inline
-        received = self._bump_received
+        received = 0
         batch: list[Handoff] = []
         for body in bodies:
             message = decode(body)
@@ -382,7 +382,7 @@ class TCPClientTransport(TCPTransportBase):
                 if link.state == LinkState.CLOSED:
                     return
                 continue
-            received()
+            received += 1
             route = link.route
             targets: tuple[Sub, ...] | list[Sub]
             if route is None:
@@ -395,6 +395,8 @@ class TCPClientTransport(TCPTransportBase):
                     run_inline(sub.callback, message)
                 else:
                     batch.append((sub.callback, message))
+        if received:
+            self._counts.bump("received", received)
         self._deliver(batch)
 
     def _on_control(self, link: Link, message: Message, dirty: set[Link]) -> None:

@@ -238,7 +238,7 @@ class TCPServerTransport(TCPTransportBase):
         router = self._router
         route = router.route
         match = router.index.match
-        received = self._bump_received
+        received = 0
         append = None
         batch: list[Handoff] = []
         closed = LinkState.CLOSED
@@ -254,7 +254,7 @@ class TCPServerTransport(TCPTransportBase):
                         raise ProtocolError("a $tcp.count frame must be followed by a message")
                     self._on_control(link, message, dirty)
                     continue
-                received()
+                received += 1
                 targets = match(topic)
                 if link.counting is None and len(targets) == 1 and targets[0].__class__ is Local:
                     # The common case inline: one plain subscription of this process.
@@ -280,6 +280,8 @@ class TCPServerTransport(TCPTransportBase):
                     )
         finally:
             self._deliver(batch)
+            if received:
+                self._counts.bump("received", received)
 
     def _accept_hello(self, link: Link, body: bytes, dirty: set[Link]) -> bool:
         try:
