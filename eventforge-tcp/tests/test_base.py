@@ -166,8 +166,12 @@ def test_a_send_from_the_io_thread_never_waits_for_a_stuck_peer() -> None:
         # would otherwise end a wait is a minute away).
         echoed = threading.Event()
         client.subscribe("pong", lambda m: echoed.set())
-        MessageQueue(TCPClientTransport("127.0.0.1", srv.port).connect()).publish("pong")
-        assert echoed.wait(10)
+        publisher = MessageQueue(TCPClientTransport("127.0.0.1", srv.port).connect())
+        try:
+            publisher.publish("pong")
+            assert echoed.wait(10)
+        finally:
+            publisher.close()
     finally:
         sock.close()
         client.close()
