@@ -9,7 +9,7 @@ from eventforge.testing import wait_until
 from eventforge_tcp.framing import FrameDecoder, encode_frame, encode_json_frame
 from eventforge_tcp.transport import TCPServerTransport
 
-__all__ = ["HELLO", "raw_connect", "stuck_subscriber", "wait_until"]
+__all__ = ["HELLO", "raw_connect", "stuck_subscriber", "wait_closed", "wait_until"]
 
 HELLO = encode_json_frame({"hello": "eventforge", "protocol": 1})
 
@@ -49,3 +49,16 @@ def stuck_subscriber(server: TCPServerTransport, pattern: str) -> socket.socket:
         sock.close()
         raise AssertionError(f"the server never registered the raw subscription to {pattern!r}")
     return sock
+
+
+def wait_closed(sock: socket.socket) -> bytes:
+    """Read until the server closes the connection; return everything it sent."""
+    received = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return received
+        if not chunk:
+            return received
+        received += chunk

@@ -7,6 +7,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import Any
 
 from .framing import FrameDecoder
 
@@ -107,7 +108,7 @@ class Link:
         self.refusal: str | None = None  # server: why this link is to be refused after the hello
         self.frame_started = 0.0  # when the unfinished frame in the decoder began (0: none)
         self.ping_outstanding = False
-        self.route: object | None = None
+        self.route: dict[str, Any] | None = None  # client: the $tcp.route before a message
         self.counting: str | None = None  # server: id of a COUNT frame awaiting its message
         self.count_only_zero = False  # server: answer that COUNT only if nobody took it
         self.features: frozenset[str] = frozenset()  # client: what the server's welcome offers

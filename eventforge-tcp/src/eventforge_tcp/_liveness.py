@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from eventforge.errors import ConfigurationError
-
 from ._link import Link, LinkState
 
 __all__ = ["DEFAULT_FRAME_TIMEOUT", "PING", "Limits", "Verdict", "frame_progress"]
@@ -33,15 +31,11 @@ Verdict = tuple[str, str, str]
 """A link to close: the counter to bump, the cause for the log, the reason in words."""
 
 
-def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive number, got {value!r}", key=name)
-
-
 class Limits:
-    """Heartbeat, write and frame deadlines of one transport, checked for each link."""
+    """Heartbeat, write and frame deadlines of one transport, checked for each link.
+
+    The values come validated from the transport's option table (positive seconds).
+    """
 
     __slots__ = ("frame_timeout", "heartbeat_interval", "heartbeat_timeout", "write_deadline")
 
@@ -53,10 +47,6 @@ class Limits:
         write_deadline: float,
         frame_timeout: float,
     ) -> None:
-        _positive("heartbeat_interval", heartbeat_interval)
-        _positive("heartbeat_timeout", heartbeat_timeout, allow_none=True)
-        _positive("write_deadline", write_deadline)
-        _positive("frame_timeout", frame_timeout)
         self.heartbeat_interval = float(heartbeat_interval)
         self.heartbeat_timeout = (
             float(heartbeat_timeout) if heartbeat_timeout is not None else 3 * heartbeat_interval

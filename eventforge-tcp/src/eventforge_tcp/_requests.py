@@ -1,4 +1,7 @@
-"""Requests on a TCP client: hearing "nobody took it", and not sending them late.
+"""Frames of a TCP client that wait for the server's answer, and requests not to send late.
+
+:class:`Answers` keeps the frames whose caller waits for the server's answer: a subscription
+for its ``$tcp.ack``, a counted publish for its ``$tcp.counted``.
 
 :class:`NobodyReports` keeps the requests sent with a ``$tcp.count`` that asks the server to
 answer only when nobody received the message, and calls their callback when it does.
@@ -31,7 +34,7 @@ from eventforge.message import Message
 from ._control import COUNT, control_frame
 from .framing import HEADER
 
-__all__ = ["NobodyReports", "drop_abandoned_requests", "only_zero_count"]
+__all__ = ["Answer", "Answers", "NobodyReports", "drop_abandoned_requests", "only_zero_count"]
 
 log = logging.getLogger("eventforge.transports.tcp")
 
@@ -136,3 +139,50 @@ class NobodyReports:
     def clear(self) -> None:
         with self._lock:
             self._waiting.clear()
+
+
+class Answer:
+    """The server's answer to one frame, once it came (``event`` is set)."""
+
+    __slots__ = ("event", "payload")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.payload: Any = None
+
+
+class Answers:
+    """Frames waiting for the server's answer, by the id the answer carries.
+
+    When the link drops every waiter is woken without a payload (:meth:`release`): the
+    answer can no longer come.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, Answer] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._waiting)
+
+    def expect(self, key: str) -> Answer:
+        """Start waiting for the answer to the frame ``key``."""
+        answer = self._waiting[key] = Answer()
+        return answer
+
+    def forget(self, key: str) -> None:
+        """Stop waiting for ``key`` (answered or given up)."""
+        self._waiting.pop(key, None)
+
+    def answered(self, key: str, payload: Any) -> bool:
+        """An answer arrived (I/O thread); return whether someone was waiting for it."""
+        answer = self._waiting.get(key)
+        if answer is None:
+            return False
+        answer.payload = payload
+        answer.event.set()
+        return True
+
+    def release(self) -> None:
+        """Wake every waiter: the link dropped or the client closed."""
+        for answer in list(self._waiting.values()):
+            answer.event.set()

@@ -3,71 +3,42 @@
 A client announces its subscriptions to the server and publishes everything to it; the server
 routes. Messages for the client's own fan-out subscriptions are delivered locally at once (they
 do not travel to the server and back); group deliveries are the server's choice, so they may
-come back. When the link drops the client reconnects by itself with capped, jittered backoff,
-re-announces every subscription and sends the frames that never left.
+come back. When the link drops the client reconnects by itself along the kit's
+:class:`~eventforge.transport.Backoff`, re-announces every subscription and sends the frames
+that never left (:mod:`eventforge_tcp._connection`).
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from eventforge.deadlines import deadline_of
-from eventforge.errors import ConfigurationError, ProtocolError, TransportError
+from eventforge.errors import ProtocolError, TransportError
 from eventforge.message import Message, new_id
-from eventforge.topics import TopicIndex
-from eventforge.transport import Callback, is_nonblocking
+from eventforge.transport import Backoff, Callback
 
-from ._base import TCPTransportBase
-from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, SUB, UNSUB, control_frame
+from ._base import Handoff, TCPTransportBase
+from ._connection import CONNECTION_COUNTERS, Connection
+from ._control import ACK, COUNT, COUNTED, FEATURE_COUNT, ROUTE, UNSUB, control_frame
+from ._hello import ClientHello
 from ._link import Link, LinkState
-from ._liveness import DEFAULT_FRAME_TIMEOUT
-from ._requests import NobodyReports, drop_abandoned_requests, only_zero_count
+from ._options import CLIENT_OPTIONS, check_port, read_url
+from ._requests import Answers, NobodyReports, only_zero_count
+from ._subscriptions import Sub, Subscriptions
 from .errors import AuthenticationError
-from .framing import (
-    CONTROL_PREFIX,
-    DEFAULT_MAX_FRAME_SIZE,
-    HEADER,
-    PROTOCOL,
-    PROTOCOL_VERSION,
-    FrameDecoder,
-    encode_json_frame,
-    parse_welcome,
-)
+from .framing import CONTROL_PREFIX, HEADER
+from .server import TCPServerTransport
 
 __all__ = ["TCPClientTransport"]
 
 log = logging.getLogger("eventforge.transports.tcp")
 
-_OFFLINE_MODES = ("buffer", "raise")
 _OPEN = LinkState.OPEN
 _pack = HEADER.pack
-
-
-class _Sub:
-    __slots__ = ("callback", "group", "inline", "key", "pattern", "sid")
-
-    def __init__(self, sid: str, pattern: str, group: str | None, callback: Callback) -> None:
-        self.sid = sid
-        self.pattern = pattern
-        self.group = group
-        self.callback = callback
-        self.inline = is_nonblocking(callback)
-        self.key = 0
-
-
-class _Ack:
-    __slots__ = ("event", "payload")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.payload: Any = None
 
 
 class TCPClientTransport(TCPTransportBase):
@@ -82,86 +53,75 @@ class TCPClientTransport(TCPTransportBase):
     ``offline="raise"`` raises at once instead. A wrong token is final
     (:class:`~eventforge_tcp.errors.AuthenticationError`): no retry storm.
     :meth:`send_counted` waits up to ``count_timeout`` seconds for the server's count.
+    The options are listed in ``eventforge_tcp._options.CLIENT_OPTIONS`` (and the TCP guide).
     """
 
     name: ClassVar[str] = "tcp"
 
-    def __init__(
-        self,
-        host: str = "localhost",
-        port: int = 9090,
-        *,
-        token: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        client_name: str | None = None,
-        connect_timeout: float = 5.0,
-        reconnect: bool = True,
-        reconnect_delay: float = 0.05,
-        reconnect_max_delay: float = 2.0,
-        offline: str = "buffer",
-        send_timeout: float = 10.0,
-        subscribe_timeout: float = 5.0,
-        count_timeout: float = 5.0,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        max_send_buffer: int = 8 * 1024 * 1024,
-        heartbeat_interval: float = 5.0,
-        heartbeat_timeout: float | None = None,
-        write_deadline: float = 30.0,
-        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
-        max_pending: int = 10_000,
-        serializer: str | None = None,
-        trusted: bool = False,
-    ) -> None:
-        super().__init__(
-            token=token,
-            ssl_context=ssl_context,
-            max_frame_size=max_frame_size,
-            max_send_buffer=max_send_buffer,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            write_deadline=write_deadline,
-            frame_timeout=frame_timeout,
-            max_pending=max_pending,
-            serializer=serializer,
-            trusted=trusted,
-        )
-        if not isinstance(port, int) or not 0 < port <= 65535:
-            raise ConfigurationError(f"port must be an int in 1..65535, got {port!r}", key="port")
-        if offline not in _OFFLINE_MODES:
-            raise ConfigurationError(
-                f"offline must be one of {', '.join(_OFFLINE_MODES)}, got {offline!r}",
-                key="offline",
-            )
+    def __init__(self, host: str = "localhost", port: int = 9090, **options: Any) -> None:
+        values = CLIENT_OPTIONS.read(keywords=options)
+        super().__init__(values, CONNECTION_COUNTERS)
         self.host = host
-        self.port = port
-        self.server_hostname = server_hostname
-        self.client_name = client_name
-        self.connect_timeout = float(connect_timeout)
-        self.reconnect = reconnect
-        self.reconnect_delay = float(reconnect_delay)
-        self.reconnect_max_delay = float(reconnect_max_delay)
-        self.offline = offline
-        self.send_timeout = float(send_timeout)
-        self.subscribe_timeout = float(subscribe_timeout)
-        self.count_timeout = float(count_timeout)
+        self.port = check_port(port, allow_zero=False)
+        self.server_hostname: str | None = values["server_hostname"]
+        self.client_name: str | None = values["client_name"]
+        self.connect_timeout: float = values["connect_timeout"]
+        self.reconnect: bool = values["reconnect"]
+        self.reconnect_delay: float = values["reconnect_delay"]
+        self.reconnect_max_delay: float = values["reconnect_max_delay"]
+        self.offline: str = values["offline"]
+        self.send_timeout: float = values["send_timeout"]
+        self.subscribe_timeout: float = values["subscribe_timeout"]
+        self.count_timeout: float = values["count_timeout"]
         self._count_unsupported_warned = False
-        self._lock = threading.RLock()
-        self._index: TopicIndex[_Sub] = TopicIndex()
-        self._fanout_subs = 0  # plain (non-group) subscriptions in _index
-        self._subs: dict[str, _Sub] = {}
-        self._acks: dict[str, _Ack] = {}
+        self._lifecycle = threading.Lock()
+        self._subs = Subscriptions()
+        self._index = self._subs.index
+        self._answers = Answers()
         self._nobody = NobodyReports()  # requests that want to hear only of "nobody"
-        self._link: Link | None = None
         self._started = False
-        self._fatal: TransportError | None = None
-        self._held: list[bytes] = []
-        self._held_size = 0
-        self._state = threading.Condition(threading.Lock())
-        self._attempts = 0
-        self._next_attempt = 0.0
-        self._disconnected_at: float | None = None
-        self._counts.update(reconnects=0, connect_failures=0, held_requests_dropped=0)
+        hello = ClientHello(
+            host=host,
+            port=self.port,
+            url=self.url,
+            ssl_context=self.ssl_context,
+            server_hostname=self.server_hostname,
+            token=self._token,
+            client_name=self.client_name,
+            connect_timeout=self.connect_timeout,
+            max_frame_size=self.max_frame_size,
+        )
+        self._conn = Connection(
+            hello,
+            io=self._io,
+            counts=self._counts,
+            codec=self.codec,
+            announce=self._subs.frames,
+            is_closed=self._is_closed,
+            check_open=self._check_open,
+            reconnect=self.reconnect,
+            backoff=Backoff(
+                initial=self.reconnect_delay,
+                cap=max(self.reconnect_delay, self.reconnect_max_delay),
+            ),
+            offline=self.offline,
+            max_send_buffer=self.max_send_buffer,
+            send_timeout=self.send_timeout,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> TCPClientTransport | TCPServerTransport:
+        """A connected client from ``tcp[s]://[:token@]host:port[?option=value&...]``.
+
+        With ``?listen=1`` the URL names a server instead: a started
+        :class:`TCPServerTransport` bound to ``host:port`` is returned (the ``tcp`` entry of
+        the registry is this class, so both kinds of URL come here). Keyword ``options`` win
+        over the URL's; see :mod:`eventforge_tcp._options` for what a URL may carry.
+        """
+        address = read_url(url, options)
+        if address.listen:
+            return TCPServerTransport(address.host, address.port, **address.options).start()
+        return cls(address.host, address.port, **address.options).connect()
 
     @property
     def url(self) -> str:
@@ -172,8 +132,7 @@ class TCPClientTransport(TCPTransportBase):
     @property
     def connected(self) -> bool:
         """Whether the link to the server is up right now."""
-        link = self._link
-        return link is not None and link.state == LinkState.OPEN
+        return self._conn.up
 
     def connect(self) -> TCPClientTransport:
         """Open the link (TCP, TLS when configured, hello); return ``self``. Idempotent.
@@ -182,18 +141,14 @@ class TCPClientTransport(TCPTransportBase):
         ``connect_timeout`` and :class:`AuthenticationError` when it refuses the token.
         """
         self._check_open()
-        with self._lock:
+        with self._lifecycle:
             if self._started:
                 return self
-            link, leftover = self._open()
-            with link.lock:
-                for sub in list(self._subs.values()):
-                    link.append(self._sub_frame(sub))
-            self._link = link
-            self._register(link)
+            leftover = self._conn.open()
             self._started = True
             self._start_threads(f"eventforge-tcp-client:{self.host}:{self.port}")
-            if link.frames:
+            link = self._conn.link
+            if link is not None and link.frames:
                 self._mark_dirty(link)
         if leftover:
             log.debug("ignored %d frames that followed the welcome", len(leftover))
@@ -208,14 +163,15 @@ class TCPClientTransport(TCPTransportBase):
         if message.topic not in self._sendable:
             self._check_sendable(message.topic)
         body = self.codec.encode(message)
-        next(self._sent)
+        self._bump_sent()
         frame = _pack(len(body)) + body
-        if self._fanout_subs:
+        if self._subs.fanout and self._started:
             local = self._index.match(message.topic)
             if local:
                 self._deliver_local(local, self.codec.decode(body))
-        link = self._link
-        if link is not None and self._fatal is None:
+        conn = self._conn
+        link = conn.link
+        if link is not None and conn.fatal is None:
             # The common case, inline: the link is up and its buffer has room.
             with link.lock:
                 if link.state == _OPEN and link.out_size + len(frame) <= self.max_send_buffer:
@@ -243,10 +199,8 @@ class TCPClientTransport(TCPTransportBase):
         than its deadline: past it, ``None`` is returned (the request then simply times out).
         """
         frame = self._encode(message)
-        if not self._started:
-            self._check_open()
-            raise TransportError(f"{self!r} is not connected: call connect() before sending")
-        link = self._link
+        self._check_started()
+        link = self._conn.link
         if link is not None and link.state == LinkState.OPEN and FEATURE_COUNT not in link.features:
             if not self._count_unsupported_warned:
                 self._count_unsupported_warned = True
@@ -259,8 +213,7 @@ class TCPClientTransport(TCPTransportBase):
             return None
         local = self._index.match(message.topic)
         marker = new_id()
-        waiter = _Ack()
-        self._acks[marker] = waiter
+        answer = self._answers.expect(marker)
         try:
             self._push(control_frame(COUNT, None, frame_id=marker) + frame, hold=False)
             if local:
@@ -269,10 +222,10 @@ class TCPClientTransport(TCPTransportBase):
             deadline = deadline_of(message) if message.reply_to is not None else None
             if deadline is not None:
                 limit = min(limit, max(0.0, deadline - time.time()))
-            answered = waiter.event.wait(limit)
+            answered = answer.event.wait(limit)
         finally:
-            self._acks.pop(marker, None)
-        payload = waiter.payload
+            self._answers.forget(marker)
+        payload = answer.payload
         if isinstance(payload, dict):
             count = payload.get("count")
             if type(count) is int and count >= 0:
@@ -302,10 +255,8 @@ class TCPClientTransport(TCPTransportBase):
         before the answer, nor after the message's deadline (or ``count_timeout``) passed.
         """
         frame = self._encode(message)
-        if not self._started:
-            self._check_open()
-            raise TransportError(f"{self!r} is not connected: call connect() before sending")
-        local = self._index.match(message.topic) if self._fanout_subs else ()
+        self._check_started()
+        local = self._index.match(message.topic) if self._subs.fanout else ()
         marker = new_id()
         if not local:  # else someone took it here: the server's answer cannot be "nobody"
             deadline = deadline_of(message) or time.time() + self.count_timeout
@@ -323,18 +274,12 @@ class TCPClientTransport(TCPTransportBase):
         self._check_open()
         self._check_subscription(topic, callback, group)
         sid = f"s{next(self._ids)}"
-        sub = _Sub(sid, topic, group, callback)
-        with self._lock:
-            self._subs[sid] = sub
-            if group is None:
-                sub.key = self._index.add(topic, sub)
-                self._fanout_subs += 1
+        sub = self._subs.add(sid, topic, group, callback)
         frame_id = new_id()
-        ack = _Ack()
-        self._acks[frame_id] = ack
+        answer = self._answers.expect(frame_id)
         try:
-            sent = self._send_control(self._sub_frame(sub, frame_id))
-            if sent and not ack.event.wait(self.subscribe_timeout):
+            sent = self._conn.send_control(sub.frame(frame_id))
+            if sent and not answer.event.wait(self.subscribe_timeout):
                 log.warning(
                     "%s did not confirm subscription %r within %.1fs; it stays registered "
                     "and is announced again after a reconnect",
@@ -343,19 +288,19 @@ class TCPClientTransport(TCPTransportBase):
                     self.subscribe_timeout,
                 )
         finally:
-            self._acks.pop(frame_id, None)
-        payload = ack.payload
+            self._answers.forget(frame_id)
+        payload = answer.payload
         if isinstance(payload, dict) and payload.get("ok") is False:
-            self._forget(sid)
+            self._subs.forget(sid)
             raise ValueError(f"server refused subscription {topic!r}: {payload.get('error')}")
         return sid
 
     def unsubscribe(self, subscription_id: str) -> bool:
         """Stop a subscription; return whether it existed."""
-        if not self._forget(subscription_id):
+        if not self._subs.forget(subscription_id):
             return False
         if not self._closed:
-            self._send_control(control_frame(UNSUB, {"sid": subscription_id}))
+            self._conn.send_control(control_frame(UNSUB, {"sid": subscription_id}))
         return True
 
     def close(self) -> None:
@@ -366,20 +311,16 @@ class TCPClientTransport(TCPTransportBase):
             self._closed = True
             return
         self._shutdown()
-        with self._state:
-            self._held.clear()
-            self._held_size = 0
-            self._state.notify_all()
+        self._conn.outbox.clear()
         self._nobody.clear()
-        for ack in list(self._acks.values()):
-            ack.event.set()
+        self._answers.release()
 
     def stats(self) -> dict[str, Any]:
         """Counters of the base transport plus reconnects and frames held while offline."""
         out = super().stats()
         out["connected"] = self.connected
-        out["auth_failed"] = isinstance(self._fatal, AuthenticationError)
-        out["held_frames"] = len(self._held)
+        out["auth_failed"] = isinstance(self._conn.fatal, AuthenticationError)
+        out["held_frames"] = len(self._conn.outbox)
         out["subscriptions"] = len(self._subs)
         return out
 
@@ -393,18 +334,21 @@ class TCPClientTransport(TCPTransportBase):
         auth = ", token=***" if self._token else ""
         return f"TCPClientTransport({self.url}, {state}{auth})"
 
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Any:
-        """Build from ``tcp://[:token@]host:port[?listen=1]``; see :func:`eventforge_tcp.transport.from_url`."""
-        from .transport import from_url
+    # -- internals: publishing ---------------------------------------------------------------
 
-        return from_url(url, **options)
+    def _check_started(self) -> None:
+        if not self._started:
+            self._check_open()
+            raise TransportError(f"{self!r} is not connected: call connect() before sending")
 
-    # -- internals: subscriptions ------------------------------------------------------------
+    def _push(self, frame: bytes, *, hold: bool = True) -> None:
+        """Queue ``frame`` on the link; while disconnected hold it (``hold``) or raise."""
+        self._check_started()
+        self._conn.push(frame, hold=hold)
 
-    def _deliver_local(self, subs: tuple[_Sub, ...], message: Message) -> None:
+    def _deliver_local(self, subs: tuple[Sub, ...], message: Message) -> None:
         """Deliver a message published here to this client's own matching subscriptions."""
-        batch: list[tuple[Callback, Message]] = []
+        batch: list[Handoff] = []
         for sub in subs:
             if sub.inline:
                 self._run_inline(sub.callback, message)
@@ -412,319 +356,65 @@ class TCPClientTransport(TCPTransportBase):
                 batch.append((sub.callback, message))
         self._deliver(batch)
 
-    @staticmethod
-    def _sub_frame(sub: _Sub, frame_id: str | None = None) -> bytes:
-        return control_frame(
-            SUB, {"sid": sub.sid, "pattern": sub.pattern, "group": sub.group}, frame_id=frame_id
-        )
+    # -- internals: the link (I/O thread) ------------------------------------------------------
 
-    def _forget(self, sid: str) -> bool:
-        with self._lock:
-            sub = self._subs.pop(sid, None)
-            if sub is None:
-                return False
-            if sub.group is None:
-                self._index.remove(sub.key)
-                self._fanout_subs -= 1
-            return True
-
-    def _send_control(self, frame: bytes) -> bool:
-        """Queue a control frame if the link is up; return whether it was queued."""
-        link = self._link
-        if link is None or link.state != LinkState.OPEN:
-            return False
-        with link.lock:
-            if link.state == LinkState.CLOSED:
-                return False
-            link.append(frame)
-        self._mark_dirty(link)
-        return True
-
-    # -- internals: publishing ---------------------------------------------------------------
-
-    def _push(self, frame: bytes, *, hold: bool = True) -> None:
-        """Queue ``frame`` on the link; while disconnected hold it (``hold``) or raise."""
-        deadline = time.monotonic() + self.send_timeout
-        size = len(frame)
-        if not self._started:
-            self._check_open()
-            raise TransportError(f"{self!r} is not connected: call connect() before sending")
-        while True:
-            if self._fatal is not None:
-                raise self._fatal
-            self._check_open()
-            link = self._link
-            if link is not None and link.state == LinkState.OPEN:
-                queued = wake = False
-                with link.lock:
-                    if link.state == LinkState.OPEN:
-                        if link.out_size + size <= self.max_send_buffer:
-                            queued = True
-                            wake = link.offer(frame)
-                        else:
-                            # The server is not reading fast enough: wait for room, except
-                            # on the I/O thread, the one that makes room: there the message is
-                            # dropped and counted, as the server does toward a slow client.
-                            if self._on_io_thread():
-                                self._slow_peer_drop(link)
-                                return
-                            remaining = deadline - time.monotonic()
-                            if remaining <= 0:
-                                raise self._full_error()
-                            link.cond.wait(min(remaining, 0.1))
-                if queued:
-                    if wake:
-                        self._mark_dirty(link)
-                    return
-                continue
-            if not hold:
-                raise TransportError(
-                    f"not connected to {self.url} (reconnecting); a counted publish is not "
-                    "held while offline, so the message was not sent. Retry once connected"
-                )
-            if self.offline == "raise" or not self.reconnect:
-                raise TransportError(
-                    f"not connected to {self.url} (reconnecting); the message was not sent. "
-                    "Use offline='buffer' to hold messages while the link is down"
-                )
-            with self._state:
-                if self._link is None or self._link.state != LinkState.OPEN:
-                    if self._held_size + size <= self.max_send_buffer:
-                        self._held.append(frame)
-                        self._held_size += size
-                        return
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TransportError(
-                            f"not connected to {self.url} and the offline buffer "
-                            f"({self.max_send_buffer} bytes) is full after waiting "
-                            f"{self.send_timeout:.1f}s; the message was not sent"
-                        )
-                    self._state.wait(min(remaining, 0.1))
-
-    def _full_error(self) -> TransportError:
-        return TransportError(
-            f"send buffer to {self.url} stayed full ({self.max_send_buffer} bytes) for "
-            f"{self.send_timeout:.1f}s: the server is not reading; the message was not sent"
-        )
-
-    # -- internals: the link -------------------------------------------------------------------
-
-    def _open(self) -> tuple[Link, list[bytes]]:
-        """Connect, handshake and say hello (blocking, bounded by ``connect_timeout``)."""
-        url = self.url
-        deadline = time.monotonic() + self.connect_timeout
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-        except OSError as exc:
-            raise TransportError(
-                f"cannot connect to {url}: {exc.strerror or exc}. Is a TCPServerTransport "
-                "listening there?"
-            ) from None
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(
-                    sock, server_hostname=self.server_hostname or self.host
-                )
-            hello: dict[str, Any] = {"hello": PROTOCOL, "protocol": PROTOCOL_VERSION}
-            if self._token is not None:
-                hello["token"] = self._token
-            if self.client_name:
-                hello["name"] = self.client_name
-            sock.sendall(encode_json_frame(hello))
-            decoder = FrameDecoder(self.max_frame_size)
-            bodies: list[bytes] = []
-            while not bodies:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TransportError(
-                        f"{url} did not answer the hello in {self.connect_timeout}s"
-                    )
-                sock.settimeout(remaining)
-                data = sock.recv(65536)
-                if not data:
-                    raise TransportError(
-                        f"{url} closed the connection during the hello; is it an eventforge "
-                        "TCP server, and do both ends agree on TLS?"
-                    )
-                bodies = decoder.feed(data)
-            welcome = parse_welcome(bodies[0])
-            if "error" in welcome:
-                code, detail = welcome["error"], str(welcome.get("message", ""))[:300]
-                if code == "auth":
-                    raise AuthenticationError(url, detail)
-                raise TransportError(f"{url} refused the connection ({code}): {detail}")
-            server_limit = welcome.get("max_frame_size")
-            if type(server_limit) is int and 256 <= server_limit < self.codec.max_size:
-                # Refuse at the sender what the server would refuse by closing the link.
-                self.codec.max_size = server_limit
-            features = welcome.get("features")
-            sock.setblocking(False)
-        except ssl.SSLError as exc:
-            sock.close()
-            raise TransportError(f"TLS handshake with {url} failed: {exc.reason or exc}") from None
-        except TimeoutError:
-            sock.close()
-            raise TransportError(
-                f"{url} did not complete the hello in {self.connect_timeout}s"
-            ) from None
-        except ProtocolError as exc:
-            sock.close()
-            raise TransportError(
-                f"{url} answered the hello with something unexpected: {exc}"
-            ) from None
-        except OSError as exc:
-            sock.close()
-            raise TransportError(f"connection to {url} failed during the hello: {exc}") from None
-        except TransportError:
-            sock.close()
-            raise
-        link = Link(sock, url, self.max_frame_size, decoder)
-        link.state = LinkState.OPEN
-        if isinstance(features, list):
-            link.features = frozenset(f for f in features if isinstance(f, str))
-        return link, bodies[1:]
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _on_tick(self, now: float) -> None:
-        if self._link is not None or self._closed or not self.reconnect or self._fatal:
-            return
-        if now < self._next_attempt:
-            return
-        try:
-            link, _ = self._open()
-        except AuthenticationError as exc:
-            self._fatal = exc
-            log.error("%s; giving up on reconnecting", exc)
-            with self._state:
-                self._state.notify_all()
-            return
-        except TransportError as exc:
-            self._attempts += 1
-            self._count("connect_failures")
-            delay = min(
-                self.reconnect_max_delay, self.reconnect_delay * 2 ** min(self._attempts, 16)
-            )
-            self._next_attempt = time.monotonic() + delay * random.uniform(0.5, 1.0)
-            log.log(
-                logging.WARNING if self._attempts == 1 else logging.DEBUG,
-                "reconnect to %s failed (attempt %d): %s",
-                self.url,
-                self._attempts,
-                exc,
-            )
-            return
-        if self._is_closed():
-            link.close_socket()
-            return
-        with self._lock:
-            subs = list(self._subs.values())
-        frames = [self._sub_frame(sub) for sub in subs]
-        # Held frames go onto the new link before it is published to senders, under the lock
-        # that offline senders hold, so none is left behind and the order is kept.
-        with self._state:
-            held, self._held, self._held_size = self._held, [], 0
-            held, abandoned = drop_abandoned_requests(held, self.codec.decode)
-            with link.lock:
-                for frame in frames:
-                    link.append(frame)
-                for frame in held:
-                    link.append(frame)
-            self._link = link
-            self._state.notify_all()
-        self._attempts = 0
-        self._count("reconnects")
-        if abandoned:
-            self._count("held_requests_dropped", abandoned)
-        self._register(link)
-        self._flush(link)
-        down = time.monotonic() - self._disconnected_at if self._disconnected_at else 0.0
-        log.warning(
-            "reconnected to %s after %.2fs; restored %d subscriptions, sent %d held messages, "
-            "dropped %d held requests whose callers stopped waiting",
-            self.url,
-            down,
-            len(subs),
-            len(held),
-            abandoned,
-        )
+        self._conn.tick(now)
 
     def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
-        if link is not self._link:
-            return
-        self._disconnected_at = time.monotonic()
-        unsent, cut = link.take_unsent()
-        if cut:
-            self._count("frames_lost_on_disconnect", cut)
-        with self._state:
-            self._link = None
-            self._held[:0] = unsent
-            self._held_size += sum(len(f) for f in unsent)
-            self._state.notify_all()
-        self._nobody.clear()  # an answer can no longer come
-        for ack in list(self._acks.values()):
-            ack.event.set()
-        if self._closed:
-            return
-        self._next_attempt = time.monotonic() + self.reconnect_delay * random.uniform(0.5, 1.0)
-        if self.reconnect:
-            log.warning("lost connection to %s (%s); reconnecting", self.url, reason)
-        else:
-            log.warning("lost connection to %s (%s); reconnect=False", self.url, reason)
+        if self._conn.lost(link, reason):
+            self._nobody.clear()  # an answer can no longer come
+            self._answers.release()
 
     def _on_frames(self, link: Link, bodies: list[bytes], dirty: set[Link]) -> None:
         decode = self.codec.decode
         run_inline = self._run_inline
-        batch: list[tuple[Callback, Message]] = []
         received = 0
+        batch: list[Handoff] = []
         for body in bodies:
             message = decode(body)
             topic = message.topic
             if topic.startswith(CONTROL_PREFIX):
-                if link.route is not None:
-                    raise ProtocolError("a route frame must be followed by a message frame")
-                if topic == ROUTE:
-                    payload = message.payload
-                    if (
-                        not isinstance(payload, dict)
-                        or not isinstance(payload.get("sids"), list)
-                        or not isinstance(payload.get("fanout", True), bool)
-                    ):
-                        raise ProtocolError("$tcp.route needs a 'sids' list and a 'fanout' bool")
-                    link.route = payload
-                elif topic in (ACK, COUNTED):
-                    key = message.correlation_id or ""
-                    ack = self._acks.get(key)
-                    if ack is not None:
-                        ack.payload = message.payload
-                        ack.event.set()
-                    elif self._nobody:
-                        self._nobody.heard(key, message.payload)
-                elif not self._handle_common_control(link, message, dirty):
-                    raise ProtocolError(f"unknown control frame {topic!r}")
+                self._on_control(link, message, dirty)
                 if link.state == LinkState.CLOSED:
                     return
                 continue
             received += 1
             route = link.route
-            targets: tuple[_Sub, ...] | list[_Sub]
+            targets: tuple[Sub, ...] | list[Sub]
             if route is None:
                 targets = self._index.match(topic)
             else:
                 link.route = None
-                targets = []
-                if route.get("fanout", True):  # type: ignore[attr-defined]
-                    targets.extend(self._index.match(topic))
-                subs = self._subs
-                for sid in route["sids"]:  # type: ignore[index]
-                    target = subs.get(sid) if isinstance(sid, str) else None
-                    if target is not None:
-                        targets.append(target)
+                targets = self._subs.routed(topic, route)
             for sub in targets:
                 if sub.inline:
                     run_inline(sub.callback, message)
                 else:
                     batch.append((sub.callback, message))
         if received:
-            self._count("received", received)
+            self._counts.bump("received", received)
         self._deliver(batch)
+
+    def _on_control(self, link: Link, message: Message, dirty: set[Link]) -> None:
+        if link.route is not None:
+            raise ProtocolError("a route frame must be followed by a message frame")
+        topic = message.topic
+        if topic == ROUTE:
+            payload = message.payload
+            if (
+                not isinstance(payload, dict)
+                or not isinstance(payload.get("sids"), list)
+                or not isinstance(payload.get("fanout", True), bool)
+            ):
+                raise ProtocolError("$tcp.route needs a 'sids' list and a 'fanout' bool")
+            link.route = payload
+        elif topic in (ACK, COUNTED):
+            key = message.correlation_id or ""
+            if not self._answers.answered(key, message.payload) and self._nobody:
+                self._nobody.heard(key, message.payload)
+        elif not self._io.common_control(link, message, dirty):
+            raise ProtocolError(f"unknown control frame {topic!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from eventforge.hookspecs import hookimpl
 from eventforge.plugins import TransportSpec
-from eventforge.transport import Capability
+
+from ._capabilities import CAPABILITIES
 
 __all__ = ["eventforge_transports"]
 
@@ -19,16 +20,7 @@ def eventforge_transports() -> list[TransportSpec]:
             summary="Broker-less length-prefixed JSON over TCP (tcps:// for TLS); server + clients.",
             aliases=("tcps",),
             schemes=("tcp", "tcps"),
-            capabilities=frozenset(
-                {
-                    Capability.WILDCARDS,
-                    Capability.GROUPS,
-                    Capability.HEADERS,
-                    Capability.ORDERED,
-                    Capability.CROSS_PROCESS,
-                    Capability.NONBLOCKING_INLINE,
-                }
-            ),
+            capabilities=CAPABILITIES,
             exports=("TCPServerTransport", "TCPClientTransport", "AuthenticationError"),
         )
     ]

@@ -9,7 +9,6 @@ decode, not a re-encode.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import socket
 import ssl
@@ -17,46 +16,31 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from eventforge.errors import ConfigurationError, ProtocolError, TransportError
+from eventforge.errors import ProtocolError, TransportError
 from eventforge.message import Message
-from eventforge.topics import TopicIndex, validate_pattern
+from eventforge.topics import validate_pattern
 from eventforge.transport import Callback
 
 from ._accept import Acceptor, refuse_raw
-from ._base import Delivery, TCPTransportBase
-from ._control import (
-    ACK,
-    COUNT,
-    COUNTED,
-    FEATURE_COUNT,
-    ROUTE,
-    SUB,
-    UNSUB,
-    control_frame,
-    decode_control_payload,
-)
+from ._base import Handoff, TCPTransportBase
+from ._control import ACK, COUNT, COUNTED, SUB, UNSUB, control_frame, decode_control_payload
+from ._hello import Refusal, check_hello, welcome_frame
 from ._link import Link, LinkState
-from ._liveness import DEFAULT_FRAME_TIMEOUT
-from ._targets import Group as _Group
-from ._targets import Key as _Key
-from ._targets import Local as _Local
-from ._targets import Remote as _Remote
-from ._targets import Target as _Target
-from .framing import (
-    CONTROL_PREFIX,
-    DEFAULT_MAX_FRAME_SIZE,
-    HEADER,
-    PROTOCOL,
-    PROTOCOL_VERSION,
-    encode_json_frame,
-    parse_hello,
-)
+from ._options import SERVER_OPTIONS, check_port
+from ._routing import Router
+from ._targets import Local
+from .framing import CONTROL_PREFIX, encode_json_frame
 
 __all__ = ["TCPServerTransport"]
 
 log = logging.getLogger("eventforge.transports.tcp")
-_pack = HEADER.pack
 _MAX_REFUSING = 16  # TLS handshakes at once whose only purpose is to say "busy"
+_SERVER_COUNTERS = (
+    "connections_accepted",
+    "connections_refused",
+    "auth_failures",
+    "accept_failures",
+)
 
 
 class TCPServerTransport(TCPTransportBase):
@@ -76,67 +60,25 @@ class TCPServerTransport(TCPTransportBase):
 
     name: ClassVar[str] = "tcp"
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 9090,
-        *,
-        token: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        max_connections: int = 1024,
-        hello_timeout: float = 3.0,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        max_send_buffer: int = 8 * 1024 * 1024,
-        heartbeat_interval: float = 5.0,
-        heartbeat_timeout: float | None = None,
-        write_deadline: float = 10.0,
-        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
-        max_pending: int = 10_000,
-        serializer: str | None = None,
-        trusted: bool = False,
-        backlog: int = 128,
-    ) -> None:
-        super().__init__(
-            token=token,
-            ssl_context=ssl_context,
-            max_frame_size=max_frame_size,
-            max_send_buffer=max_send_buffer,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            write_deadline=write_deadline,
-            frame_timeout=frame_timeout,
-            max_pending=max_pending,
-            serializer=serializer,
-            trusted=trusted,
-        )
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConfigurationError(f"port must be an int in 0..65535, got {port!r}", key="port")
-        if not isinstance(max_connections, int) or max_connections < 1:
-            raise ConfigurationError(
-                f"max_connections must be a positive int, got {max_connections!r}",
-                key="max_connections",
-            )
+    def __init__(self, host: str = "127.0.0.1", port: int = 9090, **options: Any) -> None:
+        values = SERVER_OPTIONS.read(keywords=options)
+        super().__init__(values, _SERVER_COUNTERS)
         self.host = host
-        self.port = port
-        self.max_connections = max_connections
-        self.hello_timeout = float(hello_timeout)
-        self.backlog = backlog
+        self.port = check_port(port, allow_zero=True)
+        self.max_connections: int = values["max_connections"]
+        self.hello_timeout: float = values["hello_timeout"]
+        self.backlog: int = values["backlog"]
         self._acceptor: Acceptor | None = None
         self._refusing = 0  # TLS links let through the handshake only to be refused "busy"
         self._started = False
-        self._lock = threading.RLock()
-        self._index: TopicIndex[_Target] = TopicIndex()
-        self._entries: dict[_Key, tuple[int, _Group | None, _Local | _Remote]] = {}
-        self._groups: dict[tuple[str, str], tuple[int, _Group]] = {}
-        self._link_sids: dict[int, set[str]] = {}
-        for key in (
-            "connections_accepted",
-            "connections_refused",
-            "auth_failures",
-            "hello_timeouts",
-            "accept_failures",
-        ):
-            self._counts[key] = 0
+        self._lifecycle = threading.Lock()
+        self._router = Router(
+            run_inline=self._run_inline,
+            deliver=self._deliver,
+            queue_frame=self._io.queue_frame,
+            io_append=self._io.io_append,
+            decode=self.codec.decode,
+        )
 
     @property
     def url(self) -> str:
@@ -147,7 +89,7 @@ class TCPServerTransport(TCPTransportBase):
     def start(self) -> TCPServerTransport:
         """Bind, listen and start the I/O and delivery threads; return ``self``. Idempotent."""
         self._check_open()
-        with self._lock:
+        with self._lifecycle:
             if self._started:
                 return self
             try:
@@ -162,7 +104,10 @@ class TCPServerTransport(TCPTransportBase):
             listener.setblocking(False)
             self.port = int(listener.getsockname()[1])
             self._acceptor = Acceptor(
-                listener, self._sel, tls=self.ssl_context is not None, count=self._count
+                listener,
+                self._io.selector,
+                tls=self.ssl_context is not None,
+                count=self._counts.bump,
             )
             self._started = True
             self._start_threads(f"eventforge-tcp-server:{self.port}")
@@ -176,7 +121,7 @@ class TCPServerTransport(TCPTransportBase):
         body = self._encode_body(message)
         if not self._started:
             raise TransportError(f"{self!r} is not started: call start() before sending")
-        self._route(message, body, None, None)
+        self._router.route(message, body, None, None)
 
     def send_counted(self, message: Message) -> int:
         """Like :meth:`send`, returning how many receivers took ``message``.
@@ -190,7 +135,7 @@ class TCPServerTransport(TCPTransportBase):
         body = self._encode_body(message)
         if not self._started:
             raise TransportError(f"{self!r} is not started: call start() before sending")
-        return self._route(message, body, None, None)
+        return self._router.route(message, body, None, None)
 
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Call ``callback`` for every message matching ``topic``.
@@ -202,12 +147,12 @@ class TCPServerTransport(TCPTransportBase):
         self._check_open()
         self._check_subscription(topic, callback, group)
         sid = f"local-{next(self._ids)}"
-        self._add((0, sid), topic, group, _Local(sid, callback))
+        self._router.add((0, sid), topic, group, Local(sid, callback))
         return sid
 
     def unsubscribe(self, subscription_id: str) -> bool:
         """Stop a local subscription; return whether it existed."""
-        return self._remove((0, subscription_id))
+        return self._router.remove((0, subscription_id))
 
     def close(self) -> None:
         """Stop listening, close every connection and stop the threads. Idempotent."""
@@ -219,159 +164,33 @@ class TCPServerTransport(TCPTransportBase):
         self._shutdown()
         if self._acceptor is not None:
             self._acceptor.close()
-        with self._lock:
-            self._index = TopicIndex()
-            self._entries.clear()
-            self._groups.clear()
+        self._router.clear()
 
     def stats(self) -> dict[str, Any]:
         """Counters of the base transport plus accepted/refused connections and auth failures."""
         out = super().stats()
-        out["subscriptions"] = len(self._entries)
+        out["subscriptions"] = len(self._router)
         return out
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("listening" if self._started else "not started")
         auth = ", token=***" if self._token else ""
-        return f"TCPServerTransport({self.url}, {state}, {len(self._links)} clients{auth})"
-
-    # -- subscription index ------------------------------------------------------------------
-
-    def _add(self, key: _Key, pattern: str, group: str | None, target: _Local | _Remote) -> None:
-        with self._lock:
-            if key in self._entries:
-                self._remove(key)
-            if group is None:
-                self._entries[key] = (self._index.add(pattern, target), None, target)
-                return
-            entry = self._groups.get((pattern, group))
-            if entry is None:
-                grp = _Group()
-                entry = self._groups[(pattern, group)] = (self._index.add(pattern, grp), grp)
-            index_key, grp = entry
-            grp.members = [*grp.members, target]
-            self._entries[key] = (index_key, grp, target)
-
-    def _remove(self, key: _Key) -> bool:
-        with self._lock:
-            entry = self._entries.pop(key, None)
-            if entry is None:
-                return False
-            index_key, grp, target = entry
-            if grp is None:
-                return self._index.remove(index_key)
-            grp.members = [m for m in grp.members if m is not target]
-            if not grp.members:
-                self._index.remove(index_key)
-                for gkey, (k, _) in list(self._groups.items()):
-                    if k == index_key:
-                        del self._groups[gkey]
-            return True
-
-    # -- routing -----------------------------------------------------------------------------
-
-    def _route(
-        self,
-        message: Message,
-        body: bytes,
-        origin: Link | None,
-        dirty: set[Link] | None,
-        local_batch: list[Delivery] | None = None,
-        targets: tuple[_Target, ...] | None = None,
-    ) -> int:
-        """Deliver locally and forward ``body`` (framed) to every link with a matching subscription.
-
-        From the I/O thread (``dirty`` given) frames are queued for the end-of-pass flush and
-        local deliveries collected in ``local_batch``; from a publishing thread they go out at
-        once. ``targets`` are the topic's matches when the caller looked them up already.
-        Returns how many receivers took the message (see :meth:`send_counted`).
-        """
-        if targets is None:
-            targets = self._index.match(message.topic)
-        if not targets:
-            return 0
-        if local_batch is not None and len(targets) == 1 and targets[0].__class__ is _Local:
-            # The common case of a received message: one subscription of this process.
-            only: _Local = targets[0]
-            if only.inline:
-                self._run_inline(only.callback, message)
-            else:
-                local_batch.append((only.callback, message))
-            return 1
-        local: list[_Local] | None = None
-        fanout: list[Link] | None = None
-        groups: dict[Link, list[str]] | None = None
-        for target in targets:
-            cls = target.__class__
-            if cls is _Remote:
-                link = target.link  # type: ignore[union-attr]
-                if link is not origin:
-                    if fanout is None:
-                        fanout = [link]
-                    elif link not in fanout:
-                        fanout.append(link)
-            elif cls is _Local:
-                if local is None:
-                    local = []
-                local.append(target)  # type: ignore[arg-type]
-            else:
-                with self._lock:
-                    member = target.pick()  # type: ignore[union-attr]
-                if member is None:
-                    continue
-                if member.__class__ is _Local:
-                    if local is None:
-                        local = []
-                    local.append(member)
-                else:
-                    if groups is None:
-                        groups = {}
-                    groups.setdefault(member.link, []).append(member.sid)  # type: ignore[union-attr]
-        taken = 0
-        if local:
-            taken = len(local)
-            copy = message if origin is not None else self.codec.decode(body)
-            batch = local_batch if local_batch is not None else []
-            for sub in local:
-                if sub.inline:
-                    # A hand-off (reply waiter, handler thread): run it here, in order.
-                    self._run_inline(sub.callback, copy)
-                else:
-                    batch.append((sub.callback, copy))
-            if local_batch is None:
-                self._deliver(batch)
-        if fanout is None and groups is None:
-            return taken
-        frame = _pack(len(body)) + body
-        destinations = list(fanout or ())
-        if groups:
-            destinations.extend(link for link in groups if link not in destinations)
-        plain = len(fanout) if fanout is not None else 0
-        for i, link in enumerate(destinations):
-            sids = groups.get(link) if groups else None
-            fan = i < plain  # the fan-out links come first in destinations
-            out = control_frame(ROUTE, {"sids": sids, "fanout": fan}) + frame if sids else frame
-            if dirty is None:
-                queued = self._queue_frame(link, out)
-            else:
-                queued = self._io_append(link, out, dirty)
-            if queued:
-                taken += int(fan) + (len(sids) if sids else 0)
-        return taken
+        return f"TCPServerTransport({self.url}, {state}, {len(self._io.links)} clients{auth})"
 
     # -- I/O thread hooks --------------------------------------------------------------------
 
     def _on_listener_ready(self, data: object) -> None:
         if self._acceptor is None:
             return
+        links = self._io.links
         for sock, peer in self._acceptor.ready():
             refusal = None
-            if len(self._links) - self._refusing >= self.max_connections:
-                self._count("connections_refused")
+            if len(links) - self._refusing >= self.max_connections:
+                self._counts.bump("connections_refused")
                 log.warning(
                     "refused connection from %s: %d connections already open (max_connections)",
                     peer,
-                    len(self._links) - self._refusing,
+                    len(links) - self._refusing,
                 )
                 refusal = "server has reached max_connections; retry later"
                 if self.ssl_context is None:
@@ -400,10 +219,10 @@ class TCPServerTransport(TCPTransportBase):
             link.hello_deadline = time.monotonic() + self.hello_timeout
             link.refusal = refusal
             if refusal is None:
-                self._count("connections_accepted")
+                self._counts.bump("connections_accepted")
             else:
                 self._refusing += 1
-            self._register(link)
+            self._io.register(link)
 
     def _on_tick(self, now: float) -> None:
         if self._acceptor is not None:
@@ -416,11 +235,12 @@ class TCPServerTransport(TCPTransportBase):
                 return
             start = 1
         decode = self.codec.decode
-        route = self._route
-        match = self._index.match
-        append = None
+        router = self._router
+        route = router.route
+        match = router.index.match
         received = 0
-        batch: list[Delivery] = []
+        append = None
+        batch: list[Handoff] = []
         closed = LinkState.CLOSED
         try:
             for i in range(start, len(bodies)):
@@ -436,9 +256,9 @@ class TCPServerTransport(TCPTransportBase):
                     continue
                 received += 1
                 targets = match(topic)
-                if link.counting is None and len(targets) == 1 and targets[0].__class__ is _Local:
+                if link.counting is None and len(targets) == 1 and targets[0].__class__ is Local:
                     # The common case inline: one plain subscription of this process.
-                    only: _Local = targets[0]
+                    only: Local = targets[0]
                     if only.inline:
                         self._run_inline(only.callback, message)
                     else:
@@ -452,7 +272,7 @@ class TCPServerTransport(TCPTransportBase):
                     link.counting = None
                     if taken and link.count_only_zero:
                         continue  # the sender only wants to hear of "nobody"
-                    self._io_append(
+                    self._io.io_append(
                         link,
                         control_frame(COUNTED, {"count": taken}, counting),
                         dirty,
@@ -461,48 +281,24 @@ class TCPServerTransport(TCPTransportBase):
         finally:
             self._deliver(batch)
             if received:
-                self._count("received", received)
+                self._counts.bump("received", received)
 
     def _accept_hello(self, link: Link, body: bytes, dirty: set[Link]) -> bool:
-        if link.refusal is not None:
-            self._refuse(link, "busy", link.refusal, dirty)
-            return False
         try:
-            hello = parse_hello(body)
-        except ProtocolError as exc:
-            self._refuse(link, "protocol", str(exc), dirty)
+            if link.refusal is not None:
+                raise Refusal("busy", link.refusal)
+            name = check_hello(body, self._token)
+        except Refusal as refusal:
+            if refusal.code == "auth":
+                self._counts.bump("auth_failures")
+            self._refuse(link, refusal.code, refusal.reason, dirty)
             return False
-        if self._token is not None:
-            given = hello.get("token")
-            if not isinstance(given, str) or not hmac.compare_digest(
-                given.encode("utf-8"), self._token.encode("utf-8")
-            ):
-                self._count("auth_failures")
-                self._refuse(
-                    link,
-                    "auth",
-                    "authorization violation: the token in the hello is missing or wrong",
-                    dirty,
-                )
-                return False
-        name = hello.get("name")
-        if isinstance(name, str) and name:
+        if name is not None:
             link.name = f"{name[:64]}@{link.peer}"
         link.state = LinkState.OPEN
-        self._link_sids[link.id] = set()
-        self._io_append(
-            link,
-            encode_json_frame(
-                {
-                    "welcome": PROTOCOL,
-                    "protocol": PROTOCOL_VERSION,
-                    "max_frame_size": self.max_frame_size,
-                    "heartbeat_interval": self.heartbeat_interval,
-                    "features": [FEATURE_COUNT],
-                }
-            ),
-            dirty,
-            control=True,
+        self._router.link_opened(link)
+        self._io.io_append(
+            link, welcome_frame(self.max_frame_size, self.heartbeat_interval), dirty, control=True
         )
         log.info("client %s connected", link.name)
         return True
@@ -517,7 +313,7 @@ class TCPServerTransport(TCPTransportBase):
             except OSError:
                 pass
         dirty.discard(link)
-        self._drop_link(link, "auth" if code == "auth" else "protocol", f"refused: {message}")
+        self._io.drop_link(link, "auth" if code == "auth" else "protocol", f"refused: {message}")
 
     def _on_control(self, link: Link, message: Message, dirty: set[Link]) -> None:
         topic = message.topic
@@ -529,16 +325,17 @@ class TCPServerTransport(TCPTransportBase):
             try:
                 validate_pattern(pattern)
             except (TypeError, ValueError) as exc:
-                self._io_append(
+                self._io.io_append(
                     link,
                     control_frame(ACK, {"ok": False, "error": str(exc)}, message.id),
                     dirty,
                     control=True,
                 )
                 return
-            self._add((link.id, sid), pattern, group or None, _Remote(link, sid))
-            self._link_sids.setdefault(link.id, set()).add(sid)
-            self._io_append(link, control_frame(ACK, {"ok": True}, message.id), dirty, control=True)
+            self._router.add_remote(link, sid, pattern, group or None)
+            self._io.io_append(
+                link, control_frame(ACK, {"ok": True}, message.id), dirty, control=True
+            )
         elif topic == COUNT:
             link.counting = message.id
             payload = message.payload
@@ -547,9 +344,8 @@ class TCPServerTransport(TCPTransportBase):
             payload = decode_control_payload(message, "sid")
             sid = payload["sid"]
             if isinstance(sid, str):
-                self._remove((link.id, sid))
-                self._link_sids.get(link.id, set()).discard(sid)
-        elif not self._handle_common_control(link, message, dirty):
+                self._router.remove_remote(link, sid)
+        elif not self._io.common_control(link, message, dirty):
             raise ProtocolError(f"unknown control frame {topic!r}")
 
     def _on_link_closed(self, link: Link, cause: str, reason: str) -> None:
@@ -557,6 +353,5 @@ class TCPServerTransport(TCPTransportBase):
             self._refusing -= 1
         unsent, cut = link.take_unsent()
         if unsent or cut:
-            self._count("frames_lost_on_disconnect", len(unsent) + cut)
-        for sid in self._link_sids.pop(link.id, ()):
-            self._remove((link.id, sid))
+            self._counts.bump("frames_lost_on_disconnect", len(unsent) + cut)
+        self._router.link_closed(link)

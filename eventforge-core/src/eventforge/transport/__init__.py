@@ -9,6 +9,9 @@ from eventforge.transport._base import (
     Backoff as Backoff,
 )
 from eventforge.transport._base import (
+    BatchDeliveryThread as BatchDeliveryThread,
+)
+from eventforge.transport._base import (
     BoundLoop as BoundLoop,
 )
 from eventforge.transport._base import (
@@ -98,6 +101,7 @@ __all__ = [
     "NOT_BEFORE_HEADER",
     "BackgroundLoop",
     "Backoff",
+    "BatchDeliveryThread",
     "BoundLoop",
     "Callback",
     "Capability",

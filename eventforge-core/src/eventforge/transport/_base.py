@@ -3,7 +3,8 @@
 The kit (public here for third-party transports): :class:`Backoff`, :class:`Counter`,
 :class:`Option` / :class:`OptionTable` and their converters, :class:`Supervisor` (connect, serve,
 reconnect with backoff, restore), :class:`DeliveryThread` (the bounded hand-over from I/O to
-callbacks), :class:`Waiter` (the first message of a temporary subscription) and the shared
+callbacks) and its batching mode :class:`BatchDeliveryThread` (one hand-over per read),
+:class:`Waiter` (the first message of a temporary subscription) and the shared
 background event loop that asyncio clients live on (:func:`background_loop`,
 :class:`BackgroundLoop`, :class:`BoundLoop`).
 
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
 from eventforge.message import Message
 from eventforge.transport._delivery import DeliveryThread
+from eventforge.transport._delivery_batches import BatchDeliveryThread
 from eventforge.transport._kit import (
     Backoff,
     Counter,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BackgroundLoop",
     "Backoff",
+    "BatchDeliveryThread",
     "BoundLoop",
     "Callback",
     "Capability",

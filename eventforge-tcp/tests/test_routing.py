@@ -23,10 +23,11 @@ from eventforge.errors import TransportError
 from eventforge.message import Message
 from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 from eventforge.testing.conformance import Collector
+from eventforge_tcp._control import COUNT, PING, control_frame
 from eventforge_tcp.framing import FrameDecoder, encode_json_frame
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
-from .helpers import wait_until
+from .helpers import raw_connect, wait_closed, wait_until
 
 Client = Callable[..., TCPClientTransport]
 
@@ -202,10 +203,6 @@ def test_no_count_within_the_timeout_raises(fake_server: _FakeServer) -> None:
 
 
 def test_a_count_frame_must_be_followed_by_a_message(server: TCPServerTransport) -> None:
-    from eventforge_tcp._control import COUNT, PING, control_frame
-
-    from .test_bad_peers import raw_connect, wait_closed
-
     sock = raw_connect(server.port)
     sock.sendall(control_frame(COUNT, None) + control_frame(PING, None))
     assert b"must be followed by a message" in wait_closed(sock)

@@ -101,7 +101,7 @@ def test_frames_that_each_arrive_in_time_are_never_cut_off() -> None:
 def test_frame_timeout_is_validated_and_read_from_the_url() -> None:
     with pytest.raises(ConfigurationError) as info:
         TCPServerTransport("127.0.0.1", 0, frame_timeout=0)
-    assert info.value.key == "frame_timeout"
+    assert info.value.key == "transport.frame_timeout"
     server = from_url("tcp://127.0.0.1:0?listen=1&frame_timeout=7.5")
     try:
         assert isinstance(server, TCPServerTransport)

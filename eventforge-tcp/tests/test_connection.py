@@ -268,7 +268,7 @@ def test_many_subscriptions_are_restored_and_leave_no_residue() -> None:
         for sub_id in ids:
             client.unsubscribe(sub_id)
         assert wait_until(lambda: srv.stats()["subscriptions"] == 1)
-        assert len(srv._index) == 1
+        assert len(srv._router.index) == 1
     finally:
         client.close()
         srv.close()

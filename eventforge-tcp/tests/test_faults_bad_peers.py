@@ -18,20 +18,7 @@ from eventforge.testing.conformance import Collector
 from eventforge_tcp.framing import encode_frame
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
-from .helpers import HELLO, raw_connect, stuck_subscriber, wait_until
-
-
-def wait_closed(sock: socket.socket) -> bytes:
-    """Read until the server closes the connection; return everything it sent."""
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
+from .helpers import HELLO, raw_connect, stuck_subscriber, wait_closed, wait_until
 
 
 def assert_still_serving(server: TCPServerTransport) -> None:
@@ -187,7 +174,7 @@ def test_reader_that_stops_reading_is_bounded_and_disconnected() -> None:
         while srv.stats()["disconnects_slow_peer"] == 0 and sent < 50_000:
             srv.send(Message("flood", payload))
             sent += 1
-            peak = max(peak, max((lk.out_size for lk in list(srv._links.values())), default=0))
+            peak = max(peak, max((lk.out_size for lk in list(srv._io.links.values())), default=0))
         stats = srv.stats()
         assert stats["disconnects_slow_peer"] == 1
         assert stats["frames_lost_on_disconnect"] > 0, "what the stuck peer never got is counted"
@@ -313,7 +300,7 @@ def test_slow_handler_pushes_back_on_the_sender_without_loss() -> None:
             peak = max(peak, srv.stats()["pending_deliveries"])
             time.sleep(0.01)
         assert not done.is_set(), "the publisher was never held back"
-        assert srv._reads_paused
+        assert srv._io.reads_paused
         # One read may overshoot the limit by the frames it carried (a 256 KiB read).
         assert peak <= 100 + 256 * 1024 // 200
         gate.set()

@@ -1,7 +1,8 @@
-"""Non-blocking callbacks (reply waiters, hand-offs to handler threads) run on the I/O thread.
+"""What server and client share: where callbacks run, and which payloads are decoded at all.
 
+Non-blocking callbacks (reply waiters, hand-offs to handler threads) run on the I/O thread.
 That is what lets a handler on the delivery thread wait for a reply over TCP, and what takes a
-thread hand-off out of every RPC round trip.
+thread hand-off out of every RPC round trip. Pickle payloads are refused unless trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from eventforge import Message, MessageQueue, RPCClient, RPCServer
+from eventforge.testing.conformance import Collector
 from eventforge.transport import Capability, nonblocking
 from eventforge_tcp.transport import TCPClientTransport, TCPServerTransport
 
@@ -164,8 +166,12 @@ def test_a_send_from_the_io_thread_never_waits_for_a_stuck_peer() -> None:
         # would otherwise end a wait is a minute away).
         echoed = threading.Event()
         client.subscribe("pong", lambda m: echoed.set())
-        MessageQueue(TCPClientTransport("127.0.0.1", srv.port).connect()).publish("pong")
-        assert echoed.wait(10)
+        publisher = MessageQueue(TCPClientTransport("127.0.0.1", srv.port).connect())
+        try:
+            publisher.publish("pong")
+            assert echoed.wait(10)
+        finally:
+            publisher.close()
     finally:
         sock.close()
         client.close()
@@ -216,4 +222,49 @@ def test_a_client_send_from_its_io_thread_drops_and_counts_when_the_server_reads
     finally:
         release.set()
         client.close()
+        srv.close()
+
+
+# -- pickle --------------------------------------------------------------------------------
+
+
+def test_pickle_payload_is_refused_and_never_unpickled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An untrusted server rejects a pickle payload without ever calling pickle.loads."""
+    import pickle
+
+    calls: list[bytes] = []
+    real_loads = pickle.loads
+    monkeypatch.setattr(
+        pickle, "loads", lambda data, *a, **k: calls.append(data) or real_loads(data)
+    )
+    srv = TCPServerTransport("127.0.0.1", 0).start()
+    try:
+        got = Collector()
+        srv.subscribe("objects", got)
+        sender = TCPClientTransport(
+            "127.0.0.1", srv.port, serializer="pickle", reconnect=False
+        ).connect()
+        sender.send(Message("objects", {"x": 1}))
+        collector = Collector()
+        assert collector.wait_for(lambda c: srv.stats()["protocol_errors"] == 1, 5.0)
+        assert calls == [], "pickle.loads was called on untrusted bytes"
+        assert len(got) == 0
+        sender.close()
+    finally:
+        srv.close()
+
+
+def test_pickle_payload_is_accepted_when_trusted() -> None:
+    srv = TCPServerTransport("127.0.0.1", 0, serializer="pickle", trusted=True).start()
+    try:
+        got = Collector()
+        srv.subscribe("objects", got)
+        sender = TCPClientTransport(
+            "127.0.0.1", srv.port, serializer="pickle", trusted=True
+        ).connect()
+        sender.send(Message("objects", {"x": (1, 2)}))
+        assert got.wait_for_count(1, 5.0)
+        assert got.messages[0].payload == {"x": (1, 2)}
+        sender.close()
+    finally:
         srv.close()
