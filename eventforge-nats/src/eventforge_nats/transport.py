@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from eventforge._loop import BoundLoop
 from eventforge.errors import (
     ConfigurationError,
     FrameTooLarge,
@@ -37,6 +36,7 @@ from eventforge.errors import (
 from eventforge.message import Message
 from eventforge.topics import topic_matches, validate_pattern, validate_topic
 from eventforge.transport import (
+    BoundLoop,
     Callback,
     Capability,
     Counter,
@@ -47,7 +47,8 @@ from eventforge.transport import (
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from ._claims import JetStreamClaims
-from ._connection import NatsAuthError, NatsConnectError, NatsConnection
+from ._connection import NatsConnection
+from ._errors import NatsAuthError, NatsConnectError
 from ._settings import NatsSettings, parse_url, servers_from
 from ._subjects import SubjectPlan, plan_subjects
 
