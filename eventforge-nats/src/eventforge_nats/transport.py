@@ -44,12 +44,12 @@ from eventforge.transport import (
     Transport,
     is_nonblocking,
 )
-from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
+from eventforge.wire import WireCodec
 
 from ._claims import JetStreamClaims
 from ._connection import NatsConnection
 from ._errors import NatsAuthError, NatsConnectError
-from ._settings import NatsSettings, parse_url, servers_from
+from ._settings import parse_settings
 from ._subjects import SubjectPlan, plan_subjects
 
 if TYPE_CHECKING:
@@ -80,12 +80,12 @@ class NatsTransport(Transport):
     """Pub/sub, queue groups, request-reply and JetStream work queues over NATS.
 
     ``servers`` is one URL, a comma-separated list, or a sequence of URLs (``nats://`` or
-    ``tls://``; credentials may be in the URL, options in its query string). Connection options
+    ``tls://``; credentials may be in the URL, options in its query string). The options
     (``user``, ``password``, ``token``, ``credentials``, ``tls``, ``tls_ca``, ``tls_cert``,
-    ``tls_key``, ``ping_interval``, ``pending_size``, ...) are those of
-    :class:`~eventforge_nats._settings.NatsSettings`. The connection opens in the constructor; a
-    wrong address or wrong credentials raise :class:`NatsConnectError` /
-    :class:`NatsAuthError` there, and never retry silently.
+    ``tls_key``, ``ping_interval``, ``pending_size``, ``delivery``, ``ack_wait``, ...) are those
+    of :data:`eventforge_nats._settings.OPTIONS`, as keywords or in the URL's query. The
+    connection opens in the constructor; a wrong address or wrong credentials raise
+    :class:`NatsConnectError` / :class:`NatsAuthError` there, and never retry silently.
 
     ``delivery="thread"`` (the default) runs callbacks on a delivery thread of the transport,
     so they may block. ``delivery="loop"`` runs them on the connection's event loop itself: one
@@ -116,12 +116,6 @@ class NatsTransport(Transport):
         *,
         host: str | None = None,
         port: int | None = None,
-        serializer: Any = None,
-        trusted: bool = False,
-        max_size: int = DEFAULT_MAX_SIZE,
-        ack_wait: float = 30.0,
-        duplicate_window: float = 120.0,
-        delivery: str = "thread",
         _bound_to: BoundLoop | None = None,
         **options: Any,
     ) -> None:
@@ -129,27 +123,13 @@ class NatsTransport(Transport):
             if servers is not None:
                 raise ConfigurationError("give servers or host/port, not both", key="servers")
             servers = f"nats://{host or 'localhost'}:{port or 4222}"
-        try:
-            if isinstance(servers, str) and "?" in servers:
-                self.settings = parse_url(servers, **options)
-            else:
-                urls = servers_from(servers or "nats://localhost:4222")
-                self.settings = NatsSettings(servers=urls, **options)
-        except TypeError as exc:
-            known = ", ".join(NatsSettings.__dataclass_fields__)
-            raise ConfigurationError(
-                f"unknown NatsTransport option ({exc}); known options: {known}"
-            ) from None
-        self._codec = WireCodec(serializer, trusted=trusted, max_size=max_size)
-        if ack_wait <= 0 or duplicate_window <= 0:
-            raise ConfigurationError("ack_wait and duplicate_window must be > 0", key="ack_wait")
-        self.ack_wait = ack_wait
-        if delivery not in ("thread", "loop"):
-            raise ConfigurationError(
-                f"delivery must be 'thread' or 'loop', got {delivery!r}", key="delivery"
-            )
-        self.delivery = delivery
-        self.duplicate_window = duplicate_window
+        self.settings = settings = parse_settings(servers, options)
+        self._codec = WireCodec(
+            settings.serializer, trusted=settings.trusted, max_size=settings.max_size
+        )
+        self.ack_wait = settings.ack_wait
+        self.duplicate_window = settings.duplicate_window
+        self.delivery = settings.delivery
         self._conn = NatsConnection(self.settings, _bound_to)
         self._loop = self._conn.loop
         self._loop_ident = self._conn.bg.ident

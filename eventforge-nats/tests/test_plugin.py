@@ -1,0 +1,21 @@
+"""The plugin record of the nats transport: registering it imports no driver."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_the_plugin_and_transport_modules_does_not_import_nats() -> None:
+    code = (
+        "import sys, eventforge_nats.plugin, eventforge_nats.transport, eventforge_nats\n"
+        "from eventforge._registry import registry\n"
+        "entry = registry().transport('nats://127.0.0.1:1')\n"
+        "assert entry.spec.name == 'nats', entry\n"
+        "from eventforge.transports.nats import NatsTransport\n"
+        "assert 'nats' not in sys.modules, sorted(m for m in sys.modules if m.startswith('nats'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
