@@ -1,9 +1,18 @@
-"""The plugin record of the nats transport: registering it imports no driver."""
+"""The plugin record of the nats transport: import-light, and declaring what the class declares."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+from eventforge_nats import plugin
+from eventforge_nats.transport import NatsTransport
+
+
+def test_record_and_class_share_one_capability_set() -> None:
+    (spec,) = plugin.eventforge_transports()
+    assert spec.capabilities == plugin.CAPABILITIES
+    assert NatsTransport.capabilities is plugin.CAPABILITIES
 
 
 def test_importing_the_plugin_and_transport_modules_does_not_import_nats() -> None:

@@ -38,7 +38,6 @@ from eventforge.topics import topic_matches, validate_pattern, validate_topic
 from eventforge.transport import (
     BoundLoop,
     Callback,
-    Capability,
     Counter,
     DeliveryThread,
     Transport,
@@ -51,6 +50,7 @@ from ._connection import NatsConnection
 from ._errors import NatsAuthError, NatsConnectError
 from ._settings import parse_settings
 from ._subjects import SubjectPlan, plan_subjects
+from .plugin import CAPABILITIES
 
 if TYPE_CHECKING:
     from eventforge.workqueue import RetryPolicy, WorkQueueBackend
@@ -96,19 +96,7 @@ class NatsTransport(Transport):
     """
 
     name: ClassVar[str] = "nats"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {
-            Capability.WILDCARDS,
-            Capability.GROUPS,
-            Capability.HEADERS,
-            Capability.ORDERED,
-            Capability.CROSS_PROCESS,
-            Capability.REQUEST_REPLY,
-            Capability.DURABLE,
-            Capability.NONBLOCKING_INLINE,
-            Capability.CLAIMS,
-        }
-    )
+    capabilities: ClassVar[frozenset[str]] = CAPABILITIES
 
     def __init__(
         self,
