@@ -361,16 +361,3 @@ def test_credentials_file_without_nkeys_is_a_clear_error(
     creds.write_text("not used")
     with pytest.raises(ConfigurationError, match=r"pip install 'eventforge-nats\[nkeys\]'"):
         NatsTransport(nats_server.url, credentials=str(creds))
-
-
-def test_work_queue_without_jetstream_is_refused_clearly(nats_server_factory: Any) -> None:
-    from eventforge.errors import UnsupportedCapabilityError
-    from eventforge.workqueue import RetryPolicy
-
-    server = nats_server_factory(jetstream=False)
-    transport = NatsTransport(server.url)
-    try:
-        with pytest.raises(UnsupportedCapabilityError, match="JetStream"):
-            transport.work_queue_backend("no-js", RetryPolicy())
-    finally:
-        transport.close()
