@@ -13,42 +13,33 @@ stale connection, permission violation...) is counted in :meth:`NatsConnection.s
 logged, never swallowed.
 
 When TLS is asked for, the connect (and any credentials) is never sent unencrypted, on the
-first connect or a reconnect: see :func:`tls_enforcing_client`.
+first connect or a reconnect: see :func:`~eventforge_nats._tls.tls_enforcing_client`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib.metadata
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from eventforge.errors import TransportClosedError, TransportError
-from eventforge.transport import LoopHost, background_loop
+from eventforge.errors import TransportClosedError
+from eventforge.transport import BackgroundLoop, BoundLoop, Counter, background_loop
 
 from ._confirm import PublishConfirmations
 from ._credentials import check_credentials_file, require_nkeys
+from ._errors import NatsAuthError, NatsConnectError, is_auth_error
 from ._settings import NatsSettings
+from ._tls import PlaintextRefusedError, tls_enforcing_client, tls_problem, transport_is_tls
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["NatsAuthError", "NatsConnectError", "NatsConnection"]
+__all__ = ["NatsConnection"]
 
 log = logging.getLogger("eventforge.transports.nats")
 
 T = TypeVar("T")
-
-
-class NatsConnectError(TransportError, ConnectionError):
-    """The first connection to NATS failed (unreachable, refused, TLS, timeout)."""
-
-
-class NatsAuthError(NatsConnectError, PermissionError):
-    """The NATS server refused the credentials ("Authorization Violation")."""
 
 
 class _GiveUp(Exception):
@@ -59,193 +50,38 @@ class _GiveUp(Exception):
         self.cause = cause
 
 
-class PlaintextRefusedError(Exception):
-    """TLS was asked for but the connection to a server would not be encrypted.
-
-    Raised by the client from :func:`tls_enforcing_client` before the connect (which carries
-    any user, password, token or JWT) is written; the class nats-py sees also derives from
-    ``nats.errors.Error``, so its connect and reconnect loops treat it as a failed attempt.
-    """
-
-
-def is_auth_error(exc: BaseException) -> bool:
-    """Tell whether a nats-py error means the credentials were refused."""
-    import nats.errors
-
-    if isinstance(exc, nats.errors.AuthorizationError):
-        return True
-    text = str(exc).lower()
-    return "authorization violation" in text or "authentication" in text
-
-
-_CLIENT_CERT_REFUSED = (
-    "BAD_CERTIFICATE",
-    "UNKNOWN_CA",
-    "CERTIFICATE_UNKNOWN",
-    "UNSUPPORTED_CERTIFICATE",
-    "CERTIFICATE_EXPIRED",
-    "CERTIFICATE_REVOKED",
-)
-
-
-def tls_problem(exc: BaseException) -> str | None:
-    """Say what to fix when ``exc`` is a TLS failure that retrying cannot cure; else None."""
-    import ssl
-
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (
-            f"the server's certificate did not verify ({exc.verify_message}); pass tls_ca= the "
-            "CA file that signed it (or tls= an ssl.SSLContext that trusts it) and connect by a "
-            "host name or IP address the certificate names (or set tls_hostname=)"
-        )
-    if not isinstance(exc, ssl.SSLError):
-        return None
-    reason = str(exc.reason or "").upper()
-    if "CERTIFICATE_REQUIRED" in reason:
-        return (
-            "the server requires a client certificate (mutual TLS); pass tls_cert= and tls_key= "
-            "(or tls= an ssl.SSLContext with load_cert_chain)"
-        )
-    if any(alert in reason for alert in _CLIENT_CERT_REFUSED):
-        return (
-            f"the server refused the client certificate ({exc.reason}); use a tls_cert signed by "
-            "a CA the server trusts (its ca_file), not expired"
-        )
-    return None
-
-
-def transport_is_tls(transport: object) -> bool | None:
-    """Tell whether nats-py's transport is encrypted; None when it cannot be told."""
-    writer = getattr(transport, "_io_writer", None)
-    get_extra_info = getattr(writer, "get_extra_info", None)
-    if not callable(get_extra_info):
-        return None
-    return get_extra_info("ssl_object") is not None
-
-
-# The nats-py methods the TLS guard overrides (nats-py 2.x): INFO is handed to _process_info
-# before the client decides to upgrade; _connect_command builds the CONNECT just before it is
-# written.
-_TLS_HOOKS = ("_process_connect_init", "_process_info", "_connect_command")
-
-
-def tls_hooks_missing(client: type[Any]) -> list[str]:
-    """The parts of nats-py's ``Client`` the TLS guard relies on that ``client`` lacks.
-
-    Besides the methods existing, the guard awaits ``_process_info(info, initial_connection)``
-    from its own coroutine override: nats-py made that method a coroutine in 2.10, and before
-    that an override awaiting it fails every TLS connect.
-    """
-    missing = [name for name in _TLS_HOOKS if not callable(getattr(client, name, None))]
-    if missing:
-        return missing
-    process_info = client._process_info
-    if "initial_connection" not in inspect.signature(process_info).parameters:
-        missing.append("_process_info(initial_connection=)")
-    if not inspect.iscoroutinefunction(process_info):
-        missing.append("_process_info as a coroutine (nats-py >= 2.10)")
-    if inspect.iscoroutinefunction(client._connect_command):
-        missing.append("_connect_command as a plain method")
-    return missing
-
-
-@functools.cache
-def tls_enforcing_client() -> type[Client]:
-    """A nats-py ``Client`` that never sends its connect unencrypted (for TLS settings).
-
-    nats-py upgrades to TLS only when the server's INFO says ``tls_required``: against a
-    server without TLS, a ``tls://`` URL would send the connect, credentials included, in
-    plaintext. This client, on every connect and reconnect:
-
-    * upgrades when the INFO says ``tls_available`` (TLS offered but not required), as the
-      Go client does;
-    * refuses (:class:`PlaintextRefusedError`, before writing anything) when the INFO offers
-      no TLS at all;
-    * checks, when building the connect, that the socket really is TLS, and refuses if it is
-      not or cannot be told, so a nats-py that stops calling the INFO hook fails closed.
-
-    Raises :class:`NatsConnectError` when the installed nats-py lacks the methods overridden
-    here, instead of falling back to plaintext.
-    """
-    import nats.errors
-    from nats.aio.client import Client
-
-    missing = tls_hooks_missing(Client)
-    if missing:
-        try:
-            version = importlib.metadata.version("nats-py")
-        except importlib.metadata.PackageNotFoundError:
-            version = "(unknown version)"
-        raise NatsConnectError(
-            f"nats-py {version} has no Client.{', Client.'.join(missing)}, which eventforge-nats "
-            "uses to make sure the connect (and any credentials) is never sent unencrypted when "
-            "TLS is requested; not connecting. Install nats-py>=2.10 (pip install -U nats-py)"
-        )
-
-    class Refused(nats.errors.Error, PlaintextRefusedError):
-        pass
-
-    def refuse(client: Client, what: str) -> Refused:
-        server = client._current_server
-        url = "the NATS server"
-        if server is not None:
-            scheme = server.uri.scheme or "nats"
-            url = f"{scheme}://{server.uri.hostname}:{server.uri.port}"
-        return Refused(
-            f"{url} {what} but TLS was requested (a tls:// URL or the tls, tls_ca or tls_cert "
-            "options); refusing to send the connect and any credentials in plaintext. Enable "
-            "TLS on the server (tls { ... } in its configuration), or connect with a nats:// "
-            "URL and no TLS options if plaintext is acceptable"
-        )
-
-    class TlsEnforcingClient(Client):
-        async def _process_info(
-            self, info: dict[str, Any], initial_connection: bool = False
-        ) -> None:
-            if initial_connection and not info.get("tls_required"):
-                if not info.get("tls_available"):
-                    raise refuse(self, "does not offer TLS")
-                info["tls_required"] = True  # offered, not required: upgrade all the same
-            await super()._process_info(info, initial_connection)
-
-        def _connect_command(self) -> bytes:
-            secure = transport_is_tls(self._transport)
-            if secure is None:
-                raise refuse(self, "is connected by a transport that cannot tell if it is TLS")
-            if not secure:
-                raise refuse(self, "was not upgraded to TLS")
-            return super()._connect_command()
-
-    return TlsEnforcingClient
+def _every_so_often(count: int) -> bool:
+    """Log the 1st, 10th, 100th and every 1000th occurrence of a repeated error."""
+    return count in (1, 10, 100) or count % 1000 == 0
 
 
 class NatsConnection:
     """A nats-py client, its callbacks and counters, on the shared background loop.
 
-    ``host`` may instead be the application's own loop (:class:`~eventforge.transport._loop.BoundLoop`):
-    coroutines on it then await nats-py directly.
+    ``host`` may instead be the application's own loop (a
+    :class:`~eventforge.transport.BoundLoop`): coroutines on it then await nats-py directly.
     """
 
-    def __init__(self, settings: NatsSettings, host: LoopHost | None = None) -> None:
+    def __init__(
+        self, settings: NatsSettings, host: BackgroundLoop | BoundLoop | None = None
+    ) -> None:
         self.settings = settings
-        self.bg: LoopHost = host if host is not None else background_loop()
+        self.bg: BackgroundLoop | BoundLoop = host if host is not None else background_loop()
         self.loop = self.bg.loop
         self.nc: Client | None = None
         self.state = "new"
         self._connecting = False
         self._connect_errors: list[BaseException] = []
         self._listeners: list[Callable[[], Awaitable[None]]] = []
-        self.counters: dict[str, int] = {
-            "reconnects": 0,
-            "disconnects": 0,
-            "async_errors": 0,
-            "slow_consumer_errors": 0,
-            "auth_errors": 0,
-        }
+        self.reconnects = Counter()
+        self.disconnects = Counter()
+        self.async_errors = Counter()
+        self.slow_consumer_errors = Counter()
+        self.auth_errors = Counter()
+        self.plaintext_refusals = Counter()
         self.last_error: str | None = None
         self.confirmations = PublishConfirmations(min(1.0, settings.ping_interval))
         self._closing: asyncio.Task[None] | None = None
-        self._plaintext_refusals = 0
 
     # -- running coroutines ----------------------------------------------------------------
 
@@ -263,6 +99,13 @@ class NatsConnection:
         """Call ``listener`` (a coroutine function) on the loop after every reconnect."""
         self._listeners.append(listener)
 
+    def off_reconnect(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Stop calling ``listener`` after reconnects (no error if it was not registered)."""
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
@@ -273,15 +116,15 @@ class NatsConnection:
             raise TransportClosedError("the NATS connection is closed; create a new transport")
         return nc
 
+    def _connect_limit(self) -> float:
+        """Seconds the bounded first connect may take, every attempt to every server included."""
+        settings = self.settings
+        per_attempt = settings.connect_timeout + settings.reconnect_time_wait
+        return settings.connect_attempts * len(settings.servers) * per_attempt + 5.0
+
     def connect(self) -> None:
         """Open the connection (blocking); raise :class:`NatsConnectError` when it fails."""
-        deadline = (
-            self.settings.connect_attempts
-            * len(self.settings.servers)
-            * (self.settings.connect_timeout + self.settings.reconnect_time_wait)
-            + 5.0
-        )
-        self.run(self.connect_async(), timeout=deadline + 5.0)
+        self.run(self.connect_async(), timeout=self._connect_limit() + 5.0)
 
     async def connect_async(self) -> None:
         """Open the connection on the loop (idempotent)."""
@@ -296,12 +139,7 @@ class NatsConnection:
         self._connecting = True
         self._connect_errors = []
         self.state = "connecting"
-        limit = (
-            self.settings.connect_attempts
-            * len(self.settings.servers)
-            * (self.settings.connect_timeout + self.settings.reconnect_time_wait)
-            + 5.0
-        )
+        limit = self._connect_limit()
         try:
             await asyncio.wait_for(
                 nc.connect(
@@ -428,37 +266,31 @@ class NatsConnection:
             ):
                 raise _GiveUp(exc)
             return
-        self.counters["async_errors"] += 1
+        self.async_errors.bump()
         self.last_error = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, nats.errors.SlowConsumerError):
-            self.counters["slow_consumer_errors"] += 1
-            if self.counters["slow_consumer_errors"] in (1, 10, 100) or (
-                self.counters["slow_consumer_errors"] % 1000 == 0
-            ):
+            count = self.slow_consumer_errors.bump() + 1
+            if _every_so_often(count):
                 log.warning(
-                    "NATS slow consumer on %r: messages dropped (%d so far)",
-                    exc.subject,
-                    self.counters["slow_consumer_errors"],
+                    "NATS slow consumer on %r: messages dropped (%d so far)", exc.subject, count
                 )
             return
         if isinstance(exc, PlaintextRefusedError):
-            self._plaintext_refusals += 1
-            count = self._plaintext_refusals
+            count = self.plaintext_refusals.bump() + 1
             if count <= 10 or count % 100 == 0:
                 log.error(
                     "NATS reconnect abandoned (%d times), messages are not flowing: %s", count, exc
                 )
             return
         if is_auth_error(exc):
-            self.counters["auth_errors"] += 1
+            count = self.auth_errors.bump() + 1
             self.state = "auth_failed"
-            count = self.counters["auth_errors"]
             if count > 10 and count % 100:
                 return
             log.error(
                 "NATS server refused the credentials while reconnecting (%d times); messages "
                 "are not flowing: fix the credentials or the server's authorization",
-                self.counters["auth_errors"],
+                count,
             )
             return
         log.warning("NATS connection error: %s", self.last_error)
@@ -466,7 +298,7 @@ class NatsConnection:
     async def _disconnected_cb(self) -> None:
         if self.state == "closed":
             return
-        self.counters["disconnects"] += 1
+        self.disconnects.bump()
         self.state = "reconnecting"
         if self.nc is not None:
             self.confirmations.link_died(self.nc, "connection lost")
@@ -483,7 +315,7 @@ class NatsConnection:
             # which closing cancels
             self._closing = self.loop.create_task(nc.close())
             return
-        self.counters["reconnects"] += 1
+        self.reconnects.bump()
         self.state = "connected"
         log.info("reconnected to NATS")
         for listener in list(self._listeners):
@@ -499,8 +331,15 @@ class NatsConnection:
     def stats(self) -> dict[str, Any]:
         """Connection state and counters."""
         nc = self.nc
-        data: dict[str, Any] = {"state": self.state, **self.counters}
-        data["publish_possibly_lost"] = self.confirmations.possibly_lost
+        data: dict[str, Any] = {
+            "state": self.state,
+            "reconnects": self.reconnects.value,
+            "disconnects": self.disconnects.value,
+            "async_errors": self.async_errors.value,
+            "slow_consumer_errors": self.slow_consumer_errors.value,
+            "auth_errors": self.auth_errors.value,
+            "publish_possibly_lost": self.confirmations.possibly_lost,
+        }
         if nc is not None:
             data["pending_bytes"] = nc.pending_data_size
             url = nc.connected_url

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from eventforge.errors import ConfigurationError
 
 __all__ = ["check_credentials_file", "require_nkeys"]
@@ -9,8 +11,6 @@ __all__ = ["check_credentials_file", "require_nkeys"]
 
 def require_nkeys() -> None:
     """Refuse a credentials file when the ``nkeys`` package that signs with it is missing."""
-    import importlib.util
-
     if importlib.util.find_spec("nkeys") is None:
         raise ConfigurationError(
             "a NATS credentials file needs the 'nkeys' package to sign the server's challenge; "

@@ -38,8 +38,13 @@ class Puller:
     ever left on the server to capture messages nobody waits for (the orphan-request stall of
     some nats-py ``fetch`` versions). A long poll may outlive the ``fetch`` that started it:
     the next ``fetch`` on this inbox picks up where it left off. If a request never ends (the
-    link dropped and the server forgot it), the inbox is discarded instead of reused.
+    link dropped and the server forgot it, or the consumer is gone), the inbox is discarded
+    instead of reused.
     """
+
+    consumer_gone: bool
+    """The last request was answered "no such consumer": it was deleted, or JetStream is not
+    up (yet). :meth:`pull` returns at once then, so the caller can have it checked."""
 
     def __init__(self, conn: NatsConnection, subject: str) -> None:
         self._conn = conn
@@ -51,6 +56,7 @@ class Puller:
         self._open = 0
         self._request_deadline = 0.0
         self.usable = True
+        self.abandoned = False
         self.consumer_gone = False
 
     async def start(self) -> None:
@@ -70,7 +76,7 @@ class Puller:
             if not self._open:
                 await self._send({"batch": batch, "no_wait": True}, batch, 0.0)
                 msgs = await self._collect(self._request_deadline)
-                if msgs or not self.usable:
+                if msgs or not self.usable or self.consumer_gone:
                     return msgs
                 remaining = deadline - time.monotonic()
                 if remaining <= 0.001:
@@ -78,7 +84,7 @@ class Puller:
                 expires = max(remaining, MIN_LONG_POLL)
                 await self._send({"batch": 1, "expires": int(expires * 1e9)}, 1, expires)
             msgs = await self._collect(deadline)
-            if msgs or self._open or time.monotonic() >= deadline:
+            if msgs or self._open or self.consumer_gone or time.monotonic() >= deadline:
                 return msgs
         return []
 
@@ -110,7 +116,7 @@ class Puller:
                 self._open -= 1
             elif status != "100":
                 self._open = 0
-                if status == "409" and "deleted" in (headers or {}).get("Description", ""):
+                if _consumer_missing(status, str((headers or {}).get("Description", ""))):
                     self.consumer_gone = True
             if msgs and not arrived and time.monotonic() >= until:
                 return msgs
@@ -118,6 +124,7 @@ class Puller:
 
     def abandon(self) -> None:
         """Forget the request in flight (the connection was lost) and retire this inbox."""
+        self.abandoned = True
         self.usable = False
         self._open = 0
         self._wakeup.set()
@@ -130,6 +137,14 @@ class Puller:
             await self._sub.unsubscribe()
         except Exception as exc:
             log.debug("unsubscribing a pull inbox: %r", exc)
+
+
+def _consumer_missing(status: str, description: str) -> bool:
+    """Whether a pull request's status says the consumer is not there: "503 No Responders"
+    (nats-server 2.10 and later, for a consumer that does not exist or a JetStream that is not
+    up) or "409 Consumer Deleted" (the consumer went while the request waited). Older servers
+    do not answer a request to a missing consumer at all: it never ends."""
+    return status == "503" or (status == "409" and "deleted" in description.lower())
 
 
 async def close_all(pullers: list[Puller]) -> None:

@@ -367,17 +367,17 @@ def test_nats_py_without_the_tls_hooks_fails_loudly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A nats-py lacking a method the TLS guard overrides: no connect, a clear error."""
-    from eventforge_nats import _connection
+    from eventforge_nats import _tls
 
     server = _tls_server(nats_server_factory, certs, tmp_path, mutual=False)
     log = LogWatch(server)
-    monkeypatch.setattr(_connection, "_TLS_HOOKS", (*_connection._TLS_HOOKS, "_gone_in_v9"))
-    _connection.tls_enforcing_client.cache_clear()
+    monkeypatch.setattr(_tls, "_TLS_HOOKS", (*_tls._TLS_HOOKS, "_gone_in_v9"))
+    _tls.tls_enforcing_client.cache_clear()
     try:
         with pytest.raises(NatsConnectError, match=r"has no Client\._gone_in_v9") as info:
             NatsTransport(f"tls://127.0.0.1:{server.port}", tls_ca=str(certs.ca_cert))
     finally:
-        _connection.tls_enforcing_client.cache_clear()
+        _tls.tls_enforcing_client.cache_clear()
     assert "never sent unencrypted" in str(info.value)
     assert log.count("Client connection created", timeout=0.5) == 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventforge_nats._connection import tls_hooks_missing
+from eventforge_nats._tls import tls_hooks_missing
 from nats.aio.client import Client
 
 

@@ -20,7 +20,7 @@ from eventforge.errors import FrameTooLarge, TransportError
 from eventforge.message import Message
 from eventforge.testing.brokers import NatsServer
 from eventforge.workqueue import RetryPolicy
-from eventforge_nats import jetstream
+from eventforge_nats import _put
 from eventforge_nats.jetstream import JetStreamWorkQueue, queue_names
 from eventforge_nats.transport import NatsTransport
 
@@ -127,11 +127,11 @@ def test_lost_acknowledgements_are_retried_and_deduplicated(
     transport = NatsTransport(nats_server.url)
     backend = new_backend(transport, "pipe-lost-acks")
     backend.put_timeout = 10.0
-    on_reply = jetstream._AckInbox._on_reply
+    on_reply = _put.AckInbox._on_reply
     seen = {"replies": 0, "dropped": 0}
     dropped_tokens: set[str] = set()
 
-    async def lossy(self: jetstream._AckInbox, msg: Any) -> None:
+    async def lossy(self: _put.AckInbox, msg: Any) -> None:
         seen["replies"] += 1
         token = msg.subject.rsplit(".", 1)[1]
         if seen["replies"] % 3 == 0 and len(dropped_tokens) < 40:
@@ -140,7 +140,7 @@ def test_lost_acknowledgements_are_retried_and_deduplicated(
             return
         await on_reply(self, msg)
 
-    monkeypatch.setattr(jetstream._AckInbox, "_on_reply", lossy)
+    monkeypatch.setattr(_put.AckInbox, "_on_reply", lossy)
     messages = [Message("pipe-lost-acks", {"n": n}) for n in range(100)]
     backend.put_many(messages)
     counters = backend.counters
@@ -250,7 +250,7 @@ def test_inbox_survives_a_reconnect(nats_server_factory: Any) -> None:
     transport = NatsTransport(server.url, **FAST)
     backend = new_backend(transport, "pipe-reconnect")
     backend.put_many([Message("pipe-reconnect", n) for n in range(10)])
-    inbox = backend._acks
+    inbox = backend._producer._acks
     assert inbox is not None
     server.kill()
     server.restart()
@@ -260,7 +260,7 @@ def test_inbox_survives_a_reconnect(nats_server_factory: Any) -> None:
         time.sleep(0.02)
     retries = backend.counters["put_retries"]
     backend.put_many([Message("pipe-reconnect", n) for n in range(10, 60)])
-    assert backend._acks is inbox, "the inbox was replaced instead of resubscribed"
+    assert backend._producer._acks is inbox, "the inbox was replaced instead of resubscribed"
     assert backend.counters["put_retries"] == retries, "acknowledgements went missing"
     assert backend.counters["put"] == 60
     assert len(drain_ids(backend, 60)) == 60
@@ -340,20 +340,20 @@ def test_unacknowledged_batch_fails_after_put_timeout(nats_server: NatsServer) -
     with pytest.raises(TransportError, match=r"5 of 5 items .* were not acknowledged"):
         backend.put_many([Message("pipe-timeout", n) for n in range(5)])
     assert backend.counters["put_retries"] >= 5
-    assert backend._acks is not None
-    assert not backend._acks._waiting, "replies of a finished batch are still awaited"
+    assert backend._producer._acks is not None
+    assert not backend._producer._acks._waiting, "replies of a finished batch are still awaited"
     transport.close()
 
 
 @pytest.mark.parametrize(
     ("reply", "outcome"),
     [
-        (b'{"stream":"EF_WQ_q","seq":7}', jetstream._STORED),
-        (b'{"stream":"EF_WQ_q","seq":7,"duplicate": true}', jetstream._DUPLICATE),
-        (b'{"stream":"EF_WQ_q","seq":7,"duplicate":true}', jetstream._DUPLICATE),
-        (b'{"stream":"EF_WQ_q","seq":7,"duplicate":false}', jetstream._STORED),
-        (b'{"stream":"EF_WQ_q","domain":"hub","seq":7,"duplicate":true}', jetstream._DUPLICATE),
-        (b'{"seq":7,"stream":"EF_WQ_q"}', jetstream._STORED),
+        (b'{"stream":"EF_WQ_q","seq":7}', _put.STORED),
+        (b'{"stream":"EF_WQ_q","seq":7,"duplicate": true}', _put.DUPLICATE),
+        (b'{"stream":"EF_WQ_q","seq":7,"duplicate":true}', _put.DUPLICATE),
+        (b'{"stream":"EF_WQ_q","seq":7,"duplicate":false}', _put.STORED),
+        (b'{"stream":"EF_WQ_q","domain":"hub","seq":7,"duplicate":true}', _put.DUPLICATE),
+        (b'{"seq":7,"stream":"EF_WQ_q"}', _put.STORED),
         (
             b'{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}',
             "code=503 err_code=10077: maximum messages exceeded",
@@ -363,4 +363,4 @@ def test_unacknowledged_batch_fails_after_put_timeout(nats_server: NatsServer) -
     ],
 )
 def test_pub_ack_replies_are_read_exactly(reply: bytes, outcome: object) -> None:
-    assert jetstream._pub_ack_outcome(reply) == outcome
+    assert _put.pub_ack_outcome(reply) == outcome

@@ -1,5 +1,6 @@
-"""NatsTransport against a private nats-server: request-reply, queue groups, RPC pools,
-malformed input, interop with plain nats-py clients, connection errors."""
+"""NatsTransport against a private nats-server: request-reply, RPC pools, interop with plain
+nats-py clients, refusals, and a transport living on the application's own event loop
+(``connect_async``)."""
 
 from __future__ import annotations
 
@@ -11,49 +12,23 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from eventforge import MessageQueue
+from eventforge import MessageQueue, RPCClient, RPCServer
 from eventforge.errors import NoRespondersError, TransportClosedError
 from eventforge.message import Message
 from eventforge.testing import wait_until
 from eventforge.testing.brokers import NatsServer, free_port
 from eventforge.transports.nats import NatsTransport
-from eventforge_nats.transport import NatsAuthError, NatsConnectError
+from eventforge_nats.transport import NatsConnectError
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def make(nats_server: NatsServer) -> Iterator[Callable[..., NatsTransport]]:
-    made: list[NatsTransport] = []
-
-    def factory(**options: Any) -> NatsTransport:
-        transport = NatsTransport(nats_server.url, **options)
-        made.append(transport)
-        return transport
-
-    yield factory
-    for transport in made:
-        transport.close()
-
-
-def run_plain(url: str, coro_fn: Callable[[Any], Any]) -> Any:
-    """Run ``coro_fn(nc)`` with a plain nats-py connection (an outsider's client)."""
-    import nats
-
-    async def main() -> Any:
-        nc = await nats.connect(url)
-        try:
-            return await coro_fn(nc)
-        finally:
-            await nc.close()
-
-    return asyncio.run(main())
 
 
 # -- request / reply -----------------------------------------------------------------------
 
 
-def test_seed_snippet_over_nats(make: Callable[..., NatsTransport]) -> None:
+def test_queue_request_is_answered_by_a_handler_over_nats(
+    make: Callable[..., NatsTransport],
+) -> None:
     queue = MessageQueue(transport=make())
     seen: list[Any] = []
 
@@ -111,8 +86,6 @@ def test_request_async_from_another_loop(make: Callable[..., NatsTransport]) -> 
 
 
 def test_rpc_server_pool_handles_each_call_once(make: Callable[..., NatsTransport]) -> None:
-    from eventforge import RPCClient, RPCServer
-
     calls: Counter[str] = Counter()
     servers = []
     for tag in ("a", "b"):
@@ -138,98 +111,11 @@ def test_rpc_server_pool_handles_each_call_once(make: Callable[..., NatsTranspor
         client.call("square", 2)
 
 
-# -- groups, coroutines, bad input ---------------------------------------------------------
-
-
-def test_group_spans_transports(make: Callable[..., NatsTransport]) -> None:
-    a, b, publisher = make(), make(), make()
-    got: dict[str, list[Any]] = {"a": [], "b": []}
-    a.subscribe("jobs.*", lambda m: got["a"].append(m.payload), group="workers")
-    b.subscribe("jobs.*", lambda m: got["b"].append(m.payload), group="workers")
-    for n in range(100):
-        publisher.send(Message("jobs.x", n))
-    publisher.flush()
-    assert wait_until(lambda: len(got["a"]) + len(got["b"]) == 100)
-    assert sorted(got["a"] + got["b"]) == list(range(100))
-    assert got["a"]
-    assert got["b"]
-
-
-def test_coroutine_callback_runs_on_the_subscribing_loop(
-    make: Callable[..., NatsTransport],
-) -> None:
-    transport = make()
-
-    async def main() -> tuple[Any, bool]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[Any, bool]] = loop.create_future()
-
-        async def handler(message: Message) -> None:
-            if not done.done():
-                done.set_result((message.payload, asyncio.get_running_loop() is loop))
-
-        await transport.subscribe_async("coro.topic", handler)
-        await transport.send_async(Message("coro.topic", "hi"))
-        return await asyncio.wait_for(done, 10)
-
-    assert asyncio.run(main()) == ("hi", True)
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        b"not json",
-        b"\xff\xfe\x00",
-        b'{"version": 1, "topic": "bad.in", "payload": 1}',
-        b'{"version": 99, "id": "x", "topic": "bad.in", "payload": 1}',
-        b'{"version": 1, "id": 5, "topic": "bad.in", "payload": 1}',
-        b"[1, 2, 3]",
-        b"9" * 5000,
-    ],
-)
-def test_malformed_envelopes_are_counted_and_subscriber_survives(
-    make: Callable[..., NatsTransport], nats_server: NatsServer, garbage: bytes
-) -> None:
-    transport = make()
-    got: list[Any] = []
-    transport.subscribe("bad.in", lambda m: got.append(m.payload))
-
-    async def publish(nc: Any) -> None:
-        await nc.publish("bad.in", garbage)
-        await nc.flush()
-
-    run_plain(nats_server.url, publish)
-    assert wait_until(lambda: transport.stats()["decode_errors"] == 1)
-    transport.send(Message("bad.in", "valid"))
-    assert wait_until(lambda: got == ["valid"])
-
-
-def test_slow_subscriber_drops_are_counted(make: Callable[..., NatsTransport]) -> None:
-    receiver, sender = make(max_pending=5), make()
-    release = threading.Event()
-    got: list[int] = []
-
-    def slow(message: Message) -> None:
-        release.wait(10)
-        got.append(message.payload)
-
-    receiver.subscribe("firehose", slow)
-    for n in range(200):
-        sender.send(Message("firehose", n))
-    sender.flush()
-    assert wait_until(lambda: receiver.stats()["delivered"] + receiver.stats()["dropped"] >= 150)
-    release.set()
-    assert wait_until(lambda: receiver.stats()["delivery_queue"] == 0)
-    stats = receiver.stats()
-    assert stats["dropped"] > 0
-    assert len(got) + stats["dropped"] == 200, (len(got), stats)
-
-
 # -- interop -------------------------------------------------------------------------------
 
 
 def test_plain_client_reads_the_documented_envelope(
-    make: Callable[..., NatsTransport], nats_server: NatsServer
+    make: Callable[..., NatsTransport], nats_server: NatsServer, run_plain: Any
 ) -> None:
     transport = make()
     received: list[bytes] = []
@@ -260,7 +146,7 @@ def test_plain_client_reads_the_documented_envelope(
 
 
 def test_envelope_from_a_plain_client_is_consumed(
-    make: Callable[..., NatsTransport], nats_server: NatsServer
+    make: Callable[..., NatsTransport], nats_server: NatsServer, run_plain: Any
 ) -> None:
     transport = make()
     got: list[Message] = []
@@ -284,33 +170,7 @@ def test_envelope_from_a_plain_client_is_consumed(
     assert got[0].headers == {"source": "plain"}
 
 
-# -- connecting ----------------------------------------------------------------------------
-
-
-def test_wrong_password_fails_fast_without_leaking_it(nats_server_factory: Any) -> None:
-    server = nats_server_factory(user="alice", password="right-pw", jetstream=False)
-    with pytest.raises(NatsAuthError) as info:
-        NatsTransport(f"nats://alice:wrong-pw@127.0.0.1:{server.port}", connect_attempts=50)
-    assert "Authorization Violation" in str(info.value)
-    assert "wrong-pw" not in str(info.value)
-    good = NatsTransport(f"nats://127.0.0.1:{server.port}", user="alice", password="right-pw")
-    assert "right-pw" not in repr(good)
-    good.close()
-
-
-def test_wrong_token_fails_fast(nats_server_factory: Any) -> None:
-    server = nats_server_factory(token="tok-123", jetstream=False)
-    with pytest.raises(NatsAuthError):
-        NatsTransport(f"nats://127.0.0.1:{server.port}", token="nope", connect_attempts=50)
-    good = NatsTransport(f"nats://127.0.0.1:{server.port}", token="tok-123")
-    good.close()
-
-
-def test_unreachable_server_fails_after_bounded_attempts() -> None:
-    port = free_port()
-    with pytest.raises(NatsConnectError, match="after 2 attempt") as info:
-        NatsTransport(f"nats://127.0.0.1:{port}", connect_attempts=2, connect_timeout=0.5)
-    assert not isinstance(info.value, NatsAuthError)
+# -- creating and refusing ----------------------------------------------------------------
 
 
 def test_connect_through_the_registry(nats_server: NatsServer) -> None:
@@ -348,29 +208,124 @@ def test_oversize_messages_are_refused_before_sending(make: Callable[..., NatsTr
     assert transport.stats()["sent"] == 0
 
 
-def test_credentials_file_without_nkeys_is_a_clear_error(
-    nats_server: NatsServer, tmp_path: Any
+# -- on the application's own event loop (connect_async) ----------------------------------
+
+
+@pytest.fixture
+def responder(nats_server: NatsServer) -> Iterator[NatsTransport]:
+    """A classic (background-loop) transport answering ``svc.double`` and an RPC service."""
+    transport = NatsTransport(nats_server.url)
+    transport.subscribe(
+        "svc.double",
+        lambda m: transport.send(Message(m.reply_to or "", m.payload * 2)),
+    )
+    yield transport
+    transport.close()
+
+
+def run(coro_fn: Callable[[], Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro_fn(), 30))
+
+
+def test_async_api_runs_on_the_callers_loop(nats_server: NatsServer, responder: Any) -> None:
+    async def main() -> None:
+        transport = await NatsTransport.connect_async(nats_server.url)
+        try:
+            loop = asyncio.get_running_loop()
+            # The connection is this loop's, not eventforge's background loop.
+            assert transport._conn.loop is loop
+            got: asyncio.Future[Message] = loop.create_future()
+
+            def on_message(message: Message) -> None:
+                loop.call_soon_threadsafe(got.set_result, message)
+
+            await transport.subscribe_async("events.created", on_message)
+            await transport.send_async(Message("events.created", {"n": 1}))
+            message = await asyncio.wait_for(got, 10)
+            assert message.payload == {"n": 1}
+            reply = await transport.request_async(Message("svc.double", 21), 10)
+            assert reply is not None
+            assert reply.payload == 42
+            # Synchronous calls still work from another thread (they block on this loop).
+            reply = await asyncio.to_thread(transport.request, Message("svc.double", 5), 10)
+            assert reply is not None
+            assert reply.payload == 10
+        finally:
+            await transport.close_async()
+
+    run(main)
+
+
+def test_blocking_calls_on_the_bound_loop_raise_a_clear_error(nats_server: NatsServer) -> None:
+    async def main() -> None:
+        transport = await NatsTransport.connect_async(nats_server.url)
+        try:
+            with pytest.raises(RuntimeError, match="_async"):
+                transport.request(Message("svc.none", 1), 1)
+            with pytest.raises(RuntimeError, match="_async"):
+                transport.flush()
+            with pytest.raises(RuntimeError, match="_async"):
+                transport.receive("svc.none", 1)
+            # send and subscribe never block, so they work on the loop itself.
+            loop = asyncio.get_running_loop()
+            got: asyncio.Future[Message] = loop.create_future()
+            transport.subscribe("later", lambda m: loop.call_soon_threadsafe(got.set_result, m))
+            for _ in range(200):  # the subscription becomes active a moment later
+                transport.send(Message("later", "x"))
+                await transport.flush_async()
+                if got.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert (await asyncio.wait_for(got, 10)).payload == "x"
+        finally:
+            await transport.close_async()
+
+    run(main)
+
+
+def test_unsubscribed_before_it_became_active_leaves_no_subscription(
+    nats_server: NatsServer,
 ) -> None:
-    import importlib.util
+    async def main() -> None:
+        transport = await NatsTransport.connect_async(nats_server.url)
+        try:
+            sid = transport.subscribe("gone", lambda m: None)
+            assert transport.unsubscribe(sid)
+            await asyncio.sleep(0.2)
+            assert transport.stats()["subscriptions"] == 0
+            assert not transport._conn.client._subs  # nothing left at the NATS client
+        finally:
+            await transport.close_async()
 
-    from eventforge.errors import ConfigurationError
-
-    if importlib.util.find_spec("nkeys") is not None:
-        pytest.skip("nkeys is installed: the missing-package error cannot happen here")
-    creds = tmp_path / "app.creds"
-    creds.write_text("not used")
-    with pytest.raises(ConfigurationError, match=r"pip install 'eventforge-nats\[nkeys\]'"):
-        NatsTransport(nats_server.url, credentials=str(creds))
+    run(main)
 
 
-def test_work_queue_without_jetstream_is_refused_clearly(nats_server_factory: Any) -> None:
-    from eventforge.errors import UnsupportedCapabilityError
-    from eventforge.workqueue import RetryPolicy
+def test_rpc_client_call_async_over_a_bound_transport(nats_server: NatsServer) -> None:
+    server_queue = MessageQueue(NatsTransport(nats_server.url))
+    server = RPCServer(server_queue, service_name="math")
+    server.add_method("add", lambda a, b: a + b)
+    server.serve(blocking=False)
 
-    server = nats_server_factory(jetstream=False)
-    transport = NatsTransport(server.url)
+    async def main() -> None:
+        async with MessageQueue(await NatsTransport.connect_async(nats_server.url)) as queue:
+            client = RPCClient(queue, service_name="math", timeout=10)
+            assert await client.call_async("add", 2, 3) == 5
+            results = await asyncio.gather(*(client.call_async("add", i, i) for i in range(20)))
+            assert results == [2 * i for i in range(20)]
+        assert queue.transport._conn.state == "closed"  # type: ignore[attr-defined]
+
     try:
-        with pytest.raises(UnsupportedCapabilityError, match="JetStream"):
-            transport.work_queue_backend("no-js", RetryPolicy())
+        run(main)
     finally:
-        transport.close()
+        server.stop()
+        server_queue.close()
+
+
+def test_connect_async_failure_is_reported() -> None:
+    async def main() -> None:
+        with pytest.raises(NatsConnectError):
+            await NatsTransport.connect_async(
+                f"nats://127.0.0.1:{free_port()}", connect_attempts=1, connect_timeout=0.5
+            )
+
+    run(main)
