@@ -2,7 +2,8 @@
 
 The kit (public here for third-party transports): :class:`Backoff`, :class:`Counter`,
 :class:`Option` / :class:`OptionTable` and their converters, :class:`Supervisor` (connect, serve,
-reconnect with backoff, restore), :class:`DeliveryThread` (the bounded hand-over from I/O to
+reconnect with backoff, restore) and :class:`ThreadSupervisor` (the same loop on a thread, for
+clients with blocking sockets), :class:`DeliveryThread` (the bounded hand-over from I/O to
 callbacks), :class:`Waiter` (the first message of a temporary subscription) and the shared
 background event loop that asyncio clients live on (:func:`background_loop`,
 :class:`BackgroundLoop`, :class:`BoundLoop`).
@@ -38,6 +39,7 @@ from eventforge._kit import (
 )
 from eventforge._loop import BackgroundLoop, BoundLoop, background_loop
 from eventforge._supervisor import Supervisor, SupervisorFailed
+from eventforge._thread_supervisor import ThreadSupervisor
 from eventforge._waiter import Waiter
 from eventforge._workqueue_spi import RetryPolicy, WorkQueueBackend
 from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
@@ -58,6 +60,7 @@ __all__ = [
     "OptionTable",
     "Supervisor",
     "SupervisorFailed",
+    "ThreadSupervisor",
     "Transport",
     "Waiter",
     "background_loop",
