@@ -25,13 +25,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import Callback, Capability, Transport
+from eventforge.transport import Callback, Transport
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from ._connect import RedisAuthError, RedisPermissionError, RedisSettings, describe_error
 from ._groups import GroupConsumer
 from ._publisher import Counted, Publisher
 from ._subscriber import Subscriber
+from .plugin import CAPABILITIES
 
 if TYPE_CHECKING:
     from eventforge.serializers import Serializer
@@ -48,18 +49,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("eventforge.transports.redis")
-
-CAPABILITIES: frozenset[str] = frozenset(
-    {
-        Capability.WILDCARDS,
-        Capability.GROUPS,
-        Capability.HEADERS,
-        Capability.ORDERED,
-        Capability.CROSS_PROCESS,
-        Capability.DURABLE,
-        Capability.CLAIMS,
-    }
-)
 
 
 class _ReportedCount(Counted):
