@@ -22,6 +22,7 @@ CAPABILITIES: frozenset[str] = frozenset(
         Capability.CROSS_PROCESS,
         Capability.DURABLE,
         Capability.CLAIMS,
+        Capability.NONBLOCKING_INLINE,
     }
 )
 

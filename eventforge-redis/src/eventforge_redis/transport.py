@@ -13,9 +13,7 @@ Every message travels as the same JSON envelope as on TCP (:mod:`eventforge.wire
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -151,6 +149,7 @@ class RedisTransport(Transport):
                 group_maxlen=values["group_maxlen"],
                 max_pending=values["max_pending"],
                 idle_check=self.health_check_interval,
+                backoff=self.backoff,
             )
         except Exception:
             self._client.close()
@@ -160,6 +159,8 @@ class RedisTransport(Transport):
             self._codec,
             health_check_interval=self.health_check_interval,
             ping_timeout=settings.socket_timeout,
+            max_backlog=values["max_delivery_backlog"],
+            backoff=self.backoff,
             on_callback_error=self._callback_failed,
         )
         self._groups: dict[tuple[str, str], GroupConsumer] = {}
@@ -255,33 +256,6 @@ class RedisTransport(Transport):
         self._check_open()
         return self._publisher.flush(timeout)
 
-    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
-        """Wait for the next message published on ``topic`` after this call subscribed."""
-        box: queue.SimpleQueue[Message] = queue.SimpleQueue()
-        sub_id = self._subscribe_plain(topic, box.put)
-        try:
-            return box.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        finally:
-            self._subscriber.remove(sub_id)
-
-    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
-        """Like :meth:`receive`, awaiting without blocking the running loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
-
-        def offer(message: Message) -> None:
-            loop.call_soon_threadsafe(_resolve, future, message)
-
-        sub_id = await asyncio.to_thread(self._subscribe_plain, topic, offer)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            self._subscriber.remove(sub_id)
-
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Subscribe; with ``group``, each message goes to one member of the group (any process).
 
@@ -310,6 +284,7 @@ class RedisTransport(Transport):
                     group=group,
                     block=self.block,
                     claim_idle=self.claim_idle,
+                    backoff=self.backoff,
                     on_callback_error=self._callback_failed,
                 )
                 self._groups[(topic, group)] = consumer
@@ -396,11 +371,14 @@ class RedisTransport(Transport):
         result["sent"] = result["published"]
         totals: dict[str, int] = {}
         for consumer in list(self._groups.values()):
-            for key, value in consumer.counters.items():
-                totals[key] = totals.get(key, 0) + value
+            for key, counter in consumer.counters.items():
+                totals[key] = totals.get(key, 0) + counter.value
         result.update(totals)
         result["dropped"] = (
-            result["publish_dropped"] + result["malformed"] + totals.get("group_malformed", 0)
+            result["publish_dropped"]
+            + result["malformed"]
+            + result["delivery_dropped"]
+            + totals.get("group_malformed", 0)
         )
         return result
 
@@ -430,8 +408,3 @@ class RedisTransport(Transport):
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._subscriber)} subscriptions"
         return f"RedisTransport({self.settings.address}, {state})"
-
-
-def _resolve(future: asyncio.Future[Message], message: Message) -> None:
-    if not future.done():
-        future.set_result(message)
