@@ -60,7 +60,7 @@ def test_plugin_listing_and_resolution_never_import_redis() -> None:
         """
         import sys
         import eventforge_redis.plugin
-        from eventforge._registry import registry
+        from eventforge import registry
         entry = registry().transport("rediss://example:6380/0")
         assert entry.spec.name == "redis", entry.spec
         assert "durable" in entry.spec.capabilities

@@ -25,19 +25,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.errors import ProtocolError
+from eventforge.message import Message
 from eventforge.transport import Backoff, Counter, ThreadSupervisor
+from eventforge.wire import WireCodec
 
-from ._connect import describe_error, is_fatal
+from ._connect import RedisSettings, describe_error, is_fatal
 from ._routing import group_registry_entry, group_stream_key
-
-if TYPE_CHECKING:
-    from eventforge.message import Message
-    from eventforge.wire import WireCodec
-
-    from ._connect import RedisSettings
 
 __all__ = ["GroupConsumer", "consumer_name", "prune_consumers"]
 

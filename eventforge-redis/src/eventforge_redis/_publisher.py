@@ -43,16 +43,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.errors import TransportClosedError, TransportError
 from eventforge.transport import Backoff, ThreadSupervisor
 
-from ._connect import describe_error, import_redis, is_fatal
+from ._connect import RedisSettings, describe_error, import_redis, is_fatal
 from ._routing import ROUTE_BATCH_SCRIPT
-
-if TYPE_CHECKING:
-    from ._connect import RedisSettings
 
 __all__ = ["Counted", "Publisher"]
 

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.errors import ProtocolError, TransportClosedError, TransportError
 from eventforge.message import Message
@@ -40,14 +40,10 @@ from eventforge.transport import (
     ThreadSupervisor,
     is_nonblocking,
 )
+from eventforge.wire import WireCodec
 
-from ._connect import describe_error, import_redis, is_fatal
+from ._connect import RedisSettings, describe_error, import_redis, is_fatal
 from ._routing import glob_for
-
-if TYPE_CHECKING:
-    from eventforge.wire import WireCodec
-
-    from ._connect import RedisSettings
 
 __all__ = ["Subscriber"]
 

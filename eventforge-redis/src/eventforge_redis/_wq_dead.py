@@ -7,16 +7,14 @@ without the reason header, and clears its dedupe mark so that it runs again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.errors import ProtocolError
 from eventforge.message import Message
+from eventforge.wire import WireCodec
 from eventforge.workqueue import DEAD_LETTER_REASON_HEADER, DeadLetter
 
-if TYPE_CHECKING:
-    from eventforge.wire import WireCodec
-
-    from ._wq_stream import StreamQueue
+from ._wq_stream import StreamQueue
 
 __all__ = ["dead_letters", "replay"]
 

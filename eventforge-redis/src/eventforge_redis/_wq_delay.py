@@ -8,16 +8,13 @@ need not agree); consumers move due items into the stream every 50 ms at most.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from eventforge.message import Message
 from eventforge.workqueue import NOT_BEFORE_HEADER
 
 from . import _wq_scripts as scripts
 from ._connect import describe_error
-
-if TYPE_CHECKING:
-    from ._wq_stream import StreamQueue
+from ._wq_stream import StreamQueue
 
 __all__ = ["delay_ms", "put_delayed"]
 

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from eventforge.wire import WireCodec
 
 from . import _wq_scripts as scripts
-from ._connect import describe_error
+from ._connect import RedisSettings, describe_error
 from ._groups import consumer_name
-
-if TYPE_CHECKING:
-    from eventforge.wire import WireCodec
-
-    from ._connect import RedisSettings
 
 __all__ = ["SETTLE", "StreamQueue"]
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
+from eventforge.serializers import Serializer
 from eventforge.topics import validate_pattern, validate_topic
 from eventforge.transport import Backoff, Callback, Counter, Transport
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
+from eventforge.workqueue import RetryPolicy
 
 from ._connect import (
     RedisAuthError,
@@ -36,12 +38,7 @@ from ._options import CONNECTION_OPTIONS, OPTIONS
 from ._publisher import Counted, Publisher
 from ._subscriber import Subscriber
 from .plugin import CAPABILITIES
-
-if TYPE_CHECKING:
-    from eventforge.serializers import Serializer
-    from eventforge.workqueue import RetryPolicy
-
-    from .workqueue import RedisWorkQueueBackend
+from .workqueue import RedisWorkQueueBackend
 
 __all__ = [
     "CAPABILITIES",
@@ -343,8 +340,6 @@ class RedisTransport(Transport):
         self, name: str, policy: RetryPolicy, **options: Any
     ) -> RedisWorkQueueBackend:
         """A durable work queue on a Redis stream (see :class:`RedisWorkQueueBackend`)."""
-        from .workqueue import RedisWorkQueueBackend
-
         self._check_open()
         options.setdefault("block", self.block)
         options.setdefault("claim_idle", self.claim_idle)

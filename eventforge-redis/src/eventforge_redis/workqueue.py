@@ -37,26 +37,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.errors import TransportClosedError
 from eventforge.message import Message
-from eventforge.workqueue import DeadLetter, Delivery, WorkQueueBackend
+from eventforge.wire import WireCodec
+from eventforge.workqueue import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
 
 from . import _wq_dead
 from . import _wq_scripts as scripts
-from ._connect import describe_error
+from ._connect import RedisSettings, describe_error
 from ._group_commit import GroupCommit
 from ._settler import Settler
 from ._wq_delay import delay_ms, put_delayed
 from ._wq_fetch import Fetcher
 from ._wq_stream import StreamQueue
-
-if TYPE_CHECKING:
-    from eventforge.wire import WireCodec
-    from eventforge.workqueue import RetryPolicy
-
-    from ._connect import RedisSettings
 
 __all__ = ["RedisWorkQueueBackend"]
 
