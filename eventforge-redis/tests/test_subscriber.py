@@ -206,3 +206,25 @@ def test_nonblocking_callbacks_run_on_the_reader_and_others_on_the_delivery_thre
         "inline": "eventforge-redis-subscriber",
         "threaded": "eventforge-redis-delivery",
     }
+
+
+def test_subscribing_from_inside_a_callback(make_redis: Callable[..., object]) -> None:
+    """A callback may subscribe without deadlocking: it runs on the delivery thread, so the
+    reader confirms the new subscription meanwhile, and the new subscription works."""
+    transport = make_redis()
+    nested: list[object] = []
+    done: list[str] = []
+
+    def outer(message: Message) -> None:
+        transport.subscribe("inside.nested", lambda m: nested.append(m.payload))  # type: ignore[attr-defined]
+        done.append("subscribed")
+
+    transport.subscribe("inside.outer", outer)  # type: ignore[attr-defined]
+    transport.send(Message("inside.outer", None))  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while not nested and time.monotonic() < deadline:
+        if done:
+            transport.send(Message("inside.nested", "hello"))  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    assert done == ["subscribed"]
+    assert nested[0] == "hello"
