@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from eventforge.errors import TransportClosedError, TransportError
-from eventforge.transport import Backoff, ThreadSupervisor
+from eventforge.transport import Backoff, Counter, ThreadSupervisor
 
 from ._connect import RedisSettings, describe_error, import_redis, is_fatal
 from ._routing import ROUTE_BATCH_SCRIPT
@@ -130,11 +130,12 @@ class Publisher:
         self._fatal: TransportError | None = None
         self._errors: deque[TransportError] = deque(maxlen=100)
         self._conn: Any = None
+        # Sums of a batch, written by the writer thread alone (``dropped`` under self._cond).
         self.published = 0
-        self.dropped = 0  # changed under self._cond
-        self.errors = 0
         self.routed_to_groups = 0
-        self.idle_reconnects = 0
+        self.dropped = 0
+        self.errors = Counter()
+        self.idle_reconnects = Counter()
         self._supervisor: ThreadSupervisor[Any] = ThreadSupervisor(
             "eventforge-redis-publisher",
             self._open,
@@ -331,7 +332,7 @@ class Publisher:
             log.info("idle publisher connection was closed (%s); reconnecting", exc)
             conn.disconnect()
             self._conn = self._open()
-            self.idle_reconnects += 1
+            self.idle_reconnects.bump()
 
     def _send(self, batch: list[_Item]) -> None:
         """Route ``batch`` with as few script calls as the byte bound allows, in one write."""
@@ -417,7 +418,7 @@ class Publisher:
 
     def _fail_item(self, item: _Item, exc: BaseException) -> None:
         """Count a message Redis refused; raise it from the next send/flush or its counter."""
-        self.errors += 1
+        self.errors.bump()
         error = (
             exc
             if isinstance(exc, TransportError)
@@ -446,10 +447,10 @@ class Publisher:
         return {
             "published": self.published,
             "publish_dropped": self.dropped,
-            "publish_errors": self.errors,
+            "publish_errors": self.errors.value,
             "publisher_reconnects": self._supervisor.reconnects.value,
             "publisher_state": self._supervisor.state,
-            "publisher_idle_reconnects": self.idle_reconnects,
+            "publisher_idle_reconnects": self.idle_reconnects.value,
             "routed_to_groups": self.routed_to_groups,
             "publish_backlog": len(self._pending),
         }
