@@ -50,6 +50,8 @@ __all__ = ["Subscriber"]
 log = logging.getLogger("eventforge.transports.redis")
 
 _POLL = 0.2
+_BATCH = 256
+"""Replies the reader takes in one go (while more are buffered) before handing them over."""
 
 _Key = tuple[bytes, bytes]
 
@@ -118,6 +120,12 @@ class Subscriber:
         self._confirm = threading.Condition(self._lock)
         self._conn: Any = None
         self._delivery: DeliveryThread | None = None
+        self._batch: list[tuple[tuple[_Sub, ...], bytes | Message]] = []
+        # Messages handed to the delivery thread, and those it took up: each written by one
+        # thread only, so their difference is the backlog without a lock.
+        self._handed = 0
+        self._taken = 0
+        self._dropped = 0
         self._closed = False
         self._fatal: TransportError | None = None
         self._refusals = 0
@@ -225,7 +233,6 @@ class Subscriber:
         with self._lock:
             channels = sum(1 for k in self._by_key if k[0] == b"s")
             patterns = len(self._by_key) - channels
-        delivery = self._delivery
         supervised = self._supervisor.stats()
         return {
             "received": self._received.value,
@@ -237,8 +244,8 @@ class Subscriber:
             "resubscribes": self._resubscribes.value,
             "connect_failures": supervised["failed_connect_attempts"],
             "subscribe_errors": self._subscribe_errors.value,
-            "delivery_dropped": delivery.dropped if delivery is not None else 0,
-            "delivery_backlog": delivery.depth() if delivery is not None else 0,
+            "delivery_dropped": self._dropped,
+            "delivery_backlog": self._handed - self._taken,
             "subscriptions": len(self._subs),
             "redis_channels": channels,
             "redis_patterns": patterns,
@@ -253,8 +260,10 @@ class Subscriber:
             if self._closed:
                 raise TransportClosedError("RedisTransport is closed; create a new one")
             if self._delivery is None:
+                # Items are batches of at least one message each: the message bound below is
+                # always reached first.
                 self._delivery = DeliveryThread(
-                    "eventforge-redis-delivery", self._deliver_later, self._max_backlog
+                    "eventforge-redis-delivery", self._deliver_batch, self._max_backlog
                 )
                 self._supervisor.start_in_background()
 
@@ -338,13 +347,20 @@ class Subscriber:
         while not supervisor.stopping():
             if conn.can_read(timeout=_POLL):
                 try:
-                    reply = conn.read_response(disable_decoding=True)
-                except self._response_error as exc:  # e.g. NOPERM for one channel
-                    self._refuse(exc)
-                    continue
+                    for _ in range(_BATCH):  # what is buffered already, handed over at once
+                        try:
+                            reply = conn.read_response(disable_decoding=True)
+                        except self._response_error as exc:  # e.g. NOPERM for one channel
+                            self._refuse(exc)
+                        else:
+                            handle(reply)
+                        if not conn.can_read(timeout=0):
+                            break
+                finally:
+                    if self._batch:
+                        self._hand_over()
                 last_rx = time.monotonic()
                 ping_at = None
-                handle(reply)
                 continue
             now = time.monotonic()
             if ping_at is not None:
@@ -379,41 +395,53 @@ class Subscriber:
                 self._confirm.notify_all()
 
     def _dispatch(self, route: _Route | None, data: bytes) -> None:
-        """On the reader: hand the message over; run only nonblocking callbacks here."""
+        """On the reader: run nonblocking callbacks; queue the message for the others."""
         self._received.bump()
         if route is None:
             return
         if not route.inline:
             if route.threaded:
-                self._hand_over(route.threaded, data)
+                self._batch.append((route.threaded, data))
             return
         message = self._decode(data)
         if message is None:
             return
         self._deliver(route.inline, message)
         if route.threaded:
-            self._hand_over(route.threaded, message)
+            self._batch.append((route.threaded, message))
 
-    def _hand_over(self, subs: tuple[_Sub, ...], item: bytes | Message) -> None:
-        delivery = self._delivery
-        assert delivery is not None
-        if not delivery.put((subs, item)):
-            dropped = delivery.dropped
-            if dropped in (1, 10, 100, 1000) or dropped % 10_000 == 0:
+    def _hand_over(self) -> None:
+        """Give the batch read so far to the delivery thread, within ``max_delivery_backlog``."""
+        batch, self._batch = self._batch, []
+        room = max(0, self._max_backlog - (self._handed - self._taken))
+        if len(batch) > room:
+            before = self._dropped
+            self._dropped += len(batch) - room
+            del batch[room:]
+            if _crossed(before, self._dropped):
                 log.warning(
                     "Redis subscriber: %d message(s) dropped so far: the subscription callbacks "
                     "are %d messages behind (max_delivery_backlog); make them faster or hand "
                     "slow work to a queue or an executor",
-                    dropped,
+                    self._dropped,
                     self._max_backlog,
                 )
+            if not batch:
+                return
+        self._handed += len(batch)
+        delivery = self._delivery
+        assert delivery is not None
+        delivery.put((batch,))
 
     # -- the delivery thread -------------------------------------------------------------------------
 
-    def _deliver_later(self, subs: tuple[_Sub, ...], item: bytes | Message) -> None:
-        message = item if isinstance(item, Message) else self._decode(item)
-        if message is not None:
-            self._deliver(subs, message)
+    def _deliver_batch(self, batch: list[tuple[tuple[_Sub, ...], bytes | Message]]) -> None:
+        deliver = self._deliver
+        for subs, item in batch:
+            self._taken += 1  # taken up: no longer waiting, even while its callback runs
+            message = item if isinstance(item, Message) else self._decode(item)
+            if message is not None:
+                deliver(subs, message)
 
     def _decode(self, data: bytes) -> Message | None:
         try:
@@ -439,3 +467,10 @@ class Subscriber:
 
 def _disconnect(conn: Any) -> None:
     conn.disconnect()
+
+
+def _crossed(before: int, after: int) -> bool:
+    """Whether a drop count went past 1, 10, 100, 1000 or a multiple of 10,000 (worth a log)."""
+    return any(before < mark <= after for mark in (1, 10, 100, 1000)) or (
+        after // 10_000 > before // 10_000
+    )
