@@ -117,6 +117,7 @@ class Subscriber:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._confirmed: set[_Key] = set()
+        self._sent: set[_Key] = set()  # subscribed on the current connection (under _write_lock)
         self._confirm = threading.Condition(self._lock)
         self._conn: Any = None
         self._delivery: DeliveryThread | None = None
@@ -210,7 +211,9 @@ class Subscriber:
             self._by_key.pop(sub.key, None)
             self._confirmed.discard(sub.key)
         command = "UNSUBSCRIBE" if sub.key[0] == b"s" else "PUNSUBSCRIBE"
-        self._write(command, sub.key[1])
+        with self._write_lock:
+            self._sent.discard(sub.key)
+            self._write_locked(command, sub.key[1])
         return True
 
     def __len__(self) -> int:
@@ -277,18 +280,23 @@ class Subscriber:
         return conn
 
     def _restore(self, conn: Any) -> None:
-        """Use ``conn`` and subscribe every channel and pattern on it."""
+        """Use ``conn`` and subscribe every channel and pattern on it.
+
+        Under the write lock, so that a subscription added meanwhile is sent exactly once:
+        either it is among the keys subscribed here, or it is sent by ``add`` afterwards.
+        """
         with self._write_lock:
-            self._conn = conn  # first, so that a subscription added meanwhile is sent on it
-        with self._lock:
-            keys = list(self._by_key)
+            self._conn = conn
+            self._sent.clear()
+            with self._lock:
+                keys = list(self._by_key)
+            self._subscribe_locked(keys)
         if self._connected_once and keys:
             self._resubscribes.bump()
             log.info(
                 "Redis subscriber reconnected; resubscribing %d channel(s)/pattern(s)", len(keys)
             )
         self._connected_once = True
-        self._send_subscribe(keys)
 
     def _serve(self, conn: Any) -> None:
         try:
@@ -321,21 +329,34 @@ class Subscriber:
 
     def _write(self, *args: Any) -> None:
         with self._write_lock:
-            conn = self._conn
-            if conn is None:
-                return  # the reader resubscribes everything when it connects
-            try:
-                conn.send_command(*args, check_health=False)
-            except Exception as exc:  # the reader notices the broken link and reconnects
-                log.debug("pub/sub write failed (reader will reconnect): %s", exc)
+            self._write_locked(*args)
+
+    def _write_locked(self, *args: Any) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the reader resubscribes everything when it connects
+        try:
+            conn.send_command(*args, check_health=False)
+        except Exception as exc:  # the reader notices the broken link and reconnects
+            log.debug("pub/sub write failed (reader will reconnect): %s", exc)
 
     def _send_subscribe(self, keys: list[_Key]) -> None:
+        with self._write_lock:
+            self._subscribe_locked(keys)
+
+    def _subscribe_locked(self, keys: list[_Key]) -> None:
+        """SUBSCRIBE / PSUBSCRIBE the ``keys`` not yet sent on this connection (once each, so
+        that one refusal is one refused subscription)."""
+        if self._conn is None:
+            return  # sent by _restore once connected
+        keys = [k for k in keys if k not in self._sent]
+        self._sent.update(keys)
         channels = [k[1] for k in keys if k[0] == b"s"]
         patterns = [k[1] for k in keys if k[0] == b"p"]
         if channels:
-            self._write("SUBSCRIBE", *channels)
+            self._write_locked("SUBSCRIBE", *channels)
         if patterns:
-            self._write("PSUBSCRIBE", *patterns)
+            self._write_locked("PSUBSCRIBE", *patterns)
 
     # -- the reader thread ---------------------------------------------------------------------------
 
