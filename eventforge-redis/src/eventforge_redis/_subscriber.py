@@ -4,9 +4,9 @@ Exact topics use ``SUBSCRIBE``; wildcard patterns ``PSUBSCRIBE`` a glob that may
 than the pattern (Redis's ``*`` also matches dots), and every message is filtered with
 :func:`eventforge.topics.topic_matches`, so ``*`` is one segment and ``**`` any number.
 
-The reader thread only reads: it hands each message to a bounded
-:class:`~eventforge.transport.DeliveryThread`, which decodes it and runs the callbacks in
-arrival order, so a slow callback never delays reading, the health check or the delivery of
+The reader thread only reads: it hands what it read in one go (every reply already buffered,
+up to 256) as one batch to a :class:`~eventforge.transport.DeliveryThread`, which decodes the
+messages and runs the callbacks in arrival order, so a slow callback never delays reading, the health check or the delivery of
 callbacks marked :func:`~eventforge.transport.nonblocking` (reply waiters, hand-offs to a
 handler's own thread), which run on the reader itself. When the callbacks fall
 ``max_delivery_backlog`` messages behind, new messages are dropped and counted
