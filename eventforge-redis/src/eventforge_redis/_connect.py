@@ -10,11 +10,15 @@ happen.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from eventforge.errors import ConfigurationError, TransportError
+from eventforge.transport.urls import mask_url
+
+from ._options import CONNECTION_OPTIONS, OPTIONS, SSL_OPTIONS
 
 __all__ = [
     "RedisAuthError",
@@ -22,6 +26,8 @@ __all__ = [
     "RedisSettings",
     "describe_error",
     "import_redis",
+    "is_fatal",
+    "read_options",
 ]
 
 
@@ -75,65 +81,11 @@ class RedisSettings:
     def from_url(cls, url: str, **overrides: Any) -> RedisSettings:
         """Parse ``redis://[user[:password]@]host[:port][/db]`` or ``rediss://`` (TLS).
 
-        Query options understood: ``db``, ``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile``,
-        ``ssl_keyfile``, ``ssl_check_hostname``, ``socket_timeout``, ``socket_connect_timeout``,
-        ``client_name``.
+        The query may hold any option of :data:`~eventforge_redis._options.OPTIONS` (the
+        transport's own are read and left to the transport); ``overrides`` are keyword options,
+        ``host``, ``port``, ``ssl`` or ``ssl_options``, and win over the URL.
         """
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ConfigurationError(
-                f"unsupported URL scheme {parts.scheme!r} in a Redis URL; use redis:// or "
-                "rediss:// (TLS)",
-                key="url",
-            )
-        try:
-            port = parts.port if parts.port is not None else 6379
-        except ValueError as exc:
-            raise ConfigurationError(f"bad port in Redis URL: {exc}", key="port") from None
-        values: dict[str, Any] = {
-            "host": parts.hostname or "localhost",
-            "port": port,
-            "ssl": parts.scheme == "rediss",
-        }
-        if parts.username:
-            values["username"] = unquote(parts.username)
-        if parts.password is not None:
-            values["password"] = unquote(parts.password)
-        path = parts.path.strip("/")
-        if path:
-            try:
-                values["db"] = int(path)
-            except ValueError:
-                raise ConfigurationError(
-                    f"the path of a Redis URL is the database number, got {path!r}", key="db"
-                ) from None
-        ssl_options: dict[str, Any] = {}
-        for item in filter(None, parts.query.split("&")):
-            key, _, raw = item.partition("=")
-            value = unquote(raw)
-            if key == "db":
-                values["db"] = _int(key, value)
-            elif key in ("socket_timeout", "socket_connect_timeout"):
-                values[key] = _float(key, value)
-            elif key == "client_name":
-                values[key] = value
-            elif key == "ssl_check_hostname":
-                ssl_options[key] = value.lower() in ("1", "true", "yes")
-            elif key in ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-                ssl_options[key] = value
-            else:
-                raise ConfigurationError(
-                    f"unknown option {key!r} in Redis URL; known: db, socket_timeout, "
-                    "socket_connect_timeout, client_name, ssl_cert_reqs, ssl_ca_certs, "
-                    "ssl_certfile, ssl_keyfile, ssl_check_hostname, and for a transport "
-                    "health_check_interval, block, claim_idle, key_prefix, group_maxlen, "
-                    "max_pending",
-                    key=key,
-                )
-        if ssl_options:
-            values["ssl_options"] = ssl_options
-        values.update(overrides)
-        return cls(**values)
+        return read_options(url, overrides)[0]
 
     def with_timeout(self, socket_timeout: float) -> RedisSettings:
         """The same settings with another read timeout (blocking reads need a larger one)."""
@@ -143,6 +95,16 @@ class RedisSettings:
     def address(self) -> str:
         """``host:port/db`` for messages (no credentials)."""
         return f"{self.host}:{self.port}/{self.db}"
+
+    @property
+    def url(self) -> str:
+        """The server's URL with the password masked: ``redis[s]://[user[:***]@]host:port/db``."""
+        user = quote(self.username, safe="") if self.username else ""
+        if self.password is not None:
+            user += ":***"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "rediss" if self.ssl else "redis"
+        return f"{scheme}://{user + '@' if user else ''}{host}:{self.port}/{self.db}"
 
     def connection_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for a redis-py connection or client."""
@@ -197,18 +159,78 @@ def _no_retry() -> Any:
     return redis.retry.Retry(redis.backoff.NoBackoff(), 0)
 
 
-def _int(key: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigurationError(f"{key} must be an int, got {value!r}", key=key) from None
+def read_options(
+    url: str | None, keywords: Mapping[str, Any]
+) -> tuple[RedisSettings, dict[str, Any]]:
+    """The connection settings and the transport's own options, from a URL and keywords.
 
-
-def _float(key: str, value: str) -> float:
+    ``url`` (``None``: ``redis://localhost``) gives the address, TLS (``rediss://``), user,
+    password and database; its query and ``keywords`` give the options of
+    :data:`~eventforge_redis._options.OPTIONS`, keywords winning. ``keywords`` may also hold
+    ``host``, ``port``, ``ssl`` and ``ssl_options`` (a dict handed to redis-py's TLS
+    connection, under the ``ssl_*`` options). The transport's options come back with their
+    defaults filled in.
+    """
+    text = url or "redis://localhost"
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigurationError(
+            f"unsupported URL scheme {parts.scheme!r} in the Redis URL {mask_url(text)!r}; use "
+            "redis:// or rediss:// (TLS)",
+            key="url",
+        )
     try:
-        return float(value)
-    except ValueError:
-        raise ConfigurationError(f"{key} must be a number, got {value!r}", key=key) from None
+        port = parts.port if parts.port is not None else 6379
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"bad port in the Redis URL {mask_url(text)!r}: {exc}", key="port"
+        ) from None
+    options = dict(keywords)
+    address: dict[str, Any] = {
+        "host": parts.hostname or "localhost",
+        "port": port,
+        "ssl": parts.scheme == "rediss",
+        "ssl_options": {},
+    }
+    for key in address:
+        if key in options:
+            address[key] = options.pop(key)
+    from_url: dict[str, Any] = {}
+    if parts.username:
+        from_url["username"] = unquote(parts.username)
+    if parts.password is not None:
+        from_url["password"] = unquote(parts.password)
+    path = parts.path.strip("/")
+    if path:
+        try:
+            from_url["db"] = int(path)
+        except ValueError:
+            raise ConfigurationError(
+                f"the path of a Redis URL is the database number, got {path!r} in "
+                f"{mask_url(text)!r}",
+                key="transport.db",
+            ) from None
+    values = {
+        **OPTIONS.defaults(),
+        **from_url,
+        **OPTIONS.from_query(text),
+        **OPTIONS.from_keywords(options),
+    }
+    ssl_options = dict(address["ssl_options"] or {})
+    ssl_options.update({k: values[k] for k in SSL_OPTIONS if values[k] is not None})
+    settings = RedisSettings(
+        host=address["host"],
+        port=address["port"],
+        db=values["db"],
+        username=values["username"],
+        password=values["password"],
+        ssl=bool(address["ssl"]),
+        ssl_options=ssl_options,
+        socket_timeout=values["socket_timeout"],
+        socket_connect_timeout=values["socket_connect_timeout"],
+        client_name=values["client_name"],
+    )
+    return settings, {k: v for k, v in values.items() if k not in CONNECTION_OPTIONS}
 
 
 def describe_error(exc: BaseException, settings: RedisSettings, doing: str) -> TransportError:

@@ -12,7 +12,9 @@ group is at-least-once.
 Reads block for ``block`` seconds on a connection whose socket timeout is larger, so a blocked
 read never fails spuriously and a dead server is noticed. When the stream or group vanished
 (a server restarted without persistence) the consumer recreates both, registers again and
-counts it in ``groups_recreated``: the loss is reported, never silent.
+counts it in ``groups_recreated``: the loss is reported, never silent. Any other read error
+ends the reader's round: a :class:`~eventforge.transport.ThreadSupervisor` backs off along the
+transport's curve and connects the reader again (refused credentials stop it for good).
 """
 
 from __future__ import annotations
@@ -23,18 +25,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.errors import ProtocolError
+from eventforge.message import Message
+from eventforge.transport import Backoff, Counter, ThreadSupervisor
+from eventforge.wire import WireCodec
 
-from ._connect import describe_error, is_fatal
+from ._connect import RedisSettings, describe_error, is_fatal
 from ._routing import group_registry_entry, group_stream_key
-
-if TYPE_CHECKING:
-    from eventforge.message import Message
-    from eventforge.wire import WireCodec
-
-    from ._connect import RedisSettings
 
 __all__ = ["GroupConsumer", "consumer_name", "prune_consumers"]
 
@@ -80,6 +79,7 @@ class GroupConsumer:
         group: str,
         block: float,
         claim_idle: float,
+        backoff: Backoff,
         on_callback_error: Callable[[Message, BaseException], None],
     ) -> None:
         self.pattern = pattern
@@ -95,24 +95,34 @@ class GroupConsumer:
         self._members: list[tuple[str, Callable[[Message], None]]] = []
         self._turn = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self.consumer = consumer_name()
         self._reader = settings.client(
             socket_timeout=block + settings.socket_timeout, max_connections=1
         )
         self._reader_id: int | None = None
         self.counters = {
-            "group_delivered": 0,
-            "group_redelivered": 0,
-            "group_malformed": 0,
-            "groups_recreated": 0,
-            "group_read_errors": 0,
+            "group_delivered": Counter(),
+            "group_redelivered": Counter(),
+            "group_malformed": Counter(),
+            "groups_recreated": Counter(),
+            "group_read_errors": Counter(),
         }
-        self._ensure_group()
-        self._thread = threading.Thread(
-            target=self._run, name=f"eventforge-redis-group-{group}", daemon=True
+        self._supervisor: ThreadSupervisor[int] = ThreadSupervisor(
+            f"eventforge-redis-group-{group}",
+            self._connect,
+            self._serve,
+            fatal=is_fatal,
+            interrupt=self._unblock,
+            backoff=backoff,
         )
-        self._thread.start()
+        try:
+            self._ensure_group()
+            # The reader connects here: a server or an ACL that refuses it raises from subscribe.
+            self._supervisor.start()
+        except BaseException:
+            self._reader.close()
+            self._leave()
+            raise
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -131,14 +141,7 @@ class GroupConsumer:
 
     def stop(self, *, leave: bool = True) -> None:
         """Stop reading; with ``leave``, drop this consumer and clean up an empty group."""
-        self._stop.set()
-        if self._reader_id is not None:
-            try:
-                self._client.execute_command("CLIENT", "UNBLOCK", self._reader_id)
-            except Exception as exc:
-                log.debug("could not unblock the group reader: %s", exc)
-        if self._thread is not threading.current_thread():
-            self._thread.join(self._block_ms / 1000 + self._settings.socket_timeout + 1)
+        self._supervisor.stop(self._block_ms / 1000 + self._settings.socket_timeout + 1)
         self._reader.close()
         if leave:
             self._leave()
@@ -171,13 +174,26 @@ class GroupConsumer:
         except Exception as exc:
             log.debug("leaving group %r: %s", self.group, exc)
 
-    def _run(self) -> None:
-        backoff = 0.05
+    def _unblock(self) -> None:
+        """Wake the reader from its blocking read (on stop)."""
+        if self._reader_id is not None:
+            self._client.execute_command("CLIENT", "UNBLOCK", self._reader_id)
+
+    def _connect(self) -> int:
+        """Connect the reader (its first command does); its client id lets stop() unblock it."""
+        try:
+            self._reader_id = int(self._reader.client_id())
+        except Exception as exc:
+            self.counters["group_read_errors"].bump()
+            raise describe_error(exc, self._settings, f"reading group {self.group!r}") from exc
+        return self._reader_id
+
+    def _serve(self, reader_id: int) -> None:
+        """Read, hand out and acknowledge until stopped; raise when a read failed."""
         last_claim = 0.0
-        while not self._stop.is_set():
+        supervisor = self._supervisor
+        while not supervisor.stopping():
             try:
-                if self._reader_id is None:
-                    self._reader_id = int(self._reader.client_id())
                 now = time.monotonic()
                 if now - last_claim >= self._claim_idle_ms / 2000:
                     last_claim = now
@@ -189,15 +205,13 @@ class GroupConsumer:
                     count=_BATCH,
                     block=self._block_ms,
                 )
-                backoff = 0.05
                 for _stream, entries in reply or ():
                     self._process(entries, redelivered=False)
             except Exception as exc:
-                if self._stop.is_set():
+                if supervisor.stopping():
                     return
-                self._reader_id = None
                 if "NOGROUP" in str(exc):
-                    self.counters["groups_recreated"] += 1
+                    self.counters["groups_recreated"].bump()
                     log.warning(
                         "stream %r or its group %r vanished (was Redis restarted without "
                         "persistence?); messages routed to it were lost. Recreating it",
@@ -209,20 +223,13 @@ class GroupConsumer:
                     except Exception as again:
                         log.warning("recreating group %r failed: %s", self.group, again)
                     continue
-                error = describe_error(exc, self._settings, f"reading group {self.group!r}")
-                self.counters["group_read_errors"] += 1
-                if is_fatal(error):
-                    log.error("group consumer %r stopped: %s", self.group, error)
-                    return
-                log.warning(
-                    "group %r read failed (retrying in %.2fs): %s", self.group, backoff, error
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+                self._reader_id = None
+                self.counters["group_read_errors"].bump()
+                raise describe_error(exc, self._settings, f"reading group {self.group!r}") from exc
 
     def _claim(self) -> None:
         start = "0-0"
-        while not self._stop.is_set():
+        while not self._supervisor.stopping():
             result: Any = self._reader.xautoclaim(
                 self.stream, self.group, self.consumer, self._claim_idle_ms, start, count=_BATCH
             )
@@ -248,7 +255,7 @@ class GroupConsumer:
                     raise ProtocolError("stream entry has no 'data' field")
                 message = self._codec.decode(data)
             except ProtocolError as exc:
-                self.counters["group_malformed"] += 1
+                self.counters["group_malformed"].bump()
                 log.warning("dropped malformed entry %s of %r: %s", entry_id, self.stream, exc)
                 self._client.xadd(f"{self.stream}:dead", {**fields, b"reason": str(exc)})
                 done.append(entry_id)
@@ -259,7 +266,7 @@ class GroupConsumer:
                     callback(message)
                 except Exception as exc:
                     self._on_callback_error(message, exc)
-                self.counters["group_redelivered" if redelivered else "group_delivered"] += 1
+                self.counters["group_redelivered" if redelivered else "group_delivered"].bump()
             done.append(entry_id)
         if done:
             pipe = self._client.pipeline(transaction=False)

@@ -24,7 +24,9 @@ the route script's receivers of ``PUBLISH`` and group streams appended to for th
 
 Fault behaviour (at-most-once, like ``PUBLISH`` itself): when the link fails, the messages of
 the batch on the wire and those still queued are dropped and counted in ``dropped``, and
-``send`` raises :class:`~eventforge.errors.TransportError` until the writer has reconnected.
+``send`` raises :class:`~eventforge.errors.TransportError` until the writer has reconnected (a
+:class:`~eventforge.transport.ThreadSupervisor` runs the writer: it reconnects along the
+transport's backoff curve and loads the route script on every new connection).
 A message Redis refuses (for example an ACL ``NOPERM`` on its channel) fails alone: the
 others in its script call are published; the refusal is counted in ``errors`` and raised by
 the next ``send`` or ``flush`` (or by the ``send_counted`` waiting for that message). A script
@@ -41,15 +43,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eventforge.errors import TransportClosedError, TransportError
+from eventforge.transport import Backoff, Counter, ThreadSupervisor
 
-from ._connect import describe_error, import_redis, is_fatal
+from ._connect import RedisSettings, describe_error, import_redis, is_fatal
 from ._routing import ROUTE_BATCH_SCRIPT
-
-if TYPE_CHECKING:
-    from ._connect import RedisSettings
 
 __all__ = ["Counted", "Publisher"]
 
@@ -63,7 +63,6 @@ _MAX_NOSCRIPT_RETRIES = 3
 # Topics remembered with whether they reached a group (for cutting calls); forgotten all at
 # once when full.
 _MAX_KNOWN_TOPICS = 4096
-_MAX_BACKOFF = 1.0
 
 
 class Counted:
@@ -103,6 +102,7 @@ class Publisher:
         group_maxlen: int,
         max_pending: int,
         idle_check: float,
+        backoff: Backoff,
     ) -> None:
         self._settings = settings
         self._idle_check = idle_check
@@ -130,17 +130,25 @@ class Publisher:
         self._fatal: TransportError | None = None
         self._errors: deque[TransportError] = deque(maxlen=100)
         self._conn: Any = None
+        # Sums of a batch, written by the writer thread alone (``dropped`` under self._cond).
         self.published = 0
-        self.dropped = 0
-        self.errors = 0
-        self.reconnects = 0
         self.routed_to_groups = 0
-        self.idle_reconnects = 0
-        self._connect()  # surfaces wrong credentials / NOPERM / unreachable at construction
-        self._thread = threading.Thread(
-            target=self._run, name="eventforge-redis-publisher", daemon=True
+        self.dropped = 0
+        self.errors = Counter()
+        self.idle_reconnects = Counter()
+        self._supervisor: ThreadSupervisor[Any] = ThreadSupervisor(
+            "eventforge-redis-publisher",
+            self._open,
+            self._serve,
+            restore=self._restored,
+            release=self._release,
+            fatal=is_fatal,
+            on_failed=self._failed,
+            backoff=backoff,
         )
-        self._thread.start()
+        # The first connection is made here: wrong credentials, NOPERM or an unreachable
+        # server raise from the constructor, once, and nothing is retried.
+        self._conn = self._supervisor.start()
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -156,7 +164,8 @@ class Publisher:
             raise self._errors.popleft()
         down = self._down
         if down is not None:
-            self.dropped += 1
+            with self._cond:
+                self.dropped += 1
             raise TransportError(f"message on {topic.decode()!r} not published: {down}")
         with self._cond:
             if len(self._pending) >= self._max_pending:
@@ -183,7 +192,7 @@ class Publisher:
         counted = Counted()
         self.submit(topic, data, timeout, counted)
         while not counted.done.wait(0.5):
-            if not self._thread.is_alive():  # stopped by close() or a credentials error
+            if not self._supervisor.running:  # stopped by close() or a credentials error
                 counted.fail(
                     self._fatal
                     or TransportClosedError("RedisTransport is closed; create a new one")
@@ -222,7 +231,7 @@ class Publisher:
             self._pending.clear()
             self.dropped += dropped
             self._cond.notify_all()
-        self._thread.join(timeout)
+        self._supervisor.stop(timeout)
         conn = self._conn
         if conn is not None:
             conn.disconnect()
@@ -234,7 +243,8 @@ class Publisher:
 
     # -- writer thread ---------------------------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _open(self) -> Any:
+        """A new connection with the route script loaded."""
         conn = self._settings.connection()
         try:
             conn.connect()
@@ -243,9 +253,38 @@ class Publisher:
         except Exception as exc:
             conn.disconnect()
             raise describe_error(exc, self._settings, "connecting the publisher") from exc
-        self._conn = conn
+        return conn
 
-    def _run(self) -> None:
+    def _restored(self, conn: Any) -> None:
+        """A new connection after a link failure: publishing works again."""
+        self._conn = conn
+        self._down = None
+        log.info("Redis publisher reconnected to %s", self._settings.address)
+
+    def _release(self, conn: Any) -> None:
+        current, self._conn = self._conn, None
+        conn.disconnect()
+        if current is not None and current is not conn:
+            current.disconnect()  # the replacement of an idle connection
+
+    def _failed(self, exc: BaseException) -> None:
+        """Credentials or permissions were refused on a reconnect: retrying cannot help.
+
+        ``submit`` raises this error from now on; anything still queued is dropped and counted.
+        """
+        error = exc if isinstance(exc, TransportError) else TransportError(str(exc))
+        with self._cond:
+            self._fatal = error
+            lost = len(self._pending)
+            _fail_waiting(list(self._pending), error)
+            self._pending.clear()
+            self.dropped += lost
+            self._cond.notify_all()
+        log.error("Redis publisher stopped: %s", error)
+
+    def _serve(self, conn: Any) -> None:
+        """The writer loop on ``conn``; raises when the link failed (the supervisor reconnects)."""
+        self._conn = conn
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
@@ -268,20 +307,11 @@ class Publisher:
                 )
                 # Messages already answered were published (or refused); the rest are lost.
                 self._on_link_failure(exc, len(batch) - self._settled)
+                raise
             finally:
                 with self._cond:
                     self._inflight = 0
                     self._cond.notify_all()
-            if self._fatal is not None:
-                # Credentials or permissions were refused: retrying cannot help. ``submit``
-                # raises this error from now on; anything still queued is dropped and counted.
-                with self._cond:
-                    lost = len(self._pending)
-                    _fail_waiting(list(self._pending), self._fatal)
-                    self._pending.clear()
-                    self.dropped += lost
-                    self._cond.notify_all()
-                return
 
     def _closed_by_peer(self) -> bool:
         """Nothing is ever unsolicited on this connection: readable before a send means the
@@ -301,9 +331,8 @@ class Publisher:
         except Exception as exc:
             log.info("idle publisher connection was closed (%s); reconnecting", exc)
             conn.disconnect()
-            self._conn = None
-            self._connect()
-            self.idle_reconnects += 1
+            self._conn = self._open()
+            self.idle_reconnects.bump()
 
     def _send(self, batch: list[_Item]) -> None:
         """Route ``batch`` with as few script calls as the byte bound allows, in one write."""
@@ -389,7 +418,7 @@ class Publisher:
 
     def _fail_item(self, item: _Item, exc: BaseException) -> None:
         """Count a message Redis refused; raise it from the next send/flush or its counter."""
-        self.errors += 1
+        self.errors.bump()
         error = (
             exc
             if isinstance(exc, TransportError)
@@ -402,6 +431,7 @@ class Publisher:
         log.error("publish on %r failed: %s", item[0].decode(), exc)
 
     def _on_link_failure(self, exc: BaseException, in_batch: int) -> None:
+        """Drop what was queued (counted) and make ``submit`` raise until the link is back."""
         error = describe_error(exc, self._settings, "publishing")
         with self._cond:
             lost = in_batch + len(self._pending)
@@ -411,34 +441,16 @@ class Publisher:
             self._down = error
             self._cond.notify_all()
         log.warning("Redis publisher link failed, %d message(s) dropped: %s", lost, error)
-        if self._conn is not None:
-            self._conn.disconnect()
-            self._conn = None
-        backoff = 0.05
-        while not self._closing:
-            try:
-                self._connect()
-            except TransportError as failure:
-                if is_fatal(failure):
-                    self._fatal = failure
-                    log.error("Redis publisher stopped: %s", failure)
-                    return
-                time.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
-                continue
-            self.reconnects += 1
-            self._down = None
-            log.info("Redis publisher reconnected to %s", self._settings.address)
-            return
 
     def stats(self) -> dict[str, Any]:
         """Publish counters."""
         return {
             "published": self.published,
             "publish_dropped": self.dropped,
-            "publish_errors": self.errors,
-            "publisher_reconnects": self.reconnects,
-            "publisher_idle_reconnects": self.idle_reconnects,
+            "publish_errors": self.errors.value,
+            "publisher_reconnects": self._supervisor.reconnects.value,
+            "publisher_state": self._supervisor.state,
+            "publisher_idle_reconnects": self.idle_reconnects.value,
             "routed_to_groups": self.routed_to_groups,
             "publish_backlog": len(self._pending),
         }

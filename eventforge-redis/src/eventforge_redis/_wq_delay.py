@@ -7,26 +7,18 @@ need not agree); consumers move due items into the stream every 50 ms at most.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from typing import Any, Protocol
 
 from eventforge.message import Message
 from eventforge.transport import NOT_BEFORE_HEADER
 
 from . import _wq_scripts as scripts
 from ._connect import describe_error
+from ._wq_stream import StreamQueue
 
 __all__ = ["delay_ms", "put_delayed"]
 
-_SHA = hashlib.sha1(scripts.DELAY.encode()).hexdigest()
-
-
-class _Queue(Protocol):
-    name: str
-    stream: str
-    _client: Any
-    _settings: Any
+_DELAY = scripts.Script(scripts.DELAY)
 
 
 def delay_ms(message: Message) -> int:
@@ -37,21 +29,12 @@ def delay_ms(message: Message) -> int:
     return max(0, round((float(due) - time.time()) * 1000))
 
 
-def _delay(client: Any, *args: Any) -> Any:
-    try:
-        return client.evalsha(_SHA, 0, *args)
-    except Exception as exc:
-        if type(exc).__name__ != "NoScriptError":
-            raise
-        return client.eval(scripts.DELAY, 0, *args)
-
-
-def put_delayed(queue: _Queue, items: list[tuple[Message, bytes]]) -> None:
+def put_delayed(queue: StreamQueue, items: list[tuple[Message, bytes]]) -> None:
     """Keep each ``(message, encoded)`` in the queue's delayed set until it is due."""
     try:
         for message, data in items:
-            _delay(queue._client, queue.stream, f"p:{message.id}", data, delay_ms(message))
+            _DELAY(queue.client, queue.stream, f"p:{message.id}", data, delay_ms(message))
     except Exception as exc:
         raise describe_error(
-            exc, queue._settings, f"putting a delayed item into work queue {queue.name!r}"
+            exc, queue.settings, f"putting a delayed item into work queue {queue.name!r}"
         ) from exc

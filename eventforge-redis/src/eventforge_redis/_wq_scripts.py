@@ -6,7 +6,27 @@ Keys, for a queue stream ``S``: ``S`` (the items), ``S:dead`` (dead letters), ``
 
 from __future__ import annotations
 
-__all__ = ["ACK_MANY", "CLAIM", "DELAY", "PROMOTE", "SETTLE", "TOUCH"]
+import hashlib
+from typing import Any
+
+__all__ = ["ACK_MANY", "CLAIM", "DELAY", "PROMOTE", "SETTLE", "TOUCH", "Script"]
+
+
+class Script:
+    """A Lua script called by SHA, loaded again when the server lost it (a restart)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: Any, *args: Any) -> Any:
+        try:
+            return client.evalsha(self.sha, 0, *args)
+        except Exception as exc:
+            if type(exc).__name__ != "NoScriptError":
+                raise
+            return client.eval(self.source, 0, *args)
+
 
 SETTLE = r"""
 -- ARGV: mode (ack|nack|dead), stream, group, entry id, expected delivery count, ...

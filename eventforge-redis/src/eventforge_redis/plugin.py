@@ -1,6 +1,8 @@
-"""Hook implementations of eventforge-redis.
+"""Hook implementations of eventforge-redis, and what the transport declares it can do.
 
-Imports only eventforge and the standard library: listing plugins never imports redis.
+Imports only eventforge and the standard library, absolutely: plugin discovery runs this file
+on its own, without importing the package, so listing plugins never imports redis or the
+transport. :data:`CAPABILITIES` is declared here once; the transport class reuses it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,20 @@ from eventforge.hookspecs import hookimpl
 from eventforge.plugins import TransportSpec
 from eventforge.transport import Capability
 
-__all__ = ["eventforge_transports"]
+__all__ = ["CAPABILITIES", "eventforge_transports"]
+
+CAPABILITIES: frozenset[str] = frozenset(
+    {
+        Capability.WILDCARDS,
+        Capability.GROUPS,
+        Capability.HEADERS,
+        Capability.ORDERED,
+        Capability.CROSS_PROCESS,
+        Capability.DURABLE,
+        Capability.CLAIMS,
+        Capability.NONBLOCKING_INLINE,
+    }
+)
 
 
 @hookimpl
@@ -21,17 +36,7 @@ def eventforge_transports() -> list[TransportSpec]:
             target="eventforge_redis.transport:RedisTransport",
             summary="Redis pub/sub, consumer groups and durable work queues on Redis Streams.",
             schemes=("redis", "rediss"),
-            capabilities=frozenset(
-                {
-                    Capability.WILDCARDS,
-                    Capability.GROUPS,
-                    Capability.HEADERS,
-                    Capability.ORDERED,
-                    Capability.CROSS_PROCESS,
-                    Capability.DURABLE,
-                    Capability.CLAIMS,
-                }
-            ),
+            capabilities=CAPABILITIES,
             requires=("redis",),
             exports=(
                 "RedisTransport",

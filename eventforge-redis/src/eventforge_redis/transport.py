@@ -13,31 +13,31 @@ Every message travels as the same JSON envelope as on TCP (:mod:`eventforge.wire
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
-import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, ClassVar
 
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import Callback, Capability, Transport
+from eventforge.transport import Backoff, Callback, Counter, RetryPolicy, Transport
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
+from eventforge.wire.serializers import Serializer
 
-from ._connect import RedisAuthError, RedisPermissionError, RedisSettings, describe_error
+from ._connect import (
+    RedisAuthError,
+    RedisPermissionError,
+    RedisSettings,
+    describe_error,
+    read_options,
+)
 from ._groups import GroupConsumer
+from ._options import CONNECTION_OPTIONS, OPTIONS
 from ._publisher import Counted, Publisher
 from ._subscriber import Subscriber
-
-if TYPE_CHECKING:
-    from eventforge.transport import RetryPolicy
-    from eventforge.wire.serializers import Serializer
-
-    from .workqueue import RedisWorkQueueBackend
+from .plugin import CAPABILITIES
+from .workqueue import RedisWorkQueueBackend
 
 __all__ = [
     "CAPABILITIES",
@@ -48,18 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("eventforge.transports.redis")
-
-CAPABILITIES: frozenset[str] = frozenset(
-    {
-        Capability.WILDCARDS,
-        Capability.GROUPS,
-        Capability.HEADERS,
-        Capability.ORDERED,
-        Capability.CROSS_PROCESS,
-        Capability.DURABLE,
-        Capability.CLAIMS,
-    }
-)
 
 
 class _ReportedCount(Counted):
@@ -108,59 +96,42 @@ class RedisTransport(Transport):
         host: str = "localhost",
         port: int = 6379,
         *,
-        db: int = 0,
-        username: str | None = None,
-        password: str | None = None,
+        settings: RedisSettings | None = None,
         ssl: bool = False,
         ssl_options: dict[str, Any] | None = None,
-        settings: RedisSettings | None = None,
-        socket_timeout: float = 5.0,
-        socket_connect_timeout: float = 5.0,
-        health_check_interval: float = 10.0,
-        block: float = 1.0,
-        claim_idle: float = 30.0,
-        key_prefix: str = "eventforge",
-        group_maxlen: int = 100_000,
-        max_pending: int = 10_000,
         serializer: str | Serializer | None = None,
         trusted: bool = False,
         max_size: int = DEFAULT_MAX_SIZE,
-        client_name: str | None = None,
+        **options: Any,
     ) -> None:
         if settings is None:
-            settings = RedisSettings(
-                host=host,
-                port=port,
-                db=db,
-                username=username,
-                password=password,
-                ssl=ssl,
-                ssl_options=dict(ssl_options or {}),
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
-                client_name=client_name,
+            settings, values = read_options(
+                None,
+                {"host": host, "port": port, "ssl": ssl, "ssl_options": ssl_options, **options},
             )
-        for key, value in (
-            ("health_check_interval", health_check_interval),
-            ("block", block),
-            ("claim_idle", claim_idle),
-        ):
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"{key} must be a positive number, got {value!r}", key=key)
-        if not key_prefix or any(c.isspace() for c in key_prefix):
-            raise ConfigurationError(
-                f"key_prefix must be a non-empty string without spaces, got {key_prefix!r}",
-                key="key_prefix",
-            )
+        else:
+            given = sorted(CONNECTION_OPTIONS & options.keys())
+            if given:
+                raise ConfigurationError(
+                    f"give the connection options {given} inside settings=, not beside it",
+                    key=f"transport.{given[0]}",
+                )
+            values = {
+                k: v for k, v in OPTIONS.read(None, options).items() if k not in CONNECTION_OPTIONS
+            }
         self.settings = settings
-        self.key_prefix = key_prefix
-        self.block = float(block)
-        self.claim_idle = float(claim_idle)
-        self.health_check_interval = float(health_check_interval)
+        self.key_prefix: str = values["key_prefix"]
+        self.block: float = values["block"]
+        self.claim_idle: float = values["claim_idle"]
+        self.health_check_interval: float = values["health_check_interval"]
+        self.backoff = Backoff(
+            initial=values["reconnect_initial"],
+            cap=max(values["reconnect_max"], values["reconnect_initial"]),
+        )
         self._codec = WireCodec(serializer, trusted=trusted, max_size=max_size)
         self._closed = False
         self._lock = threading.Lock()
-        self._callback_errors = 0
+        self._callback_errors = Counter()
         self._client = settings.client()
         try:
             self._client.ping()
@@ -170,10 +141,11 @@ class RedisTransport(Transport):
         try:
             self._publisher = Publisher(
                 settings,
-                prefix=key_prefix,
-                group_maxlen=group_maxlen,
-                max_pending=max_pending,
+                prefix=self.key_prefix,
+                group_maxlen=values["group_maxlen"],
+                max_pending=values["max_pending"],
                 idle_check=self.health_check_interval,
+                backoff=self.backoff,
             )
         except Exception:
             self._client.close()
@@ -183,6 +155,8 @@ class RedisTransport(Transport):
             self._codec,
             health_check_interval=self.health_check_interval,
             ping_timeout=settings.socket_timeout,
+            max_backlog=values["max_delivery_backlog"],
+            backoff=self.backoff,
             on_callback_error=self._callback_failed,
         )
         self._groups: dict[tuple[str, str], GroupConsumer] = {}
@@ -194,16 +168,19 @@ class RedisTransport(Transport):
     def from_url(cls, url: str, **options: Any) -> RedisTransport:
         """``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS.
 
-        The query may hold the connection options of :meth:`RedisSettings.from_url` and the
-        transport's own numeric and text settings (``health_check_interval``, ``block``,
-        ``claim_idle``, ``key_prefix``, ``group_maxlen``, ``max_pending``), exactly as the
-        keyword arguments take them; keyword ``options`` win over the URL.
+        The query may hold any option of the transport (see ``docs/transports/redis.md``:
+        connection options such as ``socket_timeout`` or ``ssl_check_hostname``, and the
+        transport's own such as ``health_check_interval``, ``block``, ``claim_idle``,
+        ``key_prefix``), spelled as the keyword takes it; keyword ``options`` win over the URL.
         """
-        url, from_query = _transport_query(url)
-        options = {**from_query, **options}
-        settings_keys = {f.name for f in dataclasses.fields(RedisSettings)}
-        overrides = {k: options.pop(k) for k in list(options) if k in settings_keys}
-        return cls(settings=RedisSettings.from_url(url, **overrides), **options)
+        codec = {k: options.pop(k) for k in ("serializer", "trusted", "max_size") if k in options}
+        settings, values = read_options(url, options)
+        return cls(settings=settings, **codec, **values)
+
+    @property
+    def url(self) -> str:
+        """The server's URL, password masked."""
+        return self.settings.url
 
     # -- the contract ------------------------------------------------------------------------------
 
@@ -275,33 +252,6 @@ class RedisTransport(Transport):
         self._check_open()
         return self._publisher.flush(timeout)
 
-    def receive(self, topic: str, timeout: float | None = None) -> Message | None:
-        """Wait for the next message published on ``topic`` after this call subscribed."""
-        box: queue.SimpleQueue[Message] = queue.SimpleQueue()
-        sub_id = self._subscribe_plain(topic, box.put)
-        try:
-            return box.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        finally:
-            self._subscriber.remove(sub_id)
-
-    async def receive_async(self, topic: str, timeout: float | None = None) -> Message | None:
-        """Like :meth:`receive`, awaiting without blocking the running loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
-
-        def offer(message: Message) -> None:
-            loop.call_soon_threadsafe(_resolve, future, message)
-
-        sub_id = await asyncio.to_thread(self._subscribe_plain, topic, offer)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            self._subscriber.remove(sub_id)
-
     def subscribe(self, topic: str, callback: Callback, *, group: str | None = None) -> str:
         """Subscribe; with ``group``, each message goes to one member of the group (any process).
 
@@ -330,6 +280,7 @@ class RedisTransport(Transport):
                     group=group,
                     block=self.block,
                     claim_idle=self.claim_idle,
+                    backoff=self.backoff,
                     on_callback_error=self._callback_failed,
                 )
                 self._groups[(topic, group)] = consumer
@@ -388,8 +339,6 @@ class RedisTransport(Transport):
         self, name: str, policy: RetryPolicy, **options: Any
     ) -> RedisWorkQueueBackend:
         """A durable work queue on a Redis stream (see :class:`RedisWorkQueueBackend`)."""
-        from .workqueue import RedisWorkQueueBackend
-
         self._check_open()
         options.setdefault("block", self.block)
         options.setdefault("claim_idle", self.claim_idle)
@@ -410,17 +359,20 @@ class RedisTransport(Transport):
         result: dict[str, Any] = {
             **self._publisher.stats(),
             **self._subscriber.stats(),
-            "callback_errors": self._callback_errors,
+            "callback_errors": self._callback_errors.value,
             "groups": len(self._groups),
         }
         result["sent"] = result["published"]
         totals: dict[str, int] = {}
         for consumer in list(self._groups.values()):
-            for key, value in consumer.counters.items():
-                totals[key] = totals.get(key, 0) + value
+            for key, counter in consumer.counters.items():
+                totals[key] = totals.get(key, 0) + counter.value
         result.update(totals)
         result["dropped"] = (
-            result["publish_dropped"] + result["malformed"] + totals.get("group_malformed", 0)
+            result["publish_dropped"]
+            + result["malformed"]
+            + result["delivery_dropped"]
+            + totals.get("group_malformed", 0)
         )
         return result
 
@@ -444,44 +396,9 @@ class RedisTransport(Transport):
             raise TransportClosedError("RedisTransport is closed; create a new one")
 
     def _callback_failed(self, message: Message, exc: BaseException) -> None:
-        self._callback_errors += 1
+        self._callback_errors.bump()
         log.error("subscription callback raised for topic %r: %r", message.topic, exc, exc_info=exc)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._subscriber)} subscriptions"
         return f"RedisTransport({self.settings.address}, {state})"
-
-
-_QUERY_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "health_check_interval": float,
-    "block": float,
-    "claim_idle": float,
-    "key_prefix": str,
-    "group_maxlen": int,
-    "max_pending": int,
-}
-
-
-def _transport_query(url: str) -> tuple[str, dict[str, Any]]:
-    """Take the transport's own options out of ``url``'s query; return the rest of the URL."""
-    parts = urlsplit(url)
-    kept: list[tuple[str, str]] = []
-    taken: dict[str, Any] = {}
-    for key, text in parse_qsl(parts.query, keep_blank_values=True):
-        convert = _QUERY_OPTIONS.get(key)
-        if convert is None:
-            kept.append((key, text))
-            continue
-        try:
-            taken[key] = convert(text)
-        except ValueError:
-            kind = "a number" if convert is float else "an int" if convert is int else "text"
-            raise ConfigurationError(
-                f"{key} in the Redis URL must be {kind}, got {text!r}", key=key
-            ) from None
-    return urlunsplit(parts._replace(query=urlencode(kept))), taken
-
-
-def _resolve(future: asyncio.Future[Message], message: Message) -> None:
-    if not future.done():
-        future.set_result(message)

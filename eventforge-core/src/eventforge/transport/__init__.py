@@ -39,6 +39,9 @@ from eventforge.transport._base import (
     SupervisorFailed as SupervisorFailed,
 )
 from eventforge.transport._base import (
+    ThreadSupervisor as ThreadSupervisor,
+)
+from eventforge.transport._base import (
     Transport as Transport,
 )
 from eventforge.transport._base import (
@@ -115,6 +118,7 @@ __all__ = [
     "RetryPolicy",
     "Supervisor",
     "SupervisorFailed",
+    "ThreadSupervisor",
     "Transport",
     "Waiter",
     "WorkQueueBackend",

@@ -2,7 +2,8 @@
 
 The kit (public here for third-party transports): :class:`Backoff`, :class:`Counter`,
 :class:`Option` / :class:`OptionTable` and their converters, :class:`Supervisor` (connect, serve,
-reconnect with backoff, restore), :class:`DeliveryThread` (the bounded hand-over from I/O to
+reconnect with backoff, restore) and :class:`ThreadSupervisor` (the same loop on a thread, for
+clients with blocking sockets), :class:`DeliveryThread` (the bounded hand-over from I/O to
 callbacks) and its batching mode :class:`BatchDeliveryThread` (one hand-over per read),
 :class:`Waiter` (the first message of a temporary subscription) and the shared
 background event loop that asyncio clients live on (:func:`background_loop`,
@@ -11,8 +12,8 @@ background event loop that asyncio clients live on (:func:`background_loop`,
 A third-party transport writes five methods of :class:`Transport` (``send``, ``subscribe``,
 ``unsubscribe``, ``close``, and ``receive`` when it buffers messages itself; the default
 ``receive`` waits on a temporary subscription). Every other method is declared here with a
-default that is correct for any transport; a transport overrides one when it can do better. Everything richer is an
-optional *capability* that the transport declares in ``capabilities``; the layers above use a
+default that is correct for any transport; a transport overrides one when it can do better.
+Everything richer is an optional *capability* that the transport declares in ``capabilities``; the layers above use a
 capability only when it is declared, fall back where they honestly can, and otherwise refuse at
 configuration time (:func:`require_capability`).
 """
@@ -42,6 +43,7 @@ from eventforge.transport._kit import (
 )
 from eventforge.transport._loop import BackgroundLoop, BoundLoop, background_loop
 from eventforge.transport._supervisor import Supervisor, SupervisorFailed
+from eventforge.transport._thread_supervisor import ThreadSupervisor
 from eventforge.transport._waiter import Waiter
 from eventforge.transport._workqueue import RetryPolicy, WorkQueueBackend
 
@@ -61,6 +63,7 @@ __all__ = [
     "OptionTable",
     "Supervisor",
     "SupervisorFailed",
+    "ThreadSupervisor",
     "Transport",
     "Waiter",
     "background_loop",

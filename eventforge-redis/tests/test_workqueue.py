@@ -1,8 +1,10 @@
-"""Redis work queue: a settle by a consumer whose entry was taken over is reported stale."""
+"""The Redis work-queue backend: a settle by a consumer whose entry was taken over is reported
+stale, and a delivery in progress keeps its entry from being taken over."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -88,3 +90,24 @@ def test_a_fresh_ack_is_batched(make_redis: Callable[..., object]) -> None:
         assert queue.join(10)
     finally:
         queue.close()
+
+
+def test_in_progress_keeps_an_entry_from_being_taken_over(
+    make_redis: Callable[..., object],
+) -> None:
+    """``delivery.in_progress()`` resets the idle time, so a slow but alive worker keeps its item."""
+    transport = make_redis(claim_idle=1.0, block=0.1)
+    name = f"touch-{os.urandom(3).hex()}"
+    worker = WorkQueue(name, transport=transport, retry=RetryPolicy())  # type: ignore[arg-type]
+    other = WorkQueue(name, backend=transport.work_queue_backend(name, RetryPolicy()))  # type: ignore[attr-defined]
+    worker.put("slow job")
+    delivery = worker.get(timeout=10)
+    assert delivery is not None
+    for _ in range(12):  # 2.4 s of work, over twice claim_idle
+        time.sleep(0.2)
+        delivery.in_progress()
+        assert other.get(timeout=0.01) is None
+    delivery.ack()
+    assert worker.join(10)
+    worker.close()
+    other.close()

@@ -152,13 +152,15 @@ def test_publisher_stops_when_a_reconnect_is_refused(
         admin.config_set("requirepass", "second-secret")
         admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         admin.close()
-        publisher = transport._publisher
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and publisher._thread.is_alive():
+        while time.monotonic() < deadline and transport.stats()["publisher_state"] != "failed":
             with contextlib.suppress(Exception):  # the link is failing; errors are expected
                 transport.send(Message("auth.t", 2))
             time.sleep(0.05)
-        assert not publisher._thread.is_alive(), "the writer kept retrying refused credentials"
+        stats = transport.stats()
+        assert stats["publisher_state"] == "failed", "the writer kept retrying refused credentials"
+        assert not any(t.name == "eventforge-redis-publisher" and t.is_alive()
+                       for t in threading.enumerate()), "the writer thread is still running"  # fmt: skip
         with pytest.raises(RedisAuthError):
             transport.send(Message("auth.t", 3))
         assert "second-secret" not in repr(transport)
