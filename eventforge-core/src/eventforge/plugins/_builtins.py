@@ -9,7 +9,11 @@ from eventforge.plugins._records import (
     TransportSpec,
 )
 from eventforge.plugins.hookspecs import hookimpl
-from eventforge.transport import Capability
+from eventforge.transport import (
+    LOCAL_CAPABILITIES,
+    MEMORY_CAPABILITIES,
+    ROUNDTRIP_CAPABILITIES,
+)
 
 __all__: list[str] = []
 
@@ -23,17 +27,7 @@ def eventforge_transports() -> list[TransportSpec]:
             summary="In-process, thread-safe, zero serialization (the default).",
             aliases=("mem", "inprocess"),
             schemes=("memory",),
-            capabilities=frozenset(
-                {
-                    Capability.WILDCARDS,
-                    Capability.GROUPS,
-                    Capability.HEADERS,
-                    Capability.ORDERED,
-                    Capability.BUFFERED_RECEIVE,
-                    Capability.ZERO_COPY,
-                    Capability.CLAIMS,
-                }
-            ),
+            capabilities=MEMORY_CAPABILITIES,
             exports=("MemoryTransport",),
         ),
         TransportSpec(
@@ -42,19 +36,7 @@ def eventforge_transports() -> list[TransportSpec]:
             summary="Durable, broker-less messaging between processes of one machine (SQLite).",
             aliases=("sqlite",),
             schemes=("local",),
-            capabilities=frozenset(
-                {
-                    Capability.WILDCARDS,
-                    Capability.GROUPS,
-                    Capability.HEADERS,
-                    Capability.ORDERED,
-                    Capability.CROSS_PROCESS,
-                    Capability.DURABLE,
-                    Capability.DURABLE_SUBSCRIPTIONS,
-                    Capability.NONBLOCKING_INLINE,
-                    Capability.CLAIMS,
-                }
-            ),
+            capabilities=LOCAL_CAPABILITIES,
             exports=("LocalTransport",),
         ),
         TransportSpec(
@@ -62,16 +44,7 @@ def eventforge_transports() -> list[TransportSpec]:
             target="eventforge.transports.roundtrip:RoundTripTransport",
             summary="The memory transport, every message through the serializer (for tests).",
             schemes=("roundtrip",),
-            capabilities=frozenset(
-                {
-                    Capability.WILDCARDS,
-                    Capability.GROUPS,
-                    Capability.HEADERS,
-                    Capability.ORDERED,
-                    Capability.BUFFERED_RECEIVE,
-                    Capability.CLAIMS,
-                }
-            ),
+            capabilities=ROUNDTRIP_CAPABILITIES,
         ),
     ]
 

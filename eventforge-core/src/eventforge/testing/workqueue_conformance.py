@@ -34,6 +34,7 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 
 from eventforge.message import Message
+from eventforge.testing._workqueue_delays import DelayedItemsContract
 from eventforge.testing.waiting import wait_until
 from eventforge.workqueue import (
     ATTEMPT_HEADER,
@@ -52,7 +53,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _OVERRIDE_ATTR = "__workqueue_conformance_override__"
 
 
-class WorkQueueConformance:
+class WorkQueueConformance(DelayedItemsContract):
     """Base class of a work-queue backend's conformance tests; provide ``make_backend``.
 
     Class attributes a subclass may tune: ``timeout`` (how long a test waits for something
@@ -481,5 +482,5 @@ def _deliberate(value: object) -> bool:
 
 
 WorkQueueConformance._contract_tests = frozenset(
-    name for name in vars(WorkQueueConformance) if name.startswith("test_")
+    name for name in dir(WorkQueueConformance) if name.startswith("test_")
 )

@@ -74,6 +74,15 @@ from eventforge.transport._base import (
 from eventforge.transport._base import (
     to_seconds as to_seconds,
 )
+from eventforge.transport._builtin_capabilities import (
+    LOCAL_CAPABILITIES as LOCAL_CAPABILITIES,
+)
+from eventforge.transport._builtin_capabilities import (
+    MEMORY_CAPABILITIES as MEMORY_CAPABILITIES,
+)
+from eventforge.transport._builtin_capabilities import (
+    ROUNDTRIP_CAPABILITIES as ROUNDTRIP_CAPABILITIES,
+)
 from eventforge.transport._loop import LoopHost as LoopHost
 from eventforge.transport._loop import run_sync as run_sync
 from eventforge.transport._workqueue import (
@@ -101,7 +110,10 @@ from eventforge.transport._workqueue import (
 __all__ = [
     "ATTEMPT_HEADER",
     "DEAD_LETTER_REASON_HEADER",
+    "LOCAL_CAPABILITIES",
+    "MEMORY_CAPABILITIES",
     "NOT_BEFORE_HEADER",
+    "ROUNDTRIP_CAPABILITIES",
     "BackgroundLoop",
     "Backoff",
     "BatchDeliveryThread",

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import TopicIndex, topic_matches, validate_pattern, validate_topic
-from eventforge.transport import Callback, Capability, Transport
+from eventforge.transport import MEMORY_CAPABILITIES, Callback, Transport
 from eventforge.transport.urls import mask_url, query_options, split_url
 from eventforge.transports._timer import DelayedSends
 
@@ -114,18 +114,7 @@ class MemoryTransport(Transport):
     """
 
     name: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {
-            Capability.WILDCARDS,
-            Capability.GROUPS,
-            Capability.HEADERS,
-            Capability.ORDERED,
-            Capability.BUFFERED_RECEIVE,
-            Capability.ZERO_COPY,
-            Capability.CLAIMS,
-            Capability.DELAYED_SEND,
-        }
-    )
+    capabilities: ClassVar[frozenset[str]] = MEMORY_CAPABILITIES
 
     def __init__(self, max_queue_size: int = 1000, *, overflow: str = "drop_oldest") -> None:
         if not isinstance(max_queue_size, int) or max_queue_size < 1:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from eventforge.errors import ConfigurationError
 from eventforge.message import Message
-from eventforge.transport import Capability
+from eventforge.transport import ROUNDTRIP_CAPABILITIES
 from eventforge.transport.urls import mask_url, parse_bool, query_options, split_url
 from eventforge.transports.memory import MemoryTransport
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
@@ -32,7 +32,7 @@ class RoundTripTransport(MemoryTransport):
     """In-process pub/sub where every message is serialized and deserialized on ``send``."""
 
     name: ClassVar[str] = "roundtrip"
-    capabilities: ClassVar[frozenset[str]] = MemoryTransport.capabilities - {Capability.ZERO_COPY}
+    capabilities: ClassVar[frozenset[str]] = ROUNDTRIP_CAPABILITIES
 
     def __init__(
         self,

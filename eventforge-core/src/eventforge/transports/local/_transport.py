@@ -12,7 +12,13 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern
-from eventforge.transport import Callback, Capability, RetryPolicy, Transport, WorkQueueBackend
+from eventforge.transport import (
+    LOCAL_CAPABILITIES,
+    Callback,
+    RetryPolicy,
+    Transport,
+    WorkQueueBackend,
+)
 from eventforge.transports.local._bell import Doorbell
 from eventforge.transports.local._consume import Attachment, Reader
 from eventforge.transports.local._hub import Hub
@@ -45,19 +51,7 @@ class LocalTransport(Transport):
     """
 
     name: ClassVar[str] = "local"
-    capabilities: ClassVar[frozenset[str]] = frozenset(
-        {
-            Capability.WILDCARDS,
-            Capability.GROUPS,
-            Capability.HEADERS,
-            Capability.ORDERED,
-            Capability.CROSS_PROCESS,
-            Capability.DURABLE,
-            Capability.DURABLE_SUBSCRIPTIONS,
-            Capability.NONBLOCKING_INLINE,
-            Capability.CLAIMS,
-        }
-    )
+    capabilities: ClassVar[frozenset[str]] = LOCAL_CAPABILITIES
     options = OPTIONS
 
     def __init__(self, directory: str | Path | None = None, **options: Any) -> None:
