@@ -9,10 +9,11 @@ quorum queue's timer takes.
 
 How an item finds its way (the "delay levels" technique of kombu's native delayed delivery):
 
-* the item is published to the topic exchange of the highest level with a routing key of
-  :data:`LEVELS` words, the bits of its tick count, highest first (``"0.0.….1.1.0.0.1.0.0"``),
-  and the header :data:`TARGET_HEADER` naming its work queue;
-* exchange ``k`` routes it into queue ``k`` when bit ``k`` is 1, else on to exchange ``k - 1``
+* the item is published to the topic exchange of its highest 1-bit's level with a routing key
+  of one word per bit of its tick count, lowest level first (100 ticks: ``"0.0.1.0.0.1.1"``),
+  and the header :data:`TARGET_HEADER` naming its work queue (publishing into the highest
+  level's exchange, not the top one, spares the broker a topic match per level above);
+* exchange ``k`` routes it into queue ``k`` when word ``k`` is 1, else on to exchange ``k - 1``
   (an exchange-to-exchange binding); exchange 0 passes on to ``eventforge.delay.deliver``;
 * queue ``k`` holds it for its TTL, then dead-letters it (at-least-once, keeping the routing
   key) to exchange ``k - 1`` (queue 0: to ``eventforge.delay.deliver``);
@@ -100,16 +101,16 @@ def ticks(seconds: float) -> int:
 
 
 def routing_key(count: int) -> str:
-    """The routing key of a delay of ``count`` ticks: its bits, highest level first."""
-    if not 0 <= count < 2**LEVELS:
-        raise ValueError(f"a delay of {count} ticks is beyond the {LEVELS} delay levels")
-    return ".".join("1" if count >> level & 1 else "0" for level in reversed(range(LEVELS)))
+    """The routing key of a delay of ``count`` ticks: its bits, lowest level first, up to its
+    highest 1-bit (``0b1100100`` is ``"0.0.1.0.0.1.1"``)."""
+    if not 0 < count < 2**LEVELS:
+        raise ValueError(f"a delay of {count} ticks is not within the {LEVELS} delay levels")
+    return ".".join("1" if count >> level & 1 else "0" for level in range(count.bit_length()))
 
 
 def _pattern(level: int, bit: str) -> str:
-    words = ["*"] * LEVELS
-    words[LEVELS - 1 - level] = bit
-    return ".".join(words)
+    """Word ``level`` of the key is ``bit``; any words may follow (the higher levels)."""
+    return ".".join(["*"] * level + [bit, "#"])
 
 
 def _next_hop(level: int) -> str:
@@ -129,9 +130,6 @@ def level_arguments(level: int) -> dict[str, Any]:
 
 class DelayLevels:
     """The delay levels of one connection: declared once per connection, when first needed."""
-
-    top = level_name(LEVELS - 1)
-    """The exchange a delayed item is published to."""
 
     def __init__(self) -> None:
         self._declared_on: object | None = None

@@ -19,7 +19,7 @@ from eventforge.transport import Counter
 
 from ._connection import ChannelSlot
 from ._topology import TopologyConflictError
-from ._wq_delays import LEVELS, TARGET_HEADER, DelayLevels, routing_key, ticks
+from ._wq_delays import LEVELS, TARGET_HEADER, DelayLevels, level_name, routing_key, ticks
 
 __all__ = ["ConfirmedPublisher", "Outgoing"]
 
@@ -43,10 +43,12 @@ class Outgoing:
         """``(exchange, routing key)`` as of now: the queue once due, else the delay levels."""
         if self.due is None:
             return "", self.queue
-        count = ticks(self.due - time.time())
+        count = min(ticks(self.due - time.time()), _MOST_TICKS)
         if count == 0:
             return "", self.queue
-        return DelayLevels.top, routing_key(min(count, _MOST_TICKS))
+        # Straight into the exchange of its highest level: the levels above would only pass
+        # it on, and each exchange-to-exchange hop costs the broker a topic match.
+        return level_name(count.bit_length() - 1), routing_key(count)
 
 
 class ConfirmedPublisher:
