@@ -13,6 +13,10 @@ Scenarios (every figure the median of interleaved rounds):
   confirmed publish one at a time to a quorum queue (goal >= 3x) and with 100 in flight
   (reported); ``fetch(100)`` + ack per item vs an aio-pika consumer with prefetch 100 acking
   each message (goal >= 2x).
+* Delayed work items: ``WorkQueue.put_many(..., delay=2)`` (through the delay levels) beside
+  the plain ``put_many`` (reported), and the delivery-time error of a delayed put (arrival minus
+  due time, p50 / p99, items due 0.5 .. 1.5 s after their put, a consumer waiting) beside the
+  put-to-delivery latency of a plain put (reported).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +38,9 @@ from _common import finish_child, row, start_child
 from eventforge import MessageQueue, RPCClient
 from eventforge.message import Message
 from eventforge.testing.rabbit import RabbitServer
+from eventforge.transport import NOT_BEFORE_HEADER
 from eventforge.wire import encode_envelope
-from eventforge.workqueue import RetryPolicy
+from eventforge.workqueue import RetryPolicy, WorkQueue
 from eventforge_amqp import AmqpTransport
 
 PAYLOAD = {"user": "alice", "action": "login", "n": 1}
@@ -324,11 +330,62 @@ def wq_aio_pika(url: str, n: int, in_flight: int) -> tuple[float, float]:
     return asyncio.run(main())
 
 
+def _p50_p99(samples: list[float]) -> tuple[float, float]:
+    samples = sorted(samples)
+    return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def delayed_eventforge(url: str, n: int, timed: int) -> tuple[float, ...]:
+    """Plain and delayed put_many rates, then the delivery error of delayed puts (ms) and the
+    put-to-delivery latency of plain puts (ms), each as p50, p99."""
+    t = AmqpTransport(url, prefetch=100)
+    queue = WorkQueue(f"bench{os.urandom(3).hex()}", t)
+    queue.put("warm-up", delay=0.01)  # the first delayed put declares the delay levels
+    rates = []
+    for delay in (None, 2.0):
+        start = time.perf_counter()
+        for _ in range(n // 100):
+            queue.put_many([PAYLOAD] * 100, delay=delay)
+        rates.append(n // 100 * 100 / (time.perf_counter() - start))
+    got = 0
+    while got < n // 100 * 200 + 1:
+        delivery = queue.get(timeout=10)
+        assert delivery is not None, f"only {got} items came back"
+        delivery.ack()
+        got += 1
+    errors: list[float] = []
+
+    def consume() -> None:
+        while len(errors) < timed:
+            delivery = queue.get(timeout=10)
+            assert delivery is not None
+            errors.append((time.time() - float(delivery.message.headers[NOT_BEFORE_HEADER])) * 1e3)
+            delivery.ack()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(timed):
+        queue.put(i, delay=0.5 + i / timed)
+    consumer.join(60)
+    latencies = []
+    for i in range(timed):
+        start = time.time()
+        queue.put(i)
+        delivery = queue.get(timeout=10)
+        assert delivery is not None
+        latencies.append((time.time() - start) * 1e3)
+        delivery.ack()
+    queue.close()
+    t.close()
+    return (rates[0], rates[1], *_p50_p99(errors), *_p50_p99(latencies))
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     n_e2e = 1_000 if quick else 20_000
     n_rpc = 100 if quick else 2_000
     n_wq = 500 if quick else 5_000
     n_one = 100 if quick else 1_000
+    n_timed = 20 if quick else 200
     rounds = 1 if quick else 3
     node = RabbitServer()
     node.start()
@@ -358,6 +415,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "batch": lambda: wq_aio_pika(url, n_wq, 100),
             },
         )
+        delayed = medians(rounds, {"ef": lambda: delayed_eventforge(url, n_wq, n_timed)})["ef"]
     finally:
         node.cleanup()
     return [
@@ -380,6 +438,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "aio-pika confirmed publish, 100 in flight", wq["batch"][0], "msgs/s", "reported"),
         row("amqp WorkQueue fetch(100) + ack", wq["ef"][1],
             "aio-pika consume prefetch 100 + ack", wq["batch"][1], "msgs/s", ">= 2x"),
+        row("amqp WorkQueue put_many(100, delay=2) via delay levels", delayed[1],
+            "amqp WorkQueue put_many(100), not delayed", delayed[0], "msgs/s", "reported"),
+        row("amqp delayed put: arrival - due time, p50", delayed[2],
+            "plain put -> get latency p50", delayed[4], "ms", "reported",
+            higher_is_better=False),
+        row("amqp delayed put: arrival - due time, p99", delayed[3],
+            "plain put -> get latency p99", delayed[5], "ms", "reported",
+            higher_is_better=False),
     ]  # fmt: skip
 
 

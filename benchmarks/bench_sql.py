@@ -11,6 +11,11 @@ Scenarios (jobs are small JSON payloads; the same batch size, 100, everywhere):
 * Inbox: ``Inbox.add`` of 100 per transaction, then 2 worker processes handling every event
   (a no-op handler) vs the raw loop (goal: processing at least 0.6x).
 * Outbox: ``publish`` of 100 per application transaction, then ``Relay.drain`` to a no-op sink.
+* Delayed work items: ``WorkQueue.put_many(..., delay=3600)`` beside the plain ``put_many``;
+  ``fetch(100)`` + ack in this process with 20,000 delayed rows ahead of the due ones beside
+  none ahead; the delivery-time error of a delayed put (arrival minus due time, p50 / p99, items
+  due 0.5 .. 1.5 s after their put, a consumer waiting) beside the put-to-delivery latency of a
+  plain put (all reported).
 
 Workers start before the clock and wait for a go; the clock stops when both report done.
 Every figure is the median of the rounds.
@@ -24,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -251,6 +257,78 @@ def outbox_round(url: str, n: int) -> tuple[float, float]:
     return publish, relay
 
 
+def _p50_p99(samples: list[float]) -> tuple[float, float]:
+    samples = sorted(samples)
+    return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def _drain(queue: Any, n: int) -> float:
+    start = time.perf_counter()
+    got = 0
+    while got < n:
+        for delivery in queue.backend.fetch(BATCH, timeout=5):
+            delivery.ack()
+            got += 1
+    return n / (time.perf_counter() - start)
+
+
+def delayed_round(url: str, n: int, ahead: int, timed: int) -> tuple[float, ...]:
+    """Plain and delayed put_many rates, fetch + ack rates without and with ``ahead`` delayed
+    rows ahead, then the delivery error of delayed puts (ms) and the put-to-delivery latency
+    of plain puts (ms), each as p50, p99."""
+    from eventforge.transport import NOT_BEFORE_HEADER
+    from eventforge.workqueue import WorkQueue
+    from eventforge_sql import SqlWorkQueueBackend, engine_from_url
+
+    engine = engine_from_url(url)
+
+    def queue() -> WorkQueue:
+        name = f"bench-{os.urandom(4).hex()}"
+        return WorkQueue(name, backend=SqlWorkQueueBackend(engine, name))
+
+    rates = []
+    plain = queue()
+    for delay in (None, 3600.0):
+        start = time.perf_counter()
+        for batch in _batches(n):
+            plain.put_many(batch, delay=delay)
+        rates.append(n / (time.perf_counter() - start))
+    rates.append(_drain(plain, n))  # the delayed rows are behind: not in the way
+    blocked = queue()
+    for batch in _batches(ahead):
+        blocked.put_many(batch, delay=3600)
+    for batch in _batches(n):
+        blocked.put_many(batch)
+    rates.append(_drain(blocked, n))
+    timing = queue()
+    errors: list[float] = []
+
+    def consume() -> None:
+        while len(errors) < timed:
+            delivery = timing.get(timeout=10)
+            assert delivery is not None
+            errors.append((time.time() - float(delivery.message.headers[NOT_BEFORE_HEADER])) * 1e3)
+            delivery.ack()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(timed):
+        timing.put(i, delay=0.5 + i / timed)
+    consumer.join(60)
+    latencies = []
+    for i in range(timed):
+        start = time.time()
+        timing.put(i)
+        delivery = timing.get(timeout=10)
+        assert delivery is not None
+        latencies.append((time.time() - start) * 1e3)
+        delivery.ack()
+    for made in (plain, blocked, timing):
+        made.close()
+    engine.dispose()
+    return (*rates, *_p50_p99(errors), *_p50_p99(latencies))
+
+
 def _install_pgqueuer(url: str) -> None:
     async def install() -> None:
         from pgqueuer import PsycopgDriver, Queries
@@ -282,8 +360,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         create_schema(engine)
         engine.dispose()
         _install_pgqueuer(url)
-        samples: dict[str, list[tuple[float, float]]] = {
-            k: [] for k in ("raw", "wq", "wq-get", "pgqueuer", "inbox", "outbox")
+        samples: dict[str, list[tuple[float, ...]]] = {
+            k: [] for k in ("raw", "wq", "wq-get", "pgqueuer", "inbox", "outbox", "delayed")
         }
         for _ in range(rounds):
             samples["raw"].append(raw_round(url, n))
@@ -292,6 +370,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             samples["pgqueuer"].append(pgqueuer_round(url, n))
             samples["inbox"].append(inbox_round(url, n))
             samples["outbox"].append(outbox_round(url, n))
+            samples["delayed"].append(delayed_round(url, n // 4, n, 20 if quick else 200))
     finally:
         server.cleanup()
 
@@ -317,6 +396,17 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "raw psycopg executemany INSERT 100", med("raw", 0), "msgs/s", "report"),
         row("Relay.drain to a no-op sink, batch 100", med("outbox", 1), raw_name, raw_drain,
             "msgs/s", "report"),
+        row("sql WorkQueue put_many(100, delay=3600)", med("delayed", 1),
+            "sql WorkQueue put_many(100), not delayed", med("delayed", 0), "jobs/s", "report"),
+        row(f"sql WorkQueue fetch(100) + ack, 1 proc, {n:,} delayed rows ahead",
+            med("delayed", 3), "the same, no delayed rows ahead", med("delayed", 2), "jobs/s",
+            "report"),
+        row("sql delayed put: arrival - due time, p50", med("delayed", 4),
+            "plain put -> get latency p50", med("delayed", 6), "ms", "report",
+            higher_is_better=False),
+        row("sql delayed put: arrival - due time, p99", med("delayed", 5),
+            "plain put -> get latency p99", med("delayed", 7), "ms", "report",
+            higher_is_better=False),
     ]  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """The quorum-queue work queue beyond the conformance suite: delayed retries through the delay
-queues, redelivery when a consumer's channel goes, unreadable items, dedupe, bounded prefetch,
+levels, redelivery when a consumer's channel goes, unreadable items, dedupe, bounded prefetch,
 declaration conflicts and items whose consumers keep dying."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def qname() -> str:
     return f"wq{os.urandom(4).hex()}"
 
 
-def test_nack_with_delay_waits_in_a_delay_queue_then_comes_back(make_amqp: Make) -> None:
+def test_nack_with_delay_waits_in_the_delay_levels_then_comes_back(make_amqp: Make) -> None:
     backend = make_amqp().work_queue_backend(qname(), POLICY)
     backend.put(Message("job", {"n": 1}))
     (first,) = backend.fetch(1, timeout=5)

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from eventforge.message import Message
 from eventforge.testing.waiting import wait_until
-from eventforge.workqueue import RetryPolicy
+from eventforge.workqueue import RetryPolicy, WorkQueue
 from eventforge_sql import (
     Inbox,
     Outbox,
@@ -148,6 +148,51 @@ def test_postgresql_killed_and_restarted_mid_run_loses_and_duplicates_nothing(
     )
     assert len(stored) == len(ids)
     assert (applied, duplicates, lost) == (len(ids), 0, 0)
+
+
+def test_postgresql_killed_and_restarted_keeps_every_delayed_item_and_none_comes_early(
+    pg_server: PostgresServer,
+    pg_engine: sa.Engine,
+    unique: Callable[[str], str],
+    report: Callable[[str], None],
+) -> None:
+    name = unique("delayed-pgkill")
+    backend = SqlWorkQueueBackend(pg_engine, name, RetryPolicy())
+    queue = WorkQueue(name, retry=RetryPolicy(), backend=backend)
+    total = 60
+    due: dict[int, float] = {}
+    for n in range(total):
+        start = time.time()
+        queue.put(n, delay=0.5 + n * 0.1)  # due over 0.5 .. 6.4 s: before and after the restart
+        due[n] = start + 0.5 + n * 0.1
+    pg_server.kill()
+    killed_at = time.monotonic()
+    time.sleep(0.5)
+    pg_server.restart()
+    restarted = time.monotonic() - killed_at
+    arrived: dict[int, float] = {}
+    duplicates = 0
+    deadline = time.monotonic() + 60
+    while len(arrived) < total and time.monotonic() < deadline:
+        try:
+            delivery = queue.get(timeout=0.5)
+        except sa.exc.DBAPIError:  # a pooled connection of before the restart
+            continue
+        if delivery is None:
+            continue
+        payload = delivery.message.payload
+        delivery.ack()
+        duplicates += payload in arrived
+        arrived.setdefault(payload, time.time())
+    queue.close()
+    lost = sorted(set(due) - set(arrived))
+    early = [n for n, at in arrived.items() if at < due[n]]
+    report(
+        f"PostgreSQL SIGKILL + restart with delayed items: put {total}, delivered "
+        f"{len(arrived)}, lost {len(lost)}, early {len(early)}, duplicates {duplicates}, "
+        f"database back after {restarted:.1f}s"
+    )
+    assert (len(lost), len(early), duplicates) == (0, 0, 0), (lost, early)
 
 
 def test_relay_killed_mid_batch_loses_nothing_and_the_queue_drops_resent_copies(

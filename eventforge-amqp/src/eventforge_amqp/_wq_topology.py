@@ -5,10 +5,9 @@
   the DLQ with RabbitMQ's at-least-once strategy, so an item whose consumers keep dying is moved
   aside by the broker itself, never lost;
 * ``eventforge.wq.<name>.dlq``: quorum queue of dead letters;
-* ``eventforge.wq.<name>.delay.<ms>``: quorum queues with a message TTL of ``<ms>`` that
-  dead-letter (at-least-once) back into the work queue: the delayed retries. Delays are rounded
-  to two significant digits (so a jittered backoff uses a handful of queues) and each delay
-  queue expires when unused for a minute past its TTL.
+* a binding of the work queue to the headers exchange ``eventforge.delay.deliver`` by its name,
+  through which delayed items and retries come back from the delay levels
+  (:mod:`eventforge_amqp._wq_delays`).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from eventforge.wire import WireCodec
 
 from . import _codec
 from ._topology import conflict_error
+from ._wq_delays import bind_target
 
 __all__ = [
     "ATTEMPT",
@@ -33,7 +33,6 @@ __all__ = [
     "MALFORMED",
     "REASON",
     "WorkQueueTopology",
-    "delay_bucket",
     "letter_from",
 ]
 
@@ -42,19 +41,6 @@ REASON = "x-eventforge-reason"
 ATTEMPTS = "x-eventforge-attempts"
 FAILED_AT = "x-eventforge-failed-at"
 MALFORMED = "x-eventforge-malformed"
-_REDECLARE_AFTER = 30.0
-
-
-def delay_bucket(delay: float) -> int:
-    """``delay`` seconds as milliseconds rounded to two significant digits (0: no delay)."""
-    ms = round(delay * 1000)
-    if ms <= 0:
-        return 0
-    digits = len(str(ms))
-    if digits <= 2:
-        return ms
-    scale: int = 10 ** (digits - 2)
-    return round(ms / scale) * scale
 
 
 class WorkQueueTopology:
@@ -65,7 +51,6 @@ class WorkQueueTopology:
         self.queue = f"eventforge.wq.{name}"
         self.dlq = f"{self.queue}.dlq"
         self.delivery_limit = delivery_limit
-        self._delays: dict[int, float] = {}
 
     def queue_arguments(self) -> dict[str, Any]:
         return {
@@ -89,40 +74,13 @@ class WorkQueueTopology:
     async def declare(self, channel: aiormq.abc.AbstractChannel) -> None:
         await self._declare(channel, self.dlq, {"x-queue-type": "quorum"})
         await self._declare(channel, self.queue, self.queue_arguments())
+        await bind_target(channel, self.queue)
 
-    async def delay_queue(self, channel: aiormq.abc.AbstractChannel, delay: float) -> str:
-        """The queue a retry after ``delay`` seconds is published to (declared when needed)."""
-        ms = delay_bucket(delay)
-        if ms == 0:
-            return self.queue
-        name = f"{self.queue}.delay.{ms}"
-        now = time.monotonic()
-        if now - self._delays.get(ms, -_REDECLARE_AFTER) >= _REDECLARE_AFTER:
-            await self._declare(channel, name, self._delay_arguments(ms))
-            self._delays[ms] = now
-        return name
-
-    def _delay_arguments(self, ms: int) -> dict[str, Any]:
-        return {
-            "x-queue-type": "quorum",
-            "x-message-ttl": ms,
-            "x-expires": ms + 60_000,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.queue,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
-
-    async def counts(self, channel: aiormq.abc.AbstractChannel) -> tuple[int, int, int]:
-        """Ready items, dead letters and delayed retries (of the delays used here)."""
+    async def counts(self, channel: aiormq.abc.AbstractChannel) -> tuple[int, int]:
+        """Ready items and dead letters."""
         ready = await self._declare(channel, self.queue, self.queue_arguments())
         dead = await self._declare(channel, self.dlq, {"x-queue-type": "quorum"})
-        delayed = 0
-        for ms in list(self._delays):
-            name = f"{self.queue}.delay.{ms}"
-            delayed += await self._declare(channel, name, self._delay_arguments(ms))
-            self._delays[ms] = time.monotonic()
-        return ready, dead, delayed
+        return ready, dead
 
 
 def letter_from(codec: WireCodec, got: aiormq.abc.DeliveredMessage, name: str) -> DeadLetter:

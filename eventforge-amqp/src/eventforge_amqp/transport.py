@@ -44,6 +44,7 @@ from ._replies import Replies
 from ._settings import parse_settings
 from ._subscriptions import Subscriptions
 from ._topology import REPLY_TO, is_reply_address
+from ._wq_delays import DelayLevels
 from .workqueue import AmqpWorkQueue
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class AmqpTransport(Transport):
         self._publish_errors = Counter()
         self._confirms_pending = 0
         self._backends: list[WorkQueueBackend] = []
+        self._delay_levels = DelayLevels()  # declared once per connection, when first used
         self._id = os.urandom(4).hex()
         self._ids = itertools.count(1)
         if _bound_to is None:
@@ -424,7 +426,9 @@ class AmqpTransport(Transport):
     def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
         """A durable work queue named ``name`` on quorum queues (see ``docs/transports/amqp.md``)."""
         self._check_open()
-        backend = AmqpWorkQueue(self._link, self._codec, name, policy, self.settings.options)
+        backend = AmqpWorkQueue(
+            self._link, self._codec, name, policy, self.settings.options, self._delay_levels
+        )
         self._backends.append(backend)
         return backend
 

@@ -1,16 +1,19 @@
 """A durable work queue on RabbitMQ quorum queues: the backend behind
 ``WorkQueue(name, transport=AmqpTransport(...))``.
 
-Layout per queue ``name``: quorum queues ``eventforge.wq.<name>`` (items), ``.dlq`` and TTL
-delay queues ``.delay.<ms>`` (see :mod:`eventforge_amqp._wq_topology`).
+Layout per queue ``name``: quorum queues ``eventforge.wq.<name>`` (items) and ``.dlq`` (see
+:mod:`eventforge_amqp._wq_topology`); delayed items and retries wait in the delay levels shared
+by every work queue of the vhost (:mod:`eventforge_amqp._wq_delays`).
 
 Guarantees: ``put`` publishes a persistent message with ``mandatory`` on a confirm channel and
 returns once the broker confirmed it (an unconfirmed put is retried with the same message id
 until ``publish_timeout``); ``put_many`` publishes the whole batch and then awaits the confirms
-together. Consumers take items with manual acks and a bounded prefetch. A nack republishes the
-item (attempt + 1) to the delay queue of its backoff — confirmed — and then acks it, so a crash
-in between redelivers rather than loses it (at-least-once). Dead-lettering stores first, then
-acks. Redeliveries are deduplicated by message id against the ids this backend acked recently.
+together. A put with a due time (``WorkQueue.put(..., delay=)``) goes to the delay levels the
+same way. Consumers take items with manual acks and a bounded prefetch. A nack republishes the
+item (attempt + 1) through the delay levels for its backoff — confirmed — and then acks it, so
+a crash in between redelivers rather than loses it (at-least-once). Dead-lettering stores
+first, then acks. Redeliveries are deduplicated by message id against the ids this backend
+acked recently.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, TypeVar, cast
 
 import aiormq.abc
 import pamqp.commands
-from eventforge.errors import ProtocolError, TransportClosedError, TransportError
+from eventforge.errors import ProtocolError, TransportClosedError
 from eventforge.message import Message
 from eventforge.transport import (
     DEAD_LETTER_REASON_HEADER,
@@ -38,6 +41,8 @@ from eventforge.wire import WireCodec
 
 from . import _codec
 from ._connection import Link
+from ._wq_delays import MAX_DELAY, DelayedItems, DelayLevels, due_of
+from ._wq_publish import ConfirmedPublisher, Outgoing
 from ._wq_topology import (
     ATTEMPT,
     ATTEMPTS,
@@ -70,6 +75,7 @@ class AmqpWorkQueue(WorkQueueBackend):
     """One work queue on a quorum queue; thread-safe (consumer threads fetch and settle)."""
 
     durable = True
+    delays = True
 
     def __init__(
         self,
@@ -78,6 +84,7 @@ class AmqpWorkQueue(WorkQueueBackend):
         name: str,
         policy: RetryPolicy,
         options: dict[str, Any],
+        levels: DelayLevels | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -99,6 +106,7 @@ class AmqpWorkQueue(WorkQueueBackend):
         self._acks: collections.deque[_Token] = collections.deque()
         self._acks_scheduled = False
         self._closed = False
+        self._delayed = DelayedItems()
         self.counters = {
             name: Counter()
             for name in (
@@ -114,6 +122,13 @@ class AmqpWorkQueue(WorkQueueBackend):
                 "put_retries",
             )
         }
+        self.publisher = ConfirmedPublisher(
+            self._publisher,
+            levels if levels is not None else DelayLevels(),
+            name,
+            self.publish_timeout,
+            self.counters["put_retries"],
+        )
         self._run(self._publisher.get(self.publish_timeout))
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -146,68 +161,26 @@ class AmqpWorkQueue(WorkQueueBackend):
             self._run(self._put_batch(list(messages)))
 
     async def _put_batch(self, messages: list[Message]) -> None:
-        items = [self._encode(m, self.topology.queue, {}) for m in messages]
-        await self._publish_all(items)
-        for _ in items:
+        items = [self._encode(m, due_of(m)) for m in messages]
+        await self.publisher.publish(items)
+        for message, item in zip(messages, items, strict=True):
             self.counters["put"].bump()
+            if item.due is not None:
+                self._delayed.add(message.id, item.due)
 
     def _encode(
-        self, message: Message, routing_key: str, extra: dict[str, Any]
-    ) -> tuple[str, bytes, Any]:
+        self,
+        message: Message,
+        due: float | None = None,
+        extra: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+    ) -> Outgoing:
+        """``message`` for the work queue (or ``queue``), due at ``due``, with ``extra`` headers."""
         body, properties = _codec.encode(self._codec, message, persistent=True)
         if extra:
             properties.headers = {**(properties.headers or {}), **extra}
-        return routing_key, body, properties
-
-    async def _publish_all(self, items: list[tuple[str, bytes, Any]]) -> None:
-        """Publish persistently with confirms; retry the unconfirmed ones until the timeout."""
-        deadline = time.monotonic() + self.publish_timeout
-        pending = items
-        while True:
-            remaining = deadline - time.monotonic()
-            failed: list[tuple[str, bytes, Any]] = []
-            error: BaseException | None = None
-            try:
-                channel = await self._publisher.get(max(0.1, remaining))
-                results = await asyncio.gather(
-                    *(
-                        channel.basic_publish(
-                            body,
-                            exchange="",
-                            routing_key=key,
-                            properties=props,
-                            mandatory=True,
-                            timeout=max(0.1, remaining),
-                        )
-                        for key, body, props in pending
-                    ),
-                    return_exceptions=True,
-                )
-            except Exception as exc:
-                results = [exc] * len(pending)
-            for item, result in zip(pending, results, strict=True):
-                if isinstance(result, pamqp.commands.Basic.Ack):
-                    continue
-                if isinstance(result, BaseException):
-                    error = result
-                elif isinstance(result, pamqp.commands.Basic.Nack):
-                    error = TransportError("the broker refused the item (basic.nack)")
-                else:  # returned: the queue is gone; declare it again and retry
-                    error = TransportError(f"queue {item[0]!r} is missing (basic.return)")
-                    self._publisher.channel = None
-                failed.append(item)
-            if not failed:
-                return
-            if time.monotonic() >= deadline:
-                raise TransportError(
-                    f"{len(failed)} of {len(items)} item(s) for work queue {self.name!r} were not "
-                    f"confirmed within {self.publish_timeout} s (last error: {error!r}); they may "
-                    "or may not be stored. Put them again: the message id deduplicates"
-                )
-            for _ in failed:
-                self.counters["put_retries"].bump()
-            pending = failed
-            await asyncio.sleep(0.1)
+        return Outgoing(queue or self.topology.queue, body, properties, due)
 
     # -- fetching ----------------------------------------------------------------------------
 
@@ -292,6 +265,7 @@ class AmqpWorkQueue(WorkQueueBackend):
             return None
         attempt = int(headers.get(ATTEMPT, 1) or 1) + int(headers.get("x-delivery-count", 0) or 0)
         message.headers.pop(ATTEMPT, None)
+        self._delayed.arrived(message.id)
         if message.id in self._recent:
             self.counters["duplicates_dropped"].bump()
             await channel.basic_ack(token.tag)
@@ -379,11 +353,12 @@ class AmqpWorkQueue(WorkQueueBackend):
         return None
 
     async def _retry(self, delivery: Delivery, token: _Token, delay: float) -> None:
-        channel = await self._publisher.get(self.publish_timeout)
-        key = await self.topology.delay_queue(channel, delay)
-        item = self._encode(delivery.message, key, {ATTEMPT: delivery.attempt + 1})
-        await self._publish_all([item])
+        due = time.time() + min(delay, MAX_DELAY) if delay > 0 else None
+        item = self._encode(delivery.message, due, {ATTEMPT: delivery.attempt + 1})
+        await self.publisher.publish([item])
         self.counters["nacks_sent"].bump()
+        if due is not None:
+            self._delayed.add(delivery.message.id, due)
         await token.channel.basic_ack(token.tag)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
@@ -405,7 +380,7 @@ class AmqpWorkQueue(WorkQueueBackend):
             ATTEMPTS: attempt,
             FAILED_AT: time.time(),
         }
-        await self._publish_all([self._encode(message, self.topology.dlq, extra)])
+        await self.publisher.publish([self._encode(message, extra=extra, queue=self.topology.dlq)])
         self.counters["dead_letters_stored"].bump()
 
     # -- dead letters ------------------------------------------------------------------------
@@ -442,7 +417,7 @@ class AmqpWorkQueue(WorkQueueBackend):
                                 self.name, letter.token)  # fmt: skip
                     continue
                 letter.message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
-                await self._publish_all([self._encode(letter.message, self.topology.queue, {})])
+                await self.publisher.publish([self._encode(letter.message)])
                 await channel.basic_ack(int(got.delivery.delivery_tag or 0))
                 self._recent.pop(letter.message.id, None)
                 replayed += 1
@@ -463,8 +438,9 @@ class AmqpWorkQueue(WorkQueueBackend):
 
     async def _stats(self) -> dict[str, Any]:
         channel = await self._publisher.get(self.publish_timeout)
-        ready, dead, delayed = await self.topology.counts(channel)
+        ready, dead = await self.topology.counts(channel)
         buffered = sum(1 for d in self._buffer if not d.channel.is_closed)
+        delayed = self._delayed.count()
         return {
             "pending": ready + buffered + delayed,
             "in_flight": max(0, self.counters["fetched"].value - self._settled.value),

@@ -266,22 +266,30 @@ class Claims:
 
     def counts(self, conn: Connection) -> dict[str, int]:
         """Rows per status; ``processing`` rows whose lease expired count as ``pending``."""
+        return self.tally(conn)[0]
+
+    def tally(self, conn: Connection) -> tuple[dict[str, int], int]:
+        """Rows per status (as :meth:`counts`) and how many ``pending`` or ``failed`` rows are
+        not due yet (delayed puts and retries in their backoff), in one query."""
         t = self.table
         now = time.time()
-        leased = and_(t.c.status == "processing", t.c.available_at > now)
         stmt = (
-            select(t.c.status, func.count(), func.sum(leased.cast(Integer)))
+            select(t.c.status, func.count(), func.sum((t.c.available_at > now).cast(Integer)))
             .where(t.c.queue == self.queue)
             .group_by(t.c.status)
         )
         counts = dict.fromkeys(("pending", "processing", "failed", "processed", "dead_letter"), 0)
-        for status, count, leased_count in conn.execute(stmt):
+        delayed = 0
+        for status, count, later_count in conn.execute(stmt):
             counts[status] = counts.get(status, 0) + int(count)
-            if status == "processing":
-                expired = int(count) - int(leased_count or 0)
+            later = int(later_count or 0)
+            if status == "processing":  # ``available_at`` is the lease's expiry
+                expired = int(count) - later
                 counts["processing"] -= expired
                 counts["pending"] += expired
-        return counts
+            elif status in ("pending", "failed"):
+                delayed += later
+        return counts, delayed
 
     def insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Insert rows, skipping any whose (queue, message_id) is already stored."""
@@ -299,16 +307,22 @@ def by_owner(rows: Sequence[Claimed] | Sequence[tuple[int, str]]) -> dict[str, l
 
 
 def row_values(
-    queue: str, message_id: str, envelope: str, now: float, event_type: str | None = None
+    queue: str,
+    message_id: str,
+    envelope: str,
+    now: float,
+    event_type: str | None = None,
+    *,
+    due: float | None = None,
 ) -> dict[str, Any]:
-    """The column values of a new pending row."""
+    """The column values of a new pending row (claimable from ``due`` on, else at once)."""
     return {
         "queue": queue,
         "message_id": message_id,
         "envelope": envelope,
         "status": "pending",
         "attempt": 0,
-        "available_at": now,
+        "available_at": now if due is None else due,
         "created_at": now,
         "event_type": event_type,
     }

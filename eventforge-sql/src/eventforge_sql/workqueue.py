@@ -1,9 +1,10 @@
 """A durable work-queue backend on a database table (the ``sql`` transport's work queues).
 
 Items are rows of the queue table (:mod:`eventforge_sql.schema`). ``put`` returns once the
-insert committed; a fetch claims due rows under a lease (``FOR UPDATE SKIP LOCKED`` where the
-database has it); ack deletes the row, nack makes it due again later, dead-lettering keeps it
-with its reason. An item whose lease expires ``max_attempts`` times is dead-lettered with the
+insert committed; a delayed put (``WorkQueue.put(..., delay=)``) stores its due time in
+``available_at``, which the claim already honours. A fetch claims due rows under a lease
+(``FOR UPDATE SKIP LOCKED`` where the database has it); ack deletes the row, nack makes it due
+again later, dead-lettering keeps it with its reason. An item whose lease expires ``max_attempts`` times is dead-lettered with the
 reason "delivered N times without being settled".
 
 Acks are group-committed: the ack of a delivery fetched less than half a lease ago is buffered
@@ -24,7 +25,13 @@ from typing import Any
 
 from eventforge.errors import TransportClosedError
 from eventforge.message import Message
-from eventforge.transport import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
+from eventforge.transport import (
+    NOT_BEFORE_HEADER,
+    DeadLetter,
+    Delivery,
+    RetryPolicy,
+    WorkQueueBackend,
+)
 from eventforge.wire import decode_envelope, encode_envelope
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection, Engine
@@ -46,6 +53,7 @@ class SqlWorkQueueBackend(WorkQueueBackend):
     """
 
     durable = True
+    delays = True
 
     def __init__(
         self,
@@ -81,7 +89,8 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         self._check_open()
         now = time.time()
         rows = [
-            row_values(self.name, m.id, encode_envelope(m).decode("utf-8"), now) for m in messages
+            row_values(self.name, m.id, encode_envelope(m).decode("utf-8"), now, due=_due(m))
+            for m in messages
         ]
         with self.engine.begin() as conn:
             self.claims.insert_rows(conn, rows)
@@ -221,10 +230,11 @@ class SqlWorkQueueBackend(WorkQueueBackend):
     def stats(self) -> dict[str, Any]:
         self.flush()
         with self.engine.connect() as conn:
-            counts = self.claims.counts(conn)
+            counts, delayed = self.claims.tally(conn)
         return {
             "pending": counts["pending"] + counts["failed"],
             "in_flight": counts["processing"],
+            "delayed": delayed,
             "dead_letters": counts["dead_letter"],
         }
 
@@ -239,3 +249,11 @@ class SqlWorkQueueBackend(WorkQueueBackend):
 
     def __repr__(self) -> str:
         return f"SqlWorkQueueBackend({self.name!r}, {self.engine.url.render_as_string()!r})"
+
+
+def _due(message: Message) -> float | None:
+    """The Unix time ``message`` may be claimed from (its :data:`NOT_BEFORE_HEADER`), or None."""
+    due = message.headers.get(NOT_BEFORE_HEADER)
+    if isinstance(due, (int, float)) and not isinstance(due, bool):
+        return float(due)
+    return None
