@@ -155,7 +155,7 @@ class WorkQueue:
         self, headers: dict[str, Any], delay: float | None, not_before: datetime | float | None
     ) -> None:
         due = due_time(delay, not_before)
-        if due is None:
+        if due is None or due <= time.time():  # not delayed, or a time already past
             return
         if not getattr(self.backend, "delays", False):
             raise UnsupportedCapabilityError(
