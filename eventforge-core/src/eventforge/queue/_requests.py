@@ -55,19 +55,7 @@ class Requests:
     def request(
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
     ) -> Message | None:
-        """Publish a request and wait for one reply; ``None`` when ``timeout`` passes first.
-
-        ``timeout=None`` waits without limit (on native request/reply transports: 30 s).
-        A responder answers with :meth:`reply`. A timed-out request leaves no waiter behind;
-        a reply that arrives after it is dropped and counted in ``stats["late_replies"]``.
-        The request carries its deadline (see :mod:`eventforge.deadlines`): a handler never
-        receives it after the deadline has passed.
-
-        A request that nobody is subscribed to raises
-        :class:`~eventforge.errors.NoRespondersError` at once on a transport that knows it:
-        one with native request/reply (NATS) or one that counts receivers (``send_counted``:
-        memory, TCP, Redis). It was not delivered anywhere, so it is safe to retry.
-        """
+        """:meth:`MessageQueue.request <eventforge.queue.MessageQueue.request>`."""
         message = self._request_message(topic, payload, headers, timeout)
         self.requests.bump()
         if self.core.native_request:
@@ -118,7 +106,7 @@ class Requests:
     async def request_async(
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
     ) -> Message | None:
-        """Like :meth:`request`, awaiting the reply without blocking the running event loop."""
+        """:meth:`MessageQueue.request_async <eventforge.queue.MessageQueue.request_async>`."""
         message = self._request_message(topic, payload, headers, timeout)
         self.requests.bump()
         if self.core.native_request:
@@ -172,11 +160,7 @@ class Requests:
     def ask(
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
     ) -> Message:
-        """Like :meth:`request`, but return the reply or raise :class:`RequestTimeout`.
-
-        For code that cannot go on without an answer: the result is a :class:`Message`, never
-        ``None``, so it type-checks without a ``None`` test.
-        """
+        """:meth:`MessageQueue.ask <eventforge.queue.MessageQueue.ask>`."""
         reply = self.request(topic, payload, timeout, **headers)
         if reply is None:
             raise _timed_out(topic, timeout)
@@ -185,21 +169,21 @@ class Requests:
     async def ask_async(
         self, topic: str, payload: Any = None, timeout: float | None = 30.0, **headers: Any
     ) -> Message:
-        """Like :meth:`request_async`, but return the reply or raise :class:`RequestTimeout`."""
+        """:meth:`MessageQueue.ask_async <eventforge.queue.MessageQueue.ask_async>`."""
         reply = await self.request_async(topic, payload, timeout, **headers)
         if reply is None:
             raise _timed_out(topic, timeout)
         return reply
 
     def reply(self, original: Message, payload: Any = None, **headers: Any) -> str:
-        """Answer the request ``original`` with ``payload``; return the reply's message id."""
+        """:meth:`MessageQueue.reply <eventforge.queue.MessageQueue.reply>`."""
         message = self._reply_message(original, payload, headers)
         self.core.send(message)
         self.core.bump_published()
         return message.id
 
     async def reply_async(self, original: Message, payload: Any = None, **headers: Any) -> str:
-        """Like :meth:`reply`, without blocking the running event loop."""
+        """:meth:`MessageQueue.reply_async <eventforge.queue.MessageQueue.reply_async>`."""
         message = self._reply_message(original, payload, headers)
         await self.core.send_async(message)
         self.core.bump_published()

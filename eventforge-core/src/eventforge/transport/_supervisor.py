@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from eventforge.errors import TransportClosedError, TransportError
-from eventforge.transport._kit import Backoff, Counter
+from eventforge.transport._kit import Backoff
+from eventforge.transport._supervision import ConnectionRecord
 
 __all__ = ["Supervisor", "SupervisorFailed"]
 
@@ -40,7 +40,7 @@ class SupervisorFailed(TransportError):
         self.cause = cause
 
 
-class Supervisor(Generic[C]):
+class Supervisor(ConnectionRecord, Generic[C]):
     """Keeps one connection alive: connect → serve → classify → back off → reconnect → restore.
 
     ``start()`` makes the first attempt and raises its error unchanged (no retry: a wrong
@@ -76,15 +76,7 @@ class Supervisor(Generic[C]):
         self._up: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.state = "new"
-        self.last_error: BaseException | None = None
-        self.connects = Counter()
-        self.reconnects = Counter()
-        self.disconnects = Counter()
-        self.failed_attempts = Counter()
-        self._down_since: float | None = None
-        self.downtime = 0.0
-        self.last_recovery: float | None = None
+        ConnectionRecord.__init__(self)
 
     @property
     def closing(self) -> bool:
@@ -125,7 +117,7 @@ class Supervisor(Generic[C]):
         assert self._up is not None
         self._up.clear()
         self.state = "reconnecting"
-        self._down_since = time.monotonic()
+        self._went_down()
 
     async def _run(self, conn: C) -> None:
         while True:
@@ -172,12 +164,7 @@ class Supervisor(Generic[C]):
                 if self._failed_attempt(exc, attempt, "restore"):
                     return None
                 continue
-            self.reconnects.bump()
-            self.connects.bump()
-            if self._down_since is not None:
-                self.last_recovery = time.monotonic() - self._down_since
-                self.downtime += self.last_recovery
-                self._down_since = None
+            self._came_back()
             self._set_up(conn)
             log.warning(
                 "%s: reconnected after %d attempt(s), %.2f s down",
@@ -249,19 +236,3 @@ class Supervisor(Generic[C]):
                 pass
         if self._up is not None:
             self._up.set()  # wake waiters: they see the closed state
-
-    def stats(self) -> dict[str, Any]:
-        """Counters: state, connects, reconnects, disconnects, failed attempts, time down."""
-        down = self.downtime
-        if self._down_since is not None:
-            down += time.monotonic() - self._down_since
-        return {
-            "state": self.state,
-            "connects": self.connects.value,
-            "reconnects": self.reconnects.value,
-            "disconnects": self.disconnects.value,
-            "failed_connect_attempts": self.failed_attempts.value,
-            "downtime": round(down, 3),
-            "last_recovery": self.last_recovery,
-            "last_error": None if self.last_error is None else repr(self.last_error),
-        }

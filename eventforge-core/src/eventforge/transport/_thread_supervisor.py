@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from eventforge.transport._kit import Backoff, Counter
+from eventforge.transport._kit import Backoff
+from eventforge.transport._supervision import ConnectionRecord
 
 __all__ = ["ThreadSupervisor"]
 
@@ -40,7 +40,7 @@ def _nothing(*args: Any) -> None:
     return None
 
 
-class ThreadSupervisor(Generic[C]):
+class ThreadSupervisor(ConnectionRecord, Generic[C]):
     """Keeps one connection alive on one thread: connect → serve → classify → back off → reconnect.
 
     :meth:`start` connects in the calling thread and raises the first error unchanged (a wrong
@@ -83,15 +83,7 @@ class ThreadSupervisor(Generic[C]):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: C | None = None
-        self.state = "new"
-        self.last_error: BaseException | None = None
-        self.connects = Counter()
-        self.reconnects = Counter()
-        self.disconnects = Counter()
-        self.failed_attempts = Counter()
-        self._down_since: float | None = None
-        self.downtime = 0.0
-        self.last_recovery: float | None = None
+        ConnectionRecord.__init__(self)
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -158,22 +150,6 @@ class ThreadSupervisor(Generic[C]):
         """Tell whether the caller is the supervisor's thread."""
         return threading.current_thread() is self._thread
 
-    def stats(self) -> dict[str, Any]:
-        """Counters: state, connects, reconnects, disconnects, failed attempts, time down."""
-        down = self.downtime
-        if self._down_since is not None:
-            down += time.monotonic() - self._down_since
-        return {
-            "state": self.state,
-            "connects": self.connects.value,
-            "reconnects": self.reconnects.value,
-            "disconnects": self.disconnects.value,
-            "failed_connect_attempts": self.failed_attempts.value,
-            "downtime": round(down, 3),
-            "last_recovery": self.last_recovery,
-            "last_error": None if self.last_error is None else repr(self.last_error),
-        }
-
     # -- the loop ------------------------------------------------------------------------------------
 
     def _check_new(self) -> None:
@@ -206,7 +182,7 @@ class ThreadSupervisor(Generic[C]):
                 return
             self.disconnects.bump()
             self.state = "reconnecting"
-            self._down_since = time.monotonic()
+            self._went_down()
             log.warning(
                 "%s: the connection was lost (%r); reconnecting", self.name, self.last_error
             )
@@ -236,13 +212,10 @@ class ThreadSupervisor(Generic[C]):
             if self._stop.is_set():
                 self._discard(conn)
                 return None
-            self.connects.bump()
-            if not first:
-                self.reconnects.bump()
-            if self._down_since is not None:
-                self.last_recovery = time.monotonic() - self._down_since
-                self.downtime += self.last_recovery
-                self._down_since = None
+            if first:
+                self.connects.bump()
+            else:
+                self._came_back()
             self._up(conn)
             if not first:
                 log.warning(
