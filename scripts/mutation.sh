@@ -24,11 +24,18 @@ source "$(dirname "$0")/_env.sh"
 # cosmic-ray lives in its own dependency group, outside the environment the tests use.
 "${UV[@]}" sync --all-packages --locked --quiet --group mutation
 
-TESTS_topics="eventforge-core/tests/test_topics.py"
-TESTS_wire="eventforge-core/tests/test_wire_schema.py eventforge-core/tests/test_wire.py"
-TESTS_serializers="eventforge-core/tests/test_serializers.py"
-TESTS_urls="eventforge-core/tests/test_urls.py"
-TESTS_workqueue="eventforge-core/tests/test_retry_policy.py eventforge-core/tests/test_delivery.py eventforge-core/tests/test_workqueue.py eventforge-core/tests/test_workqueue_stale.py"
+T=eventforge-core/tests
+TESTS_topics="$T/test_topics.py"
+TESTS_wire="$T/wire/test_wire_schema.py $T/wire/test_wire.py"
+TESTS_serializers="$T/wire/test_serializers.py"
+TESTS_urls="$T/transport/test_urls.py"
+TESTS_workqueue="$T/transport/test_retry_policy.py $T/transport/test_delivery.py $T/workqueue/test_workqueue.py $T/workqueue/test_workqueue_stale.py"
+# Each module's file, under eventforge-core/src/eventforge/.
+SOURCE_topics="topics.py"
+SOURCE_wire="wire/_codec.py"
+SOURCE_serializers="wire/serializers.py"
+SOURCE_urls="transport/urls.py"
+SOURCE_workqueue="workqueue/_api.py"
 ALL=(topics wire serializers urls workqueue)
 
 mode=run
@@ -63,7 +70,9 @@ for module in "${modules[@]}"; do
         echo "unknown module '$module'; choose from: ${ALL[*]}" >&2
         exit 2
     fi
-    source_file="eventforge-core/src/eventforge/$module.py"
+    source_var="SOURCE_$module"
+    source_rel="${!source_var}"
+    source_file="eventforge-core/src/eventforge/$source_rel"
     work="$ROOT/.mutation/$module"
     session="$work/session.sqlite"
 
@@ -77,7 +86,7 @@ for module in "${modules[@]}"; do
             exit 2
         fi
         # An interrupted run may have left a mutant in the copy.
-        cp "$work/original/$module.py" "$work/src/eventforge/$module.py"
+        cp "$work/original/$module.py" "$work/src/eventforge/$source_rel"
         if [ "$mode" = retry ]; then
             "${HELPER[@]}" retry-survivors "$session" "$work/original/$module.py" "$EQUIVALENT"
         fi
@@ -93,7 +102,7 @@ exec "$PY" -S "$RUNNER" run "\$SOCKET" "$work/src" "$ROOT" -x -q -p no:cacheprov
 EOF
         cat >"$work/config.toml" <<EOF
 [cosmic-ray]
-module-path = "src/eventforge/$module.py"
+module-path = "src/eventforge/$source_rel"
 timeout = $TIMEOUT
 excluded-modules = []
 test-command = "bash $work/run-tests.sh"
@@ -102,7 +111,7 @@ test-command = "bash $work/run-tests.sh"
 name = "local"
 EOF
         (cd "$work" && cosmic-ray init config.toml session.sqlite)
-        "${HELPER[@]}" skip-annotations "$session" "$work/src/eventforge/$module.py"
+        "${HELPER[@]}" skip-annotations "$session" "$work/src/eventforge/$source_rel"
         [ -n "${MUTATION_ALL_OPERATORS:-}" ] || "${HELPER[@]}" skip-redundant "$session"
         echo "$module: checking that its tests pass unmutated ..."
         if ! (cd "$ROOT" && PYTHONPATH="$work/src" PYTHONDONTWRITEBYTECODE=1 \

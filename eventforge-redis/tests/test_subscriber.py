@@ -124,7 +124,12 @@ def test_a_full_delivery_backlog_drops_new_messages_and_counts_them(
         for n in range(1, 21):
             transport.send(Message("backlog.t", n))
         transport.flush(10)
+        # The reader counts a message when it reads it and hands a batch over after the
+        # read: wait for the hand-over, not only for the read.
         _wait_until(lambda: transport.stats()["received"] == 21, "the reader to read all 21")
+        _wait_until(
+            lambda: transport.stats()["delivery_dropped"] == 15, "the batch to be handed over"
+        )
         stats = transport.stats()
         assert stats["delivery_backlog"] == 5
         assert stats["delivery_dropped"] == 15

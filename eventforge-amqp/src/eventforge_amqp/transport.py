@@ -27,13 +27,20 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import aiormq.abc
 from eventforge.errors import NoRespondersError, TransportClosedError, TransportError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import BoundLoop, Callback, Counter, Transport
+from eventforge.transport import (
+    BoundLoop,
+    Callback,
+    Counter,
+    RetryPolicy,
+    Transport,
+    WorkQueueBackend,
+)
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 
 from . import _codec
@@ -46,9 +53,6 @@ from ._subscriptions import Subscriptions
 from ._topology import REPLY_TO, is_reply_address
 from ._wq_delays import DelayLevels
 from .workqueue import AmqpWorkQueue
-
-if TYPE_CHECKING:
-    from eventforge.transport import RetryPolicy, WorkQueueBackend
 
 __all__ = ["AmqpAuthError", "AmqpConnectError", "AmqpTransport"]
 

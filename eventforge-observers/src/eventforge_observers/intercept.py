@@ -19,13 +19,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from eventforge.message import Message
-from eventforge.transport import Capability, Transport, is_native, is_nonblocking, nonblocking
-
-if TYPE_CHECKING:
-    from eventforge.transport import RetryPolicy, WorkQueueBackend
+from eventforge.transport import (
+    Capability,
+    RetryPolicy,
+    Transport,
+    WorkQueueBackend,
+    is_native,
+    is_nonblocking,
+    nonblocking,
+)
+from eventforge.transports.memory import MemoryTransport
 
 __all__ = ["BoundedMap", "InterceptedTransport", "Interceptor", "intercept"]
 
@@ -263,7 +269,5 @@ def intercept(
     Pass the result to ``MessageQueue(transport=...)``; several queues may share it.
     """
     if transport is None:
-        from eventforge.transports.memory import MemoryTransport
-
         transport = MemoryTransport()
     return InterceptedTransport(transport, interceptors)

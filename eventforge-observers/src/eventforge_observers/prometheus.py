@@ -26,6 +26,7 @@ from typing import Any
 
 from eventforge.message import Message
 from eventforge.observing import CallEvent
+from eventforge.queue import MessageQueue
 from eventforge.topics import topic_matches
 from eventforge.transport import Transport
 
@@ -141,7 +142,6 @@ class PrometheusMetrics:
 
     def queue(self, transport: Transport | None = None, **options: Any) -> Any:
         """A MessageQueue on an instrumented ``transport`` whose handler failures are counted."""
-        from eventforge.queue import MessageQueue
 
         queue = MessageQueue(transport=self.instrument(transport), **options)
         self.count_handler_errors(queue)

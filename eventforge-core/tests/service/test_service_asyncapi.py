@@ -18,7 +18,9 @@ from eventforge.message import Message
 from eventforge.service import Service, asyncapi_document, dump_document
 
 SCHEMA = json.loads(
-    (Path(__file__).parent / "data" / "asyncapi-3.0.0.schema.json").read_text(encoding="utf-8")
+    (Path(__file__).parent.parent / "data" / "asyncapi-3.0.0.schema.json").read_text(
+        encoding="utf-8"
+    )
 )
 
 
