@@ -36,6 +36,7 @@ from eventforge.transport import (
     Delivery,
     RetryPolicy,
     WorkQueueBackend,
+    for_replay,
 )
 from eventforge.wire import WireCodec
 
@@ -416,7 +417,7 @@ class AmqpWorkQueue(WorkQueueBackend):
                     log.warning("work queue %r: dead letter %s is unreadable; not replayed",
                                 self.name, letter.token)  # fmt: skip
                     continue
-                letter.message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
+                for_replay(letter.message)
                 await self.publisher.publish([self._encode(letter.message)])
                 await channel.basic_ack(int(got.delivery.delivery_tag or 0))
                 self._recent.pop(letter.message.id, None)

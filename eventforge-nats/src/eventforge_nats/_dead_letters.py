@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventforge.errors import ProtocolError, TransportError
 from eventforge.message import Message
-from eventforge.transport import DEAD_LETTER_REASON_HEADER, DeadLetter
+from eventforge.transport import DeadLetter, for_replay
 from eventforge.wire import WireCodec
 
 from ._put import PUBLISH_RETRY
@@ -107,7 +107,7 @@ class DeadLetters:
                     "work queue %r: dead letter %s is malformed; not replayed", layout.name, seq
                 )
                 continue
-            letter.message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
+            for_replay(letter.message)
             await self._js.publish(
                 layout.subject,
                 self._codec.encode(letter.message),

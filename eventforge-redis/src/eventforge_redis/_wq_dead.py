@@ -11,7 +11,7 @@ from typing import Any
 
 from eventforge.errors import ProtocolError
 from eventforge.message import Message
-from eventforge.transport import DEAD_LETTER_REASON_HEADER, DeadLetter
+from eventforge.transport import ATTEMPT_HEADER, DEAD_LETTER_REASON_HEADER, DeadLetter, for_replay
 from eventforge.wire import WireCodec
 
 from ._wq_stream import StreamQueue
@@ -77,7 +77,6 @@ def _strip_reason(data: bytes, codec: WireCodec) -> bytes:
         message = codec.decode(data)
     except ProtocolError:
         return data
-    if DEAD_LETTER_REASON_HEADER not in message.headers:
+    if DEAD_LETTER_REASON_HEADER not in message.headers and ATTEMPT_HEADER not in message.headers:
         return data
-    message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
-    return codec.encode(message)
+    return codec.encode(for_replay(message))

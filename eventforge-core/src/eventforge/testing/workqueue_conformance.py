@@ -36,6 +36,7 @@ import pytest
 from eventforge.message import Message
 from eventforge.testing._workqueue_delays import DelayedItemsContract
 from eventforge.testing.waiting import wait_until
+from eventforge.transport import DEAD_LETTER_REASON_HEADER
 from eventforge.workqueue import (
     ATTEMPT_HEADER,
     Delivery,
@@ -237,7 +238,8 @@ class WorkQueueConformance(DelayedItemsContract):
         assert stats["handler_errors"] == 3
 
     def test_replay_puts_dead_letters_back(self, make_queue: Callable[..., WorkQueue]) -> None:
-        """``replay()`` returns dead letters to the queue as fresh items (attempt 1)."""
+        """``replay()`` returns dead letters to the queue as fresh items (attempt 1, without the
+        reason they were dead-lettered for)."""
         queue = make_queue(RetryPolicy(max_attempts=1, initial_backoff=0.0, jitter=0.0))
         queue.put("retry me later")
         delivery = queue.get(timeout=self.timeout)
@@ -250,6 +252,7 @@ class WorkQueueConformance(DelayedItemsContract):
         assert again is not None
         assert again.message.payload == "retry me later"
         assert again.attempt == 1
+        assert DEAD_LETTER_REASON_HEADER not in again.message.headers
         again.ack()
 
     def test_replay_selected_dead_letters(self, make_queue: Callable[..., WorkQueue]) -> None:

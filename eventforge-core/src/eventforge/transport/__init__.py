@@ -106,6 +106,9 @@ from eventforge.transport._workqueue import (
 from eventforge.transport._workqueue import (
     WorkQueueBackend as WorkQueueBackend,
 )
+from eventforge.transport._workqueue import (
+    for_replay as for_replay,
+)
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -135,6 +138,7 @@ __all__ = [
     "Waiter",
     "WorkQueueBackend",
     "background_loop",
+    "for_replay",
     "is_native",
     "is_nonblocking",
     "nonblocking",

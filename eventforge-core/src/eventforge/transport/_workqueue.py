@@ -22,6 +22,7 @@ __all__ = [
     "Delivery",
     "RetryPolicy",
     "WorkQueueBackend",
+    "for_replay",
 ]
 
 ATTEMPT_HEADER = "x-eventforge-attempt"
@@ -192,3 +193,16 @@ class WorkQueueBackend(ABC):
 
     def close(self) -> None:
         """Release resources (connections, threads). Idempotent."""
+
+
+def for_replay(message: Message) -> Message:
+    """Make a dead letter's message ready to be put back, the same on every backend.
+
+    It loses the reason it was dead-lettered for and the attempt number of its last life; the
+    queue stamps a fresh attempt when it is handed out again. Returns ``message`` (changed in
+    place).
+    """
+    headers = message.headers
+    headers.pop(DEAD_LETTER_REASON_HEADER, None)
+    headers.pop(ATTEMPT_HEADER, None)
+    return message

@@ -25,6 +25,7 @@ from eventforge.transport import (
     DeadLetter,
     Delivery,
     WorkQueueBackend,
+    for_replay,
 )
 
 __all__ = ["MemoryWorkQueueBackend", "WorkQueueFull"]
@@ -254,9 +255,7 @@ class MemoryWorkQueueBackend(WorkQueueBackend):
             chosen = list(self._dead) if tokens is None else [t for t in tokens if t in self._dead]
             for token in chosen:
                 letter = self._dead.pop(token)
-                message = letter.message
-                message.headers.pop(ATTEMPT_HEADER, None)
-                self._ready.append(_Item(message))
+                self._ready.append(_Item(for_replay(letter.message)))
             self._counts["replayed"] += len(chosen)
             if chosen:
                 self._cond.notify_all()

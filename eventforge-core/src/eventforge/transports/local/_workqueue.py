@@ -26,6 +26,7 @@ from eventforge.transport import (
     Delivery,
     RetryPolicy,
     WorkQueueBackend,
+    for_replay,
 )
 from eventforge.transports.local._hub import WORK_PREFIX, Hub
 from eventforge.transports.local._store import DEAD, PENDING, SETTLED
@@ -245,9 +246,7 @@ class LocalWorkQueueBackend(WorkQueueBackend):
             ).fetchall()
             chosen = rows if tokens is None else [r for r in rows if r[0] in set(tokens)]
             for item_id, body in chosen:
-                message = self._codec.decode(body)
-                message.headers.pop(ATTEMPT_HEADER, None)
-                message.headers.pop(DEAD_LETTER_REASON_HEADER, None)
+                message = for_replay(self._codec.decode(body))
                 conn.execute(
                     "UPDATE work SET state = ?, attempts = 0, token = 0, avail = ?, reason = NULL, "
                     "failed_at = NULL, body = ? WHERE id = ?",
