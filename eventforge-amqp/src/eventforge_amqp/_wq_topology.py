@@ -18,8 +18,12 @@ from typing import Any
 import aiormq.abc
 import aiormq.exceptions
 from eventforge.errors import ProtocolError
-from eventforge.message import Message
-from eventforge.transport import DEAD_LETTER_REASON_HEADER, DeadLetter
+from eventforge.transport import (
+    DEAD_LETTER_REASON_HEADER,
+    MALFORMED_HEADER,
+    DeadLetter,
+    malformed_item,
+)
 from eventforge.wire import WireCodec
 
 from . import _codec
@@ -30,7 +34,7 @@ __all__ = [
     "ATTEMPT",
     "ATTEMPTS",
     "FAILED_AT",
-    "MALFORMED",
+    "MALFORMED_HEADER",
     "REASON",
     "WorkQueueTopology",
     "letter_from",
@@ -40,7 +44,6 @@ ATTEMPT = "x-eventforge-attempt"
 REASON = "x-eventforge-reason"
 ATTEMPTS = "x-eventforge-attempts"
 FAILED_AT = "x-eventforge-failed-at"
-MALFORMED = "x-eventforge-malformed"
 
 
 class WorkQueueTopology:
@@ -89,8 +92,8 @@ def letter_from(codec: WireCodec, got: aiormq.abc.DeliveredMessage, name: str) -
     headers: dict[str, Any] = dict(props.headers or {})
     try:
         message = _codec.decode(codec, got.body, props, name)
-    except ProtocolError:
-        message = Message(name, got.body.decode("utf-8", "replace"), {MALFORMED: True})
+    except ProtocolError as exc:
+        message, _ = malformed_item(name, got.body, exc)
     reason = headers.get(REASON)
     attempts = headers.get(ATTEMPTS)
     if reason is None:

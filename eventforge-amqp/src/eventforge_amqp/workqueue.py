@@ -31,12 +31,14 @@ from eventforge.errors import ProtocolError, TransportClosedError
 from eventforge.message import Message
 from eventforge.transport import (
     DEAD_LETTER_REASON_HEADER,
+    MALFORMED_HEADER,
     Counter,
     DeadLetter,
     Delivery,
     RetryPolicy,
     WorkQueueBackend,
     for_replay,
+    malformed_item,
 )
 from eventforge.wire import WireCodec
 
@@ -48,7 +50,6 @@ from ._wq_topology import (
     ATTEMPT,
     ATTEMPTS,
     FAILED_AT,
-    MALFORMED,
     REASON,
     WorkQueueTopology,
     letter_from,
@@ -260,8 +261,8 @@ class AmqpWorkQueue(WorkQueueBackend):
         except ProtocolError as exc:
             self.counters["malformed"].bump()
             log.warning("work queue %r: unreadable item dead-lettered: %s", self.name, exc)
-            raw = Message(self.name, delivered.body.decode("utf-8", "replace"), {MALFORMED: True})
-            await self._store_dead(raw, f"unreadable item: {exc}", 1)
+            raw, reason = malformed_item(self.name, delivered.body, exc)
+            await self._store_dead(raw, reason, 1)
             await channel.basic_ack(token.tag)
             return None
         attempt = int(headers.get(ATTEMPT, 1) or 1) + int(headers.get("x-delivery-count", 0) or 0)
@@ -413,7 +414,7 @@ class AmqpWorkQueue(WorkQueueBackend):
                 letters.append(letter)
                 if limit is not None or (wanted is not None and letter.token not in wanted):
                     continue
-                if letter.message.headers.get(MALFORMED):
+                if letter.message.headers.get(MALFORMED_HEADER):
                     log.warning("work queue %r: dead letter %s is unreadable; not replayed",
                                 self.name, letter.token)  # fmt: skip
                     continue

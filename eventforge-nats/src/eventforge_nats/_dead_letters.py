@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventforge.errors import ProtocolError, TransportError
 from eventforge.message import Message
-from eventforge.transport import DeadLetter, for_replay
+from eventforge.transport import MALFORMED_HEADER, DeadLetter, for_replay, malformed_item
 from eventforge.wire import WireCodec
 
 from ._put import PUBLISH_RETRY
@@ -25,14 +25,13 @@ from ._streams import QueueLayout
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
 
-__all__ = ["MALFORMED_HEADER", "DeadLetters"]
+__all__ = ["DeadLetters"]
 
 log = logging.getLogger("eventforge.transports.nats")
 
 REASON_HEADER = "Eventforge-Reason"
 ATTEMPTS_HEADER = "Eventforge-Attempts"
 FAILED_AT_HEADER = "Eventforge-Failed-At"
-MALFORMED_HEADER = "x-eventforge-malformed"
 
 
 class DeadLetters:
@@ -42,10 +41,6 @@ class DeadLetters:
         self._js = js
         self._codec = codec
         self._layout = layout
-
-    def malformed(self, data: bytes) -> Message:
-        """The message standing for an envelope that could not be decoded (never replayed)."""
-        return Message(self._layout.name, data.decode("utf-8", "replace"), {MALFORMED_HEADER: True})
 
     async def store(
         self, message: Message, data: bytes, reason: str, attempt: int, timeout: float
@@ -121,8 +116,8 @@ class DeadLetters:
     def _letter(self, seq: int, data: bytes, headers: dict[str, str]) -> DeadLetter:
         try:
             message = self._codec.decode(data)
-        except ProtocolError:
-            message = self.malformed(data)
+        except ProtocolError as exc:
+            message, _ = malformed_item(self._layout.name, data, exc)
         return DeadLetter(
             message=message,
             reason=headers.get(REASON_HEADER, ""),

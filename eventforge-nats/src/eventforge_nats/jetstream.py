@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventforge.errors import ProtocolError, TransportClosedError, TransportError
 from eventforge.message import Message
-from eventforge.transport import Counter, DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
+from eventforge.transport import (
+    Counter,
+    DeadLetter,
+    Delivery,
+    RetryPolicy,
+    WorkQueueBackend,
+    malformed_item,
+)
 from eventforge.wire import WireCodec
 
 from ._connection import NatsConnection
@@ -219,8 +226,7 @@ class JetStreamWorkQueue(WorkQueueBackend):
             self._malformed.bump()
             log.warning("work queue %r: malformed item dead-lettered: %s", self.name, exc)
             self._ledger.fetched(seq, attempt, held=False)
-            raw = self._dead.malformed(msg.data)
-            reason = f"malformed envelope: {exc}"
+            raw, reason = malformed_item(self.name, msg.data, exc)
             await self._dead.store(raw, msg.data, reason, attempt, self.put_timeout)
             await msg.term()
             return None

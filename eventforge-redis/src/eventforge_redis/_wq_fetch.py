@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from eventforge.errors import ProtocolError, TransportClosedError
-from eventforge.transport import Delivery, WorkQueueBackend
+from eventforge.transport import Delivery, WorkQueueBackend, malformed_item
 
 from . import _wq_scripts as scripts
 from ._connect import describe_error
@@ -243,7 +243,8 @@ class Fetcher:
             )
             SETTLE(
                 q.client, "dead", q.stream, q.group, token_id, count,
-                raw if raw is not None else b"", str(attempt), f"malformed: {exc}", repr(time.time()),
+                raw if raw is not None else b"", str(attempt), malformed_item(q.name, raw or b"", exc)[1],
+                repr(time.time()),
             )  # fmt: skip
             return None
         if q.dedupe_ttl_ms is not None:

@@ -36,7 +36,7 @@ import pytest
 from eventforge.message import Message
 from eventforge.testing._workqueue_delays import DelayedItemsContract
 from eventforge.testing.waiting import wait_until
-from eventforge.transport import DEAD_LETTER_REASON_HEADER
+from eventforge.transport import DEAD_LETTER_REASON_HEADER, WORK_QUEUE_STATS
 from eventforge.workqueue import (
     ATTEMPT_HEADER,
     Delivery,
@@ -460,6 +460,14 @@ class WorkQueueConformance(DelayedItemsContract):
         delivery.ack()
         assert wait_until(lambda: queue.stats["in_flight"] == 0, self.timeout)
         assert queue.stats["acked"] == 1
+
+    def test_backend_stats_have_the_standard_keys(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """Every backend's ``stats()`` names ``pending``, ``in_flight`` and ``dead_letters``."""
+        queue = make_queue()
+        queue.put("x")
+        assert set(WORK_QUEUE_STATS) <= set(queue.backend.stats())
 
     def test_async_put_and_get(self, make_queue: Callable[..., WorkQueue]) -> None:
         """``put_async`` / ``get_async`` work inside a running loop."""

@@ -92,7 +92,13 @@ from eventforge.transport._workqueue import (
     DEAD_LETTER_REASON_HEADER as DEAD_LETTER_REASON_HEADER,
 )
 from eventforge.transport._workqueue import (
+    MALFORMED_HEADER as MALFORMED_HEADER,
+)
+from eventforge.transport._workqueue import (
     NOT_BEFORE_HEADER as NOT_BEFORE_HEADER,
+)
+from eventforge.transport._workqueue import (
+    WORK_QUEUE_STATS as WORK_QUEUE_STATS,
 )
 from eventforge.transport._workqueue import (
     DeadLetter as DeadLetter,
@@ -109,14 +115,19 @@ from eventforge.transport._workqueue import (
 from eventforge.transport._workqueue import (
     for_replay as for_replay,
 )
+from eventforge.transport._workqueue import (
+    malformed_item as malformed_item,
+)
 
 __all__ = [
     "ATTEMPT_HEADER",
     "DEAD_LETTER_REASON_HEADER",
     "LOCAL_CAPABILITIES",
+    "MALFORMED_HEADER",
     "MEMORY_CAPABILITIES",
     "NOT_BEFORE_HEADER",
     "ROUNDTRIP_CAPABILITIES",
+    "WORK_QUEUE_STATS",
     "BackgroundLoop",
     "Backoff",
     "BatchDeliveryThread",
@@ -141,6 +152,7 @@ __all__ = [
     "for_replay",
     "is_native",
     "is_nonblocking",
+    "malformed_item",
     "nonblocking",
     "require_capability",
     "run_sync",

@@ -17,12 +17,15 @@ from eventforge.message import Message
 __all__ = [
     "ATTEMPT_HEADER",
     "DEAD_LETTER_REASON_HEADER",
+    "MALFORMED_HEADER",
     "NOT_BEFORE_HEADER",
+    "WORK_QUEUE_STATS",
     "DeadLetter",
     "Delivery",
     "RetryPolicy",
     "WorkQueueBackend",
     "for_replay",
+    "malformed_item",
 ]
 
 ATTEMPT_HEADER = "x-eventforge-attempt"
@@ -206,3 +209,22 @@ def for_replay(message: Message) -> Message:
     headers.pop(DEAD_LETTER_REASON_HEADER, None)
     headers.pop(ATTEMPT_HEADER, None)
     return message
+
+
+MALFORMED_HEADER = "x-eventforge-malformed"
+"""Marks the stand-in of an item whose bytes could not be decoded (see :func:`malformed_item`)."""
+
+WORK_QUEUE_STATS = ("pending", "in_flight", "dead_letters")
+"""The keys every backend's ``stats()`` has: items waiting (delayed ones included), items handed
+out and not settled, and dead letters."""
+
+
+def malformed_item(queue: str, data: bytes, error: BaseException) -> tuple[Message, str]:
+    """The dead letter of an item whose bytes could not be decoded: a stand-in message and its
+    reason, the same on every backend.
+
+    The stand-in carries the bytes as text (undecodable bytes replaced) and
+    :data:`MALFORMED_HEADER`, so nothing is lost from sight and ``replay()`` can leave it out.
+    """
+    stand_in = Message(queue, data.decode("utf-8", "replace"), {MALFORMED_HEADER: True})
+    return stand_in, f"malformed item: {error}"
