@@ -357,7 +357,7 @@ def test_malformed_item_is_dead_lettered_not_redelivered(nats_server_factory: An
         time.sleep(0.02)
     consumer.stop()
     letters = queue.dead_letters()
-    assert all("malformed envelope" in letter.reason for letter in letters)
+    assert all("malformed item" in letter.reason for letter in letters)
     stats = queue.stats
     assert stats["malformed"] == 2
     assert (stats["pending"], stats["in_flight"]) == (0, 0)
