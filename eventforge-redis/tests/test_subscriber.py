@@ -41,7 +41,8 @@ class _Blocker:
     def __call__(self, message: Message) -> None:
         self.got.append(message.payload)
         self.entered.set()
-        self.release.wait(60)
+        # Longer than every watchdog of a test together: a test releases it itself (finally).
+        self.release.wait(300)
 
 
 def test_a_slow_callback_stalls_neither_the_health_check_nor_nonblocking_deliveries(
