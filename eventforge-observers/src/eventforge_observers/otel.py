@@ -30,6 +30,7 @@ from eventforge.message import Message
 from eventforge.observing import CallEvent
 from eventforge.transport import Transport
 
+from . import __version__
 from .intercept import BoundedMap, Callback, InterceptedTransport, intercept
 
 try:
@@ -81,8 +82,6 @@ class Tracing:
         max_open: int = MAX_OPEN,
         reply_timeout: float = 300.0,
     ) -> None:
-        from . import __version__
-
         self.tracer = trace.get_tracer("eventforge", __version__, tracer_provider=tracer_provider)
         self.propagator = TraceContextTextMapPropagator()
         self._awaiting_reply = BoundedMap(max_open, on_evict=self._abandon, max_age=reply_timeout)
