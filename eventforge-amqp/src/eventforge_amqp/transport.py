@@ -8,10 +8,9 @@
   (``*`` → ``*``, ``**`` → ``#``), as is on the fanout exchange, with ``x-match`` and the
   ``match=`` headers on the headers exchange (the broker filters). An exclusive auto-delete
   queue per plain subscription, a shared durable queue per ``group=``.
-* ``request`` uses direct reply-to (no reply queue per call) and ``mandatory``: a request that
-  no queue is bound for raises :class:`~eventforge.errors.NoRespondersError` at once.
-  ``send_counted`` reports through ``mandatory`` + ``basic.return`` whether any queue took a
-  message, so ``MessageQueue(unroutable=...)`` works natively.
+* ``request`` uses direct reply-to and ``mandatory``: a request nobody is bound for raises
+  :class:`~eventforge.errors.NoRespondersError` at once; ``send_counted`` reports the same way
+  whether any queue took a message, so ``MessageQueue(unroutable=...)`` works natively.
 * ``work_queue_backend`` returns a durable work queue on a quorum queue (at-least-once).
 
 aiormq runs on eventforge's shared background loop (or the application's loop with
@@ -378,9 +377,8 @@ class AmqpTransport(Transport):
         match_mode: str = "all",
         group: str | None = None,
     ) -> str:
-        """Subscribe with ``match`` applied by the broker where ``topic`` binds to the headers
-        exchange (``routes`` / ``exchange_type``); elsewhere it binds as usual and the queue's
-        own filter does the matching."""
+        """The broker applies ``match`` where ``topic`` binds to the headers exchange; elsewhere
+        the subscription binds as usual and the queue's own filter matches."""
         if self.exchanges.kind_for(topic) == "headers":
             return self.subscribe(topic, callback, group=group, match=match, match_mode=match_mode)
         return self.subscribe(topic, callback, group=group)
