@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+WARM_UP = 200
+"""Round trips made and discarded before a latency scenario records its samples."""
 
 
 def row(
@@ -55,3 +60,30 @@ def finish_child(child: subprocess.Popen[str], start: float, n: int) -> float:
     if line != "done":
         raise RuntimeError(f"benchmark child did not finish: {line!r}")
     return n / elapsed
+
+
+def percentiles(samples: list[float], scale: float = 1e6) -> tuple[float, float]:
+    """p50 and p99 of ``samples`` times ``scale`` (by default seconds in, microseconds out)."""
+    ordered = sorted(samples)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return p50 * scale, p99 * scale
+
+
+def medians(rounds: int, measures: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run every measure once per round, interleaved, and return the median of each.
+
+    Interleaving lets a busy spell of the machine hit every contender alike. A measure that
+    returns a tuple (p50, p99) gets the median of each of its fields.
+    """
+    samples: dict[str, list[Any]] = {k: [] for k in measures}
+    for _ in range(rounds):
+        for key, measure in measures.items():
+            samples[key].append(measure())
+    out: dict[str, Any] = {}
+    for key, values in samples.items():
+        if isinstance(values[0], tuple):
+            out[key] = tuple(statistics.median(v[i] for v in values) for i in range(len(values[0])))
+        else:
+            out[key] = statistics.median(values)
+    return out

@@ -24,17 +24,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aio_pika
 import pika
-from _common import finish_child, row, start_child
+from _common import WARM_UP, finish_child, medians, percentiles, row, start_child
 from eventforge import MessageQueue, RPCClient
 from eventforge.message import Message
 from eventforge.testing.rabbit import RabbitServer
@@ -44,20 +42,6 @@ from eventforge.workqueue import RetryPolicy, WorkQueue
 from eventforge_amqp import AmqpTransport
 
 PAYLOAD = {"user": "alice", "action": "login", "n": 1}
-
-
-def medians(rounds: int, measures: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    samples: dict[str, list[Any]] = {k: [] for k in measures}
-    for _ in range(rounds):
-        for key, measure in measures.items():
-            samples[key].append(measure())
-    out: dict[str, Any] = {}
-    for key, values in samples.items():
-        if isinstance(values[0], tuple):
-            out[key] = tuple(statistics.median(v[i] for v in values) for i in range(len(values[0])))
-        else:
-            out[key] = statistics.median(values)
-    return out
 
 
 CHILD = r"""
@@ -196,27 +180,18 @@ def e2e_pika(url: str, n: int) -> float:
 # -- RPC -------------------------------------------------------------------------------------
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    samples.sort()
-    return (
-        samples[len(samples) // 2] * 1e6,
-        samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
-    )
-
-
 def rpc_eventforge(url: str, n: int) -> tuple[float, float]:
     child = _child("echo_ef", url)
     queue = MessageQueue(transport=AmqpTransport(url))
     client = RPCClient(queue, "bench")
-    client.call("echo", 1, timeout=10)
     samples = []
-    for i in range(n):
+    for i in range(n + WARM_UP):
         start = time.perf_counter()
         client.call("echo", i, timeout=10)
         samples.append(time.perf_counter() - start)
     queue.close()
     _stop(child)
-    return _percentiles(samples)
+    return percentiles(samples[WARM_UP:])
 
 
 def request_transport(url: str, n: int) -> tuple[float, float]:
@@ -224,13 +199,13 @@ def request_transport(url: str, n: int) -> tuple[float, float]:
     child = _child("echo_raw", url, 0, key)
     t = AmqpTransport(url)
     samples = []
-    for i in range(n + 1):
+    for i in range(n + WARM_UP):
         start = time.perf_counter()
         t.request(Message(key, i), timeout=10)
         samples.append(time.perf_counter() - start)
     t.close()
     _stop(child)
-    return _percentiles(samples[1:])
+    return percentiles(samples[WARM_UP:])
 
 
 def rpc_aio_pika(url: str, n: int) -> tuple[float, float]:
@@ -250,7 +225,7 @@ def rpc_aio_pika(url: str, n: int) -> tuple[float, float]:
 
         await reply_queue.consume(on, no_ack=True)
         samples = []
-        for i in range(n + 1):
+        for i in range(n + WARM_UP):
             start = time.perf_counter()
             await ex.publish(
                 aio_pika.Message(body, reply_to="amq.rabbitmq.reply-to", correlation_id=str(i)),
@@ -259,11 +234,11 @@ def rpc_aio_pika(url: str, n: int) -> tuple[float, float]:
             await replies.get()
             samples.append(time.perf_counter() - start)
         await conn.close()
-        return samples[1:]
+        return samples[WARM_UP:]
 
     samples = asyncio.run(main())
     _stop(child)
-    return _percentiles(samples)
+    return percentiles(samples)
 
 
 # -- durable work queue ---------------------------------------------------------------------
@@ -330,11 +305,6 @@ def wq_aio_pika(url: str, n: int, in_flight: int) -> tuple[float, float]:
     return asyncio.run(main())
 
 
-def _p50_p99(samples: list[float]) -> tuple[float, float]:
-    samples = sorted(samples)
-    return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-
-
 def delayed_eventforge(url: str, n: int, timed: int) -> tuple[float, ...]:
     """Plain and delayed put_many rates, then the delivery error of delayed puts (ms) and the
     put-to-delivery latency of plain puts (ms), each as p50, p99."""
@@ -377,12 +347,12 @@ def delayed_eventforge(url: str, n: int, timed: int) -> tuple[float, ...]:
         delivery.ack()
     queue.close()
     t.close()
-    return (rates[0], rates[1], *_p50_p99(errors), *_p50_p99(latencies))
+    return (rates[0], rates[1], *percentiles(errors, scale=1.0), *percentiles(latencies, scale=1.0))
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
     n_e2e = 1_000 if quick else 20_000
-    n_rpc = 100 if quick else 2_000
+    n_rpc = 100 if quick else 5_000
     n_wq = 500 if quick else 5_000
     n_one = 100 if quick else 1_000
     n_timed = 20 if quick else 200

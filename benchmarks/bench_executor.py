@@ -13,13 +13,12 @@ Every figure is the median of interleaved rounds; pools are started and warmed b
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from _common import row
+from _common import medians, row
 from eventforge import ExecutionMode, Executor, task
 
 
@@ -44,14 +43,6 @@ def rate(n: int, fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
     return n / (time.perf_counter() - start)
-
-
-def medians(rounds: int, pairs: dict[str, Callable[[], float]]) -> dict[str, float]:
-    samples: dict[str, list[float]] = {k: [] for k in pairs}
-    for _ in range(rounds):
-        for key, measure in pairs.items():
-            samples[key].append(measure())
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def thread_rows(quick: bool) -> list[dict[str, Any]]:

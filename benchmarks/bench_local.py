@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from _common import row
+from _common import WARM_UP, percentiles, row
 
 PAYLOAD = {"seq": 0, "data": "x" * 64}
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the default place of local://
@@ -186,7 +186,7 @@ def _oneway_persist(n: int) -> float:
 # -- ping-pong ----------------------------------------------------------------------------------
 
 
-def _pingpong_local(calls: int) -> float:
+def _pingpong_local(calls: int) -> tuple[float, float]:
     from eventforge.message import Message
     from eventforge.transport import nonblocking
     from eventforge.transports.local import LocalTransport
@@ -201,12 +201,12 @@ def _pingpong_local(calls: int) -> float:
                     time.sleep(0.01)
                 answered.acquire(timeout=10)
                 times = []
-                for i in range(calls):
+                for i in range(calls + WARM_UP):
                     start = time.perf_counter()
                     transport.send(Message("bench.ping", i))
                     answered.acquire(timeout=10)
                     times.append(time.perf_counter() - start)
-                return statistics.median(times) * 1e6
+                return percentiles(times[WARM_UP:])
         finally:
             echo.kill()
 
@@ -219,7 +219,7 @@ def _mp_echo(ping: Any, pong: Any) -> None:
         pong.put(item)
 
 
-def _pingpong_mp(calls: int) -> float:
+def _pingpong_mp(calls: int) -> tuple[float, float]:
     ctx = mp.get_context("fork")
     ping, pong = ctx.Queue(), ctx.Queue()
     proc = ctx.Process(target=_mp_echo, args=(ping, pong))
@@ -227,14 +227,14 @@ def _pingpong_mp(calls: int) -> float:
     ping.put(PAYLOAD)
     pong.get(timeout=30)
     times = []
-    for i in range(calls):
+    for i in range(calls + WARM_UP):
         start = time.perf_counter()
         ping.put({**PAYLOAD, "seq": i})
         pong.get()
         times.append(time.perf_counter() - start)
     ping.put(None)
     proc.join(30)
-    return statistics.median(times) * 1e6
+    return percentiles(times[WARM_UP:])
 
 
 # -- work queue ---------------------------------------------------------------------------------
@@ -281,11 +281,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
     """Measure local:// and its anchors in this run; return the rows (median of the rounds)."""
     n = 1_000 if quick else 20_000
     slow_n = 200 if quick else 2_000
-    calls = 100 if quick else 2_000
+    calls = 100 if quick else 5_000
     repeats = 1 if quick else 3
-    got: dict[str, list[float]] = {
-        k: [] for k in ("ours", "mp", "pq", "ping", "mping", "wq", "pqwq")
-    }
+    got: dict[str, list[Any]] = {k: [] for k in ("ours", "mp", "pq", "ping", "mping", "wq", "pqwq")}
     for _ in range(repeats):
         got["ours"].append(_oneway_local(n))
         got["mp"].append(_oneway_mp(n))
@@ -294,14 +292,18 @@ def run(quick: bool) -> list[dict[str, Any]]:
         got["mping"].append(_pingpong_mp(calls))
         got["wq"].append(_workqueue_local(slow_n * 2))
         got["pqwq"].append(_workqueue_persist(slow_n))
-    m = {k: statistics.median(v) for k, v in got.items()}
+    m = {k: statistics.median(v) for k, v in got.items() if k not in ("ping", "mping")}
+    ping50, ping99 = (statistics.median(p[i] for p in got["ping"]) for i in (0, 1))
+    mping50, mping99 = (statistics.median(p[i] for p in got["mping"]) for i in (0, 1))
     return [
         _row("one-way msgs/s (process->process)", m["ours"], "multiprocessing.Queue", m["mp"],
              "msgs/s", ">= 0.5x"),
         _row("one-way msgs/s (process->process)", m["ours"], "persist-queue SQLiteAckQueue",
              m["pq"], "msgs/s", ">= 10x"),
-        _row("ping-pong p50 round trip", m["ping"], "multiprocessing.Queue", m["mping"], "us",
+        _row("ping-pong p50 round trip", ping50, "multiprocessing.Queue p50", mping50, "us",
              "<= 2x", False),
+        _row("ping-pong p99 round trip", ping99, "multiprocessing.Queue p99", mping99, "us",
+             "report", False),
         _row("work queue put+get+ack items/s", m["wq"], "persist-queue SQLiteAckQueue",
              m["pqwq"], "items/s", ">= 10x"),
     ]  # fmt: skip

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import nats
-from _common import finish_child, row, start_child
+from _common import WARM_UP, finish_child, medians, percentiles, row, start_child
 from eventforge.message import Message
 from eventforge.testing.brokers import NatsServer
 from eventforge.wire import encode_envelope
@@ -41,20 +39,6 @@ from eventforge.workqueue import RetryPolicy
 from eventforge_nats import NatsTransport
 
 PAYLOAD = {"user": "alice", "action": "login", "n": 1}
-
-
-def medians(rounds: int, measures: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    samples: dict[str, list[Any]] = {k: [] for k in measures}
-    for _ in range(rounds):
-        for key, measure in measures.items():
-            samples[key].append(measure())
-    out: dict[str, Any] = {}
-    for key, values in samples.items():
-        if isinstance(values[0], tuple):
-            out[key] = tuple(statistics.median(v[i] for v in values) for i in range(len(values[0])))
-        else:
-            out[key] = statistics.median(values)
-    return out
 
 
 CHILD = r"""
@@ -206,14 +190,6 @@ def e2e_eventforge_sync(url: str, n: int) -> float:
 # -- request / reply -----------------------------------------------------------------------
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    samples.sort()
-    return (
-        samples[len(samples) // 2] * 1e6,
-        samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1e6,
-    )
-
-
 def rpc_raw(url: str, n: int) -> tuple[float, float]:
     child = _child("echo_raw", url)
     data = encode_envelope(Message("bench.echo", PAYLOAD))
@@ -221,7 +197,7 @@ def rpc_raw(url: str, n: int) -> tuple[float, float]:
     async def main() -> list[float]:
         nc = await nats.connect(url)
         samples = []
-        for _ in range(n):
+        for _ in range(n + WARM_UP):
             start = time.perf_counter()
             await nc.request("bench.echo", data, timeout=5)
             samples.append(time.perf_counter() - start)
@@ -230,7 +206,7 @@ def rpc_raw(url: str, n: int) -> tuple[float, float]:
 
     samples = asyncio.run(main())
     _stop(child)
-    return _percentiles(samples[n // 10 :])
+    return percentiles(samples[WARM_UP:])
 
 
 def rpc_eventforge(url: str, n: int, delivery: str = "thread") -> tuple[float, float]:
@@ -240,13 +216,13 @@ def rpc_eventforge(url: str, n: int, delivery: str = "thread") -> tuple[float, f
     queue = MessageQueue(transport=NatsTransport(url))
     client = RPCClient(queue, service_name="bench", timeout=5.0)
     samples = []
-    for _ in range(n):
+    for _ in range(n + WARM_UP):
         start = time.perf_counter()
         client.call("echo", PAYLOAD)
         samples.append(time.perf_counter() - start)
     queue.close()
     _stop(child)
-    return _percentiles(samples[n // 10 :])
+    return percentiles(samples[WARM_UP:])
 
 
 def rpc_eventforge_async(url: str, n: int) -> tuple[float, float]:
@@ -260,7 +236,7 @@ def rpc_eventforge_async(url: str, n: int) -> tuple[float, float]:
         async with MessageQueue(await NatsTransport.connect_async(url)) as queue:
             client = RPCClient(queue, service_name="bench", timeout=5.0)
             samples = []
-            for _ in range(n):
+            for _ in range(n + WARM_UP):
                 start = time.perf_counter()
                 await client.call_async("echo", PAYLOAD)
                 samples.append(time.perf_counter() - start)
@@ -268,7 +244,7 @@ def rpc_eventforge_async(url: str, n: int) -> tuple[float, float]:
 
     samples = asyncio.run(main())
     _stop(child)
-    return _percentiles(samples[n // 10 :])
+    return percentiles(samples[WARM_UP:])
 
 
 def request_transport(url: str, n: int) -> tuple[float, float]:
@@ -276,13 +252,13 @@ def request_transport(url: str, n: int) -> tuple[float, float]:
     transport = NatsTransport(url)
     message = Message("bench.echo", PAYLOAD)
     samples = []
-    for _ in range(n):
+    for _ in range(n + WARM_UP):
         start = time.perf_counter()
         transport.request(message, 5.0)
         samples.append(time.perf_counter() - start)
     transport.close()
     _stop(child)
-    return _percentiles(samples[n // 10 :])
+    return percentiles(samples[WARM_UP:])
 
 
 # -- JetStream work queue ------------------------------------------------------------------

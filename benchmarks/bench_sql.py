@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import row
+from _common import percentiles, row
 
 HERE = Path(__file__).resolve().parent
 PAYLOAD = {"user": "alice", "action": "resize", "n": 1}
@@ -257,11 +257,6 @@ def outbox_round(url: str, n: int) -> tuple[float, float]:
     return publish, relay
 
 
-def _p50_p99(samples: list[float]) -> tuple[float, float]:
-    samples = sorted(samples)
-    return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-
-
 def _drain(queue: Any, n: int) -> float:
     start = time.perf_counter()
     got = 0
@@ -326,7 +321,7 @@ def delayed_round(url: str, n: int, ahead: int, timed: int) -> tuple[float, ...]
     for made in (plain, blocked, timing):
         made.close()
     engine.dispose()
-    return (*rates, *_p50_p99(errors), *_p50_p99(latencies))
+    return (*rates, *percentiles(errors, scale=1.0), *percentiles(latencies, scale=1.0))
 
 
 def _install_pgqueuer(url: str) -> None:

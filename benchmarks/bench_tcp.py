@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import struct
 import subprocess
 import sys
 import time
 from typing import Any
 
-from _common import row
+from _common import percentiles, row
 
 HEADER = struct.Struct(">I")
 PAYLOAD = {"seq": 0, "data": "x" * 64}
@@ -260,13 +259,6 @@ def _oneway_zmq(n: int) -> float:
     return rate
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
-    samples.sort()
-    p50 = statistics.median(samples)
-    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-    return p50 * 1e6, p99 * 1e6
-
-
 def _rtt_eventforge(n: int) -> tuple[float, float]:
     from eventforge import MessageQueue, RPCClient
     from eventforge_tcp.transport import TCPClientTransport
@@ -285,7 +277,7 @@ def _rtt_eventforge(n: int) -> tuple[float, float]:
     queue.close()
     proc.kill()
     proc.wait(10)
-    return _percentiles(samples)
+    return percentiles(samples)
 
 
 def _rtt_raw(n: int) -> tuple[float, float]:
@@ -310,7 +302,7 @@ def _rtt_raw(n: int) -> tuple[float, float]:
     sock.close()
     proc.kill()
     proc.wait(10)
-    return _percentiles(samples)
+    return percentiles(samples)
 
 
 def _rtt_zmq(n: int) -> tuple[float, float]:
@@ -334,7 +326,7 @@ def _rtt_zmq(n: int) -> tuple[float, float]:
     ctx.term()
     proc.kill()
     proc.wait(10)
-    return _percentiles(samples)
+    return percentiles(samples)
 
 
 def _row(
