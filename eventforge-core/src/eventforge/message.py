@@ -132,7 +132,7 @@ def new_message(topic: str, payload: Any, headers: dict[str, Any]) -> Message:
     message.topic = topic
     message.payload = payload
     message.headers = headers
-    message.id = new_id()
+    message.id = f"{_prefix}{next(_counter):x}"  # new_id(), without the call
     message.timestamp = _now()
     message.reply_to = None
     message.correlation_id = None

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Set
 from typing import Generic, TypeVar
 
 __all__ = [
     "TopicIndex",
     "has_wildcards",
+    "known_topics",
     "topic_matches",
     "validate_pattern",
     "validate_topic",
@@ -44,6 +45,13 @@ def _check_common(value: object, what: str) -> str:
 
 _valid_topics: set[str] = set()
 _VALID_CACHE_LIMIT = 8192
+
+known_topics: Set[str] = _valid_topics
+"""Topics that already passed :func:`validate_topic` (a bounded set, cleared when full).
+
+``topic in known_topics`` proves ``topic`` valid without a call; on a miss call
+:func:`validate_topic`. Read it; never add to it.
+"""
 
 
 def validate_topic(topic: object) -> str:
@@ -151,6 +159,10 @@ class TopicIndex(Generic[T]):
     ``match`` results are cached per concrete topic and the cache is cleared on every change,
     so a steady publisher pays one dict lookup no matter how many patterns are registered.
     Thread-safe: changes and cache misses take a lock; a cache hit takes none.
+
+    ``cached`` is that cache, one dict for the index's whole life (it is cleared, never
+    replaced): ``index.cached.get(topic)`` is what ``match`` would return, or ``None`` on a
+    miss, at the cost of a lookup and no call. Read it; never write to it.
     """
 
     _CACHE_LIMIT = 4096
@@ -159,6 +171,7 @@ class TopicIndex(Generic[T]):
         self._root: _Node[T] = _Node()
         self._patterns: dict[int, str] = {}
         self._cache: dict[str, tuple[T, ...]] = {}
+        self.cached: Mapping[str, tuple[T, ...]] = self._cache
         self._next = 0
         self._lock = threading.Lock()
 
@@ -181,7 +194,7 @@ class TopicIndex(Generic[T]):
         key = self._next
         node.values[key] = value
         self._patterns[key] = pattern
-        self._cache = {}
+        self._cache.clear()
         return key
 
     def remove(self, key: int) -> bool:
@@ -205,7 +218,7 @@ class TopicIndex(Generic[T]):
             if child.values or child.children:
                 break
             del parent.children[segment]
-        self._cache = {}
+        self._cache.clear()
         return True
 
     def match(self, topic: str) -> tuple[T, ...]:
@@ -218,7 +231,7 @@ class TopicIndex(Generic[T]):
             self._collect(self._root, topic.split("."), 0, found, {})
             result = tuple(found[k] for k in sorted(found))
             if len(self._cache) >= self._CACHE_LIMIT:
-                self._cache = {}
+                self._cache.clear()
             self._cache[topic] = result
             return result
 

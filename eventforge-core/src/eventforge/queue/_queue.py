@@ -31,7 +31,7 @@ from eventforge.queue._requests import Requests
 from eventforge.queue._subscriptions import Subscriptions
 from eventforge.queue.cache import SubscriptionCache
 from eventforge.queue.rendezvous import rendezvous_for
-from eventforge.topics import validate_pattern, validate_topic
+from eventforge.topics import known_topics, validate_pattern, validate_topic
 from eventforge.transport import Capability, Transport
 
 if TYPE_CHECKING:
@@ -130,7 +130,9 @@ class MessageQueue:
             topic, payload = event_message(topic, payload, headers)
         if headers:
             check_headers(headers)
-        message = new_message(validate_topic(topic), payload, headers)
+        if topic not in known_topics:  # a known topic is valid: no call on the publish path
+            validate_topic(topic)
+        message = new_message(topic, payload, headers)
         if delay is None and not_before is None:
             core.publish_send(message)
         else:
