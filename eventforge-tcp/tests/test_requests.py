@@ -22,7 +22,7 @@ from eventforge.errors import NoRespondersError, RPCTimeout, TransportError
 from eventforge.message import Message
 from eventforge.middleware import Middleware
 from eventforge.queue import MessageQueue
-from eventforge.rpc import RPCClient, with_retry
+from eventforge.rpc import RPCClient, RPCServer, with_retry
 from eventforge.testing.brokers import free_port
 from eventforge_tcp._control import COUNT, PING, control_frame
 from eventforge_tcp._requests import drop_abandoned_requests
@@ -293,3 +293,24 @@ def test_a_count_asking_only_for_zero_is_answered_only_when_nobody_took_the_mess
     finally:
         sock.close()
         srv.close()
+
+
+def test_an_inline_rpc_server_answers_on_its_io_thread_and_a_plain_one_does_not() -> None:
+    """``RPCServer(inline=True)`` on a TCP server runs methods on the transport's I/O thread
+    (no hand-off to a delivery thread); the default server runs them on a thread of its own."""
+    server_queue = MessageQueue(transport=TCPServerTransport("127.0.0.1", 0).start())
+    port = server_queue.transport.port  # type: ignore[attr-defined]
+    caller = MessageQueue(transport=TCPClientTransport("127.0.0.1", port).connect())
+    inline = RPCServer(server_queue, service_name="inline", inline=True)
+    plain = RPCServer(server_queue, service_name="plain")
+    for server in (inline, plain):
+        server.add_method("where", lambda: threading.current_thread().name)
+        server.serve(blocking=False)
+    try:
+        assert RPCClient(caller, "inline", timeout=10).where().endswith("-io")
+        assert not RPCClient(caller, "plain", timeout=10).where().endswith("-io")
+    finally:
+        inline.stop()
+        plain.stop()
+        caller.close()
+        server_queue.close()

@@ -13,6 +13,8 @@ import threading
 import pytest
 from eventforge import MemoryTransport, Message, MessageQueue, RPCClient, RPCServer
 from eventforge.errors import RemoteError, RPCTimeout
+from eventforge.execution import ExecutionMode, Executor
+from eventforge.testing import wait_until
 from eventforge.transport import Callback, Capability, Transport, is_nonblocking, nonblocking
 
 
@@ -291,3 +293,51 @@ def test_nonblocking_marks_functions_and_classes_not_bound_methods():
 
     with pytest.raises(TypeError, match="class body"):
         nonblocking(Holder().method)
+
+
+def test_rpc_server_inline_runs_methods_where_the_transport_runs_nonblocking_callbacks(
+    inline_queue,
+):
+    server = RPCServer(inline_queue, service_name="svc", inline=True)
+    server.add_method("where", lambda: threading.current_thread().name)
+    server.serve(blocking=False)
+    # This transport runs marked callbacks at once in the sending thread: the call never
+    # crosses to the reader thread, and the method runs in the caller's own thread.
+    assert not server.threaded
+    name = RPCClient(inline_queue, service_name="svc", timeout=10).where()
+    assert name == threading.current_thread().name
+    server.stop()
+
+
+def test_rpc_server_inline_runs_on_the_delivery_thread_where_hand_offs_are_not_inline(queue):
+    server = RPCServer(queue, service_name="svc", inline=True)
+    server.add_method("where", lambda: threading.current_thread().name)
+    server.serve(blocking=False)
+    assert RPCClient(queue, service_name="svc", timeout=10).where() == "reader"
+    server.stop()
+
+
+def test_rpc_server_inline_cannot_also_be_threaded_or_use_an_executor(queue):
+    with pytest.raises(ValueError, match="inline=True"):
+        RPCServer(queue, inline=True, threaded=True)
+    with pytest.raises(ValueError, match="inline=True"):
+        RPCServer(queue, inline=True, executor=Executor(mode=ExecutionMode.THREAD))
+
+
+def test_a_plain_handler_marked_nonblocking_runs_where_marked_callbacks_run(inline_queue):
+    seen_on: list[str] = []
+
+    @nonblocking
+    def quick(message):
+        seen_on.append(threading.current_thread().name)
+
+    def plain(message):
+        seen_on.append(threading.current_thread().name)
+
+    inline_queue.subscribe("quick", quick)
+    inline_queue.subscribe("plain", plain)
+    inline_queue.publish("quick")
+    inline_queue.publish("plain")
+    assert wait_until(lambda: len(seen_on) == 2, timeout=10)
+    assert seen_on[0] == threading.current_thread().name  # no hand-off
+    assert seen_on[1] == "reader"

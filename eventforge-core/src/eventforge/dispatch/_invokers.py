@@ -18,7 +18,7 @@ from typing import Any
 from eventforge.deadlines import expired as _expired
 from eventforge.dispatch._loop_runner import LoopRunner
 from eventforge.message import Message
-from eventforge.transport import Counter, nonblocking
+from eventforge.transport import Counter, is_nonblocking, nonblocking
 
 __all__ = [
     "ErrorReporter",
@@ -71,8 +71,12 @@ def make_invoker(
 
     With ``expired``, a request whose deadline has passed (see :mod:`eventforge.deadlines`) is
     not passed to the handler but counted there: its caller has stopped waiting.
+
+    A plain handler marked :func:`~eventforge.transport.nonblocking` gives a marked invoker,
+    so a transport declaring ``nonblocking_inline`` runs it on its I/O thread or event loop.
     """
     bump = delivered.bump
+    inline = is_nonblocking(handler)
     skip = expired.bump if expired is not None else None
     is_async = is_coroutine_handler(handler)
     runner = LoopRunner.running()
@@ -142,7 +146,7 @@ def make_invoker(
             if result is not None and inspect.isawaitable(result):
                 _schedule(result, message)
 
-        return invoke_marked
+        return nonblocking(invoke_marked) if inline else invoke_marked
 
     def invoke(message: Message) -> None:
         if skip is not None and message.reply_to is not None and _expired(message):
@@ -157,4 +161,4 @@ def make_invoker(
         if result is not None and inspect.isawaitable(result):
             _schedule(result, message)
 
-    return invoke
+    return nonblocking(invoke) if inline else invoke

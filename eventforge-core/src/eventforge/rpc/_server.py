@@ -25,7 +25,7 @@ from eventforge.rpc._protocol import (
     parse_call,
     service_topic,
 )
-from eventforge.transport import Capability, Counter
+from eventforge.transport import Capability, Counter, nonblocking
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -86,6 +86,13 @@ class RPCServer:
     pool ``executor`` every call goes through it and calls run concurrently. A ``@task``
     function keeps its observers: calling it runs them around the body.
 
+    ``inline=True`` runs methods on the transport's own I/O thread or event loop where it
+    declares :attr:`~eventforge.transport.Capability.NONBLOCKING_INLINE` (TCP, NATS), with no
+    thread hand-off on the way in: the lowest latency, the way a ``zmq`` REP loop answers.
+    Use it only for methods that return quickly and never wait (no blocking I/O, no RPC of
+    their own): while one runs, the transport reads nothing else. Elsewhere it is the same as
+    ``threaded=False``.
+
     Servers sharing a ``service_name`` form a pool and each call runs on one of them: across
     processes the transport picks (where it declares groups); among the servers of one queue,
     ``dispatcher`` does (a name such as ``"least_loaded"``, default ``"round_robin"``).
@@ -99,11 +106,20 @@ class RPCServer:
         *,
         threaded: bool | None = None,
         dispatcher: str | Dispatcher | None = None,
+        inline: bool = False,
     ) -> None:
+        if inline and (threaded or executor is not None):
+            raise ValueError(
+                "inline=True runs methods on the transport's I/O thread; it cannot be combined "
+                "with threaded=True or an executor (pick one place for methods to run)"
+            )
+        self.inline = inline
         self.queue = queue
         self.dispatcher = dispatcher
         self.executor = executor
         self.service_name = service_name
+        if inline:
+            threaded = False
         if threaded is None:
             blocking_executor = executor is None or executor.mode.value == "sequential"
             threaded = blocking_executor and not queue.transport.has(Capability.ZERO_COPY)
@@ -178,7 +194,7 @@ class RPCServer:
                 self._runner = LoopRunner.for_caller()
                 self._handler_id = self.queue.subscribe(
                     self.topic,
-                    self._on_call,
+                    self._on_call_inline if self.inline else self._on_call,
                     group=self.topic,
                     dispatcher=self.dispatcher,
                     threaded=self.threaded,
@@ -260,6 +276,11 @@ class RPCServer:
         return f"RPCServer(service_name={self.service_name!r}, methods={self.methods}, {state})"
 
     # -- handling a call -----------------------------------------------------------------------
+
+    @nonblocking
+    def _on_call_inline(self, message: Message) -> None:
+        """``_on_call``, marked to run on the transport's I/O thread (``inline=True``)."""
+        self._on_call(message)
 
     def _on_call(self, message: Message) -> None:
         if not message.reply_to:
