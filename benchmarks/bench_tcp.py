@@ -115,14 +115,14 @@ def _rx_zmq(port: int, n: int) -> None:
     ctx.term()
 
 
-def _rpc_eventforge(port: int) -> None:
+def _rpc_eventforge(port: int, inline: int = 0) -> None:
     import threading
 
     from eventforge import MessageQueue, RPCServer
     from eventforge_tcp.transport import TCPServerTransport
 
     queue = MessageQueue(transport=TCPServerTransport("127.0.0.1", port).start())
-    server = RPCServer(queue, service_name="bench")
+    server = RPCServer(queue, service_name="bench", inline=bool(inline))
     server.add_method("echo", lambda value: value)
     server.serve(blocking=False)
     print("ready", flush=True)
@@ -259,12 +259,14 @@ def _oneway_zmq(n: int) -> float:
     return rate
 
 
-def _rtt_eventforge(n: int) -> tuple[float, float]:
+def _rtt_eventforge(n: int, inline: bool = False) -> tuple[float, float]:
+    """``RPCClient.call`` round trips; ``inline``: the server runs the method on its I/O thread
+    (``RPCServer(inline=True)``), as a zmq REP loop answers on the thread that reads."""
     from eventforge import MessageQueue, RPCClient
     from eventforge_tcp.transport import TCPClientTransport
 
     port = _free_port()
-    proc = _spawn("rpc-eventforge", port)
+    proc = _spawn("rpc-eventforge", port, str(int(inline)))
     queue = MessageQueue(transport=TCPClientTransport("127.0.0.1", port).connect())
     client = RPCClient(queue, service_name="bench", timeout=10)
     for _ in range(min(200, n)):
@@ -379,9 +381,37 @@ def run(quick: bool) -> list[dict[str, Any]]:
         ),
     ]
     ef50, ef99 = _rtt_eventforge(calls)
+    in50, in99 = _rtt_eventforge(calls, inline=True)
     zmq50, zmq99 = _rtt_zmq(calls)
     raw50, raw99 = _rtt_raw(calls)
     rows += [
+        _row(
+            "RPC round trip p50, RPCServer(inline=True)",
+            in50,
+            "pyzmq REQ/REP p50",
+            zmq50,
+            "us",
+            "<= 1.0x",
+            False,
+        ),
+        _row(
+            "RPC round trip p99, RPCServer(inline=True)",
+            in99,
+            "pyzmq REQ/REP p99",
+            zmq99,
+            "us",
+            "report",
+            False,
+        ),
+        _row(
+            "RPC round trip p50, RPCServer(inline=True)",
+            in50,
+            "raw socket ping-pong p50",
+            raw50,
+            "us",
+            "<= 2.5x",
+            False,
+        ),
         _row("RPC round trip p50", ef50, "pyzmq REQ/REP p50", zmq50, "us", "<= 1.5x", False),
         _row("RPC round trip p99", ef99, "pyzmq REQ/REP p99", zmq99, "us", "report", False),
         _row("RPC round trip p50", ef50, "raw socket ping-pong p50", raw50, "us", "report", False),
