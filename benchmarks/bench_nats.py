@@ -103,9 +103,12 @@ elif mode == "echo_transport":
 elif mode == "echo_ef":
     from eventforge import MessageQueue, RPCServer
     from eventforge_nats import NatsTransport
-    queue = MessageQueue(transport=NatsTransport(url, delivery=option))
-    # On the loop, a fast handler needs no worker thread of its own.
-    server = RPCServer(queue, service_name="bench", threaded=None if option == "thread" else False)
+    inline = option == "inline"
+    queue = MessageQueue(transport=NatsTransport(url, delivery="thread" if inline else option))
+    # On the loop, a fast handler needs no worker thread of its own; inline=True runs the
+    # method on the connection's loop with the default (thread) delivery.
+    server = RPCServer(queue, service_name="bench", inline=inline,
+                       threaded=None if option in ("thread", "inline") else False)
     server.add_method("echo", lambda x: x)
     server.serve(blocking=False)
     print("ready", flush=True)
@@ -358,6 +361,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             {
                 "ef": lambda: rpc_eventforge(url, n_rpc),
                 "tuned": lambda: rpc_eventforge(url, n_rpc, "loop"),
+                "inline": lambda: rpc_eventforge(url, n_rpc, "inline"),
                 "async": lambda: rpc_eventforge_async(url, n_rpc),
                 "transport": lambda: request_transport(url, n_rpc),
                 "raw": lambda: rpc_raw(url, n_rpc),
@@ -385,7 +389,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
         row("nats pub/sub e2e, send_async -> subscriber delivery='loop'", e2e["loop"],
             "nats-py publish -> subscriber json.loads", e2e["raw"], "msgs/s", "reported"),
         row("nats RPC p50, call_async on connect_async -> server on its loop", rpc["async"][0],
-            "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.3x", higher_is_better=False),
+            "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.2x", higher_is_better=False),
+        row("nats RPC p50, sync RPCClient.call -> RPCServer(inline=True)", rpc["inline"][0],
+            "nats-py nc.request p50", rpc["raw"][0], "us", "<= 1.2x", higher_is_better=False),
+        row("nats RPC p99, sync RPCClient.call -> RPCServer(inline=True)", rpc["inline"][1],
+            "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
         row("nats RPC p99, call_async on connect_async -> server on its loop", rpc["async"][1],
             "nats-py nc.request p99", rpc["raw"][1], "us", "reported", higher_is_better=False),
         row("nats RPC round trip p50 (sync RPCClient.call, default server)", rpc["ef"][0],

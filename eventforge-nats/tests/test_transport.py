@@ -72,6 +72,53 @@ def test_request_timeout_returns_none_and_late_reply_is_harmless(
     assert reply.payload == "ping"
 
 
+def test_blocking_requests_from_many_threads_each_get_their_own_reply(
+    make: Callable[..., NatsTransport],
+) -> None:
+    server, client = make(), make()
+    server.subscribe("echo", lambda m: server.send(Message(m.reply_to or "", m.payload)))
+    server.flush()
+    got: dict[int, object] = {}
+
+    def ask(n: int) -> None:
+        for i in range(20):
+            reply = client.request(Message("echo", [n, i]), timeout=10.0)
+            assert reply is not None
+            got[n * 100 + i] = reply.payload
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert got == {n * 100 + i: [n, i] for n in range(8) for i in range(20)}
+
+
+def test_closing_the_transport_wakes_a_waiting_blocking_request(
+    make: Callable[..., NatsTransport],
+) -> None:
+    server, client = make(), make()
+    server.subscribe("never.answers", lambda m: None)
+    server.flush()
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            client.request(Message("never.answers", 1), timeout=30.0)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    assert wait_until(lambda: client._sync_requests._waiting, timeout=10)
+    client.close()
+    asker.join(10)
+    assert not asker.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], TransportClosedError)
+
+
 def test_request_async_from_another_loop(make: Callable[..., NatsTransport]) -> None:
     server, client = make(), make()
     server.subscribe("double", lambda m: server.send(Message(m.reply_to or "", m.payload * 2)))

@@ -33,7 +33,7 @@ class Outbox:
         self._conn = conn
         self._loop = conn.loop
         self._loop_ident = conn.bg.ident
-        self._queue: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._queue: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._scheduled = False
         self._task: asyncio.Task[None] | None = None
         self.errors = Counter()
@@ -56,8 +56,9 @@ class Outbox:
             and self._conn.state == "connected"
         )
 
-    def put(self, subject: str, data: bytes) -> None:
-        """Queue one publish; raise when it is too large or the reconnect buffer is full."""
+    def put(self, subject: str, data: bytes, reply: str = "") -> None:
+        """Queue one publish (with a ``reply`` subject for a request); raise when it is too
+        large or the reconnect buffer is full."""
         conn = self._conn
         nc = conn.client
         if len(data) > nc.max_payload:
@@ -70,7 +71,7 @@ class Outbox:
                     f"NATS is {conn.state} and the outbound buffer is full "
                     f"(pending_size={pending_size} bytes); the message on {subject!r} was not sent"
                 )
-        self._queue.append((subject, data))
+        self._queue.append((subject, data, reply))
         if not self._scheduled:
             self._scheduled = True
             if threading.get_ident() == self._loop_ident:
@@ -95,7 +96,7 @@ class Outbox:
 
     def _queued_bytes(self) -> int:
         # Only while the link is down (rare, and bounded by pending_size), so a scan is fine.
-        return sum(len(data) for _, data in list(self._queue))
+        return sum(len(data) for _, data, _ in list(self._queue))
 
     def _kick(self) -> None:
         task = self._task
@@ -108,9 +109,9 @@ class Outbox:
         confirmations = self._conn.confirmations
         while True:
             while queue:
-                subject, data = queue.popleft()
+                subject, data, reply = queue.popleft()
                 try:
-                    await publish(subject, data)
+                    await publish(subject, data, reply=reply)
                     confirmations.published += 1
                 except Exception as exc:
                     count = self.errors.bump() + 1

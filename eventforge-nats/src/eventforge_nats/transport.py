@@ -41,6 +41,7 @@ from ._claims import JetStreamClaims
 from ._connection import NatsConnection
 from ._errors import NatsAuthError, NatsConnectError
 from ._outbox import Outbox
+from ._requests import SyncRequests
 from ._settings import parse_settings
 from ._subscriptions import Subscription, Subscriptions
 from .jetstream import JetStreamWorkQueue
@@ -96,6 +97,7 @@ class NatsTransport(Transport):
         self._conn = NatsConnection(settings, _bound_to)
         self._loop = self._conn.loop
         self._outbox = Outbox(self._conn)
+        self._sync_requests = SyncRequests(self._conn, self._outbox)
         self._subs = Subscriptions(
             self._conn, self._codec, delivery=settings.delivery, max_pending=settings.max_pending
         )
@@ -234,7 +236,11 @@ class NatsTransport(Transport):
         subscribed to the topic.
         """
         data = self._encode(message)
-        return self._conn.run(self._request(message.topic, data, timeout))
+        if self._conn.bg.in_loop_thread():  # raises, pointing to request_async
+            return self._conn.run(self._request(message.topic, data, timeout))
+        # From any other thread: one hop to the loop and one back (see _requests.py).
+        reply = self._sync_requests.request(message.topic, data, timeout)
+        return None if reply is None else self._reply_message(message.topic, reply.data)
 
     async def request_async(self, message: Message, timeout: float) -> Message | None:
         """:meth:`request` for coroutines."""
@@ -250,9 +256,12 @@ class NatsTransport(Transport):
             raise NoRespondersError(subject) from None
         except nats.errors.TimeoutError:
             return None
+        return self._reply_message(subject, reply.data)
+
+    def _reply_message(self, subject: str, data: bytes) -> Message:
         self._answered.bump()
         try:
-            message = self._codec.decode(reply.data)
+            message = self._codec.decode(data)
         except ProtocolError as exc:
             self._subs.decode_errors.bump()
             raise ProtocolError(f"the reply to a request on {subject!r} is malformed: {exc}")
@@ -307,6 +316,7 @@ class NatsTransport(Transport):
 
     def _begin_close(self) -> list[Subscription]:
         self._closed = True
+        self._sync_requests.close()
         for backend in self._backends:
             backend.close()
         return self._subs.close()
