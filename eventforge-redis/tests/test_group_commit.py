@@ -75,3 +75,45 @@ def test_concurrent_puts_are_all_stored_once(make_redis: Callable[..., object]) 
     assert client.xlen(f"eventforge:wq:{name}") == 1600
     assert len(set(ids)) == 1600
     assert backend.stats()["put"] == 1600
+
+
+def test_a_failing_batch_raises_in_each_of_its_callers_and_the_next_batch_succeeds() -> None:
+    calls: list[list[int]] = []
+    entered = threading.Event()
+    release = threading.Event()
+
+    def send(items: list[int]) -> list[object]:
+        calls.append(items)
+        if len(calls) == 1:
+            entered.set()
+            release.wait(10)  # the others queue up behind this batch meanwhile
+            return list(items)
+        if len(calls) == 2:
+            raise ConnectionError("link down")
+        return list(items)
+
+    commit: GroupCommit[int] = GroupCommit(send)
+    outcomes: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        try:
+            outcomes[i] = commit.submit(i)
+        except ConnectionError as exc:
+            outcomes[i] = exc
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert entered.wait(10)
+    queued = [threading.Thread(target=call, args=(i,)) for i in range(1, 6)]
+    for t in queued:
+        t.start()
+    while len(commit._queue) < 5:
+        threading.Event().wait(0.01)
+    release.set()
+    for t in [first, *queued]:
+        t.join(10)
+    assert outcomes[0] == 0
+    # The five queued callers formed the second batch, which failed as a whole.
+    assert calls[1] == [1, 2, 3, 4, 5]
+    assert all(isinstance(outcomes[i], ConnectionError) for i in range(1, 6))
+    assert commit.submit(9) == 9  # the lead was handed back: a later call goes through
