@@ -42,16 +42,19 @@ def test_a_full_backlog_drops_counts_and_reports_the_new_message() -> None:
 
 def test_stopping_discards_the_backlog_through_on_discard() -> None:
     release = threading.Event()
+    running = threading.Event()
     discarded: list[int] = []
     dropped = Counter()
+
+    def handler(message: Message) -> None:
+        running.set()
+        release.wait(WAIT)
+
     thread = HandlerThread(
-        lambda m: release.wait(WAIT),
-        5,
-        "test-handler-thread",
-        dropped,
-        lambda m: discarded.append(m.payload),
+        handler, 5, "test-handler-thread", dropped, lambda m: discarded.append(m.payload)
     )
     thread.submit(Message("t", 0))
+    assert running.wait(WAIT)  # message 0 is being handled: it is not in the backlog
     assert wait_until(lambda: thread.pending == 0, WAIT)
     thread.submit(Message("t", 1))
     thread.submit(Message("t", 2))
