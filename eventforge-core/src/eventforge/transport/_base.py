@@ -397,7 +397,7 @@ class Transport(ABC):
     def result_store(self) -> ResultStore:
         """The store of task results on this transport (only with :attr:`Capability.RESULTS`).
 
-        Every call returns the same store; closing the transport closes it.
+        The store lives as long as the transport (closing the transport closes it).
         """
         raise UnsupportedCapabilityError(
             f"transport {self.name!r} cannot store task results; use a transport that declares "

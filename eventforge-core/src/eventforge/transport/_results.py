@@ -17,19 +17,20 @@ from typing import NamedTuple
 
 __all__ = ["ResultStore", "StoredResult", "check_result_ttl", "check_task_id"]
 
-_TASK_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
+_TASK_ID = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 
 
 def check_task_id(task_id: str) -> str:
     """Return ``task_id`` when every store can keep it as a key, else raise ``ValueError``.
 
-    A task id is 1 to 200 letters, digits, ``-``, ``_`` and ``.`` (not first): what Redis,
-    NATS KV, SQL and SQLite all accept as a key. :func:`eventforge.message.new_id` makes such ids.
+    A task id is 1 to 200 letters, digits, ``-``, ``_`` and single dots between them: what
+    Redis, NATS KV (a subject token), SQL and SQLite all accept as a key.
+    :func:`eventforge.message.new_id` makes such ids.
     """
-    if not isinstance(task_id, str) or _TASK_ID.fullmatch(task_id) is None:
+    if not isinstance(task_id, str) or len(task_id) > 200 or not _TASK_ID.fullmatch(task_id):
         raise ValueError(
-            f"invalid task id {task_id!r}: use 1 to 200 letters, digits, '-', '_' or '.' "
-            "(not first), such as the ids t.send() returns"
+            f"invalid task id {task_id!r}: use 1 to 200 letters, digits, '-', '_' and single "
+            "dots between them, such as the ids t.send() returns"
         )
     return task_id
 
