@@ -173,8 +173,18 @@ class ResultKeeper:
                 sent_at=ctx.message.timestamp if ctx.message is not None else None,
                 started_at=ctx.started_at,
             )  # fmt: skip
-        except Exception:
+        except Exception as exc:
             log.exception("task %r: storing the outcome of %s failed", self.name, ctx.task_id)
+            self._outcome_failed(ctx, exc)
+
+    def _outcome_failed(self, ctx: TaskContext, exc: Exception) -> None:
+        """Store, in place of an outcome the store refused, a failure that says so (so that
+        nobody waits for it until the record expires); when that fails too, log it."""
+        try:
+            record_outcome(self.store, ctx.task_id, self.name, self.ttl,
+                           error=RuntimeError(f"storing the task's outcome failed: {exc!r}"))  # fmt: skip
+        except Exception:
+            log.warning("task %r: %s stays unfinished in the result store", self.name, ctx.task_id)
 
     async def running_async(self, ctx: TaskContext) -> None:
         await asyncio.to_thread(self.running, ctx)
