@@ -310,3 +310,21 @@ def test_a_call_that_cannot_be_published_leaves_no_pending_record() -> None:
         closed.send()
     assert len(store.ids) == 1  # the pending record was written first ...
     assert store.get(store.ids[0]) is None  # ... and removed when publishing failed
+
+
+def test_an_outcome_the_store_refuses_is_replaced_by_a_failure_saying_so() -> None:
+    class Small(MemoryResultStore):
+        def put(self, task_id: str, data: bytes, *, ttl: float, final: bool) -> bool:
+            if len(data) > 2000:
+                raise ValueError(f"a record of {len(data)} bytes is over this store's limit")
+            return super().put(task_id, data, ttl=ttl, final=final)
+
+    with MessageQueue() as queue:
+
+        @task(queue=queue, topic="jobs.big", results=Small())
+        def big() -> str:
+            return "x" * 5000
+
+        with pytest.raises(TaskFailedError, match="storing the task's outcome failed") as info:
+            big.send().get(timeout=5)
+        assert "over this store's limit" in info.value.remote_message
