@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from eventforge.errors import ConfigurationError
 from eventforge.testing.brokers import NatsServer
 from eventforge.testing.results_conformance import ResultStoreConformance, StoreFactory
 from eventforge.testing.results_processes import ResultsAcrossProcesses
@@ -45,3 +46,26 @@ def test_records_live_in_the_kv_bucket_with_their_ttl(
         return entry.value, raw.headers["Nats-TTL"]
 
     assert run_plain(nats_server.url, read) == (b"Foutcome", "3")
+
+
+def test_a_bucket_without_per_message_ttls_is_refused_with_what_to_do(
+    nats_server_factory: Callable[..., NatsServer], run_plain: Callable[..., Any]
+) -> None:
+    """A bucket ``EF_RESULTS`` made without per-message TTLs (by another tool) makes ``put``
+    raise a ``ConfigurationError`` that says to delete it, instead of a bare server error."""
+    from nats.js.api import StreamConfig
+
+    server = nats_server_factory()
+
+    async def make_bucket(nc: Any) -> None:
+        await nc.jetstream().add_stream(
+            StreamConfig(name="KV_EF_RESULTS", subjects=["$KV.EF_RESULTS.>"])
+        )
+
+    run_plain(server.url, make_bucket)
+    transport = NatsTransport(server.url)
+    try:
+        with pytest.raises(ConfigurationError, match="nats kv del EF_RESULTS"):
+            transport.result_store().put("t1", b"x", ttl=5, final=True)
+    finally:
+        transport.close()

@@ -50,11 +50,11 @@ def test_the_outcome_is_stored_before_the_callbacks_and_the_task_id_is_the_handl
     with MessageQueue() as queue:
         store = queue.transport.result_store()
 
-        def on_complete(ctx: TaskContext) -> None:
+        def on_success(ctx: TaskContext) -> None:
             stored = store.get(ctx.task_id)
             seen.append((ctx.task_id, stored is not None and stored.final))
 
-        @task(queue=queue, topic="jobs.one", results=True, on_complete=on_complete)
+        @task(queue=queue, topic="jobs.one", results=True, on_success=on_success)
         def one() -> int:
             return 1
 

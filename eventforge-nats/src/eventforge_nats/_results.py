@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from eventforge.errors import ConfigurationError
 from eventforge.transport import ResultStore, StoredResult, check_result_ttl, check_task_id
 
 from ._connection import NatsConnection
@@ -27,7 +28,17 @@ _SUBJECT = f"$KV.{RESULT_BUCKET}."
 _FINAL, _OPEN = b"F", b"O"
 _DELETED = ("DEL", "PURGE")
 _WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequence: another write came first
+_TTL_DISABLED = 10166  # JSMessageTTLDisabledErr: the stream does not allow per-message TTLs
 _TIMEOUT = 30.0
+
+
+def _ttl_disabled() -> ConfigurationError:
+    return ConfigurationError(
+        f"the KV bucket {RESULT_BUCKET!r} does not allow per-message TTLs (it was made by "
+        "another tool, or on nats-server older than 2.11): delete it (nats kv del "
+        f"{RESULT_BUCKET}) so that eventforge makes it again, on nats-server 2.11 or later",
+        key="results",
+    )
 
 
 class NatsResultStore(ResultStore):
@@ -46,10 +57,13 @@ class NatsResultStore(ResultStore):
         js = self._conn.client.jetstream()
         if not self._ready:
             try:
-                await js.key_value(RESULT_BUCKET)
-            except nats.js.errors.BucketNotFoundError:
+                info = await js.stream_info(_STREAM)
+            except nats.js.errors.NotFoundError:
                 config = KeyValueConfig(bucket=RESULT_BUCKET, history=1, storage=StorageType.FILE)
                 await js.create_key_value(config)
+            else:
+                if not info.config.allow_msg_ttl:
+                    raise _ttl_disabled()
             self._ready = True
         return js
 
@@ -80,6 +94,8 @@ class NatsResultStore(ResultStore):
             except nats.js.errors.APIError as exc:
                 if exc.err_code in _WRONG_LAST:
                     continue  # another write came in between: read it and decide again
+                if exc.err_code == _TTL_DISABLED:
+                    raise _ttl_disabled() from exc
                 raise
             return True
 

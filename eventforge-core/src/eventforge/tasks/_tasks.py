@@ -155,8 +155,8 @@ class _TaskRunner:
         try:
             if pool is not None:
                 pool.acquire()
-            if keep:
-                keeper.running(ctx)  # type: ignore[union-attr]
+            if keep and keeper is not None:
+                keeper.running(ctx)
             start = time.perf_counter()
             try:
                 if self.observers:
@@ -197,8 +197,8 @@ class _TaskRunner:
         try:
             if pool is not None:
                 await pool.acquire_async()
-            if keep:
-                await keeper.running_async(ctx)  # type: ignore[union-attr]
+            if keep and keeper is not None:
+                await keeper.running_async(ctx)
             start = time.perf_counter()
             try:
                 if self.observers:
