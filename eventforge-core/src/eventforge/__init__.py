@@ -28,6 +28,9 @@ _EXPORTS: dict[str, str] = {
     "RPCTimeout": "errors",
     "RemoteError": "errors",
     "RequestTimeout": "errors",
+    "ResultNotFound": "errors",
+    "ResultTimeout": "errors",
+    "TaskFailedError": "errors",
     "SerializationError": "errors",
     "ServiceUnavailable": "errors",
     "TransportClosedError": "errors",
@@ -71,6 +74,8 @@ _EXPORTS: dict[str, str] = {
     "TaskResult": "execution",
     "TaskStatus": "execution",
     "TaskNotFound": "execution",
+    "ResultHandle": "execution",
+    "ResultStatus": "execution",
     "UnpicklableTaskError": "execution",
     "WorkQueue": "workqueue",
     "RetryPolicy": "workqueue",
@@ -86,6 +91,7 @@ _EXPORTS: dict[str, str] = {
     "RetryingRPCClient": "rpc",
     # tasks, observers, dispatchers
     "task": "tasks",
+    "send_task": "tasks",
     "TaskContext": "tasks",
     "SharedState": "tasks",
     "TaskPool": "tasks",
@@ -139,10 +145,13 @@ if TYPE_CHECKING:
     from eventforge.errors import ProtocolError as ProtocolError
     from eventforge.errors import RemoteError as RemoteError
     from eventforge.errors import RequestTimeout as RequestTimeout
+    from eventforge.errors import ResultNotFound as ResultNotFound
+    from eventforge.errors import ResultTimeout as ResultTimeout
     from eventforge.errors import RPCError as RPCError
     from eventforge.errors import RPCTimeout as RPCTimeout
     from eventforge.errors import SerializationError as SerializationError
     from eventforge.errors import ServiceUnavailable as ServiceUnavailable
+    from eventforge.errors import TaskFailedError as TaskFailedError
     from eventforge.errors import TransportClosedError as TransportClosedError
     from eventforge.errors import TransportError as TransportError
     from eventforge.errors import UnroutableError as UnroutableError
@@ -153,6 +162,8 @@ if TYPE_CHECKING:
     from eventforge.events import event_listener as event_listener
     from eventforge.execution import ExecutionMode as ExecutionMode
     from eventforge.execution import Executor as Executor
+    from eventforge.execution import ResultHandle as ResultHandle
+    from eventforge.execution import ResultStatus as ResultStatus
     from eventforge.execution import TaskNotFound as TaskNotFound
     from eventforge.execution import TaskResult as TaskResult
     from eventforge.execution import TaskStatus as TaskStatus
@@ -177,6 +188,7 @@ if TYPE_CHECKING:
     from eventforge.tasks import TaskContext as TaskContext
     from eventforge.tasks import TaskPool as TaskPool
     from eventforge.tasks import TaskPoolTimeout as TaskPoolTimeout
+    from eventforge.tasks import send_task as send_task
     from eventforge.tasks import task as task
     from eventforge.transport import Capability as Capability
     from eventforge.transport import DeadLetter as DeadLetter

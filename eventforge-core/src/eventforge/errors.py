@@ -24,8 +24,11 @@ __all__ = [
     "RPCTimeout",
     "RemoteError",
     "RequestTimeout",
+    "ResultNotFound",
+    "ResultTimeout",
     "SerializationError",
     "ServiceUnavailable",
+    "TaskFailedError",
     "TransportClosedError",
     "TransportError",
     "UnroutableError",
@@ -200,3 +203,60 @@ class RemoteError(RPCError):
         self.type_name = type_name
         self.remote_message = message
         self.traceback_text = traceback_text
+
+
+class TaskFailedError(EventforgeError):
+    """A task whose result was stored raised; read from its result store by any process.
+
+    Carries what the worker recorded: the exception's type name and message, where it was
+    raised, and a summary of its traceback (its last frames).
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str,
+        task_id: str,
+        type_name: str,
+        message: str,
+        traceback_text: str = "",
+        where: str = "",
+        worker: str = "",
+    ) -> None:
+        at = f" at {where}" if where else ""
+        on = f" on worker {worker}" if worker else ""
+        super().__init__(
+            f"task {task!r} (id {task_id}) failed{on}: {type_name}: {message}{at}; the worker's "
+            "traceback is in .traceback_text. Fix the cause and send the task again"
+        )
+        self.task = task
+        self.task_id = task_id
+        self.type_name = type_name
+        self.remote_message = message
+        self.traceback_text = traceback_text
+        self.where = where
+        self.worker = worker
+
+
+class ResultTimeout(EventforgeError, TimeoutError):
+    """A stored result was waited for and the task had not finished in time."""
+
+    def __init__(self, message: str, *, task_id: str, status: str, timeout: float | None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.status = status
+        self.timeout = timeout
+
+
+class ResultNotFound(EventforgeError, LookupError):
+    """No record of a task id in the result store: never stored there, expired, or forgotten."""
+
+    def __init__(self, task_id: str, store: str = "") -> None:
+        where = f" in the {store} result store" if store else ""
+        super().__init__(
+            f"no result of task id {task_id!r}{where}: it was not sent with a result store "
+            "(t.send() with @task(results=...)), or its record expired (a record is kept "
+            "result_ttl seconds after its last write), or it was forgotten. Check the id and "
+            "the store, or raise result_ttl"
+        )
+        self.task_id = task_id

@@ -15,6 +15,8 @@ from eventforge import (
     Message,
     MessageQueue,
     RequestTimeout,
+    ResultHandle,
+    ResultStatus,
     SharedState,
     TaskResult,
     event,
@@ -99,3 +101,7 @@ def tasks_decorated(queue: MessageQueue) -> None:
     assert_type(scale.state, SharedState)
     assert_type(scale.handler_id, "str | None")
     assert_type(scale.unsubscribe(), bool)
+    handle = scale.send([1, 2], factor=3)  # the task's parameters, checked
+    assert_type(handle, ResultHandle[Any])
+    assert_type(handle.status, ResultStatus)
+    assert_type(scale.result(handle.task_id).ready(), bool)

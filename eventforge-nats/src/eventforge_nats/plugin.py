@@ -25,6 +25,7 @@ CAPABILITIES: frozenset[str] = frozenset(
         Capability.REQUEST_REPLY,
         Capability.DURABLE,
         Capability.CLAIMS,
+        Capability.RESULTS,
     }
 )
 """What the ``nats`` transport declares (the plugin record and the class share it)."""

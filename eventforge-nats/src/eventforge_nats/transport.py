@@ -31,6 +31,7 @@ from eventforge.transport import (
     BoundLoop,
     Callback,
     Counter,
+    ResultStore,
     RetryPolicy,
     Transport,
     WorkQueueBackend,
@@ -42,6 +43,7 @@ from ._connection import NatsConnection
 from ._errors import NatsAuthError, NatsConnectError
 from ._outbox import Outbox
 from ._requests import SyncRequests
+from ._results import NatsResultStore
 from ._settings import parse_settings
 from ._subscriptions import Subscription, Subscriptions
 from .jetstream import JetStreamWorkQueue
@@ -105,6 +107,7 @@ class NatsTransport(Transport):
         self._answered = Counter()  # requests answered; publishes are counted by the connection
         self._backends: list[JetStreamWorkQueue] = []
         self._claims = JetStreamClaims()
+        self._results: NatsResultStore | None = None
         if _bound_to is None:
             self._conn.connect()
 
@@ -274,6 +277,13 @@ class NatsTransport(Transport):
         """Claim ``key`` across processes through JetStream's ``Nats-Msg-Id`` dedupe (24 h)."""
         self._check_open()
         return self._conn.run(self._claims.claim(self._conn.client, key, ttl), timeout=30)
+
+    def result_store(self) -> ResultStore:
+        """Task results in the JetStream KV bucket ``EF_RESULTS`` (made on first use)."""
+        self._check_open()
+        if self._results is None:
+            self._results = NatsResultStore(self._conn)
+        return self._results
 
     def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
         """A durable JetStream work queue named ``name`` (a stream and a durable consumer)."""

@@ -23,6 +23,7 @@ CAPABILITIES: frozenset[str] = frozenset(
         Capability.DURABLE,
         Capability.CLAIMS,
         Capability.NONBLOCKING_INLINE,
+        Capability.RESULTS,
     }
 )
 

@@ -21,7 +21,14 @@ from typing import Any, ClassVar
 from eventforge.errors import ConfigurationError, TransportClosedError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern, validate_topic
-from eventforge.transport import Backoff, Callback, Counter, RetryPolicy, Transport
+from eventforge.transport import (
+    Backoff,
+    Callback,
+    Counter,
+    ResultStore,
+    RetryPolicy,
+    Transport,
+)
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
 from eventforge.wire.serializers import Serializer
 
@@ -35,6 +42,7 @@ from ._connect import (
 from ._groups import GroupConsumer
 from ._options import CONNECTION_OPTIONS, OPTIONS
 from ._publisher import Counted, Publisher
+from ._results import RedisResultStore
 from ._subscriber import Subscriber
 from .plugin import CAPABILITIES
 from .workqueue import RedisWorkQueueBackend
@@ -334,6 +342,12 @@ class RedisTransport(Transport):
             f"eventforge:claim:{key}", b"1", nx=True, px=max(1, int(ttl * 1000))
         )
         return bool(done)
+
+    def result_store(self) -> ResultStore:
+        """Task results in this Redis: ``<key_prefix>:result:<task id>``, expired by Redis."""
+        if self._closed:
+            raise TransportClosedError("RedisTransport is closed; create a new one")
+        return RedisResultStore(self._client, self.key_prefix)
 
     def work_queue_backend(
         self, name: str, policy: RetryPolicy, **options: Any

@@ -1,9 +1,11 @@
-"""eventforge on the database: transactional inbox and outbox, and a durable work queue."""
+"""eventforge on the database: transactional inbox and outbox, a durable work queue, and task
+results."""
 
 from __future__ import annotations
 
 from ._engines import configure_sqlite, engine_from_url
 from ._ingest import Ingestion
+from ._results import SqlResultStore
 from .inbox import Inbox, InboxEvent, InboxWorker
 from .outbox import Outbox, Relay, RelayThread
 from .schema import SCHEMA_VERSION, Schema, TableNames, create_schema, schema_sql, schema_version
@@ -23,6 +25,7 @@ __all__ = [
     "Relay",
     "RelayThread",
     "Schema",
+    "SqlResultStore",
     "SqlWorkQueueBackend",
     "TableNames",
     "__version__",

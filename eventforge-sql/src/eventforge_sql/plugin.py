@@ -28,11 +28,11 @@ def eventforge_transports() -> list[TransportSpec]:
             name="sql",
             target="eventforge_sql.transport:SqlTransport",
             summary=(
-                "Durable work queues on a database table (PostgreSQL, SQLite, MariaDB); "
-                "at-most-once pub/sub over LISTEN/NOTIFY on PostgreSQL."
+                "Durable work queues and task results on database tables (PostgreSQL, SQLite, "
+                "MariaDB); at-most-once pub/sub over LISTEN/NOTIFY on PostgreSQL."
             ),
             schemes=SCHEMES,
-            capabilities=frozenset({Capability.DURABLE}),
+            capabilities=frozenset({Capability.DURABLE, Capability.RESULTS}),
             requires=("sqlalchemy",),
             exports=("SqlTransport",),
         )

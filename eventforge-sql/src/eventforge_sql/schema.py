@@ -21,6 +21,9 @@ last_error_at  when that error happened
 event_type     the inbox's event type (EventFlow's ``event_type``), else NULL
 ============== =====================================================================
 
+The results table (``eventforge_results``) keeps task results by task id: the record's bytes
+(``data``), whether it is an outcome (``final``) and when it expires (``expires_at``).
+
 Times are UNIX seconds (double precision) read from the writing process's clock, so the same
 schema runs on every dialect. The schema is created by :func:`create_schema` or by the SQL file
 ``schema.sql`` shipped in this package (PostgreSQL, default table names); its version is
@@ -35,10 +38,12 @@ from importlib import resources
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -46,6 +51,7 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
+from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.engine import Connection, Engine
 
 __all__ = [
@@ -76,9 +82,24 @@ class TableNames:
     inbox: str = "eventforge_inbox"
     outbox: str = "eventforge_outbox"
     version: str = "eventforge_schema_version"
+    results: str = "eventforge_results"
 
 
 _RowId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
+_Blob = LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb")  # BLOB holds only 64 KiB there
+
+
+def _results_table(metadata: MetaData, name: str) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("task_id", String(200), primary_key=True),
+        Column("data", _Blob, nullable=False),
+        Column("final", Boolean, nullable=False),
+        Column("expires_at", Double, nullable=False),
+    )
+    Index(f"ix_{name}_expires", table.c.expires_at)  # the purge of expired records
+    return table
 
 
 def _queue_table(metadata: MetaData, name: str) -> Table:
@@ -135,6 +156,7 @@ class Schema:
             Column("version", Integer, nullable=False),
             Column("installed_at", Double, nullable=False),
         )
+        self.results = _results_table(self.metadata, self.names.results)
 
     def __repr__(self) -> str:
         return f"Schema({self.names!r})"

@@ -64,6 +64,17 @@ CREATE TABLE IF NOT EXISTS eventforge_outbox (
 CREATE INDEX IF NOT EXISTS ix_eventforge_outbox_claim ON eventforge_outbox (queue, id) WHERE status IN ('pending', 'processing', 'failed');
 CREATE INDEX IF NOT EXISTS ix_eventforge_outbox_status ON eventforge_outbox (queue, status, available_at);
 
+-- Task results by task id (@task(results=...)): the record's bytes, whether it is an outcome,
+-- and when it expires (UNIX seconds); expired rows read as absent and are purged by writers.
+CREATE TABLE IF NOT EXISTS eventforge_results (
+    task_id VARCHAR(200) NOT NULL,
+    data BYTEA NOT NULL,
+    final BOOLEAN NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (task_id)
+);
+CREATE INDEX IF NOT EXISTS ix_eventforge_results_expires ON eventforge_results (expires_at);
+
 CREATE TABLE IF NOT EXISTS eventforge_schema_version (
     component VARCHAR(64) NOT NULL,
     version INTEGER NOT NULL,

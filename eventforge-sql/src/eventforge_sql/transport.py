@@ -17,11 +17,18 @@ from typing import Any, ClassVar
 
 from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
 from eventforge.message import Message
-from eventforge.transport import Capability, RetryPolicy, Transport, WorkQueueBackend
+from eventforge.transport import (
+    Capability,
+    ResultStore,
+    RetryPolicy,
+    Transport,
+    WorkQueueBackend,
+)
 from sqlalchemy.engine import Engine
 
 from ._engines import engine_from_url
 from ._notify import NotifyBus
+from ._results import SqlResultStore
 from .schema import Schema, create_schema
 from .workqueue import SqlWorkQueueBackend
 
@@ -46,7 +53,7 @@ class SqlTransport(Transport):
     """
 
     name: ClassVar[str] = "sql"
-    capabilities: ClassVar[frozenset[str]] = frozenset({Capability.DURABLE})
+    capabilities: ClassVar[frozenset[str]] = frozenset({Capability.DURABLE, Capability.RESULTS})
 
     def __init__(
         self,
@@ -65,6 +72,7 @@ class SqlTransport(Transport):
         self.poll_interval = poll_interval
         self._own_engine = own_engine
         self._backends: list[SqlWorkQueueBackend] = []
+        self._results: SqlResultStore | None = None
         self._closed = False
         self._bus: NotifyBus | None = None
         self._bus_lock = threading.Lock()
@@ -100,6 +108,16 @@ class SqlTransport(Transport):
         )
         self._backends.append(backend)
         return backend
+
+    def result_store(self) -> ResultStore:
+        """Task results in the results table (``eventforge_results``) of this database."""
+        if self._closed:
+            raise TransportClosedError("sql transport is closed")
+        if self._results is None:
+            self._results = SqlResultStore(
+                self.engine, schema=self.schema, poll_interval=self.poll_interval
+            )
+        return self._results
 
     def _pubsub(self) -> NotifyBus:
         if self._closed:

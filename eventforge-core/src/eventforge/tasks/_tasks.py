@@ -11,6 +11,9 @@ The lifecycle of every invocation, direct call or queue trigger alike:
    with a ``queue`` and ``publish_result=True``);
 5. call ``on_complete``.
 
+With ``results=``, an invocation sent with ``my_task.send(...)`` also keeps its status and
+outcome in a result store (:mod:`eventforge.tasks._results`): stored before step 3.
+
 A direct call returns the value, or re-raises the task's exception after step 5. A message on
 ``topic`` calls the task with its payload as the single argument, whatever its type (a dict or
 list arrives as one dict or list); to pass several arguments, publish with ``my_task.publish(*args,
@@ -19,9 +22,7 @@ list arrives as one dict or list); to pass several arguments, publish with ``my_
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import importlib
 import inspect
 import logging
 import time
@@ -29,22 +30,23 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from eventforge.dispatch.observing import _flatten, call_observed, call_observed_async
-from eventforge.execution import ExecutionMode, Executor, UnpicklableTaskError
-from eventforge.message import Message, new_id
+from eventforge.execution import (
+    DEFAULT_RESULT_TTL,
+    ExecutionMode,
+    Executor,
+    ResultHandle,
+    UnpicklableTaskError,
+    resolve_result_store,
+)
+from eventforge.message import Message
 from eventforge.queue import MessageQueue
+from eventforge.tasks._context import CALL_HEADER, BodyRef, Callback, TaskContext, callbacks
+from eventforge.tasks._results import ResultKeeper, send_task, send_task_async
 from eventforge.tasks._support import SharedState, TaskPool, TaskPoolTimeout
 from eventforge.topics import has_wildcards
-from eventforge.transport import ATTEMPT_HEADER, run_sync
+from eventforge.transport import ResultStore, run_sync
 
-__all__ = [
-    "CALL_HEADER",
-    "SharedState",
-    "Task",
-    "TaskContext",
-    "TaskPool",
-    "TaskPoolTimeout",
-    "task",
-]
+__all__ = ["SharedState", "Task", "TaskPool", "TaskPoolTimeout", "task"]
 
 log = logging.getLogger("eventforge.tasks")
 
@@ -63,6 +65,7 @@ class Task(Protocol[P, R_co]):
     pool: TaskPool | None
     handler_id: str | None
     subscription_id: str | None
+    results: ResultStore | None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
@@ -70,108 +73,21 @@ class Task(Protocol[P, R_co]):
         """Trigger the task through its queue with these arguments; return the message id."""
         ...
 
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> ResultHandle[Any]:
+        """Trigger the task through its queue and return the handle of its stored result."""
+        ...
+
+    async def send_async(self, *args: P.args, **kwargs: P.kwargs) -> ResultHandle[Any]:
+        """:meth:`send` without blocking the running event loop."""
+        ...
+
+    def result(self, task_id: str) -> ResultHandle[Any]:
+        """The handle of the stored result of ``task_id`` (sent by any process)."""
+        ...
+
     def unsubscribe(self) -> bool:
         """Stop triggering the task from its queue; return whether it was subscribed."""
         ...
-
-
-Callback = Callable[["TaskContext"], Any]
-
-CALL_HEADER = "x-eventforge-call"
-"""A message header: the payload is ``{"args": [...], "kwargs": {...}}`` to unpack."""
-
-
-class TaskContext:
-    """Everything known about one invocation; handed to the ``on_*`` callbacks.
-
-    ``trigger`` is ``"call"`` or ``"queue"``; ``message`` and ``attempt`` are set only when a
-    message triggered the invocation. ``execution_time`` covers the body (seconds).
-    """
-
-    __slots__ = (
-        "args",
-        "attempt",
-        "error",
-        "execution_time",
-        "kwargs",
-        "message",
-        "result",
-        "started_at",
-        "state",
-        "task_id",
-        "task_name",
-        "topic",
-        "trigger",
-    )
-
-    def __init__(
-        self,
-        task_name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        topic: str,
-        state: SharedState,
-        message: Message | None = None,
-    ) -> None:
-        self.task_name = task_name
-        self.task_id = new_id()
-        self.args = args
-        self.kwargs = kwargs
-        self.topic = topic
-        self.state = state
-        self.message = message
-        self.trigger = "queue" if message is not None else "call"
-        self.attempt: int | None = (
-            None if message is None else int(message.headers.get(ATTEMPT_HEADER, 1))
-        )
-        self.started_at = time.time()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.execution_time = 0.0
-
-    @property
-    def succeeded(self) -> bool:
-        """True when the body returned."""
-        return self.error is None
-
-    def __repr__(self) -> str:
-        outcome = f"result={self.result!r}" if self.error is None else f"error={self.error!r}"
-        return f"TaskContext({self.task_name!r}, {self.trigger}, {outcome})"
-
-
-class _BodyRef:
-    """A picklable reference to a module-level task body, for PROCESS executors.
-
-    The decorated name in the module is the task wrapper, so the body itself does not pickle by
-    reference; the worker process looks the wrapper up and calls what it wraps.
-    """
-
-    __slots__ = ("module", "qualname")
-
-    def __init__(self, module: str, qualname: str) -> None:
-        self.module = module
-        self.qualname = qualname
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        target: Any = importlib.import_module(self.module)
-        for part in self.qualname.split("."):
-            target = getattr(target, part)
-        result = getattr(target, "__wrapped__", target)(*args, **kwargs)
-        if inspect.iscoroutine(result):  # an ``async def`` task: run it in this worker
-            return asyncio.run(result)
-        return result
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_BodyRef, (self.module, self.qualname))
-
-
-def _callbacks(value: Callback | Sequence[Callback] | None) -> tuple[Callback, ...]:
-    if value is None:
-        return ()
-    if callable(value):
-        return (value,)
-    return tuple(value)
 
 
 class _TaskRunner:
@@ -190,6 +106,7 @@ class _TaskRunner:
         on_complete: tuple[Callback, ...],
         publish_result: bool,
         pool: TaskPool | None,
+        keeper: ResultKeeper | None = None,
     ) -> None:
         self.func = func
         self.name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
@@ -202,12 +119,13 @@ class _TaskRunner:
         self.on_complete = on_complete
         self.publish_result = publish_result and queue is not None
         self.pool = pool
+        self.keeper = keeper
         self.state = SharedState()
         self.target: Callable[..., Any] = func
         if executor is not None and executor.mode is ExecutionMode.PROCESS:
             if "<locals>" in self.name:
                 raise UnpicklableTaskError(func, TypeError("a nested function does not pickle"))
-            self.target = _BodyRef(func.__module__, func.__qualname__)
+            self.target = BodyRef(func.__module__, func.__qualname__)
 
     # -- the body ---------------------------------------------------------------------------
 
@@ -230,11 +148,15 @@ class _TaskRunner:
         ctx = TaskContext(
             self.name, args, kwargs, topic=self.topic, state=self.state, message=message
         )
+        keeper = self.keeper
+        keep = keeper is not None and keeper.claim(ctx)
         pool = self.pool
         start = 0.0
         try:
             if pool is not None:
                 pool.acquire()
+            if keep and keeper is not None:
+                keeper.running(ctx)
             start = time.perf_counter()
             try:
                 if self.observers:
@@ -250,16 +172,16 @@ class _TaskRunner:
                     pool.release()
         except TaskPoolTimeout as exc:
             ctx.error = exc
-            self._finish(ctx)
+            self._finish(ctx, keep)
             raise
         except Exception as exc:
             ctx.error = exc
             ctx.execution_time = time.perf_counter() - start
-            self._finish(ctx)
+            self._finish(ctx, keep)
             raise
         ctx.result = result
         ctx.execution_time = elapsed
-        self._finish(ctx)
+        self._finish(ctx, keep)
         return result
 
     async def run_async(
@@ -268,11 +190,15 @@ class _TaskRunner:
         ctx = TaskContext(
             self.name, args, kwargs, topic=self.topic, state=self.state, message=message
         )
+        keeper = self.keeper
+        keep = keeper is not None and keeper.claim(ctx)
         pool = self.pool
         start = 0.0
         try:
             if pool is not None:
                 await pool.acquire_async()
+            if keep and keeper is not None:
+                await keeper.running_async(ctx)
             start = time.perf_counter()
             try:
                 if self.observers:
@@ -288,19 +214,21 @@ class _TaskRunner:
                     pool.release()
         except TaskPoolTimeout as exc:
             ctx.error = exc
-            await self._finish_async(ctx)
+            await self._finish_async(ctx, keep)
             raise
         except Exception as exc:
             ctx.error = exc
             ctx.execution_time = time.perf_counter() - start
-            await self._finish_async(ctx)
+            await self._finish_async(ctx, keep)
             raise
         ctx.result = result
         ctx.execution_time = elapsed
-        await self._finish_async(ctx)
+        await self._finish_async(ctx, keep)
         return result
 
-    def _finish(self, ctx: TaskContext) -> None:
+    def _finish(self, ctx: TaskContext, keep: bool = False) -> None:
+        if keep and self.keeper is not None:
+            self.keeper.outcome(ctx)
         for callback in self.on_success if ctx.error is None else self.on_failure:
             self._call_back(callback, ctx)
         if self.publish_result:
@@ -308,7 +236,9 @@ class _TaskRunner:
         for callback in self.on_complete:
             self._call_back(callback, ctx)
 
-    async def _finish_async(self, ctx: TaskContext) -> None:
+    async def _finish_async(self, ctx: TaskContext, keep: bool = False) -> None:
+        if keep and self.keeper is not None:
+            await self.keeper.outcome_async(ctx)
         for callback in self.on_success if ctx.error is None else self.on_failure:
             await self._call_back_async(callback, ctx)
         if self.publish_result:
@@ -401,6 +331,8 @@ def task(
     publish_result: bool = True,
     max_instances: int | None = None,
     instance_timeout: float | None = None,
+    results: bool | str | ResultStore | None = None,
+    result_ttl: float = DEFAULT_RESULT_TTL,
 ) -> Callable[[Callable[P, R_co]], Task[P, R_co]]:
     """Make a function (plain or ``async def``) a task: observed, called back, queue-triggered.
 
@@ -409,6 +341,12 @@ def task(
     ``{topic}.failure``. ``executor`` picks where the body runs (default: inline).
     ``max_instances`` caps concurrent executions (``.pool``), ``instance_timeout`` bounds the
     wait for a slot. ``.state`` is a :class:`SharedState` shared by all invocations.
+
+    ``results`` keeps the status and outcome of every invocation sent with ``.send(...)`` in a
+    result store, for ``result_ttl`` seconds after its last write: ``True`` uses the queue's
+    transport (``redis``, ``nats``, ``sql``, ``local`` or ``memory``), a URL or a
+    :class:`~eventforge.transport.ResultStore` names another. ``.send`` returns a
+    :class:`~eventforge.execution.ResultHandle`; ``.result(task_id)`` makes one from an id.
 
     The queue subscription's id is ``.handler_id`` (``None`` without a queue);
     ``.unsubscribe()`` removes the subscription (the same as
@@ -420,17 +358,20 @@ def task(
         name = getattr(func, "__qualname__", repr(func))
         if max_instances is not None:
             pool = TaskPool(max_instances, instance_timeout, name=name)
+        store = resolve_result_store(results, queue.transport if queue else None)
+        keeper = None if store is None else ResultKeeper(name, store, result_ttl)
         runner = _TaskRunner(
             func,
             queue=queue,
             topic=topic,
             executor=executor,
             observers=tuple(_flatten(on_execute or ())),
-            on_success=_callbacks(on_success),
-            on_failure=_callbacks(on_failure),
-            on_complete=_callbacks(on_complete),
+            on_success=callbacks(on_success),
+            on_failure=callbacks(on_failure),
+            on_complete=callbacks(on_complete),
             publish_result=publish_result,
             pool=pool,
+            keeper=keeper,
         )
         wrapper: Any
         if inspect.iscoroutinefunction(func):
@@ -470,6 +411,10 @@ def task(
         wrapper.observers = runner.observers
         wrapper.state = runner.state
         wrapper.pool = pool
+        wrapper.results = store
+        wrapper.send, wrapper.send_async, wrapper.result = _senders(
+            name, runner.topic, queue, keeper
+        )
         handler_id = queue.subscribe(runner.topic, handler) if queue else None
 
         def unsubscribe() -> bool:
@@ -492,3 +437,42 @@ def task(
         return cast("Task[P, R_co]", wrapper)
 
     return decorate
+
+
+def _senders(
+    name: str, topic: str, queue: MessageQueue | None, keeper: ResultKeeper | None
+) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[str], ResultHandle[Any]]]:
+    """The ``send``, ``send_async`` and ``result`` of a task."""
+
+    def check() -> tuple[MessageQueue, ResultKeeper]:
+        if queue is None or keeper is None:
+            missing = (
+                "queue= and results="
+                if queue is None and keeper is None
+                else ("queue=" if queue is None else "results=")
+            )
+            raise ValueError(
+                f"task {name!r} keeps no results to send it for: pass {missing} to @task "
+                "(results=True keeps them on the queue's transport)"
+            )
+        return queue, keeper
+
+    def send(*args: Any, **kwargs: Any) -> ResultHandle[Any]:
+        """Trigger the task through its queue; return the handle of its stored result."""
+        bus, keep = check()
+        return send_task(bus, topic, args, kwargs, results=keep.store, result_ttl=keep.ttl,
+                         name=name)  # fmt: skip
+
+    async def send_async(*args: Any, **kwargs: Any) -> ResultHandle[Any]:
+        """:meth:`send` without blocking the running event loop."""
+        bus, keep = check()
+        return await send_task_async(bus, topic, args, kwargs, results=keep.store,
+                                     result_ttl=keep.ttl, name=name)  # fmt: skip
+
+    def result(task_id: str) -> ResultHandle[Any]:
+        """The handle of the stored result of ``task_id``, sent by this or any process."""
+        if keeper is None:
+            raise ValueError(f"task {name!r} keeps no results: pass results= to @task")
+        return ResultHandle(task_id, keeper.store, task=name)
+
+    return send, send_async, result

@@ -4,7 +4,9 @@
   as a pytest base class (subclass it and provide a ``make_transport`` fixture);
   :mod:`~eventforge.testing.queue_conformance` and
   :mod:`~eventforge.testing.workqueue_conformance` do the same for MessageQueue / RPC over a
-  transport and for durable work-queue backends.
+  transport and for durable work-queue backends, and
+  :mod:`~eventforge.testing.results_conformance` for result stores
+  (:mod:`~eventforge.testing.results_processes`: their results read across processes).
 - :mod:`eventforge.testing.pytest_plugin`: fixtures that start private ``redis-server`` /
   ``nats-server`` processes, loaded by pytest through the ``pytest11`` entry point of
   eventforge-core (install ``eventforge-core[testing]``).

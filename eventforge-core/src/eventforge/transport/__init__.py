@@ -85,6 +85,18 @@ from eventforge.transport._builtin_capabilities import (
 )
 from eventforge.transport._loop import LoopHost as LoopHost
 from eventforge.transport._loop import run_sync as run_sync
+from eventforge.transport._results import (
+    ResultStore as ResultStore,
+)
+from eventforge.transport._results import (
+    StoredResult as StoredResult,
+)
+from eventforge.transport._results import (
+    check_result_ttl as check_result_ttl,
+)
+from eventforge.transport._results import (
+    check_task_id as check_task_id,
+)
 from eventforge.transport._workqueue import (
     ATTEMPT_HEADER as ATTEMPT_HEADER,
 )
@@ -141,7 +153,9 @@ __all__ = [
     "LoopHost",
     "Option",
     "OptionTable",
+    "ResultStore",
     "RetryPolicy",
+    "StoredResult",
     "Supervisor",
     "SupervisorFailed",
     "ThreadSupervisor",
@@ -149,6 +163,8 @@ __all__ = [
     "Waiter",
     "WorkQueueBackend",
     "background_loop",
+    "check_result_ttl",
+    "check_task_id",
     "for_replay",
     "is_native",
     "is_nonblocking",

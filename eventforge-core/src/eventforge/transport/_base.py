@@ -42,6 +42,7 @@ from eventforge.transport._kit import (
     to_seconds,
 )
 from eventforge.transport._loop import BackgroundLoop, BoundLoop, background_loop
+from eventforge.transport._results import ResultStore
 from eventforge.transport._supervisor import Supervisor, SupervisorFailed
 from eventforge.transport._thread_supervisor import ThreadSupervisor
 from eventforge.transport._waiter import Waiter
@@ -153,6 +154,9 @@ class Capability:
     DURABLE_SUBSCRIPTIONS = "durable_subscriptions"
     """``subscribe(topic, cb, durable=name)``: a named subscription keeps its backlog while no
     process listens and across restarts; everyone attached to the name competes for it."""
+    RESULTS = "results"
+    """``result_store()``: task results kept by task id with a time to live, readable by every
+    process on the transport (``@task(results=True)``)."""
 
     ALL: ClassVar[frozenset[str]] = frozenset(
         {
@@ -170,6 +174,7 @@ class Capability:
             DURABLE_SUBSCRIPTIONS,
             HEADER_MATCH,
             DELAYED_SEND,
+            RESULTS,
         }
     )
 
@@ -387,6 +392,19 @@ class Transport(ABC):
             "or memory for one process)",
             transport=self.name,
             capability=Capability.CLAIMS,
+        )
+
+    def result_store(self) -> ResultStore:
+        """The store of task results on this transport (only with :attr:`Capability.RESULTS`).
+
+        The store lives as long as the transport (closing the transport closes it).
+        """
+        raise UnsupportedCapabilityError(
+            f"transport {self.name!r} cannot store task results; use a transport that declares "
+            f"the {Capability.RESULTS!r} capability (redis, nats, sql, local, or memory for one "
+            "process), or pass @task(results='redis://...') to keep them on another one",
+            transport=self.name,
+            capability=Capability.RESULTS,
         )
 
     def stats(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ MEMORY_CAPABILITIES = frozenset(
         Capability.ZERO_COPY,
         Capability.CLAIMS,
         Capability.DELAYED_SEND,
+        Capability.RESULTS,
     }
 )
 """The in-process memory transport."""
@@ -38,6 +39,7 @@ LOCAL_CAPABILITIES = frozenset(
         Capability.DURABLE_SUBSCRIPTIONS,
         Capability.NONBLOCKING_INLINE,
         Capability.CLAIMS,
+        Capability.RESULTS,
     }
 )
 """``local://``: SQLite in one directory, shared by the processes of one machine."""

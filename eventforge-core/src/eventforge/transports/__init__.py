@@ -7,6 +7,7 @@ names the distribution to install.
 
 from __future__ import annotations
 
+from eventforge.transports._memory_results import MemoryResultStore as MemoryResultStore
 from eventforge.transports._memory_workqueue import MemoryWorkQueueBackend as MemoryWorkQueueBackend
 from eventforge.transports._memory_workqueue import WorkQueueFull as WorkQueueFull
 from eventforge.transports.memory import MemoryTransport

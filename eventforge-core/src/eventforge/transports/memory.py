@@ -20,8 +20,9 @@ from eventforge.topics import (
     validate_pattern,
     validate_topic,
 )
-from eventforge.transport import MEMORY_CAPABILITIES, Callback, Transport
+from eventforge.transport import MEMORY_CAPABILITIES, Callback, ResultStore, Transport
 from eventforge.transport.urls import mask_url, query_options, split_url
+from eventforge.transports._memory_results import MemoryResultStore
 from eventforge.transports._timer import DelayedSends
 
 __all__ = ["MemoryTransport"]
@@ -150,6 +151,7 @@ class MemoryTransport(Transport):
         self._callback_errors = 0
         self._closed = False
         self._delayed: DelayedSends | None = None
+        self._results: MemoryResultStore | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryTransport:
@@ -328,6 +330,8 @@ class MemoryTransport(Transport):
         delayed = self._delayed
         if delayed is not None:
             delayed.close()
+        if self._results is not None:
+            self._results.close()
         with self._lock:
             self._closed = True
             for waiter in self._waiters.values():
@@ -352,6 +356,14 @@ class MemoryTransport(Transport):
                 return False
             claims[key] = now + ttl
             return True
+
+    def result_store(self) -> ResultStore:
+        """Task results in this process's memory (one store per transport)."""
+        with self._lock:
+            self._check_open()
+            if self._results is None:
+                self._results = MemoryResultStore()
+            return self._results
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -17,6 +17,7 @@ Tables:
   consumed (a message is stored once whatever its fan-out);
 * ``attach`` -- who is listening: a consumer's process (pid and start time) and doorbell;
 * ``work`` -- work-queue items (ready, leased, dead-lettered, and settled ids kept for dedupe);
+* ``claims`` and ``results`` -- schedule claims and task results, each until its expiry;
 * ``meta`` -- the routing version, bumped whenever ``subs`` or ``attach`` change.
 """
 
@@ -46,6 +47,8 @@ COUNTER_NAME = "routes.ver"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims(key TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results(key TEXT PRIMARY KEY, data BLOB NOT NULL,
+    final INTEGER NOT NULL, until REAL NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES('routes', 0);
 CREATE TABLE IF NOT EXISTS messages(seq INTEGER PRIMARY KEY AUTOINCREMENT,
     topic TEXT NOT NULL, body BLOB NOT NULL);

@@ -12,6 +12,7 @@ the work is idempotent and runs in one write transaction, so two sweepers never 
 * Messages no backlog holds and every unnamed subscription has read past are deleted
   (normally their last consumer does it).
 * Settled work-queue ids older than the dedupe window are forgotten.
+* Expired schedule claims and task results are deleted.
 * Files in ``bells/`` of dead processes are removed (a SIGKILLed process never unlinks its own).
 * Free pages are returned to the file system (incremental vacuum) and the WAL is truncated
   when no reader holds it, so disk use follows what is stored.
@@ -63,6 +64,7 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
         # moment the last listener left).
         conn.execute("UPDATE subs SET last_active = ? WHERE id IN (SELECT sub FROM attach)", (now,))
         conn.execute("DELETE FROM claims WHERE until <= ?", (now,))  # expired schedule claims
+        conn.execute("DELETE FROM results WHERE until <= ?", (now,))  # expired task results
         gone = [
             row[0]
             for row in conn.execute(

@@ -15,6 +15,7 @@ from eventforge.topics import validate_pattern
 from eventforge.transport import (
     LOCAL_CAPABILITIES,
     Callback,
+    ResultStore,
     RetryPolicy,
     Transport,
     WorkQueueBackend,
@@ -24,6 +25,7 @@ from eventforge.transports.local._consume import Attachment, Reader
 from eventforge.transports.local._hub import Hub
 from eventforge.transports.local._options import OPTIONS, OVERFLOW_POLICIES, directory_from_url
 from eventforge.transports.local._publish import Publisher
+from eventforge.transports.local._results import LocalResultStore
 from eventforge.transports.local._store import (
     LocalStoreError,
     Store,
@@ -91,6 +93,7 @@ class LocalTransport(Transport):
             raise describe(exc, self.directory) from exc
         self._hub = Hub(self._store, bell, pid, start)
         self._backends: list[LocalWorkQueueBackend] = []
+        self._results: LocalResultStore | None = None
         self._publisher = Publisher(self._store, self._hub, self._codec)
         self._sweep()
         self._reader = Reader(self._store, self._hub, self._codec, values, self._sweep)
@@ -325,6 +328,13 @@ class LocalTransport(Transport):
         )
         self._backends.append(backend)
         return backend
+
+    def result_store(self) -> ResultStore:
+        """Task results in this directory's store, shared by every process that opens it."""
+        self._check_open()
+        if self._results is None:
+            self._results = LocalResultStore(self._store)
+        return self._results
 
     def sweep(self) -> dict[str, int]:
         """Remove what dead processes left and stale data now; return counts of each."""
