@@ -71,7 +71,7 @@ def test_schema_sql_file_creates_the_same_tables_as_create_schema(
         conn.exec_driver_sql(f"SET LOCAL search_path TO {namespace}")
         conn.exec_driver_sql(schema_sql())
     assert schema_version(pg_engine, Schema(schema=namespace)) == SCHEMA_VERSION
-    for table in ("eventforge_queue", "eventforge_inbox", "eventforge_outbox"):
+    for table in ("eventforge_queue", "eventforge_inbox", "eventforge_outbox", "eventforge_claims"):
         assert _columns(pg_engine, table, namespace) == _columns(pg_engine, table)
 
 

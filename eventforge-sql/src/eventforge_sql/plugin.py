@@ -28,11 +28,12 @@ def eventforge_transports() -> list[TransportSpec]:
             name="sql",
             target="eventforge_sql.transport:SqlTransport",
             summary=(
-                "Durable work queues on a database table (PostgreSQL, SQLite, MariaDB); "
-                "at-most-once pub/sub over LISTEN/NOTIFY on PostgreSQL."
+                "Durable work queues on a database table (PostgreSQL, SQLite, MariaDB) and "
+                "claims for periodic schedules; at-most-once pub/sub over LISTEN/NOTIFY on "
+                "PostgreSQL."
             ),
             schemes=SCHEMES,
-            capabilities=frozenset({Capability.DURABLE}),
+            capabilities=frozenset({Capability.DURABLE, Capability.CLAIMS}),
             requires=("sqlalchemy",),
             exports=("SqlTransport",),
         )

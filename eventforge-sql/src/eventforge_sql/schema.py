@@ -21,6 +21,10 @@ last_error_at  when that error happened
 event_type     the inbox's event type (EventFlow's ``event_type``), else NULL
 ============== =====================================================================
 
+A fourth table, ``eventforge_claims`` (``claim_key`` primary key, ``held_until``), holds the
+claims of periodic schedules: the first insert of a tick's key fires the tick
+(:meth:`~eventforge_sql.SqlTransport.claim`).
+
 Times are UNIX seconds (double precision) read from the writing process's clock, so the same
 schema runs on every dialect. The schema is created by :func:`create_schema` or by the SQL file
 ``schema.sql`` shipped in this package (PostgreSQL, default table names); its version is
@@ -76,6 +80,7 @@ class TableNames:
     inbox: str = "eventforge_inbox"
     outbox: str = "eventforge_outbox"
     version: str = "eventforge_schema_version"
+    claims: str = "eventforge_claims"
 
 
 _RowId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
@@ -135,6 +140,13 @@ class Schema:
             Column("version", Integer, nullable=False),
             Column("installed_at", Double, nullable=False),
         )
+        self.claims = Table(
+            self.names.claims,
+            self.metadata,
+            Column("claim_key", String(255), primary_key=True),
+            Column("held_until", Double, nullable=False),
+        )
+        Index(f"ix_{self.names.claims}_until", self.claims.c.held_until)
 
     def __repr__(self) -> str:
         return f"Schema({self.names!r})"
