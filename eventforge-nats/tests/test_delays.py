@@ -13,6 +13,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -127,6 +128,28 @@ def test_a_stream_made_without_schedules_takes_them_on_the_first_delayed_put(
     updated = run_plain(nats_server.url, config)
     assert updated.allow_msg_schedules is True
     assert f"{names['subject']}.due.*" in updated.subjects
+
+
+def test_a_delay_of_three_days_is_the_schedules_time(
+    make: Make, nats_server: NatsServer, run_plain: Callable[..., Any]
+) -> None:
+    queue = WorkQueue(_name("delays-days"), make())
+    before = time.time()
+    message_id = queue.put("in three days", delay=3 * 86_400)
+    after = time.time()
+    names = queue_names(queue.name)
+
+    async def schedule(nc: Any) -> Any:
+        subject = f"{names['subject']}.due.{message_id}"
+        return await nc.jetstream().get_last_msg(names["stream"], subject)
+
+    stored = run_plain(nats_server.url, schedule)
+    header = stored.headers["Nats-Schedule"]
+    assert header.startswith("@at ")
+    due = datetime.fromisoformat(header[4:].replace("Z", "+00:00")).timestamp()
+    assert before + 3 * 86_400 - 1e-6 <= due <= after + 3 * 86_400
+    assert stored.headers["Nats-Schedule-Target"] == names["subject"]
+    assert queue.get(timeout=0.3) is None
 
 
 def _older_nats_server() -> NatsServer:
