@@ -134,7 +134,7 @@ def jitter(url: str | None, interval: float, ticks: int) -> tuple[float, ...]:
 
 
 def jitter_rows(quick: bool) -> list[dict[str, Any]]:
-    interval, ticks = (0.05, 20) if quick else (0.1, 200)
+    interval, ticks = (0.05, 10) if quick else (0.1, 200)
     server = RedisServer()
     server.start()
     try:

@@ -23,7 +23,7 @@ from eventforge.testing.brokers import BrokerUnavailable, NatsServer
 from eventforge.testing.pytest_plugin import require_brokers
 from eventforge.transport import NOT_BEFORE_HEADER
 from eventforge.workqueue import WorkQueue
-from eventforge_nats._schedules import SCHEDULES_SINCE
+from eventforge_nats._schedules import SCHEDULES_SINCE, schedule_headers, schedules_known_missing
 from eventforge_nats.jetstream import queue_names
 from eventforge_nats.transport import NatsTransport
 
@@ -199,8 +199,6 @@ def test_an_older_server_refuses_a_delayed_put_before_storing_anything() -> None
 
 
 def test_delay_support_is_read_from_the_server_version() -> None:
-    from eventforge_nats._schedules import schedules_known_missing
-
     class Version:
         def __init__(self, major: int, minor: int) -> None:
             self.major, self.minor = major, minor
@@ -212,8 +210,6 @@ def test_delay_support_is_read_from_the_server_version() -> None:
 
 
 def test_schedule_subjects_are_one_token_per_item() -> None:
-    from eventforge_nats._schedules import schedule_headers
-
     subject, headers = schedule_headers("eventforge.wq.q", "2b15751b98917c451", 0.25)
     assert subject == "eventforge.wq.q.due.2b15751b98917c451"
     assert headers["Nats-Schedule"] == "@at 1970-01-01T00:00:00.250000Z"

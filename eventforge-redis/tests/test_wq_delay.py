@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from eventforge.testing.brokers import RedisServer
 from eventforge.workqueue import RetryPolicy, WorkQueue
+from eventforge_redis import RedisTransport
 
 pytestmark = pytest.mark.broker
 
@@ -102,8 +104,6 @@ def test_a_hundred_thousand_delayed_items_wait_on_the_server_at_a_bounded_cost(
     """100,000 items three days away: each scored at the server's time plus three days, none
     handed out, no thread or timer per item, nothing kept in the client; the server's memory
     per item is printed (and bounded)."""
-    import redis
-
     transport = make_redis()
     name = f"delay-many-{time.time_ns()}"
     queue = WorkQueue(name, transport)
@@ -147,8 +147,6 @@ def test_a_server_killed_with_aof_keeps_every_delayed_item_and_delivers_none_ear
 ) -> None:
     """With AOF, delayed items survive a SIGKILL and restart of redis-server: lost 0, none
     before its time; those due while the server was down come when it is back."""
-    from eventforge_redis import RedisTransport
-
     server = redis_server_factory(appendonly=True)
     options = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
     name = f"delay-aof-{time.time_ns()}"
