@@ -119,7 +119,10 @@ class _NoDelays(WorkQueueBackend):
 def test_a_backend_that_cannot_delay_refuses_instead_of_delivering_at_once() -> None:
     backend = _NoDelays()
     queue = WorkQueue("plain", backend=backend)
-    with pytest.raises(UnsupportedCapabilityError, match="memory, local://, Redis, AMQP and SQL"):
+    with pytest.raises(
+        UnsupportedCapabilityError,
+        match=r"memory, local://, Redis, AMQP, SQL and JetStream \(nats-server 2\.12",
+    ):
         queue.put("x", delay=5)
     with pytest.raises(UnsupportedCapabilityError):
         queue.put_many(["x"], not_before=time.time() + 5)
