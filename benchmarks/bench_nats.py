@@ -17,6 +17,10 @@ Scenarios:
 * JetStream durable work queue: publish with 100 in flight (``put_many`` of 100 vs
   ``asyncio.gather`` of 100 ``js.publish``), and consume (``fetch(100)`` + ack per item vs a raw
   pull subscription ``fetch(100)`` + ``ack``). Goals: at least 0.8x on both sides.
+* JetStream delayed work items (message schedules): ``put_many(100, delay=3600)`` beside the
+  plain ``put_many(100)``; the delivery-time error of a delayed put (arrival minus due time,
+  p50 / p99, items due 0.5 .. 1.5 s after their put, a consumer waiting) beside the
+  put-to-delivery latency of a plain put (all reported).
 
 Every figure is the median of interleaved rounds.
 """
@@ -336,6 +340,49 @@ def js_eventforge(url: str, n: int) -> tuple[float, float]:
     return put_rate, get_rate
 
 
+def js_delayed(url: str, n: int, timed: int) -> tuple[float, ...]:
+    """Plain and delayed ``put_many`` rates, then the delivery error of delayed puts (ms) and
+    the put-to-delivery latency of plain puts (ms), each as p50, p99."""
+    import threading
+
+    from eventforge.transport import NOT_BEFORE_HEADER
+    from eventforge.workqueue import WorkQueue
+
+    transport = NatsTransport(url)
+    rates = []
+    for delay in (None, 3600.0):
+        queue = WorkQueue(f"bench-{os.urandom(4).hex()}", transport)
+        start = time.perf_counter()
+        for offset in range(0, n, 100):
+            queue.put_many([PAYLOAD] * min(100, n - offset), delay=delay)
+        rates.append(n / (time.perf_counter() - start))
+    timing = WorkQueue(f"bench-{os.urandom(4).hex()}", transport)
+    errors: list[float] = []
+
+    def consume() -> None:
+        while len(errors) < timed:
+            delivery = timing.get(timeout=10)
+            assert delivery is not None
+            errors.append(time.time() - float(delivery.message.headers[NOT_BEFORE_HEADER]))
+            delivery.ack()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(timed):
+        timing.put(i, delay=0.5 + i / timed)
+    consumer.join(60)
+    latencies = []
+    for i in range(timed):
+        start = time.time()
+        timing.put(i)
+        delivery = timing.get(timeout=10)
+        assert delivery is not None
+        latencies.append(time.time() - start)
+        delivery.ack()
+    transport.close()
+    return (*rates, *percentiles(errors, 1e3), *percentiles(latencies, 1e3))
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     n_e2e = 2_000 if quick else 50_000
     n_rpc = 200 if quick else 5_000
@@ -373,6 +420,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "ef": lambda: js_eventforge(url, n_js),
                 "raw": lambda: js_raw(url, n_js),
                 "raw_id": lambda: js_raw(url, n_js, msg_id=True),
+                "delayed": lambda: js_delayed(url, n_js, 20 if quick else 200),
             },
         )
     finally:
@@ -412,6 +460,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "js.publish with Nats-Msg-Id, gather of 100", js["raw_id"][0], "msgs/s", "reported"),
         row("JetStream WorkQueue fetch(100) + ack", js["ef"][1],
             "pull fetch(100) + ack", js["raw"][1], "msgs/s", ">= 0.8x"),
+        row("JetStream WorkQueue put_many(100, delay=3600)", js["delayed"][1],
+            "JetStream WorkQueue put_many(100), not delayed", js["delayed"][0], "msgs/s",
+            "reported"),
+        row("JetStream delayed put: arrival - due time, p50", js["delayed"][2],
+            "plain put -> get latency p50", js["delayed"][4], "ms", "reported",
+            higher_is_better=False),
+        row("JetStream delayed put: arrival - due time, p99", js["delayed"][3],
+            "plain put -> get latency p99", js["delayed"][5], "ms", "reported",
+            higher_is_better=False),
     ]  # fmt: skip
 
 

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import pytest
 from eventforge import MessageQueue
-from eventforge.errors import NoRespondersError
+from eventforge.errors import NoRespondersError, UnsupportedCapabilityError
 from eventforge.message import Message
 from eventforge.queue._routing import UnroutableError
+from eventforge.service import Service
 from eventforge.testing.conformance import Collector
 from eventforge.testing.rabbit import RabbitServer
 from eventforge.testing.waiting import wait_until
@@ -162,3 +163,16 @@ def test_password_is_masked_in_repr_and_stats(make_amqp: Make) -> None:
     assert "guest:***@" in repr(t)
     assert "guest:guest" not in repr(t)
     assert "guest:guest" not in str(t.stats())
+
+
+def test_schedules_are_refused_at_start_for_want_of_claims(make_amqp: Make) -> None:
+    """RabbitMQ keeps no record of message ids, so no claim can be deduplicated: a service
+    with a schedule refuses to start on AMQP instead of firing each tick in every worker."""
+    transport = make_amqp()
+    svc = Service("amqp-ticker", transport, probe_interval=None)
+    svc.every(1, name="tick")(lambda: None)
+    with pytest.raises(UnsupportedCapabilityError, match="'claims' capability"):
+        svc.start()
+    assert not svc.running
+    with pytest.raises(UnsupportedCapabilityError, match="cannot claim a key"):
+        transport.claim("schedule.amqp-ticker.tick.0", 60)

@@ -53,7 +53,9 @@ def _collect(queue: WorkQueue, n: int, timeout: float = 20.0) -> list[tuple[Any,
 # -- the decomposition (no broker) ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seconds", [0.001, 0.01, 0.3, 1.0, 1.234, 59.99, 86_400.0, MAX_DELAY])
+@pytest.mark.parametrize(
+    "seconds", [0.001, 0.01, 0.3, 1.0, 1.234, 59.99, 86_400.0, 3 * 86_400.0, MAX_DELAY]
+)
 def test_a_delay_is_split_into_levels_that_add_up_to_it_rounded_up_to_the_tick(
     seconds: float,
 ) -> None:

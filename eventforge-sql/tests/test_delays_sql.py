@@ -123,3 +123,19 @@ def test_put_many_delays_every_row(make_queue: Made) -> None:
     assert queue.stats["pending"] == 3  # delayed rows are pending rows
     assert queue.get(timeout=0.05) is None
     assert sorted(payload for payload, _, _ in _collect(queue, 3)) == [1, 2, 3]
+
+
+def test_a_delay_of_three_days_is_the_rows_available_at(
+    make_queue: Made, engine: sa.Engine
+) -> None:
+    queue = make_queue()
+    before = time.time()
+    queue.put("in three days", delay=3 * 86_400)
+    after = time.time()
+    table = queue.backend.table  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        due = conn.execute(
+            sa.select(table.c.available_at).where(table.c.queue == queue.name)
+        ).scalar_one()
+    assert before + 3 * 86_400 <= due <= after + 3 * 86_400
+    assert queue.get(timeout=0.1) is None

@@ -76,6 +76,7 @@ def test_schema_sql_file_creates_the_same_tables_as_create_schema(
         "eventforge_inbox",
         "eventforge_outbox",
         "eventforge_results",
+        "eventforge_claims",
     ):
         assert _columns(pg_engine, table, namespace) == _columns(pg_engine, table)
 

@@ -3,13 +3,8 @@ firing per tick across worker processes (Redis and NATS)."""
 
 from __future__ import annotations
 
-import collections
 import itertools
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +16,7 @@ from eventforge.service import Service
 from eventforge.service.schedule import Cron, Every, Tick
 from eventforge.testing import wait_until
 from eventforge.testing.brokers import NatsServer, RedisServer
+from eventforge.testing.schedules import one_firing_per_tick, run_ticker
 from eventforge.transports.memory import MemoryTransport
 
 
@@ -208,79 +204,13 @@ def test_nats_claims_a_key_once_across_connections(nats_server: NatsServer) -> N
         b.close()
 
 
-SCHEDULED = textwrap.dedent(
-    """
-    import os
-    from pathlib import Path
-    from eventforge.service import Service
-
-    OUT = Path(os.environ["EF_TEST_OUT"])
-    svc = Service("ticker", probe_interval=None)
-
-    @svc.every(0.5)
-    def beat(tick):
-        with open(OUT / "firings", "a") as f:
-            f.write(f"{round(tick.scheduled.timestamp() * 1000)} {os.getpid()}\\n")
-    """
-)
-
-
 def _three_workers_one_firing_per_tick(tmp_path: Path, url: str) -> None:
-    (tmp_path / "tickerapp.py").write_text(SCHEDULED)
-    out = tmp_path / "out"
-    out.mkdir()
-    env = {**os.environ, "EF_TEST_OUT": str(out), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "eventforge.cli",
-            "run",
-            "tickerapp:svc",
-            "--workers",
-            "3",
-            "--transport",
-            url,
-            "--health-port",
-            "0",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready: list[str] = []
-        deadline = time.monotonic() + 60
-        while len(ready) < 3 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("eventforge service ready"):
-                ready.append(line)
-        assert len(ready) == 3
-        pids = [int(w.partition("=")[2]) for r in ready for w in r.split() if w.startswith("pid=")]
-        start = time.time()
-        time.sleep(2.0)
-        os.kill(pids[0], signal.SIGKILL)  # one worker dies mid-run; the pool restarts it
-        time.sleep(3.0)
-        end = time.time()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    lines = (out / "firings").read_text().split()
-    ticks = [int(t) for t in lines[::2]]
-    counts = collections.Counter(ticks)
-    window = list(range(int(start * 1000) // 500 * 500 + 500, int(end * 1000), 500))
-    duplicates = sum(c - 1 for c in counts.values())
-    misses = [t for t in window if t not in counts]
-    print(
-        f"\nschedule across 3 workers ({url.split(':')[0]}): ticks {len(window)}, "
-        f"firings {len(ticks)}, duplicates {duplicates}, misses {len(misses)}, "
-        f"workers that fired {len(set(lines[1::2]))}"
-    )
-    assert duplicates == 0
-    assert misses == []
+    env = {"EF_TEST_INTERVAL": "0.5"}
+    firings = run_ticker(tmp_path, url, workers=3, seconds=5.0, kill_one_after=2.0, env=env)
+    report = one_firing_per_tick(firings, "beat-skip", 0.5)
+    print("\n" + report.line(f"schedule across 3 workers ({url.split(':')[0]})"))
+    assert report.duplicates == 0
+    assert report.misses == []
 
 
 @pytest.mark.broker
@@ -297,3 +227,48 @@ def test_three_nats_workers_fire_each_tick_once_through_a_worker_kill(
     tmp_path: Path, nats_server: NatsServer
 ) -> None:
     _three_workers_one_firing_per_tick(tmp_path, nats_server.url)
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_missed_ticks_across_a_worker_restart_follow_each_policy(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A worker runs one schedule per policy, stops, stays down while ticks pass, and starts
+    again: ``skip`` fires none of the missed ticks, ``once`` only the latest, ``all`` every
+    one (and, with the ticks fired before, every tick from the first to the last); no tick
+    fires twice."""
+    step = 200
+    env = {
+        "EF_TEST_SERVICE": f"missed-{os.urandom(3).hex()}",
+        "EF_TEST_INTERVAL": str(step / 1000),
+        "EF_TEST_MISSED": "skip,once,all",
+        "EF_TEST_CATCH_UP": "10",
+    }
+    firings = run_ticker(tmp_path, redis_server.url, seconds=1.0, env=env)
+    before = len(firings.all)
+    time.sleep(0.6)  # no worker runs: these ticks (and those of the restart) pass unfired
+    firings = run_ticker(tmp_path, redis_server.url, seconds=0.5, env=env, firings=firings)
+    gaps = {}
+    for policy in ("skip", "once", "all"):
+        mine = firings.of(f"beat-{policy}")
+        assert mine, f"beat-{policy} never fired"
+        ticks = [f.tick_ms for f in mine]
+        assert len(ticks) == len(set(ticks)), f"beat-{policy} fired a tick twice"
+        first_run = [f for f in firings.all[:before] if f.name == f"beat-{policy}"]
+        second_run = [f for f in firings.all[before:] if f.name == f"beat-{policy}"]
+        last_before = max(f.tick_ms for f in first_run if not f.late)
+        first_after = min(f.tick_ms for f in second_run if not f.late)
+        gap = list(range(last_before + step, first_after, step))
+        gaps[policy] = len(gap)
+        assert len(gap) >= 3, f"only {len(gap)} ticks were missed; the test needs a longer gap"
+        caught_up = sorted(f.tick_ms for f in second_run if f.late)
+        if policy == "skip":
+            assert caught_up == []
+            assert not [t for t in ticks if last_before < t < first_after]
+        elif policy == "once":
+            assert caught_up == [gap[-1]]
+        else:
+            assert [t for t in caught_up if t > last_before] == gap
+            assert sorted(ticks) == list(range(min(ticks), max(ticks) + step, step))
+    print(f"\nmissed ticks across a restart (redis): ticks missed per schedule {gaps}")

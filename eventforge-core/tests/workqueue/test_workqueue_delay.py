@@ -3,7 +3,10 @@ delayed item refuses it instead of delivering it at once."""
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -116,10 +119,42 @@ class _NoDelays(WorkQueueBackend):
 def test_a_backend_that_cannot_delay_refuses_instead_of_delivering_at_once() -> None:
     backend = _NoDelays()
     queue = WorkQueue("plain", backend=backend)
-    with pytest.raises(UnsupportedCapabilityError, match="memory, local://, Redis, AMQP and SQL"):
+    with pytest.raises(
+        UnsupportedCapabilityError,
+        match=r"memory, local://, Redis, AMQP, SQL and JetStream \(nats-server 2\.12",
+    ):
         queue.put("x", delay=5)
     with pytest.raises(UnsupportedCapabilityError):
         queue.put_many(["x"], not_before=time.time() + 5)
     assert backend.items == []
     queue.put("y")  # undelayed puts still work
     assert [m.payload for m in backend.items] == ["y"]
+
+
+def test_a_hundred_thousand_delayed_items_cost_bounded_memory_and_no_thread_or_timer() -> None:
+    """100,000 items three days away wait in one heap of the memory backend: each due three
+    days from its put, none handed out, no thread or timer per item; the memory per item is
+    printed (and bounded)."""
+    three_days = 3 * 86_400
+    with WorkQueue("many-delayed") as queue:
+        threads = threading.active_count()
+        put_at = time.monotonic()
+        for start in range(0, 90_000, 10_000):
+            queue.put_many(list(range(start, start + 10_000)), delay=three_days)
+        gc.collect()
+        tracemalloc.start()  # the last 10,000: what each item costs
+        before = tracemalloc.get_traced_memory()[0]
+        queue.put_many(list(range(90_000, 100_000)), delay=three_days)
+        done_at = time.monotonic()
+        gc.collect()
+        per_item = (tracemalloc.get_traced_memory()[0] - before) / 10_000
+        tracemalloc.stop()
+        assert queue.stats["pending"] == 100_000
+        assert threading.active_count() == threads
+        heap = queue.backend._delayed  # type: ignore[attr-defined]
+        assert len(heap) == 100_000
+        earliest, latest = min(heap)[0], max(heap)[0]
+        assert put_at + three_days - 1 <= earliest <= latest <= done_at + three_days
+        assert queue.get(timeout=0.1) is None
+        print(f"\nmemory backend, 100k delayed items: {per_item:.0f} B per item")
+        assert per_item < 2048

@@ -4,7 +4,9 @@ Every publish carries ``Nats-Msg-Id`` (the message id), so one retried after a l
 acknowledgement is stored once (within the stream's ``duplicate_window``). ``put`` is one
 ``js.publish`` retried along :data:`PUBLISH_RETRY` until ``put_timeout``. ``put_many``
 pipelines a batch on one reply inbox (:class:`AckInbox`) with the same guarantees, item by
-item: a round publishes every item still unacknowledged, then waits once for the batch.
+item: a round publishes every item still unacknowledged, then waits once for the batch. An item
+with a due time is published as a message schedule instead (:mod:`eventforge_nats._schedules`),
+with the same acknowledgement and the same retries.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from eventforge.errors import FrameTooLarge, TransportClosedError, TransportErro
 from eventforge.transport import Backoff, Counter
 
 from ._connection import NatsConnection
+from ._schedules import schedule_headers
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -27,7 +30,16 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
     from nats.js.client import JetStreamContext
 
-__all__ = ["DUPLICATE", "PUBLISH_RETRY", "STORED", "AckBatch", "AckInbox", "Producer"]
+__all__ = [
+    "DUPLICATE",
+    "PUBLISH_RETRY",
+    "STORED",
+    "AckBatch",
+    "AckInbox",
+    "Item",
+    "Outgoing",
+    "Producer",
+]
 
 log = logging.getLogger("eventforge.transports.nats")
 
@@ -38,6 +50,11 @@ STORED = 1
 """Outcome of an item JetStream stored (``AckBatch.outcomes``)."""
 DUPLICATE = 2
 """Outcome of an item JetStream already had (a retry of a publish that did land)."""
+
+Item = tuple[bytes, str, float | None]
+"""An item to put: its envelope, its message id and its due time (``None``: deliver now)."""
+Outgoing = tuple[bytes, str, dict[str, str]]
+"""An item as published: its envelope, subject and headers."""
 
 Outcome = int | str | BaseException | None
 """Per item of a batch: ``None`` unknown yet, ``STORED`` / ``DUPLICATE``, the description of a
@@ -109,12 +126,7 @@ class AckInbox:
                 log.debug("unsubscribing an acknowledgement inbox: %r", exc)
 
     async def publish_round(
-        self,
-        client: Client,
-        subject: str,
-        encoded: list[tuple[bytes, str]],
-        batch: AckBatch,
-        todo: Sequence[int],
+        self, client: Client, outgoing: list[Outgoing], batch: AckBatch, todo: Sequence[int]
     ) -> None:
         """Publish the items ``todo`` of ``batch``, each with a fresh reply subject."""
         import nats.errors
@@ -124,13 +136,13 @@ class AckInbox:
         waiting, prefix, tokens = self._waiting, self._prefix, batch.tokens
         publish = client.publish
         for index in todo:
-            data, msg_id = encoded[index]
+            data, subject, headers = outgoing[index]
             self._next += 1
             token = str(self._next)
             waiting[token] = (batch, index)
             tokens.append(token)
             try:
-                await publish(subject, data, prefix + token, {"Nats-Msg-Id": msg_id})
+                await publish(subject, data, prefix + token, headers)
             except nats.errors.ConnectionClosedError:
                 batch.answered(index, TransportClosedError("the NATS connection is closed"))
             except nats.errors.Error as exc:  # e.g. the reconnect buffer is full
@@ -206,19 +218,26 @@ class Producer:
         self.retries = Counter()
         self.duplicates = Counter()
 
-    async def put_one(self, data: bytes, msg_id: str, timeout: float) -> None:
+    def outgoing(self, data: bytes, msg_id: str, due: float | None) -> Outgoing:
+        """The subject and headers an item is published with: the queue's subject, or the
+        subject of its schedule when it has a due time."""
+        if due is None:
+            return data, self._subject, {"Nats-Msg-Id": msg_id}
+        return data, *schedule_headers(self._subject, msg_id, due)
+
+    async def put_one(self, item: Item, timeout: float) -> None:
         """Store one item; retry with the same ``Nats-Msg-Id`` until ``timeout``."""
         import nats.errors
         import nats.js.errors
 
         deadline = time.monotonic() + timeout
-        headers = {"Nats-Msg-Id": msg_id}
+        data, subject, headers = self.outgoing(*item)
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
             try:
                 ack = await self._js.publish(
-                    self._subject, data, timeout=max(0.1, min(2.0, remaining)), headers=headers
+                    subject, data, timeout=max(0.1, min(2.0, remaining)), headers=headers
                 )
             except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as exc:
                 # The acknowledgement is unknown: retry with the same Nats-Msg-Id, so a publish
@@ -243,24 +262,25 @@ class Producer:
                 self.duplicates.bump()
             return
 
-    async def put_many(self, encoded: list[tuple[bytes, str]], timeout: float) -> None:
-        """Store a batch of ``(envelope, message id)`` pipelined on one inbox (see the module)."""
-        if not encoded:
+    async def put_many(self, items: list[Item], timeout: float) -> None:
+        """Store a batch of items pipelined on one inbox (see the module)."""
+        if not items:
             return
         client = self._conn.client
         limit = client.max_payload
-        for data, _ in encoded:
+        for data, _, _ in items:
             if len(data) > limit:
                 # Refused before anything is sent: no part of the batch is stored.
                 raise FrameTooLarge(len(data), limit)
+        outgoing = [self.outgoing(*item) for item in items]
         inbox = await self._ack_inbox()
-        batch = AckBatch(len(encoded))
+        batch = AckBatch(len(items))
         deadline = time.monotonic() + timeout
-        todo: Sequence[int] = range(len(encoded))
+        todo: Sequence[int] = range(len(items))
         attempt = 0
         try:
             while True:
-                await inbox.publish_round(client, self._subject, encoded, batch, todo)
+                await inbox.publish_round(client, outgoing, batch, todo)
                 remaining = deadline - time.monotonic()
                 await batch.wait(max(0.1, min(2.0, remaining)))
                 todo = [i for i in todo if batch.outcomes[i] is None]
@@ -276,7 +296,7 @@ class Producer:
                 await asyncio.sleep(delay)
         finally:
             inbox.forget(batch)
-        self._settle_batch(batch, len(encoded), timeout)
+        self._settle_batch(batch, len(items), timeout)
 
     def _settle_batch(self, batch: AckBatch, total: int, timeout: float) -> None:
         """Count the acknowledged items of a finished batch; raise for the others."""

@@ -3,7 +3,9 @@
 Per queue ``name`` (``<token>`` is ``name`` made safe for stream names):
 
 * stream ``EF_WQ_<token>`` on subject ``eventforge.wq.<token>``: file storage, work-queue
-  retention (an acked item is deleted), a ``duplicate_window`` for publisher retries;
+  retention (an acked item is deleted), a ``duplicate_window`` for publisher retries; on a
+  server that keeps message schedules also ``allow_msg_schedules`` and the subjects
+  ``eventforge.wq.<token>.due.*`` of delayed items (:mod:`eventforge_nats._schedules`);
 * durable pull consumer ``eventforge``: explicit ack, ``ack_wait`` (an item whose consumer died
   is redelivered after it), no ``max_deliver`` (the retry policy decides);
 * stream ``EF_DLQ_<token>`` on subject ``eventforge.dlq.<token>``: the dead letters we own.
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventforge.errors import TransportError, UnsupportedCapabilityError
+
+from ._schedules import due_subjects
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
@@ -52,10 +56,18 @@ class QueueLayout:
     ack_wait: float
     duplicate_window: float
     max_ack_pending: int
+    schedules: bool = False
+    """Whether a stream made here keeps message schedules (the server can)."""
 
     @classmethod
     def of(
-        cls, name: str, *, ack_wait: float, duplicate_window: float, max_ack_pending: int
+        cls,
+        name: str,
+        *,
+        ack_wait: float,
+        duplicate_window: float,
+        max_ack_pending: int,
+        schedules: bool = False,
     ) -> QueueLayout:
         """The layout of the queue ``name``."""
         return cls(
@@ -64,6 +76,7 @@ class QueueLayout:
             ack_wait=ack_wait,
             duplicate_window=duplicate_window,
             max_ack_pending=max_ack_pending,
+            schedules=schedules,
         )
 
     @property
@@ -83,9 +96,12 @@ class QueueLayout:
         )
 
         created = False
-        for stream, subject, retention in (
-            (self.stream, self.subject, RetentionPolicy.WORK_QUEUE),
-            (self.dlq_stream, self.dlq_subject, RetentionPolicy.LIMITS),
+        queue_subjects = [self.subject]
+        if self.schedules:
+            queue_subjects.append(due_subjects(self.subject))
+        for stream, subjects, retention, schedules in (
+            (self.stream, queue_subjects, RetentionPolicy.WORK_QUEUE, self.schedules or None),
+            (self.dlq_stream, [self.dlq_subject], RetentionPolicy.LIMITS, None),
         ):
             try:
                 await js.stream_info(stream)
@@ -93,10 +109,11 @@ class QueueLayout:
                 await js.add_stream(
                     StreamConfig(
                         name=stream,
-                        subjects=[subject],
+                        subjects=subjects,
                         retention=retention,
                         storage=StorageType.FILE,
                         duplicate_window=self.duplicate_window,
+                        allow_msg_schedules=schedules,
                     )
                 )
                 created = True

@@ -6,6 +6,10 @@ kept present and its pull inboxes (:mod:`eventforge_nats._consumer`), dead lette
 (:mod:`eventforge_nats._dead_letters`), stale-settle detection (:mod:`eventforge_nats._ledger`);
 fetching and settling are here.
 
+Delayed items (``put(..., delay=)``) are message schedules kept in the queue's stream
+(:mod:`eventforge_nats._schedules`, nats-server 2.12 or later); the server delivers each to the
+queue when its clock reaches the due time.
+
 Guarantees: ``put`` returns once JetStream acknowledged the item (file store), so an
 acknowledged item is never lost; ``Nats-Msg-Id`` is the message id, so a ``put`` retried after a
 lost acknowledgement is stored once; ``put_many`` pipelines a batch with the same guarantees,
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from eventforge.errors import ProtocolError, TransportClosedError, TransportError
 from eventforge.message import Message
 from eventforge.transport import (
+    NOT_BEFORE_HEADER,
     Counter,
     DeadLetter,
     Delivery,
@@ -53,7 +58,8 @@ from ._connection import NatsConnection
 from ._consumer import Consumer
 from ._dead_letters import DeadLetters
 from ._ledger import ledger_for
-from ._put import Producer
+from ._put import Item, Producer
+from ._schedules import schedules_known_missing, stream_schedules
 from ._streams import CONSUMER, QueueLayout, queue_names, setup_error
 
 if TYPE_CHECKING:
@@ -99,11 +105,14 @@ class JetStreamWorkQueue(WorkQueueBackend):
         self._conn = conn
         self._codec = codec
         self._enqueue = enqueue
+        self._server_version = conn.client.connected_server_version
+        self._schedules_ready = False
         layout = QueueLayout.of(
             name,
             ack_wait=ack_wait,
             duplicate_window=duplicate_window,
             max_ack_pending=max_ack_pending,
+            schedules=not schedules_known_missing(self._server_version),
         )
         self.stream = layout.stream
         self.subject = layout.subject
@@ -123,6 +132,11 @@ class JetStreamWorkQueue(WorkQueueBackend):
             self._conn.run(self._consumer.start(), timeout=30)
         except Exception as exc:
             raise setup_error(name, exc) from None
+
+    @property
+    def delays(self) -> bool:  # type: ignore[override]
+        """Whether the server keeps delayed items (message schedules: nats-server 2.12+)."""
+        return not schedules_known_missing(self._server_version)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -155,16 +169,37 @@ class JetStreamWorkQueue(WorkQueueBackend):
     # -- producing ---------------------------------------------------------------------------
 
     def put(self, message: Message) -> None:
-        """Store ``message``; return once JetStream acknowledged it (retrying with one msg id)."""
-        data = self._codec.encode(message)
+        """Store ``message``; return once JetStream acknowledged it (retrying with one msg id).
+
+        An item with a due time in the future is stored as a message schedule."""
+        item = self._item(message)
         self._check_open()
-        self._run(self._producer.put_one(data, message.id, self.put_timeout), self.put_timeout + 5)
+        self._run(self._put_one(item), self.put_timeout + 5)
 
     async def put_async(self, message: Message) -> None:
         """:meth:`put` for coroutines."""
-        data = self._codec.encode(message)
+        item = self._item(message)
         self._check_open()
-        await self._conn.call(self._producer.put_one(data, message.id, self.put_timeout))
+        await self._conn.call(self._put_one(item))
+
+    def _item(self, message: Message) -> Item:
+        due = message.headers.get(NOT_BEFORE_HEADER)
+        if due is not None and float(due) <= time.time():
+            due = None  # already due: a plain put (a schedule would wait for the server's timer)
+        return self._codec.encode(message), message.id, None if due is None else float(due)
+
+    async def _put_one(self, item: Item) -> None:
+        if item[2] is not None:
+            await self._schedules()
+        await self._producer.put_one(item, self.put_timeout)
+
+    async def _schedules(self) -> None:
+        """Make sure the stream keeps schedules before the first delayed put (see
+        :mod:`eventforge_nats._schedules`)."""
+        if not self._schedules_ready:
+            version = self._conn.client.connected_server_version
+            await stream_schedules(self._js, self.stream, self.subject, version)
+            self._schedules_ready = True
 
     def put_many(self, messages: list[Message]) -> None:
         """Store several items with their publishes in flight together; return once all are
@@ -176,9 +211,14 @@ class JetStreamWorkQueue(WorkQueueBackend):
         not come, or that found no stream (no responders), are published again with the same
         ``Nats-Msg-Id`` until ``put_timeout``, so an item that did land is stored once.
         """
-        encoded = [(self._codec.encode(m), m.id) for m in messages]
+        items = [self._item(m) for m in messages]
         self._check_open()
-        self._run(self._producer.put_many(encoded, self.put_timeout), self.put_timeout + 5)
+        self._run(self._put_many(items), self.put_timeout + 5)
+
+    async def _put_many(self, items: list[Item]) -> None:
+        if any(item[2] is not None for item in items):
+            await self._schedules()
+        await self._producer.put_many(items, self.put_timeout)
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -305,10 +345,16 @@ class JetStreamWorkQueue(WorkQueueBackend):
 
     async def _stats(self) -> dict[str, Any]:
         consumer = await self._js.consumer_info(self.stream, CONSUMER)
+        stream = await self._js.stream_info(self.stream)
         dlq = await self._js.stream_info(self.dlq_stream)
+        ready = consumer.num_pending or 0
+        in_flight = consumer.num_ack_pending or 0
+        # The stream holds the ready items, those handed out, and the schedules of delayed ones.
+        delayed = max(0, stream.state.messages - ready - in_flight)
         return {
-            "pending": consumer.num_pending or 0,
-            "in_flight": consumer.num_ack_pending or 0,
+            "pending": ready + delayed,
+            "in_flight": in_flight,
+            "delayed": delayed,
             "redelivered": consumer.num_redelivered or 0,
             "dead_letters": dlq.state.messages,
             **self.counters,

@@ -30,11 +30,30 @@ def delay_ms(message: Message) -> int:
 
 
 def put_delayed(queue: StreamQueue, items: list[tuple[Message, bytes]]) -> None:
-    """Keep each ``(message, encoded)`` in the queue's delayed set until it is due."""
+    """Keep each ``(message, encoded)`` in the queue's delayed set until it is due.
+
+    Several items go in one pipeline of ``EVALSHA`` after loading the script; should the server
+    have lost it in between (a restart), they are put again one by one (the script is
+    idempotent per message id: the same member of the set, the same fields of the hash)."""
+    client, stream = queue.client, queue.stream
     try:
+        if len(items) > 1:
+            client.script_load(scripts.DELAY)
+            try:
+                with client.pipeline(transaction=False) as pipe:
+                    for message, data in items:
+                        args = (stream, f"p:{message.id}", data, delay_ms(message))
+                        pipe.evalsha(_DELAY.sha, 0, *args)
+                    pipe.execute()
+                return
+            except Exception as exc:
+                if type(exc).__name__ != "NoScriptError":
+                    raise
         for message, data in items:
-            _DELAY(queue.client, queue.stream, f"p:{message.id}", data, delay_ms(message))
+            _DELAY(client, stream, f"p:{message.id}", data, delay_ms(message))
     except Exception as exc:
         raise describe_error(
-            exc, queue.settings, f"putting a delayed item into work queue {queue.name!r}"
+            exc,
+            queue.settings,
+            f"putting {len(items)} delayed items into work queue {queue.name!r}",
         ) from exc

@@ -29,10 +29,11 @@ def eventforge_transports() -> list[TransportSpec]:
             target="eventforge_sql.transport:SqlTransport",
             summary=(
                 "Durable work queues and task results on database tables (PostgreSQL, SQLite, "
-                "MariaDB); at-most-once pub/sub over LISTEN/NOTIFY on PostgreSQL."
+                "MariaDB) and claims for periodic schedules; at-most-once pub/sub over "
+                "LISTEN/NOTIFY on PostgreSQL."
             ),
             schemes=SCHEMES,
-            capabilities=frozenset({Capability.DURABLE, Capability.RESULTS}),
+            capabilities=frozenset({Capability.DURABLE, Capability.RESULTS, Capability.CLAIMS}),
             requires=("sqlalchemy",),
             exports=("SqlTransport",),
         )

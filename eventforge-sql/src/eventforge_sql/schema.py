@@ -23,6 +23,9 @@ event_type     the inbox's event type (EventFlow's ``event_type``), else NULL
 
 The results table (``eventforge_results``) keeps task results by task id: the record's bytes
 (``data``), whether it is an outcome (``final``) and when it expires (``expires_at``).
+The claims table, ``eventforge_claims`` (``claim_key`` primary key, ``held_until``), holds the
+claims of periodic schedules: the first insert of a tick's key fires the tick
+(:meth:`~eventforge_sql.SqlTransport.claim`).
 
 Times are UNIX seconds (double precision) read from the writing process's clock, so the same
 schema runs on every dialect. The schema is created by :func:`create_schema` or by the SQL file
@@ -83,6 +86,7 @@ class TableNames:
     outbox: str = "eventforge_outbox"
     version: str = "eventforge_schema_version"
     results: str = "eventforge_results"
+    claims: str = "eventforge_claims"
 
 
 _RowId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
@@ -157,6 +161,13 @@ class Schema:
             Column("installed_at", Double, nullable=False),
         )
         self.results = _results_table(self.metadata, self.names.results)
+        self.claims = Table(
+            self.names.claims,
+            self.metadata,
+            Column("claim_key", String(255), primary_key=True),
+            Column("held_until", Double, nullable=False),
+        )
+        Index(f"ix_{self.names.claims}_until", self.claims.c.held_until)
 
     def __repr__(self) -> str:
         return f"Schema({self.names!r})"

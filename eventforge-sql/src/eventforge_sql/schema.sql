@@ -3,6 +3,7 @@
 -- migrations own the database. The three queue-shaped tables share one layout (see
 -- docs/inbox-outbox.md): times are UNIX seconds; status is one of pending, processing, failed,
 -- processed, dead_letter; while a row is processing, available_at is its lease's expiry.
+-- eventforge_claims holds the claims of periodic schedules (docs/scheduling.md).
 
 CREATE TABLE IF NOT EXISTS eventforge_queue (
     id BIGSERIAL NOT NULL,
@@ -74,6 +75,12 @@ CREATE TABLE IF NOT EXISTS eventforge_results (
     PRIMARY KEY (task_id)
 );
 CREATE INDEX IF NOT EXISTS ix_eventforge_results_expires ON eventforge_results (expires_at);
+CREATE TABLE IF NOT EXISTS eventforge_claims (
+    claim_key VARCHAR(255) NOT NULL,
+    held_until DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (claim_key)
+);
+CREATE INDEX IF NOT EXISTS ix_eventforge_claims_until ON eventforge_claims (held_until);
 
 CREATE TABLE IF NOT EXISTS eventforge_schema_version (
     component VARCHAR(64) NOT NULL,

@@ -7,7 +7,9 @@ On PostgreSQL it also carries pub/sub over ``LISTEN/NOTIFY`` (:mod:`eventforge_s
 **at-most-once** (a notification sent while a subscriber's listening connection is down is
 lost), in order per sending transport, wildcards matched by the subscriber, payloads up to 8000
 bytes. On SQLite and MariaDB ``send`` / ``subscribe`` raise :class:`UnsupportedCapabilityError`
-pointing at a transport that has pub/sub.
+pointing at a transport that has pub/sub. On every database it claims keys across processes
+(:meth:`SqlTransport.claim`, a unique row in the claims table), so periodic schedules fire
+once per tick across workers that share the database.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from eventforge.transport import (
 from sqlalchemy.engine import Engine
 
 from ._engines import engine_from_url
+from ._key_claims import KeyClaims
 from ._notify import NotifyBus
 from ._results import SqlResultStore
 from .schema import Schema, create_schema
@@ -53,7 +56,9 @@ class SqlTransport(Transport):
     """
 
     name: ClassVar[str] = "sql"
-    capabilities: ClassVar[frozenset[str]] = frozenset({Capability.DURABLE, Capability.RESULTS})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {Capability.DURABLE, Capability.RESULTS, Capability.CLAIMS}
+    )
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class SqlTransport(Transport):
         self._bus: NotifyBus | None = None
         self._bus_lock = threading.Lock()
         self.channel = channel
+        self._claims = KeyClaims(engine, self.schema.claims)
         if engine.dialect.name == "postgresql":
             # PostgreSQL adds pub/sub to what the class declares for every database.
             self.__dict__["capabilities"] = type(self).capabilities | _PUBSUB
@@ -118,6 +124,13 @@ class SqlTransport(Transport):
                 self.engine, schema=self.schema, poll_interval=self.poll_interval
             )
         return self._results
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for ``ttl`` seconds across every process using this database: the
+        first insert of its row in the claims table wins (see :mod:`eventforge_sql._key_claims`)."""
+        if self._closed:
+            raise TransportClosedError("sql transport is closed")
+        return self._claims.claim(key, ttl)
 
     def _pubsub(self) -> NotifyBus:
         if self._closed:

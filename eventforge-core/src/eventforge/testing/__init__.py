@@ -18,6 +18,8 @@
   the request-deadline scenario, for transports that do not run the queue conformance suite.
 - :func:`~eventforge.testing.waiting.wait_until`: poll for a condition another thread or
   process brings about, and report whether it did (for ``assert wait_until(...)``).
+- :mod:`eventforge.testing.schedules`: run a periodic schedule in real worker processes and
+  check that each tick fired once (transports with the ``claims`` capability).
 
 Names load on first use, so importing this package does not import pytest; the conformance
 suite and the fixtures do.

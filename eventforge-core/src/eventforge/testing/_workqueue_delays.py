@@ -9,6 +9,7 @@ from typing import ClassVar
 import pytest
 
 from eventforge.errors import UnsupportedCapabilityError
+from eventforge.testing.waiting import wait_until
 from eventforge.workqueue import WorkQueue
 
 __all__ = ["DelayedItemsContract"]
@@ -57,3 +58,28 @@ class DelayedItemsContract:
         for delivery in got:
             assert delivery is not None
             delivery.ack()
+
+    def test_a_delay_of_days_is_kept_and_put_many_delays_every_item(
+        self, make_queue: Callable[..., WorkQueue]
+    ) -> None:
+        """An item three days away waits (and counts as ``pending``) while the items of a
+        delayed ``put_many`` come, each no earlier than the delay."""
+        queue = make_queue()
+        if not getattr(queue.backend, "delays", False):
+            return  # refused: test_delayed_item_is_not_handed_out_before_it_is_due
+        queue.put("in three days", delay=3 * 86_400)
+        before = time.time()
+        queue.put_many(["a", "b"], delay=0.3)
+        queue.put("now")
+        assert wait_until(lambda: queue.stats["pending"] == 4, self.timeout)
+        got = []
+        for _ in range(3):
+            delivery = queue.get(timeout=self.timeout + 1.0)
+            assert delivery is not None
+            got.append(delivery.message.payload)
+            delivery.ack()
+        assert got[0] == "now"
+        assert sorted(got[1:]) == ["a", "b"]
+        assert time.time() - before >= 0.3 - 0.02
+        assert queue.get(timeout=0.2) is None
+        assert wait_until(lambda: queue.stats["pending"] == 1, self.timeout)

@@ -389,7 +389,7 @@ class Transport(ABC):
         raise UnsupportedCapabilityError(
             f"transport {self.name!r} cannot claim a key across processes; periodic schedules "
             f"need a transport that declares the {Capability.CLAIMS!r} capability (redis, nats, "
-            "or memory for one process)",
+            "sql, local, or memory for one process)",
             transport=self.name,
             capability=Capability.CLAIMS,
         )

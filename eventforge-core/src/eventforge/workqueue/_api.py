@@ -160,8 +160,8 @@ class WorkQueue:
         if not getattr(self.backend, "delays", False):
             raise UnsupportedCapabilityError(
                 f"work queue {self.name!r}: its backend ({type(self.backend).__name__}) cannot "
-                "keep a delayed item; delays are kept by the memory, local://, Redis, AMQP and "
-                "SQL work queues",
+                "keep a delayed item; delays are kept by the memory, local://, Redis, AMQP, SQL "
+                "and JetStream (nats-server 2.12 or later) work queues",
                 transport=type(self.backend).__name__,
                 capability="delays",
             )
