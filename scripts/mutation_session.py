@@ -8,13 +8,16 @@
         Keep, of cosmic-ray's replacements of one binary or comparison operator, only the
         nearest ones (listed in NEAREST below, much as mutmut chooses them); the other
         replacements at the same place are killed by the same tests and only cost time.
-    python scripts/mutation_session.py retry-survivors SESSION MODULE_FILE EQUIVALENT_LIST
-        Forget the results of the survivors not listed as equivalent so that the next ``cosmic-ray exec`` runs them again
-        (after adding tests, without re-running the mutants already killed).
-    python scripts/mutation_session.py report SESSION MODULE_FILE EQUIVALENT_LIST
-        Print the score and every survivor that is not listed as equivalent.
+    python scripts/mutation_session.py retry-survivors SESSION MODULE_FILE NAME EQUIVALENT_LIST
+        Forget the results of the survivors not listed as equivalent so that the next
+        ``cosmic-ray exec`` runs them again (after adding tests, without re-running the mutants
+        already killed).
+    python scripts/mutation_session.py report SESSION MODULE_FILE NAME EQUIVALENT_LIST
+        Print the score, every survivor that is not listed as equivalent, and every line of the
+        equivalent list for NAME that matched no surviving mutant (stale: remove or correct it).
 
-The equivalent list holds one mutant a line: ``module | where | operator | source line | why``
+NAME is the module's path under ``eventforge-core/src/eventforge/`` (``wire/_codec.py``). The
+equivalent list holds one mutant a line: ``NAME | where | operator | source line | why``
 (``where`` the qualified name of the enclosing class or function, the operator without its
 ``core/`` prefix, the line stripped; the reason is required). A line matches every mutant of that
 operator on that source text there.
@@ -127,8 +130,7 @@ def skip_redundant(session: str) -> int:
     return 0
 
 
-def retry_survivors(session: str, module_file: str, equivalent_list: str) -> int:
-    module = Path(module_file).name
+def retry_survivors(session: str, module_file: str, module: str, equivalent_list: str) -> int:
     source = Path(module_file).read_text()
     lines, qualnames = source.splitlines(), _qualnames(source)
     equivalents = _load_equivalents(equivalent_list, module)
@@ -189,14 +191,14 @@ def _qualnames(source: str) -> dict[int, str]:
     return names
 
 
-def report(session: str, module_file: str, equivalent_list: str) -> int:
-    module = Path(module_file).name
+def report(session: str, module_file: str, module: str, equivalent_list: str) -> int:
     source = Path(module_file).read_text()
     lines = source.splitlines()
     qualnames = _qualnames(source)
     equivalents = _load_equivalents(equivalent_list, module)
     total = killed = skipped = redundant = equivalent = incompetent = 0
     survivors = []
+    used: set[tuple[str, str, str, str]] = set()
     with use_db(session, WorkDB.Mode.open) as db:
         pending = db.num_work_items - db.num_results
         for item, result in db.completed_work_items:
@@ -217,6 +219,7 @@ def report(session: str, module_file: str, equivalent_list: str) -> int:
             key = _key(module, mutation, lines, qualnames)
             if key in equivalents:
                 equivalent += 1
+                used.add(key)
                 continue
             survivors.append((mutation.start_pos[0], " | ".join(key)))
     judged = total - skipped - redundant - equivalent - incompetent
@@ -229,6 +232,10 @@ def report(session: str, module_file: str, equivalent_list: str) -> int:
     )
     for _, line in sorted(survivors):
         print(f"  survived: {line}")
+    if not pending:
+        for entry in equivalents:
+            if entry not in used:
+                print(f"  listed as equivalent but no such survivor: {' | '.join(entry)}")
     return 0
 
 

@@ -9,6 +9,8 @@ free again.
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,6 +30,14 @@ from .helpers import HELLO, wait_until
 resource = pytest.importorskip("resource", reason="RLIMIT_NOFILE needs a POSIX system")
 
 FD_LIMIT = 48
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 CHILD = textwrap.dedent(
     """
@@ -72,6 +82,7 @@ def test_out_of_descriptors_backs_off_refuses_clearly_and_recovers(tmp_path: Pat
         # A new client is told why it is turned away (not "did not complete the hello").
         with pytest.raises(TransportError, match=r"busy.*file descriptors"):
             TCPClientTransport("127.0.0.1", port, reconnect=False, connect_timeout=10).connect()
+        cpu_before, started = cpu_seconds(child.pid), time.monotonic()
         # Several back-off periods pass while descriptors stay exhausted.
         for n in range(3):
             with pytest.raises(TransportError, match="busy"):
@@ -79,6 +90,11 @@ def test_out_of_descriptors_backs_off_refuses_clearly_and_recovers(tmp_path: Pat
             time.sleep(0.5)
             existing.send(Message("echo.in", n))
         assert echoes.wait_for_count(3, 10.0), "an existing client lost service"
+        # While descriptors stay exhausted the server idles between back-off periods (measured:
+        # about 0.01 s of CPU in 2.5 s); a loop that kept watching the still-readable listener would
+        # take all the CPU it can get (over half a core even on a busy machine).
+        cpu_used, elapsed = cpu_seconds(child.pid) - cpu_before, time.monotonic() - started
+        assert cpu_used < 0.2 * elapsed, f"{cpu_used:.2f} s of CPU in {elapsed:.2f} s"
 
         for sock in fillers:
             sock.close()
@@ -103,11 +119,21 @@ def test_out_of_descriptors_backs_off_refuses_clearly_and_recovers(tmp_path: Pat
         child.wait()
     lines = log_path.read_text().splitlines()
     accept_lines = [line for line in lines if "accept" in line or "file descriptors" in line]
-    print(f"accept_failures={failures} refused={refused} log_lines={len(accept_lines)}")
+    print(
+        f"accept_failures={failures} refused={refused} log_lines={len(accept_lines)} "
+        f"cpu_during_exhaustion={cpu_used:.2f}s of {elapsed:.2f}s"
+    )
     assert failures >= 1
     assert refused >= 4  # the four clients above, at least
     # One line when it starts, then at most one per back-off period (about 1 s each).
     assert 1 <= len(accept_lines) <= 20, accept_lines[:5]
+    # Each line tells how many connections it refused; none counts a refusal twice (the last
+    # period's may not be logged yet when the child is stopped).
+    logged = [re.search(r"refused (\d+) connection\(s\)", line) for line in accept_lines]
+    assert all(logged), accept_lines
+    counts = [int(match.group(1)) for match in logged if match]
+    assert counts[0] >= 1, accept_lines[0]
+    assert sum(counts) <= refused, (counts, refused)
 
 
 @pytest.fixture(scope="module")

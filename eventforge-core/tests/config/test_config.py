@@ -13,7 +13,9 @@ from eventforge.config import Settings, configure, connect, load_settings, mask_
 from eventforge.config import _settings as config
 from eventforge.errors import ConfigurationError, PluginNotFoundError
 from eventforge.plugins._registry import reset_registry
+from eventforge.service import Service
 from eventforge.testing.distributions import write_distribution
+from eventforge.testing.waiting import wait_until
 from eventforge.transports.memory import MemoryTransport
 
 
@@ -417,6 +419,27 @@ def test_message_queue_without_a_transport_uses_the_environment_transport(
     with eventforge.MessageQueue() as queue:
         assert isinstance(queue.transport, MemoryTransport)
         assert queue.transport.max_queue_size == 7, "EVENTFORGE_TRANSPORT was ignored"
+
+
+def test_service_without_a_transport_uses_the_environment_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTFORGE_TRANSPORT", "memory://?max_queue_size=13")
+    seen: list[object] = []
+    svc = Service("billing")
+
+    @svc.on("invoices.*")
+    def record(message: eventforge.Message) -> None:
+        seen.append(message.payload)
+
+    with svc:
+        assert isinstance(svc.queue.transport, MemoryTransport)
+        assert svc.queue.transport.max_queue_size == 13, "EVENTFORGE_TRANSPORT was ignored"
+        svc.queue.publish("invoices.paid", 1)
+        assert wait_until(lambda: seen == [1])
+    monkeypatch.setenv("EVENTFORGE_TRANSPORT", "memroy")
+    with pytest.raises(ConfigurationError, match="EVENTFORGE_TRANSPORT"):
+        Service("billing").start()  # never falls back to in-process delivery
 
 
 def test_message_queue_without_a_transport_uses_the_config_file(

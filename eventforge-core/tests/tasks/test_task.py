@@ -9,7 +9,17 @@ import threading
 from typing import Any, ClassVar
 
 import pytest
-from eventforge import ExecutionMode, Executor, Message, MessageQueue, SharedState, TaskPool, task
+from eventforge import (
+    ExecutionMode,
+    Executor,
+    Message,
+    MessageQueue,
+    RetryPolicy,
+    SharedState,
+    TaskPool,
+    WorkQueue,
+    task,
+)
 from eventforge.execution import UnpicklableTaskError
 from eventforge.observing import CallEvent
 from eventforge.tasks import TaskContext, TaskPoolTimeout
@@ -530,3 +540,30 @@ def test_async_instance_timeout() -> None:
 
     asyncio.run(main())
     assert slow.pool.stats["rejected"] == 1
+
+
+def test_a_task_run_again_for_a_retried_work_item_sees_attempt_two(queue: MessageQueue) -> None:
+    """A work item carries its attempt number in its message; the task the item triggers reads
+    it: 1 on the run that failed, 2 on the run after the queue retried the item."""
+    contexts: list[TaskContext] = []
+
+    @task(queue=queue, topic="jobs.resize", on_complete=contexts.append)
+    def resize(size: int) -> int:
+        if not contexts:
+            raise ValueError("the first run fails")
+        return size * 2
+
+    def run_task(message: Message) -> None:
+        queue.publish("jobs.resize", message.payload, **message.headers)
+        if contexts[-1].error is not None:
+            raise contexts[-1].error  # the item is retried when the task failed
+
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0, jitter=0)
+    with WorkQueue("resize", retry=policy) as jobs:
+        jobs.put(21)
+        assert jobs.process(run_task, max_items=2, timeout=1) == 2
+        assert (jobs.stats["retried"], jobs.stats["acked"]) == (1, 1)
+    assert [(ctx.trigger, ctx.attempt, ctx.result) for ctx in contexts] == [
+        ("queue", 1, None),
+        ("queue", 2, 42),
+    ]

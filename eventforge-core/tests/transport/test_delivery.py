@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from eventforge import Message, RetryPolicy, WorkQueue
 from eventforge.errors import TransportClosedError
+from eventforge.testing.waiting import wait_until
 from eventforge.transports._memory_workqueue import MemoryWorkQueueBackend
 from eventforge.workqueue import Consumer, Delivery, WorkQueueBackend
 
@@ -79,6 +80,14 @@ def test_settle_options_are_keyword_only() -> None:
         WorkQueue("jobs", None, RetryPolicy())  # type: ignore[misc]
     with WorkQueue() as queue, pytest.raises(TypeError):
         queue.consume(lambda m: None, 2)  # type: ignore[misc]
+    with WorkQueue() as queue:  # a second positional would otherwise be taken as a delay
+        with pytest.raises(TypeError):
+            queue.put("x", 5)  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            queue.put_many(["x"], 5)  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            asyncio.run(queue.put_async("x", 5))  # type: ignore[misc]
+        assert queue.stats["pending"] == 0
 
 
 def test_in_progress_after_settling_does_nothing() -> None:
@@ -410,6 +419,38 @@ def test_consumer_keeps_consuming_after_transient_fetch_errors(
     logged = [r for r in caplog.records if "fetch failed" in r.getMessage()]
     assert len(logged) == failures
     assert all(r.exc_info and r.exc_info[0] is ConnectionError for r in logged)  # with the cause
+
+
+class SwitchableBackend(MemoryWorkQueueBackend):
+    """Every fetch fails, the way a dropped broker link does, while ``broken`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("switchable")
+        self.broken = False
+        self.failed = 0
+
+    def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
+        if self.broken:
+            self.failed += 1
+            raise ConnectionError("link to the broker dropped")
+        return super().fetch(max_items, timeout)
+
+
+def test_consumer_counts_fetch_failures_in_a_row_and_forgets_them_after_a_good_fetch() -> None:
+    backend = SwitchableBackend()
+    with WorkQueue("switchable", backend=backend) as queue:
+        consumer = queue.consume(lambda m: None)
+        assert (consumer.fetch_failures, consumer.last_fetch_error) == (0, None)
+        backend.broken = True
+        assert wait_until(lambda: consumer.fetch_failures >= 2, 10)
+        assert consumer.last_fetch_error == "ConnectionError: link to the broker dropped"
+        backend.broken = False
+        assert wait_until(lambda: consumer.fetch_failures == 0, 10)
+        failed_before = backend.failed
+        backend.broken = True
+        assert wait_until(lambda: backend.failed >= failed_before + 2, 10)
+        consumer.stop()
+        assert consumer.fetch_failures == backend.failed - failed_before  # each one, once
 
 
 def test_consumer_ends_when_its_backend_is_closed() -> None:

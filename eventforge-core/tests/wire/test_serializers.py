@@ -385,3 +385,15 @@ def test_a_serializer_must_implement_both_directions() -> None:
     for incomplete in (OnlyDumps, OnlyLoads):
         with pytest.raises(TypeError, match="abstract"):
             incomplete()  # type: ignore[abstract]
+
+
+def test_the_bytes_serializer_carries_bytes_unchanged_and_refuses_anything_else() -> None:
+    carrier = get_serializer("bytes")
+    assert carrier.content_type == "application/octet-stream"
+    for payload in (b"\x00\xff", bytearray(b"\x00\xff"), memoryview(b"\x00\xff")):
+        data = carrier.dumps(payload)
+        assert (type(data), data) == (bytes, b"\x00\xff")
+        assert carrier.loads(data) == b"\x00\xff"
+    for other in ({"a": 1}, "text", 3):
+        with pytest.raises(SerializationError, match=r"bytes payloads only.*json or msgpack"):
+            carrier.dumps(other)

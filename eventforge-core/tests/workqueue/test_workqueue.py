@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 import pytest
 from eventforge import MemoryTransport, Message, RetryPolicy, WorkQueue
-from eventforge.errors import TransportClosedError, UnsupportedCapabilityError
+from eventforge.config import _settings as config_settings
+from eventforge.errors import ConfigurationError, TransportClosedError, UnsupportedCapabilityError
 from eventforge.transport import Callback, Capability, Transport
 from eventforge.transports._memory_workqueue import MemoryWorkQueueBackend, WorkQueueFull
 from eventforge.workqueue._api import ATTEMPT_HEADER, WorkQueueBackend
@@ -73,6 +74,17 @@ def test_transport_without_durable_capability_is_refused_clearly() -> None:
         WorkQueue("orders", PlainTransport())
     assert info.value.capability == Capability.DURABLE
     assert "WorkQueue 'orders'" in str(info.value)
+
+
+def test_only_a_queue_given_neither_transport_nor_backend_takes_the_configured_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config_settings, "_current", None)
+    monkeypatch.setenv("EVENTFORGE_TRANSPORT", "memroy")  # a typo: taking it fails loudly
+    with pytest.raises(ConfigurationError, match="EVENTFORGE_TRANSPORT"):
+        WorkQueue("jobs")
+    WorkQueue("jobs", backend=MemoryWorkQueueBackend("jobs")).close()
+    WorkQueue("jobs", MemoryTransport()).close()
 
 
 def test_explicit_backend_wins() -> None:
