@@ -181,6 +181,11 @@ def _run_pool(app_dir: Path, url: str, stop_all: list[subprocess.Popen[str]]) ->
     assert status == 200
     assert [w["state"] for w in report["workers"]] == ["running", "running"]
     assert len(report["subscriptions"]) == 6  # three per worker
+    with urllib.request.urlopen(pool_health + "/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'eventforge_subscription_deliveries_total{service="runner"' in metrics
+    assert 'worker="0"' in metrics
+    assert 'worker="1"' in metrics
 
     transport = connect(url)
     work = WorkQueue("jobs", transport)
