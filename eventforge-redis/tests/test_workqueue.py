@@ -126,6 +126,6 @@ def test_stats_of_a_queue_whose_group_is_gone_raise_saying_so(
     assert queue.stats["pending"] == 1
     client = transport.client  # type: ignore[attr-defined]
     client.xgroup_destroy(f"eventforge:wq:{queue.name}", "eventforge-workers")
-    with pytest.raises(TransportError, match="consumer group .* is gone from Redis"):
-        queue.stats  # noqa: B018
+    with pytest.raises(TransportError, match=r"consumer group .* is gone from Redis"):
+        queue.stats
     queue.close()
