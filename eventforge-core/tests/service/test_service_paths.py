@@ -58,13 +58,16 @@ class Watch:
                 self.states.append(state)
             code = ready_code(url)
             self.codes.append(code)
-            self.first.setdefault(f"readyz {code}", time.monotonic() - self.start)
+            if code == 503:
+                self.first.setdefault("503", time.monotonic() - self.start)
+            elif code == 200 and "503" in self.first:
+                self.first.setdefault("200 again", time.monotonic() - self.start)
             self._stop.wait(0.002)
 
     def stop(self, what: str) -> None:
         self._stop.set()
         self._thread.join()
-        marks = ", ".join(f"{k} first after {v:.2f} s" for k, v in self.first.items())
+        marks = ", ".join(f"/readyz {k} after {v:.2f} s" for k, v in self.first.items())
         print(f"\n{what}: states {self.states}; {marks}")
 
 
