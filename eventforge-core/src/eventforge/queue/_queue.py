@@ -285,11 +285,13 @@ class MessageQueue:
         """
         return self._subscriptions.remove(handler_id, drain, discard_waiting)
 
-    def subscription_status(self, handler_id: str) -> HandlerStatus | None:
+    def subscription_status(
+        self, handler_id: str, *, transport: bool = True
+    ) -> HandlerStatus | None:
         """What this queue, the handler's own thread and the transport know now about the
-        subscription ``handler_id`` (the transport may ask its broker: not for the hot path);
-        ``None`` when the queue no longer has it."""
-        return self._subscriptions.status(handler_id)
+        subscription ``handler_id`` (the transport may ask its broker: not for the hot path;
+        ``transport=False`` leaves it out); ``None`` when the queue no longer has it."""
+        return self._subscriptions.status(handler_id, transport)
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         """Block for the next message on ``topic`` (a pattern); ``None`` after ``timeout``."""

@@ -220,7 +220,7 @@ class Subscriptions:
             binding.close()
         return True
 
-    def status(self, handler_id: str) -> HandlerStatus | None:
+    def status(self, handler_id: str, ask_transport: bool = True) -> HandlerStatus | None:
         """What the queue, the handler's thread and the transport know about one subscription;
         ``None`` when the queue has no such handler (any more)."""
         with self.core.lock:
@@ -231,7 +231,7 @@ class Subscriptions:
         if entry.binding is not None:
             sub_id = entry.binding.subscription_id
         transport = None
-        if sub_id is not None:
+        if sub_id is not None and ask_transport:
             transport = self.core.transport.subscription_status(sub_id)
         thread = entry.thread
         if thread is None:

@@ -43,6 +43,8 @@ class PathCheck:
     lost: int | None = None
     handled: int | None = None
     progress_at: float = 0.0
+    broker_backlog: int | None = None
+    """What the broker held for the subscription at the last check, where it tells."""
 
     def judge(self, now: float) -> tuple[str | None, bool]:
         """``(what is wrong, whether subscribing again mends it)``; ``(None, False)`` when the
@@ -56,6 +58,7 @@ class PathCheck:
                 True,
             )
         transport = status.transport
+        self.broker_backlog = transport.backlog if transport is not None else None
         if transport is not None:
             if not transport.present:
                 return transport.problem or "the transport no longer has it", True
@@ -86,15 +89,21 @@ class PathCheck:
         )
 
 
-def backlog_of(queue: MessageQueue, handler_id: Callable[[], str | None]) -> int | None:
-    """The messages waiting for one subscription: on its own handler thread, plus what its
-    broker holds for it where the broker knows; ``None`` when nothing tells."""
+def backlog_of(
+    queue: MessageQueue, handler_id: Callable[[], str | None], path: PathCheck | None = None
+) -> int | None:
+    """The messages waiting for one subscription: on its own handler thread (now), plus what
+    its broker holds for it where the broker tells (as of ``path``'s last check, so that a
+    health read never waits for the broker; asked now without a path); ``None`` when nothing
+    tells."""
     current = handler_id()
     if current is None or queue.closed:
         return None
-    status = queue.subscription_status(current)
+    status = queue.subscription_status(current, transport=path is None)
     if status is None:
         return None
-    parts = [status.pending, status.transport.backlog if status.transport else None]
-    known = [part for part in parts if part is not None]
+    broker = path.broker_backlog if path is not None else None
+    if status.transport is not None:
+        broker = status.transport.backlog
+    known = [part for part in (status.pending, broker) if part is not None]
     return sum(known) if known else None

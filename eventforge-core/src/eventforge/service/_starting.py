@@ -153,6 +153,8 @@ def start_probes(
     for sub in subscribers:
         path = PathCheck(prober.queue, _current_id(sub), stuck_after=prober.timeout)
         prober.add(sub.tracker, {}, functools.partial(resubscribe, prober.queue, sub), path)
+        # Health reads take the broker's backlog from the last check: they never wait for it.
+        sub.tracker.backlog = functools.partial(backlog_of, prober.queue, _current_id(sub), path)
     for entry in entries:
         if entry.tracker is not None:
             prober.add(entry.tracker, {}, functools.partial(reserve, prober.queue, entry))
