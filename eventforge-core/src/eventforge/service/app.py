@@ -62,6 +62,10 @@ class Service:
     ``drain_timeout`` seconds (consumers finish their items, RPC calls running are answered,
     threaded subscribers handle what waits for them), unsubscribes, then runs the shutdown
     hooks. A subscription with no delivery for ``idle_after`` seconds is reported ``idle``.
+    Every ``probe_interval`` seconds (``None``: never) each subscription is probed and its
+    own path checked; a probe late by ``probe_timeout`` seconds, or a threaded handler that
+    finished nothing for that long while messages wait, makes it ``stalled`` (see
+    ``docs/health.md``).
     """
 
     def __init__(
