@@ -170,3 +170,24 @@ def test_entries_of_a_killed_member_are_taken_over(
     stream = f"eventforge:group:{group}:{topic}"
     assert _wait(lambda: len(client.xinfo_consumers(stream, group)) == 1)
     print(f"lost=0 redelivered=1 effects={client.llen(f'effects:{group}') + len(got)}")
+
+
+def test_subscription_status_asks_redis_for_the_group_and_counts_its_loss(
+    make_redis: Callable[..., object],
+) -> None:
+    """A member's status says whether Redis still holds its group; a group destroyed under a
+    blocked reader is recreated by the member and counted as lost."""
+    transport = make_redis(block=0.2)
+    topic = f"status.t{os.urandom(4).hex()}"
+    got: list[object] = []
+    sub = transport.subscribe(topic, got.append, group="watched")  # type: ignore[attr-defined]
+    plain = transport.subscribe(topic, lambda m: None)  # type: ignore[attr-defined]
+    status = transport.subscription_status  # type: ignore[attr-defined]
+    assert (status(sub).present, status(sub).lost, status(sub).backlog) == (True, 0, 0)
+    assert status(plain).present
+    assert not status("redis-group-999").present
+    transport.client.xgroup_destroy(f"eventforge:group:watched:{topic}", "watched")  # type: ignore[attr-defined]
+    assert _wait(lambda: status(sub).lost == 1)
+    assert _wait(lambda: status(sub).present)  # made again by the member
+    transport.send(Message(topic, "after"))  # type: ignore[attr-defined]
+    assert _wait(lambda: len(got) == 1)

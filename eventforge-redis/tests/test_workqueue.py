@@ -111,3 +111,21 @@ def test_in_progress_keeps_an_entry_from_being_taken_over(
     assert worker.join(10)
     worker.close()
     other.close()
+
+
+def test_stats_of_a_queue_whose_group_is_gone_raise_saying_so(
+    make_redis: Callable[..., object],
+) -> None:
+    """A destroyed consumer group is an error of ``stats``, not an empty queue (a health check
+    reading it must see the loss)."""
+    from eventforge.errors import TransportError
+
+    transport = make_redis()
+    queue = WorkQueue(f"gone-{os.urandom(4).hex()}", transport=transport)  # type: ignore[arg-type]
+    queue.put("stored")
+    assert queue.stats["pending"] == 1
+    client = transport.client  # type: ignore[attr-defined]
+    client.xgroup_destroy(f"eventforge:wq:{queue.name}", "eventforge-workers")
+    with pytest.raises(TransportError, match=r"consumer group .* is gone from Redis"):
+        queue.stats
+    queue.close()

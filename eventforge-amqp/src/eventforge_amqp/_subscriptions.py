@@ -31,7 +31,13 @@ import aiormq.exceptions
 from eventforge.errors import ConfigurationError, ProtocolError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern
-from eventforge.transport import Callback, Counter, DeliveryThread, is_nonblocking
+from eventforge.transport import (
+    Callback,
+    Counter,
+    DeliveryThread,
+    SubscriptionStatus,
+    is_nonblocking,
+)
 from eventforge.wire import WireCodec
 from pamqp.commands import Basic
 
@@ -40,7 +46,7 @@ from ._connection import Link
 from ._exchanges import Binding, Exchanges
 from ._topology import conflict_error, group_queue_name
 
-__all__ = ["Subscription", "Subscriptions"]
+__all__ = ["Subscription", "Subscriptions", "WatchedSubscriptions"]
 
 log = logging.getLogger("eventforge.transports.amqp")
 
@@ -57,6 +63,8 @@ class Subscription:
     loop: asyncio.AbstractEventLoop | None
     consumer_tag: str | None = None
     active: bool = True
+    cancels: int = 0
+    restoring: bool = False
 
 
 class Subscriptions:
@@ -216,15 +224,24 @@ class Subscriptions:
         """Declare and consume every subscription on a (re)opened channel."""
         channel.on_consumer_cancel_callbacks.add(self._on_cancel)
         self._by_tag.clear()
-        for sub in list(self._subs.values()):
-            if sub.active:
+        subs = [sub for sub in self._subs.values() if sub.active]
+        for sub in subs:
+            sub.restoring = True
+        try:
+            for sub in subs:
                 await self._declare_and_consume(channel, sub)
+                sub.restoring = False
+        finally:
+            for sub in subs:
+                sub.restoring = False
 
     async def _on_cancel(self, frame: Basic.Cancel) -> None:
         sub = self._by_tag.pop(str(frame.consumer_tag), None)
         if sub is None or not sub.active:
             return
         self.consumer_cancels.bump()
+        sub.cancels += 1
+        sub.restoring = True
         log.warning(
             "the broker cancelled the consumer of %r (queue %r deleted or its node went down); "
             "declaring and consuming it again",
@@ -240,7 +257,30 @@ class Subscriptions:
         except Exception as exc:
             log.error("consuming %r again failed: %r", sub.pattern, exc)
             return
+        finally:
+            sub.restoring = False
         self.resubscribes.bump()
+
+    def status(self, subscription_id: str) -> SubscriptionStatus:
+        """Whether the broker still feeds the subscription's queue to its consumer.
+
+        The broker cancels a consumer whose queue was deleted (``basic.cancel``); the
+        subscription then counts one loss (``lost``) while it is declared and consumed again.
+        """
+        sub = self._subs.get(subscription_id)
+        if sub is None or not sub.active:
+            return SubscriptionStatus(
+                False, f"{subscription_id} is not subscribed on this AMQP transport"
+            )
+        tag = sub.consumer_tag
+        if sub.restoring or (tag is not None and self._by_tag.get(tag) is sub):
+            return SubscriptionStatus(True, lost=sub.cancels)
+        return SubscriptionStatus(
+            False,
+            f"queue {sub.queue!r} of {sub.pattern!r} has no consumer on the broker: it was "
+            "cancelled and consuming it again failed",
+            lost=sub.cancels,
+        )
 
     # -- tearing down ------------------------------------------------------------------------
 
@@ -363,3 +403,15 @@ class Subscriptions:
             "delivery_queue": dispatcher.depth() if dispatcher is not None else 0,
             "subscriptions": len(self._subs),
         }
+
+
+class WatchedSubscriptions:
+    """The part of :class:`~eventforge_amqp.AmqpTransport` that answers
+    :meth:`~eventforge.transport.Transport.subscription_status` from its subscriptions."""
+
+    _subs: Subscriptions
+
+    def subscription_status(self, subscription_id: str) -> SubscriptionStatus:
+        """Whether the broker still feeds the subscription's queue to its consumer, and how
+        often it was cancelled (its queue deleted) and consumed again."""
+        return self._subs.status(subscription_id)

@@ -48,7 +48,7 @@ from ._connection import AmqpAuthError, AmqpConnectError, Link
 from ._exchanges import Exchanges
 from ._replies import Replies
 from ._settings import parse_settings
-from ._subscriptions import Subscriptions
+from ._subscriptions import Subscriptions, WatchedSubscriptions
 from ._topology import REPLY_TO, is_reply_address
 from ._wq_delays import DelayLevels
 from .workqueue import AmqpWorkQueue
@@ -60,7 +60,7 @@ log = logging.getLogger("eventforge.transports.amqp")
 _MAX_OUTBOX = 10_000
 
 
-class AmqpTransport(Transport):
+class AmqpTransport(WatchedSubscriptions, Transport):
     """Pub/sub, competing groups, direct reply-to RPC and quorum-queue work queues on RabbitMQ.
 
     ``url`` is ``amqp://[user[:password]@]host[:port][/vhost][?option=value...]`` (``amqps://``

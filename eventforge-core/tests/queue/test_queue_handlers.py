@@ -271,3 +271,61 @@ def test_threaded_handler_errors_are_isolated():
 def test_max_pending_must_be_positive(queue):
     with pytest.raises(ValueError, match="max_pending"):
         queue.subscribe("t", print, max_pending=0)
+
+
+def test_unsubscribing_with_a_drain_handles_the_backlog_first(queue):
+    release = threading.Event()
+    handled: list[int] = []
+
+    def slow(message):
+        release.wait(10)
+        handled.append(message.payload)
+
+    handler_id = queue.subscribe("t", slow, threaded=True)
+    for n in range(3):
+        queue.publish("t", n)
+    release.set()
+    assert queue.unsubscribe(handler_id, drain=10)
+    assert handled == [0, 1, 2]
+    assert queue.stats["dropped"] == 0
+
+
+def test_a_drain_that_runs_out_discards_what_is_left_and_counts_it(queue):
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(message):
+        started.set()
+        release.wait(10)
+
+    handler_id = queue.subscribe("t", stuck, threaded=True)
+    for n in range(3):
+        queue.publish("t", n)
+    assert started.wait(10)
+    try:
+        assert queue.unsubscribe(handler_id, drain=0.05)  # returns although one is stuck
+        assert queue.stats["dropped"] == 2
+    finally:
+        release.set()
+
+
+def test_subscription_status_tells_the_backlog_and_progress_of_a_threaded_handler(queue):
+    release = threading.Event()
+
+    def slow(message):
+        release.wait(10)
+
+    plain = queue.subscribe("p", lambda m: None)
+    threaded = queue.subscribe("t", slow, threaded=True)
+    status = queue.subscription_status(plain)
+    assert status.transport.present
+    assert (status.pending, status.handled, status.thread_alive) == (None, None, None)
+    for n in range(3):
+        queue.publish("t", n)
+    assert _wait(lambda: queue.subscription_status(threaded).pending == 2)
+    assert queue.subscription_status(threaded).handled == 0
+    assert queue.subscription_status(threaded).thread_alive
+    release.set()
+    assert _wait(lambda: queue.subscription_status(threaded).handled == 3)
+    queue.unsubscribe(threaded)
+    assert queue.subscription_status(threaded) is None

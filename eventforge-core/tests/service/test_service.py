@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -346,3 +347,91 @@ def test_a_consumer_whose_fetches_keep_failing_is_stalled_with_the_error() -> No
         sub = svc.health()["subscriptions"][0]
         assert "fetches failed in a row: ConnectionError: broker unreachable" in sub["last_error"]
         assert svc.ready()[0] is False
+
+
+def test_stopping_lets_a_threaded_subscriber_handle_its_backlog_within_the_drain() -> None:
+    svc = Service("drained", probe_interval=None, drain_timeout=10)
+    release = threading.Event()
+    handled: list[int] = []
+
+    @svc.on("jobs", threaded=True)
+    def slow(message: Message) -> None:
+        release.wait(10)
+        handled.append(message.payload)
+
+    svc.start()
+    for n in range(4):
+        svc.queue.publish("jobs", n)
+    release.set()
+    svc.stop()
+    assert handled == [0, 1, 2, 3]
+
+
+def test_stopping_holds_an_rpc_call_running_past_a_second_until_it_is_answered() -> None:
+    from eventforge.transports.roundtrip import RoundTripTransport
+
+    transport = RoundTripTransport()
+    svc = Service("held", queue=MessageQueue(transport), probe_interval=None, drain_timeout=10)
+    running = threading.Event()
+    release = threading.Event()
+
+    @svc.rpc()
+    def slow() -> str:
+        running.set()
+        release.wait(10)
+        return "answered"
+
+    svc.start()
+    client = RPCClient(svc.queue, service_name="held")
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(client.call("slow", timeout=10)))
+    caller.start()
+    assert running.wait(10)
+    stopper = threading.Thread(target=svc.stop)
+    stopper.start()
+    stopper.join(1.3)  # longer than a bare RPCServer.stop() waits for a running call
+    assert stopper.is_alive()  # held by the drain
+    release.set()
+    caller.join(10)
+    stopper.join(10)
+    assert answers == ["answered"]
+    transport.close()
+
+
+def test_a_drain_past_its_deadline_returns_and_counts_what_it_left() -> None:
+    from eventforge.transports.roundtrip import RoundTripTransport
+
+    svc = Service(
+        "late", queue=MessageQueue(RoundTripTransport()), probe_interval=None, drain_timeout=0.2
+    )
+    release = threading.Event()
+    started = threading.Event()
+
+    @svc.on("jobs", threaded=True)
+    def stuck(message: Message) -> None:
+        started.set()
+        release.wait(10)
+
+    calling = threading.Event()
+
+    @svc.rpc()
+    def hang() -> None:
+        calling.set()
+        release.wait(10)
+
+    def call() -> None:
+        with contextlib.suppress(Exception):  # its reply may never come: the drain ran out
+            RPCClient(svc.queue, service_name="late").call("hang", timeout=2)
+
+    svc.start()
+    threading.Thread(target=call, daemon=True).start()
+    for n in range(3):
+        svc.queue.publish("jobs", n)
+    assert started.wait(10)
+    assert calling.wait(10)
+    try:
+        svc.stop()  # returns although a handler and a call are still stuck
+        assert not svc.running
+        assert svc.queue.stats["dropped"] == 2  # the two jobs waiting behind the stuck one
+    finally:
+        release.set()

@@ -59,6 +59,11 @@ def shop() -> Service:
         """Refund an order."""
         return True
 
+    @svc.rpc()
+    def ship_to(order_id: str) -> Address:
+        """Where an order goes."""
+        return Address(street="1 Main St", city="Springfield")
+
     @svc.consumer("emails")
     def send_email(message: Message) -> None:
         pass
@@ -73,12 +78,15 @@ def test_a_service_document_validates_against_the_asyncapi_3_schema() -> None:
 def test_the_document_names_channels_operations_and_typed_payloads() -> None:
     doc = asyncapi_document(shop())
     addresses = {c["address"] for c in doc["channels"].values()}
-    assert addresses == {"orders.created", "orders.billed", "audit.**", "_rpc.shop", "emails"}
+    # None: the RPC reply channel, whose address is the caller's reply_to
+    assert addresses == {"orders.created", "orders.billed", "audit.**", "_rpc.shop", "emails", None}
     actions = {op_id: op["action"] for op_id, op in doc["operations"].items()}
     assert actions["bill.receive"] == "receive"
     assert actions["bill.send"] == "send"
     assert doc["operations"]["_rpc.shop.refund"]["reply"] == {
-        "address": {"location": "$message.header#/reply_to"}
+        "address": {"location": "$message.header#/reply_to"},
+        "channel": {"$ref": "#/channels/_rpc.shop.reply"},
+        "messages": [{"$ref": "#/channels/_rpc.shop.reply/messages/_rpc.shop.refund.reply"}],
     }
     assert "group auditors" in doc["operations"]["audit.receive"]["summary"]
     schemas = doc["components"]["schemas"]
@@ -91,6 +99,20 @@ def test_the_document_names_channels_operations_and_typed_payloads() -> None:
     ]
     assert kwargs["required"] == ["order_id"]
     assert kwargs["properties"]["amount"] == {"type": "number"}
+
+
+def test_rpc_replies_are_typed_from_the_return_annotation() -> None:
+    doc = asyncapi_document(shop())
+    messages = doc["components"]["messages"]
+
+    def result_of(method: str) -> Any:
+        ok, failed = messages[f"_rpc.shop.{method}.reply"]["payload"]["oneOf"]
+        assert failed["properties"]["error"] == {"$ref": "#/components/schemas/RPCError"}
+        return ok["properties"]["result"]
+
+    assert result_of("refund") == {"type": "boolean"}
+    assert result_of("ship_to") == {"$ref": "#/components/schemas/Address"}
+    assert doc["components"]["schemas"]["RPCError"]["required"] == ["kind", "type", "message"]
 
 
 def test_every_reference_in_the_document_resolves() -> None:

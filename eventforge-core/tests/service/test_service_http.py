@@ -103,6 +103,61 @@ def test_metrics_serve_prometheus_text(served: Any) -> None:
     assert status == 200
     assert ctype.startswith("text/plain; version=0.0.4")
     assert "# HELP" in body
+    assert "process_" in body or "python_" in body  # the client's default registry follows
+
+
+def samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text body, parsed by prometheus-client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def test_metrics_export_each_subscriptions_state_backlog_deliveries_errors_and_stalls() -> None:
+    svc = Service("shop", probe_interval=0.1, probe_timeout=0.5)
+
+    @svc.on("orders.*")
+    def on_order(message: Message) -> None:
+        if message.payload == "bad":
+            raise ValueError("bad order")
+
+    @svc.consumer("jobs")
+    def work(message: Message) -> None:
+        pass
+
+    with svc, HealthServer(svc.health) as server:
+        svc.queue.publish("orders.a", "good")
+        svc.queue.publish("orders.b", "bad")
+        declared = svc._subscribers[0]  # the handler id only the service knows
+        assert declared.handler_id is not None
+        svc.queue.unsubscribe(declared.handler_id)  # stalled, then subscribed again
+        mended = lambda: svc.health()["subscriptions"][0]  # noqa: E731
+        assert wait_until(lambda: (mended()["resubscribed"], mended()["state"]) == (1, "active"))
+        status, _, body = get(server.url + "/metrics")
+    assert status == 200
+    got = samples(body)
+    order = {("service", "shop"), ("kind", "subscription"), ("target", "orders.*")}
+    order |= {("subscription", on_order.__qualname__)}
+    jobs = {("service", "shop"), ("kind", "consumer"), ("target", "jobs")}
+    jobs |= {("subscription", work.__qualname__)}
+
+    def value(name: str, labels: set[tuple[str, str]]) -> float:
+        return got[(name, frozenset(labels))]
+
+    assert value("eventforge_subscription_deliveries_total", order) == 2
+    assert value("eventforge_subscription_errors_total", order) == 1
+    assert value("eventforge_subscription_stalls_total", order) == 1
+    assert value("eventforge_subscription_resubscribed_total", order) == 1
+    assert value("eventforge_subscription_state", order | {("state", "active")}) == 1
+    assert value("eventforge_subscription_state", order | {("state", "stalled")}) == 0
+    assert value("eventforge_subscription_backlog", jobs) == 0
+    assert value("eventforge_subscription_stalls_total", jobs) == 0
+    assert value("eventforge_service_ready", {("service", "shop")}) == 1
+    assert value("eventforge_subscription_last_delivery_timestamp_seconds", order) > 0
 
 
 def test_an_unknown_path_is_404_naming_the_endpoints(served: Any) -> None:

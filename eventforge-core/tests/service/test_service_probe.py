@@ -344,39 +344,6 @@ def test_a_deleted_jetstream_consumer_is_stalled_then_recreated_and_consumes_aga
 
 
 @pytest.mark.broker
-def test_amqp_queues_deleted_under_their_consumers_are_recovered_and_deliver(
-    rabbit_server: RabbitServer,
-) -> None:
-    """Every queue of the service is deleted on the broker while the connection stays up."""
-    pytest.importorskip("eventforge_amqp")
-    svc = Service("rabbit", rabbit_server.url, **FAST)  # type: ignore[arg-type]
-    got: list[Any] = []
-    svc.on("events.*")(lambda m: got.append(m.payload))
-    with svc, HealthServer(svc.health) as server:
-        assert wait_until(lambda: svc.health()["subscriptions"][0]["probes"]["seen"] >= 2, 20)
-        timeline = Timeline()
-        watch = Watch(svc, server.url)
-        names = [
-            line.split("\t")[0]
-            for line in rabbit_server.ctl("list_queues", "name", "--quiet").splitlines()
-            if line.strip() and not line.startswith(("name", "Timeout", "Listing"))
-        ]
-        for name in names:
-            rabbit_server.ctl("delete_queue", name)
-
-        def delivers() -> bool:
-            svc.queue.publish("events.x", 1)
-            return 1 in got
-
-        assert wait_until(delivers, timeout=30, interval=0.2)
-        timeline.mark("delivering again")
-        assert wait_until(lambda: ready_code(server.url) == 200, timeout=20)
-        timeline.mark("ready")
-        watch.stop()
-        timeline.report(f"AMQP: {len(names)} queues deleted (states seen: {watch.states})")
-
-
-@pytest.mark.broker
 @pytest.mark.slow
 def test_an_amqp_resource_alarm_turns_readyz_503_and_back(
     rabbit_server_factory: Callable[..., RabbitServer],

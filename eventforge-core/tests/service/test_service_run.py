@@ -181,6 +181,11 @@ def _run_pool(app_dir: Path, url: str, stop_all: list[subprocess.Popen[str]]) ->
     assert status == 200
     assert [w["state"] for w in report["workers"]] == ["running", "running"]
     assert len(report["subscriptions"]) == 6  # three per worker
+    with urllib.request.urlopen(pool_health + "/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'eventforge_subscription_deliveries_total{service="runner"' in metrics
+    assert 'worker="0"' in metrics
+    assert 'worker="1"' in metrics
 
     transport = connect(url)
     work = WorkQueue("jobs", transport)
@@ -315,3 +320,50 @@ def test_workers_stop_when_their_pool_is_killed(
 
     assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=30)
     assert all((app_dir / "out" / f"shutdown-{pid}").exists() for pid in pids)  # they drained
+
+
+DRAINED = textwrap.dedent(
+    """
+    import os, time
+    from pathlib import Path
+    from eventforge.service import Service
+
+    OUT = Path(os.environ["EF_TEST_OUT"])
+    svc = Service("drainer", drain_timeout=20, probe_interval=None)
+
+    @svc.on("slow", threaded=True)
+    def slow(message):
+        (OUT / "started").touch()
+        time.sleep(0.2)
+        with open(OUT / "handled", "a") as f:
+            f.write(f"{message.payload}\\n")
+    """
+)
+
+
+def test_sigint_lets_a_threaded_subscriber_finish_its_backlog_before_exiting(
+    app_dir: Path, stop_all: list[subprocess.Popen[str]]
+) -> None:
+    (app_dir / "drainapp.py").write_text(DRAINED)
+    store = f"local://{app_dir / 'store'}"
+    env = {**os.environ, "EF_TEST_OUT": str(app_dir / "out"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventforge.cli", "run", "drainapp:svc", "--transport", store],
+        cwd=app_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stop_all.append(proc)
+    assert proc.stdout is not None
+    out = Lines(proc.stdout)
+    assert wait_until(lambda: out.starting("eventforge service ready"), timeout=30)
+    queue = MessageQueue(store)
+    for n in range(3):
+        queue.publish("slow", n)
+    queue.close()
+    assert wait_until(lambda: (app_dir / "out" / "started").exists(), timeout=30)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while two messages still wait for the handler
+    assert proc.wait(timeout=30) == 0
+    assert (app_dir / "out" / "handled").read_text().split() == ["0", "1", "2"]

@@ -29,7 +29,7 @@ from typing import Any
 
 from eventforge.errors import ProtocolError
 from eventforge.message import Message
-from eventforge.transport import Backoff, Counter, ThreadSupervisor
+from eventforge.transport import Backoff, Counter, SubscriptionStatus, ThreadSupervisor
 from eventforge.wire import WireCodec
 
 from ._connect import RedisSettings, describe_error, is_fatal
@@ -138,6 +138,46 @@ class GroupConsumer:
 
     def __len__(self) -> int:
         return len(self._members)
+
+    def status(self) -> SubscriptionStatus:
+        """Ask Redis whether the group and its routing entry still exist; ``backlog`` is the
+        stream's length (entries not yet acknowledged), ``lost`` how often the group was
+        found gone and recreated."""
+        lost = self.counters["groups_recreated"].value
+        if self._supervisor.state == "failed":
+            return SubscriptionStatus(
+                False,
+                f"the reader of group {self.group!r} stopped for good: "
+                f"{self._supervisor.last_error}",
+                lost,
+            )
+        key, member = self._registry
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.sismember(key, member)
+            pipe.xinfo_groups(self.stream)
+            pipe.xlen(self.stream)
+            routed, groups, length = pipe.execute(raise_on_error=False)
+        if isinstance(groups, Exception):
+            groups = []  # no such key: the stream is gone with its groups
+        names = {g.get("name") for g in groups}
+        if self.group not in names and self.group.encode() not in names:
+            return SubscriptionStatus(
+                False,
+                f"consumer group {self.group!r} of stream {self.stream!r} is gone from Redis "
+                "(XGROUP DESTROY, the key deleted, or a restart without persistence): "
+                "nothing routed to it is delivered",
+                lost,
+            )
+        if isinstance(routed, Exception) or not routed:
+            return SubscriptionStatus(
+                False,
+                f"stream {self.stream!r} of group {self.group!r} is no longer registered "
+                f"under {key!r}: publishes on {self.pattern!r} do not reach it",
+                lost,
+            )
+        return SubscriptionStatus(
+            True, lost=lost, backlog=None if isinstance(length, Exception) else int(length)
+        )
 
     def stop(self, *, leave: bool = True) -> None:
         """Stop reading; with ``leave``, drop this consumer and clean up an empty group."""

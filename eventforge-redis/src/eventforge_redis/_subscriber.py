@@ -219,6 +219,9 @@ class Subscriber:
     def __len__(self) -> int:
         return len(self._subs)
 
+    def __contains__(self, sub_id: object) -> bool:
+        return sub_id in self._subs
+
     def close(self) -> None:
         """Stop the reader, drop the connection, end the delivery thread."""
         with self._lock:
@@ -252,7 +255,7 @@ class Subscriber:
             "subscriptions": len(self._subs),
             "redis_channels": channels,
             "redis_patterns": patterns,
-            "connected": self._conn is not None,
+            "connected": None if self._delivery is None else self._conn is not None,
             "subscriber_state": supervised["state"],
         }
 

@@ -27,6 +27,7 @@ from eventforge.transport import (
     Counter,
     ResultStore,
     RetryPolicy,
+    SubscriptionStatus,
     Transport,
 )
 from eventforge.wire import DEFAULT_MAX_SIZE, WireCodec
@@ -310,6 +311,23 @@ class RedisTransport(Transport):
             self._groups.pop((consumer.pattern, consumer.group), None)
         consumer.stop()
         return True
+
+    def subscription_status(self, subscription_id: str) -> SubscriptionStatus:
+        """A group member: whether Redis still holds its consumer group and routes to its
+        stream (asked every call), with the stream's backlog. A pub/sub subscription: whether
+        it is registered (the link's own health check watches the connection)."""
+        with self._lock:
+            consumer = self._group_subs.get(subscription_id)
+        if consumer is not None:
+            try:
+                return consumer.status()
+            except Exception as exc:
+                raise describe_error(exc, self.settings, "reading a group's state") from exc
+        if subscription_id in self._subscriber:
+            return SubscriptionStatus(True)
+        return SubscriptionStatus(
+            False, f"{subscription_id} is not subscribed on this Redis transport"
+        )
 
     def close(self) -> None:
         """Send what is queued, leave every group, stop every thread, close the connections."""

@@ -39,7 +39,7 @@ import logging
 import time
 from typing import Any
 
-from eventforge.errors import TransportClosedError
+from eventforge.errors import TransportClosedError, TransportError
 from eventforge.message import Message
 from eventforge.transport import DeadLetter, Delivery, RetryPolicy, WorkQueueBackend
 from eventforge.wire import WireCodec
@@ -255,7 +255,12 @@ class RedisWorkQueueBackend(WorkQueueBackend):
             except Exception as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                length, pending, delayed, dead = 0, {"pending": 0}, 0, 0
+                raise TransportError(
+                    f"work queue {self.name!r}: its stream {self.stream!r} or consumer group "
+                    f"{self.group!r} is gone from Redis (deleted, or Redis restarted without "
+                    "persistence); items stored before are lost. A consumer recreates it on its "
+                    "next fetch; run Redis with appendonly yes to keep queued work"
+                ) from exc
         in_flight = int(pending["pending"]) if isinstance(pending, dict) else 0
         counters = self._queue.counters()
         buffered = self._fetcher.buffered()

@@ -16,6 +16,8 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(list(args.extra))
 
 
-@command("worker", "serve a module's HANDLERS over RPC", passthrough=True)
+@command(
+    "worker", "serve a module's HANDLERS over RPC, or run a Service: MODULE:SVC", passthrough=True
+)
 def _worker(args: argparse.Namespace) -> int:
     return worker_main(list(args.extra), prog="eventforge worker")

@@ -42,6 +42,8 @@ class HandlerThread:
         self._stopped = False
         self._warned = False
         self._busy = 0
+        self.handled = 0
+        """Messages the handler finished (returned or raised): a health check's sign of progress."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -58,6 +60,11 @@ class HandlerThread:
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stopped
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still runs (it ends only when stopped)."""
+        return self._thread.is_alive()
 
     @nonblocking
     def submit(self, message: Message) -> None:
@@ -100,6 +107,7 @@ class HandlerThread:
                 invoke(message)
             finally:
                 self._busy = 0
+                self.handled += 1
 
     def _drain(self) -> None:
         """Discard every queued message (after a stop); keep the thread's stop mark queued."""
@@ -126,9 +134,27 @@ class HandlerThread:
                 log.exception("on_discard callback failed for a message on %r", message.topic)
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Stop the thread; discard (count, and pass to ``on_discard``) what is still queued."""
+        """Stop the thread; discard (count, and pass to ``on_discard``) what is still queued.
+
+        Waits up to ``timeout`` seconds for a message being handled to finish.
+        """
         self._stopped = True
         self._drain()
         self._items.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    def finish(self, timeout: float) -> bool:
+        """Handle what is queued, then stop; after ``timeout`` seconds :meth:`stop` discards
+        what is left. Returns whether everything queued was handled in time.
+
+        Call it once nothing submits any more (the subscription is gone from the transport).
+        """
+        if self._stopped or threading.current_thread() is self._thread:
+            self.stop(0.0)
+            return False
+        self._items.put(None)  # the thread ends after what is queued before this mark
+        self._thread.join(max(0.0, timeout))
+        finished = not self._thread.is_alive()
+        self.stop(0.0)
+        return finished

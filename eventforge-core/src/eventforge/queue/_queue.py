@@ -28,7 +28,7 @@ from eventforge.events import event_message, listener_info, typed_handler
 from eventforge.message import Message, check_headers, new_message
 from eventforge.queue._core import ErrorHook, QueueCore
 from eventforge.queue._requests import Requests
-from eventforge.queue._subscriptions import Subscriptions
+from eventforge.queue._subscriptions import HandlerStatus, Subscriptions
 from eventforge.queue.cache import SubscriptionCache
 from eventforge.queue.rendezvous import rendezvous_for
 from eventforge.topics import known_topics, validate_pattern, validate_topic
@@ -37,7 +37,7 @@ from eventforge.transport import Capability, Transport
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ErrorHook", "MessageQueue"]
+__all__ = ["ErrorHook", "HandlerStatus", "MessageQueue"]
 
 # A handler takes one argument: the Message, or a typed event when its parameter is annotated
 # with an @event class (``def on_order(order: OrderCreated) -> None``).
@@ -273,9 +273,25 @@ class MessageQueue:
             return decorate(handler)
         return decorate
 
-    def unsubscribe(self, handler_id: str) -> bool:
-        """Stop a subscription made by :meth:`subscribe`; return whether it existed."""
-        return self._subscriptions.remove(handler_id)
+    def unsubscribe(
+        self, handler_id: str, *, drain: float | None = None, discard_waiting: bool = False
+    ) -> bool:
+        """Stop a subscription made by :meth:`subscribe`; return whether it existed.
+
+        A handler with a thread of its own (``threaded=True``) discards the messages waiting
+        for it (counted as dropped, passed to ``on_discard``). With ``drain`` (seconds) it
+        handles them first, for at most that long, and what is left then is discarded; with
+        ``discard_waiting`` too, only the message being handled is waited for.
+        """
+        return self._subscriptions.remove(handler_id, drain, discard_waiting)
+
+    def subscription_status(
+        self, handler_id: str, *, transport: bool = True
+    ) -> HandlerStatus | None:
+        """What this queue, the handler's own thread and the transport know now about the
+        subscription ``handler_id`` (the transport may ask its broker: not for the hot path;
+        ``transport=False`` leaves it out); ``None`` when the queue no longer has it."""
+        return self._subscriptions.status(handler_id, transport)
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         """Block for the next message on ``topic`` (a pattern); ``None`` after ``timeout``."""

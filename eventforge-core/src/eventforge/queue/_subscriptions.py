@@ -8,7 +8,9 @@ durable or group subscription on the transport) and keeps what it needs to undo 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from eventforge.dispatch import (
@@ -26,13 +28,37 @@ from eventforge.message import Message
 from eventforge.queue._core import QueueCore
 from eventforge.queue._routing import check_match, header_gate
 from eventforge.topics import has_wildcards, validate_pattern
-from eventforge.transport import Capability, is_nonblocking, nonblocking, require_capability
+from eventforge.transport import (
+    Capability,
+    SubscriptionStatus,
+    is_nonblocking,
+    nonblocking,
+    require_capability,
+)
 
-__all__ = ["DEFAULT_MAX_PENDING", "Subscriptions"]
+__all__ = ["DEFAULT_MAX_PENDING", "HandlerStatus", "Subscriptions"]
+
+log = logging.getLogger("eventforge.queue")
 
 DEFAULT_MAX_PENDING = 10_000
 
 Handler = Callable[[Message], Any]
+
+
+@dataclass(frozen=True)
+class HandlerStatus:
+    """One subscription of a queue as it stands now (:meth:`MessageQueue.subscription_status`).
+
+    ``transport``: what the transport tells about it (``None``: the transport cannot tell).
+    For a handler on a thread of its own (``threaded=True``, ``max_pending``): ``pending``,
+    the messages waiting for it; ``handled``, the messages it finished so far (a count that
+    stops moving while the handler is stuck); ``thread_alive``. They are ``None`` otherwise.
+    """
+
+    transport: SubscriptionStatus | None
+    pending: int | None = None
+    handled: int | None = None
+    thread_alive: bool | None = None
 
 
 class _Entry:
@@ -167,8 +193,11 @@ class Subscriptions:
             raise core.closed_error("while subscribing")
         return handler_id
 
-    def remove(self, handler_id: str) -> bool:
-        """Undo one subscription; return whether it existed."""
+    def remove(
+        self, handler_id: str, drain: float | None = None, discard_waiting: bool = False
+    ) -> bool:
+        """Undo one subscription; return whether it existed (``drain``: see
+        :meth:`MessageQueue.unsubscribe`)."""
         with self.core.lock:
             entry = self.entries.pop(handler_id, None)
             if entry is None:
@@ -186,10 +215,28 @@ class Subscriptions:
                     transport_sub = binding.subscription_id
                 else:
                     binding = None
-        self._release(entry, transport_sub)
+        self._release(entry, transport_sub, drain, discard_waiting)
         if binding is not None:
             binding.close()
         return True
+
+    def status(self, handler_id: str, ask_transport: bool = True) -> HandlerStatus | None:
+        """What the queue, the handler's thread and the transport know about one subscription;
+        ``None`` when the queue has no such handler (any more)."""
+        with self.core.lock:
+            entry = self.entries.get(handler_id)
+        if entry is None:
+            return None
+        sub_id = entry.subscription_id
+        if entry.binding is not None:
+            sub_id = entry.binding.subscription_id
+        transport = None
+        if sub_id is not None and ask_transport:
+            transport = self.core.transport.subscription_status(sub_id)
+        thread = entry.thread
+        if thread is None:
+            return HandlerStatus(transport)
+        return HandlerStatus(transport, thread.pending, thread.handled, thread.alive)
 
     def close(self) -> None:
         """Undo every subscription (the queue is closing; call with the closed flag set)."""
@@ -314,8 +361,26 @@ class Subscriptions:
                 raise
             return binding, thread
 
-    def _release(self, entry: _Entry, transport_sub: str | None) -> None:
+    def _release(
+        self,
+        entry: _Entry,
+        transport_sub: str | None,
+        drain: float | None = None,
+        discard_waiting: bool = False,
+    ) -> None:
         if transport_sub is not None:
             self.core.unsubscribe_transport(transport_sub)
-        if entry.thread is not None:
-            entry.thread.stop()
+        thread = entry.thread
+        if thread is None:
+            return
+        if drain is None:
+            thread.stop()
+        elif discard_waiting:
+            thread.stop(drain)
+        elif not thread.finish(drain):
+            log.warning(
+                "handler %r did not finish its backlog within the drain of %.1f s; the "
+                "messages left were discarded (counted in stats['dropped'])",
+                getattr(entry.handler, "__qualname__", entry.handler),
+                drain,
+            )

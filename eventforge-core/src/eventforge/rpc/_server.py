@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -223,17 +224,26 @@ class RPCServer:
             ),
         )
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop answering calls (a blocking :meth:`serve` returns). Idempotent.
 
         Calls already running finish and are answered; calls received but not yet started are
         answered with :class:`~eventforge.errors.ServiceUnavailable` (they did not run), so
         their callers can retry elsewhere at once instead of waiting for their timeout.
+        With ``timeout`` (seconds), waits that long at most for the running calls and their
+        replies (also those of coroutine methods still running on their event loop); without
+        it, a second for a call running on the server's thread.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             handler_id, self._handler_id = self._handler_id, None
         if handler_id is not None and not self.queue.closed:
-            self.queue.unsubscribe(handler_id)
+            if timeout is None:
+                self.queue.unsubscribe(handler_id)
+            else:
+                self.queue.unsubscribe(handler_id, drain=timeout, discard_waiting=True)
+        if deadline is not None:
+            self._wait_replies(max(0.0, deadline - time.monotonic()))
         self._stopped.set()
 
     def _wait_replies(self, timeout: float = 30.0) -> bool:

@@ -51,6 +51,7 @@ class _Consumer:
     tracker: Tracker
     work_queue: WorkQueue | None = None
     consumer: Consumer | None = None
+    lost: int | None = None
 
 
 @dataclass

@@ -2,14 +2,20 @@
 
 Every ``interval`` seconds the prober publishes one small message per probed subscription to a
 private topic (``_eventforge.probe.<service>.<instance>.<n>``) that a companion subscription,
-made on the same queue and transport with the same delivery options, receives. A probe not
-received within ``timeout`` seconds marks the subscription ``stalled``; the prober then
-re-establishes both subscriptions (unsubscribe, subscribe again), counts it, and the
-subscription is ``recovering`` until a probe gets through again.
+made on the same queue and transport, receives: it proves the connection, reader and delivery
+machinery the subscription shares with the transport's other subscriptions. What only the
+subscription has, its registration at the queue, the transport and the broker, and its own
+handler thread, is checked in the same round (:class:`~eventforge.service._paths.PathCheck`).
 
-A probe travels the connection, reader and delivery machinery the subscription uses, not the
-subscription's own topic: user topics never see probe traffic. Work-queue consumers are checked
-differently: their threads must be alive and their backend must answer.
+A probe not received within ``timeout`` seconds, or a path check that finds the subscription
+gone, marks it ``stalled``; the prober then re-establishes it (unsubscribe, subscribe again),
+counts it, and the subscription is ``recovering`` until a probe gets through and its path is
+whole again. A stall that subscribing again cannot mend (a handler that is stuck, messages the
+broker dropped before the transport re-made the subscription) is reported ``stalled`` until
+the next round finds the path whole.
+
+User topics never see probe traffic. Work-queue consumers are checked differently: their
+threads must be alive and their backend must answer.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 from eventforge.message import Message
 from eventforge.queue import MessageQueue
 from eventforge.service._handlers import PROBE_PREFIX
+from eventforge.service._paths import PathCheck
 from eventforge.service.health import HealthState, Tracker
 from eventforge.transport import Counter, nonblocking
 
@@ -41,6 +48,7 @@ class Probe:
     topic: str
     options: dict[str, Any]
     resubscribe: Callable[[], None]
+    path: PathCheck | None = None
     handler_id: str | None = None
     sent: int = 0
     seen: int = 0
@@ -78,11 +86,16 @@ class Prober:
         self._thread: threading.Thread | None = None
 
     def add(
-        self, tracker: Tracker, options: dict[str, Any], resubscribe: Callable[[], None]
+        self,
+        tracker: Tracker,
+        options: dict[str, Any],
+        resubscribe: Callable[[], None],
+        path: PathCheck | None = None,
     ) -> Probe:
-        """Probe ``tracker``'s path; ``resubscribe()`` re-establishes the user subscription."""
+        """Probe ``tracker``'s path; ``resubscribe()`` re-establishes the user subscription;
+        ``path`` checks what only that subscription has, in the same round."""
         topic = f"{PROBE_PREFIX}.{self.instance}.s{len(self.probes)}"
-        probe = Probe(tracker, topic, options, resubscribe)
+        probe = Probe(tracker, topic, options, resubscribe, path)
         self._subscribe(probe)
         tracker.overdue = lambda now: self.overdue(probe, now)
         tracker.probes = lambda: {
@@ -172,39 +185,55 @@ class Prober:
         return probe.sent > probe.seen and now - probe.sent_at > self.timeout
 
     def check(self, probe: Probe, now: float | None = None) -> None:
-        """Judge the last probe, re-establish a stalled subscription, send the next probe."""
+        """Judge the last probe and the subscription's own path, re-establish a stalled
+        subscription, send the next probe."""
         now = time.time() if now is None else now
         overdue = self.overdue(probe, now)
+        tracker = probe.tracker
+        problem, mendable = (None, False) if overdue else self._judge_path(probe, now)
         if overdue:
             probe.lost.bump()
-            if probe.tracker.current is not HealthState.STALLED:
-                probe.stalls.bump()
-                log.warning(
-                    "subscription %s on %r is stalled: probe %d not received within %.1f s; "
-                    "re-establishing it",
-                    probe.tracker.name,
-                    probe.tracker.target,
-                    probe.sent,
-                    self.timeout,
-                )
-            probe.tracker.set(HealthState.STALLED, f"probe not received within {self.timeout} s")
+            self._stalled(probe, f"probe not received within {self.timeout} s")
             self._reestablish(probe)
+        elif problem is not None:
+            self._stalled(probe, problem)
+            if mendable:
+                self._reestablish(probe, companion=False)
         elif probe.sent and probe.seen >= probe.sent:
-            if probe.tracker.current in (HealthState.STALLED, HealthState.RECOVERING):
-                log.info(
-                    "subscription %s on %r delivers again", probe.tracker.name, probe.tracker.target
-                )
-            probe.tracker.set(HealthState.IDLE)
+            if tracker.current in (HealthState.STALLED, HealthState.RECOVERING):
+                log.info("subscription %s on %r delivers again", tracker.name, tracker.target)
+            tracker.set(HealthState.IDLE)
         if overdue or probe.seen >= probe.sent:
             self._send(probe, now)
 
-    def _reestablish(self, probe: Probe) -> None:
+    def _judge_path(self, probe: Probe, now: float) -> tuple[str | None, bool]:
+        if probe.path is None:
+            return None, False
         try:
-            if probe.handler_id is not None:
+            return probe.path.judge(now)
+        except Exception as exc:  # the broker cannot answer now
+            return f"its state could not be read: {type(exc).__name__}: {exc}", False
+
+    def _stalled(self, probe: Probe, reason: str) -> None:
+        tracker = probe.tracker
+        if tracker.current is not HealthState.STALLED:
+            probe.stalls.bump()
+            log.warning(
+                "subscription %s on %r is stalled: %s; re-establishing it where that helps",
+                tracker.name,
+                tracker.target,
+                reason,
+            )
+        tracker.set(HealthState.STALLED, reason)
+
+    def _reestablish(self, probe: Probe, *, companion: bool = True) -> None:
+        try:
+            if companion and probe.handler_id is not None:
                 self.queue.unsubscribe(probe.handler_id)
                 probe.handler_id = None
             probe.resubscribe()
-            self._subscribe(probe)
+            if companion:
+                self._subscribe(probe)
         except Exception as exc:
             probe.tracker.set(HealthState.STALLED, f"re-establishing failed: {exc}")
             log.warning("re-establishing %s failed: %s", probe.tracker.name, exc)

@@ -9,12 +9,14 @@ subscription they judge stalled.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from eventforge.errors import TransportError
 from eventforge.queue import MessageQueue
 from eventforge.rpc import RPCServer
 from eventforge.service._declarations import _Consumer, _RPCService, _Subscriber, _Task
 from eventforge.service._handlers import attribute, consuming, observed, pending, publishers
+from eventforge.service._paths import PathCheck, backlog_of
 from eventforge.service._probe import Prober
 from eventforge.service.health import HealthState, Tracker
 from eventforge.service.schedule import Schedule, Scheduler
@@ -48,16 +50,12 @@ def start_subscribers(queue: MessageQueue, subscribers: Iterable[_Subscriber]) -
         except Exception as exc:
             sub.tracker.set(HealthState.FAILED, f"subscribe failed: {exc}")
             raise
-        backlog = getattr(queue.transport, "backlog", None)
-        named = sub.options.get("durable") or sub.options.get("group")
-        if callable(backlog) and named and isinstance(sub.topic, str):
-            sub.tracker.backlog = functools.partial(
-                backlog,
-                sub.topic,
-                durable=sub.options.get("durable"),
-                group=sub.options.get("group"),
-            )
+        sub.tracker.backlog = functools.partial(backlog_of, queue, _current_id(sub))
         sub.tracker.set(HealthState.IDLE)
+
+
+def _current_id(sub: _Subscriber) -> Callable[[], str | None]:
+    return lambda: sub.handler_id
 
 
 def resubscribe(queue: MessageQueue, sub: _Subscriber) -> None:
@@ -121,13 +119,27 @@ def restart_consumer(queue: MessageQueue, item: _Consumer, drain: float = 5.0) -
         item.consumer.stop(timeout=drain)
     if item.work_queue is not None:
         item.work_queue.close()
+    item.lost = None
     _consume(queue, item)
     item.tracker.resubscribed.bump()
 
 
 def _check(item: _Consumer) -> None:
-    if item.work_queue is not None:
-        item.work_queue.stats  # noqa: B018 - asks the broker; raises when it is broken
+    """Ask the backend for the queue's state (raises when it is broken) and whether it lost
+    its storage since the last check (``stream_lost``: Redis recreated a vanished stream or
+    group, and the items stored in it are gone)."""
+    if item.work_queue is None:
+        return
+    lost = item.work_queue.stats.get("stream_lost")
+    if not isinstance(lost, int):
+        return
+    before, item.lost = item.lost, lost
+    if before is not None and lost > before:
+        raise TransportError(
+            f"work queue {item.queue_name!r} lost its stream or consumer group "
+            f"{lost - before} time(s) since the last check (deleted, or the broker restarted "
+            "without persistence): the items stored in it were lost"
+        )
 
 
 def start_probes(
@@ -136,10 +148,13 @@ def start_probes(
     entries: Iterable[_RPCService],
     consumers: Iterable[_Consumer],
 ) -> Prober | None:
-    """Probe every subscription and RPC service, check every consumer broker-side; ``None``
-    when there is nothing to watch."""
+    """Probe every subscription and RPC service and check each subscription's own path, check
+    every consumer broker-side; ``None`` when there is nothing to watch."""
     for sub in subscribers:
-        prober.add(sub.tracker, {}, functools.partial(resubscribe, prober.queue, sub))
+        path = PathCheck(prober.queue, _current_id(sub), stuck_after=prober.timeout)
+        prober.add(sub.tracker, {}, functools.partial(resubscribe, prober.queue, sub), path)
+        # Health reads take the broker's backlog from the last check: they never wait for it.
+        sub.tracker.backlog = functools.partial(backlog_of, prober.queue, _current_id(sub), path)
     for entry in entries:
         if entry.tracker is not None:
             prober.add(entry.tracker, {}, functools.partial(reserve, prober.queue, entry))

@@ -16,22 +16,27 @@ from eventforge.service.health import HealthState
 __all__ = ["stop_consumers", "stop_rpc", "stop_subscribers", "stop_tasks"]
 
 
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
 def stop_consumers(consumers: Iterable[_Consumer], deadline: float) -> None:
     """Drain each consumer until ``deadline`` (a ``time.monotonic()`` time), close its queue."""
     for item in consumers:
         if item.consumer is not None:
-            item.consumer.stop(timeout=max(0.0, deadline - time.monotonic()))
+            item.consumer.stop(timeout=_left(deadline))
         if item.work_queue is not None:
             item.work_queue.close()
         item.tracker.set(HealthState.FAILED, "stopped")
         item.consumer = item.work_queue = None
 
 
-def stop_rpc(entries: Iterable[_RPCService]) -> None:
-    """Stop each RPC service's server (calls running finish; queued ones are refused)."""
+def stop_rpc(entries: Iterable[_RPCService], deadline: float) -> None:
+    """Stop each RPC service's server: calls running finish and are answered until
+    ``deadline`` (a ``time.monotonic()`` time); calls waiting are refused at once."""
     for entry in entries:
         if entry.server is not None:
-            entry.server.stop()
+            entry.server.stop(timeout=_left(deadline))
             entry.server = None
         if entry.tracker is not None:
             entry.tracker.set(HealthState.FAILED, "stopped")
@@ -45,10 +50,13 @@ def stop_tasks(tasks: Iterable[_Task]) -> None:
             task_item.bound = None
 
 
-def stop_subscribers(queue: MessageQueue | None, subscribers: Iterable[_Subscriber]) -> None:
-    """Unsubscribe each declared handler from ``queue`` (``None``: the queue never existed)."""
+def stop_subscribers(
+    queue: MessageQueue | None, subscribers: Iterable[_Subscriber], deadline: float
+) -> None:
+    """Unsubscribe each declared handler from ``queue`` (``None``: the queue never existed);
+    a handler with a thread of its own handles what waits for it until ``deadline``."""
     for sub in subscribers:
         if sub.handler_id is not None and queue is not None:
-            queue.unsubscribe(sub.handler_id)
+            queue.unsubscribe(sub.handler_id, drain=_left(deadline))
             sub.handler_id = None
         sub.tracker.set(HealthState.FAILED, "stopped")

@@ -58,9 +58,14 @@ class Service:
     a :class:`~eventforge.transport.Transport`, or ``None`` for the configured default
     (``EVENTFORGE_TRANSPORT``, a settings file); ``queue=`` runs on an existing queue instead
     (the service then leaves it open on stop). Decorators declare; :meth:`start` subscribes
-    everything in declaration order, after the startup hooks; :meth:`stop` drains consumers and
-    RPC calls in flight within ``drain_timeout`` seconds, unsubscribes, then runs the shutdown
+    everything in declaration order, after the startup hooks; :meth:`stop` drains within
+    ``drain_timeout`` seconds (consumers finish their items, RPC calls running are answered,
+    threaded subscribers handle what waits for them), unsubscribes, then runs the shutdown
     hooks. A subscription with no delivery for ``idle_after`` seconds is reported ``idle``.
+    Every ``probe_interval`` seconds (``None``: never) each subscription is probed and its
+    own path checked; a probe late by ``probe_timeout`` seconds, or a threaded handler that
+    finished nothing for that long while messages wait, makes it ``stalled`` (see
+    ``docs/health.md``).
     """
 
     def __init__(
@@ -401,9 +406,9 @@ class Service:
             self._prober.stop()
             self._prober = None
         stop_consumers(self._consumers, deadline)
-        stop_rpc(self._rpc.values())
+        stop_rpc(self._rpc.values(), deadline)
         stop_tasks(self._tasks)
-        stop_subscribers(self._queue, self._subscribers)
+        stop_subscribers(self._queue, self._subscribers, deadline)
         for hook in self._shutdown:
             try:
                 call_hook(hook)

@@ -2,9 +2,10 @@
 
 Channels are the service's topics (patterns kept as written: ``orders.*``), RPC service topics
 and work-queue names; a subscription is a ``receive`` operation, ``publish_to=`` a ``send``
-operation, an RPC method a ``receive`` operation with a reply to the request's ``reply_to``.
-Typed events carry the JSON Schema pydantic makes of them, hoisted into
-``components.schemas``; other payloads are described as any JSON value. The server comes from
+operation, an RPC method a ``receive`` operation with a reply to the request's ``reply_to``,
+whose message is typed from the method's return annotation (on a reply channel of dynamic
+address, one per RPC service). Typed events carry the JSON Schema pydantic makes of them,
+hoisted into ``components.schemas``; other payloads are described as any JSON value. The server comes from
 the transport URL, with secrets masked.
 """
 
@@ -88,6 +89,53 @@ def _rpc_schema(method: str, func: Callable[..., Any], schemas: dict[str, Any]) 
     }
 
 
+_RPC_ERROR = {
+    "type": "object",
+    "description": "Why a call failed: the remote exception, an unknown method, a bad request.",
+    "required": ["kind", "type", "message"],
+    "properties": {
+        "kind": {"type": "string", "enum": ["exception", "method_not_found", "bad_request",
+                                            "unavailable"]},
+        "type": {"type": "string", "description": "the exception's class name"},
+        "message": {"type": "string"},
+        "traceback": {"type": "string"},
+        "methods": {"type": "array", "items": {"type": "string"}},
+    },
+}  # fmt: skip
+
+
+def _reply_schema(func: Callable[..., Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """The reply to a call: ``{"ok": true, "result": R}`` with ``R`` the method's return
+    annotation (any JSON value without one), or ``{"ok": false, "error": {...}}``."""
+    try:
+        hint = typing.get_type_hints(func).get("return", inspect.Signature.empty)
+    except Exception:
+        hint = inspect.Signature.empty
+    result = {} if hint is inspect.Signature.empty else _schema_of(hint, schemas)
+    title = result.get("title")
+    if isinstance(title, str) and result.get("type") == "object" and "properties" in result:
+        schemas.setdefault(title, result)  # a model: named in components, like event payloads
+        result = {"$ref": _REF_TEMPLATE.format(model=title)}
+    schemas.setdefault("RPCError", _RPC_ERROR)
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["ok", "result"],
+                "properties": {"ok": {"const": True}, "result": result},
+            },
+            {
+                "type": "object",
+                "required": ["ok", "error"],
+                "properties": {
+                    "ok": {"const": False},
+                    "error": {"$ref": _REF_TEMPLATE.format(model="RPCError")},
+                },
+            },
+        ]
+    }
+
+
 def _server(url: str | None) -> dict[str, Any] | None:
     if not url or "://" not in url:
         return None
@@ -126,9 +174,12 @@ def asyncapi_document(
     messages: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
 
-    def channel(address: str, message_id: str, payload: dict[str, Any], title: str) -> str:
-        key = _ident(address)
-        entry = channels.setdefault(key, {"address": address, "messages": {}})
+    def channel(
+        address: str, message_id: str, payload: dict[str, Any], title: str, reply: bool = False
+    ) -> str:
+        # A reply channel's address is whatever the caller put in reply_to: null (dynamic).
+        key = _ident(f"{address}.reply" if reply else address)
+        entry = channels.setdefault(key, {"address": None if reply else address, "messages": {}})
         if message_id not in messages:
             messages[message_id] = {"name": message_id, "title": title, "payload": payload}
         entry["messages"][message_id] = {"$ref": f"#/components/messages/{message_id}"}
@@ -168,7 +219,7 @@ def asyncapi_document(
 
 def _describe(
     endpoint: Endpoint,
-    channel: Callable[[str, str, dict[str, Any], str], str],
+    channel: Callable[..., str],
     operation: Callable[..., None],
     schemas: dict[str, Any],
 ) -> None:
@@ -178,13 +229,22 @@ def _describe(
         message_id = _ident(f"{endpoint.address}.{endpoint.method}.request")
         payload = _rpc_schema(endpoint.method, endpoint.handler, schemas)
         key = channel(endpoint.address, message_id, payload, f"call {endpoint.method}")
+        reply_id = _ident(f"{endpoint.address}.{endpoint.method}.reply")
+        reply_payload = _reply_schema(endpoint.handler, schemas)
+        reply_key = channel(
+            endpoint.address, reply_id, reply_payload, f"reply of {endpoint.method}", True
+        )
         operation(
             _ident(f"{endpoint.address}.{endpoint.method}"),
             "receive",
             key,
             message_id,
             summary=summary,
-            reply={"address": {"location": "$message.header#/reply_to"}},
+            reply={
+                "address": {"location": "$message.header#/reply_to"},
+                "channel": {"$ref": f"#/channels/{reply_key}"},
+                "messages": [{"$ref": f"#/channels/{reply_key}/messages/{reply_id}"}],
+            },
         )
         return
     if endpoint.event_type is not None:

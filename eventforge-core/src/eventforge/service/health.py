@@ -87,6 +87,8 @@ class Tracker:
     delivered: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     resubscribed: Counter = field(default_factory=Counter)
+    stalls: Counter = field(default_factory=Counter)
+    """Times the subscription was recorded ``stalled`` (each entry into the state)."""
     last_delivery: float | None = None
     last_error: str | None = None
     backlog: Callable[[], int | None] | None = field(default=None, repr=False)
@@ -128,6 +130,8 @@ class Tracker:
         with self._lock:
             if state is not self._state:
                 self.history.append((time.time(), state.value, reason))
+                if state is HealthState.STALLED:
+                    self.stalls.bump()
             self._state = state
             if reason is not None:
                 self.last_error = reason
@@ -187,6 +191,7 @@ class Tracker:
             "delivered": self.delivered.value,
             "errors": self.errors.value,
             "resubscribed": self.resubscribed.value,
+            "stalls": self.stalls.value,
             "last_error": self.last_error,
             "backlog": backlog,
             "probes": self.probes() if self.probes is not None else None,

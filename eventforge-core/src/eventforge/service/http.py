@@ -4,8 +4,9 @@
 ``/readyz``  200 when every required subscription is ``active`` or ``idle``; else 503 and the
              reasons, one per line.
 ``/health``  JSON: every subscription with its state, backlog and counters.
-``/metrics`` Prometheus text format when ``prometheus-client`` is installed
-             (``pip install eventforge-observers[prometheus]``); else 404 saying so.
+``/metrics`` Prometheus text: the ``eventforge_subscription_*`` series of every subscription,
+             then, when ``prometheus-client`` is installed (``pip install
+             eventforge-observers[prometheus]``), everything in its default registry.
 ``/``        a small status page that refreshes itself.
 
 Served on loopback by default: exposing it further is a deployment decision.
@@ -21,6 +22,8 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from eventforge.service._metrics import metrics_text
 
 __all__ = ["HealthServer", "render_page"]
 
@@ -78,12 +81,14 @@ class HealthServer:
         self.close()
 
 
-def _metrics_text() -> bytes | None:
+def _metrics_text(data: dict[str, Any]) -> bytes:
+    """The subscriptions' series, then prometheus-client's registry when it is installed."""
+    text = metrics_text(data).encode()
     try:
         import prometheus_client  # optional dependency: eventforge-observers[prometheus]
     except ImportError:
-        return None
-    return bytes(prometheus_client.generate_latest())
+        return text
+    return text + bytes(prometheus_client.generate_latest())
 
 
 def _handler_class(report: Report) -> type[BaseHTTPRequestHandler]:
@@ -120,16 +125,8 @@ def _handler_class(report: Report) -> type[BaseHTTPRequestHandler]:
                 body = json.dumps(data, indent=2, default=str).encode()
                 self._send(200 if not data.get("reasons") else 503, body, "application/json")
             elif path == "/metrics":
-                text = _metrics_text()
-                if text is None:
-                    self._send(
-                        404,
-                        b"metrics need prometheus-client: pip install "
-                        b"'eventforge-observers[prometheus]'\n",
-                        "text/plain",
-                    )
-                else:
-                    self._send(200, text, "text/plain; version=0.0.4; charset=utf-8")
+                text = _metrics_text(data)
+                self._send(200, text, "text/plain; version=0.0.4; charset=utf-8")
             elif path in ("/", "/index.html"):
                 self._send(200, render_page(data).encode(), "text/html; charset=utf-8")
             else:

@@ -97,6 +97,7 @@ from eventforge.transport._results import (
 from eventforge.transport._results import (
     check_task_id as check_task_id,
 )
+from eventforge.transport._status import SubscriptionStatus as SubscriptionStatus
 from eventforge.transport._workqueue import (
     ATTEMPT_HEADER as ATTEMPT_HEADER,
 )
@@ -156,6 +157,7 @@ __all__ = [
     "ResultStore",
     "RetryPolicy",
     "StoredResult",
+    "SubscriptionStatus",
     "Supervisor",
     "SupervisorFailed",
     "ThreadSupervisor",

@@ -43,6 +43,7 @@ from eventforge.transport._kit import (
 )
 from eventforge.transport._loop import BackgroundLoop, BoundLoop, background_loop
 from eventforge.transport._results import ResultStore
+from eventforge.transport._status import SubscriptionStatus
 from eventforge.transport._supervisor import Supervisor, SupervisorFailed
 from eventforge.transport._thread_supervisor import ThreadSupervisor
 from eventforge.transport._waiter import Waiter
@@ -410,6 +411,12 @@ class Transport(ABC):
     def stats(self) -> dict[str, Any]:
         """Return counters (sent, delivered, dropped, ...) as a plain dict."""
         return {}
+
+    def subscription_status(self, subscription_id: str) -> SubscriptionStatus | None:
+        """What this transport knows about subscription ``subscription_id`` now; ``None`` when
+        it cannot tell. A service's health checks call it every probe interval, never on the
+        delivery path, so it may ask the broker; an id it does not know is not ``present``."""
+        return None
 
     def has(self, capability: str) -> bool:
         """Tell whether this transport declares ``capability``."""

@@ -20,7 +20,13 @@ from eventforge.topics import (
     validate_pattern,
     validate_topic,
 )
-from eventforge.transport import MEMORY_CAPABILITIES, Callback, ResultStore, Transport
+from eventforge.transport import (
+    MEMORY_CAPABILITIES,
+    Callback,
+    ResultStore,
+    SubscriptionStatus,
+    Transport,
+)
 from eventforge.transport.urls import mask_url, query_options, split_url
 from eventforge.transports._memory_results import MemoryResultStore
 from eventforge.transports._timer import DelayedSends
@@ -315,6 +321,12 @@ class MemoryTransport(Transport):
                     if k == key:
                         del self._groups[gkey]
             return True
+
+    def subscription_status(self, subscription_id: str) -> SubscriptionStatus:
+        """Present while ``subscription_id`` is subscribed on this transport."""
+        if subscription_id in self._keys:  # one dict lookup: atomic, no lock needed
+            return SubscriptionStatus(True)
+        return SubscriptionStatus(False, f"{subscription_id} was unsubscribed from this transport")
 
     def send_later(self, message: Message, due: float) -> None:
         """Hold ``message`` until ``due`` (Unix time) on a timer thread, then :meth:`send` it."""

@@ -17,6 +17,7 @@ from eventforge.transport import (
     Callback,
     ResultStore,
     RetryPolicy,
+    SubscriptionStatus,
     Transport,
     WorkQueueBackend,
 )
@@ -363,6 +364,36 @@ class LocalTransport(Transport):
             return None
         rows = self._store.read("SELECT backlog FROM subs WHERE id = ?", (sub,))
         return int(rows[0][0]) if rows else None
+
+    def subscription_status(self, subscription_id: str) -> SubscriptionStatus:
+        """Present while the store still holds the subscription and lists this process as its
+        listener; ``backlog`` is a named or group subscription's waiting messages."""
+        with self._lock:
+            att = self._attachments.get(subscription_id)
+        if att is None or self._closed:
+            return SubscriptionStatus(
+                False, f"{subscription_id} is not subscribed on this local:// transport"
+            )
+        rows = self._store.read(
+            "SELECT backlog, (SELECT COUNT(*) FROM attach WHERE sub = ? AND consumer = ?) "
+            "FROM subs WHERE id = ?",
+            (att.sub, att.consumer, att.sub),
+        )
+        if not rows:
+            return SubscriptionStatus(
+                False,
+                f"subscription {att.sub!r} on {att.pattern!r} is gone from the store "
+                f"{self.directory} (removed by another process or a sweep): nothing is "
+                "routed to it",
+            )
+        backlog, listening = rows[0]
+        if not listening:
+            return SubscriptionStatus(
+                False,
+                f"this process is no longer a listener of subscription {att.sub!r} in "
+                f"{self.directory}: publishers do not wake it",
+            )
+        return SubscriptionStatus(True, backlog=None if att.log else int(backlog))
 
     def stats(self) -> dict[str, Any]:
         return {
