@@ -165,17 +165,27 @@ class Claims:
         return claimed
 
     def dead_letter_expired(self, conn: Connection, max_attempts: int) -> int:
-        """Dead-letter rows whose lease expired on their last allowed delivery; count them."""
+        """Dead-letter rows whose lease expired on their last allowed delivery; count them.
+
+        The rows are picked with ``SKIP LOCKED`` first: a plain ``UPDATE ... WHERE`` would wait
+        for rows other workers hold (on InnoDB even for index entries it merely scans), and two
+        workers sweeping while holding their claims would deadlock.
+        """
         t = self.table
         now = time.time()
+        expired = and_(
+            self._due,
+            t.c.status == "processing",
+            t.c.available_at <= now,
+            t.c.attempt >= max_attempts,
+        )
+        pick = select(t.c.id).where(expired).with_for_update(skip_locked=True)
+        ids = list(conn.execute(pick).scalars())
+        if not ids:
+            return 0
         stmt = (
             update(t)
-            .where(
-                self._due,
-                t.c.status == "processing",
-                t.c.available_at <= now,
-                t.c.attempt >= max_attempts,
-            )
+            .where(self.id_in(ids), expired)
             .values(
                 status="dead_letter",
                 lease_owner=None,
