@@ -15,7 +15,8 @@ available_at   when the row may next be claimed: its due time (``next_retry_at``
                while ``processing``, the expiry of its lease
 lease_owner    the claim that holds the row while ``processing`` (NULL otherwise)
 created_at     when the row was written
-processed_at   when it was handled (inbox) or sent (outbox)
+processed_at   when it was handled (inbox); queue and outbox rows are deleted instead, once
+               acked or sent
 error          the last error, or the dead-letter reason
 last_error_at  when that error happened
 event_type     the inbox's event type (EventFlow's ``event_type``), else NULL
