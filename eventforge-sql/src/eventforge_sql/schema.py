@@ -125,6 +125,12 @@ def _queue_table(metadata: MetaData, name: str) -> Table:
         Column("last_error_at", Double),
         Column("event_type", String(128)),
         UniqueConstraint("queue", "message_id", name=f"uq_{name}_message"),
+        # MariaDB/MySQL: every Unicode character (a server default of latin1 or utf8mb3 refuses
+        # some), and ids compared byte for byte ('A' and 'a' are two messages, not duplicates).
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mariadb_charset="utf8mb4",
+        mariadb_collate="utf8mb4_bin",
     )
     # The claim walks one queue's claimable rows in id order and stops after a batch: a partial
     # index (PostgreSQL, SQLite) holds only those rows, so processed and dead rows cost nothing.
