@@ -160,8 +160,9 @@ def test_connect_by_url_gives_a_durable_work_queue(tmp_path: Path) -> None:
         message_id = queue.put({"order": 1})
     finally:
         transport.close()
-    again = connect(url)  # another process would see the same: the item is in the file
+    again = connect(f"{url}?lease=7&poll_interval=0.02")  # the options may be in the URL too
     try:
+        assert (again.lease, again.poll_interval) == (7.0, 0.02)  # type: ignore[attr-defined]
         delivery = WorkQueue("orders", transport=again).get(timeout=5)
         assert delivery is not None
         assert delivery.message.id == message_id
