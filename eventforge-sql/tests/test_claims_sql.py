@@ -1,5 +1,7 @@
-"""Claims on the sql transport (a unique row in the claims table), on SQLite and PostgreSQL, and
-a periodic schedule fired once per tick by three services sharing PostgreSQL."""
+"""Claims on the sql transport (a unique row in the claims table), on SQLite, PostgreSQL and
+MariaDB, and a periodic schedule fired once per tick by three services sharing PostgreSQL; and
+the row leases of the claim machinery (``_claims``): on the databases with row locks, workers
+never wait for each other's rows."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+from eventforge.message import Message
 from eventforge.service import Service
 from eventforge.service.schedule import Tick
 from eventforge.transport import Capability
+from eventforge.workqueue import RetryPolicy
+from eventforge_sql import SqlWorkQueueBackend
 from eventforge_sql.testing import PostgresServer
 from eventforge_sql.transport import SqlTransport
 
@@ -104,3 +109,37 @@ def test_three_services_sharing_a_database_fire_each_tick_once(
     )
     assert duplicates == 0
     assert misses == []
+
+
+_LOCK_TIMEOUT = {
+    "postgresql": "SET LOCAL lock_timeout = '1s'",
+    "mariadb": "SET SESSION innodb_lock_wait_timeout = 1",
+}
+
+
+@pytest.mark.parametrize("database", ["pg", "mariadb"])
+def test_a_lease_sweep_skips_rows_another_worker_is_claiming(
+    database: str, request: pytest.FixtureRequest, unique: Callable[[str], str]
+) -> None:
+    """Worker A re-claims rows whose lease ran out and has not committed yet; worker B's sweep
+    of expired leases returns at once instead of waiting for A's locks (on InnoDB a plain
+    UPDATE locks every index entry it scans: two sweeping workers deadlocked)."""
+    engine: sa.Engine = request.getfixturevalue(f"{database}_engine")
+    name = unique("sweep")
+    backend = SqlWorkQueueBackend(engine, name, RetryPolicy(max_attempts=5), lease=0.05)
+    backend.put_many([Message(name, n) for n in range(3)])
+    assert len(backend.fetch(3, timeout=5)) == 3
+    backend.put_many([Message(name, n) for n in range(3, 300)])  # the sweep's index pays off
+    time.sleep(0.1)  # the first three leases run out unsettled
+    claims = backend.claims
+    with engine.connect() as a, engine.connect() as b, a.begin():
+        held = claims.claim(a, 3, max_attempts=5)  # A holds them again, uncommitted
+        assert [row.attempt for row in held] == [2, 2, 2]
+        with b.begin():
+            b.execute(sa.text(_LOCK_TIMEOUT[engine.dialect.name]))
+            started = time.monotonic()
+            assert claims.dead_letter_expired(b, max_attempts=5) == 0
+            taken = claims.claim(b, 3, max_attempts=5)
+            assert time.monotonic() - started < 1.0
+        assert {row.id for row in taken}.isdisjoint(row.id for row in held)
+    backend.close()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from eventforge import connect
 from eventforge.message import Message
 from eventforge.testing.brokers import RedisServer
 from eventforge.testing.waiting import wait_until
+from eventforge.workqueue import WorkQueue
 from eventforge_sql import Inbox, InboxEvent, InvalidStreamEntry, event_from_stream_entry
 from eventforge_sql.testing import EffectLog, PostgresServer
 
@@ -84,6 +87,65 @@ def test_eventflow_producers_feed_the_inbox_unchanged(
     [invalid] = inbox.dead_letters()
     assert "has no event_id" in (invalid.error or "")
     client.close()
+
+
+@pytest.mark.broker
+def test_the_stream_reader_takes_over_entries_a_dead_consumer_left_unacknowledged(
+    redis_server: RedisServer, sqlite_engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    """worker-0 read three entries and died before storing them; worker-1 claims them with
+    XAUTOCLAIM once they were idle ``claim_idle`` seconds, stores and acknowledges them."""
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    stream = unique("my-events")
+    client.xgroup_create(stream, "my-service", id="0", mkstream=True)
+    for n in range(3):
+        client.xadd(stream, {"event_id": f"e-{n}", "payload": "{}"})
+    [(_, taken)] = client.xreadgroup("my-service", "worker-0", {stream: ">"}, count=10)
+    assert len(taken) == 3
+    inbox = Inbox(sqlite_engine, name=stream)
+    with inbox.ingest_from(
+        client, stream, group="my-service", consumer="worker-1", block=0.05, claim_idle=0.3
+    ):
+        assert wait_until(lambda: inbox.counts()["pending"] == 3, 10)
+        assert wait_until(lambda: client.xpending(stream, "my-service")["pending"] == 0, 10)
+    assert all(inbox.get(f"e-{n}") is not None for n in range(3))
+    client.close()
+
+
+@pytest.fixture
+def source_queue(
+    request: pytest.FixtureRequest, unique: Callable[[str], str], tmp_path: Path
+) -> Iterator[WorkQueue]:
+    """A WorkQueue on a real broker (Redis, JetStream) or on the local:// SQLite transport."""
+    kind: str = request.param
+    if kind == "local":
+        url = f"local://{tmp_path / 'local'}"
+    else:
+        url = request.getfixturevalue(f"{kind}_server").url
+    transport = connect(url)
+    queue = WorkQueue(unique("source"), transport)
+    yield queue
+    queue.close()
+    transport.close()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("source_queue", ["redis", "nats", "local"], indirect=True)
+def test_ingest_from_a_broker_work_queue_stores_each_event_once_and_empties_it(
+    source_queue: WorkQueue, sqlite_engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    ids = source_queue.put_many([{"n": n} for n in range(20)])
+    source_queue.backend.put(Message(source_queue.name, {"n": 0}, id=ids[0]))  # a resent one
+    effects = EffectLog(sqlite_engine, "effects_broker_source")
+    inbox = Inbox(sqlite_engine, effects.record, name=unique("inbox"), poll_interval=0.02)
+    with inbox.ingest_from(source_queue, batch_size=8) as ingestion:
+        assert source_queue.join(15)  # every item acknowledged, after its insert committed
+    assert ingestion.stored >= 20
+    assert ingestion.failures == 0
+    inbox.process(idle_timeout=0.1)
+    assert effects.counts() == dict.fromkeys(ids, 1)
 
 
 def test_ingest_from_a_subscription(sqlite_engine: sa.Engine) -> None:

@@ -3,6 +3,8 @@ per topic with several relays, ids kept so that a receiving queue drops resent c
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from eventforge_sql import (
     configure_sqlite,
     create_schema,
 )
+from eventforge_sql.testing import PostgresServer
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 
@@ -149,3 +153,39 @@ def test_a_notify_wakes_an_idle_relay_on_postgresql(
         with pg_engine.begin() as conn:
             outbox.publish(conn, "wake.up", "now")
         assert wait_until(lambda: sink.payloads() == ["now"], 20)
+
+
+def test_publish_async_is_sent_by_run_async_on_an_async_engine(
+    pg_server: PostgresServer, pg_engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    """An AsyncConnection and an AsyncSession publish; a rolled-back one is never sent; the
+    relay built on the AsyncEngine relays from an asyncio task."""
+    schema = Schema(TableNames(outbox=unique("outbox").replace("-", "_")))
+    schema.outbox.create(pg_engine)
+    outbox = Outbox(schema)
+    sink = Sink()
+
+    async def main() -> list[str]:
+        engine = create_async_engine(pg_server.url)
+        async with engine.begin() as conn:
+            first = await outbox.publish_async(conn, "orders", 1)
+        async with AsyncSession(engine) as session, session.begin():
+            second = await outbox.publish_async(session, "orders", 2)
+        with contextlib.suppress(RuntimeError):
+            async with engine.begin() as conn:
+                await outbox.publish_async(conn, "orders", "rolled back")
+                raise RuntimeError("the application's transaction fails")
+        relay = Relay(engine, sink, outbox, poll_interval=0.02)
+        task = asyncio.create_task(relay.run_async())
+        for _ in range(500):
+            if len(sink.messages) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # time for anything else to arrive
+        task.cancel()
+        relay.close()
+        await engine.dispose()
+        return [first, second]
+
+    ids = asyncio.run(main())
+    assert [(m.id, m.payload) for m in sink.messages] == list(zip(ids, [1, 2], strict=True))

@@ -1,5 +1,5 @@
-"""Task results in the results table: the result-store conformance suite on PostgreSQL and on
-SQLite, and the table's rows."""
+"""Task results in the results table: the result-store conformance suite on PostgreSQL, SQLite
+and MariaDB, and the table's rows."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ class TestSqliteResultStore(ResultStoreConformance):
     @pytest.fixture
     def make_store(self, sqlite_engine: sa.Engine) -> StoreFactory:
         return lambda: SqlResultStore(sqlite_engine)
+
+
+class TestMariaDBResultStore(ResultStoreConformance):
+    short_ttl = 0.2
+    expiry_slack = 0.5
+
+    @pytest.fixture
+    def make_store(self, mariadb_engine: sa.Engine) -> StoreFactory:
+        return lambda: SqlResultStore(mariadb_engine)
 
 
 def test_the_transport_keeps_results_in_the_results_table(sqlite_engine: sa.Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from eventforge import connect
 from eventforge.errors import UnsupportedCapabilityError
 from eventforge.message import Message
 from eventforge.testing.waiting import wait_until
+from eventforge.transport import NOT_BEFORE_HEADER
 from eventforge.workqueue import RetryPolicy, WorkQueue
 from eventforge_sql import (
     SCHEMA_VERSION,
@@ -116,6 +118,38 @@ def test_put_of_a_stored_message_id_adds_nothing(
     assert backend.stats()["pending"] == 2
 
 
+def test_put_many_stores_a_batch_in_order_once_per_id_with_exact_values(
+    engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    """A batch (one statement on PostgreSQL) keeps its order, skips ids stored before or
+    repeated within it, and stores text and due times exactly; a value too long for its
+    column is refused, not truncated."""
+    name = unique("batch")
+    backend = SqlWorkQueueBackend(engine, name)
+    first = Message(name, "first", id="évt-0")
+    backend.put(first)
+    batch = [Message(name, {"n": n, "text": "naïve 🚀"}, id=f"évt-{n}") for n in range(1, 40)]
+    due = time.time() - 0.123456789  # due already, with every digit of a double
+    delayed = Message(name, "due", {NOT_BEFORE_HEADER: due}, id="due")
+    shouted = Message(name, "DUE", id="DUE")  # another id: ids are compared case-sensitively
+    backend.put_many([first, *batch[:20], batch[3], delayed, shouted, *batch[20:]])
+    t = backend.table
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(t.c.message_id, t.c.available_at).where(t.c.queue == name).order_by(t.c.id)
+        ).all()
+    order = ["évt-0", *(m.id for m in batch[:20]), "due", "DUE", *(m.id for m in batch[20:])]
+    assert [row[0] for row in stored] == order
+    assert dict(stored)["due"] == due
+    delivered = backend.fetch(100, timeout=5)
+    assert [d.message.id for d in delivered] == order
+    assert delivered[1].message.payload == {"n": 1, "text": "naïve 🚀"}
+    if engine.dialect.name != "sqlite":  # SQLite does not enforce VARCHAR lengths
+        with pytest.raises(sa.exc.DBAPIError):
+            backend.put_many([Message(name, 1, id="x" * 300), Message(name, 2)])
+    backend.close()
+
+
 def test_connect_by_url_gives_a_durable_work_queue(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     transport = connect(url, lease=5)
@@ -126,8 +160,9 @@ def test_connect_by_url_gives_a_durable_work_queue(tmp_path: Path) -> None:
         message_id = queue.put({"order": 1})
     finally:
         transport.close()
-    again = connect(url)  # another process would see the same: the item is in the file
+    again = connect(f"{url}?lease=7&poll_interval=0.02")  # the options may be in the URL too
     try:
+        assert (again.lease, again.poll_interval) == (7.0, 0.02)  # type: ignore[attr-defined]
         delivery = WorkQueue("orders", transport=again).get(timeout=5)
         assert delivery is not None
         assert delivery.message.id == message_id

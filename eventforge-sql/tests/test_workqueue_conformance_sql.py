@@ -1,4 +1,4 @@
-"""The work-queue conformance suite over the SQL backend, on PostgreSQL and on SQLite."""
+"""The work-queue conformance suite over the SQL backend, on PostgreSQL, SQLite and MariaDB."""
 
 from __future__ import annotations
 
@@ -29,5 +29,18 @@ class TestSqliteWorkQueueConformance(WorkQueueConformance):
     def make_backend(self, sqlite_engine: sa.Engine) -> BackendFactory:
         def make(name: str, retry: RetryPolicy) -> WorkQueueBackend:
             return SqlWorkQueueBackend(sqlite_engine, name, retry, lease=LEASE)
+
+        return make
+
+
+class TestMariaDBWorkQueueConformance(WorkQueueConformance):
+    """MariaDB has no UPDATE ... RETURNING: the claim selects, updates and reads back."""
+
+    visibility_timeout = LEASE
+
+    @pytest.fixture
+    def make_backend(self, mariadb_engine: sa.Engine) -> BackendFactory:
+        def make(name: str, retry: RetryPolicy) -> WorkQueueBackend:
+            return SqlWorkQueueBackend(mariadb_engine, name, retry, lease=LEASE)
 
         return make

@@ -10,6 +10,7 @@ is conditional on the lease owner, so a worker whose lease ran out changes nothi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql import Executable
 
 from .schema import CLAIMABLE
@@ -100,6 +102,7 @@ class Claims:
         self.dialect = dialect
         self.one_statement = bool(dialect.update_returning)  # PostgreSQL, SQLite >= 3.35
         self.insert_ignore = insert_ignoring_duplicates(table, dialect)
+        self._json_inserts: dict[tuple[str, ...], Any] = {}
         t = table
         # Literal statuses (not bind parameters), so that the planner can match the claim to
         # the partial index on claimable rows.
@@ -165,17 +168,27 @@ class Claims:
         return claimed
 
     def dead_letter_expired(self, conn: Connection, max_attempts: int) -> int:
-        """Dead-letter rows whose lease expired on their last allowed delivery; count them."""
+        """Dead-letter rows whose lease expired on their last allowed delivery; count them.
+
+        The rows are picked with ``SKIP LOCKED`` first: a plain ``UPDATE ... WHERE`` would wait
+        for rows other workers hold (on InnoDB even for index entries it merely scans), and two
+        workers sweeping while holding their claims would deadlock.
+        """
         t = self.table
         now = time.time()
+        expired = and_(
+            self._due,
+            t.c.status == "processing",
+            t.c.available_at <= now,
+            t.c.attempt >= max_attempts,
+        )
+        pick = select(t.c.id).where(expired).with_for_update(skip_locked=True)
+        ids = list(conn.execute(pick).scalars())
+        if not ids:
+            return 0
         stmt = (
             update(t)
-            .where(
-                self._due,
-                t.c.status == "processing",
-                t.c.available_at <= now,
-                t.c.attempt >= max_attempts,
-            )
+            .where(self.id_in(ids), expired)
             .values(
                 status="dead_letter",
                 lease_owner=None,
@@ -292,9 +305,55 @@ class Claims:
         return counts, delayed
 
     def insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """Insert rows, skipping any whose (queue, message_id) is already stored."""
-        if rows:
-            conn.execute(self.insert_ignore, rows)
+        """Insert rows, skipping any whose (queue, message_id) is already stored.
+
+        On PostgreSQL several rows go in one statement that reads them from one JSON parameter,
+        ``INSERT ... SELECT ... FROM json_populate_recordset(...)`` (in the rows' order): an
+        ``executemany`` sends one INSERT per row, and a statement of ``unnest`` arrays spends
+        longer quoting each envelope into a text array than the INSERTs take.
+        """
+        if not rows:
+            return
+        if len(rows) > 1 and self.dialect.name == "postgresql":
+            columns = tuple(rows[0])
+            if all(row.keys() == rows[0].keys() for row in rows):
+                conn.execute(
+                    self._json_insert(conn, columns), {"rows": json.dumps(rows, ensure_ascii=False)}
+                )
+                return
+        conn.execute(self.insert_ignore, rows)
+
+    def commit_rows(self, engine: Engine, rows: list[dict[str, Any]]) -> None:
+        """Insert rows as :meth:`insert_rows` does and commit them.
+
+        On PostgreSQL the insert is one statement, atomic by itself, so it runs in autocommit:
+        no ``BEGIN`` and ``COMMIT`` round trips around it.
+        """
+        if not rows:
+            return
+        if self.dialect.name == "postgresql" and all(row.keys() == rows[0].keys() for row in rows):
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                self.insert_rows(conn, rows)
+            return
+        with engine.begin() as conn:
+            self.insert_rows(conn, rows)
+
+    def _json_insert(self, conn: Connection, columns: tuple[str, ...]) -> Any:
+        stmt = self._json_inserts.get(columns)
+        if stmt is None:
+            quote = conn.dialect.identifier_preparer
+            table = quote.format_table(self.table)
+            names = ", ".join(quote.quote(c) for c in columns)
+            # The table's row type gives each JSON field its column's type (a value too long
+            # for its column is refused, as by a plain INSERT).
+            stmt = text(
+                f"INSERT INTO {table} ({names}) SELECT {names} "
+                f"FROM json_populate_recordset(NULL::{table}, CAST(:rows AS json)) "
+                "WITH ORDINALITY AS rows ORDER BY rows.ordinality "
+                "ON CONFLICT (queue, message_id) DO NOTHING"
+            )
+            self._json_inserts[columns] = stmt
+        return stmt
 
 
 def by_owner(rows: Sequence[Claimed] | Sequence[tuple[int, str]]) -> dict[str, list[int]]:

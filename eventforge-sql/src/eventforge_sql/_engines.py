@@ -17,6 +17,9 @@ _SYNC_DRIVERS = {
     "aiomysql": "pymysql",
     "asyncmy": "pymysql",
 }
+# The driver a URL without one gets: SQLAlchemy's defaults (psycopg2, mysqlclient) are not
+# dependencies of eventforge-sql; the drivers of its extras are.
+_DEFAULT_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
 
 
 def configure_sqlite(engine: Engine, *, busy_timeout: float = 30.0) -> Engine:
@@ -41,14 +44,20 @@ def configure_sqlite(engine: Engine, *, busy_timeout: float = 30.0) -> Engine:
 
 
 def engine_from_url(url: str | sa.URL, **options: Any) -> Engine:
-    """``create_engine(url)`` with eventforge-sql's defaults: READ COMMITTED on MariaDB/MySQL,
-    and for SQLite files :func:`configure_sqlite`.
+    """``create_engine(url)`` with eventforge-sql's defaults: a URL naming no driver gets the
+    one of eventforge-sql's extras (``postgresql://`` -> ``postgresql+psycopg://``,
+    ``mysql://`` / ``mariadb://`` -> ``+pymysql``), READ COMMITTED on MariaDB/MySQL, and for
+    SQLite files :func:`configure_sqlite`.
 
     No pre-ping (it would cost a round trip per transaction): after a database restart the
     first statement on a stale pooled connection fails, SQLAlchemy then discards every pooled
     connection, and the workers' retry takes fresh ones.
     """
-    if sa.make_url(url).get_backend_name() in ("mysql", "mariadb"):
+    url = sa.make_url(url)
+    driver = _DEFAULT_DRIVERS.get(url.drivername)  # no "+driver" in the URL
+    if driver is not None:
+        url = url.set(drivername=f"{url.drivername}+{driver}")
+    if url.get_backend_name() in ("mysql", "mariadb"):
         # InnoDB's default REPEATABLE READ takes gap locks that make concurrent claims and
         # deletes deadlock; the claims need no more than READ COMMITTED.
         options.setdefault("isolation_level", "READ COMMITTED")

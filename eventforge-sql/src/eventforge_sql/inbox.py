@@ -118,8 +118,7 @@ class Inbox(InboxStatus):
         if conn is not None:
             self.claims.insert_rows(conn, rows)
             return
-        with self._sync().begin() as own:
-            self.claims.insert_rows(own, rows)
+        self.claims.commit_rows(self._sync(), rows)
 
     async def add_async(
         self, messages: Message | Iterable[Message], conn: AsyncConnection | None = None
@@ -142,8 +141,7 @@ class Inbox(InboxStatus):
         now = time.time()
         row = {**self._row(message, now), "status": "dead_letter", "error": reason}
         row["last_error_at"] = now
-        with self._sync().begin() as conn:
-            self.claims.insert_rows(conn, [row])
+        self.claims.commit_rows(self._sync(), [row])
 
     def ingest_from(self, source: Any, topic: str | None = None, **options: Any) -> Any:
         """Feed the inbox from ``source`` until the returned ingestion is stopped.

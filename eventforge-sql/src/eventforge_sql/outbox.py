@@ -28,8 +28,10 @@ from eventforge.wire import decode_envelope, encode_envelope
 from eventforge.workqueue import WorkQueue
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._claims import row_values
+from ._engines import sync_companion
 from .schema import DEFAULT_SCHEMA, Schema
 
 __all__ = ["Outbox", "Relay", "RelayThread"]
@@ -115,11 +117,16 @@ class Relay:
     ``to`` is a :class:`~eventforge.workqueue.WorkQueue` (stored with their ids, so a resent
     message is dropped as a duplicate), a transport (``send`` per message: pub/sub, whose
     delivery guarantee is the transport's) or a callable taking each batch's messages.
+
+    ``engine`` is a sync ``Engine`` or an ``AsyncEngine``: the relay's batches run on a worker
+    thread either way, so for an ``AsyncEngine`` it makes a companion engine on the same
+    database with the dialect's blocking driver (asyncpg -> psycopg, aiosqlite -> pysqlite,
+    aiomysql -> pymysql), which :meth:`close` disposes.
     """
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | AsyncEngine,
         to: Any,
         outbox: Outbox | None = None,
         *,
@@ -129,7 +136,10 @@ class Relay:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.engine = engine
+        self._companion = isinstance(engine, AsyncEngine)
+        if isinstance(engine, AsyncEngine):
+            engine = sync_companion(engine.sync_engine)
+        self.engine: Engine = engine
         self.outbox = outbox or Outbox()
         self.table = self.outbox.table
         self.sink = _sink(to)
@@ -192,6 +202,12 @@ class Relay:
             if not count:
                 return total
             total += count
+
+    def close(self) -> None:
+        """Dispose the companion engine made for an ``AsyncEngine`` (a given sync engine is the
+        application's and is left alone)."""
+        if self._companion:
+            self.engine.dispose()
 
     def start(self) -> RelayThread:
         """Relay on a background thread until :meth:`RelayThread.stop`."""

@@ -15,7 +15,9 @@ SCHEMES = (
     "postgresql",
     "postgresql+psycopg",
     "sqlite",
+    "mysql",
     "mysql+pymysql",
+    "mariadb",
     "mariadb+pymysql",
 )
 

@@ -15,7 +15,8 @@ available_at   when the row may next be claimed: its due time (``next_retry_at``
                while ``processing``, the expiry of its lease
 lease_owner    the claim that holds the row while ``processing`` (NULL otherwise)
 created_at     when the row was written
-processed_at   when it was handled (inbox) or sent (outbox)
+processed_at   when it was handled (inbox); queue and outbox rows are deleted instead, once
+               acked or sent
 error          the last error, or the dead-letter reason
 last_error_at  when that error happened
 event_type     the inbox's event type (EventFlow's ``event_type``), else NULL
@@ -38,6 +39,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -93,6 +95,16 @@ _RowId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements
 _Blob = LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb")  # BLOB holds only 64 KiB there
 
 
+# MariaDB/MySQL: every Unicode character (a server default of latin1 or utf8mb3 refuses some),
+# and keys compared byte for byte ('A' and 'a' are two message ids, task ids or claim keys).
+_TEXT: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+    "mariadb_charset": "utf8mb4",
+    "mariadb_collate": "utf8mb4_bin",
+}
+
+
 def _results_table(metadata: MetaData, name: str) -> Table:
     table = Table(
         name,
@@ -101,6 +113,7 @@ def _results_table(metadata: MetaData, name: str) -> Table:
         Column("data", _Blob, nullable=False),
         Column("final", Boolean, nullable=False),
         Column("expires_at", Double, nullable=False),
+        **_TEXT,
     )
     Index(f"ix_{name}_expires", table.c.expires_at)  # the purge of expired records
     return table
@@ -124,6 +137,7 @@ def _queue_table(metadata: MetaData, name: str) -> Table:
         Column("last_error_at", Double),
         Column("event_type", String(128)),
         UniqueConstraint("queue", "message_id", name=f"uq_{name}_message"),
+        **_TEXT,
     )
     # The claim walks one queue's claimable rows in id order and stops after a batch: a partial
     # index (PostgreSQL, SQLite) holds only those rows, so processed and dead rows cost nothing.
@@ -166,6 +180,7 @@ class Schema:
             self.metadata,
             Column("claim_key", String(255), primary_key=True),
             Column("held_until", Double, nullable=False),
+            **_TEXT,
         )
         Index(f"ix_{self.names.claims}_until", self.claims.c.held_until)
 

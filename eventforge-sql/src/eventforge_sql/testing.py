@@ -1,4 +1,6 @@
-"""A private PostgreSQL server for tests: ``initdb`` in a temporary directory, a free port.
+"""Private database servers for tests: PostgreSQL and MariaDB in temporary directories.
+
+**PostgreSQL**: ``initdb`` in a temporary directory, a free port.
 
 The binaries come from ``PATH`` or from Debian's ``/usr/lib/postgresql/<version>/bin``
 (``apt-get install postgresql``). PostgreSQL refuses to run as root, so when the tests run as
@@ -7,6 +9,11 @@ the user named by ``EVENTFORGE_PG_USER``. The server, its data and its unix sock
 temporary directory; :meth:`PostgresServer.kill` SIGKILLs the postmaster and every backend at
 once (like a crash of the machine) and :meth:`~PostgresServer.restart` starts it again on the
 same port and data, running crash recovery.
+
+**MariaDB** (:class:`MariaDBServer`): ``mariadb-install-db`` (or ``mysql_install_db``) into a
+temporary directory, then ``mariadbd`` (or ``mysqld``) on a free loopback port, from ``PATH`` or
+``/usr/sbin`` / ``/usr/bin`` (Debian's ``mariadb-server`` package; its own service is never
+used). It runs without grant tables (any user, no password), so it must stay on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from eventforge.testing.brokers import BrokerProcess, BrokerUnavailable, free_port
 
-__all__ = ["EffectLog", "PostgresServer", "find_pg_binary"]
+__all__ = ["EffectLog", "MariaDBServer", "PostgresServer", "find_mariadb_binary", "find_pg_binary"]
 
 
 def find_pg_binary(name: str) -> str | None:
@@ -183,6 +190,103 @@ class PostgresServer(BrokerProcess):
             except ProcessLookupError:
                 return
             time.sleep(0.05)
+
+
+def find_mariadb_binary(*names: str) -> str | None:
+    """The first of ``names`` found on PATH, then in ``/usr/sbin`` and ``/usr/bin``."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    for name in names:
+        for directory in ("/usr/sbin", "/usr/bin"):
+            candidate = os.path.join(directory, name)
+            if os.path.exists(candidate):
+                return candidate
+    return None
+
+
+class MariaDBServer(BrokerProcess):
+    """A private MariaDB on ``127.0.0.1:port`` with the database ``eventforge``.
+
+    :meth:`kill` SIGKILLs the server (InnoDB recovers at the next start), :meth:`restart`
+    starts it again on the same port and data.
+    """
+
+    binary_name = "mariadbd"
+    database = "eventforge"
+
+    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+        server = find_mariadb_binary("mariadbd", "mysqld")
+        install = find_mariadb_binary("mariadb-install-db", "mysql_install_db")
+        if server is None or install is None:
+            raise BrokerUnavailable(
+                "MariaDB's mariadbd / mariadb-install-db not found on PATH, /usr/sbin or "
+                "/usr/bin; install it (apt-get install mariadb-server)"
+            )
+        self.binary = server
+        self.install = install
+        self.port = port or free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="eventforge-mariadb-")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = os.path.join(self.data_dir, "server.log")
+        self.datadir = os.path.join(self.data_dir, "data")
+        # mariadbd refuses root unless told to run as root; elsewhere it runs as its caller.
+        self._user = ["--user=root"] if os.geteuid() == 0 else []
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL (PyMySQL driver) of the ``eventforge`` database."""
+        return f"mariadb+pymysql://root@127.0.0.1:{self.port}/{self.database}"
+
+    def _install(self) -> None:
+        if os.path.exists(os.path.join(self.datadir, "mysql")):
+            return
+        result = subprocess.run(
+            [self.install, "--no-defaults", f"--datadir={self.datadir}", *self._user,
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            capture_output=True,
+            cwd=self.data_dir,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise BrokerUnavailable(
+                f"{self.install} failed ({result.returncode}): "
+                f"{result.stderr.decode(errors='replace')[-2000:]}"
+            )
+
+    def command(self) -> list[str]:
+        return [
+            self.binary, "--no-defaults", f"--datadir={self.datadir}", *self._user,
+            f"--port={self.port}", "--bind-address=127.0.0.1",
+            f"--socket={os.path.join(self.data_dir, 'mariadb.sock')}",
+            f"--pid-file={os.path.join(self.data_dir, 'mariadb.pid')}",
+            "--skip-grant-tables", "--skip-log-bin", "--skip-performance-schema",
+            "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+            "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
+            "--max-connections=200",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> MariaDBServer:
+        """Install the data directory once, then start the server and wait until it answers."""
+        self._install()
+        super().start(timeout)
+        return self
+
+    def ready(self) -> bool:
+        server = sa.create_engine(
+            f"mariadb+pymysql://root@127.0.0.1:{self.port}/",
+            poolclass=sa.pool.NullPool,
+            connect_args={"connect_timeout": 2},
+        )
+        try:
+            with server.connect() as conn:
+                conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {self.database}"))
+        except sa.exc.DBAPIError:
+            return False
+        finally:
+            server.dispose()
+        return True
 
 
 class EffectLog:

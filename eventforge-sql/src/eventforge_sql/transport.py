@@ -26,7 +26,7 @@ from eventforge.transport import (
     Transport,
     WorkQueueBackend,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from ._engines import engine_from_url
 from ._key_claims import KeyClaims
@@ -43,6 +43,7 @@ _NO_PUBSUB = (
     "PostgreSQL or a broker transport (redis, nats, tcp), and to publish from a database "
     "transaction use eventforge_sql.Outbox"
 )
+_URL_OPTIONS = ("lease", "poll_interval", "create", "channel")
 _PUBSUB = frozenset(
     {Capability.WILDCARDS, Capability.HEADERS, Capability.ORDERED, Capability.CROSS_PROCESS}
 )
@@ -90,7 +91,15 @@ class SqlTransport(Transport):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SqlTransport:
         """A transport on a new engine for the SQLAlchemy ``url``; options as the constructor
-        (``lease``, ``poll_interval``, ``create``), the rest go to ``create_engine``."""
+        (``lease``, ``poll_interval``, ``create``, ``channel``), the rest go to
+        ``create_engine``. ``lease``, ``poll_interval``, ``create`` and ``channel`` may also be
+        in the URL's query (``?lease=30``), which keyword options override; the rest of the
+        query is the driver's."""
+        parsed = make_url(url)
+        in_query = {k: parsed.query[k] for k in _URL_OPTIONS if k in parsed.query}
+        parsed = parsed.difference_update_query(list(in_query))
+        for key, value in in_query.items():
+            options.setdefault(key, value if isinstance(value, str) else value[-1])
         own = {
             k: options.pop(k)
             for k in ("lease", "poll_interval", "create", "schema", "channel")
@@ -99,7 +108,9 @@ class SqlTransport(Transport):
         for key in ("lease", "poll_interval"):
             if key in own:
                 own[key] = float(own[key])
-        return cls(engine_from_url(url, **options), own_engine=True, **own)
+        if isinstance(own.get("create"), str):
+            own["create"] = own["create"].lower() not in ("0", "false", "no", "off")
+        return cls(engine_from_url(parsed, **options), own_engine=True, **own)
 
     def work_queue_backend(self, name: str, policy: RetryPolicy) -> WorkQueueBackend:
         if self._closed:

@@ -92,8 +92,7 @@ class SqlWorkQueueBackend(WorkQueueBackend):
             row_values(self.name, m.id, encode_envelope(m).decode("utf-8"), now, due=_due(m))
             for m in messages
         ]
-        with self.engine.begin() as conn:
-            self.claims.insert_rows(conn, rows)
+        self.claims.commit_rows(self.engine, rows)
 
     # -- consuming --------------------------------------------------------------------------
 
