@@ -176,3 +176,29 @@ def test_schedules_are_refused_at_start_for_want_of_claims(make_amqp: Make) -> N
     assert not svc.running
     with pytest.raises(UnsupportedCapabilityError, match="cannot claim a key"):
         transport.claim("schedule.amqp-ticker.tick.0", 60)
+
+
+@pytest.mark.broker
+def test_subscription_status_reports_the_depth_of_the_subscriptions_queue(
+    make_amqp: Callable[..., AmqpTransport], rabbit_server: RabbitServer
+) -> None:
+    """The backlog a service's health shows for an AMQP subscription is the depth the broker
+    reports for its queue (a passive declare on a channel of its own): 0 for a live idle
+    subscription, the ready count for a queue holding messages, and ``None`` (not an error,
+    not a broken transport) for a queue that is gone."""
+    transport = make_amqp()
+    got = Collector()
+    topic = f"depth.{os.urandom(3).hex()}"
+    sub_id = transport.subscribe(topic, got)
+    assert transport.subscription_status(sub_id).backlog == 0
+    parked = f"parked-{os.urandom(3).hex()}"
+    with raw_channel(rabbit_server.port) as channel:
+        channel.queue_declare(parked)
+        for n in range(7):
+            channel.basic_publish("", parked, str(n).encode())
+    depth = transport._subs._depth  # type: ignore[attr-defined]
+    assert wait_until(lambda: depth(parked) == 7, 10)
+    assert depth(f"missing-{os.urandom(3).hex()}") is None
+    transport.send(Message(topic, 1))  # the transport still works
+    assert got.wait_for(lambda c: len(c.payloads()) >= 1, 10)
+    assert transport.subscription_status(sub_id).present

@@ -262,7 +262,8 @@ class Subscriptions:
         self.resubscribes.bump()
 
     def status(self, subscription_id: str) -> SubscriptionStatus:
-        """Whether the broker still feeds the subscription's queue to its consumer.
+        """Whether the broker still feeds the subscription's queue to its consumer, and the
+        messages ready in that queue (its depth: ``backlog``).
 
         The broker cancels a consumer whose queue was deleted (``basic.cancel``); the
         subscription then counts one loss (``lost``) while it is declared and consumed again.
@@ -274,13 +275,34 @@ class Subscriptions:
             )
         tag = sub.consumer_tag
         if sub.restoring or (tag is not None and self._by_tag.get(tag) is sub):
-            return SubscriptionStatus(True, lost=sub.cancels)
+            return SubscriptionStatus(True, lost=sub.cancels, backlog=self._depth(sub.queue))
         return SubscriptionStatus(
             False,
             f"queue {sub.queue!r} of {sub.pattern!r} has no consumer on the broker: it was "
             "cancelled and consuming it again failed",
             lost=sub.cancels,
         )
+
+    def _depth(self, queue: str) -> int | None:
+        """The messages ready in ``queue`` (a passive declare on a channel of its own, so that
+        a missing queue closes only that channel); ``None`` when the broker cannot tell now or
+        when called on the link's loop, where waiting is not allowed."""
+        if self._link.bg.in_loop_thread():
+            return None
+        try:
+            return self._link.run(self._declare_passive(queue), timeout=5)
+        except Exception:
+            return None
+
+    async def _declare_passive(self, queue: str) -> int:
+        conn = await self._link.connection(5)
+        channel = await conn.channel()
+        try:
+            declared = await channel.queue_declare(queue, passive=True)
+            return int(declared.message_count or 0)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     # -- tearing down ------------------------------------------------------------------------
 
