@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -14,7 +15,9 @@ from typing import Any
 import pytest
 from eventforge.message import Message
 from eventforge.service import HealthServer, Service
+from eventforge.service.health import Tracker
 from eventforge.service.http import render_page
+from eventforge.service.run import status_table
 from eventforge.testing import wait_until
 
 
@@ -190,6 +193,32 @@ def test_the_status_page_escapes_what_it_shows() -> None:
     assert "&lt;script&gt;" in page
     assert "a&amp;b" in page
     assert "&lt;svc&gt;" in page
+
+
+def test_each_subscription_reports_its_delivery_rate_on_the_health_and_the_page() -> None:
+    tracker = Tracker("on_order", "subscription", "orders.*")
+    tracker.sample(100.0)
+    for _ in range(30):
+        tracker.delivered_now()
+    tracker.sample(100.5)  # under the window: no rate yet
+    assert tracker.rate == 0.0
+    tracker.sample(102.0)  # 30 deliveries over 2 s
+    assert tracker.rate == 15.0
+    tracker.sample(103.0)  # none since: the rate falls to 0
+    assert tracker.rate == 0.0
+    live = Tracker("on_order", "subscription", "orders.*")
+    live.sample(time.time() - 2.0)
+    for _ in range(10):
+        live.delivered_now()
+    snapshot = live.snapshot(idle_after=60, link_up=True)  # samples now: 10 over 2 s and a bit
+    assert 4.0 <= snapshot["rate"] <= 5.0
+    shown = f"{snapshot['rate']:.1f}"
+    page = render_page({"service": "s", "status": "ready", "subscriptions": [snapshot]})
+    assert "<th>per second</th>" in page
+    assert f"<td>{shown}</td>" in page
+    table = status_table({"service": "s", "status": "ready", "subscriptions": [snapshot]})
+    assert "PER S" in table
+    assert f" {shown} " in table
 
 
 def test_a_port_in_use_is_refused_with_what_to_do() -> None:

@@ -36,6 +36,8 @@ from eventforge.transport import Counter
 
 HISTORY = 10
 """How many recorded state changes a subscription keeps for ``/health``."""
+RATE_WINDOW = 1.0
+"""Seconds a delivery rate is measured over, at least (between two samples)."""
 
 __all__ = ["HealthState", "Tracker", "health_report", "link_state"]
 
@@ -102,6 +104,8 @@ class Tracker:
     _state: HealthState = HealthState.STARTING
     _last: HealthState = HealthState.STARTING
     _sampled: int = 0
+    _rate: float = 0.0
+    _mark: tuple[float, int] | None = None
     _changed: float = field(default_factory=time.time)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -119,6 +123,17 @@ class Tracker:
         if count != self._sampled:
             self._sampled = count
             self.last_delivery = now
+        mark = self._mark
+        if mark is None or now < mark[0]:
+            self._mark = (now, count)
+        elif now - mark[0] >= RATE_WINDOW:
+            self._rate = (count - mark[1]) / (now - mark[0])
+            self._mark = (now, count)
+
+    @property
+    def rate(self) -> float:
+        """Deliveries per second between the last two samples at least ``RATE_WINDOW`` apart."""
+        return self._rate
 
     def failed_now(self, exc: BaseException) -> None:
         """Record one handler failure."""
@@ -189,6 +204,7 @@ class Tracker:
             "since": self._changed,
             "last_delivery": self.last_delivery,
             "delivered": self.delivered.value,
+            "rate": round(self._rate, 3),
             "errors": self.errors.value,
             "resubscribed": self.resubscribed.value,
             "stalls": self.stalls.value,
