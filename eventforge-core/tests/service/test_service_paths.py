@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventforge.rpc import RPCClient
 from eventforge.service import HealthServer, Service
 from eventforge.testing import wait_until
 from eventforge.testing.brokers import RedisServer
@@ -95,6 +96,30 @@ def test_a_user_subscription_unsubscribed_behind_the_services_back_is_stalled_th
         assert "unsubscribed behind the service's back" in str(subscription(svc)["last_error"])
         svc.queue.publish("orders.new", 7)
         assert wait_until(lambda: got == [7])
+
+
+def test_an_rpc_servers_subscription_removed_behind_the_services_back_is_stalled_then_served() -> (
+    None
+):
+    svc = Service("lost-rpc", **FAST)  # type: ignore[arg-type]
+    svc.rpc("double")(lambda x: 2 * x)
+    with svc, HealthServer(svc.health) as server:
+        assert wait_until(lambda: subscription(svc)["probes"]["seen"] >= 1)
+        client = RPCClient(svc.queue, "lost-rpc", timeout=10)
+        assert client.double(2) == 4
+        [entry] = svc._rpc.values()
+        assert entry.server is not None
+        handler_id = entry.server.handler_id
+        assert handler_id is not None
+        watch = Watch(svc, server.url)
+        assert svc.queue.unsubscribe(handler_id)
+        assert wait_until(lambda: 503 in watch.codes, 10)
+        assert wait_until(lambda: watch.codes[-1:] == [200], 10)
+        watch.stop("memory: RPC server's subscription unsubscribed")
+        rpc = subscription(svc)
+        assert (rpc["kind"], rpc["resubscribed"]) == ("rpc", 1)
+        assert "unsubscribed behind the service's back" in str(rpc["last_error"])
+        assert client.double(5) == 10
 
 
 def test_a_stuck_threaded_handler_shows_its_backlog_is_stalled_and_back_once_it_moves() -> None:

@@ -258,6 +258,13 @@ class RPCServer:
         return True if runner is None else runner.wait_idle(timeout)
 
     @property
+    def handler_id(self) -> str | None:
+        """The id of the queue subscription that serves calls (``None`` while stopped): what
+        :meth:`MessageQueue.subscription_status <eventforge.queue.MessageQueue.subscription_status>`
+        takes to check that path."""
+        return self._handler_id
+
+    @property
     def serving(self) -> bool:
         """Whether the server is answering calls."""
         return self._handler_id is not None

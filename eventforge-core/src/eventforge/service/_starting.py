@@ -58,6 +58,10 @@ def _current_id(sub: _Subscriber) -> Callable[[], str | None]:
     return lambda: sub.handler_id
 
 
+def _server_id(entry: _RPCService) -> Callable[[], str | None]:
+    return lambda: None if entry.server is None else entry.server.handler_id
+
+
 def resubscribe(queue: MessageQueue, sub: _Subscriber) -> None:
     """Drop and make again one subscription (the probe judged it stalled)."""
     if sub.handler_id is not None:
@@ -157,7 +161,8 @@ def start_probes(
         sub.tracker.backlog = functools.partial(backlog_of, prober.queue, _current_id(sub), path)
     for entry in entries:
         if entry.tracker is not None:
-            prober.add(entry.tracker, {}, functools.partial(reserve, prober.queue, entry))
+            path = PathCheck(prober.queue, _server_id(entry), stuck_after=prober.timeout)
+            prober.add(entry.tracker, {}, functools.partial(reserve, prober.queue, entry), path)
     for item in consumers:
         prober.add_check(
             item.tracker,
