@@ -22,42 +22,19 @@ from typing import Any
 
 from eventforge.errors import EventforgeError, TransportClosedError
 from eventforge.message import Message
-from eventforge.topics import topic_matches
-from eventforge.transport import Callback, Counter, is_nonblocking
+from eventforge.transport import Counter
+from eventforge.transports.local._cursor import Attachment, LogReader, Taken
 from eventforge.transports.local._hub import Hub
-from eventforge.transports.local._publish import shown
-from eventforge.transports.local._store import GARBAGE, LocalStoreError, Store, describe
+from eventforge.transports.local._publish import DropLog, shown
+from eventforge.transports.local._store import GARBAGE, LocalStoreError, Store
 from eventforge.wire import WireCodec
 
-__all__ = ["Attachment", "Reader"]
+__all__ = ["Reader"]
 
 log = logging.getLogger("eventforge.transports.local")
 
 BATCH = 256
 _FLUSH_INTERVAL = 0.25
-
-Taken = list[tuple[int, Message | None]]
-
-
-class Attachment:
-    """One local consumer of a subscription: its callback and how it takes messages."""
-
-    __slots__ = ("busy", "callback", "closed", "consumer", "cursor", "inline", "leased", "log",
-                 "pattern", "sub")  # fmt: skip
-
-    def __init__(
-        self, consumer: str, sub: str, callback: Callback, pattern: str, cursor: int | None
-    ) -> None:
-        self.consumer = consumer
-        self.sub = sub
-        self.callback = callback
-        self.pattern = pattern
-        self.log = cursor is not None  # unnamed: reads the message log from its cursor on
-        self.cursor = cursor or 0
-        self.leased = not self.log  # shared or named: removed after the callback returned
-        self.inline = is_nonblocking(callback)
-        self.busy = False
-        self.closed = False
 
 
 class Reader:
@@ -70,6 +47,7 @@ class Reader:
         codec: WireCodec,
         settings: dict[str, Any],
         sweep: Callable[[], None],
+        drops: DropLog,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -82,9 +60,7 @@ class Reader:
         self.delivered = Counter()
         self.callback_errors = Counter()
         self.decode_errors = Counter()
-        self.skipped = Counter()
-        self._gc_mark = 0
-        self._dirty = False
+        self.cursors = LogReader(store, self._decode, drops)
         self._handoff: queue.SimpleQueue[Attachment | None] = queue.SimpleQueue()
         self._pending: dict[str, Taken] = {}
         self._threads = [
@@ -149,66 +125,14 @@ class Reader:
             self._remove(conn, sub, [(s,) for s in seqs])
 
     def read_log(self, att: Attachment, limit: int, *, first: bool = False) -> tuple[Taken, int]:
-        """The messages after ``att``'s cursor that match its pattern; moves the cursor.
+        """The messages after an unnamed subscription's cursor (see :class:`LogReader`)."""
+        return self.cursors.read(att, limit, first=first)
 
-        A plain read (no write lock): unnamed subscriptions take nothing away from anyone.
-        Returns the matching messages and how many rows were read. With ``first``, only the
-        first match is taken and the cursor stops there.
-        """
-        conn = self._store.connection()
-        try:
-            if "*" in att.pattern:
-                rows = conn.execute(
-                    "SELECT seq, topic, body FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (att.cursor, limit),
-                ).fetchall()
-                matches = [r for r in rows if topic_matches(att.pattern, r[1])]
-            else:
-                rows = conn.execute(
-                    "SELECT seq, topic, body FROM messages WHERE seq > ? AND topic = ? "
-                    "ORDER BY seq LIMIT ?",
-                    (att.cursor, att.pattern, limit),
-                ).fetchall()
-                matches = rows
-        except sqlite3.Error as exc:
-            raise describe(exc, self._store.directory) from exc
-        if first and matches:
-            matches = matches[:1]
-            att.cursor = matches[0][0]
-        elif rows:
-            att.cursor = rows[-1][0]
-        self._dirty = self._dirty or bool(rows)
-        return [(seq, self._decode(att.sub, seq, body)) for seq, _, body in matches], len(rows)
-
-    def flush_cursors(self) -> None:
-        """Record how far each unnamed subscription has read, so that what every one of them
-        read past can be deleted; learn of messages skipped by the backlog bound."""
-        logs = [att for att in list(self.attachments.values()) if att.log and not att.closed]
-        self._dirty = False
-        if not logs:
-            return
-        with self._store.write() as conn:
-            for att in logs:
-                row = conn.execute(
-                    "UPDATE subs SET cursor = MAX(cursor, ?) WHERE id = ? RETURNING cursor",
-                    (att.cursor, att.sub),
-                ).fetchone()
-                if row is not None and row[0] > att.cursor:
-                    skipped = row[0] - att.cursor
-                    att.cursor = row[0]
-                    self.skipped.bump()
-                    log.warning(
-                        "unnamed subscription on %r fell more than max_messages behind; it "
-                        "skipped %d stored messages (of any topic)",
-                        att.pattern,
-                        skipped,
-                    )
-            low = min(att.cursor for att in logs)
-            conn.execute(
-                f"DELETE FROM messages WHERE seq > ? AND seq <= ? AND {GARBAGE}",
-                (self._gc_mark, low),
-            )
-            self._gc_mark = max(self._gc_mark, low)
+    def flush_cursors(self) -> bool:
+        """Record the cursors of this transport's unnamed subscriptions (see :class:`LogReader`)."""
+        return self.cursors.flush(
+            [att for att in list(self.attachments.values()) if att.log and not att.closed]
+        )
 
     def _decode(self, sub: str, seq: int, body: bytes) -> Message | None:
         try:
@@ -264,11 +188,16 @@ class Reader:
             found = 0
             try:
                 for att in list(self.attachments.values()):
-                    if not att.closed and not att.busy:
+                    if att.closed:
+                        continue
+                    if not att.busy:
                         found += self._drain(att)
+                    elif att.log and att.overflow == "drop_oldest":
+                        self.cursors.trim(att)  # its handler is busy: keep its backlog bounded
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + _FLUSH_INTERVAL
-                    self.flush_cursors()
+                    if self.flush_cursors():
+                        found += 1  # a cursor moved by the sweeper: read from there now
                 if self._hub.sweep_soon or time.monotonic() >= next_sweep:
                     self._hub.sweep_soon = False
                     next_sweep = time.monotonic() + self.settings["sweep_interval"]
@@ -282,7 +211,9 @@ class Reader:
                 break
             if not found:
                 # While a cursor is unrecorded the wait is short, so that it is recorded soon.
-                bell.wait(_FLUSH_INTERVAL if self._dirty else self.settings["check_interval"])
+                bell.wait(
+                    _FLUSH_INTERVAL if self.cursors.dirty else self.settings["check_interval"]
+                )
 
     def _deliver_loop(self) -> None:
         while True:

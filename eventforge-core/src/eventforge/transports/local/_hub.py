@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass, field
 
 from eventforge.topics import TopicIndex
-from eventforge.transports.local._bell import Doorbell
+from eventforge.transports.local._bell import Doorbell, parse_bell
+from eventforge.transports.local._panel import Slots, base_of
 from eventforge.transports.local._store import Store
 
 __all__ = ["Hub", "Route", "Routes"]
@@ -32,6 +33,19 @@ class Route:
     overflow: str
     bells: list[str] = field(default_factory=list)
     log: bool = False  # unnamed: reads the message log from its cursor, keeps no backlog
+    slot: int | None = None  # unnamed: where its owner's panel counts its backlog
+    counters: memoryview | None = None  # unnamed: its owner's panel words (set on first use)
+    base: int = 0  # unnamed: index of its slot's first word in ``counters``
+
+    def describe(self) -> str:
+        """How an error or a log line names this subscription."""
+        if self.sub.startswith("d:"):
+            return f"subscription {self.sub[2:]!r}"
+        if self.sub.startswith("g:"):
+            return f"group subscription {self.sub[2:].partition(':')[0]!r} on {self.pattern!r}"
+        owner = parse_bell(self.bells[0]) if self.bells else None
+        where = f" of process {owner[0]}" if owner else ""
+        return f"unnamed subscription {self.sub[2:]!r} on {self.pattern!r}{where}"
 
 
 @dataclass
@@ -58,6 +72,7 @@ class Hub:
         self.sweep_soon = False
         self._routes = Routes(-1, TopicIndex(), {})
         self._routes_lock = threading.Lock()
+        self.slots = Slots(bell.panel)
 
     def new_consumer(self) -> str:
         """A consumer id unique in the store: this transport's random tag and a number."""
@@ -88,10 +103,12 @@ class Hub:
             return routes
         index: TopicIndex[Route] = TopicIndex()
         by_sub: dict[str, Route] = {}
-        for sub, pattern, max_messages, max_bytes, overflow in conn.execute(
-            "SELECT id, pattern, max_messages, max_bytes, overflow FROM subs"
+        for sub, pattern, max_messages, max_bytes, overflow, slot in conn.execute(
+            "SELECT id, pattern, max_messages, max_bytes, overflow, slot FROM subs"
         ):
-            route = Route(sub, pattern, max_messages, max_bytes, overflow, [], sub[:2] == "u:")
+            route = Route(
+                sub, pattern, max_messages, max_bytes, overflow, [], sub[:2] == "u:", slot
+            )
             by_sub[sub] = route
             index.add(pattern, route)
         work: dict[str, list[str]] = {}
@@ -107,6 +124,20 @@ class Hub:
             if self._routes.version < version:
                 self._routes = routes
         return routes
+
+    def counters(self, route: Route) -> memoryview | None:
+        """The panel words that count ``route``'s backlog (an unnamed subscription with a
+        slot whose owner's panel is reachable); ``None`` otherwise."""
+        if route.counters is not None:
+            return route.counters
+        if route.slot is None or not route.bells:
+            return None
+        panel = self.bell.panel_of(route.bells[0])
+        if panel is None or not panel.reach(route.slot):
+            return None
+        route.base = base_of(route.slot)
+        route.counters = panel.words
+        return route.counters
 
     # -- waking ---------------------------------------------------------------------------
 
