@@ -9,6 +9,8 @@
 * ``idle <dir> <topic>``: make an unnamed subscription, print ``ready`` and wait.
 * ``stuck <dir> <topic> <max_messages> <overflow>``: make a bounded unnamed subscription,
   print ``sub <id>``; its handler prints the first message's payload and never returns.
+* ``watch <dir> <topic> <max_messages>``: make a bounded unnamed subscription, print
+  ``sub <id>``, then each payload it gets.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def main() -> None:
 
         sid = transport.subscribe(
             sys.argv[3], hold, max_messages=int(sys.argv[4]), overflow=sys.argv[5]
+        )
+        say(f"sub {sid}")
+        threading.Event().wait()
+    elif mode == "watch":
+        sid = transport.subscribe(
+            sys.argv[3], lambda m: say(m.payload), max_messages=int(sys.argv[4])
         )
         say(f"sub {sid}")
         threading.Event().wait()

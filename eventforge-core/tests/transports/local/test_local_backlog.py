@@ -8,6 +8,7 @@ what is published after it waits, up to the bound.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import subprocess
 import sys
@@ -19,7 +20,6 @@ from typing import Any
 import pytest
 from eventforge.message import Message
 from eventforge.testing import wait_until
-from eventforge.transport import nonblocking
 from eventforge.transports.local import BacklogFull, LocalTransport
 
 CHILD = str(Path(__file__).with_name("_local_child.py"))
@@ -37,6 +37,43 @@ def open_local(made: list[LocalTransport], path: Path, **options: object) -> Loc
     transport = LocalTransport(path, **options)
     made.append(transport)
     return transport
+
+
+class Child:
+    """A ``_local_child.py`` process whose stdout lines are read with a deadline."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, *args], stdout=subprocess.PIPE, text=True
+        )
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.strip())
+
+    def line(self) -> str:
+        return self._lines.get(timeout=20)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    made: list[Child] = []
+    yield made
+    for child in made:
+        child.kill()
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state ``T`` in ``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
 
 
 class Stuck:
@@ -172,62 +209,55 @@ def test_unnamed_backlog_bound_in_bytes(tmp_path: Path, opened: list[LocalTransp
     assert handler.got == [0, *(n * big for n in range(101 - kept, 101))]
 
 
-def test_unnamed_refuse_raises_in_the_publisher_naming_the_process(tmp_path: Path) -> None:
+def test_unnamed_refuse_raises_in_the_publisher_naming_the_process(
+    tmp_path: Path, children: list[Child]
+) -> None:
     # The subscriber is another process: its backlog is counted in its own panel, which the
     # publisher reads.
-    child = subprocess.Popen(
-        [sys.executable, CHILD, "stuck", str(tmp_path), "q", "2", "refuse"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        sid = child.stdout.readline().split()[1]
-        with LocalTransport(tmp_path) as publisher:
-            other: list[int] = []
-            publisher.subscribe("q", lambda m: other.append(m.payload))
-            assert publisher.send_counted(Message("q", 0)) == 2
-            assert child.stdout.readline().strip() == "0"  # taken; its handler never returns
-            publisher.send(Message("q", 1))
-            publisher.send(Message("q", 2))
-            with pytest.raises(BacklogFull) as refused:
-                publisher.send(Message("q", 3))
-            assert refused.value.subscription == sid
-            assert f"unnamed subscription {sid!r} on 'q' of process {child.pid}" in str(
-                refused.value
-            )
-            assert "holds 2 messages" in str(refused.value)
-            assert publisher.stats()["dropped"] == 1
-            assert unnamed(publisher, sid)["backlog"] == 2
-            # Refused for everyone: the other subscription never gets 3.
-            assert wait_until(lambda: len(other) == 3, timeout=10)
-            assert other == [0, 1, 2]
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
+    child = Child("stuck", str(tmp_path), "q", "2", "refuse")
+    children.append(child)
+    sid = child.line().split()[1]
+    with LocalTransport(tmp_path) as publisher:
+        other: list[int] = []
+        publisher.subscribe("q", lambda m: other.append(m.payload))
+        assert publisher.send_counted(Message("q", 0)) == 2
+        assert child.line() == "0"  # taken; its handler never returns
+        publisher.send(Message("q", 1))
+        publisher.send(Message("q", 2))
+        with pytest.raises(BacklogFull) as refused:
+            publisher.send(Message("q", 3))
+        assert refused.value.subscription == sid
+        pid = child.proc.pid
+        assert f"unnamed subscription {sid!r} on 'q' of process {pid}" in str(refused.value)
+        assert "holds 2 messages" in str(refused.value)
+        assert publisher.stats()["dropped"] == 1
+        assert unnamed(publisher, sid)["backlog"] == 2
+        # Refused for everyone: the other subscription never gets 3.
+        assert wait_until(lambda: len(other) == 3, timeout=10)
+        assert other == [0, 1, 2]
 
 
-def test_a_stalled_unnamed_reader_is_moved_up_to_its_bound_by_the_sweeper(
-    tmp_path: Path, opened: list[LocalTransport], caplog: pytest.LogCaptureFixture
+def test_a_stopped_subscriber_is_moved_up_to_its_bound_by_the_sweeper(
+    tmp_path: Path, children: list[Child]
 ) -> None:
-    # A callback marked nonblocking runs on the reader thread: blocking there stalls the
-    # reader itself, as a stopped process would, so only the sweeper can bound its backlog.
-    subscriber = open_local(opened, tmp_path, sweep_interval=3600)
-    publisher = open_local(opened, tmp_path, sweep_interval=3600)
-    handler = Stuck()
-    sid = subscriber.subscribe("q", nonblocking(handler), max_messages=5)
-    publisher.send(Message("q", 0))
-    assert handler.entered.wait(10)
-    for n in range(1, 21):
-        publisher.send(Message("q", n))
-    assert publisher.sweep()["lagging"] == 0  # first seen over its bound: given time
-    assert publisher.sweep()["lagging"] == 1  # still not moved: moved down to its bound
-    assert unnamed(publisher, sid)["dropped"] == 15
-    with caplog.at_level(logging.WARNING, logger="eventforge.transports.local"):
-        handler.release.set()
-        assert wait_until(lambda: len(handler.got) == 6, timeout=10)
-        assert wait_until(lambda: unnamed(publisher, sid)["backlog"] == 0, timeout=10)
-    assert handler.got == [0, 16, 17, 18, 19, 20]
-    assert "skipped its 15 oldest messages" in caplog.text
-    assert subscriber.stats()["lag_skips"] == 1
-    assert unnamed(publisher, sid)["dropped"] == 15  # counted once, by the sweeper
+    # While its process is stopped nobody takes its oldest messages away: the sweeper of
+    # another process does, once it has seen it not move for a whole sweep.
+    child = Child("watch", str(tmp_path), "q", "5")
+    children.append(child)
+    sid = child.line().split()[1]
+    with LocalTransport(tmp_path, sweep_interval=3600) as publisher:
+        publisher.send(Message("q", 0))
+        assert child.line() == "0"
+        child.proc.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: stopped(child.proc.pid), timeout=10)
+        for n in range(1, 21):
+            publisher.send(Message("q", n))
+        assert publisher.sweep()["lagging"] == 0  # first seen over its bound: given time
+        assert publisher.sweep()["lagging"] == 1  # still not moved: moved down to its bound
+        assert unnamed(publisher, sid)["dropped"] == 15
+        child.proc.send_signal(signal.SIGCONT)
+        assert [int(child.line()) for _ in range(5)] == [16, 17, 18, 19, 20]
+        # It counted its backlog afresh: nothing waits, nothing was dropped twice.
+        ok = wait_until(lambda: unnamed(publisher, sid)["backlog"] == 0, timeout=10)
+        assert ok, unnamed(publisher, sid)
+        assert unnamed(publisher, sid)["dropped"] == 15

@@ -15,6 +15,7 @@ from eventforge.errors import ConfigurationError, UnsupportedCapabilityError
 from eventforge.message import Message
 from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 from eventforge.testing import wait_until
+from eventforge.transport import nonblocking
 from eventforge.transports.local import LocalTransport, default_directory
 from eventforge.transports.memory import MemoryTransport
 
@@ -195,6 +196,28 @@ def test_subscriber_is_woken_by_the_doorbell(tmp_path: Path, opened: list[LocalT
     for n in range(5):
         sender.send(Message("ping", n))
         assert wait_until(lambda n=n: len(got) == n + 1, timeout=10)
+
+
+def test_a_blocking_handler_leaves_a_worker_for_nonblocking_callbacks(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    # The handler waits for a message that a nonblocking callback of the same transport
+    # receives: one worker runs the handler, the other delivers the message it waits for.
+    receiver = open_local(opened, tmp_path)
+    sender = open_local(opened, tmp_path)
+    entered, released, done = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(message: Message) -> None:
+        entered.set()
+        if released.wait(10):
+            done.set()
+
+    receiver.subscribe("slow", slow)
+    receiver.subscribe("release", nonblocking(lambda m: released.set()))
+    sender.send(Message("slow", 1))
+    assert entered.wait(10)
+    sender.send(Message("release", 1))
+    assert done.wait(10)
 
 
 def test_a_directory_too_deep_for_a_socket_address_still_wakes_subscribers(

@@ -28,10 +28,11 @@ import os
 import select
 import socket
 from pathlib import Path
+from typing import Any
 
 from eventforge.transports.local._panel import Panel
 
-__all__ = ["Doorbell", "ring"]
+__all__ = ["Doorbell", "Waiter"]
 
 _RING = b"\x01"
 _MAX_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
@@ -105,18 +106,9 @@ class Doorbell:
         """The socket file of the bell ``address`` (a name; a full path from older stores)."""
         return address if os.sep in address else str(self.bells / address)
 
-    def wait(self, timeout: float | None) -> bool:
-        """Block until rung or ``timeout``; drain every pending ring; tell whether rung."""
-        try:
-            readable, _, _ = select.select([self.sock.fileno(), self._wake_r], [], [], timeout)
-        except (OSError, ValueError):
-            return False
-        if not readable:
-            return False
-        with contextlib.suppress(OSError):
-            while self.sock.recv(64):
-                pass
-        return True
+    def waiter(self) -> Waiter:
+        """A wait on this bell for one thread (each worker thread has its own)."""
+        return Waiter(self.sock, self._wake_r)
 
     def arm(self) -> None:
         """Ask to be rung for the next message (then look at the store once more)."""
@@ -135,12 +127,12 @@ class Doorbell:
             self._panels[address] = panel
         return panel  # type: ignore[return-value]
 
-    def ring(self, address: str) -> bool:
-        """Ring the bell at ``address`` if it is armed; ``False`` when it is gone."""
+    def ring(self, address: str, *, force: bool = False) -> bool:
+        """Ring the bell at ``address`` if it is armed (or ``force``); ``False`` when it is gone."""
         panel = self.panel_of(address)
         if panel is not None:
             flag = panel.flag
-            if not flag[0]:
+            if not flag[0] and not force:
                 return True  # its owner is awake and will look at the store again
             flag[0] = 0
         try:
@@ -175,6 +167,46 @@ class Doorbell:
         self._close_dir()
 
 
-def ring(bell: Doorbell, addresses: list[str]) -> list[str]:
-    """Ring every address; return those that are gone."""
-    return [a for a in addresses if not bell.ring(a)]
+class Waiter:
+    """One thread's wait on a doorbell.
+
+    Where epoll offers exclusive wake-ups (Linux), a ring wakes *one* of the threads waiting on
+    the bell, so a transport's two worker threads can both wait without both waking for each
+    message; elsewhere every waiting thread wakes (and the one that finds nothing sleeps again).
+    """
+
+    def __init__(self, sock: socket.socket, wake: int) -> None:
+        self._sock = sock
+        self._fds = [sock.fileno(), wake]
+        self._poll: Any = None
+        exclusive = getattr(select, "EPOLLEXCLUSIVE", None)
+        if exclusive is not None and hasattr(select, "epoll"):
+            with contextlib.suppress(OSError):
+                poll = select.epoll()
+                try:
+                    poll.register(sock.fileno(), select.EPOLLIN | exclusive)
+                    poll.register(wake, select.EPOLLIN)  # close: wakes every thread
+                except OSError:
+                    poll.close()
+                    raise
+                self._poll = poll
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until rung or ``timeout``; drain every pending ring; tell whether rung."""
+        try:
+            if self._poll is not None:
+                ready = self._poll.poll(-1 if timeout is None else timeout)
+            else:
+                ready, _, _ = select.select(self._fds, [], [], timeout)
+        except (OSError, ValueError):
+            return False
+        if not ready:
+            return False
+        with contextlib.suppress(OSError):
+            while self._sock.recv(64):
+                pass
+        return True
+
+    def close(self) -> None:
+        if self._poll is not None:
+            self._poll.close()

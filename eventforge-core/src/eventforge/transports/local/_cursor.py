@@ -23,9 +23,11 @@ from eventforge.transports.local._panel import (
     PUT_B,
     PUT_N,
     SKIPS,
+    SWEPT,
     TAKEN_B,
     TAKEN_N,
     base_of,
+    over_bound,
 )
 from eventforge.transports.local._publish import DropLog, bounds
 from eventforge.transports.local._store import GARBAGE, Store, describe
@@ -42,8 +44,8 @@ class Attachment:
     """One local consumer of a subscription: its callback and how it takes messages."""
 
     __slots__ = ("base", "busy", "callback", "closed", "consumer", "cursor", "dropped", "exact",
-                 "inline", "leased", "limits", "lock", "log", "overflow", "pattern", "skips",
-                 "skips_seen", "slot", "sub", "words")  # fmt: skip
+                 "inline", "leased", "limits", "lock", "log", "overflow", "pattern", "shared",
+                 "skips", "skips_seen", "slot", "sub", "swept", "words")  # fmt: skip
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class Attachment:
         self.inline = is_nonblocking(callback)
         self.busy = False
         self.closed = False
+        self.shared = False  # a backlog with other listeners (as of the last claim)
         self.lock = threading.Lock()
         self.slot = slot
         self.base = base_of(slot) if slot is not None else 0
@@ -77,6 +80,7 @@ class Attachment:
         self.overflow = overflow
         self.skips: set[int] = set()
         self.skips_seen = 0
+        self.swept = 0  # the panel's SWEPT as of its last catch-up
         self.dropped = 0  # dropped by this reader and not yet recorded in the store
 
     def describe(self) -> str:
@@ -112,8 +116,14 @@ class LogReader:
                 if trims and not self._trim(conn, att):
                     return [], 0
                 matches, last, count = self._rows(conn, att, limit)
-                if att.words is not None and att.words[att.base + SKIPS] != att.skips_seen:
-                    self._load_skips(conn, att)
+                if att.words is not None:
+                    if att.words[att.base + SWEPT] != att.swept:
+                        # The sweeper moved it on (and deleted what it skipped) while this
+                        # read was on its way: dropped, not taken; flush() catches up.
+                        self.dirty = True
+                        return [], 0
+                    if att.words[att.base + SKIPS] != att.skips_seen:
+                        self._load_skips(conn, att)
             except sqlite3.Error as exc:
                 raise describe(exc, self._store.directory) from exc
             if att.skips:
@@ -194,6 +204,8 @@ class LogReader:
 
     def trim(self, att: Attachment) -> None:
         """Apply ``drop_oldest`` to ``att`` now (its handler may be busy with a batch)."""
+        if not over_bound(att.words, att.base, *att.limits):
+            return  # the common case, decided without the lock
         with att.lock:
             if att.closed or att.words is None or att.overflow != "drop_oldest":
                 return
@@ -205,7 +217,7 @@ class LogReader:
     def _trim(self, conn: sqlite3.Connection, att: Attachment) -> bool:
         """Move ``att``'s cursor past its oldest messages while its backlog is over a bound.
 
-        ``False`` when the sweeper moved its cursor (its process was stalled): nothing is read
+        ``False`` when the sweeper moved its cursor (its process was stopped): nothing is read
         until :meth:`flush` has caught up with it.
         """
         words, base = att.words, att.base
@@ -215,8 +227,7 @@ class LogReader:
         over_b = words[base + PUT_B] - words[base + TAKEN_B] - max_b if max_b is not None else 0
         if over_n <= 0 and over_b <= 0:
             return True
-        row = conn.execute("SELECT cursor FROM subs WHERE id = ?", (att.sub,)).fetchone()
-        if row is not None and row[0] > att.cursor:
+        if words[base + SWEPT] != att.swept:
             self.dirty = True
             return False
         dropped = dropped_bytes = 0
@@ -266,8 +277,10 @@ class LogReader:
                         (att.cursor, att.dropped, att.sub),
                     ).fetchone()
                     att.dropped = 0
-                    if row is not None and row[0] > att.cursor:
-                        self._resync(conn, att, row[0])
+                    swept = att.words[att.base + SWEPT] if att.words is not None else 0
+                    if row is not None and (row[0] > att.cursor or swept != att.swept):
+                        self._resync(conn, att, max(row[0], att.cursor))
+                        att.swept = swept
                         caught_up = True
                     if att.skips:
                         conn.execute(
@@ -283,8 +296,9 @@ class LogReader:
         return caught_up
 
     def _resync(self, conn: sqlite3.Connection, att: Attachment, cursor: int) -> None:
-        """The sweeper moved ``att``'s cursor while its process was stalled: take the new
-        position and count its backlog afresh (inside a write: no publisher runs meanwhile)."""
+        """The sweeper moved ``att``'s cursor while its process was stopped: take the new
+        position and count its backlog afresh (inside a write: no publisher or sweeper runs
+        meanwhile)."""
         att.cursor = cursor
         words, base = att.words, att.base
         self.skipped.bump()

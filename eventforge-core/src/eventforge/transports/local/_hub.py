@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from eventforge.topics import TopicIndex
@@ -36,6 +37,7 @@ class Route:
     slot: int | None = None  # unnamed: where its owner's panel counts its backlog
     counters: memoryview | None = None  # unnamed: its owner's panel words (set on first use)
     base: int = 0  # unnamed: index of its slot's first word in ``counters``
+    turn: Iterator[int] = field(default_factory=itertools.count)  # whose turn to be woken
 
     def describe(self) -> str:
         """How an error or a log line names this subscription."""
@@ -55,6 +57,7 @@ class Routes:
     version: int
     index: TopicIndex[Route]
     work_bells: dict[str, list[str]]
+    by_sub: dict[str, Route] = field(default_factory=dict)
 
 
 class Hub:
@@ -69,6 +72,7 @@ class Hub:
         self._ids = itertools.count(1)
         self.cond = threading.Condition()
         self.rings = 0
+        self.waiters = 0  # threads blocked in wait(): the workers keep the bell armed for them
         self.sweep_soon = False
         self._routes = Routes(-1, TopicIndex(), {})
         self._routes_lock = threading.Lock()
@@ -119,7 +123,7 @@ class Hub:
                     found.bells.append(bell)
             elif sub.startswith(WORK_PREFIX):
                 work.setdefault(sub[len(WORK_PREFIX) :], []).append(bell)
-        routes = Routes(version, index, work)
+        routes = Routes(version, index, work, by_sub)
         with self._routes_lock:
             if self._routes.version < version:
                 self._routes = routes
@@ -141,10 +145,24 @@ class Hub:
 
     # -- waking ---------------------------------------------------------------------------
 
-    def ring(self, addresses: list[str]) -> None:
-        """Ring the given doorbells; a bell that is gone asks for a sweep soon."""
+    def ring_one(self, addresses: list[str], start: int) -> None:
+        """Wake one idle listener of a shared backlog: the first armed bell from ``start`` on
+        (in turn, so wake-ups are spread); none when every listener is awake (each looks at
+        the store again before it sleeps)."""
+        count = len(addresses)
+        for step in range(count):
+            address = addresses[(start + step) % count]
+            panel = self.bell.panel_of(address)
+            if panel is None or panel.flag[0]:
+                if self.bell.ring(address):
+                    return
+                self.sweep_soon = True  # gone: wake another
+
+    def ring(self, addresses: list[str], *, force: bool = False) -> None:
+        """Ring the given doorbells (armed ones, or all with ``force``); a bell that is gone
+        asks for a sweep soon."""
         for address in addresses:
-            if not self.bell.ring(address):
+            if not self.bell.ring(address, force=force):
                 self.sweep_soon = True
 
     def rang(self) -> None:
@@ -158,7 +176,15 @@ class Hub:
             return self.rings
 
     def wait(self, generation: int, timeout: float | None) -> None:
-        """Block until a ring after ``generation`` or ``timeout``."""
+        """Block until a ring after ``generation`` or ``timeout``.
+
+        Callers arm the bell, then look at the store, then wait here (a message committed
+        after the arming rings the bell, which wakes a worker, which calls :meth:`rang`).
+        """
         with self.cond:
             if self.rings == generation:
-                self.cond.wait(timeout)
+                self.waiters += 1
+                try:
+                    self.cond.wait(timeout)
+                finally:
+                    self.waiters -= 1

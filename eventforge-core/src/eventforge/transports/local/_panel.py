@@ -12,7 +12,9 @@ that each have a single writer, so no lock is needed between processes:
 
 Its backlog is the difference, exact and readable in O(1) by any publisher. ``SKIPS`` counts
 the messages a publisher skipped for it (``drop_newest``), so that its reader knows when to
-look them up; ``CURSOR`` is its reader's live position (read by the sweeper).
+look them up; ``CURSOR`` is its reader's live position (read by the sweeper); ``SWEPT`` counts
+the times a sweeper moved it on while its process was stopped (written under the write lock),
+so that its reader never takes a read made across such a move for its own.
 
 Each field is an aligned 8-byte word read and written whole (a ``memoryview`` cast to ``Q``).
 """
@@ -23,17 +25,41 @@ import contextlib
 import mmap
 import os
 
-__all__ = ["CURSOR", "PUT_B", "PUT_N", "SKIPS", "TAKEN_B", "TAKEN_N", "Panel", "Slots"]
+__all__ = [
+    "CURSOR",
+    "PUT_B",
+    "PUT_N",
+    "SKIPS",
+    "SWEPT",
+    "TAKEN_B",
+    "TAKEN_N",
+    "Panel",
+    "Slots",
+    "over_bound",
+]
 
 PAGE = 4096
 _HEAD = 64  # the armed byte, padded: slots start at byte 64
 _SLOT = 64  # bytes per slot: 8 words
-PUT_N, PUT_B, TAKEN_N, TAKEN_B, SKIPS, CURSOR = range(6)
+PUT_N, PUT_B, TAKEN_N, TAKEN_B, SKIPS, CURSOR, SWEPT = range(7)
 
 
 def base_of(slot: int) -> int:
     """Index of the first word of ``slot`` in a panel's words."""
     return (_HEAD + slot * _SLOT) // 8
+
+
+def over_bound(
+    words: memoryview | None, base: int, max_n: int | None, max_b: int | None, extra: int = 0
+) -> bool:
+    """Whether the backlog counted at ``words[base:]`` is over its bounds (after ``extra``
+    more bytes and, when ``extra``, one more message)."""
+    if words is None:
+        return False
+    more = 1 if extra else 0
+    if max_n is not None and words[base + PUT_N] - words[base + TAKEN_N] + more > max_n:
+        return True
+    return max_b is not None and words[base + PUT_B] - words[base + TAKEN_B] + extra > max_b
 
 
 class Panel:

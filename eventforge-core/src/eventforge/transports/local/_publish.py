@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
+from fcntl import LOCK_EX, LOCK_UN, flock
 
 from eventforge.errors import EventforgeError
 from eventforge.message import Message
 from eventforge.topics import validate_topic
 from eventforge.transport import Counter
 from eventforge.transports.local._hub import Hub, Route
-from eventforge.transports.local._panel import PUT_B, PUT_N, SKIPS, TAKEN_B, TAKEN_N
-from eventforge.transports.local._store import GARBAGE, INSERT_MESSAGE, Store
+from eventforge.transports.local._panel import PUT_B, PUT_N, SKIPS, TAKEN_B, TAKEN_N, over_bound
+from eventforge.transports.local._store import GARBAGE, INSERT_MESSAGE, Store, describe
 from eventforge.wire import WireCodec
 
 __all__ = ["BacklogFull", "DropLog", "Publisher", "shown"]
@@ -89,47 +92,124 @@ class Publisher:
         self.sent = Counter()
         self.unroutable = Counter()
         self.dropped = Counter()
+        self._topics: set[str] = set()  # topics known to be valid
 
     def publish(self, message: Message) -> int:
         """Store ``message``; return how many subscriptions stored it."""
-        validate_topic(message.topic)
+        topic = message.topic
+        if topic not in self._topics:
+            validate_topic(topic)
+            if len(self._topics) < 4096:
+                self._topics.add(topic)
         body = self._codec.encode(message)
+        conn, lock = self._store.handles()
+        flock(lock, LOCK_EX)
+        try:
+            targets = self._hub.routes(conn).index.match(topic)
+            if not targets:
+                took: Sequence[Route] = ()
+            elif self._fast(targets, len(body)):
+                took = self._append(conn, topic, body, targets)
+            else:
+                took = self._transact(conn, topic, body, targets)
+        finally:
+            flock(lock, LOCK_UN)
+        self.sent.bump()
+        if not targets:
+            self.unroutable.bump()
+        elif took:
+            # An unnamed drop_oldest subscription over its bound is rung even if its worker is
+            # not waiting for a ring (its handler is busy): the other worker trims it.
+            force = False
+            for route in took:
+                if route.log and route.overflow == "drop_oldest":
+                    limits = route.max_messages, route.max_bytes
+                    force = force or over_bound(route.counters, route.base, *limits)
+            bells: list[str] = []
+            for route in took:
+                if route.log or len(route.bells) < 2:
+                    bells.extend(route.bells)
+                else:  # listeners competing for one backlog: one idle one is enough
+                    self._hub.ring_one(route.bells, next(route.turn))
+            if bells:
+                self._hub.ring(bells if len(bells) < 2 else list(dict.fromkeys(bells)), force=force)
+        return len(took)
+
+    def _fast(self, targets: Sequence[Route], size: int) -> bool:
+        """Whether only unnamed subscriptions take the message, all within their bounds
+        (then one statement stores it: no backlog rows, nothing to drop or refuse)."""
+        counters = self._hub.counters
+        for route in targets:
+            if not route.log:
+                return False
+            words = route.counters if route.counters is not None else counters(route)
+            if words is None or route.overflow == "drop_oldest":
+                continue
+            base = route.base
+            if not _fits(
+                route,
+                words[base + PUT_N] - words[base + TAKEN_N] + 1,
+                words[base + PUT_B] - words[base + TAKEN_B] + size,
+            ):
+                return False
+        return True
+
+    def _append(
+        self, conn: sqlite3.Connection, topic: str, body: bytes, targets: Sequence[Route]
+    ) -> Sequence[Route]:
+        """Store a message that only unnamed subscriptions take: one autocommit statement.
+
+        Their backlogs are counted first (a publisher that dies before the commit leaves them
+        one too high, never too low) and uncounted if the statement fails.
+        """
+        counted = [route for route in targets if route.counters is not None]
+        _bump(counted, len(body), 1)
+        try:
+            conn.execute(INSERT_MESSAGE, (topic, body))
+        except BaseException as exc:
+            _bump(counted, len(body), -1)
+            if isinstance(exc, sqlite3.Error):
+                raise describe(exc, self._store.directory) from exc
+            raise
+        return targets
+
+    def _transact(
+        self, conn: sqlite3.Connection, topic: str, body: bytes, targets: Sequence[Route]
+    ) -> list[Route]:
+        """Store a message and its backlog rows in one transaction, applying every policy;
+        return the subscriptions that took it."""
         size = len(body)
-        bells: list[str] = []
-        stored = 0
+        stored: list[Route] = []
         counted: list[Route] = []
         skipped: list[Route] = []
         applied = False
         try:
-            with self._store.write() as conn:
-                targets = self._hub.routes(conn).index.match(message.topic)
-                if targets:
-                    seq: int = conn.execute(INSERT_MESSAGE, (message.topic, body)).lastrowid  # type: ignore[assignment]
-                    for route in targets:
-                        if route.log:
-                            took = self._admit(conn, route, seq, size, counted, skipped)
-                        else:
-                            took = self._enqueue(conn, route, seq, size)
-                        if took:
-                            stored += 1
-                            bells.extend(route.bells)
-                    if not stored:
-                        conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-                    # Counted before the commit: a publisher that dies in between leaves a
-                    # backlog counted one too high, never one too low.
-                    _bump(counted, size, 1)
-                    for route in skipped:
-                        route.counters[route.base + SKIPS] += 1  # type: ignore[index]
-                    applied = True
-        except BaseException:
+            conn.execute("BEGIN IMMEDIATE")
+            seq: int = conn.execute(INSERT_MESSAGE, (topic, body)).lastrowid  # type: ignore[assignment]
+            for route in targets:
+                if route.log:
+                    took = self._admit(conn, route, seq, size, counted, skipped)
+                else:
+                    took = self._enqueue(conn, route, seq, size)
+                if took:
+                    stored.append(route)
+            if not stored:
+                conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+            # Counted before the commit: a publisher that dies in between leaves a backlog
+            # counted one too high, never one too low.
+            _bump(counted, size, 1)
+            for route in skipped:
+                route.counters[route.base + SKIPS] += 1  # type: ignore[index]
+            applied = True
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             if applied:
                 _bump(counted, size, -1)
+            if isinstance(exc, sqlite3.Error):
+                raise describe(exc, self._store.directory) from exc
             raise
-        self.sent.bump()
-        if not targets:
-            self.unroutable.bump()
-        if bells:
-            self._hub.ring(bells if len(bells) < 2 else list(dict.fromkeys(bells)))
         return stored
 
     def _admit(

@@ -255,6 +255,22 @@ class Store:
             self._all.append(conn)
         return conn
 
+    def handles(self) -> tuple[sqlite3.Connection, int]:
+        """This thread's connection and its descriptor of the write lock file."""
+        conn = self.connection()
+        return conn, self._local.lock
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[sqlite3.Connection]:
+        """The write lock without a transaction (checkpoints and vacuuming, which writers
+        must not interleave with: every write in this store waits on this lock)."""
+        conn, lock = self.handles()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield conn
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
     @contextlib.contextmanager
     def write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``); rolled back whole on any error.

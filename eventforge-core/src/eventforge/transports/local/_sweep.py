@@ -35,6 +35,7 @@ from eventforge.transports.local._panel import (
     CURSOR,
     PUT_B,
     PUT_N,
+    SWEPT,
     TAKEN_B,
     TAKEN_N,
     Panel,
@@ -174,6 +175,8 @@ def _bound_stalled(
         conn.execute(
             "UPDATE subs SET cursor = ?, dropped = dropped + ? WHERE id = ?", (live, dropped, sub)
         )
+        # Before the commit: a read of its reader that sees what this deletes sees this too.
+        words[base + SWEPT] += 1
         moved += 1
     return moved
 
@@ -214,12 +217,14 @@ def _orphan_files(bells: Path) -> int:
 
 
 def _compact(store: Store) -> None:
-    conn = store.connection()
+    # Under the write lock: a publisher stores a message with one autocommit statement,
+    # which must not find the WAL reset under its snapshot.
     try:
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        if free > 256 and free * 4 > pages:
-            conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page per step
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with store.exclusive() as conn:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            if free > 256 and free * 4 > pages:
+                conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees a page a step
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
         log.debug("compacting %s failed: %s", store.path, exc)

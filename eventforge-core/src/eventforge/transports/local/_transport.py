@@ -150,7 +150,9 @@ class LocalTransport(Transport):
         att = self._attach(topic, callback, group, durable, max_messages, max_bytes, overflow)
         with self._lock:
             self._attachments[att.consumer] = att
-        self._hub.bell.ring(self._hub.bell.address)  # drain a backlog that is already there
+        # Wake a worker to take a backlog that is already there (both may be busy or asleep
+        # unarmed while another subscription's handler runs).
+        self._hub.bell.ring(self._hub.bell.address, force=True)
         return att.consumer
 
     def subscribe_durable(
@@ -294,6 +296,7 @@ class LocalTransport(Transport):
     ) -> Message | None:
         """The next message of ``reader``, waiting for the doorbell up to ``longest`` s."""
         generation = self._hub.generation()
+        self._hub.bell.arm()  # then look: a message committed after the arming rings
         taken, _ = self._reader.read_log(reader, 64, first=True)
         if taken and taken[0][1] is not None:
             return taken[0][1]
