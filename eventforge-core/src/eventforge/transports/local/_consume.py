@@ -66,7 +66,7 @@ class Reader:
         self.delivered = Counter()
         self.callback_errors = Counter()
         self.decode_errors = Counter()
-        self.cursors = LogReader(store, self._decode, drops)
+        self.cursors = LogReader(store, self._decode, drops, settings["check_interval"])
         self._claims = threading.Lock()  # guards every att.busy and _blocking
         self._blocking: Attachment | None = None  # whose may-block callbacks run now
         self._chores = threading.Lock()  # one worker at a time records cursors and sweeps

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from typing import Any
 
 from eventforge.message import Message
@@ -45,7 +46,7 @@ class Attachment:
 
     __slots__ = ("base", "busy", "callback", "closed", "consumer", "cursor", "dropped", "exact",
                  "inline", "leased", "limits", "lock", "log", "overflow", "pattern", "shared",
-                 "skips", "skips_seen", "slot", "sub", "swept", "words")  # fmt: skip
+                 "skips", "skips_seen", "slot", "sub", "swept", "verified", "words")  # fmt: skip
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class Attachment:
         self.skips: set[int] = set()
         self.skips_seen = 0
         self.swept = 0  # the panel's SWEPT as of its last catch-up
+        self.verified = 0.0  # when it last read the store rather than trusting the head word
         self.dropped = 0  # dropped by this reader and not yet recorded in the store
 
     def describe(self) -> str:
@@ -90,8 +92,9 @@ class Attachment:
 class LogReader:
     """Reads the log for the unnamed subscriptions of one transport, and keeps their bounds."""
 
-    def __init__(self, store: Store, decode: Any, drops: DropLog) -> None:
+    def __init__(self, store: Store, decode: Any, drops: DropLog, check: float = 2.0) -> None:
         self._store = store
+        self._check = check
         self._decode = decode
         self._drops = drops
         self.dropped = 0  # messages its readers dropped (drop_oldest)
@@ -106,11 +109,18 @@ class LogReader:
         Returns the matching messages and how many rows were read. With ``first``, only the
         first match is taken and the cursor stops there.
         """
+        now = time.monotonic()
+        if self._store.head() <= att.cursor and now < att.verified + self._check:
+            # Nothing stored since its last read (publishers set the head word after their
+            # commit); at least every check interval it reads anyway, in case a publisher
+            # died between its commit and that word.
+            return [], 0
         with att.lock:
             if att.closed:
                 return [], 0
             conn = self._store.connection()
             before = att.cursor
+            att.verified = now
             try:
                 trims = att.words is not None and att.overflow == "drop_oldest"
                 if trims and not self._trim(conn, att):

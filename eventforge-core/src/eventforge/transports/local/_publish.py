@@ -165,7 +165,7 @@ class Publisher:
         counted = [route for route in targets if route.counters is not None]
         _bump(counted, len(body), 1)
         try:
-            conn.execute(INSERT_MESSAGE, (topic, body))
+            self._store.set_head(conn.execute(INSERT_MESSAGE, (topic, body)).lastrowid or 0)
         except BaseException as exc:
             _bump(counted, len(body), -1)
             if isinstance(exc, sqlite3.Error):
@@ -202,6 +202,8 @@ class Publisher:
                 route.counters[route.base + SKIPS] += 1  # type: ignore[index]
             applied = True
             conn.execute("COMMIT")
+            if stored:
+                self._store.set_head(seq)
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

@@ -206,6 +206,7 @@ class Store:
         self._all: list[sqlite3.Connection] = []
         self._fds: list[int] = []
         self._routes_counter: mmap.mmap | None = None
+        self._routes_words: memoryview | None = None  # [routes version, head]
         self._lock = threading.Lock()
         self._closed = False
         try:
@@ -313,22 +314,33 @@ class Store:
         writer that dies in between only makes the others reload the table once too often.
         """
         conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'routes'")
-        counter = self._counter()
-        counter[:8] = (int.from_bytes(counter[:8], "little") + 1).to_bytes(8, "little")
+        self._counter()[0] += 1
 
     def routes_version(self, conn: sqlite3.Connection) -> int:
         """The routing version (inside a write, so that it cannot change before the commit)."""
-        return int.from_bytes(self._counter()[:8], "little")
+        return int(self._counter()[0])
 
-    def _counter(self) -> mmap.mmap:
-        counter = self._routes_counter
+    def head(self) -> int:
+        """The number of the newest message a publisher stored (a shared memory word, set
+        after its commit): a reader whose cursor is there has nothing new to read."""
+        return int(self._counter()[1])
+
+    def set_head(self, seq: int) -> None:
+        """(A publisher, under the write lock, after its commit.)"""
+        words = self._counter()
+        if seq > words[1]:
+            words[1] = seq
+
+    def _counter(self) -> memoryview:
+        counter = self._routes_words
         if counter is None:
             path = self.directory / COUNTER_NAME
             with open(path, "a+b") as file:
-                if file.seek(0, os.SEEK_END) < 8:
-                    file.write(b"\x00" * (8 - file.tell()))
+                if file.seek(0, os.SEEK_END) < 16:
+                    file.write(b"\x00" * (16 - file.tell()))
                     file.flush()
-                counter = self._routes_counter = mmap.mmap(file.fileno(), 8)
+                self._routes_counter = mmap.mmap(file.fileno(), 16)
+            counter = self._routes_words = memoryview(self._routes_counter).cast("Q")
         return counter
 
     def close(self) -> None:
@@ -343,6 +355,9 @@ class Store:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self._routes_words is not None:
+            self._routes_words.release()
+            self._routes_words = None
         if self._routes_counter is not None:
             with contextlib.suppress(OSError, ValueError, BufferError):
                 self._routes_counter.close()
