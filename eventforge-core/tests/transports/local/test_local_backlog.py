@@ -180,6 +180,7 @@ def test_unnamed_backlog_drops_by_policy_counts_and_logs(
         for n in range(1, 11):
             publisher.send(Message("q", n))
         assert wait_until(lambda: unnamed(publisher, sid)["backlog"] == 3, timeout=10)
+        assert subscriber.subscription_status(sid).backlog == 3
         # drop_oldest is applied by the subscriber's reader, drop_newest by the publisher
         dropper = subscriber if overflow == "drop_oldest" else publisher
         assert wait_until(lambda: dropper.stats()["dropped"] == 7, timeout=10)

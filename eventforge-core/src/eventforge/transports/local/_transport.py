@@ -410,7 +410,7 @@ class LocalTransport(Transport):
 
     def subscription_status(self, subscription_id: str) -> SubscriptionStatus:
         """Present while the store still holds the subscription and lists this process as its
-        listener; ``backlog`` is a named or group subscription's waiting messages."""
+        listener; ``backlog`` is what waits for it (for an unnamed one, in its panel)."""
         with self._lock:
             att = self._attachments.get(subscription_id)
         if att is None or self._closed:
@@ -436,7 +436,11 @@ class LocalTransport(Transport):
                 f"this process is no longer a listener of subscription {att.sub!r} in "
                 f"{self.directory}: publishers do not wake it",
             )
-        return SubscriptionStatus(True, backlog=None if att.log else int(backlog))
+        if att.words is not None:  # unnamed: what it has not taken yet, from its panel
+            backlog = max(0, att.words[att.base + PUT_N] - att.words[att.base + TAKEN_N])
+        elif att.log:
+            return SubscriptionStatus(True)
+        return SubscriptionStatus(True, backlog=int(backlog))
 
     def stats(self) -> dict[str, Any]:
         return {
