@@ -7,6 +7,10 @@
 * ``worker <dir> <queue> <sleep>``: consume the work queue; print ``seen n`` for each item,
   sleep, ack it, print ``acked n``.
 * ``idle <dir> <topic>``: make an unnamed subscription, print ``ready`` and wait.
+* ``stuck <dir> <topic> <max_messages> <overflow>``: make a bounded unnamed subscription,
+  print ``sub <id>``; its handler prints the first message's payload and never returns.
+* ``watch <dir> <topic> <max_messages>``: make a bounded unnamed subscription, print
+  ``sub <id>``, then each payload it gets.
 """
 
 from __future__ import annotations
@@ -61,6 +65,23 @@ def main() -> None:
     elif mode == "idle":
         transport.subscribe(sys.argv[3], lambda m: None)
         say("ready")
+        threading.Event().wait()
+    elif mode == "stuck":
+
+        def hold(message: Message) -> None:
+            say(message.payload)
+            threading.Event().wait()
+
+        sid = transport.subscribe(
+            sys.argv[3], hold, max_messages=int(sys.argv[4]), overflow=sys.argv[5]
+        )
+        say(f"sub {sid}")
+        threading.Event().wait()
+    elif mode == "watch":
+        sid = transport.subscribe(
+            sys.argv[3], lambda m: say(m.payload), max_messages=int(sys.argv[4])
+        )
+        say(f"sub {sid}")
         threading.Event().wait()
 
 

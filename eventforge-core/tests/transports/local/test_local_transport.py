@@ -1,10 +1,9 @@
 """local:// behaviour beyond the conformance suites: URLs and options, named subscriptions,
-binary payloads, counted sends, bounded backlogs and doorbell wake-ups."""
+binary payloads, counted sends and doorbell wake-ups (bounded backlogs: test_local_backlog)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ from eventforge.errors import ConfigurationError, UnsupportedCapabilityError
 from eventforge.message import Message
 from eventforge.queue._routing import REROUTED_FROM_HEADER, UnroutableError
 from eventforge.testing import wait_until
-from eventforge.transports.local import BacklogFull, LocalTransport, default_directory
+from eventforge.transport import nonblocking
+from eventforge.transports.local import LocalTransport, default_directory
 from eventforge.transports.memory import MemoryTransport
 
 
@@ -169,64 +169,6 @@ def test_send_counted_counts_subscriptions_and_stores_nothing_unrouted(
     assert rows[0][0] == 0
 
 
-# -- bounded backlog -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("overflow", "kept"), [("drop_oldest", [7, 8, 9]), ("drop_newest", [0, 1, 2])]
-)
-def test_full_backlog_drops_by_policy_and_counts(
-    tmp_path: Path,
-    opened: list[LocalTransport],
-    overflow: str,
-    kept: list[int],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    t = open_local(opened, tmp_path)
-    sid = t.subscribe("q", lambda m: None, durable="slow", max_messages=3, overflow=overflow)
-    t.unsubscribe(sid)
-    with caplog.at_level(logging.WARNING, logger="eventforge.transports.local"):
-        for n in range(10):
-            t.send(Message("q", n))
-    assert "at its bound" in caplog.text
-    (info,) = t.subscriptions()
-    assert info["backlog"] == 3
-    assert info["dropped"] == 7
-    assert t.stats()["dropped"] == 7
-    got: list[int] = []
-    t.subscribe("q", lambda m: got.append(m.payload), durable="slow")
-    assert wait_until(lambda: len(got) == 3, timeout=10)
-    assert got == kept
-
-
-def test_refuse_policy_raises_and_stores_the_message_nowhere(
-    tmp_path: Path, opened: list[LocalTransport]
-) -> None:
-    t = open_local(opened, tmp_path)
-    sid = t.subscribe("q", lambda m: None, durable="strict", max_messages=2, overflow="refuse")
-    t.unsubscribe(sid)
-    other: list[Message] = []
-    t.subscribe("q", other.append)  # a second subscription: the refusal is all-or-nothing
-    t.send(Message("q", 1))
-    t.send(Message("q", 2))
-    with pytest.raises(BacklogFull, match="'strict' holds 2 messages"):
-        t.send(Message("q", 3))
-    assert wait_until(lambda: len(other) == 2, timeout=10)
-    assert [m.payload for m in other] == [1, 2]
-    assert t.stats()["dropped"] == 1
-
-
-def test_backlog_bound_in_bytes(tmp_path: Path, opened: list[LocalTransport]) -> None:
-    t = open_local(opened, tmp_path)
-    sid = t.subscribe("q", lambda m: None, durable="b", max_bytes=2000, max_messages=10**6)
-    t.unsubscribe(sid)
-    for n in range(100):
-        t.send(Message("q", "x" * 100 + str(n)))
-    (info,) = t.subscriptions()
-    assert info["backlog_bytes"] <= 2000
-    assert info["dropped"] == 100 - info["backlog"]
-
-
 # -- no polling ------------------------------------------------------------------------------
 
 
@@ -254,6 +196,28 @@ def test_subscriber_is_woken_by_the_doorbell(tmp_path: Path, opened: list[LocalT
     for n in range(5):
         sender.send(Message("ping", n))
         assert wait_until(lambda n=n: len(got) == n + 1, timeout=10)
+
+
+def test_a_blocking_handler_leaves_a_worker_for_nonblocking_callbacks(
+    tmp_path: Path, opened: list[LocalTransport]
+) -> None:
+    # The handler waits for a message that a nonblocking callback of the same transport
+    # receives: one worker runs the handler, the other delivers the message it waits for.
+    receiver = open_local(opened, tmp_path)
+    sender = open_local(opened, tmp_path)
+    entered, released, done = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(message: Message) -> None:
+        entered.set()
+        if released.wait(10):
+            done.set()
+
+    receiver.subscribe("slow", slow)
+    receiver.subscribe("release", nonblocking(lambda m: released.set()))
+    sender.send(Message("slow", 1))
+    assert entered.wait(10)
+    sender.send(Message("release", 1))
+    assert done.wait(10)
 
 
 def test_a_directory_too_deep_for_a_socket_address_still_wakes_subscribers(
@@ -302,36 +266,6 @@ def test_a_message_is_stored_once_whatever_its_fan_out(
     assert publisher._store.read("SELECT COUNT(*) FROM inbox")[0][0] == 0
 
 
-def test_unnamed_subscription_lagging_past_its_bound_is_moved_up_and_counted(
-    tmp_path: Path, opened: list[LocalTransport]
-) -> None:
-    slow = open_local(opened, tmp_path, max_messages=5, sweep_interval=3600)
-    release = threading.Event()
-    got: list[int] = []
-
-    def stuck(message: Message) -> None:
-        release.wait(10)
-        got.append(message.payload)
-
-    slow.subscribe("lag", stuck)
-    publisher = open_local(opened, tmp_path, sweep_interval=3600)
-    publisher.send(Message("lag", 0))
-    assert wait_until(lambda: slow.subscriptions()[0]["listeners"] == 1, timeout=5)
-    for n in range(1, 21):
-        publisher.send(Message("lag", n))
-    removed = publisher.sweep()
-    assert removed["lagging"] == 1
-    (info,) = publisher.subscriptions()
-    assert info["dropped"] >= 15
-    release.set()
-    assert wait_until(lambda: got and got[-1] == 20, timeout=10)
-    # Delivered: the first message, what the reader had already taken in before the sweep,
-    # and the newest max_messages; the rest were skipped.
-    assert got[0] == 0
-    assert got[-5:] == [16, 17, 18, 19, 20]
-    assert len(got) <= 1 + 5 + 3
-
-
 def test_unroutable_policies_of_the_queue_work_across_transports(tmp_path: Path) -> None:
     other = LocalTransport(tmp_path)
     with (
@@ -371,12 +305,18 @@ def test_receive_async_misses_nothing_between_its_slices(
     assert result[0].payload == "only"
 
 
-def test_backlog_policy_on_an_unnamed_subscription_is_refused_with_the_reason(
+def test_a_quiet_subscription_does_not_keep_other_topics_messages_stored(
     tmp_path: Path, opened: list[LocalTransport]
 ) -> None:
-    t = open_local(opened, tmp_path)
-    with pytest.raises(ConfigurationError, match="unnamed subscription keeps no backlog"):
-        t.subscribe("x", lambda m: None, overflow="refuse")
-    with pytest.raises(ConfigurationError, match="unnamed subscription keeps no backlog"):
-        t.subscribe("x", lambda m: None, max_bytes=10)
-    assert t.subscriptions() == []
+    # An exact-topic reader moves past messages of other topics, so they are deleted once
+    # the readers that want them have read them.
+    subscriber = open_local(opened, tmp_path)
+    publisher = open_local(opened, tmp_path)
+    got: list[Message] = []
+    subscriber.subscribe("quiet", lambda m: None)
+    subscriber.subscribe("busy", got.append)
+    for n in range(50):
+        publisher.send(Message("busy", n))
+    assert wait_until(lambda: len(got) == 50, timeout=10)
+    stored = "SELECT COUNT(*) FROM messages"
+    assert wait_until(lambda: publisher._store.read(stored)[0][0] == 0, timeout=10)

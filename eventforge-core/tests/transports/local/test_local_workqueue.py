@@ -83,3 +83,22 @@ def test_a_blocked_fetch_is_woken_by_a_put_in_another_transport(tmp_path: Path) 
         assert delivery.message.payload == 1
         backend.ack(delivery)
         assert wait_until(lambda: backend.stats()["pending"] == 0, timeout=5)
+
+
+def test_an_ack_is_buffered_then_committed_with_the_next_fetch_or_soon_after(
+    tmp_path: Path,
+) -> None:
+    with LocalTransport(tmp_path) as consumer_side, LocalTransport(tmp_path) as other:
+        backend = consumer_side.work_queue_backend("acks", FAST)
+        watcher = other.work_queue_backend("acks", FAST)
+        backend.put_many([Message("acks", n) for n in range(3)])
+        first, second = backend.fetch(2, timeout=5)
+        assert backend.ack(first) is None  # buffered: its lease has time left
+        (third,) = backend.fetch(1, timeout=5)  # the same transaction commits the ack
+        assert watcher.stats()["in_flight"] == 2
+        assert backend.ack(second) is None
+        assert backend.ack(third) is None
+        # No further fetch: the buffered acks are committed within ACK_DELAY all the same.
+        assert wait_until(lambda: watcher.stats()["in_flight"] == 0, timeout=5)
+        assert watcher.stats()["pending"] == 0
+        assert backend.stats()["acked"] == 3

@@ -13,7 +13,8 @@ pending, so a ring never blocks; a missing or refused bell belongs to a process 
 is swept. The datagram carries nothing: the store is the only truth, the bell only says
 "look now".
 
-Next to each socket lies a one-byte *armed* flag (a shared memory map). A consumer arms it,
+Next to each socket lies its *panel* (a shared memory map, see ``_panel``): a one-byte *armed*
+flag and the backlog counters of the transport's unnamed subscriptions. A consumer arms it,
 then looks at the store once more, and only then sleeps; a publisher rings only an armed bell
 (disarming it). A consumer that is busy is therefore not woken for every message (a wake-up
 costs a context switch), and none is missed: a message committed before the consumer armed is
@@ -23,13 +24,15 @@ seen by the look that follows the arming.
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import select
 import socket
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Doorbell", "ring"]
+from eventforge.transports.local._panel import Panel
+
+__all__ = ["Doorbell", "Waiter"]
 
 _RING = b"\x01"
 _MAX_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
@@ -79,12 +82,9 @@ class Doorbell:
         self.address = bell_name(pid, start, os.urandom(4).hex())
         self.path = self.bells / self.address
         self.flag_path = str(self.path)[: -len(".sock")] + ".flag"
-        self._flags: dict[str, mmap.mmap | None] = {}
+        self._panels: dict[str, Panel | None] = {}
         try:
-            with open(self.flag_path, "w+b") as flag:
-                flag.write(b"\x00")
-                flag.flush()
-                self.flag = mmap.mmap(flag.fileno(), 1)
+            self.panel = Panel(self.flag_path, create=True)
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.sock.bind(self._prefix + self.address)
         except BaseException:
@@ -106,39 +106,33 @@ class Doorbell:
         """The socket file of the bell ``address`` (a name; a full path from older stores)."""
         return address if os.sep in address else str(self.bells / address)
 
-    def wait(self, timeout: float | None) -> bool:
-        """Block until rung or ``timeout``; drain every pending ring; tell whether rung."""
-        try:
-            readable, _, _ = select.select([self.sock.fileno(), self._wake_r], [], [], timeout)
-        except (OSError, ValueError):
-            return False
-        if not readable:
-            return False
-        with contextlib.suppress(OSError):
-            while self.sock.recv(64):
-                pass
-        return True
+    def waiter(self) -> Waiter:
+        """A wait on this bell for one thread (each worker thread has its own)."""
+        return Waiter(self.sock, self._wake_r)
 
     def arm(self) -> None:
         """Ask to be rung for the next message (then look at the store once more)."""
-        self.flag[0] = 1
+        self.panel.flag[0] = 1
 
-    def _flag_of(self, address: str) -> mmap.mmap | None:
-        flag = self._flags.get(address, False)
-        if flag is False:
+    def panel_of(self, address: str) -> Panel | None:
+        """The panel of the bell at ``address`` (mapped once); ``None`` when it has none."""
+        if address == self.address:
+            return self.panel
+        panel = self._panels.get(address, False)
+        if panel is False:
             try:
-                with open(self.file_of(address)[: -len(".sock")] + ".flag", "r+b") as file:
-                    flag = mmap.mmap(file.fileno(), 1)
+                panel = Panel(self.file_of(address)[: -len(".sock")] + ".flag")
             except (OSError, ValueError):
-                flag = None  # an older bell without a flag: always rung
-            self._flags[address] = flag
-        return flag  # type: ignore[return-value]
+                panel = None  # gone, or an older bell without a flag: always rung
+            self._panels[address] = panel
+        return panel  # type: ignore[return-value]
 
-    def ring(self, address: str) -> bool:
-        """Ring the bell at ``address`` if it is armed; ``False`` when it is gone."""
-        flag = self._flag_of(address)
-        if flag is not None:
-            if not flag[0]:
+    def ring(self, address: str, *, force: bool = False) -> bool:
+        """Ring the bell at ``address`` if it is armed (or ``force``); ``False`` when it is gone."""
+        panel = self.panel_of(address)
+        if panel is not None:
+            flag = panel.flag
+            if not flag[0] and not force:
                 return True  # its owner is awake and will look at the store again
             flag[0] = 0
         try:
@@ -164,16 +158,55 @@ class Doorbell:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        for flag in [self.flag, *self._flags.values()]:
-            if flag is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    flag.close()
+        for panel in [self.panel, *self._panels.values()]:
+            if panel is not None:
+                panel.close()
         for path in (str(self.path), self.flag_path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self._close_dir()
 
 
-def ring(bell: Doorbell, addresses: list[str]) -> list[str]:
-    """Ring every address; return those that are gone."""
-    return [a for a in addresses if not bell.ring(a)]
+class Waiter:
+    """One thread's wait on a doorbell.
+
+    Where epoll offers exclusive wake-ups (Linux), a ring wakes *one* of the threads waiting on
+    the bell, so a transport's two worker threads can both wait without both waking for each
+    message; elsewhere every waiting thread wakes (and the one that finds nothing sleeps again).
+    """
+
+    def __init__(self, sock: socket.socket, wake: int) -> None:
+        self._sock = sock
+        self._fds = [sock.fileno(), wake]
+        self._poll: Any = None
+        exclusive = getattr(select, "EPOLLEXCLUSIVE", None)
+        if exclusive is not None and hasattr(select, "epoll"):
+            with contextlib.suppress(OSError):
+                poll = select.epoll()
+                try:
+                    poll.register(sock.fileno(), select.EPOLLIN | exclusive)
+                    poll.register(wake, select.EPOLLIN)  # close: wakes every thread
+                except OSError:
+                    poll.close()
+                    raise
+                self._poll = poll
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until rung or ``timeout``; drain every pending ring; tell whether rung."""
+        try:
+            if self._poll is not None:
+                ready = self._poll.poll(-1 if timeout is None else timeout)
+            else:
+                ready, _, _ = select.select(self._fds, [], [], timeout)
+        except (OSError, ValueError):
+            return False
+        if not ready:
+            return False
+        with contextlib.suppress(OSError):
+            while self._sock.recv(64):
+                pass
+        return True
+
+    def close(self) -> None:
+        if self._poll is not None:
+            self._poll.close()

@@ -1,19 +1,25 @@
-"""Consuming from ``local://``: the reader thread woken by the doorbell, and the delivery thread.
+"""Consuming from ``local://``: two worker threads woken by the doorbell.
 
-The reader thread waits on this transport's doorbell (with a slow periodic check as a safety
-net), then takes each local subscription's messages in batches. Callbacks marked
-:func:`~eventforge.transport.nonblocking` run on the reader thread; the others run on the
-delivery thread, one batch per subscription at a time, so a slow handler never keeps the
-reader from waking a waiting request. An unnamed subscription reads the message log from its
-cursor (a plain read: it takes nothing away from anyone); a message of a shared or named
-subscription is leased and removed from its backlog only after its callback returned, so a
-consumer that dies mid-batch leaves the rest to the next consumer.
+Both workers wait on this transport's doorbell (with a slow periodic check as a safety net);
+where the system offers exclusive wake-ups (epoll on Linux) a ring wakes one of them. The one
+that wakes takes each local subscription's messages in batches and runs the callbacks itself,
+so a message costs no hand-off between threads. Two rules keep a slow handler from holding up
+what must not wait: a subscription is delivered by one worker at a time (in order), and only
+one worker at a time runs callbacks that may block (not marked
+:func:`~eventforge.transport.nonblocking`); while it does, the other worker stays free for
+replies to requests, other nonblocking callbacks, waiting receivers and work queues, and for
+keeping the busy subscription's backlog bounded.
+
+An unnamed subscription reads the message log from its cursor (a plain read: it takes nothing
+away from anyone); a message of a shared or named subscription is leased and removed from its
+backlog only after its callback returned, so a consumer that dies mid-batch leaves the rest to
+the next consumer.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -22,42 +28,19 @@ from typing import Any
 
 from eventforge.errors import EventforgeError, TransportClosedError
 from eventforge.message import Message
-from eventforge.topics import topic_matches
-from eventforge.transport import Callback, Counter, is_nonblocking
+from eventforge.transport import Counter
+from eventforge.transports.local._cursor import Attachment, LogReader, Taken
 from eventforge.transports.local._hub import Hub
-from eventforge.transports.local._publish import shown
-from eventforge.transports.local._store import GARBAGE, LocalStoreError, Store, describe
+from eventforge.transports.local._publish import DropLog, shown
+from eventforge.transports.local._store import GARBAGE, LocalStoreError, Store
 from eventforge.wire import WireCodec
 
-__all__ = ["Attachment", "Reader"]
+__all__ = ["Reader"]
 
 log = logging.getLogger("eventforge.transports.local")
 
 BATCH = 256
 _FLUSH_INTERVAL = 0.25
-
-Taken = list[tuple[int, Message | None]]
-
-
-class Attachment:
-    """One local consumer of a subscription: its callback and how it takes messages."""
-
-    __slots__ = ("busy", "callback", "closed", "consumer", "cursor", "inline", "leased", "log",
-                 "pattern", "sub")  # fmt: skip
-
-    def __init__(
-        self, consumer: str, sub: str, callback: Callback, pattern: str, cursor: int | None
-    ) -> None:
-        self.consumer = consumer
-        self.sub = sub
-        self.callback = callback
-        self.pattern = pattern
-        self.log = cursor is not None  # unnamed: reads the message log from its cursor on
-        self.cursor = cursor or 0
-        self.leased = not self.log  # shared or named: removed after the callback returned
-        self.inline = is_nonblocking(callback)
-        self.busy = False
-        self.closed = False
 
 
 class Reader:
@@ -70,6 +53,7 @@ class Reader:
         codec: WireCodec,
         settings: dict[str, Any],
         sweep: Callable[[], None],
+        drops: DropLog,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -82,31 +66,30 @@ class Reader:
         self.delivered = Counter()
         self.callback_errors = Counter()
         self.decode_errors = Counter()
-        self.skipped = Counter()
-        self._gc_mark = 0
-        self._dirty = False
-        self._handoff: queue.SimpleQueue[Attachment | None] = queue.SimpleQueue()
-        self._pending: dict[str, Taken] = {}
+        self.cursors = LogReader(store, self._decode, drops, settings["check_interval"])
+        self._claims = threading.Lock()  # guards every att.busy and _blocking
+        self._blocking: Attachment | None = None  # whose may-block callbacks run now
+        self._chores = threading.Lock()  # one worker at a time records cursors and sweeps
+        self._turn = itertools.count().__next__  # whose turn among peers to be woken
+        self._next_flush = 0.0
+        self._next_sweep = time.monotonic() + settings["sweep_interval"]
         self._threads = [
-            threading.Thread(target=self._read_loop, name="eventforge-local-reader", daemon=True),
-            threading.Thread(
-                target=self._deliver_loop, name="eventforge-local-delivery", daemon=True
-            ),
+            threading.Thread(target=self._work, name=f"eventforge-local-{n}", daemon=True)
+            for n in (1, 2)
         ]
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
-        """End both threads (after the batch in hand)."""
+        """End both workers (after the batches in hand)."""
         self.closed = True
         self._hub.rang()
         self._hub.bell.interrupt()
-        self._handoff.put(None)
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(5.0)
 
-    def claim(self, sub: str, limit: int) -> Taken:
+    def claim(self, sub: str, limit: int, att: Attachment | None = None) -> Taken:
         """Lease up to ``limit`` messages of a backlog; they stay until :meth:`_settle`.
 
         A lease that runs out (its consumer died or hung) makes the message available again.
@@ -118,6 +101,8 @@ class Reader:
                 "WHERE id = ?1",
                 (sub,),
             ).fetchone()
+            if att is not None:
+                att.shared = row is not None and row[1] > 1
             if row is not None and row[1] > 1:
                 # A shared backlog is split among its listeners: each takes its share, so
                 # that a burst is not swallowed by whichever member woke first.
@@ -137,6 +122,14 @@ class Reader:
                 "UPDATE inbox SET lease = ? WHERE sub = ? AND seq BETWEEN ? AND ? AND lease <= ?",
                 (now + self.settings["lease"], sub, rows[0][0], rows[-1][0], cutoff),
             )
+            peers: list[str] = []
+            if row is not None and row[1] > 1 and row[0] > len(rows):
+                # More than our share waits: wake an idle listener for the rest.
+                route = self._hub.routes(conn).by_sub.get(sub)
+                own = self._hub.bell.address
+                peers = [bell for bell in route.bells if bell != own] if route else []
+        if peers:
+            self._hub.ring_one(peers, self._turn())
         return [(seq, self._decode(sub, seq, body)) for seq, body in rows]
 
     def _remove(self, conn: sqlite3.Connection, sub: str, rows: list[Any]) -> None:
@@ -149,66 +142,14 @@ class Reader:
             self._remove(conn, sub, [(s,) for s in seqs])
 
     def read_log(self, att: Attachment, limit: int, *, first: bool = False) -> tuple[Taken, int]:
-        """The messages after ``att``'s cursor that match its pattern; moves the cursor.
+        """The messages after an unnamed subscription's cursor (see :class:`LogReader`)."""
+        return self.cursors.read(att, limit, first=first)
 
-        A plain read (no write lock): unnamed subscriptions take nothing away from anyone.
-        Returns the matching messages and how many rows were read. With ``first``, only the
-        first match is taken and the cursor stops there.
-        """
-        conn = self._store.connection()
-        try:
-            if "*" in att.pattern:
-                rows = conn.execute(
-                    "SELECT seq, topic, body FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (att.cursor, limit),
-                ).fetchall()
-                matches = [r for r in rows if topic_matches(att.pattern, r[1])]
-            else:
-                rows = conn.execute(
-                    "SELECT seq, topic, body FROM messages WHERE seq > ? AND topic = ? "
-                    "ORDER BY seq LIMIT ?",
-                    (att.cursor, att.pattern, limit),
-                ).fetchall()
-                matches = rows
-        except sqlite3.Error as exc:
-            raise describe(exc, self._store.directory) from exc
-        if first and matches:
-            matches = matches[:1]
-            att.cursor = matches[0][0]
-        elif rows:
-            att.cursor = rows[-1][0]
-        self._dirty = self._dirty or bool(rows)
-        return [(seq, self._decode(att.sub, seq, body)) for seq, _, body in matches], len(rows)
-
-    def flush_cursors(self) -> None:
-        """Record how far each unnamed subscription has read, so that what every one of them
-        read past can be deleted; learn of messages skipped by the backlog bound."""
-        logs = [att for att in list(self.attachments.values()) if att.log and not att.closed]
-        self._dirty = False
-        if not logs:
-            return
-        with self._store.write() as conn:
-            for att in logs:
-                row = conn.execute(
-                    "UPDATE subs SET cursor = MAX(cursor, ?) WHERE id = ? RETURNING cursor",
-                    (att.cursor, att.sub),
-                ).fetchone()
-                if row is not None and row[0] > att.cursor:
-                    skipped = row[0] - att.cursor
-                    att.cursor = row[0]
-                    self.skipped.bump()
-                    log.warning(
-                        "unnamed subscription on %r fell more than max_messages behind; it "
-                        "skipped %d stored messages (of any topic)",
-                        att.pattern,
-                        skipped,
-                    )
-            low = min(att.cursor for att in logs)
-            conn.execute(
-                f"DELETE FROM messages WHERE seq > ? AND seq <= ? AND {GARBAGE}",
-                (self._gc_mark, low),
-            )
-            self._gc_mark = max(self._gc_mark, low)
+    def flush_cursors(self) -> bool:
+        """Record the cursors of this transport's unnamed subscriptions (see :class:`LogReader`)."""
+        return self.cursors.flush(
+            [att for att in list(self.attachments.values()) if att.log and not att.closed]
+        )
 
     def _decode(self, sub: str, seq: int, body: bytes) -> Message | None:
         try:
@@ -222,21 +163,8 @@ class Reader:
         """The next batch of ``att``'s messages and how many rows were read."""
         if att.log:
             return self.read_log(att, BATCH)
-        taken = self.claim(att.sub, BATCH)
+        taken = self.claim(att.sub, BATCH, att)
         return taken, len(taken)
-
-    def _drain(self, att: Attachment) -> int:
-        """Hand one batch of ``att``'s messages to its callback; return how many were read."""
-        taken, count = self._take(att)
-        if not taken:
-            return count
-        if att.inline:
-            self._run(att, taken)
-        else:
-            att.busy = True
-            self._pending[att.consumer] = taken
-            self._handoff.put(att)
-        return count
 
     def _run(self, att: Attachment, taken: Taken) -> None:
         callback = att.callback
@@ -252,74 +180,108 @@ class Reader:
         if att.leased and not self.closed:
             self._settle(att.sub, [seq for seq, _ in taken])
 
-    def _read_loop(self) -> None:
-        next_sweep = time.monotonic() + self.settings["sweep_interval"]
-        next_flush = 0.0
+    # -- the workers ------------------------------------------------------------------------
+
+    def _work(self) -> None:
         bell = self._hub.bell
-        while not self.closed:
-            # Arm first, then look: a message committed before the arming is found by this
-            # look; one committed after it rings the bell.
-            bell.arm()
-            self._hub.rang()
-            found = 0
-            try:
-                for att in list(self.attachments.values()):
-                    if not att.closed and not att.busy:
-                        found += self._drain(att)
-                if time.monotonic() >= next_flush:
-                    next_flush = time.monotonic() + _FLUSH_INTERVAL
-                    self.flush_cursors()
-                if self._hub.sweep_soon or time.monotonic() >= next_sweep:
-                    self._hub.sweep_soon = False
-                    next_sweep = time.monotonic() + self.settings["sweep_interval"]
-                    self._sweep()
-            except LocalStoreError as exc:
-                found = 0
-                log.error(
-                    "local:// reader: %s; retrying in %ss", exc, self.settings["check_interval"]
-                )
-            except TransportClosedError:
-                break
-            if not found:
-                # While a cursor is unrecorded the wait is short, so that it is recorded soon.
-                bell.wait(_FLUSH_INTERVAL if self._dirty else self.settings["check_interval"])
-
-    def _deliver_loop(self) -> None:
-        while True:
-            att = self._handoff.get()
-            if att is None:
-                return
-            taken = self._pending.pop(att.consumer, [])
-            try:
-                # Keep taking this subscription's messages here while there are any: a
-                # stream then costs no hand-off per batch.
-                while taken and not att.closed and not self.closed:
-                    self._run(att, taken)
-                    taken = self._take(att)[0]
-            except LocalStoreError as exc:
-                log.error("local:// delivery: %s", exc)
-            except TransportClosedError:
-                return
-            finally:
-                att.busy = False
-                # Freed, then a look: what was committed before it is rung for here, what comes
-                # after it rings the (armed) reader, which now takes this subscription again.
-                if self._pending_for(att):
-                    self._hub.bell.ring(self._hub.bell.address)
-
-    def _pending_for(self, att: Attachment) -> bool:
-        """Whether ``att`` may have messages waiting (a read; on doubt, yes)."""
+        waiter = bell.waiter()
+        armed = False
         try:
-            conn = self._store.connection()
-            if not att.log:
-                row = conn.execute("SELECT 1 FROM inbox WHERE sub = ? LIMIT 1", (att.sub,))
-            elif "*" in att.pattern:
-                row = conn.execute("SELECT 1 FROM messages WHERE seq > ? LIMIT 1", (att.cursor,))
-            else:
-                row = conn.execute(
-                    "SELECT 1 FROM messages WHERE seq > ? AND topic = ? LIMIT 1",
-                    (att.cursor, att.pattern),
+            while not self.closed:
+                self._hub.rang()
+                try:
+                    found = self._pass()
+                    found += self._chores_due()
+                except LocalStoreError as exc:
+                    found = 0
+                    log.error(
+                        "local:// reader: %s; retrying in %ss", exc, self.settings["check_interval"]
+                    )
+                except TransportClosedError:
+                    break
+                if found:
+                    armed = False  # busy: publishers need not ring while it keeps looking
+                    continue
+                if not armed and self._wanted():
+                    # Arm, then look once more before sleeping: a message committed before
+                    # the arming is found by that look; one committed after it rings the bell.
+                    bell.arm()
+                    armed = True
+                    continue
+                # While a cursor is unrecorded the wait is short, so that it is recorded soon.
+                waiter.wait(
+                    _FLUSH_INTERVAL if self.cursors.dirty else self.settings["check_interval"]
                 )
-            return row.fetchone() is not None
-        except (sqlite3.Error, TransportClosedError, LocalStoreError):
+                armed = False
+        finally:
+            waiter.close()
+
+    def _wanted(self) -> bool:
+        """Whether a worker about to sleep should be rung for the next message: yes unless
+        every subscription is being delivered by the other worker (which looks again when it
+        is done) and no thread waits for a ring (a receive, a work-queue fetch)."""
+        if self._hub.waiters:
             return True
+        blocking = self._blocking
+        return any(
+            not att.busy and (att.inline or blocking is None)
+            for att in list(self.attachments.values())
+        )
+
+    def _pass(self) -> int:
+        """Deliver what waits for each subscription this worker may take; return how many
+        rows were read."""
+        found = 0
+        for att in list(self.attachments.values()):
+            if att.closed:
+                continue
+            with self._claims:
+                free = not att.busy and (att.inline or self._blocking is None)
+                if free:
+                    att.busy = True
+                    if not att.inline:
+                        self._blocking = att
+            if not free:
+                if att.busy and att.log and att.overflow == "drop_oldest":
+                    self.cursors.trim(att)  # its handler is busy: keep its backlog bounded
+                continue
+            try:
+                found += self._deliver(att)
+            finally:
+                with self._claims:
+                    att.busy = False
+                    if self._blocking is att:
+                        self._blocking = None
+        return found
+
+    def _deliver(self, att: Attachment) -> int:
+        """Run ``att``'s callback on its messages while there are any (a stream costs no
+        wake-up per batch); return how many rows were read."""
+        taken, read = self._take(att)
+        while taken and not att.closed and not self.closed:
+            self._run(att, taken)
+            if att.shared:
+                break  # one share per pass: the other listeners take theirs meanwhile
+            taken, count = self._take(att)
+            read += count
+        return read
+
+    def _chores_due(self) -> int:
+        """Record cursors and sweep when due (one worker at a time); 1 when a cursor moved by
+        the sweeper is to be read from now."""
+        if not self._chores.acquire(blocking=False):
+            return 0
+        try:
+            found = 0
+            now = time.monotonic()
+            if now >= self._next_flush:
+                self._next_flush = now + _FLUSH_INTERVAL
+                if self.flush_cursors():
+                    found = 1
+            if self._hub.sweep_soon or now >= self._next_sweep:
+                self._hub.sweep_soon = False
+                self._next_sweep = now + self.settings["sweep_interval"]
+                self._sweep()
+            return found
+        finally:
+            self._chores.release()

@@ -9,10 +9,12 @@ message and its deliveries or nothing.
 Tables:
 
 * ``messages`` -- one row per published message (the wire envelope as a blob), numbered in
-  commit order (``AUTOINCREMENT``: a number is never reused);
+  commit order; a number is never reused (``meta.floor`` keeps the highest one deleted);
 * ``subs`` -- subscriptions: unnamed ones belong to their processes and read the messages as a
-  log from their ``cursor`` on; named (durable) and group ones keep a backlog until consumed,
-  with its bounds and counters;
+  log from their ``cursor`` on (their backlog is counted in their owner's panel, ``slot``);
+  named (durable) and group ones keep a backlog until consumed, with its bounds and counters;
+* ``skips`` -- messages of the log that an unnamed subscription at its bound must not get
+  (``drop_newest``);
 * ``inbox`` -- the backlog: one row per (named or group subscription, message) not yet
   consumed (a message is stored once whatever its fan-out);
 * ``attach`` -- who is listening: a consumer's process (pid and start time) and doorbell;
@@ -36,7 +38,14 @@ from typing import Any
 
 from eventforge.errors import ConfigurationError, TransportError
 
-__all__ = ["LocalStoreError", "Store", "default_directory", "process_alive", "process_start"]
+__all__ = [
+    "INSERT_MESSAGE",
+    "LocalStoreError",
+    "Store",
+    "default_directory",
+    "process_alive",
+    "process_start",
+]
 
 log = logging.getLogger("eventforge.transports.local")
 
@@ -50,15 +59,22 @@ CREATE TABLE IF NOT EXISTS claims(key TEXT PRIMARY KEY, until REAL NOT NULL) WIT
 CREATE TABLE IF NOT EXISTS results(key TEXT PRIMARY KEY, data BLOB NOT NULL,
     final INTEGER NOT NULL, until REAL NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES('routes', 0);
-CREATE TABLE IF NOT EXISTS messages(seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL, body BLOB NOT NULL);
+INSERT OR IGNORE INTO meta VALUES('floor', 0);
+CREATE TABLE IF NOT EXISTS messages(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+    body BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS messages_floor AFTER DELETE ON messages
+WHEN OLD.seq > IFNULL((SELECT MAX(seq) FROM messages), 0) BEGIN
+    UPDATE meta SET value = MAX(value, OLD.seq) WHERE key = 'floor';
+END;
 CREATE TABLE IF NOT EXISTS subs(
     id TEXT PRIMARY KEY, pattern TEXT NOT NULL, durable INTEGER NOT NULL,
     max_messages INTEGER, max_bytes INTEGER, overflow TEXT NOT NULL,
     backlog INTEGER NOT NULL DEFAULT 0, backlog_bytes INTEGER NOT NULL DEFAULT 0,
     dropped INTEGER NOT NULL DEFAULT 0, ttl REAL NOT NULL, last_active REAL NOT NULL,
-    cursor INTEGER NOT NULL DEFAULT 0
+    cursor INTEGER NOT NULL DEFAULT 0, slot INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS skips(sub TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY(sub, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox(sub TEXT NOT NULL, seq INTEGER NOT NULL,
     size INTEGER NOT NULL, lease REAL NOT NULL DEFAULT 0,
     PRIMARY KEY(sub, seq)) WITHOUT ROWID;
@@ -89,6 +105,12 @@ LOW_WATER = (
     "(SELECT COALESCE(MIN(cursor), 9223372036854775807) FROM subs WHERE id >= 'u:' AND id < 'u;')"
 )
 GARBAGE = f"NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = messages.seq) AND seq <= {LOW_WATER}"
+# Store a message under the next number: above every number in use or ever deleted (a cursor
+# may point at a deleted message, so its number must not come back).
+INSERT_MESSAGE = (
+    "INSERT INTO messages(seq, topic, body) VALUES (MAX(IFNULL((SELECT MAX(seq) FROM messages), "
+    "0), (SELECT value FROM meta WHERE key = 'floor')) + 1, ?, ?)"
+)
 
 # Work-item states.
 PENDING = 0
@@ -184,6 +206,7 @@ class Store:
         self._all: list[sqlite3.Connection] = []
         self._fds: list[int] = []
         self._routes_counter: mmap.mmap | None = None
+        self._routes_words: memoryview | None = None  # [routes version, head]
         self._lock = threading.Lock()
         self._closed = False
         try:
@@ -198,6 +221,10 @@ class Store:
                     first.execute("VACUUM")
             conn = self.connection()
             conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            with self.write(conn):
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(subs)")}
+                if "slot" not in columns:  # a store made by an earlier version
+                    conn.execute("ALTER TABLE subs ADD COLUMN slot INTEGER")
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise describe(exc, directory) from exc
@@ -228,6 +255,22 @@ class Store:
         with self._lock:
             self._all.append(conn)
         return conn
+
+    def handles(self) -> tuple[sqlite3.Connection, int]:
+        """This thread's connection and its descriptor of the write lock file."""
+        conn = self.connection()
+        return conn, self._local.lock
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[sqlite3.Connection]:
+        """The write lock without a transaction (checkpoints and vacuuming, which writers
+        must not interleave with: every write in this store waits on this lock)."""
+        conn, lock = self.handles()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield conn
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
@@ -271,22 +314,33 @@ class Store:
         writer that dies in between only makes the others reload the table once too often.
         """
         conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'routes'")
-        counter = self._counter()
-        counter[:8] = (int.from_bytes(counter[:8], "little") + 1).to_bytes(8, "little")
+        self._counter()[0] += 1
 
     def routes_version(self, conn: sqlite3.Connection) -> int:
         """The routing version (inside a write, so that it cannot change before the commit)."""
-        return int.from_bytes(self._counter()[:8], "little")
+        return int(self._counter()[0])
 
-    def _counter(self) -> mmap.mmap:
-        counter = self._routes_counter
+    def head(self) -> int:
+        """The number of the newest message a publisher stored (a shared memory word, set
+        after its commit): a reader whose cursor is there has nothing new to read."""
+        return int(self._counter()[1])
+
+    def set_head(self, seq: int) -> None:
+        """(A publisher, under the write lock, after its commit.)"""
+        words = self._counter()
+        if seq > words[1]:
+            words[1] = seq
+
+    def _counter(self) -> memoryview:
+        counter = self._routes_words
         if counter is None:
             path = self.directory / COUNTER_NAME
             with open(path, "a+b") as file:
-                if file.seek(0, os.SEEK_END) < 8:
-                    file.write(b"\x00" * (8 - file.tell()))
+                if file.seek(0, os.SEEK_END) < 16:
+                    file.write(b"\x00" * (16 - file.tell()))
                     file.flush()
-                counter = self._routes_counter = mmap.mmap(file.fileno(), 8)
+                self._routes_counter = mmap.mmap(file.fileno(), 16)
+            counter = self._routes_words = memoryview(self._routes_counter).cast("Q")
         return counter
 
     def close(self) -> None:
@@ -301,6 +355,9 @@ class Store:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self._routes_words is not None:
+            self._routes_words.release()
+            self._routes_words = None
         if self._routes_counter is not None:
             with contextlib.suppress(OSError, ValueError, BufferError):
                 self._routes_counter.close()

@@ -7,8 +7,9 @@ the work is idempotent and runs in one write transaction, so two sweepers never 
   start time) is removed, and so is its doorbell file.
 * An unnamed subscription with no listener left is removed with its backlog.
 * A named subscription with no listener for longer than its ``ttl`` is removed with its backlog.
-* An unnamed subscription more than ``max_messages`` behind the newest message is moved up to
-  that bound; its reader counts and logs what it skipped.
+* An unnamed ``drop_oldest`` subscription over its bound whose reader has not moved since the
+  previous sweep (its process is stopped or stuck) is moved past its oldest messages, down to
+  its bound; its reader counts its backlog afresh and logs what it skipped when it resumes.
 * Messages no backlog holds and every unnamed subscription has read past are deleted
   (normally their last consumer does it).
 * Settled work-queue ids older than the dedupe window are forgotten.
@@ -25,9 +26,21 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from eventforge.topics import topic_matches
 from eventforge.transports.local._bell import parse_bell
+from eventforge.transports.local._panel import (
+    CURSOR,
+    PUT_B,
+    PUT_N,
+    SWEPT,
+    TAKEN_B,
+    TAKEN_N,
+    Panel,
+    base_of,
+)
 from eventforge.transports.local._store import GARBAGE, SETTLED, Store, process_alive
 
 __all__ = ["sweep"]
@@ -47,8 +60,20 @@ def _dead_listeners(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
     return dead
 
 
-def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> dict[str, int]:
-    """Remove what is dead or expired; return how many of each were removed."""
+def sweep(
+    store: Store,
+    *,
+    dedupe_window: float,
+    now: float | None = None,
+    panels: Callable[[str], Panel | None] | None = None,
+    stalled: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Remove what is dead or expired; return how many of each were removed.
+
+    ``panels`` maps a bell to its panel and ``stalled`` remembers, from one sweep to the next,
+    where the readers of unnamed subscriptions over their bound stood (both from the sweeping
+    transport); without them no reader is moved.
+    """
     now = time.time() if now is None else now
     removed = {"listeners": 0, "subscriptions": 0, "expired": 0, "messages": 0, "files": 0,
                "lagging": 0}  # fmt: skip
@@ -89,7 +114,8 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
                 "removed with its backlog",
                 sub.removeprefix("d:"),
             )
-        removed["lagging"] = _bound_readers(conn)
+        if panels is not None and stalled is not None:
+            removed["lagging"] = _bound_stalled(conn, panels, stalled)
         removed["messages"] = conn.execute(f"DELETE FROM messages WHERE {GARBAGE}").rowcount
         conn.execute(
             "DELETE FROM work WHERE state = ? AND avail < ?", (SETTLED, now - dedupe_window)
@@ -101,15 +127,58 @@ def sweep(store: Store, *, dedupe_window: float, now: float | None = None) -> di
     return removed
 
 
-def _bound_readers(conn: sqlite3.Connection) -> int:
-    """Move an unnamed subscription that lags more than its ``max_messages`` behind the newest
-    message up to that bound (its reader counts and logs the skipped messages)."""
-    head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
-    return conn.execute(
-        "UPDATE subs SET dropped = dropped + (? - max_messages - cursor), cursor = ? - max_messages "
-        "WHERE id >= 'u:' AND id < 'u;' AND max_messages IS NOT NULL AND cursor < ? - max_messages",
-        (head, head, head),
-    ).rowcount
+def _bound_stalled(
+    conn: sqlite3.Connection, panels: Callable[[str], Panel | None], stalled: dict[str, int]
+) -> int:
+    """Move each unnamed ``drop_oldest`` subscription whose backlog is over its bound and whose
+    reader did not move since the previous sweep past its oldest messages, down to its bound.
+
+    A reader that runs keeps its own bound (it drops before each read); this is for one whose
+    process is stopped, so that the store does not grow without end meanwhile.
+    """
+    moved = 0
+    rows = conn.execute(
+        "SELECT s.id, s.pattern, s.max_messages, s.max_bytes, s.cursor, s.slot, a.bell "
+        "FROM subs s JOIN attach a ON a.sub = s.id WHERE s.id >= 'u:' AND s.id < 'u;' "
+        "AND s.overflow = 'drop_oldest' AND s.slot IS NOT NULL"
+    ).fetchall()
+    for sub, pattern, max_n, max_b, cursor, slot, bell in rows:
+        panel = panels(bell)
+        if panel is None or not panel.reach(slot):
+            continue
+        words, base = panel.words, base_of(slot)
+        over_n = words[base + PUT_N] - words[base + TAKEN_N] - max_n if max_n is not None else 0
+        over_b = words[base + PUT_B] - words[base + TAKEN_B] - max_b if max_b is not None else 0
+        live = max(cursor, words[base + CURSOR])
+        if (over_n <= 0 and over_b <= 0) or stalled.get(sub) != live:
+            stalled[sub] = live  # over its bound now: moved at the next sweep if still stuck
+            if over_n <= 0 and over_b <= 0:
+                del stalled[sub]
+            continue
+        del stalled[sub]
+        dropped = 0
+        while over_n > 0 or over_b > 0:
+            batch = conn.execute(
+                "SELECT seq, topic, LENGTH(body) FROM messages WHERE seq > ? ORDER BY seq LIMIT 512",
+                (live,),
+            ).fetchall()
+            if not batch:
+                break
+            for seq, topic, size in batch:
+                live = seq
+                if topic_matches(pattern, topic):
+                    dropped += 1
+                    over_n -= 1
+                    over_b -= size
+                    if over_n <= 0 and over_b <= 0:
+                        break
+        conn.execute(
+            "UPDATE subs SET cursor = ?, dropped = dropped + ? WHERE id = ?", (live, dropped, sub)
+        )
+        # Before the commit: a read of its reader that sees what this deletes sees this too.
+        words[base + SWEPT] += 1
+        moved += 1
+    return moved
 
 
 def reap(conn: sqlite3.Connection, sub: str) -> int:
@@ -131,6 +200,7 @@ def reap(conn: sqlite3.Connection, sub: str) -> int:
 def drop_subscription(conn: sqlite3.Connection, sub: str) -> None:
     """Delete a subscription and its backlog (inside a write; messages are swept later)."""
     conn.execute("DELETE FROM inbox WHERE sub = ?", (sub,))
+    conn.execute("DELETE FROM skips WHERE sub = ?", (sub,))
     conn.execute("DELETE FROM subs WHERE id = ?", (sub,))
 
 
@@ -147,12 +217,14 @@ def _orphan_files(bells: Path) -> int:
 
 
 def _compact(store: Store) -> None:
-    conn = store.connection()
+    # Under the write lock: a publisher stores a message with one autocommit statement,
+    # which must not find the WAL reset under its snapshot.
     try:
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        if free > 256 and free * 4 > pages:
-            conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page per step
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with store.exclusive() as conn:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            if free > 256 and free * 4 > pages:
+                conn.executescript("PRAGMA incremental_vacuum;")  # execute() frees a page a step
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
         log.debug("compacting %s failed: %s", store.path, exc)

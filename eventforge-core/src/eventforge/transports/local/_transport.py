@@ -22,10 +22,12 @@ from eventforge.transport import (
     WorkQueueBackend,
 )
 from eventforge.transports.local._bell import Doorbell
-from eventforge.transports.local._consume import Attachment, Reader
+from eventforge.transports.local._consume import Reader
+from eventforge.transports.local._cursor import Attachment
 from eventforge.transports.local._hub import Hub
 from eventforge.transports.local._options import OPTIONS, OVERFLOW_POLICIES, directory_from_url
-from eventforge.transports.local._publish import Publisher
+from eventforge.transports.local._panel import PUT_B, PUT_N, TAKEN_B, TAKEN_N, base_of
+from eventforge.transports.local._publish import DropLog, Publisher
 from eventforge.transports.local._results import LocalResultStore
 from eventforge.transports.local._store import (
     LocalStoreError,
@@ -95,9 +97,11 @@ class LocalTransport(Transport):
         self._hub = Hub(self._store, bell, pid, start)
         self._backends: list[LocalWorkQueueBackend] = []
         self._results: LocalResultStore | None = None
-        self._publisher = Publisher(self._store, self._hub, self._codec)
+        drops = DropLog()
+        self._publisher = Publisher(self._store, self._hub, self._codec, drops)
+        self._stalled: dict[str, int] = {}
         self._sweep()
-        self._reader = Reader(self._store, self._hub, self._codec, values, self._sweep)
+        self._reader = Reader(self._store, self._hub, self._codec, values, self._sweep, drops)
         self._attachments = self._reader.attachments
         self._lock = self._reader.lock
 
@@ -136,21 +140,20 @@ class LocalTransport(Transport):
         any process (each message to one member). ``durable`` names a subscription that keeps
         its backlog while nobody listens and across restarts; everyone attached to the name
         competes for its messages. ``max_messages`` / ``max_bytes`` / ``overflow`` bound the
-        backlog of a subscription this call creates (defaults: the transport's options).
+        backlog of a subscription this call creates (defaults: the transport's options); an
+        unnamed subscription's backlog is what it has not yet taken from the shared log.
         """
         self._check_open()
         validate_pattern(topic)
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
-        consumer = self._hub.new_consumer()
-        sub, cursor = self._create(
-            topic, consumer, group, durable, max_messages, max_bytes, overflow
-        )
-        att = Attachment(consumer, sub, callback, topic, cursor)
+        att = self._attach(topic, callback, group, durable, max_messages, max_bytes, overflow)
         with self._lock:
-            self._attachments[consumer] = att
-        self._hub.bell.ring(self._hub.bell.address)  # drain a backlog that is already there
-        return consumer
+            self._attachments[att.consumer] = att
+        # Wake a worker to take a backlog that is already there (both may be busy or asleep
+        # unarmed while another subscription's handler runs).
+        self._hub.bell.ring(self._hub.bell.address, force=True)
+        return att.consumer
 
     def subscribe_durable(
         self, topic: str, callback: Callback, *, durable: str, group: str | None = None
@@ -158,18 +161,21 @@ class LocalTransport(Transport):
         """``subscribe(topic, callback, durable=durable, group=group)``."""
         return self.subscribe(topic, callback, durable=durable, group=group)
 
-    def _create(
+    def _attach(
         self,
         topic: str,
-        consumer: str,
+        callback: Callback,
         group: str | None,
         durable: str | None,
         max_messages: int | None,
         max_bytes: int | None,
         overflow: str | None,
-    ) -> tuple[str, int | None]:
-        """Create (or join) the subscription; return its id and, for an unnamed one, the
-        number of the newest message (it reads what comes after)."""
+    ) -> Attachment:
+        """Create (or join) the subscription and attach a new consumer of this process to it.
+
+        An unnamed subscription starts after the newest message (it reads what comes after)
+        and gets a slot in this transport's panel, where its backlog is counted.
+        """
         for key, value in (("group", group), ("durable", durable)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{key} must be a non-empty str, got {value!r}")
@@ -178,13 +184,7 @@ class LocalTransport(Transport):
                 f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {overflow!r}",
                 key="overflow",
             )
-        if durable is None and group is None and (max_bytes is not None or overflow is not None):
-            raise ConfigurationError(
-                "an unnamed subscription keeps no backlog of its own (it reads the shared "
-                "message log), so only max_messages bounds it; pass durable='name' or "
-                "group='name' for a backlog with max_bytes / overflow",
-                key="overflow",
-            )
+        consumer = self._hub.new_consumer()
         if durable is not None:
             sub = f"d:{durable}"
         elif group is not None:
@@ -194,51 +194,69 @@ class LocalTransport(Transport):
         limits = (
             max_messages if max_messages is not None else self.settings["max_messages"],
             max_bytes if max_bytes is not None else self.settings["max_bytes"],
-            overflow or self.settings["overflow"],
         )
-        with self._store.write() as conn:
-            row = conn.execute("SELECT pattern FROM subs WHERE id = ?", (sub,)).fetchone()
-            if row is not None and row[0] != topic:
-                raise ConfigurationError(
-                    f"the named subscription {durable!r} already exists on {row[0]!r}, not "
-                    f"{topic!r}; use another name (a name is one backlog on one pattern)",
-                    key="durable",
-                )
-            cursor = None
-            if sub.startswith("u:"):
-                cursor = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
-            if row is not None:
-                # A listener of a process that died keeps nothing: its messages are ours now.
-                reap(conn, sub)
-            else:
-                conn.execute(
-                    "INSERT INTO subs(id, pattern, durable, max_messages, max_bytes, overflow, "
-                    "ttl, last_active, cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sub, topic, durable is not None, *limits, self.settings["ttl"], time.time(),
-                     cursor or 0),
-                )  # fmt: skip
-            self._hub.attach(conn, sub, consumer)
-        return sub, cursor
+        policy = overflow or self.settings["overflow"]
+        unnamed = sub.startswith("u:")
+        slot = self._hub.slots.take() if unnamed else None
+        try:
+            with self._store.write() as conn:
+                row = conn.execute("SELECT pattern FROM subs WHERE id = ?", (sub,)).fetchone()
+                if row is not None and row[0] != topic:
+                    raise ConfigurationError(
+                        f"the named subscription {durable!r} already exists on {row[0]!r}, not "
+                        f"{topic!r}; use another name (a name is one backlog on one pattern)",
+                        key="durable",
+                    )
+                cursor = None
+                if slot is not None:
+                    cursor = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[
+                        0
+                    ]
+                    self._hub.slots.zero(slot)  # no publisher counts in it before the commit
+                if row is not None:
+                    # A listener of a process that died keeps nothing: its messages are ours now.
+                    reap(conn, sub)
+                else:
+                    conn.execute(
+                        "INSERT INTO subs(id, pattern, durable, max_messages, max_bytes, "
+                        "overflow, ttl, last_active, cursor, slot) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (sub, topic, durable is not None, *limits, policy, self.settings["ttl"],
+                         time.time(), cursor or 0, slot),
+                    )  # fmt: skip
+                self._hub.attach(conn, sub, consumer)
+        except BaseException:
+            if slot is not None:
+                self._hub.slots.give_back(slot)
+            raise
+        return Attachment(
+            consumer, sub, callback, topic, cursor, slot=slot, words=self._hub.slots.panel.words,
+            limits=limits, overflow=policy,
+        )  # fmt: skip
 
     def unsubscribe(self, subscription_id: str) -> bool:
         with self._lock:
             att = self._attachments.pop(subscription_id, None)
         if att is None:
             return False
-        att.closed = True
         if not self._closed:
-            self._detach(att.consumer, att.sub)
+            self._detach(att)
         return True
 
-    def _detach(self, consumer: str, sub: str) -> None:
+    def _detach(self, att: Attachment) -> None:
+        with att.lock:
+            att.closed = True  # no more reads: its slot can be given back
         with self._store.write() as conn:
-            self._hub.detach(conn, consumer)
+            self._hub.detach(conn, att.consumer)
+            sub = att.sub
             left = conn.execute("SELECT 1 FROM attach WHERE sub = ? LIMIT 1", (sub,)).fetchone()
             if left is None:
                 if sub.startswith("d:"):
                     conn.execute("UPDATE subs SET last_active = ? WHERE id = ?", (time.time(), sub))
                 else:
                     drop_subscription(conn, sub)
+        if att.slot is not None:
+            self._hub.slots.give_back(att.slot)
 
     def receive(self, topic: str, timeout: float | None = None) -> Message | None:
         """Block for the next message on ``topic`` published while waiting."""
@@ -271,15 +289,14 @@ class LocalTransport(Transport):
     def _open_reader(self, topic: str) -> Attachment:
         self._check_open()
         validate_pattern(topic)
-        consumer = self._hub.new_consumer()
-        sub, cursor = self._create(topic, consumer, None, None, None, None, None)
-        return Attachment(consumer, sub, lambda m: None, topic, cursor)
+        return self._attach(topic, lambda m: None, None, None, None, None, None)
 
     def _poll_reader(
         self, reader: Attachment, deadline: float | None, longest: float
     ) -> Message | None:
         """The next message of ``reader``, waiting for the doorbell up to ``longest`` s."""
         generation = self._hub.generation()
+        self._hub.bell.arm()  # then look: a message committed after the arming rings
         taken, _ = self._reader.read_log(reader, 64, first=True)
         if taken and taken[0][1] is not None:
             return taken[0][1]
@@ -293,11 +310,16 @@ class LocalTransport(Transport):
 
     def _close_reader(self, reader: Attachment) -> None:
         if not self._closed:
-            self._detach(reader.consumer, reader.sub)
+            self._detach(reader)
 
     def _sweep(self) -> None:
         try:
-            sweep(self._store, dedupe_window=self.settings["dedupe_window"])
+            sweep(
+                self._store,
+                dedupe_window=self.settings["dedupe_window"],
+                panels=self._hub.bell.panel_of,
+                stalled=self._stalled,
+            )
         except LocalStoreError as exc:
             log.warning("sweeping %s failed: %s", self.directory, exc)
 
@@ -340,16 +362,37 @@ class LocalTransport(Transport):
     def sweep(self) -> dict[str, int]:
         """Remove what dead processes left and stale data now; return counts of each."""
         self._check_open()
-        return sweep(self._store, dedupe_window=self.settings["dedupe_window"])
+        return sweep(
+            self._store,
+            dedupe_window=self.settings["dedupe_window"],
+            panels=self._hub.bell.panel_of,
+            stalled=self._stalled,
+        )
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        """Every subscription in the store: name, pattern, backlog, dropped, listeners."""
+        """Every subscription in the store: name, pattern, backlog, dropped, listeners.
+
+        An unnamed subscription's backlog is read from its owner's panel (what it has not yet
+        taken from the log); its ``dropped`` includes what its reader dropped up to its last
+        recorded position (a fraction of a second ago).
+        """
         rows = self._store.read(
             "SELECT id, pattern, durable, backlog, backlog_bytes, dropped, "
-            "(SELECT COUNT(*) FROM attach WHERE attach.sub = subs.id) FROM subs ORDER BY id"
+            "(SELECT COUNT(*) FROM attach WHERE attach.sub = subs.id), slot, "
+            "(SELECT bell FROM attach WHERE attach.sub = subs.id LIMIT 1) FROM subs ORDER BY id"
         )
         keys = ("id", "pattern", "durable", "backlog", "backlog_bytes", "dropped", "listeners")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        out = []
+        for row in rows:
+            info = dict(zip(keys, row[:7], strict=True))
+            slot, bell = row[7], row[8]
+            panel = self._hub.bell.panel_of(bell) if slot is not None and bell else None
+            if panel is not None and panel.reach(slot):
+                words, base = panel.words, base_of(slot)
+                info["backlog"] = max(0, words[base + PUT_N] - words[base + TAKEN_N])
+                info["backlog_bytes"] = max(0, words[base + PUT_B] - words[base + TAKEN_B])
+            out.append(info)
+        return out
 
     def backlog(
         self, topic: str, *, durable: str | None = None, group: str | None = None
@@ -367,7 +410,7 @@ class LocalTransport(Transport):
 
     def subscription_status(self, subscription_id: str) -> SubscriptionStatus:
         """Present while the store still holds the subscription and lists this process as its
-        listener; ``backlog`` is a named or group subscription's waiting messages."""
+        listener; ``backlog`` is what waits for it (for an unnamed one, in its panel)."""
         with self._lock:
             att = self._attachments.get(subscription_id)
         if att is None or self._closed:
@@ -393,17 +436,21 @@ class LocalTransport(Transport):
                 f"this process is no longer a listener of subscription {att.sub!r} in "
                 f"{self.directory}: publishers do not wake it",
             )
-        return SubscriptionStatus(True, backlog=None if att.log else int(backlog))
+        if att.words is not None:  # unnamed: what it has not taken yet, from its panel
+            backlog = max(0, att.words[att.base + PUT_N] - att.words[att.base + TAKEN_N])
+        elif att.log:
+            return SubscriptionStatus(True)
+        return SubscriptionStatus(True, backlog=int(backlog))
 
     def stats(self) -> dict[str, Any]:
         return {
             "sent": self._publisher.sent.value,
             "delivered": self._reader.delivered.value,
             "unroutable": self._publisher.unroutable.value,
-            "dropped": self._publisher.dropped.value,
+            "dropped": self._publisher.dropped.value + self._reader.cursors.dropped,
             "callback_errors": self._reader.callback_errors.value,
             "decode_errors": self._reader.decode_errors.value,
-            "lag_skips": self._reader.skipped.value,
+            "lag_skips": self._reader.cursors.skipped.value,
             "subscriptions": len(self._attachments),
         }
 
@@ -414,9 +461,8 @@ class LocalTransport(Transport):
             atts = list(self._attachments.values())
             self._attachments.clear()
         for att in atts:
-            att.closed = True
             try:
-                self._detach(att.consumer, att.sub)
+                self._detach(att)
             except LocalStoreError as exc:
                 log.warning("closing: %s", exc)
         for backend in self._backends:

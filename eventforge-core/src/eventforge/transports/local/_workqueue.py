@@ -6,14 +6,22 @@ consumer dies (or hangs) its lease runs out and the next fetch, in any process, 
 again with ``attempt + 1``; an item whose lease ran out ``max_attempts`` times is dead-lettered
 instead ("delivered N times without being settled"). Settled ids are remembered for
 ``dedupe_window`` seconds, so putting the same message id again stores nothing.
+
+An ack with more than half its lease left is buffered and committed with the consumer's next
+fetch (one transaction takes the next item and settles the last), or within ``ACK_DELAY``
+seconds, or by ``stats``/``close``; a consumer that dies in between gets the item delivered
+again after its lease, as any at-least-once delivery may be.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import random
+import sqlite3
 import threading
 import time
+from fcntl import LOCK_EX, LOCK_UN, flock
 from typing import Any
 
 from eventforge.errors import TransportClosedError
@@ -29,10 +37,17 @@ from eventforge.transport import (
     for_replay,
 )
 from eventforge.transports.local._hub import WORK_PREFIX, Hub
-from eventforge.transports.local._store import DEAD, PENDING, SETTLED
+from eventforge.transports.local._store import DEAD, PENDING, SETTLED, describe
 from eventforge.wire import WireCodec
 
-__all__ = ["LocalWorkQueueBackend"]
+__all__ = ["ACK_DELAY", "LocalWorkQueueBackend"]
+
+log = logging.getLogger("eventforge.transports.local")
+
+ACK_DELAY = 0.05
+_PUT = "INSERT OR IGNORE INTO work(queue, msg_id, body, avail) VALUES (?, ?, ?, ?)"
+_ACK = "UPDATE work SET state = ?, body = NULL, token = 0, avail = ? WHERE id = ? AND token = ? "
+_DUE = "SELECT EXISTS(SELECT 1 FROM work WHERE queue = ? AND state = ? AND avail <= ?)"
 
 
 class LocalWorkQueueBackend(WorkQueueBackend):
@@ -63,6 +78,12 @@ class LocalWorkQueueBackend(WorkQueueBackend):
         self._closed = False
         self._lock = threading.Lock()
         self._tokens = itertools.count(random.getrandbits(40) << 20)
+        self._acks: list[tuple[int, int]] = []  # (item id, token) acked, not yet committed
+        self._acks_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._next_expiry = 0.0
+        self._turn = itertools.count()
         self._counts = dict.fromkeys(
             ("put", "duplicates", "delivered", "acked", "nacked", "dead_lettered",
              "stale_settles", "replayed"), 0,
@@ -81,33 +102,60 @@ class LocalWorkQueueBackend(WorkQueueBackend):
         self._check_open()
         now = time.time()
         rows = [(self.name, m.id, self._codec.encode(m), _due(m, now)) for m in messages]
-        with self._store.write() as conn:
-            stored = 0
-            for row in rows:
-                stored += conn.execute(
-                    "INSERT OR IGNORE INTO work(queue, msg_id, body, avail) VALUES (?, ?, ?, ?)",
-                    row,
-                ).rowcount
-            bells = self._hub.routes(conn).work_bells.get(self.name, [])
+        if len(rows) == 1:
+            stored, bells = self._put_one(rows[0])
+        else:
+            with self._store.write() as conn:
+                stored = sum(conn.execute(_PUT, row).rowcount for row in rows)
+                bells = self._hub.routes(conn).work_bells.get(self.name, [])
         self._count("put", stored)
         self._count("duplicates", len(rows) - stored)
-        self._hub.ring(bells)
+        self._wake(bells)
+
+    def _wake(self, bells: list[str]) -> None:
+        """Wake one idle consumer of this queue (they compete for its items)."""
+        if len(bells) == 1:
+            self._hub.ring(bells)
+        elif bells:
+            self._hub.ring_one(bells, next(self._turn))
+
+    def _put_one(self, row: tuple[Any, ...]) -> tuple[int, list[str]]:
+        """One item: one autocommit statement under the write lock (no BEGIN / COMMIT)."""
+        conn, lock = self._store.handles()
+        flock(lock, LOCK_EX)
+        try:
+            bells = self._hub.routes(conn).work_bells.get(self.name, [])
+            return conn.execute(_PUT, row).rowcount, bells
+        except sqlite3.Error as exc:
+            raise describe(exc, self._store.directory) from exc
+        finally:
+            flock(lock, LOCK_UN)
 
     # -- consumer ---------------------------------------------------------------------------
 
     def fetch(self, max_items: int = 1, timeout: float | None = None) -> list[Delivery]:
         self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
+        armed = False
         while True:
             generation = self._hub.generation()
-            out, next_at = self._take(max_items)
-            if out:
-                return out
+            # A read first: the lease (a write) is taken only when something is due.
+            if self._acks or self._ready():
+                out = self._take(max_items)
+                if out:
+                    return out
             self._check_open()
             if not self._listening:
                 self._listen()
                 continue  # an item may have come before the bell was registered
+            if not armed:
+                # Arm, then look once more before sleeping: an item put after the arming rings.
+                self._hub.bell.arm()
+                armed = True
+                continue
+            armed = False
             wait = self._check_interval
+            next_at = self._next_due()
             if next_at is not None:
                 wait = min(wait, max(0.0, next_at - time.time()) + 0.001)
             if deadline is not None:
@@ -117,60 +165,119 @@ class LocalWorkQueueBackend(WorkQueueBackend):
                 wait = min(wait, remaining)
             self._hub.wait(generation, wait)
 
+    def _ready(self) -> bool:
+        """Whether an item is due now (a read: no lock)."""
+        rows = self._store.read(_DUE, (self.name, PENDING, time.time()))
+        return bool(rows[0][0])
+
+    def _next_due(self) -> float | None:
+        rows = self._store.read(
+            "SELECT MIN(avail) FROM work WHERE queue = ? AND state = ?", (self.name, PENDING)
+        )
+        return rows[0][0] if rows else None
+
     def _listen(self) -> None:
         with self._store.write() as conn:
             self._hub.attach(conn, WORK_PREFIX + self.name, self._consumer)
         self._listening = True
 
-    def _take(self, max_items: int) -> tuple[list[Delivery], float | None]:
+    def _take(self, max_items: int) -> list[Delivery]:
         now = time.time()
         token = next(self._tokens)
-        with self._store.write() as conn:
-            # Leases that ran out for the last allowed time: dead-letter instead of redelivering.
-            expired = conn.execute(
-                "UPDATE work SET state = ?, token = 0, failed_at = ?, "
-                "reason = 'delivered ' || attempts || ' times without being settled "
-                "(max_attempts=' || ? || '): its consumers crashed or exceeded the visibility "
-                "timeout (visibility_timeout)' "
-                "WHERE queue = ? AND token != 0 AND avail <= ? AND state = ? AND attempts >= ?",
-                (
-                    DEAD,
-                    now,
-                    self.policy.max_attempts,
-                    self.name,
-                    now,
-                    PENDING,
-                    self.policy.max_attempts,
-                ),
-            ).rowcount
-            rows = conn.execute(
-                "UPDATE work SET token = ?, attempts = attempts + 1, avail = ? WHERE id IN "
-                "(SELECT id FROM work WHERE queue = ? AND state = ? AND avail <= ? "
-                "ORDER BY id LIMIT ?) RETURNING id, body, attempts",
-                (token, now + self.visibility_timeout, self.name, PENDING, now, max_items),
-            ).fetchall()
-            next_at = None
-            if not rows:
-                row = conn.execute(
-                    "SELECT MIN(avail) FROM work WHERE queue = ? AND state = ?",
-                    (self.name, PENDING),
-                ).fetchone()
-                next_at = row[0]
+        acks = self._take_acks()
+        try:
+            with self._store.write() as conn:
+                settled = self._settle_acks(conn, acks, now)
+                rows = conn.execute(
+                    "UPDATE work SET token = ?, attempts = attempts + 1, avail = ? WHERE id IN "
+                    "(SELECT id FROM work WHERE queue = ? AND state = ? AND avail <= ? "
+                    "AND (token = 0 OR attempts < ?) ORDER BY id LIMIT ?) "
+                    "RETURNING id, body, attempts",
+                    (token, now + self.visibility_timeout, self.name, PENDING, now,
+                     self.policy.max_attempts, max_items),
+                ).fetchall()  # fmt: skip
+                expired = 0
+                if not rows or now >= self._next_expiry:
+                    # Leases that ran out for the last allowed time: dead-lettered (looked for
+                    # when nothing was taken or a few times per lease; never taken again).
+                    self._next_expiry = now + min(1.0, self.visibility_timeout / 4)
+                    expired = conn.execute(
+                        "UPDATE work SET state = ?, token = 0, failed_at = ?, "
+                        "reason = 'delivered ' || attempts || ' times without being settled "
+                        "(max_attempts=' || ? || '): its consumers crashed or exceeded the "
+                        "visibility timeout (visibility_timeout)' WHERE queue = ? AND "
+                        "token != 0 AND avail <= ? AND state = ? AND attempts >= ?",
+                        (DEAD, now, self.policy.max_attempts, self.name, now, PENDING,
+                         self.policy.max_attempts),
+                    ).rowcount  # fmt: skip
+        except BaseException:
+            self._give_back(acks)  # not committed: they go with the next attempt
+            raise
+        self._count("stale_settles", len(acks) - settled)
         if expired:
             self._count("dead_lettered", expired)
         rows.sort()
+        due = time.monotonic() + self.visibility_timeout
         out = []
         for item_id, body, attempts in rows:
             message = self._codec.decode(body)
             message.headers[ATTEMPT_HEADER] = attempts
-            out.append(Delivery(message, attempts, self.name, (item_id, token), self))
+            out.append(Delivery(message, attempts, self.name, (item_id, token, due), self))
         self._count("delivered", len(out))
-        return out, next_at
+        return out
+
+    # -- buffered acks ------------------------------------------------------------------------
+
+    def _take_acks(self) -> list[tuple[int, int]]:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        return acks
+
+    def _give_back(self, acks: list[tuple[int, int]]) -> None:
+        if acks:
+            with self._acks_lock:
+                self._acks[:0] = acks
+
+    def _settle_acks(
+        self, conn: sqlite3.Connection, acks: list[tuple[int, int]], now: float
+    ) -> int:
+        """Commit buffered acks (inside a write); return how many took effect."""
+        done = 0
+        for item_id, token in acks:
+            done += conn.execute(
+                _ACK + "AND state = ?", (SETTLED, now, item_id, token, PENDING)
+            ).rowcount
+        return done
+
+    def flush(self) -> None:
+        """Commit the buffered acks now (``stats`` and ``close`` do it too)."""
+        acks = self._take_acks()
+        if not acks:
+            return
+        try:
+            with self._store.write() as conn:
+                settled = self._settle_acks(conn, acks, time.time())
+        except Exception:
+            self._give_back(acks)
+            log.warning(
+                "work queue %r: committing %d buffered acks failed; retried with the next "
+                "fetch (if this process ends first, those items are delivered again after "
+                "their lease)",
+                self.name,
+                len(acks),
+                exc_info=True,
+            )
+            return
+        self._count("stale_settles", len(acks) - settled)
+
+    def _flush_soon(self) -> None:
+        self._closing.wait(ACK_DELAY)
+        self.flush()
 
     def _settle(
         self, delivery: Delivery, sql: str, params: tuple[Any, ...], *, wake: bool = True
     ) -> bool:
-        item_id, token = delivery.token
+        item_id, token, _ = delivery.token
         with self._store.write() as conn:
             done = conn.execute(
                 sql + " WHERE id = ? AND token = ? AND state = ?",
@@ -181,10 +288,23 @@ class LocalWorkQueueBackend(WorkQueueBackend):
         if not done:
             self._count("stale_settles")
             return False
-        self._hub.ring(bells)
+        self._wake(bells)
         return True
 
-    def ack(self, delivery: Delivery) -> bool:
+    def ack(self, delivery: Delivery) -> bool | None:
+        item_id, token, due = delivery.token
+        if time.monotonic() < due - self.visibility_timeout / 2:
+            # Half its lease or more left: buffered, committed with the next fetch.
+            with self._acks_lock:
+                self._acks.append((item_id, token))
+                if self._flusher is None or not self._flusher.is_alive():
+                    self._flusher = threading.Thread(
+                        target=self._flush_soon, name=f"eventforge-local-acks-{self.name}",
+                        daemon=True,
+                    )  # fmt: skip
+                    self._flusher.start()
+            self._count("acked")
+            return None
         done = self._settle(
             delivery, "UPDATE work SET state = ?, body = NULL, token = 0, avail = ?",
             (SETTLED, time.time()), wake=False,  # nothing became available
@@ -204,7 +324,7 @@ class LocalWorkQueueBackend(WorkQueueBackend):
         return done
 
     def touch(self, delivery: Delivery) -> None:
-        item_id, token = delivery.token
+        item_id, token, _ = delivery.token
         with self._store.write() as conn:
             conn.execute(
                 "UPDATE work SET avail = ? WHERE id = ? AND token = ? AND state = ?",
@@ -254,12 +374,13 @@ class LocalWorkQueueBackend(WorkQueueBackend):
                 )
             bells = self._hub.routes(conn).work_bells.get(self.name, []) if chosen else []
         self._count("replayed", len(chosen))
-        self._hub.ring(bells)
+        self._wake(bells)
         return len(chosen)
 
     # -- introspection and lifecycle --------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        self.flush()
         now = time.time()
         (ready, delayed, in_flight, dead), *_ = self._store.read(
             "SELECT "
@@ -283,6 +404,11 @@ class LocalWorkQueueBackend(WorkQueueBackend):
     def close(self) -> None:
         if self._closed:
             return
+        self._closing.set()
+        try:
+            self.flush()
+        except Exception:  # the store may be closing with the transport
+            pass
         self._closed = True
         if self._listening:
             try:
