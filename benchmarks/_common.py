@@ -5,9 +5,12 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from eventforge.transport import NOT_BEFORE_HEADER
 
 WARM_UP = 200
 """Round trips made and discarded before a latency scenario records its samples."""
@@ -87,3 +90,33 @@ def medians(rounds: int, measures: dict[str, Callable[[], Any]]) -> dict[str, An
         else:
             out[key] = statistics.median(values)
     return out
+
+
+def delay_error_and_latency(queue: Any, timed: int) -> tuple[float, float, float, float]:
+    """On a ``WorkQueue``: p50 and p99 (ms) of delayed items' arrival minus due time (``timed``
+    items due 0.5 .. 1.5 s after their put, a consumer waiting), then of a plain put -> get."""
+    errors: list[float] = []
+
+    def consume() -> None:
+        while len(errors) < timed:
+            delivery = queue.get(timeout=10)
+            if delivery is None:
+                raise RuntimeError(f"only {len(errors)} of {timed} delayed items came")
+            errors.append(time.time() - float(delivery.message.headers[NOT_BEFORE_HEADER]))
+            delivery.ack()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    for i in range(timed):
+        queue.put(i, delay=0.5 + i / timed)
+    consumer.join(60)
+    latencies = []
+    for i in range(timed):
+        start = time.time()
+        queue.put(i)
+        delivery = queue.get(timeout=10)
+        if delivery is None:
+            raise RuntimeError("a plain put did not come back within 10 s")
+        latencies.append(time.time() - start)
+        delivery.ack()
+    return (*percentiles(errors, 1e3), *percentiles(latencies, 1e3))

@@ -26,17 +26,23 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 import aio_pika
 import pika
-from _common import WARM_UP, finish_child, medians, percentiles, row, start_child
+from _common import (
+    WARM_UP,
+    delay_error_and_latency,
+    finish_child,
+    medians,
+    percentiles,
+    row,
+    start_child,
+)
 from eventforge import MessageQueue, RPCClient
 from eventforge.message import Message
 from eventforge.testing.rabbit import RabbitServer
-from eventforge.transport import NOT_BEFORE_HEADER
 from eventforge.wire import encode_envelope
 from eventforge.workqueue import RetryPolicy, WorkQueue
 from eventforge_amqp import AmqpTransport
@@ -323,31 +329,10 @@ def delayed_eventforge(url: str, n: int, timed: int) -> tuple[float, ...]:
         assert delivery is not None, f"only {got} items came back"
         delivery.ack()
         got += 1
-    errors: list[float] = []
-
-    def consume() -> None:
-        while len(errors) < timed:
-            delivery = queue.get(timeout=10)
-            assert delivery is not None
-            errors.append((time.time() - float(delivery.message.headers[NOT_BEFORE_HEADER])) * 1e3)
-            delivery.ack()
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    for i in range(timed):
-        queue.put(i, delay=0.5 + i / timed)
-    consumer.join(60)
-    latencies = []
-    for i in range(timed):
-        start = time.time()
-        queue.put(i)
-        delivery = queue.get(timeout=10)
-        assert delivery is not None
-        latencies.append((time.time() - start) * 1e3)
-        delivery.ack()
+    timed_figures = delay_error_and_latency(queue, timed)
     queue.close()
     t.close()
-    return (rates[0], rates[1], *percentiles(errors, scale=1.0), *percentiles(latencies, scale=1.0))
+    return (rates[0], rates[1], *timed_figures)
 
 
 def run(quick: bool) -> list[dict[str, Any]]:

@@ -35,7 +35,15 @@ import time
 from typing import Any
 
 import nats
-from _common import WARM_UP, finish_child, medians, percentiles, row, start_child
+from _common import (
+    WARM_UP,
+    delay_error_and_latency,
+    finish_child,
+    medians,
+    percentiles,
+    row,
+    start_child,
+)
 from eventforge.message import Message
 from eventforge.testing.brokers import NatsServer
 from eventforge.wire import encode_envelope
@@ -343,9 +351,7 @@ def js_eventforge(url: str, n: int) -> tuple[float, float]:
 def js_delayed(url: str, n: int, timed: int) -> tuple[float, ...]:
     """Plain and delayed ``put_many`` rates, then the delivery error of delayed puts (ms) and
     the put-to-delivery latency of plain puts (ms), each as p50, p99."""
-    import threading
 
-    from eventforge.transport import NOT_BEFORE_HEADER
     from eventforge.workqueue import WorkQueue
 
     transport = NatsTransport(url)
@@ -357,30 +363,9 @@ def js_delayed(url: str, n: int, timed: int) -> tuple[float, ...]:
             queue.put_many([PAYLOAD] * min(100, n - offset), delay=delay)
         rates.append(n / (time.perf_counter() - start))
     timing = WorkQueue(f"bench-{os.urandom(4).hex()}", transport)
-    errors: list[float] = []
-
-    def consume() -> None:
-        while len(errors) < timed:
-            delivery = timing.get(timeout=10)
-            assert delivery is not None
-            errors.append(time.time() - float(delivery.message.headers[NOT_BEFORE_HEADER]))
-            delivery.ack()
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    for i in range(timed):
-        timing.put(i, delay=0.5 + i / timed)
-    consumer.join(60)
-    latencies = []
-    for i in range(timed):
-        start = time.time()
-        timing.put(i)
-        delivery = timing.get(timeout=10)
-        assert delivery is not None
-        latencies.append(time.time() - start)
-        delivery.ack()
+    timed_figures = delay_error_and_latency(timing, timed)
     transport.close()
-    return (*rates, *percentiles(errors, 1e3), *percentiles(latencies, 1e3))
+    return (*rates, *timed_figures)
 
 
 def run(quick: bool) -> list[dict[str, Any]]:

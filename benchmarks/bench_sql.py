@@ -29,14 +29,13 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import percentiles, row
+from _common import delay_error_and_latency, row
 
 HERE = Path(__file__).resolve().parent
 PAYLOAD = {"user": "alice", "action": "resize", "n": 1}
@@ -271,7 +270,6 @@ def delayed_round(url: str, n: int, ahead: int, timed: int) -> tuple[float, ...]
     """Plain and delayed put_many rates, fetch + ack rates without and with ``ahead`` delayed
     rows ahead, then the delivery error of delayed puts (ms) and the put-to-delivery latency
     of plain puts (ms), each as p50, p99."""
-    from eventforge.transport import NOT_BEFORE_HEADER
     from eventforge.workqueue import WorkQueue
     from eventforge_sql import SqlWorkQueueBackend, engine_from_url
 
@@ -296,32 +294,11 @@ def delayed_round(url: str, n: int, ahead: int, timed: int) -> tuple[float, ...]
         blocked.put_many(batch)
     rates.append(_drain(blocked, n))
     timing = queue()
-    errors: list[float] = []
-
-    def consume() -> None:
-        while len(errors) < timed:
-            delivery = timing.get(timeout=10)
-            assert delivery is not None
-            errors.append((time.time() - float(delivery.message.headers[NOT_BEFORE_HEADER])) * 1e3)
-            delivery.ack()
-
-    consumer = threading.Thread(target=consume)
-    consumer.start()
-    for i in range(timed):
-        timing.put(i, delay=0.5 + i / timed)
-    consumer.join(60)
-    latencies = []
-    for i in range(timed):
-        start = time.time()
-        timing.put(i)
-        delivery = timing.get(timeout=10)
-        assert delivery is not None
-        latencies.append((time.time() - start) * 1e3)
-        delivery.ack()
+    timed_figures = delay_error_and_latency(timing, timed)
     for made in (plain, blocked, timing):
         made.close()
     engine.dispose()
-    return (*rates, *percentiles(errors, scale=1.0), *percentiles(latencies, scale=1.0))
+    return (*rates, *timed_figures)
 
 
 def _install_pgqueuer(url: str) -> None:
