@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from eventforge.transport import background_loop
@@ -74,7 +75,7 @@ class LoopRunner:
             return not self._tasks
         try:
             future.result(max(0.0, timeout))
-        except TimeoutError:
+        except FutureTimeout:  # the builtin TimeoutError from Python 3.11; its own class on 3.10
             future.cancel()
             return False
         return True

@@ -14,6 +14,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Coroutine
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 __all__ = ["BackgroundLoop", "BoundLoop", "LoopHost", "background_loop", "run_sync"]
@@ -47,9 +48,13 @@ class _LoopHost(ABC):
         future = self.submit(coro)
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except FutureTimeout:
+            if future.done():  # raised by the coroutine itself: the caller gets it unchanged
+                raise
             future.cancel()
-            raise
+            # The builtin class on every Python: on 3.10, concurrent.futures.TimeoutError is a
+            # class of its own, which callers catching TimeoutError would miss.
+            raise TimeoutError(f"the event loop did not finish the call in {timeout}s") from None
 
 
 class BackgroundLoop(_LoopHost):
