@@ -4,7 +4,8 @@ Usage: ``python scripts/floors.py [--keep DIR]`` (``scripts/floors.sh`` runs it 
 
 1. ``uv build`` every workspace member's wheel (the members are read from the root
    ``pyproject.toml``, so a new distribution is covered without editing this script).
-2. Floors: for each member, a fresh venv on the OLDEST supported Python gets the member's wheel
+2. Floors: for each member, a fresh venv on the OLDEST supported Python (or the member's own
+   oldest, ``python`` below) gets the member's wheel
    (and the sibling wheels it needs) with ``uv pip install --resolution lowest-direct``; every
    requirement the member and eventforge-core declare (plus the chosen extras and the test
    tools) is passed as a direct requirement, so each one is installed at its floor. Then the
@@ -18,6 +19,7 @@ What each member contributes is set in its ``pyproject.toml``::
     extras = ["otel"]                        # extras installed (and floored) with it
     tests = ["tests/test_otel.py"]           # pytest arguments, relative to the member
     newest = true                            # also run on the newest Python
+    python = "3.11"                          # its oldest Python, when newer than the project's
 
 A member without that table runs ``tests -m "not slow"``. Interpreters are never downloaded:
 they are looked up with ``uv python find``, on ``PATH`` and in pyenv; a missing one fails the
@@ -71,6 +73,7 @@ class Member:
     chosen_extras: list[str]
     tests: list[str]
     newest: bool
+    oldest: str
 
     @property
     def wheel_stem(self) -> str:
@@ -102,6 +105,7 @@ def members() -> dict[str, Member]:
             chosen_extras=list(ci.get("extras", [])),
             tests=list(ci.get("tests", ["tests", "-m", "not slow"])),
             newest=bool(ci.get("newest", False)),
+            oldest=str(ci.get("python", OLDEST)),
         )
         found[member.name] = member
     return found
@@ -207,7 +211,11 @@ def main() -> int:
     everyone = members()
     selected = [m for m in everyone.values() if not args.only or m.name in args.only]
 
-    pythons = {v: find_python(v) for v in (OLDEST, NEWEST)}
+    versions = sorted(
+        {OLDEST, NEWEST, *(m.oldest for m in selected)},
+        key=lambda v: [int(p) for p in v.split(".")],
+    )
+    pythons = {v: find_python(v) for v in versions}
     for version, found in pythons.items():
         if found is None:
             print(f"floors: no Python {version} installed", file=sys.stderr)
@@ -227,15 +235,14 @@ def main() -> int:
         return 1
 
     jobs: list[Job] = []
-    if pythons[OLDEST]:
-        jobs += [Job(m, pythons[OLDEST], lowest=True) for m in selected]
+    jobs += [Job(m, found, lowest=True) for m in selected if (found := pythons[m.oldest])]
     if pythons[NEWEST]:
         jobs += [Job(m, pythons[NEWEST], lowest=False) for m in selected if m.newest]
     with ThreadPoolExecutor(max_workers=2) as pool:
         finished = list(pool.map(lambda j: run_job(j, everyone, dist, base), jobs))
     failed = 0
     for job in finished:
-        kind = f"floors on {OLDEST}" if job.lowest else f"newest on {NEWEST}"
+        kind = f"floors on {job.member.oldest}" if job.lowest else f"newest on {NEWEST}"
         status = "ok" if job.ok else "FAILED"
         print(f"floors: {job.member.name} ({kind}): {status} in {job.seconds:.0f} s")
         if not job.ok:

@@ -25,11 +25,16 @@ from eventforge.errors import TransportClosedError, TransportError
 from eventforge.transport import BoundLoop, Counter, Supervisor, background_loop
 from pamqp.commands import Connection as ConnectionFrames
 
+from ._python import check_python
 from ._settings import AmqpSettings
 
 __all__ = ["AmqpAuthError", "AmqpConnectError", "ChannelSlot", "Link"]
 
 log = logging.getLogger("eventforge.transports.amqp")
+
+# The transport and the work queue both import this module: on Python 3.10 (aiormq 6) loading
+# them fails with the reason.
+check_python()
 
 T = TypeVar("T")
 Hook = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]

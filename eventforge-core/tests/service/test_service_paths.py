@@ -9,6 +9,7 @@ The times are printed for the record (``-s``), never asserted.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 import urllib.error
@@ -205,6 +206,7 @@ def test_a_destroyed_redis_consumer_group_is_stalled_and_delivers_again(
     admin.close()
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="eventforge-amqp needs Python 3.11+")
 @pytest.mark.broker
 def test_a_deleted_amqp_queue_of_the_user_subscription_is_stalled_then_delivers(
     rabbit_server: RabbitServer,

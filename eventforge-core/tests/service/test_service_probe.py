@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import urllib.error
@@ -343,6 +344,7 @@ def test_a_deleted_jetstream_consumer_is_stalled_then_recreated_and_consumes_aga
         work.close()
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="eventforge-amqp needs Python 3.11+")
 @pytest.mark.broker
 @pytest.mark.slow
 def test_an_amqp_resource_alarm_turns_readyz_503_and_back(
