@@ -88,6 +88,9 @@ def test_distribution_declares_classifiers_and_project_urls(dist: str) -> None:
     meta = project(dist)["project"]
     classifiers = set(meta["classifiers"])
     floor = meta["requires-python"].removeprefix(">=")
+    # A distribution that installs on an older Python but works only from a newer one (its
+    # client needs it) names that one in its CI table and classifies only what works.
+    floor = project(dist).get("tool", {}).get("eventforge", {}).get("ci", {}).get("python", floor)
     pythons = SUPPORTED_PYTHONS[SUPPORTED_PYTHONS.index(floor) :]
     declared = {c.rsplit(" :: ", 1)[1] for c in classifiers if re.search(r":: 3\.\d+$", c)}
     assert declared == set(pythons)

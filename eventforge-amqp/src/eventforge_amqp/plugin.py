@@ -19,9 +19,9 @@ def eventforge_transports() -> list[TransportSpec]:
     return [
         TransportSpec(
             name="amqp",
-            # Through the package, which refuses Python 3.10 with the reason (not a bare
+            # Through a module that refuses Python 3.10 with the reason (not a bare
             # "No module named 'aiormq'").
-            target="eventforge_amqp:AmqpTransport",
+            target="eventforge_amqp._entry:AmqpTransport",
             summary="RabbitMQ (AMQP 0-9-1): exchanges, competing groups, direct reply-to RPC, "
             "quorum-queue work queues.",
             schemes=("amqp", "amqps"),
