@@ -32,6 +32,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql import Executable
 
@@ -115,14 +116,26 @@ class Claims:
         )
         self._due = and_(t.c.queue == queue, t.c.status.in_(claimable))
         self._returning = (t.c.id, t.c.message_id, t.c.envelope, t.c.attempt, t.c.event_type)
+        # Built once (a statement built per call costs more than its round trip to compile).
+        if self.postgresql:
+            ids: Any = any_(bindparam("ids", type_=ARRAY(BigInteger())))
+        else:
+            ids = bindparam("ids", expanding=True)
+        self._mark = (
+            update(t)
+            .where(
+                t.c.id == ids if self.postgresql else t.c.id.in_(ids),
+                t.c.lease_owner == bindparam("owner"),
+                t.c.status == "processing",
+            )
+            .values(status="processed", lease_owner=None, processed_at=bindparam("now"))
+        )
 
     def id_in(self, ids: Sequence[int]) -> Any:
         """``id IN (...)``; on PostgreSQL ``id = ANY(array)``, one statement text for every
         batch size (a long IN list is parsed anew for each size)."""
         t = self.table
         if self.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import ARRAY
-
             return t.c.id == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger())))
         return t.c.id.in_(list(ids))
 
@@ -288,14 +301,9 @@ class Claims:
         """Mark claimed rows processed if they are still ours; return how many were."""
         if not rows:
             return 0
-        t = self.table
         now = time.time()
         return sum(
-            conn.execute(
-                update(t)
-                .where(self.id_in(ids), t.c.lease_owner == owner, t.c.status == "processing")
-                .values(status="processed", lease_owner=None, processed_at=now)
-            ).rowcount
+            conn.execute(self._mark, {"ids": ids, "owner": owner, "now": now}).rowcount
             for owner, ids in by_owner(rows).items()
         )
 

@@ -66,8 +66,9 @@ class Inbox(InboxStatus):
     ``handler(conn, event)`` (or an object with ``handle_event(conn, event)``, as EventFlow's
     handlers) runs for each event inside the transaction that marks it processed; an async
     handler gets an ``AsyncConnection`` and needs an ``AsyncEngine``. ``batch_size`` rows are
-    claimed at once and handled in one transaction (a failure there re-runs the batch one row
-    per transaction, so one poison event never takes its neighbours' effects with it);
+    claimed at once and handled in one transaction (a failure there re-runs the batch in one
+    transaction with a savepoint per event, so one poison event never takes its neighbours'
+    effects with it);
     ``lease`` is how long a claimed row stays with its worker before another may take it.
     """
 

@@ -8,7 +8,8 @@ again later, dead-lettering keeps it with its reason. An item whose lease expire
 reason "delivered N times without being settled".
 
 Acks are group-committed: the ack of a delivery fetched less than half a lease ago is buffered
-and deleted with the next fetch's claim (one transaction for both), or by a flusher within
+and deleted with the next fetch's claim (on PostgreSQL in the claim's own statement, elsewhere in
+its transaction), or by a flusher within
 ``ack_delay`` seconds, so a consumer pays no round trip per item. Such an ack cannot be stale
 (the lease has not run out), so it reports ``None``; if the process dies before the flush, the
 item is delivered again after its lease (at-least-once, as for a consumer that died before
