@@ -101,6 +101,71 @@ def test_poison_event_is_dead_lettered_with_its_error_and_others_are_unaffected(
     }
 
 
+def test_a_failing_event_in_a_batch_leaves_its_neighbours_committed_once_in_one_transaction(
+    engine: sa.Engine, unique: Callable[[str], str], effects: EffectLog
+) -> None:
+    """The batch is handled again in one transaction with a savepoint per event: the failing
+    event's writes roll back alone and its retry is recorded; the others commit once."""
+    transactions: dict[str, sa.RootTransaction] = {}
+
+    def handler(conn: sa.Connection, event: InboxEvent) -> None:
+        root = conn.get_transaction()
+        assert root is not None
+        transactions[event.event_id] = root  # kept alive: the objects' ids stay distinct
+        effects.record(conn, event)
+        if event.payload == "bad":
+            raise ValueError("bad event")
+
+    inbox = _inbox(engine, unique, handler=handler, batch_size=10)
+    ids = ["ok-0", "ok-1", "bad", "ok-2", "ok-3"]
+    inbox.add([Message("t", "bad" if i == "bad" else "fine", id=i) for i in ids])
+    assert inbox.process_batch() == 5
+    assert effects.counts() == {i: 1 for i in ids if i != "bad"}
+    assert len({id(transactions[i]) for i in ids}) == 1  # one transaction for the whole batch
+    failed = inbox.get("bad")
+    assert failed is not None
+    assert (failed.status, failed.attempt, failed.error) == ("failed", 1, "ValueError: bad event")
+    assert inbox.counts()["processed"] == 4
+    inbox.process(idle_timeout=0.6)  # retried until dead-lettered; nothing else runs again
+    assert effects.counts() == {i: 1 for i in ids if i != "bad"}
+    assert [(d.event_id, d.attempt) for d in inbox.dead_letters()] == [("bad", 3)]
+
+
+def test_a_batch_whose_commit_fails_is_handled_one_event_per_transaction(
+    pg_engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    """A handler whose writes break a deferred constraint fails only at COMMIT, so no savepoint
+    catches it: the batch then falls back to a transaction per event, and only that event is
+    retried."""
+    table = unique("deferred").replace("-", "_")
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {table} (event_id TEXT, k INTEGER, "
+            "CONSTRAINT one_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    def handler(conn: sa.Connection, event: InboxEvent) -> None:
+        conn.execute(
+            sa.text(f"INSERT INTO {table} (event_id, k) VALUES (:e, :k)"),
+            {"e": event.event_id, "k": event.payload},
+        )
+        if event.payload == 0:  # a second row with k=0: refused when the transaction commits
+            conn.execute(sa.text(f"INSERT INTO {table} (event_id, k) VALUES ('dup', 0)"))
+
+    inbox = _inbox(pg_engine, unique, handler=handler, batch_size=10)
+    inbox.add([Message("t", k, id=f"e-{k}") for k in range(4)])
+    assert inbox.process_batch() == 4
+    with pg_engine.connect() as conn:
+        stored = conn.exec_driver_sql(f"SELECT event_id FROM {table} ORDER BY k").scalars()
+        assert list(stored) == ["e-1", "e-2", "e-3"]
+    failed = inbox.get("e-0")
+    assert failed is not None
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert "one_k" in failed.error
+    assert inbox.counts()["processed"] == 3
+
+
 def test_retry_backoff_is_stored_and_capped(
     engine: sa.Engine, unique: Callable[[str], str]
 ) -> None:

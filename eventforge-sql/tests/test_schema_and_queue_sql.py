@@ -106,6 +106,53 @@ def test_an_item_whose_lease_expires_max_attempts_times_is_dead_lettered(
         queue.close()
 
 
+def _rows(engine: sa.Engine, queue: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM eventforge_queue WHERE queue = :q"), {"q": queue}
+            ).scalar_one()
+        )
+
+
+def test_buffered_acks_of_several_fetches_are_deleted_by_the_next_fetch(
+    engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    """Acks of two fetches (two lease owners) wait for the next fetch, which deletes every one
+    of them and claims only the items not acked."""
+    name = unique("acks")
+    backend = SqlWorkQueueBackend(engine, name, ack_delay=60.0)  # no flush before the fetch
+    try:
+        backend.put_many([Message(name, i) for i in range(6)])
+        first, second = backend.fetch(2, timeout=5), backend.fetch(2, timeout=5)
+        for delivery in first + second:
+            assert backend.ack(delivery) is None  # buffered
+        assert _rows(engine, name) == 6
+        rest = backend.fetch(10, timeout=5)
+        assert [d.message.payload for d in rest] == [4, 5]
+        assert [d.attempt for d in rest] == [1, 1]
+        assert _rows(engine, name) == 2
+    finally:
+        backend.close()
+
+
+def test_a_buffered_ack_with_no_fetch_after_it_is_committed_by_the_flusher(
+    engine: sa.Engine, unique: Callable[[str], str]
+) -> None:
+    name = unique("flusher")
+    backend = SqlWorkQueueBackend(engine, name, ack_delay=0.02)
+    try:
+        backend.put_many([Message(name, i) for i in range(3)])
+        deliveries = backend.fetch(3, timeout=5)
+        deliveries[0].ack()
+        assert wait_until(lambda: _rows(engine, name) == 2, 5)
+        time.sleep(0.1)  # the flusher has ended: the next ack starts another
+        deliveries[1].ack()
+        assert wait_until(lambda: _rows(engine, name) == 1, 5)
+    finally:
+        backend.close()
+
+
 def test_put_of_a_stored_message_id_adds_nothing(
     engine: sa.Engine, unique: Callable[[str], str]
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +32,11 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql import Executable
 
+from ._pg_claims import claim_statement
 from .schema import CLAIMABLE
 
 __all__ = [
@@ -101,6 +104,8 @@ class Claims:
         self.lease = lease
         self.dialect = dialect
         self.one_statement = bool(dialect.update_returning)  # PostgreSQL, SQLite >= 3.35
+        self.postgresql = dialect.name == "postgresql"
+        self._pg_claims: dict[tuple[bool, bool], Any] = {}
         self.insert_ignore = insert_ignoring_duplicates(table, dialect)
         self._json_inserts: dict[tuple[str, ...], Any] = {}
         t = table
@@ -111,28 +116,54 @@ class Claims:
         )
         self._due = and_(t.c.queue == queue, t.c.status.in_(claimable))
         self._returning = (t.c.id, t.c.message_id, t.c.envelope, t.c.attempt, t.c.event_type)
+        # Built once (a statement built per call costs more than its round trip to compile).
+        if self.postgresql:
+            ids: Any = any_(bindparam("ids", type_=ARRAY(BigInteger())))
+        else:
+            ids = bindparam("ids", expanding=True)
+        self._mark = (
+            update(t)
+            .where(
+                t.c.id == ids if self.postgresql else t.c.id.in_(ids),
+                t.c.lease_owner == bindparam("owner"),
+                t.c.status == "processing",
+            )
+            .values(status="processed", lease_owner=None, processed_at=bindparam("now"))
+        )
 
     def id_in(self, ids: Sequence[int]) -> Any:
         """``id IN (...)``; on PostgreSQL ``id = ANY(array)``, one statement text for every
         batch size (a long IN list is parsed anew for each size)."""
         t = self.table
         if self.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import ARRAY
-
             return t.c.id == any_(bindparam("ids", list(ids), type_=ARRAY(BigInteger())))
         return t.c.id.in_(list(ids))
 
     # -- claiming ---------------------------------------------------------------------------
 
-    def claim(self, conn: Connection, limit: int, max_attempts: int | None = None) -> list[Claimed]:
+    def claim(
+        self,
+        conn: Connection,
+        limit: int,
+        max_attempts: int | None = None,
+        acks: Sequence[tuple[int, str]] = (),
+    ) -> list[Claimed]:
         """Claim up to ``limit`` due rows (commit is the caller's); oldest first.
 
         With ``max_attempts``, rows whose lease expired on their last allowed delivery are not
-        claimed (:meth:`dead_letter_expired` moves them to the dead letters).
+        claimed (:meth:`dead_letter_expired` moves them to the dead letters). ``acks`` are
+        (row id, lease owner) pairs of acknowledged deliveries, deleted first (each only while
+        that owner still holds the row). On PostgreSQL all of it is one statement
+        (:mod:`._pg_claims`), atomic by itself: run it on an autocommit connection
+        (:meth:`connect`) and it costs one round trip.
         """
         t = self.table
         now = time.time()
         owner = new_id()
+        if self.postgresql:
+            return self._claim_pg(conn, limit, max_attempts, acks, now, owner)
+        for ack_owner, ids in by_owner(acks).items():
+            conn.execute(delete(t).where(self.id_in(ids), t.c.lease_owner == ack_owner))
         where = and_(self._due, t.c.available_at <= now)
         if max_attempts is not None:
             where = and_(where, ~and_(t.c.status == "processing", t.c.attempt >= max_attempts))
@@ -166,6 +197,52 @@ class Claims:
         claimed = [Claimed(r[0], r[1], r[2], r[3], owner, r[4]) for r in rows]
         claimed.sort(key=lambda c: c.id)
         return claimed
+
+    def _claim_pg(
+        self,
+        conn: Connection,
+        limit: int,
+        max_attempts: int | None,
+        acks: Sequence[tuple[int, str]],
+        now: float,
+        owner: str,
+    ) -> list[Claimed]:
+        shape = (bool(acks), max_attempts is not None)
+        stmt = self._pg_claims.get(shape)
+        if stmt is None:
+            stmt = claim_statement(self.table, self.dialect, acks=shape[0], max_attempts=shape[1])
+            self._pg_claims[shape] = stmt
+        params: dict[str, Any] = {
+            "queue": self.queue,
+            "now": now,
+            "owner": owner,
+            "expiry": now + self.lease,
+            "limit": limit,
+        }
+        if max_attempts is not None:
+            params["max_attempts"] = max_attempts
+        if acks:
+            # The acks of the latest fetch go with the claim, any older fetch's in statements
+            # of their own before it (an ack needs no atomicity with the claim).
+            groups = by_owner(acks)
+            ack_owner = acks[-1][1]
+            for other, ids in groups.items():
+                if other != ack_owner:
+                    t = self.table
+                    conn.execute(delete(t).where(self.id_in(ids), t.c.lease_owner == other))
+            params["ack_ids"] = groups[ack_owner]
+            params["ack_owner"] = ack_owner
+        rows = conn.execute(stmt, params).all()
+        claimed = [Claimed(r[0], r[1], r[2], r[3], owner, r[4]) for r in rows]
+        claimed.sort(key=lambda c: c.id)
+        return claimed
+
+    def connect(self, engine: Engine) -> AbstractContextManager[Connection]:
+        """A connection for :meth:`claim` that commits it: on PostgreSQL an autocommit
+        connection (the claim is one statement), elsewhere a transaction."""
+        if self.postgresql:
+            return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return engine.begin()
 
     def dead_letter_expired(self, conn: Connection, max_attempts: int) -> int:
         """Dead-letter rows whose lease expired on their last allowed delivery; count them.
@@ -224,14 +301,9 @@ class Claims:
         """Mark claimed rows processed if they are still ours; return how many were."""
         if not rows:
             return 0
-        t = self.table
         now = time.time()
         return sum(
-            conn.execute(
-                update(t)
-                .where(self.id_in(ids), t.c.lease_owner == owner, t.c.status == "processing")
-                .values(status="processed", lease_owner=None, processed_at=now)
-            ).rowcount
+            conn.execute(self._mark, {"ids": ids, "owner": owner, "now": now}).rowcount
             for owner, ids in by_owner(rows).items()
         )
 

@@ -66,8 +66,9 @@ class Inbox(InboxStatus):
     ``handler(conn, event)`` (or an object with ``handle_event(conn, event)``, as EventFlow's
     handlers) runs for each event inside the transaction that marks it processed; an async
     handler gets an ``AsyncConnection`` and needs an ``AsyncEngine``. ``batch_size`` rows are
-    claimed at once and handled in one transaction (a failure there re-runs the batch one row
-    per transaction, so one poison event never takes its neighbours' effects with it);
+    claimed at once and handled in one transaction (a failure there re-runs the batch in one
+    transaction with a savepoint per event, so one poison event never takes its neighbours'
+    effects with it);
     ``lease`` is how long a claimed row stays with its worker before another may take it.
     """
 
@@ -156,7 +157,8 @@ class Inbox(InboxStatus):
     # -- handling ---------------------------------------------------------------------------
 
     def _event(self, row: Claimed) -> InboxEvent:
-        message = decode_envelope(row.envelope)
+        # As bytes, the envelope takes the codec's fast path (a str is validated by the schema).
+        message = decode_envelope(row.envelope.encode("utf-8"))
         return InboxEvent(
             event_id=row.message_id,
             event_type=row.event_type,
@@ -170,11 +172,18 @@ class Inbox(InboxStatus):
 
     def _claim(self, conn: Connection) -> list[Claimed]:
         rows = self.claims.claim(conn, self.batch_size, self.retry.max_attempts)
-        now = time.monotonic()
-        if len(rows) < self.batch_size and now - self._last_sweep > min(1.0, self.claims.lease / 4):
-            self._last_sweep = now
+        if self._sweep_due(len(rows)):
             self.claims.dead_letter_expired(conn, self.retry.max_attempts)
         return rows
+
+    def _sweep_due(self, claimed: int) -> bool:
+        """Whether to dead-letter expired last attempts now (a short claim, at most once per
+        second or quarter lease)."""
+        now = time.monotonic()
+        if claimed < self.batch_size and now - self._last_sweep > min(1.0, self.claims.lease / 4):
+            self._last_sweep = now
+            return True
+        return False
 
     def _handler(self, handler: Handler | None) -> Callable[..., Any]:
         chosen = self.handler if handler is None else _resolve(handler)
@@ -187,12 +196,16 @@ class Inbox(InboxStatus):
         call = self._handler(handler)
         if inspect.iscoroutinefunction(call):
             raise TypeError("an async handler runs with process_batch_async() on an AsyncEngine")
-        with self._sync().connect() as conn:  # one connection for the claim and the handling
-            with conn.begin():
-                rows = self._claim(conn)
-            if not rows:
-                return 0
-            events = [self._event(row) for row in rows]
+        engine = self._sync()
+        with self.claims.connect(engine) as conn:  # the claim commits before any handler runs
+            rows = self.claims.claim(conn, self.batch_size, self.retry.max_attempts)
+        if self._sweep_due(len(rows)):
+            with engine.begin() as conn:
+                self.claims.dead_letter_expired(conn, self.retry.max_attempts)
+        if not rows:
+            return 0
+        events = [self._event(row) for row in rows]
+        with engine.connect() as conn:
             try:
                 with conn.begin():
                     for event in events:
@@ -204,6 +217,16 @@ class Inbox(InboxStatus):
                 if len(rows) == 1:
                     self._settle_failure(rows[0], exc)
                     return 1
+            try:
+                self._handle_each(conn, call, rows, events)
+                return len(rows)
+            except Exception:
+                log.warning(
+                    "inbox %r: the batch with a failing event did not commit; handling its "
+                    "events one transaction each",
+                    self.name,
+                    exc_info=True,
+                )
             for row, event in zip(rows, events, strict=True):
                 try:
                     with conn.begin():
@@ -213,6 +236,22 @@ class Inbox(InboxStatus):
                 except Exception as exc:
                     self._settle_failure(row, exc)
         return len(rows)
+
+    def _handle_each(
+        self, conn: Connection, call: Callable[..., Any], rows: list[Claimed], events: list[Any]
+    ) -> None:
+        """Handle a batch in one transaction with a savepoint per event: a failing handler
+        rolls back only its own writes, and its row's retry (or dead letter) is recorded in the
+        same transaction, so the batch costs one commit."""
+        with conn.begin():
+            for row, event in zip(rows, events, strict=True):
+                try:
+                    with conn.begin_nested():
+                        call(conn, event)
+                        if self.claims.mark_processed(conn, [row]) != 1:
+                            raise _LeaseLost
+                except Exception as exc:
+                    self._record_failure(conn, row, exc)
 
     def _settle_failure(self, row: Claimed, exc: BaseException) -> None:
         """Record a failure: retry later, or dead-letter once the attempts are exhausted."""

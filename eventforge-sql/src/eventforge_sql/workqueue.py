@@ -8,7 +8,8 @@ again later, dead-lettering keeps it with its reason. An item whose lease expire
 reason "delivered N times without being settled".
 
 Acks are group-committed: the ack of a delivery fetched less than half a lease ago is buffered
-and deleted with the next fetch's claim (one transaction for both), or by a flusher within
+and deleted with the next fetch's claim (on PostgreSQL in the claim's own statement, elsewhere in
+its transaction), or by a flusher within
 ``ack_delay`` seconds, so a consumer pays no round trip per item. Such an ack cannot be stale
 (the lease has not run out), so it reports ``None``; if the process dies before the flush, the
 item is delivered again after its lease (at-least-once, as for a consumer that died before
@@ -79,6 +80,7 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         self._acks: list[tuple[int, str]] = []
         self._acks_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        self._buffer_for = lease / 2  # an ack this soon after its fetch cannot be stale
 
     # -- producing --------------------------------------------------------------------------
 
@@ -115,31 +117,30 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         max_attempts = self.retry.max_attempts
         acks = self._take_acks()
         try:
-            with self.engine.begin() as conn:
-                self._delete_acked(conn, acks)
-                rows = self.claims.claim(conn, max_items, max_attempts)
-                now = time.monotonic()
-                if len(rows) < max_items and now - self._last_sweep > min(
-                    1.0, self.claims.lease / 4
-                ):
-                    self._last_sweep = now
-                    self.claims.dead_letter_expired(conn, max_attempts)
+            with self.claims.connect(self.engine) as conn:
+                rows = self.claims.claim(conn, max_items, max_attempts, acks)
         except Exception:
             self._return_acks(acks)  # not committed: they go with the next attempt
             raise
+        now = time.monotonic()
+        if len(rows) < max_items and now - self._last_sweep > min(1.0, self.claims.lease / 4):
+            self._last_sweep = now
+            with self.engine.begin() as conn:
+                self.claims.dead_letter_expired(conn, max_attempts)
         return rows
 
     def _delivery(self, row: Claimed) -> Delivery:
-        message = decode_envelope(row.envelope)
+        # As bytes, the envelope takes the codec's fast path (a str is validated by the schema).
+        message = decode_envelope(row.envelope.encode("utf-8"))
         token = (row.id, row.owner, time.monotonic())
         return Delivery(message, row.attempt, self.name, token=token, backend=self)
 
     def ack(self, delivery: Delivery) -> bool | None:
         row_id, owner, fetched = delivery.token
-        if self.ack_delay > 0 and time.monotonic() - fetched < self.claims.lease / 2:
+        if self.ack_delay > 0 and time.monotonic() - fetched < self._buffer_for:
             with self._acks_lock:
                 self._acks.append((row_id, owner))
-                if self._flusher is None or not self._flusher.is_alive():
+                if self._flusher is None:
                     self._flusher = threading.Thread(
                         target=self._flush_soon,
                         name=f"eventforge-sql-acks-{self.name}",
@@ -151,8 +152,15 @@ class SqlWorkQueueBackend(WorkQueueBackend):
             return self.claims.delete(conn, row_id, owner)
 
     def _flush_soon(self) -> None:
-        self._closed.wait(self.ack_delay)
-        self.flush()
+        """Flush every ``ack_delay`` while acks keep coming; end once none is buffered (under
+        the lock, so an ack buffered after that starts a new flusher)."""
+        while True:
+            self._closed.wait(self.ack_delay)
+            flushed = self._flush()
+            with self._acks_lock:
+                if not self._acks or not flushed or self._closed.is_set():
+                    self._flusher = None
+                    return
 
     def _take_acks(self) -> list[tuple[int, str]]:
         with self._acks_lock:
@@ -171,9 +179,13 @@ class SqlWorkQueueBackend(WorkQueueBackend):
 
     def flush(self) -> None:
         """Commit the buffered acks now (``stats`` and ``close`` do it too)."""
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Commit the buffered acks; False if that failed (they stay buffered)."""
         acks = self._take_acks()
         if not acks:
-            return
+            return True
         try:
             with self.engine.begin() as conn:
                 self._delete_acked(conn, acks)
@@ -187,6 +199,8 @@ class SqlWorkQueueBackend(WorkQueueBackend):
                 len(acks),
                 exc_info=True,
             )
+            return False
+        return True
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool:
         row_id, owner, _ = delivery.token
