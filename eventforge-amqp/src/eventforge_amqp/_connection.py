@@ -25,6 +25,7 @@ from eventforge.errors import TransportClosedError, TransportError
 from eventforge.transport import BoundLoop, Counter, Supervisor, background_loop
 from pamqp.commands import Connection as ConnectionFrames
 
+from ._channel import FRAME_BUFFER, make_fast
 from ._settings import AmqpSettings
 
 __all__ = ["AmqpAuthError", "AmqpConnectError", "ChannelSlot", "Link"]
@@ -136,8 +137,13 @@ class ChannelSlot:
         if generation != self.generation:
             # A reconnect reset this slot while we waited; its restore opens the channel.
             return await self.get(timeout)
-        channel = await conn.channel(
-            publisher_confirms=self.confirms, on_return_raises=False, timeout=timeout
+        channel = make_fast(
+            await conn.channel(
+                publisher_confirms=self.confirms,
+                on_return_raises=False,
+                frame_buffer_size=FRAME_BUFFER,
+                timeout=timeout,
+            )
         )
         if self.channel is not None:
             self.reopens.bump()
