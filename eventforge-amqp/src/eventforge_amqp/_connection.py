@@ -26,6 +26,7 @@ from eventforge.transport import BoundLoop, Counter, Supervisor, background_loop
 from pamqp.commands import Connection as ConnectionFrames
 
 from ._channel import FRAME_BUFFER, make_fast
+from ._frames import FrameReader
 from ._settings import AmqpSettings
 
 __all__ = ["AmqpAuthError", "AmqpConnectError", "ChannelSlot", "Link"]
@@ -51,6 +52,11 @@ class _Connection(aiormq.Connection):
     blocked_reason: str | None = None
     blocked_total: float = 0.0
     blocked_count: int = 0
+
+    async def _Connection__reader(self, frame_receiver: Any) -> None:  # noqa: N802
+        """aiormq's reader, fed by a :class:`FrameReader` (whole reads, not 3 per frame)."""
+        frames = FrameReader(frame_receiver.reader)
+        await aiormq.Connection._Connection__reader(self, frames)  # type: ignore[attr-defined]
 
     async def _Connection__handle_connection_blocked(  # noqa: N802 (aiormq's private hook)
         self, frame: ConnectionFrames.Blocked
