@@ -8,7 +8,8 @@ so:
 * a consumer made by :func:`direct_consumer` is called on the channel's reader as the delivery
   is read, with no task: it must not block (it buffers, hands over or releases a waiter);
 * :func:`write_frames` writes many frames (publishes, acks) as one entry of the write queue,
-  so a batch costs one socket write;
+  so a batch costs one socket write, and writes them to the socket at once while that queue
+  is empty (no wake-up of the connection's writer task);
 * on a channel without publisher confirms a message the broker returns (``mandatory``, no
   queue bound) goes to the channel's ``on_return_callbacks`` (aiormq matches returns to
   confirms only, and drops them on a channel without).
@@ -30,13 +31,15 @@ from aiormq.abc import ChannelFrame
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+from ._marshal import publish_bytes
+
 __all__ = [
     "FRAME_BUFFER",
     "FastChannel",
     "direct_consumer",
     "has_room",
     "make_fast",
-    "publish_frames",
+    "publish_payload",
     "write_frames",
     "write_frames_async",
 ]
@@ -104,7 +107,7 @@ def make_fast(channel: aiormq.abc.AbstractChannel) -> aiormq.abc.AbstractChannel
     return channel
 
 
-def publish_frames(
+def publish_payload(
     channel: aiormq.abc.AbstractChannel,
     exchange: str,
     key: str,
@@ -112,16 +115,22 @@ def publish_frames(
     properties: Basic.Properties,
     *,
     mandatory: bool = False,
-) -> list[Any]:
-    """The frames of one publish (method, header, body split to the frame size)."""
-    if len(key) > 255 or len(key.encode()) > 255:
+) -> bytes:
+    """The bytes of one publish on ``channel`` (method, header, body cut to the frame size)."""
+    fast = cast(aiormq.Channel, channel)
+    data = publish_bytes(
+        channel.number, fast.max_content_size, exchange, key, body, properties, mandatory
+    )
+    if data is not None:
+        return data
+    if len(key.encode()) > 255:
         raise ValueError(f"routing key {key[:40]!r}... is longer than 255 bytes")
     frames: list[Any] = [
         Basic.Publish(exchange=exchange, routing_key=key, mandatory=mandatory),
         ContentHeader(properties=properties, body_size=len(body)),
+        *fast._split_body(body),
     ]
-    frames += cast(aiormq.Channel, channel)._split_body(body)
-    return frames
+    return ChannelFrame.marshall(channel.number, frames).payload
 
 
 def has_room(channel: aiormq.abc.AbstractChannel) -> bool:
@@ -129,26 +138,39 @@ def has_room(channel: aiormq.abc.AbstractChannel) -> bool:
     return not channel.write_queue.full()  # type: ignore[attr-defined]
 
 
-def write_frames(
-    channel: aiormq.abc.AbstractChannel,
-    frames: Sequence[Any],
-    drained: asyncio.Future[Any] | None = None,
-) -> bool:
-    """Queue ``frames`` for the socket as one write; ``False`` when the write queue is full
-    (then :func:`write_frames_async`). ``drained`` is resolved once they were written."""
+def write_frames(channel: aiormq.abc.AbstractChannel, frames: Sequence[Any] | bytes) -> bool:
+    """Write ``frames`` (or bytes already framed) for the socket as one write: at once while
+    the write queue is empty, else as one entry of that queue; ``False`` when it is full
+    (then :func:`write_frames_async`)."""
+    data = frames if isinstance(frames, bytes) else _payload(channel, frames)
     queue: asyncio.Queue[ChannelFrame] = channel.write_queue  # type: ignore[attr-defined]
+    if queue.empty():
+        # Nothing is waiting for the writer task (it writes what it takes from the queue in
+        # the same step), so writing here keeps the order and spares it a wake-up.
+        stream: asyncio.StreamWriter | None = getattr(
+            getattr(channel, "connection", None), "stream_writer", None
+        )
+        if stream is not None and not stream.is_closing():
+            stream.write(data)
+            return True
     if queue.full():
         return False
-    queue.put_nowait(ChannelFrame.marshall(channel.number, frames, drained))
+    queue.put_nowait(ChannelFrame(payload=data, should_close=False))
     return True
 
 
+def _payload(channel: aiormq.abc.AbstractChannel, frames: Sequence[Any]) -> bytes:
+    return ChannelFrame.marshall(channel.number, frames).payload
+
+
 async def write_frames_async(
-    channel: aiormq.abc.AbstractChannel, frames: Sequence[Any], *, drain: bool = False
+    channel: aiormq.abc.AbstractChannel, frames: Sequence[Any] | bytes, *, drain: bool = False
 ) -> None:
-    """Queue ``frames`` as one write, waiting for room; with ``drain``, until written."""
+    """Queue ``frames`` (or bytes) as one write, waiting for room; with ``drain``, until
+    written."""
+    data = frames if isinstance(frames, bytes) else _payload(channel, frames)
     drained = asyncio.get_running_loop().create_future() if drain else None
     queue: asyncio.Queue[ChannelFrame] = channel.write_queue  # type: ignore[attr-defined]
-    await queue.put(ChannelFrame.marshall(channel.number, frames, drained))
+    await queue.put(ChannelFrame(payload=data, should_close=False, drain_future=drained))
     if drained is not None:
         await drained

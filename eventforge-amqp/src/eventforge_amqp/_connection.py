@@ -53,6 +53,14 @@ class _Connection(aiormq.Connection):
     blocked_total: float = 0.0
     blocked_count: int = 0
 
+    stream_writer: asyncio.StreamWriter | None = None
+
+    async def _Connection__writer(self, writer: asyncio.StreamWriter) -> None:  # noqa: N802
+        """aiormq's writer; the stream is kept so that :func:`write_frames` can write to it
+        while the write queue is empty."""
+        self.stream_writer = writer
+        await aiormq.Connection._Connection__writer(self, writer)  # type: ignore[attr-defined]
+
     async def _Connection__reader(self, frame_receiver: Any) -> None:  # noqa: N802
         """aiormq's reader, fed by a :class:`FrameReader` (whole reads, not 3 per frame)."""
         frames = FrameReader(frame_receiver.reader)

@@ -17,7 +17,7 @@ from typing import Any
 import aiormq.abc
 from eventforge.transport import Counter
 
-from ._channel import has_room, publish_frames, write_frames, write_frames_async
+from ._channel import has_room, publish_payload, write_frames, write_frames_async
 from ._connection import ChannelSlot, Link
 
 __all__ = ["MAX_OUTBOX", "Item", "Outbox"]
@@ -73,23 +73,23 @@ class Outbox:
         if frames:
             write_frames(channel, frames)
 
-    def _take_frames(self, channel: aiormq.abc.AbstractChannel) -> list[Any]:
+    def _take_frames(self, channel: aiormq.abc.AbstractChannel) -> bytes:
         """Everything waiting as publish frames, to be written together. An item that cannot
         be framed (a routing key over 255 bytes) is dropped and counted."""
         self._scheduled = False  # before taking: a send after this point schedules again
         items = self._items
         bump = self._sent.bump
-        frames: list[Any] = []
+        frames: list[bytes] = []
         while items:
             exchange, key, body, properties = items.popleft()
             try:
-                frames += publish_frames(channel, exchange, key, body, properties)
+                frames.append(publish_payload(channel, exchange, key, body, properties))
             except Exception as exc:
                 self._errors.bump()
                 log.warning("AMQP publish to %r failed, message dropped: %r", key, exc)
                 continue
             bump()
-        return frames
+        return b"".join(frames)
 
     async def _drain(self) -> None:
         items = self._items

@@ -29,7 +29,7 @@ from eventforge.errors import TransportClosedError
 from eventforge.wire import WireCodec
 
 from . import _codec
-from ._channel import direct_consumer, publish_frames, write_frames, write_frames_async
+from ._channel import direct_consumer, publish_payload, write_frames, write_frames_async
 from ._connection import Link
 from ._topology import REPLY_TO
 
@@ -153,7 +153,7 @@ class Requests:
             self._link.spawn(self._publish_later(item, waiter, timeout))
             return
         try:
-            frames = publish_frames(channel, *item, mandatory=True)
+            frames = publish_payload(channel, *item, mandatory=True)
         except Exception as exc:
             waiter.settle(exc)
             return
@@ -161,13 +161,13 @@ class Requests:
             self._link.spawn(self._publish_later(item, waiter, timeout, frames))
 
     async def _publish_later(
-        self, item: Item, waiter: _Waiter, timeout: float, frames: list[Any] | None = None
+        self, item: Item, waiter: _Waiter, timeout: float, frames: bytes | None = None
     ) -> None:
         try:
             if frames is None:
                 await self._wait_drained()  # keep the order of earlier sends
                 channel = await self._slot.get(timeout)
-                frames = publish_frames(channel, *item, mandatory=True)
+                frames = publish_payload(channel, *item, mandatory=True)
             else:
                 channel = await self._slot.get(timeout)
             await write_frames_async(channel, frames)
