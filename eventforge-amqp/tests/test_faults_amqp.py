@@ -371,3 +371,69 @@ def test_consumer_process_sigkill_mid_batch_gets_its_items_redelivered(
             delivery.ack()
     print(f"\nconsumer SIGKILL mid-batch: held=5 redelivered={len(again)} lost=0")
     assert sorted(again) == [0, 1, 2, 3, 4]
+
+
+ACKER = """
+import sys, time
+from eventforge.workqueue import RetryPolicy
+from eventforge_amqp.transport import AmqpTransport
+backend = AmqpTransport(sys.argv[1]).work_queue_backend(sys.argv[2], RetryPolicy())
+held = []
+while len(held) < 10:
+    held += backend.fetch(10 - len(held), timeout=10)
+for delivery in held:
+    if delivery.message.payload not in (3, 7, 8):
+        delivery.ack()
+backend.stats()  # returns once the acks recorded before it were written
+print(len(held), flush=True)
+time.sleep(60)  # killed holding 3, 7 and 8
+"""
+
+
+def unacked(node: RabbitServer, queue: str) -> int | None:
+    """The deliveries of ``queue`` the broker holds unacknowledged (rabbitmqctl)."""
+    for line in node.ctl("list_queues", "name", "messages_unacknowledged").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == queue and parts[1].isdigit():
+            return int(parts[1])
+    return None
+
+
+def test_consumer_killed_after_acking_around_held_items_gets_only_the_held_ones_again(
+    make_amqp: Make, rabbit_server: RabbitServer
+) -> None:
+    """Acks go out coalesced (one basic.ack(multiple) per run of settled deliveries): one
+    must never cover an item still held. A consumer acks 7 of 10 items around 3 it holds
+    (3 before acked ones, 7 and 8 between), is SIGKILLed, and exactly those 3 come back."""
+    import subprocess
+    import sys
+
+    name = f"wq{os.urandom(4).hex()}"
+    backend = make_amqp().work_queue_backend(name, POLICY)
+    backend.put_many([Message("job", n) for n in range(10)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ACKER, rabbit_server.url, name],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "10"
+        queue = f"eventforge.wq.{name}"
+        assert wait_until(lambda: unacked(rabbit_server, queue) == 3, 20), unacked(
+            rabbit_server, queue
+        )
+    finally:
+        proc.kill()
+        proc.wait(10)
+    again: list[int] = []
+    while len(again) < 3:
+        deliveries = backend.fetch(10, timeout=10)
+        assert deliveries, f"only {again} came back"
+        for delivery in deliveries:
+            assert delivery.attempt == 2
+            again.append(delivery.message.payload)
+            delivery.ack()
+    assert backend.fetch(10, timeout=1) == []  # no acked item comes back
+    print(f"\nconsumer SIGKILL after acking 7 of 10 around 3 held: redelivered={sorted(again)}")
+    assert sorted(again) == [3, 7, 8]

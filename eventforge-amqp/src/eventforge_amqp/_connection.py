@@ -25,6 +25,8 @@ from eventforge.errors import TransportClosedError, TransportError
 from eventforge.transport import BoundLoop, Counter, Supervisor, background_loop
 from pamqp.commands import Connection as ConnectionFrames
 
+from ._channel import FRAME_BUFFER, make_fast
+from ._frames import FrameReader
 from ._python import check_python
 from ._settings import AmqpSettings
 
@@ -55,6 +57,19 @@ class _Connection(aiormq.Connection):
     blocked_reason: str | None = None
     blocked_total: float = 0.0
     blocked_count: int = 0
+
+    stream_writer: asyncio.StreamWriter | None = None
+
+    async def _Connection__writer(self, writer: asyncio.StreamWriter) -> None:  # noqa: N802
+        """aiormq's writer; the stream is kept so that :func:`write_frames` can write to it
+        while the write queue is empty."""
+        self.stream_writer = writer
+        await aiormq.Connection._Connection__writer(self, writer)  # type: ignore[attr-defined]
+
+    async def _Connection__reader(self, frame_receiver: Any) -> None:  # noqa: N802
+        """aiormq's reader, fed by a :class:`FrameReader` (whole reads, not 3 per frame)."""
+        frames = FrameReader(frame_receiver.reader)
+        await aiormq.Connection._Connection__reader(self, frames)  # type: ignore[attr-defined]
 
     async def _Connection__handle_connection_blocked(  # noqa: N802 (aiormq's private hook)
         self, frame: ConnectionFrames.Blocked
@@ -141,8 +156,13 @@ class ChannelSlot:
         if generation != self.generation:
             # A reconnect reset this slot while we waited; its restore opens the channel.
             return await self.get(timeout)
-        channel = await conn.channel(
-            publisher_confirms=self.confirms, on_return_raises=False, timeout=timeout
+        channel = make_fast(
+            await conn.channel(
+                publisher_confirms=self.confirms,
+                on_return_raises=False,
+                frame_buffer_size=FRAME_BUFFER,
+                timeout=timeout,
+            )
         )
         if self.channel is not None:
             self.reopens.bump()

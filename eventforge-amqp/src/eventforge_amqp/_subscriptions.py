@@ -22,7 +22,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,9 +32,9 @@ from eventforge.errors import ConfigurationError, ProtocolError
 from eventforge.message import Message
 from eventforge.topics import validate_pattern
 from eventforge.transport import (
+    BatchDeliveryThread,
     Callback,
     Counter,
-    DeliveryThread,
     SubscriptionStatus,
     is_nonblocking,
 )
@@ -42,6 +42,7 @@ from eventforge.wire import WireCodec
 from pamqp.commands import Basic
 
 from . import _codec
+from ._channel import direct_consumer
 from ._connection import Link
 from ._exchanges import Binding, Exchanges
 from ._topology import conflict_error, group_queue_name
@@ -85,7 +86,9 @@ class Subscriptions:
         self._by_tag: dict[str, Subscription] = {}
         self._prefix = f"{exchange}.sub.{os.urandom(6).hex()}"
         self._ids = itertools.count(1)
-        self._dispatcher: DeliveryThread | None = None
+        self._dispatcher: BatchDeliveryThread | None = None
+        self._handed: list[tuple[Subscription, aiormq.abc.DeliveredMessage]] = []
+        self._hand_scheduled = False
         self._lock = threading.Lock()
         self.delivered = Counter()
         self.decode_errors = Counter()
@@ -126,7 +129,7 @@ class Subscriptions:
                 loop = self._link.loop
         with self._lock:
             if self._dispatcher is None:
-                self._dispatcher = DeliveryThread(
+                self._dispatcher = BatchDeliveryThread(
                     "eventforge-amqp-delivery", self._deliver, self._options["max_pending"]
                 )
         number = next(self._ids)
@@ -198,27 +201,33 @@ class Subscriptions:
         sub.consumer_tag = tag
         self._by_tag[tag] = sub
 
-    def _inline_handler(
-        self, sub: Subscription
-    ) -> Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]:
+    def _inline_handler(self, sub: Subscription) -> aiormq.abc.ConsumerCallback:
         deliver = self._deliver
 
-        async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
+        def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
             deliver(sub, delivered)
 
-        return on_message
+        return direct_consumer(on_message)
 
-    def _queued_handler(
-        self, sub: Subscription
-    ) -> Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]:
+    def _queued_handler(self, sub: Subscription) -> aiormq.abc.ConsumerCallback:
+        """Deliveries read together go to the delivery thread together: one hand-over (and
+        at most one wake-up of that thread) per read, not per message."""
+        loop = self._link.loop
+
+        def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
+            self._handed.append((sub, delivered))
+            if not self._hand_scheduled:
+                self._hand_scheduled = True
+                loop.call_soon(self._hand_over)
+
+        return direct_consumer(on_message)
+
+    def _hand_over(self) -> None:
+        self._hand_scheduled = False
+        batch, self._handed = self._handed, []
         dispatcher = self._dispatcher
-        assert dispatcher is not None
-        put = dispatcher.put
-
-        async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
-            put((sub, delivered))
-
-        return on_message
+        if dispatcher is not None and batch:
+            dispatcher.put_batch(batch)
 
     async def _restore(self, channel: aiormq.abc.AbstractChannel) -> None:
         """Declare and consume every subscription on a (re)opened channel."""
@@ -417,7 +426,7 @@ class Subscriptions:
         dispatcher = self._dispatcher
         return {
             "delivered": self.delivered.value,
-            "dropped": dispatcher.dropped if dispatcher is not None else 0,
+            "dropped": dispatcher.dropped.value if dispatcher is not None else 0,
             "decode_errors": self.decode_errors.value,
             "callback_errors": self.callback_errors.value,
             "consumer_cancels": self.consumer_cancels.value,

@@ -20,13 +20,11 @@ aiormq runs on eventforge's shared background loop (or the application's loop wi
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import os
-import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import aiormq.abc
 from eventforge.errors import NoRespondersError, TransportClosedError, TransportError
@@ -46,7 +44,8 @@ from . import _codec
 from ._capabilities import CAPABILITIES
 from ._connection import AmqpAuthError, AmqpConnectError, Link
 from ._exchanges import Exchanges
-from ._replies import Replies
+from ._outbox import Outbox
+from ._requests import RETURNED, Requests
 from ._settings import parse_settings
 from ._subscriptions import Subscriptions, WatchedSubscriptions
 from ._topology import REPLY_TO, is_reply_address
@@ -56,8 +55,6 @@ from .workqueue import AmqpWorkQueue
 __all__ = ["AmqpAuthError", "AmqpConnectError", "AmqpTransport"]
 
 log = logging.getLogger("eventforge.transports.amqp")
-
-_MAX_OUTBOX = 10_000
 
 
 class AmqpTransport(WatchedSubscriptions, Transport):
@@ -96,14 +93,20 @@ class AmqpTransport(WatchedSubscriptions, Transport):
         self._confirmer = self._link.slot("confirm", confirms=True, eager=True)
         self._confirmer.hooks.append(self._on_confirm_channel)
         self._subs = Subscriptions(self._link, self._codec, self.exchanges, opts)
-        self._replies = Replies(self._loop, self._codec, self._subs.decode_failed)
-        self._outbox: collections.deque[tuple[str, str, bytes, Any]] = collections.deque()
-        self._scheduled = False
-        self._drain_task: asyncio.Task[None] | None = None
         self._closed = False
         self._sent = Counter()
         self._returned = Counter()
         self._publish_errors = Counter()
+        self._outbox = Outbox(
+            self._link, self._publisher, self.publish_timeout, self._sent, self._publish_errors
+        )
+        self._requests = Requests(
+            self._link,
+            self._codec,
+            self._subs.decode_failed,
+            self._outbox.idle,
+            self._outbox.drained,
+        )
         self._confirms_pending = 0
         self._backends: list[WorkQueueBackend] = []
         self._delay_levels = DelayLevels()  # declared once per connection, when first used
@@ -136,7 +139,6 @@ class AmqpTransport(WatchedSubscriptions, Transport):
 
     async def _on_confirm_channel(self, channel: aiormq.abc.AbstractChannel) -> None:
         await self.exchanges.declare_for_publishing(channel)
-        await self._replies.on_channel(channel)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -168,77 +170,15 @@ class AmqpTransport(WatchedSubscriptions, Transport):
         """
         item = self._encode(message)
         self._check_blocked()
-        self._outbox.append(item)
-        if not self._scheduled:
-            self._scheduled = True
-            if self._link.bg.in_loop_thread():
-                self._loop.call_soon(self._kick)
-            else:
-                self._loop.call_soon_threadsafe(self._kick)
-        if len(self._outbox) > _MAX_OUTBOX and not self._link.bg.in_loop_thread():
-            self._link.run(self._wait_drained(), self.publish_timeout + 1)
+        if self._outbox.add(item) and not self._link.bg.in_loop_thread():
+            self._link.run(self._outbox.drained(), self.publish_timeout + 1)
 
     async def send_async(self, message: Message) -> None:
         """:meth:`send` for coroutines: never blocks the running loop."""
         item = self._encode(message)
         self._check_blocked()
-        self._outbox.append(item)
-        if not self._scheduled:
-            self._scheduled = True
-            if self._link.bg.in_loop_thread():
-                self._loop.call_soon(self._kick)
-            else:
-                self._loop.call_soon_threadsafe(self._kick)
-        if len(self._outbox) > _MAX_OUTBOX:
-            await self._link.call(self._wait_drained())
-
-    def _kick(self) -> None:
-        task = self._drain_task
-        if task is None or task.done():
-            self._drain_task = self._loop.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        outbox = self._outbox
-        bump = self._sent.bump
-        while True:
-            try:
-                channel = await self._publisher.get(self.publish_timeout)
-            except Exception as exc:
-                dropped = len(outbox)
-                outbox.clear()
-                for _ in range(dropped):
-                    self._publish_errors.bump()
-                log.warning("AMQP publish failed, %d message(s) dropped: %r", dropped, exc)
-                self._scheduled = False
-                return
-            publish = channel.basic_publish
-            try:
-                while outbox:
-                    exchange, key, body, properties = outbox[0]
-                    await publish(  # type: ignore[call-arg]  # aiormq.Channel has wait=
-                        body, exchange=exchange, routing_key=key, properties=properties, wait=False
-                    )
-                    outbox.popleft()
-                    bump()
-            except Exception as exc:
-                if outbox:
-                    outbox.popleft()
-                self._publish_errors.bump()
-                log.warning("AMQP publish failed (%r); retrying the rest on a new channel", exc)
-                continue
-            self._scheduled = False
-            if not outbox:
-                return
-            self._scheduled = True
-
-    async def _wait_drained(self) -> None:
-        while self._outbox or (self._drain_task is not None and not self._drain_task.done()):
-            task = self._drain_task
-            if task is None or task.done():
-                self._kick()
-                task = self._drain_task
-            assert task is not None
-            await asyncio.shield(task)
+        if self._outbox.add(item):
+            await self._link.call(self._outbox.drained())
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything sent so far was written to the broker's socket."""
@@ -251,7 +191,7 @@ class AmqpTransport(WatchedSubscriptions, Transport):
         await asyncio.wait_for(self._link.call(self._flush()), timeout or self.publish_timeout)
 
     async def _flush(self) -> None:
-        await self._wait_drained()
+        await self._outbox.written()
 
     def send_counted(self, message: Message) -> int:
         """Publish with ``mandatory`` and a confirm: 1 when a queue took it, 0 when none did."""
@@ -268,7 +208,7 @@ class AmqpTransport(WatchedSubscriptions, Transport):
     async def _publish_confirmed(
         self, exchange: str, key: str, body: bytes, properties: Any, *, mandatory: bool
     ) -> int:
-        await self._wait_drained()  # keep the order of earlier sends
+        await self._outbox.drained()  # keep the order of earlier sends
         self._confirms_pending += 1
         try:
             channel = await self._confirmer.get(self.publish_timeout)
@@ -307,36 +247,38 @@ class AmqpTransport(WatchedSubscriptions, Transport):
         Raises :class:`~eventforge.errors.NoRespondersError` at once when no queue is bound
         for the topic.
         """
-        item = self._encode(message)
-        self._check_blocked()
-        return self._link.run(self._request(message, item, timeout))
+        item, correlation = self._request_item(message)
+        if self._link.bg.in_loop_thread():
+            return self._link.run(self.request_async(message, timeout))  # refused there
+        outcome = self._requests.request(item, correlation, timeout)
+        return self._answer(message, outcome, item)
 
     async def request_async(self, message: Message, timeout: float) -> Message | None:
         """:meth:`request` for coroutines."""
+        item, correlation = self._request_item(message)
+        outcome = await self._link.call(self._requests.request_async(item, correlation, timeout))
+        return self._answer(message, outcome, item)
+
+    def _request_item(self, message: Message) -> tuple[tuple[str, str, bytes, Any], str]:
         item = self._encode(message)
         self._check_blocked()
-        return await self._link.call(self._request(message, item, timeout))
-
-    async def _request(
-        self, message: Message, item: tuple[str, str, bytes, Any], timeout: float
-    ) -> Message | None:
-        exchange, key, body, properties = item
         correlation = message.correlation_id or message.id
+        properties = item[3]
         properties.correlation_id = correlation
         properties.reply_to = REPLY_TO
-        future = self._replies.expect(correlation)
-        deadline = time.monotonic() + timeout
-        try:
-            await self._replies.consume(await self._confirmer.get(timeout))
-            routed = await self._publish_confirmed(exchange, key, body, properties, mandatory=True)
-            if not routed:
-                raise NoRespondersError(message.topic)
-            try:
-                return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                return None
-        finally:
-            self._replies.forget(correlation)
+        return item, correlation
+
+    def _answer(
+        self, message: Message, outcome: Any, item: tuple[str, str, bytes, Any]
+    ) -> Message | None:
+        if outcome is RETURNED:
+            self._returned.bump()
+            raise NoRespondersError(message.topic)
+        if outcome is None and self._link.blocked is not None:
+            self._publish_errors.bump()
+            raise TransportError(self._link.timeout_reason(item[1], self.publish_timeout))
+        self._sent.bump()
+        return cast(Message | None, outcome)
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -465,11 +407,11 @@ class AmqpTransport(WatchedSubscriptions, Transport):
     async def _close(self) -> None:
         if self._link.supervisor.state == "connected":
             try:
-                await asyncio.wait_for(self._wait_drained(), 5)
+                await asyncio.wait_for(self._outbox.drained(), 5)
             except Exception as exc:
                 log.warning("AMQP: unsent messages at close: %r", exc)
         self._subs.deactivate_all()
-        self._replies.cancel_all()
+        self._requests.cancel_all()
         await self._link.close_async()
 
     def _check_open(self) -> None:
@@ -488,7 +430,7 @@ class AmqpTransport(WatchedSubscriptions, Transport):
                 "publish_errors": self._publish_errors.value,
                 "confirms_pending": self._confirms_pending,
                 "outbox": len(self._outbox),
-                "pending_requests": len(self._replies),
+                "pending_requests": len(self._requests),
             }
         )
         return data

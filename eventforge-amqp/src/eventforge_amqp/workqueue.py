@@ -43,7 +43,9 @@ from eventforge.transport import (
 from eventforge.wire import WireCodec
 
 from . import _codec
+from ._channel import direct_consumer
 from ._connection import Link
+from ._wq_acks import AckSender, Token
 from ._wq_delays import MAX_DELAY, DelayedItems, DelayLevels, due_of
 from ._wq_publish import ConfirmedPublisher, Outgoing
 from ._wq_topology import (
@@ -61,16 +63,6 @@ log = logging.getLogger("eventforge.transports.amqp")
 
 T = TypeVar("T")
 _RECENT_IDS = 10_000
-
-
-class _Token:
-    """What a delivery holds: the channel it came on and its tag there."""
-
-    __slots__ = ("channel", "tag")
-
-    def __init__(self, channel: aiormq.abc.AbstractChannel, tag: int) -> None:
-        self.channel = channel
-        self.tag = tag
 
 
 class AmqpWorkQueue(WorkQueueBackend):
@@ -105,8 +97,6 @@ class AmqpWorkQueue(WorkQueueBackend):
         self._arrived: asyncio.Event | None = None
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._settled = Counter()
-        self._acks: collections.deque[_Token] = collections.deque()
-        self._acks_scheduled = False
         self._closed = False
         self._delayed = DelayedItems()
         self.counters = {
@@ -124,6 +114,7 @@ class AmqpWorkQueue(WorkQueueBackend):
                 "put_retries",
             )
         }
+        self.acks = AckSender(link, name, self.prefetch, self.counters)
         self.publisher = ConfirmedPublisher(
             self._publisher,
             levels if levels is not None else DelayLevels(),
@@ -192,13 +183,17 @@ class AmqpWorkQueue(WorkQueueBackend):
             return
         await self.topology.declare(channel)
         await channel.basic_qos(prefetch_count=self.prefetch)
-        await channel.basic_consume(self.topology.queue, self._on_delivery, no_ack=False)
+        self.acks.consuming(channel)
+        consumer = direct_consumer(self._on_delivery)
+        await channel.basic_consume(self.topology.queue, consumer, no_ack=False)
         channel.on_consumer_cancel_callbacks.add(self._on_cancel)
 
-    async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+    def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+        self.acks.delivered(delivered)
         self._buffer.append(delivered)
-        if self._arrived is not None:
-            self._arrived.set()
+        arrived = self._arrived
+        if arrived is not None and not arrived.is_set():
+            arrived.set()
 
     async def _on_cancel(self, frame: Any) -> None:
         log.warning("work queue %r: the broker cancelled its consumer; consuming again", self.name)
@@ -253,7 +248,7 @@ class AmqpWorkQueue(WorkQueueBackend):
         channel = delivered.channel
         if channel.is_closed or delivered.delivery_tag is None:
             return None  # its channel closed: the broker requeued it
-        token = _Token(channel, delivered.delivery_tag)
+        token = Token(channel, delivered.delivery_tag)
         props = delivered.header.properties
         headers = cast(dict[str, Any], props.headers or {})
         try:
@@ -263,14 +258,14 @@ class AmqpWorkQueue(WorkQueueBackend):
             log.warning("work queue %r: unreadable item dead-lettered: %s", self.name, exc)
             raw, reason = malformed_item(self.name, delivered.body, exc)
             await self._store_dead(raw, reason, 1)
-            await channel.basic_ack(token.tag)
+            await self.acks.written(token)
             return None
         attempt = int(headers.get(ATTEMPT, 1) or 1) + int(headers.get("x-delivery-count", 0) or 0)
         message.headers.pop(ATTEMPT, None)
         self._delayed.arrived(message.id)
         if message.id in self._recent:
             self.counters["duplicates_dropped"].bump()
-            await channel.basic_ack(token.tag)
+            await self.acks.written(token)
             return None
         if attempt > self.policy.max_attempts:
             self.counters["over_delivered"].bump()
@@ -280,14 +275,14 @@ class AmqpWorkQueue(WorkQueueBackend):
             )
             message.headers[DEAD_LETTER_REASON_HEADER] = reason
             await self._store_dead(message, reason, attempt)
-            await channel.basic_ack(token.tag)
+            await self.acks.written(token)
             return None
         self.counters["fetched"].bump()
         return Delivery(message, attempt, self.name, token=token, backend=self)
 
     # -- settling ----------------------------------------------------------------------------
 
-    def _stale(self, token: _Token) -> bool:
+    def _stale(self, token: Token) -> bool:
         if token.channel.is_closed:
             self.counters["stale_settles"].bump()
             log.info(
@@ -305,39 +300,15 @@ class AmqpWorkQueue(WorkQueueBackend):
             recent.popitem(last=False)
 
     def ack(self, delivery: Delivery) -> bool | None:
-        token: _Token = delivery.token
+        token: Token = delivery.token
         if self._stale(token):
             return False
         self._settled.bump()
         self._remember(delivery.message.id)
-        # Acks gathered meanwhile go out together: one loop wake-up and one task per batch.
-        self._acks.append(token)
-        if not self._acks_scheduled:
-            self._acks_scheduled = True
-            if self._link.bg.in_loop_thread():
-                self._link.loop.call_soon(self._flush_acks)
-            else:
-                self._link.loop.call_soon_threadsafe(self._flush_acks)
+        # Recorded here, sent by the loop with every ack recorded meanwhile (one wake-up, and
+        # one basic.ack(multiple) frame for items acked in order): see _wq_acks.
+        self.acks.record(token)
         return None
-
-    def _flush_acks(self) -> None:
-        self._acks_scheduled = False
-        batch: list[_Token] = []
-        acks = self._acks
-        while acks:
-            batch.append(acks.popleft())
-        if batch:
-            self._link.spawn(self._send_acks(batch))
-
-    async def _send_acks(self, batch: list[_Token]) -> None:
-        for token in batch:
-            try:
-                await token.channel.basic_ack(token.tag, wait=False)
-                self.counters["acks_sent"].bump()
-            except Exception as exc:
-                log.warning(
-                    "work queue %r: ack failed (%r); the item is redelivered", self.name, exc
-                )
 
     def _loop_call(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._link.bg.in_loop_thread():
@@ -347,24 +318,24 @@ class AmqpWorkQueue(WorkQueueBackend):
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> bool | None:
         """Republish with attempt + 1 (to the delay queue of ``delay``), confirmed; then ack."""
-        token: _Token = delivery.token
+        token: Token = delivery.token
         if self._stale(token):
             return False
         self._settled.bump()
         self._run(self._retry(delivery, token, delay), self.publish_timeout + 5)
         return None
 
-    async def _retry(self, delivery: Delivery, token: _Token, delay: float) -> None:
+    async def _retry(self, delivery: Delivery, token: Token, delay: float) -> None:
         due = time.time() + min(delay, MAX_DELAY) if delay > 0 else None
         item = self._encode(delivery.message, due, {ATTEMPT: delivery.attempt + 1})
         await self.publisher.publish([item])
         self.counters["nacks_sent"].bump()
         if due is not None:
             self._delayed.add(delivery.message.id, due)
-        await token.channel.basic_ack(token.tag)
+        await self.acks.written(token)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> bool | None:
-        token: _Token = delivery.token
+        token: Token = delivery.token
         if self._stale(token):
             return False
         self._settled.bump()
@@ -372,9 +343,9 @@ class AmqpWorkQueue(WorkQueueBackend):
         self._run(self._dead_letter(delivery, token, reason), self.publish_timeout + 5)
         return None
 
-    async def _dead_letter(self, delivery: Delivery, token: _Token, reason: str) -> None:
+    async def _dead_letter(self, delivery: Delivery, token: Token, reason: str) -> None:
         await self._store_dead(delivery.message, reason, delivery.attempt)
-        await token.channel.basic_ack(token.tag)
+        await self.acks.written(token)
 
     async def _store_dead(self, message: Message, reason: str, attempt: int) -> None:
         extra = {
@@ -439,6 +410,7 @@ class AmqpWorkQueue(WorkQueueBackend):
         return {**self._run(self._stats(), timeout=30), **counters}
 
     async def _stats(self) -> dict[str, Any]:
+        await self.acks.write()
         channel = await self._publisher.get(self.publish_timeout)
         ready, dead = await self.topology.counts(channel)
         buffered = sum(1 for d in self._buffer if not d.channel.is_closed)
@@ -467,9 +439,10 @@ class AmqpWorkQueue(WorkQueueBackend):
             if ch is not None and not ch.is_closed and not self._link.closing:
                 self._loop_call(self._close_channel(ch))
 
-    @staticmethod
-    async def _close_channel(channel: aiormq.abc.AbstractChannel) -> None:
+    async def _close_channel(self, channel: aiormq.abc.AbstractChannel) -> None:
         try:
+            if channel is self._consumer.channel:
+                await self.acks.write()  # the acks recorded before close() count
             await channel.close()
         except Exception as exc:
             log.debug("closing a work-queue channel: %r", exc)
