@@ -200,6 +200,26 @@ def rpc_eventforge(url: str, n: int) -> tuple[float, float]:
     return percentiles(samples[WARM_UP:])
 
 
+def rpc_eventforge_async(url: str, n: int) -> tuple[float, float]:
+    """``await RPCClient.call_async`` on a transport bound to the caller's loop: the same shape
+    as the aio-pika anchor (publish and reply on one loop, no thread hops)."""
+    child = _child("echo_ef", url)
+
+    async def main() -> list[float]:
+        async with MessageQueue(await AmqpTransport.connect_async(url)) as queue:
+            client = RPCClient(queue, "bench")
+            samples = []
+            for i in range(n + WARM_UP):
+                start = time.perf_counter()
+                await client.call_async("echo", i, timeout=10)
+                samples.append(time.perf_counter() - start)
+            return samples[WARM_UP:]
+
+    samples = asyncio.run(main())
+    _stop(child)
+    return percentiles(samples)
+
+
 def request_transport(url: str, n: int) -> tuple[float, float]:
     key = _key()
     child = _child("echo_raw", url, 0, key)
@@ -358,6 +378,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             rounds,
             {
                 "ef": lambda: rpc_eventforge(url, n_rpc),
+                "async": lambda: rpc_eventforge_async(url, n_rpc),
                 "transport": lambda: request_transport(url, n_rpc),
                 "aio": lambda: rpc_aio_pika(url, n_rpc),
             },
@@ -380,6 +401,12 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "pika BlockingConnection publish -> same consumer", e2e["pika"], "msgs/s", ">= 1.0x"),
         row("amqp RPC p50, sync RPCClient.call -> RPCServer process", rpc["ef"][0],
             "aio-pika direct reply-to p50", rpc["aio"][0], "us", "<= 0.7x",
+            higher_is_better=False),
+        row("amqp RPC p50, call_async on connect_async -> RPCServer process", rpc["async"][0],
+            "aio-pika direct reply-to p50", rpc["aio"][0], "us", "<= 0.7x",
+            higher_is_better=False),
+        row("amqp RPC p99, call_async on connect_async -> RPCServer process", rpc["async"][1],
+            "aio-pika direct reply-to p99", rpc["aio"][1], "us", "reported",
             higher_is_better=False),
         row("amqp RPC p99, sync RPCClient.call -> RPCServer process", rpc["ef"][1],
             "aio-pika direct reply-to p99", rpc["aio"][1], "us", "reported",
