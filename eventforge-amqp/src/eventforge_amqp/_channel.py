@@ -163,14 +163,25 @@ def _payload(channel: aiormq.abc.AbstractChannel, frames: Sequence[Any]) -> byte
     return ChannelFrame.marshall(channel.number, frames).payload
 
 
+_ROOM_POLL = 0.001
+"""Seconds between looks for room in a full write queue (only while it is full)."""
+
+
 async def write_frames_async(
     channel: aiormq.abc.AbstractChannel, frames: Sequence[Any] | bytes, *, drain: bool = False
-) -> None:
+) -> bool:
     """Queue ``frames`` (or bytes) as one write, waiting for room; with ``drain``, until
-    written."""
+    written. Returns ``False``, writing nothing, when ``channel`` closed meanwhile: its
+    number may already belong to a new channel, where these frames (acks of its delivery
+    tags, a publish counted by its confirms) would mean something else."""
+    queue: asyncio.Queue[ChannelFrame] = channel.write_queue  # type: ignore[attr-defined]
+    while queue.full() and not channel.is_closed:
+        await asyncio.sleep(_ROOM_POLL)
+    if channel.is_closed:
+        return False
     data = frames if isinstance(frames, bytes) else _payload(channel, frames)
     drained = asyncio.get_running_loop().create_future() if drain else None
-    queue: asyncio.Queue[ChannelFrame] = channel.write_queue  # type: ignore[attr-defined]
-    await queue.put(ChannelFrame(payload=data, should_close=False, drain_future=drained))
+    queue.put_nowait(ChannelFrame(payload=data, should_close=False, drain_future=drained))
     if drained is not None:
         await drained
+    return True

@@ -34,8 +34,9 @@ __all__ = ["AmqpAuthError", "AmqpConnectError", "ChannelSlot", "Link"]
 
 log = logging.getLogger("eventforge.transports.amqp")
 
-# The transport and the work queue both import this module: on Python 3.10 (aiormq 6) loading
-# them fails with the reason.
+# The transport and the work queue both import this module: on Python 3.10 with an aiormq 6
+# installed (another package's dependency) loading them fails with the reason. Without aiormq,
+# importing them fails first on the missing module; the registry loads _entry, which checks first.
 check_python()
 
 T = TypeVar("T")

@@ -105,8 +105,11 @@ class Outbox:
                 self._scheduled = False
                 return
             frames = self._take_frames(channel)
-            if frames:
-                await write_frames_async(channel, frames)
+            if frames and not await write_frames_async(channel, frames):
+                # At-most-once pub/sub: a batch framed for a channel that closed while it waited
+                # for room is not written to whichever channel has its number now.
+                self._errors.bump()
+                log.warning("AMQP publish channel closed while a batch waited; it was dropped")
 
     def idle(self) -> bool:
         """Nothing sent is waiting to be written (on the loop)."""

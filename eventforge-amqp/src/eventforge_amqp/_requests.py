@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiormq.abc
-from eventforge.errors import TransportClosedError
+from eventforge.errors import TransportClosedError, TransportError
 from eventforge.wire import WireCodec
 
 from . import _codec
@@ -166,11 +166,15 @@ class Requests:
         try:
             if frames is None:
                 await self._wait_drained()  # keep the order of earlier sends
-                channel = await self._slot.get(timeout)
-                frames = publish_payload(channel, *item, mandatory=True)
-            else:
-                channel = await self._slot.get(timeout)
-            await write_frames_async(channel, frames)
+            channel = await self._slot.get(timeout)
+            # Framed for the channel it goes on: the one it was framed for may have closed and
+            # its number been given to another.
+            frames = publish_payload(channel, *item, mandatory=True)
+            if not await write_frames_async(channel, frames):
+                raise TransportError(
+                    "the AMQP request channel closed before the request was sent; it was not "
+                    "sent, retry the call"
+                )
         except Exception as exc:
             waiter.settle(exc)
 

@@ -15,10 +15,16 @@ all written to the socket together. A ``multiple`` ack never covers a tag still 
 ``N`` is the last of a run that starts at the oldest unsettled tag and contains only tags
 settled here. All of this runs on the link's loop (deliveries and flushes), so it takes no
 lock.
+
+The batches reach the socket in the order they were settled: the broker closes a channel
+whose ``multiple`` ack names a tag an earlier ack already settled, so a batch that must wait
+for room in the connection's write queue holds back every later one (one writer task writes
+them in order), and a batch whose channel closed meanwhile is dropped, never written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from typing import Any
 
@@ -102,6 +108,11 @@ class AckSender:
         self._recorded: collections.deque[Token] = collections.deque()
         self._scheduled = False
         self._channel: ChannelAcks | None = None
+        # Batches waiting to be written in order, with the future of a caller waiting for one.
+        self._backlog: collections.deque[
+            tuple[aiormq.abc.AbstractChannel, list[Any], asyncio.Future[bool] | None]
+        ] = collections.deque()
+        self._writing = False
 
     def consuming(self, channel: aiormq.abc.AbstractChannel) -> None:
         """The queue is consumed on ``channel`` (on the loop); its tags start afresh if new."""
@@ -145,8 +156,47 @@ class AckSender:
 
     def _flush(self) -> None:
         channel, frames = self._frames()
-        if channel is not None and not write_frames(channel, frames):
-            self._link.spawn(write_frames_async(channel, frames))
+        if channel is not None:
+            self._send(channel, frames, None)
+
+    def _send(
+        self,
+        channel: aiormq.abc.AbstractChannel,
+        frames: list[Any],
+        done: asyncio.Future[bool] | None,
+    ) -> None:
+        """Write a batch now if nothing waits before it, else queue it behind (on the loop)."""
+        if not self._backlog and done is None and write_frames(channel, frames):
+            return
+        self._backlog.append((channel, frames, done))
+        if not self._writing:
+            self._writing = True
+            self._link.spawn(self._write_backlog())
+
+    async def _write_backlog(self) -> None:
+        """The one writer of waiting batches, oldest first."""
+        backlog = self._backlog
+        try:
+            while backlog:
+                channel, frames, done = backlog[0]
+                try:
+                    written = await write_frames_async(channel, frames, drain=done is not None)
+                except Exception as exc:
+                    written = False
+                    if done is not None and not done.done():
+                        done.set_exception(exc)
+                backlog.popleft()
+                if not written:
+                    self._stale()  # the channel closed: the broker delivers them again
+                if done is not None and not done.done():
+                    done.set_result(written)
+        finally:
+            self._writing = False
+            if backlog:  # cancelled (the loop is closing): nothing more can be written
+                for _, _, done in backlog:
+                    if done is not None and not done.done():
+                        done.cancel()
+                backlog.clear()
 
     async def written(self, token: Token) -> None:
         """Ack ``token`` (with every ack recorded meanwhile); return once that was written."""
@@ -161,4 +211,10 @@ class AckSender:
         """Send the acks recorded so far and wait until they were written to the socket."""
         channel, frames = self._frames()
         if channel is not None:
-            await write_frames_async(channel, frames, drain=True)
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._send(channel, frames, done)
+            if not await done:
+                raise aiormq.exceptions.ChannelInvalidStateError(
+                    f"the channel of work queue {self._name!r} closed before its acks were "
+                    "written; the items are delivered again"
+                )
