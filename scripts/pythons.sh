@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run eventforge-core's whole test suite on the oldest and the newest supported Python (3.10 and
-# 3.13), each in a workspace venv of its own made from uv.lock (the plugins are installed too:
-# many core tests run against them). Both Pythons run at the same time; each one's output goes
+# 3.13), with eventforge-amqp's check that it refuses Python 3.10 saying why, each in a workspace
+# venv of its own made from uv.lock (the plugins are installed too: many core tests run against
+# them). Both Pythons run at the same time; each one's output goes
 # to a log that is printed when it fails. Interpreters are never downloaded: a missing one is
 # skipped, or fails the run when EVENTFORGE_REQUIRE_PYTHONS=1 (CI).
 # Extra arguments go to pytest, e.g. ./scripts/pythons.sh -k config
@@ -29,7 +30,8 @@ run_suite() {  # $1: version, $2: interpreter; the rest go to pytest
     local version="$1" python="$2" venv="$work/venv-$1"
     shift 2
     UV_PROJECT_ENVIRONMENT="$venv" "${UV[@]}" sync --all-packages --locked --quiet --python "$python" \
-        && "$venv/bin/python" -m pytest -q -p no:cacheprovider eventforge-core/tests "$@"
+        && "$venv/bin/python" -m pytest -q -p no:cacheprovider eventforge-core/tests \
+            eventforge-amqp/tests/test_python_support.py "$@"
 }
 
 status=0

@@ -11,6 +11,7 @@ is conditional on the lease owner, so a worker whose lease ran out changes nothi
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -38,6 +39,8 @@ from sqlalchemy.sql import Executable
 
 from ._pg_claims import claim_statement
 from .schema import CLAIMABLE
+
+log = logging.getLogger("eventforge_sql.claims")
 
 __all__ = [
     "Claimed",
@@ -243,6 +246,16 @@ class Claims:
         if self.postgresql:
             return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return engine.begin()
+
+    def sweep(self, engine: Engine, max_attempts: int) -> None:
+        """:meth:`dead_letter_expired` in a transaction of its own, after a claim committed: a
+        failure is logged, never raised, so the rows the claim leased still reach the caller
+        (the next sweep tries again)."""
+        try:
+            with engine.begin() as conn:
+                self.dead_letter_expired(conn, max_attempts)
+        except Exception:
+            log.warning("dead-lettering expired leases failed; retried later", exc_info=True)
 
     def dead_letter_expired(self, conn: Connection, max_attempts: int) -> int:
         """Dead-letter rows whose lease expired on their last allowed delivery; count them.

@@ -200,8 +200,7 @@ class Inbox(InboxStatus):
         with self.claims.connect(engine) as conn:  # the claim commits before any handler runs
             rows = self.claims.claim(conn, self.batch_size, self.retry.max_attempts)
         if self._sweep_due(len(rows)):
-            with engine.begin() as conn:
-                self.claims.dead_letter_expired(conn, self.retry.max_attempts)
+            self.claims.sweep(engine, self.retry.max_attempts)
         if not rows:
             return 0
         events = [self._event(row) for row in rows]

@@ -125,8 +125,7 @@ class SqlWorkQueueBackend(WorkQueueBackend):
         now = time.monotonic()
         if len(rows) < max_items and now - self._last_sweep > min(1.0, self.claims.lease / 4):
             self._last_sweep = now
-            with self.engine.begin() as conn:
-                self.claims.dead_letter_expired(conn, max_attempts)
+            self.claims.sweep(self.engine, max_attempts)
         return rows
 
     def _delivery(self, row: Claimed) -> Delivery:

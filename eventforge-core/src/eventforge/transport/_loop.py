@@ -49,8 +49,10 @@ class _LoopHost(ABC):
         try:
             return future.result(timeout)
         except FutureTimeout:
-            if future.done():  # raised by the coroutine itself: the caller gets it unchanged
-                raise
+            if future.done():
+                # Raised by the coroutine itself (the caller gets it unchanged), or it finished
+                # just after the wait gave up (the caller gets its result).
+                return future.result()
             future.cancel()
             # The builtin class on every Python: on 3.10, concurrent.futures.TimeoutError is a
             # class of its own, which callers catching TimeoutError would miss.
