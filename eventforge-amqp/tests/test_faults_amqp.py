@@ -437,3 +437,29 @@ def test_consumer_killed_after_acking_around_held_items_gets_only_the_held_ones_
     assert backend.fetch(10, timeout=1) == []  # no acked item comes back
     print(f"\nconsumer SIGKILL after acking 7 of 10 around 3 held: redelivered={sorted(again)}")
     assert sorted(again) == [3, 7, 8]
+
+
+def test_a_request_in_flight_when_the_connection_drops_ends_in_its_timeout_not_a_transport_error(
+    on_fault_node: Make, fault_node: RabbitServer
+) -> None:
+    """It may have reached a server, so it is not failed as "never sent" (a TransportError,
+    which with_retry would retry by default): its caller gets the timeout's None."""
+    t = on_fault_node()
+    name = topic("ask")
+    heard = threading.Event()
+    t.subscribe(name, lambda m: heard.set())  # takes the request, never answers
+    outcome: list[object] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(t.request(Message(name, "q"), timeout=3.0))
+        except Exception as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=ask)
+    caller.start()
+    assert heard.wait(10)
+    fault_node.ctl("close_all_connections", "fault test")
+    caller.join(30)
+    assert outcome == [None], f"expected the timeout's None, got {outcome!r}"
+    assert wait_until(lambda: t.stats()["reconnects"] >= 1, 20)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,7 +106,10 @@ class Requests:
         ``None`` after ``timeout`` (not on the link's loop)."""
         channel = self._slot.channel
         if channel is None or channel.is_closed:
+            # The wait for the channel counts against the request's timeout.
+            started = time.monotonic()
             self._link.run(self._slot.get(timeout), timeout)
+            timeout = max(0.0, timeout - (time.monotonic() - started))
         waiter = _Waiter()
         waiting = self._waiting
         waiting[correlation] = waiter
@@ -121,7 +125,9 @@ class Requests:
 
     async def request_async(self, item: Item, correlation: str, timeout: float) -> Any:
         """:meth:`request` for a coroutine on the link's loop."""
+        started = time.monotonic()
         await self._slot.get(timeout)
+        timeout = max(0.0, timeout - (time.monotonic() - started))
         waiter = _Waiter(self._loop.create_future())
         waiting = self._waiting
         waiting[correlation] = waiter
