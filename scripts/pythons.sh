@@ -2,8 +2,8 @@
 # Run eventforge-core's whole test suite on the oldest and the newest supported Python (3.10 and
 # 3.13), with eventforge-amqp's check that it refuses Python 3.10 saying why, each in a workspace
 # venv of its own made from uv.lock (the plugins are installed too: many core tests run against
-# them). Both Pythons run at the same time; each one's output goes
-# to a log that is printed when it fails. Interpreters are never downloaded: a missing one is
+# them). Both Pythons run at the same time; each one's output goes to a log that is printed
+# when it fails. Interpreters are never downloaded: a missing one is
 # skipped, or fails the run when EVENTFORGE_REQUIRE_PYTHONS=1 (CI).
 # Extra arguments go to pytest, e.g. ./scripts/pythons.sh -k config
 source "$(dirname "$0")/_env.sh"
@@ -55,7 +55,7 @@ for pid in "${pids[@]}"; do
 done
 for version in "${ran[@]}"; do
     rc="$(cat "$work/$version.rc" 2>/dev/null || echo 1)"
-    summary="$(grep -E '(passed|failed|error)' "$work/$version.log" | tail -1)"
+    summary="$(grep -E '(passed|failed|error)' "$work/$version.log" | tail -1 || true)"
     if [ "$rc" -eq 0 ]; then
         echo "pythons: eventforge-core's suite on Python $version: ok ($summary) in $((SECONDS - started)) s"
     else
