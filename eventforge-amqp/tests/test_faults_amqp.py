@@ -8,6 +8,8 @@ SIGKILLed broker loses no confirmed work item and no delayed one. Figures are pr
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -341,20 +343,20 @@ time.sleep(60)  # killed mid-batch, holding every item unacknowledged
 """
 
 
+def _consumer_process(script: str, url: str, name: str) -> subprocess.Popen[str]:
+    """A consumer of work queue ``name`` in a process of its own; it prints what it fetched."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, url, name], stdout=subprocess.PIPE, text=True
+    )
+
+
 def test_consumer_process_sigkill_mid_batch_gets_its_items_redelivered(
     make_amqp: Make, rabbit_server: RabbitServer
 ) -> None:
-    import subprocess
-    import sys
-
     name = f"wq{os.urandom(4).hex()}"
     backend = make_amqp().work_queue_backend(name, POLICY)
     backend.put_many([Message("job", n) for n in range(5)])
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CONSUMER, rabbit_server.url, name],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _consumer_process(CONSUMER, rabbit_server.url, name)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "5"
@@ -405,17 +407,10 @@ def test_consumer_killed_after_acking_around_held_items_gets_only_the_held_ones_
     """Acks go out coalesced (one basic.ack(multiple) per run of settled deliveries): one
     must never cover an item still held. A consumer acks 7 of 10 items around 3 it holds
     (3 before acked ones, 7 and 8 between), is SIGKILLed, and exactly those 3 come back."""
-    import subprocess
-    import sys
-
     name = f"wq{os.urandom(4).hex()}"
     backend = make_amqp().work_queue_backend(name, POLICY)
     backend.put_many([Message("job", n) for n in range(10)])
-    proc = subprocess.Popen(
-        [sys.executable, "-c", ACKER, rabbit_server.url, name],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _consumer_process(ACKER, rabbit_server.url, name)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "10"

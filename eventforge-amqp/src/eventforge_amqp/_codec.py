@@ -20,7 +20,7 @@ from eventforge.topics import validate_topic
 from eventforge.wire import WireCodec
 from pamqp.commands import Basic
 
-__all__ = ["ENVELOPE_TYPE", "ForeignBodyError", "decode", "encode"]
+__all__ = ["ENVELOPE_TYPE", "ForeignBodyError", "decode", "decode_delivered", "encode"]
 
 ENVELOPE_TYPE = "eventforge.envelope.v1"
 JSON = "application/json"
@@ -61,6 +61,11 @@ def decode(
         # The broker rewrites amq.rabbitmq.reply-to into the caller's own address.
         message.reply_to = properties.reply_to
     return message
+
+
+def decode_delivered(codec: WireCodec, delivered: Any) -> Message:
+    """:func:`decode` of an aiormq ``DeliveredMessage`` (its topic: the routing key)."""
+    return decode(codec, delivered.body, delivered.header.properties, delivered.routing_key or "")
 
 
 def _foreign(body: bytes, properties: Basic.Properties, routing_key: str, max_size: int) -> Message:

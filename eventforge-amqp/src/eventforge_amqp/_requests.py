@@ -188,12 +188,7 @@ class Requests:
 
     def _on_reply(self, delivered: aiormq.abc.DeliveredMessage) -> None:
         try:
-            message = _codec.decode(
-                self._codec,
-                delivered.body,
-                delivered.header.properties,
-                delivered.routing_key or "",
-            )
+            message = _codec.decode_delivered(self._codec, delivered)
         except Exception as exc:
             self._decode_failed(exc, "a reply")
             return

@@ -352,12 +352,7 @@ class Subscriptions:
         if not sub.active:
             return
         try:
-            message = _codec.decode(
-                self._codec,
-                delivered.body,
-                delivered.header.properties,
-                delivered.routing_key or "",
-            )
+            message = _codec.decode_delivered(self._codec, delivered)
         except ProtocolError as exc:
             self.decode_failed(exc, f"subscription {sub.pattern!r}")
             return
@@ -397,12 +392,7 @@ class Subscriptions:
             if future.done():
                 return
             try:
-                message = _codec.decode(
-                    self._codec,
-                    delivered.body,
-                    delivered.header.properties,
-                    delivered.routing_key or "",
-                )
+                message = _codec.decode_delivered(self._codec, delivered)
             except ProtocolError as exc:
                 self.decode_failed(exc, f"receive({pattern!r})")
                 return
